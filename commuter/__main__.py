@@ -1,0 +1,5 @@
+"""Allow `python -m commuter`."""
+
+from commuter.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Settings: where things live on this machine; the only reader of os.environ and HOME."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Paths and knobs of one (possibly fake) machine."""
+
+    home: Path
+    config_dir: Path
+    data_dir: Path
+    claude_dir: Path
+    claude_json: Path
+    mdns_interfaces: tuple[str, ...] | None = None
+    hostname: str = field(default_factory=socket.gethostname)
+    user: str = "user"
+    connect_timeout: float = 5.0
+    mdns_timeout: float = 3.0
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.json"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.data_dir / "inbox"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build settings from the process environment (or the mapping given)."""
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("HOME") or Path.home())
+        config_dir = Path(env["COMMUTER_CONFIG_DIR"]) if env.get("COMMUTER_CONFIG_DIR") else None
+        data_dir = Path(env["COMMUTER_DATA_DIR"]) if env.get("COMMUTER_DATA_DIR") else None
+        if config_dir is None or data_dir is None:
+            xdg_config = env.get("XDG_CONFIG_HOME")
+            xdg_data = env.get("XDG_DATA_HOME")
+            if os.name == "posix" and not _is_macos():
+                config_dir = config_dir or Path(xdg_config or home / ".config") / "commuter"
+                data_dir = data_dir or Path(xdg_data or home / ".local" / "share") / "commuter"
+            else:
+                config_dir = config_dir or platformdirs.user_config_path("commuter")
+                data_dir = data_dir or platformdirs.user_data_path("commuter")
+        claude_env = env.get("CLAUDE_CONFIG_DIR")
+        claude_dir = Path(claude_env) if claude_env else home / ".claude"
+        claude_json = claude_dir / ".claude.json" if claude_env else home / ".claude.json"
+        interfaces = env.get("COMMUTER_MDNS_INTERFACES")
+        return cls(
+            home=home,
+            config_dir=config_dir,
+            data_dir=data_dir,
+            claude_dir=claude_dir,
+            claude_json=claude_json,
+            mdns_interfaces=tuple(i.strip() for i in interfaces.split(",") if i.strip())
+            if interfaces
+            else None,
+            user=env.get("USER") or _user(),
+        )
+
+
+def _is_macos() -> bool:
+    return os.uname().sysname == "Darwin"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "user"
