@@ -1,0 +1,1 @@
+"""The peer layer: identity keys, sealing, signed requests, pairing, discovery, server, client."""
