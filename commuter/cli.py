@@ -33,7 +33,6 @@ class CommuterGroup(click.Group):
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise
             shown = click.ClickException(f"{exc} ({exc.hint})" if exc.hint else str(exc))
-            shown.exit_code = exc.exit_code
             raise shown from exc
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)

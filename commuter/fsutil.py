@@ -43,8 +43,7 @@ def is_temp_name(name: str) -> bool:
     """True for names that syncing clients and our own writers use for partial files."""
     lowered = name.lower()
     return (
-        name.startswith(".")
-        or name.startswith("~")
+        name.startswith((".", "~"))
         or lowered.endswith((".tmp", ".part", ".partial", ".crdownload", ".download"))
         or ".syncthing." in lowered
         or ".sb-" in lowered

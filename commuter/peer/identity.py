@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
 from nacl.exceptions import BadSignatureError
@@ -54,7 +53,6 @@ class Identity:
         settings.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         seed_b64 = base64.b64encode(bytes(identity.signing_key)).decode()
         atomic_write_text(path, json.dumps({"version": 1, "seed": seed_b64}) + "\n", mode=0o600)
-        os.chmod(path, 0o600)
         return identity
 
     @property
