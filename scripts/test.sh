@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the whole test suite: lint, types, unit, CLI, peer, relay and end-to-end tests
+# (the real Claude Code CLI, installed into .tools/ on first use, against a fake model server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+if [ ! -x "$PY" ]; then
+    echo "no .venv: run the README's install command first" >&2
+    exit 1
+fi
+bash scripts/install-claude.sh >/dev/null
+"$PY" -m ruff check commuter tests benchmarks
+"$PY" -m mypy commuter
+exec "$PY" -m pytest "$@"
