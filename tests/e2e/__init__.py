@@ -1,0 +1,1 @@
+"""End-to-end tests that run the real Claude Code CLI against a fake model server."""
