@@ -13,9 +13,21 @@ Contract (owned by the core; other layers use only what is here):
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import shlex
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from commuter.errors import CommuterError
+from commuter.settings import Settings
+
+if TYPE_CHECKING:
+    from commuter.backends import Backend, SessionRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +40,8 @@ class ImportOptions:
     assume_yes: bool = False
     interactive: bool = False
     origin: str | None = None
+    # On a TTY the CLI passes a chooser: ask(question, choices) -> one of choices.
+    ask: Callable[[str, tuple[str, ...]], str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +75,98 @@ class Origin:
     commuter_version: str
     device_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def _bundle() -> Any:
+    # bundle.py is another engineer's module; imported by name so this module loads without it.
+    return importlib.import_module("commuter.bundle")
+
+
+def _backend(settings: Settings, name: str = "claude") -> Backend:
+    from commuter.backends import get_backend
+
+    return get_backend(name, settings)
+
+
+def list_sessions(settings: Settings) -> list[SessionRef]:
+    """Every session of every backend on this machine, newest first."""
+    from commuter.backends import all_backends
+
+    refs = [ref for backend in all_backends(settings) for ref in backend.sessions()]
+    return sorted(refs, key=lambda r: r.updated_at, reverse=True)
+
+
+def find_session(settings: Settings, session: str | None, cwd: Path | None = None) -> SessionRef:
+    """A session by id or unique prefix, or the newest session of `cwd`'s project."""
+    return _backend(settings).find(session, cwd or Path.cwd())
+
+
+def make_origin(settings: Settings) -> Origin:
+    """This machine as a bundle's origin (device id only if a key already exists)."""
+    from commuter import __version__
+
+    device_id = None
+    try:
+        from commuter.peer.identity import KEY_FILE, Identity
+
+        if (settings.config_dir / KEY_FILE).is_file():
+            device_id = Identity.load_or_create(settings).device_id
+    except (ImportError, CommuterError):
+        device_id = None
+    return Origin(
+        hostname=settings.hostname, user=settings.user, created_at=_now(),
+        commuter_version=__version__, device_id=device_id,
+    )
+
+
+def export_to(
+    settings: Settings, out: BinaryIO, *, session: str | None = None, cwd: Path | None = None
+) -> Any:
+    """Write one session as a bundle to `out`; returns the bundle's Manifest."""
+    backend = _backend(settings)
+    plan = backend.collect(backend.find(session, cwd or Path.cwd()))
+    bundle = _bundle()
+    manifest = bundle.Manifest(
+        format=bundle.FORMAT_VERSION, backend=plan.backend, session_id=plan.session_id,
+        project_dir=plan.project_dir, created_at=_now(), origin=make_origin(settings),
+        message_count=plan.message_count, git=plan.git, meta=plan.meta, members=(),
+    )
+    writer = bundle.BundleWriter(out, manifest)
+    plan.write_members(writer)
+    return writer.close()
+
+
+def import_file(settings: Settings, path: Path, options: ImportOptions) -> ImportResult:
+    """Verify and unpack a bundle (plain or legacy), then place its session here."""
+    from commuter.backends.claude import source_from
+
+    bundle = _bundle()
+    digest = bundle.file_digest(path)
+    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    unpacked = bundle.unpack(path, settings.staging_dir)
+    try:
+        manifest = unpacked.manifest
+        backend = _backend(settings, manifest.backend)
+        result = backend.place(source_from(manifest, unpacked.root), options)
+    finally:
+        shutil.rmtree(unpacked.root, ignore_errors=True)
+    return dataclasses.replace(result, bundle_digest=digest)
+
+
+def read_manifest(path: Path) -> Any:
+    """The manifest of a bundle file, for `inspect`."""
+    return _bundle().read_manifest(path)
+
+
+def bundle_digest(path: Path) -> str:
+    """sha256 hex of a bundle file."""
+    return str(_bundle().file_digest(path))
+
+
+def is_bundle(path: Path) -> bool:
+    """True if `path` looks like a plain or legacy bundle."""
+    return bool(_bundle().is_bundle(path))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,277 @@
+"""The Claude Code backend: find sessions under ~/.claude and gather everything one consists of."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from commuter.backends import ExportPlan, ImportSource, SessionRef
+from commuter.backends.claude_paths import (
+    ClaudeDirs,
+    TranscriptFile,
+    claude_project_folder,
+    is_safe_name,
+    is_safe_slug,
+    iter_transcripts,
+    project_folders_for,
+    read_head,
+    real_project_path,
+)
+from commuter.backends.claude_rewrite import backup_sources
+from commuter.errors import AmbiguousSession, SessionNotFound
+
+if TYPE_CHECKING:
+    from commuter.core import ImportOptions, ImportResult
+    from commuter.settings import Settings
+
+PROJECT_FILES = (".claude/settings.json", "CLAUDE.md")
+PROJECT_DIRS = (".claude/commands",)
+MAX_PROJECT_FILE = 1 << 20
+MAX_PROJECT_FILES = 500
+_SLUG_RE = re.compile(rb'"slug":"([A-Za-z0-9_-]{1,200})"')
+_PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")
+
+
+class ClaudeBackend:
+    """Claude Code sessions of one (possibly fake) home."""
+
+    name: ClassVar[str] = "claude"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dirs = ClaudeDirs.of(settings)
+
+    def is_installed(self) -> bool:
+        """True if ~/.claude exists or `claude` is on PATH."""
+        return self.dirs.root.is_dir() or shutil.which("claude") is not None
+
+    def _ref(self, tf: TranscriptFile) -> SessionRef:
+        head = read_head(tf.path)
+        return SessionRef(
+            backend=self.name,
+            session_id=tf.session_id,
+            project=Path(head.cwd) if head.cwd else None,
+            updated_at=tf.updated_at,
+            path=tf.path,
+            size=tf.size,
+            first_prompt=head.first_prompt,
+            has_messages=head.has_messages and tf.size > 0,
+        )
+
+    def sessions(self) -> Iterator[SessionRef]:
+        """Every session, newest first (reads only the head of each transcript)."""
+        files = sorted(iter_transcripts(self.dirs), key=lambda t: t.mtime, reverse=True)
+        for tf in files:
+            yield self._ref(tf)
+
+    def find(self, session: str | None, cwd: Path) -> SessionRef:
+        """A session by id or unique prefix; None = newest non-empty one of `cwd`'s project."""
+        if session is None:
+            project = real_project_path(cwd)
+            files = [
+                tf
+                for folder in project_folders_for(self.dirs, project)
+                for tf in iter_transcripts(self.dirs, folder)
+                if tf.size > 0
+            ]
+            if not files:
+                raise SessionNotFound(f"no Claude Code session for {project}")
+            return self._ref(max(files, key=lambda t: t.mtime))
+        prefix = session.strip().lower()
+        if not _PREFIX_RE.match(prefix):
+            raise SessionNotFound(f"session {session!r} not found")
+        matches: dict[str, TranscriptFile] = {}
+        for tf in iter_transcripts(self.dirs):
+            if tf.session_id.lower().startswith(prefix):
+                old = matches.get(tf.session_id)
+                if old is None or tf.mtime > old.mtime:
+                    matches[tf.session_id] = tf
+        if not matches:
+            raise SessionNotFound(f"session {session} not found in {self.dirs.projects}")
+        if len(matches) > 1:
+            shown = ", ".join(sorted(s[:12] for s in matches)[:5])
+            raise AmbiguousSession(
+                f"{session} matches {len(matches)} sessions ({shown}); give more characters"
+            )
+        return self._ref(next(iter(matches.values())))
+
+    def collect(self, ref: SessionRef) -> ExportPlan:
+        """The transcript, its side files, file history, tasks, plan, history lines, config."""
+        if ref.path is None:
+            raise SessionNotFound(f"session {ref.session_id} has no transcript")
+        sid = ref.session_id
+        transcript = ref.path
+        scan = _scan(transcript)
+        project = _project_of(scan["cwds"], transcript.parent.name) or (
+            str(ref.project) if ref.project else str(transcript.parent)
+        )
+        members: list[tuple[str, Path | bytes]] = [(f"session/{sid}.jsonl", transcript)]
+        session_dir = transcript.parent / sid
+        for sub in ("subagents", "tool-results"):
+            for path in _files(session_dir / sub):
+                members.append((f"session/{sid}/{sub}/{path.name}", path))
+        file_history: dict[str, str] = {}
+        backups = _files(self.dirs.file_history(sid))
+        if backups:
+            sources = backup_sources(transcript, project)
+            for path in backups:
+                name = f"file-history/{path.name}"
+                members.append((name, path))
+                if path.name in sources:
+                    file_history[name] = sources[path.name]
+        for path in _files(self.dirs.tasks(sid)):
+            if path.suffix == ".json":
+                members.append((f"tasks/{path.name}", path))
+        slug = scan["slug"]
+        if slug and is_safe_slug(slug) and self.dirs.plan(slug).is_file():
+            members.append((f"plans/{slug}.md", self.dirs.plan(slug)))
+        history = _history_lines(self.dirs.history, sid)
+        if history:
+            members.append(("history.jsonl", history))
+        members += _project_members(Path(project))
+        git = None
+        if Path(project).is_dir():
+            from commuter import gitstate
+
+            git = gitstate.snapshot(Path(project))
+        head = read_head(transcript)
+        meta: dict[str, Any] = {
+            "source_claude_dir": str(self.dirs.root),
+            "source_home": str(self.settings.home),
+            "source_project_folder": transcript.parent.name,
+            "file_history": file_history,
+            "plan_slug": slug if slug and is_safe_slug(slug) else None,
+            "first_prompt": (head.first_prompt or "")[:200] or None,
+            "last_activity": datetime.fromtimestamp(transcript.stat().st_mtime, UTC).isoformat(),
+            "entrypoint": scan["entrypoint"],
+        }
+        return ExportPlan(
+            backend=self.name,
+            session_id=sid,
+            project_dir=project,
+            message_count=scan["messages"],
+            git=git,
+            meta=meta,
+            members=tuple(members),
+        )
+
+    def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
+        """Write an unpacked session where `claude --continue` in the target project finds it."""
+        from commuter.backends.claude_import import place
+
+        return place(self.settings, source, options)
+
+
+def _scan(transcript: Path) -> dict[str, Any]:
+    """One pass over the transcript without parsing: message count, slug, cwds."""
+    messages = 0
+    slug: str | None = None
+    cwds: list[str] = []
+    entrypoint: str | None = None
+    cwd_key = b'"cwd":"'
+    with transcript.open("rb") as fh:
+        for raw in fh:
+            if b'"type":"user"' in raw or b'"type":"assistant"' in raw:
+                messages += 1
+            if slug is None and b'"slug":"' in raw:
+                match = _SLUG_RE.search(raw)
+                slug = match.group(1).decode() if match else None
+            pos = raw.find(cwd_key)
+            if pos != -1:
+                start = pos + len(cwd_key)
+                stop = raw.find(b'"', start)
+                value = raw[start:stop]
+                if stop != -1 and b"\\" not in value:
+                    text = value.decode("utf-8", "surrogateescape")
+                    if not cwds or cwds[-1] != text:
+                        cwds.append(text)
+            if entrypoint is None and b'"entrypoint":"' in raw:
+                start = raw.find(b'"entrypoint":"') + 14
+                entrypoint = raw[start : raw.find(b'"', start)].decode(errors="replace")
+    return {"messages": messages, "slug": slug, "cwds": cwds, "entrypoint": entrypoint}
+
+
+def _project_of(cwds: list[str], folder: str) -> str | None:
+    """The recorded cwd whose project folder is the transcript's (Claude finds it from there)."""
+    for cwd in reversed(cwds):
+        if claude_project_folder(cwd) == folder or (
+            len(folder) > 200 and claude_project_folder(cwd)[:200] == folder[:200]
+        ):
+            return cwd
+    return cwds[0] if cwds else None
+
+
+def _files(folder: Path) -> list[Path]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [
+        Path(e.path)
+        for e in entries
+        if e.is_file(follow_symlinks=False)
+        and is_safe_name(e.name)
+        and not e.name.endswith(".lock")
+    ]
+
+
+def _history_lines(history: Path, sid: str) -> bytes:
+    needle = f'"sessionId":"{sid}"'.encode()
+    try:
+        with history.open("rb") as fh:
+            lines = [ln if ln.endswith(b"\n") else ln + b"\n" for ln in fh if needle in ln]
+    except OSError:
+        return b""
+    return b"".join(lines)
+
+
+def _project_members(project: Path) -> list[tuple[str, Path | bytes]]:
+    """Project config Claude reads: .claude/settings.json, CLAUDE.md, .claude/commands/**."""
+    if not project.is_dir():
+        return []
+    found: list[tuple[str, Path | bytes]] = []
+    for rel in PROJECT_FILES:
+        path = project / rel
+        if path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_PROJECT_FILE:
+            found.append((f"project/{rel}", path))
+    for rel_dir in PROJECT_DIRS:
+        base = project / rel_dir
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for root, dirs, files in os.walk(base):
+            dirs[:] = sorted(d for d in dirs if not Path(root, d).is_symlink())
+            for name in sorted(files):
+                path = Path(root, name)
+                if path.is_symlink() or path.stat().st_size > MAX_PROJECT_FILE:
+                    continue
+                found.append((f"project/{path.relative_to(project).as_posix()}", path))
+                if len(found) >= MAX_PROJECT_FILES:
+                    return found
+    return found
+
+
+def source_from(manifest: Any, root: Path) -> ImportSource:
+    """An ImportSource from a bundle.Manifest and the folder it was unpacked into."""
+    return ImportSource(
+        session_id=manifest.session_id,
+        project_dir=manifest.project_dir,
+        root=root,
+        members=tuple(m.name for m in manifest.members),
+        git=manifest.git,
+        meta=dict(manifest.meta or {}),
+        origin=_origin_text(manifest.origin),
+    )
+
+
+def _origin_text(origin: Any) -> str:
+    if origin is None:
+        return ""
+    host = getattr(origin, "hostname", "") or "?"
+    user = getattr(origin, "user", "") or "?"
+    when = getattr(origin, "created_at", "") or ""
+    return f"{user}@{host} {when}".strip()

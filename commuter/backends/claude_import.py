@@ -1,0 +1,328 @@
+"""Place an unpacked Claude Code session on this machine: decide, back up, rewrite, write."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from commuter import config, lineage
+from commuter.backends import ImportSource
+from commuter.backends.claude_paths import (
+    ClaudeDirs,
+    check_session_id,
+    claude_project_folder,
+    is_safe_name,
+    is_safe_slug,
+)
+from commuter.backends.claude_rewrite import Rewriter, backup_hash
+from commuter.core import ImportOptions, ImportResult
+from commuter.errors import BackendError, BundleError, SessionBusy
+from commuter.fsutil import atomic_write_bytes, atomic_writer
+from commuter.pathmap import PathMap, resolve_target_project
+from commuter.settings import Settings
+
+ALLOWED_PROJECT = (".claude/settings.json", "CLAUDE.md")
+
+
+@dataclass(slots=True)
+class _Plan:
+    sid: str
+    target: Path
+    dest: Path
+    action: str
+    warnings: list[str] = field(default_factory=list)
+    backups: list[Path] = field(default_factory=list)
+
+
+def place(settings: Settings, source: ImportSource, options: ImportOptions) -> ImportResult:
+    """Decide what to do with the incoming session, then write it (see docs/architecture.md)."""
+    sid = check_session_id(source.session_id)
+    if not source.project_dir.startswith("/"):
+        raise BundleError(f"bundle names a relative project dir {source.project_dir!r}")
+    incoming = source.member(f"session/{sid}.jsonl")
+    if not incoming.is_file():
+        raise BundleError(f"bundle has no transcript session/{sid}.jsonl")
+    cfg = config.load(settings)
+    target = resolve_target_project(
+        source.project_dir, override=options.project_dir, config_maps=cfg.path_maps,
+        cwd=Path.cwd(), git=source.git,
+    )
+    dirs = ClaudeDirs.of(settings)
+    folder = dirs.project_folder(target)
+    plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
+    if source.origin:
+        plan.warnings.insert(0, f"bundle from {source.origin}")
+    from commuter import gitstate
+
+    plan.warnings += gitstate.import_warnings(source.git, target)
+    pathmap = _pathmap(source, sid, plan.sid, target, dirs, cfg.path_maps)
+    renames = _file_history_names(source, pathmap)
+    if options.dry_run:
+        plan.warnings += _project_conflicts(source, target)
+        return _result(plan, "dry-run", sid)
+    if plan.action == "unchanged":
+        os.utime(plan.dest, None)
+        return _result(plan, plan.action, sid)
+    if plan.action in ("updated", "replaced"):
+        plan.backups += _backup_session(settings, plan.dest, sid)
+    rewriter = Rewriter(pathmap, old_sid=sid, new_sid=plan.sid, backup_names=renames)
+    _write_side_files(settings, source, dirs, sid, plan, rewriter, renames)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with atomic_writer(plan.dest, 0o600) as out:
+        rewriter.copy(incoming, out)
+    _append_history(source, dirs, rewriter)
+    _project_files(settings, source, plan, options)
+    os.utime(plan.dest, None)
+    return _result(plan, plan.action, sid)
+
+
+def _result(plan: _Plan, action: str, original: str) -> ImportResult:
+    return ImportResult(
+        session_id=plan.sid, project_dir=plan.target, action=action,
+        transcript=plan.dest, backups=tuple(plan.backups), warnings=tuple(plan.warnings),
+        original_session_id=original if plan.sid != original else None,
+    )
+
+
+def _decide(
+    settings: Settings, dirs: ClaudeDirs, sid: str, target: Path, dest: Path, incoming: Path,
+    options: ImportOptions,
+) -> _Plan:
+    if not dest.exists():
+        return _Plan(sid, target, dest, "created")
+    relation = lineage.compare_files(dest, incoming)
+    if relation is lineage.Relation.IDENTICAL:
+        return _Plan(sid, target, dest, "unchanged")
+    if relation is lineage.Relation.LOCAL_NEWER and not options.replace:
+        return _Plan(sid, target, dest, "unchanged",
+                     [f"the local copy of session {sid} is newer than the bundle's; kept it"])
+    action = "updated" if relation is lineage.Relation.CONTINUED else "fork"
+    if action == "fork":
+        if options.replace:
+            action = "replaced"
+        elif options.interactive and options.ask is not None:
+            choice = options.ask(
+                f"session {sid} differs from the local copy (both have new messages)",
+                ("fork", "replace", "cancel"),
+            )
+            if choice == "cancel":
+                raise BackendError("import cancelled; nothing was written")
+            action = "replaced" if choice == "replace" else "fork"
+    if action == "fork":
+        new = str(uuid.uuid4())
+        return _Plan(new, target, dest.with_name(f"{new}.jsonl"), "forked",
+                     [f"session {sid} diverged from the local copy; imported as a fork {new}"])
+    if not options.dry_run:
+        from commuter.procs import session_busy
+
+        reason = session_busy(dest, sid, dirs.sessions_dir)
+        if reason:
+            raise SessionBusy(f"{reason}; quit it first, then import again")
+    return _Plan(sid, target, dest, action)
+
+
+def _pathmap(
+    source: ImportSource, old_sid: str, new_sid: str, target: Path, dirs: ClaudeDirs,
+    config_maps: list[tuple[str, str]],
+) -> PathMap:
+    pairs: list[tuple[str, str]] = []
+    src_claude = source.meta.get("source_claude_dir")
+    src_folder = source.meta.get("source_project_folder") or claude_project_folder(
+        source.project_dir
+    )
+    dst_folder = dirs.project_folder(target)
+    if isinstance(src_claude, str) and src_claude.startswith("/"):
+        pairs.append((f"{src_claude}/projects/{src_folder}/{old_sid}", f"{dst_folder}/{new_sid}"))
+        pairs.append((f"{src_claude}/projects/{src_folder}", str(dst_folder)))
+        pairs.append((f"{src_claude}/file-history/{old_sid}", str(dirs.file_history(new_sid))))
+        pairs.append((f"{src_claude}/tasks/{old_sid}", str(dirs.tasks(new_sid))))
+        pairs.append((src_claude, str(dirs.root)))
+    pairs.append((source.project_dir, str(target)))
+    for a, b in config_maps:
+        pairs += [(a, b), (b, a)]
+    return PathMap.of(pairs)
+
+
+def _file_history_names(source: ImportSource, pathmap: PathMap) -> dict[str, str]:
+    """Old backup name -> new one, recomputed from the translated absolute path."""
+    renames: dict[str, str] = {}
+    paths = source.meta.get("file_history") or {}
+    for member in source.members:
+        if not member.startswith("file-history/"):
+            continue
+        name = member.split("/", 1)[1]
+        absolute = paths.get(member) if isinstance(paths, dict) else None
+        _stem, sep, version = name.partition("@")
+        if not isinstance(absolute, str) or not sep:
+            continue
+        new = f"{backup_hash(pathmap.apply(absolute))}@{version}"
+        if new != name and is_safe_name(new):
+            renames[name] = new
+    return renames
+
+
+def _write_side_files(
+    settings: Settings,
+    source: ImportSource, dirs: ClaudeDirs, sid: str, plan: _Plan, rewriter: Rewriter,
+    renames: dict[str, str],
+) -> None:
+    session_prefix = f"session/{sid}/"
+    slug = source.meta.get("plan_slug")
+    for member in source.members:
+        src = source.member(member)
+        if member.startswith(session_prefix):
+            sub, _, name = member[len(session_prefix) :].partition("/")
+            if sub not in ("subagents", "tool-results") or not is_safe_name(name):
+                continue
+            dest = plan.dest.parent / plan.sid / sub / name
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if name.endswith(".jsonl"):
+                with atomic_writer(dest, 0o600) as out:
+                    rewriter.copy(src, out)
+            else:
+                _copy(src, dest)
+        elif member.startswith("file-history/"):
+            name = member.split("/", 1)[1]
+            if is_safe_name(name):
+                _copy(src, dirs.file_history(plan.sid) / renames.get(name, name))
+        elif member.startswith("tasks/"):
+            name = member.split("/", 1)[1]
+            if is_safe_name(name) and name.endswith(".json"):
+                _copy(src, dirs.tasks(plan.sid) / name)
+        elif member.startswith("plans/"):
+            name = member.split("/", 1)[1]
+            stem = name.removesuffix(".md")
+            if name.endswith(".md") and is_safe_slug(stem) and (slug in (None, stem)):
+                dest = dirs.plan(stem)
+                if dest.is_file() and dest.read_bytes() != src.read_bytes():
+                    plan.backups.append(_backup_file(settings, dest, plan.sid))
+                _copy(src, dest)
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with src.open("rb") as fh, atomic_writer(dest, 0o600) as out:
+        shutil.copyfileobj(fh, out, 1 << 20)
+
+
+def _backup_dir(settings: Settings, sid: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = settings.backups_dir / f"{stamp}-{sid}-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True, mode=0o700)
+    return path
+
+
+def _backup_session(settings: Settings, transcript: Path, sid: str) -> list[Path]:
+    """Copy the local transcript (and its session folder) to the backups dir."""
+    folder = _backup_dir(settings, sid)
+    shutil.copy2(transcript, folder / transcript.name)
+    side = transcript.parent / sid
+    if side.is_dir():
+        shutil.copytree(side, folder / sid, symlinks=True)
+    return [folder / transcript.name]
+
+
+def _backup_file(settings: Settings, path: Path, sid: str) -> Path:
+    dest = _backup_dir(settings, sid) / path.name
+    shutil.copy2(path, dest)
+    return dest
+
+
+def _append_history(source: ImportSource, dirs: ClaudeDirs, rewriter: Rewriter) -> None:
+    """Append the session's prompt-history lines, translated, skipping ones already there."""
+    if "history.jsonl" not in source.members:
+        return
+    incoming = source.member("history.jsonl").read_bytes().splitlines()
+    try:
+        existing = dirs.history.read_bytes()
+    except FileNotFoundError:
+        existing = b""
+    seen = {_history_key(line) for line in existing.splitlines() if line.strip()}
+    new: list[bytes] = []
+    for line in incoming:
+        if not line.strip():
+            continue
+        out = rewriter.line(line)
+        key = _history_key(out)
+        if key not in seen:
+            seen.add(key)
+            new.append(out)
+    if not new:
+        return
+    if existing and not existing.endswith(b"\n"):
+        existing += b"\n"
+    atomic_write_bytes(dirs.history, existing + b"\n".join(new) + b"\n")
+
+
+def _history_key(line: bytes) -> tuple[object, ...]:
+    try:
+        entry = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return (line,)
+    if not isinstance(entry, dict):
+        return (line,)
+    return (entry.get("timestamp"), entry.get("sessionId"), str(entry.get("display")))
+
+
+def _project_targets(source: ImportSource, target: Path) -> list[tuple[Path, Path, str]]:
+    out: list[tuple[Path, Path, str]] = []
+    root = os.path.realpath(target)
+    for member in source.members:
+        if not member.startswith("project/"):
+            continue
+        rel = member[len("project/") :]
+        if rel not in ALLOWED_PROJECT and not rel.startswith(".claude/commands/"):
+            continue
+        if ".." in rel.split("/") or rel.startswith("/") or "\\" in rel:
+            continue
+        dest = target / rel
+        real = os.path.realpath(dest)
+        if not real.startswith(root + os.sep):
+            continue
+        out.append((source.member(member), dest, rel))
+    return out
+
+
+def _project_conflicts(source: ImportSource, target: Path) -> list[str]:
+    return [
+        f"{rel} differs from the local one (import keeps the local one without --yes)"
+        for src, dest, rel in _project_targets(source, target)
+        if dest.is_file() and dest.read_bytes() != src.read_bytes()
+    ]
+
+
+def _project_files(
+    settings: Settings, source: ImportSource, plan: _Plan, options: ImportOptions
+) -> None:
+    """Write project config; a different local file is replaced only with consent."""
+    for src, dest, rel in _project_targets(source, plan.target):
+        data = src.read_bytes()
+        if dest.is_file():
+            if dest.read_bytes() == data:
+                continue
+            consent = options.assume_yes
+            if not consent and options.interactive and options.ask is not None:
+                kind = "can run commands (hooks)" if rel.endswith("settings.json") else "steers"
+                consent = options.ask(
+                    f"the bundle's {rel} differs from yours and {kind}; replace yours?",
+                    ("no", "yes"),
+                ) == "yes"
+            if not consent:
+                plan.warnings.append(f"kept your {rel}; the bundle's differs (--yes takes it)")
+                continue
+            folder = _backup_dir(settings, plan.sid)
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(dest, folder / rel)
+            plan.backups.append(folder / rel)
+        elif dest.exists():
+            plan.warnings.append(f"kept your {rel}; it is not a regular file")
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o644 if not rel.endswith("settings.json") else 0o600
+        atomic_write_bytes(dest, data, mode)

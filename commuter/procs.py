@@ -1,0 +1,116 @@
+"""Is a running claude process writing to a session? (Linux /proc and ~/.claude/sessions.)"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+
+from commuter.backends.claude_paths import claude_project_folder
+
+
+def _is_claude(cmdline: list[str], comm: str) -> bool:
+    if comm == "claude":
+        return True
+    return any(os.path.basename(arg) == "claude" for arg in cmdline[:2])
+
+
+def _read(path: Path, limit: int = 65536) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(limit)
+    except OSError:
+        return b""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def busy_pids(transcript: Path, session_id: str, proc: Path = Path("/proc")) -> list[int]:
+    """Pids of claude processes that hold `transcript` open or run that session in its folder."""
+    found: list[int] = []
+    try:
+        entries = [e for e in os.scandir(proc) if e.name.isdigit()]
+    except OSError:
+        return found
+    target = os.path.realpath(transcript)
+    folder = transcript.parent.name
+    me = os.getpid()
+    for entry in entries:
+        pid = int(entry.name)
+        if pid == me:
+            continue
+        base = Path(entry.path)
+        cmdline = [a.decode(errors="replace") for a in _read(base / "cmdline").split(b"\0") if a]
+        comm = _read(base / "comm").decode(errors="replace").strip()
+        if not _is_claude(cmdline, comm):
+            continue
+        if _holds_open(base, target):
+            found.append(pid)
+            continue
+        try:
+            cwd = os.readlink(base / "cwd")
+        except OSError:
+            continue
+        if claude_project_folder(cwd) == folder and (
+            session_id in " ".join(cmdline) or "--continue" in cmdline or "-c" in cmdline
+        ):
+            found.append(pid)
+    return found
+
+
+def _holds_open(base: Path, target: str) -> bool:
+    try:
+        fds = list(os.scandir(base / "fd"))
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd.path) == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def named_in_sessions_dir(sessions_dir: Path, session_id: str) -> bool:
+    """True if a live entry of ~/.claude/sessions/ names the session."""
+    try:
+        files = [Path(e.path) for e in os.scandir(sessions_dir) if e.is_file()]
+    except OSError:
+        return False
+    needle = session_id.encode()
+    for path in files:
+        data = _read(path)
+        if needle not in data:
+            continue
+        pid: object = None
+        try:
+            parsed = orjson.loads(data)
+            pid = parsed.get("pid") if isinstance(parsed, dict) else None
+        except orjson.JSONDecodeError:
+            pass
+        if pid is None and path.stem.isdigit():
+            pid = int(path.stem)
+        if isinstance(pid, int) and not _pid_alive(pid):
+            continue
+        return True
+    return False
+
+
+def session_busy(transcript: Path, session_id: str, sessions_dir: Path) -> str | None:
+    """A reason the session is in use, or None."""
+    pids = busy_pids(transcript, session_id)
+    if pids:
+        return f"claude (pid {pids[0]}) is writing to session {session_id}"
+    if named_in_sessions_dir(sessions_dir, session_id):
+        return f"a running claude names session {session_id} in {sessions_dir}"
+    return None
