@@ -8,7 +8,7 @@ from pathlib import Path
 
 # The top-level "uuid" key; an escaped quote (inside a string) cannot match because of the
 # lookbehind, and "parentUuid" ends in `Uuid"`, not `"uuid"`.
-_UUID_RE = re.compile(rb'(?<!\\)"uuid":"([0-9a-fA-F-]{36})"')
+_UUID_RE = re.compile(rb'(?<!\\)"uuid":\s?"([0-9a-fA-F-]{36})"')
 
 
 class Relation(Enum):

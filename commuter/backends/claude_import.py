@@ -67,13 +67,18 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         plan.warnings += _project_conflicts(source, target)
         return _result(plan, "dry-run", sid)
     if plan.action == "unchanged":
+        rewriter = Rewriter(pathmap)
+        _append_history(source, dirs, rewriter)
+        _project_files(settings, source, plan, options)
         os.utime(plan.dest, None)
         return _result(plan, plan.action, sid)
     if plan.action in ("updated", "replaced"):
         plan.backups += _backup_session(settings, plan.dest, sid)
     rewriter = Rewriter(pathmap, old_sid=sid, new_sid=plan.sid, backup_names=renames)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, mode=0o700)
+        os.chmod(folder, 0o700)
     _write_side_files(settings, source, dirs, sid, plan, rewriter, renames)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with atomic_writer(plan.dest, 0o600) as out:
         rewriter.copy(incoming, out)
     _append_history(source, dirs, rewriter)

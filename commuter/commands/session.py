@@ -1,0 +1,239 @@
+"""Session commands: list, export, import, inspect."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from commuter.cli import AppContext, pass_app
+from commuter.errors import BundleError, CommuterError
+
+if TYPE_CHECKING:
+    from commuter.backends import SessionRef
+    from commuter.core import ImportResult
+
+
+def register(cli: click.Group) -> None:
+    """Add the session commands to the CLI group."""
+    cli.add_command(list_cmd)
+    cli.add_command(export_cmd)
+    cli.add_command(import_cmd)
+    cli.add_command(inspect_cmd)
+
+
+def short_ids(ids: Sequence[str], minimum: int = 7) -> dict[str, str]:
+    """Shortest unique prefix of each id, at least `minimum` characters (like git)."""
+    out: dict[str, str] = {}
+    ordered = sorted(set(ids))
+    for i, sid in enumerate(ordered):
+        need = minimum
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(ordered):
+                other = ordered[j]
+                common = next(
+                    (k for k, (a, b) in enumerate(zip(sid, other, strict=False)) if a != b),
+                    min(len(sid), len(other)),
+                )
+                need = max(need, common + 1)
+        out[sid] = sid[: min(need, len(sid))]
+    return out
+
+
+def relative_time(when: datetime, now: datetime | None = None) -> str:
+    """'3 minutes ago' style."""
+    seconds = int(((now or datetime.now(UTC)) - when).total_seconds())
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"
+
+
+def _ref_json(ref: SessionRef) -> dict[str, Any]:
+    return {
+        "backend": ref.backend,
+        "session_id": ref.session_id,
+        "project": str(ref.project) if ref.project else None,
+        "updated_at": ref.updated_at.isoformat(),
+        "path": str(ref.path) if ref.path else None,
+        "size": ref.size,
+        "first_prompt": ref.first_prompt,
+        "has_messages": ref.has_messages,
+    }
+
+
+@click.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also list sessions without messages.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with full ids.")
+@pass_app
+def list_cmd(app: AppContext, show_all: bool, as_json: bool) -> None:
+    """List sessions on this machine, newest first."""
+    from commuter import core
+
+    refs = [r for r in core.list_sessions(app.settings) if show_all or r.has_messages]
+    if as_json:
+        click.echo(json.dumps([_ref_json(r) for r in refs], indent=2, ensure_ascii=False))
+        return
+    if not refs:
+        click.echo("no sessions found", err=True)
+        return
+    shorts = short_ids([r.session_id for r in refs])
+    now = datetime.now(UTC)
+    home = str(app.settings.home)
+    for ref in refs:
+        project = str(ref.project) if ref.project else "?"
+        if project == home or project.startswith(home + "/"):
+            project = "~" + project[len(home) :]
+        prompt = (ref.first_prompt or "")[:60]
+        click.echo(
+            f"{shorts[ref.session_id]:<9} {relative_time(ref.updated_at, now):<15} "
+            f"{project}  {prompt}".rstrip()
+        )
+
+
+@click.command("export")
+@click.argument("session", required=False)
+@click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
+@click.option("-o", "--output", required=True, help="Bundle file to write, or - for stdout.")
+@pass_app
+def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) -> None:
+    """Write a session (ID, unique prefix, or --latest) to a bundle file."""
+    from commuter import core
+    from commuter.fsutil import atomic_writer
+
+    if session and latest:
+        raise click.UsageError("give an ID or --latest, not both")
+    if output == "-":
+        if sys.stdout.isatty():
+            raise BundleError("refusing to write a bundle to a terminal; use -o FILE or a pipe")
+        stream = sys.stdout.buffer
+        manifest = core.export_to(app.settings, stream, session=session, cwd=Path.cwd())
+        stream.flush()
+    else:
+        target = Path(output).expanduser()
+        if target.is_dir():
+            raise BundleError(f"{target} is a directory; give a file name")
+        with atomic_writer(target, 0o600) as fh:
+            manifest = core.export_to(app.settings, fh, session=session, cwd=Path.cwd())
+    click.echo(
+        f"exported session {manifest.session_id} ({manifest.message_count} messages, "
+        f"{len(manifest.members)} files) from {manifest.project_dir}"
+        + (f" to {output}" if output != "-" else ""),
+        err=True,
+    )
+
+
+def _ask(question: str, choices: tuple[str, ...]) -> str:
+    answer: str = click.prompt(
+        question, type=click.Choice(choices), default=choices[0], err=True, show_choices=True
+    )
+    return answer
+
+
+def _spool_stdin(staging: Path) -> Path:
+    staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(prefix=".stdin-", suffix=".tmp", dir=staging)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return Path(name)
+
+
+@click.command("import")
+@click.argument("bundle")
+@click.option("--project-dir", type=click.Path(path_type=Path), help="Local project directory.")
+@click.option("--replace", is_flag=True, help="Replace a diverged local copy (after a backup).")
+@click.option("--no-launch", is_flag=True, help="Do not start claude afterwards.")
+@click.option("--dry-run", is_flag=True, help="Show what would happen; write nothing.")
+@click.option("--yes", "assume_yes", is_flag=True, help="Take the bundle's project config.")
+@pass_app
+def import_cmd(
+    app: AppContext, bundle: str, project_dir: Path | None, replace: bool, no_launch: bool,
+    dry_run: bool, assume_yes: bool,
+) -> None:
+    """Import a bundle (FILE or - for stdin) so `claude --continue` picks it up."""
+    from commuter import core
+
+    interactive = app.interactive
+    options = core.ImportOptions(
+        project_dir=project_dir, replace=replace, dry_run=dry_run, assume_yes=assume_yes,
+        interactive=interactive, ask=_ask if interactive else None,
+    )
+    spooled: Path | None = None
+    try:
+        if bundle == "-":
+            spooled = path = _spool_stdin(app.settings.staging_dir)
+        else:
+            path = Path(bundle).expanduser()
+            if not path.is_file():
+                raise BundleError(f"{bundle}: no such file")
+        result = core.import_file(app.settings, path, options)
+    finally:
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+    _report(result)
+    if dry_run or no_launch or result.action == "dry-run":
+        return
+    launch = shutil.which("claude")
+    if launch and sys.stdin.isatty() and sys.stdout.isatty():
+        os.chdir(result.project_dir)
+        os.execvp(launch, ["claude", "--resume", result.session_id])
+
+
+def _report(result: ImportResult) -> None:
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for backup in result.backups:
+        click.echo(f"backup: {backup}", err=True)
+    verbs = {
+        "created": "imported", "updated": "updated", "unchanged": "unchanged",
+        "forked": "imported as a fork", "replaced": "replaced", "dry-run": "would import",
+    }
+    click.echo(f"{verbs.get(result.action, result.action)}: session {result.session_id} "
+               f"in {result.project_dir}")
+    click.echo(f"resume:   {result.resume_command()}")
+    click.echo(f"continue: {result.continue_command()}")
+
+
+@click.command("inspect")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@pass_app
+def inspect_cmd(app: AppContext, bundle: Path) -> None:
+    """Show what a bundle holds, without importing it."""
+    if not bundle.is_file():
+        raise BundleError(f"{bundle}: no such file")
+    try:
+        from commuter.peer import seal
+    except ImportError:  # pragma: no cover
+        seal = None  # type: ignore[assignment]
+    if seal is not None and seal.is_sealed(bundle):
+        header = seal.read_header(bundle)
+        click.echo(f"sealed (encrypted for {', '.join(header.recipients) or 'nobody'}) "
+                   f"from {header.sender_device_id}, created {header.created_at}")
+        return
+    from commuter import core
+
+    manifest = core.read_manifest(bundle)
+    click.echo(_describe(manifest))
+
+
+def _describe(manifest: Any) -> str:
+    import importlib
+
+    try:
+        describe = getattr(importlib.import_module("commuter.bundle"), "describe", None)
+        if describe is not None:
+            return str(describe(manifest))
+    except (ImportError, CommuterError):
+        pass
+    return f"session {manifest.session_id} from {manifest.project_dir}"

@@ -1,0 +1,133 @@
+"""Test helper: real Claude Code sessions (tests/data/claude) placed into a fake home."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from commuter.backends.claude_paths import claude_project_folder
+
+DATA = Path(__file__).parent / "data" / "claude" / "home"
+FIXTURE_HOME = "/tmp/rcfix/claude/home"
+
+PLAIN = "fcf6708a-b0f9-42e2-b9f0-c72c4c301a99"
+TOOLS = "9f4898fa-a375-40c5-b92d-3ec70555dff2"
+SUBAGENT = "ffe4c108-48f6-4e30-a20a-77e70d03c4fd"
+RESUMED = "ec4142a7-1d15-48da-814c-4f5b8c8c925f"
+PLAN = "e50f4a10-2ab8-45b3-b7b1-e40bfce03a79"
+DOT_SPACE = "dcf1d337-087d-48a6-b1b7-d6d64b571939"
+INTERACTIVE = "a5dd9530-eeb6-4057-a6c1-03372ac353e7"
+UNICODE = "e24202a2-58e0-498f-910a-77e7ab7f29ca"
+LONG = "e333d12f-c0d1-47d8-8f70-36b270b551ca"
+
+
+LONG_REL = "projects/" + "/".join(
+    f"segment_with.dots-and_underscores{i:02d}" for i in range(7)
+)
+PROJECTS = (
+    "projects/my.app", "projects/My Project.v2", "projects/tui_app", "projects/café_ünï 日本",
+    LONG_REL,
+)
+
+
+def backup_name(path: str, version: int = 1) -> str:
+    return f"{hashlib.sha256(path.encode()).hexdigest()[:16]}@v{version}"
+
+
+def install(home: Path) -> Path:
+    """Copy the fixture home into `home`, rebasing every path from the fixture's HOME to it.
+
+    Rewrites paths in all text files, renames project folders and file-history backups the way
+    Claude would have named them had it run there. Returns `home`.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(DATA, home, dirs_exist_ok=True)
+    for rel in PROJECTS:
+        (home / rel).mkdir(parents=True, exist_ok=True)
+    new = str(home)
+    renames = {
+        backup_name(f"{FIXTURE_HOME}/projects/my.app/a.txt"): backup_name(
+            f"{new}/projects/my.app/a.txt"
+        )
+    }
+    projects = home / ".claude" / "projects"
+    for path in sorted(home.rglob("*")):
+        if path.is_file() and path.suffix in (".jsonl", ".json", ".md"):
+            text = path.read_text(encoding="utf-8").replace(FIXTURE_HOME, new)
+            for old, repl in renames.items():
+                text = text.replace(old, repl)
+            path.write_text(text, encoding="utf-8")
+    for folder in list(projects.iterdir()):
+        old_project = _project_of_folder(folder.name)
+        if old_project is None:
+            continue
+        target = projects / claude_project_folder(old_project.replace(FIXTURE_HOME, new, 1))
+        if target != folder:
+            folder.rename(target)
+    # The persisted-output path names the (old) project folder: fix it after the renames.
+    for path in projects.rglob("*.jsonl"):
+        text = path.read_text(encoding="utf-8")
+        old_folder = claude_project_folder(f"{FIXTURE_HOME}/projects/my.app")
+        text = text.replace(
+            f"{new}/.claude/projects/{old_folder}/",
+            f"{new}/.claude/projects/{claude_project_folder(new + '/projects/my.app')}/",
+        )
+        path.write_text(text, encoding="utf-8")
+    for old, repl in renames.items():
+        for backup in (home / ".claude" / "file-history").rglob(old):
+            backup.rename(backup.with_name(repl))
+    for path in home.rglob("*"):
+        if path.is_file() and path.suffix == ".jsonl":
+            os.chmod(path, 0o600)
+    return home
+
+
+def _project_of_folder(folder: str) -> str | None:
+    for rel in PROJECTS:
+        if claude_project_folder(f"{FIXTURE_HOME}/{rel}") == folder:
+            return f"{FIXTURE_HOME}/{rel}"
+    return None
+
+
+def transcript(home: Path, project: Path | str, sid: str) -> Path:
+    return home / ".claude" / "projects" / claude_project_folder(str(project)) / f"{sid}.jsonl"
+
+
+class DirSink:
+    """A MemberSink that writes members into a folder (stands in for a bundle round trip)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.names: list[str] = []
+
+    def add_file(self, name: str, path: Path) -> None:
+        self.add_bytes(name, path.read_bytes())
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        dest = self.root / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        self.names.append(name)
+
+
+def carry(settings_a: object, settings_b: object, staging: Path, *, session: str | None,
+          cwd: Path, options: object = None) -> object:
+    """Export a session at A into a folder and place it at B (no bundle file involved)."""
+    from commuter.backends import ImportSource
+    from commuter.backends.claude import ClaudeBackend
+    from commuter.core import ImportOptions
+
+    a = ClaudeBackend(settings_a)  # type: ignore[arg-type]
+    plan = a.collect(a.find(session, cwd))
+    if staging.exists():
+        shutil.rmtree(staging)
+    sink = DirSink(staging)
+    plan.write_members(sink)
+    source = ImportSource(
+        session_id=plan.session_id, project_dir=plan.project_dir, root=staging,
+        members=tuple(sink.names), git=plan.git, meta=plan.meta, origin="tester@a",
+    )
+    b = ClaudeBackend(settings_b)  # type: ignore[arg-type]
+    return b.place(source, options or ImportOptions(assume_yes=True))  # type: ignore[arg-type]

@@ -1,0 +1,36 @@
+"""Shared fixtures: every test runs in a fake HOME with commuter's and Claude's env vars cleared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from commuter.settings import Settings
+
+_CLEARED_PREFIXES = ("XDG_", "COMMUTER_")
+_CLEARED = ("CLAUDE_CONFIG_DIR",)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty HOME for this test."""
+    fake = tmp_path / "home"
+    fake.mkdir()
+    monkeypatch.setenv("HOME", str(fake))
+    for var in list(os.environ):
+        if var.startswith(_CLEARED_PREFIXES) or var in _CLEARED:
+            monkeypatch.delenv(var, raising=False)
+    return fake
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    """Settings of the fake HOME."""
+    return Settings.from_env({"HOME": str(home), "USER": "tester"})
+
+
+def settings_for(home: Path) -> Settings:
+    """Settings of another fake machine whose HOME is `home` (two-machine tests)."""
+    return Settings.from_env({"HOME": str(home), "USER": "tester"})

@@ -1,0 +1,198 @@
+"""A session moves from home A to home B (another path) and back: whole, translated, safe."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from claude_home import (
+    DOT_SPACE,
+    INTERACTIVE,
+    PLAN,
+    SUBAGENT,
+    TOOLS,
+    backup_name,
+    carry,
+    install,
+    transcript,
+)
+from conftest import settings_for
+
+from commuter import config
+from commuter.core import ImportOptions, ImportResult
+from commuter.settings import Settings
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> tuple[Path, Path, Settings, Settings]:
+    a = install(tmp_path / "A home.v1")
+    b = tmp_path / "B"
+    (b / "code").mkdir(parents=True)
+    for name in ("my.app", "My Project.v2", "tui_app"):
+        (b / "code" / name).mkdir()
+    sa, sb = settings_for(a), settings_for(b)
+    config.set_value(sb, "path-map", (str(a / "projects"), str(b / "code")))
+    config.set_value(sa, "path-map", (str(a / "projects"), str(b / "code")))
+    return a, b, sa, sb
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def test_tools_session_moves_whole_and_translated(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
+    res = carry(sa, sb, tmp_path / "stage", session=TOOLS, cwd=proj_a)
+    assert isinstance(res, ImportResult)
+    assert res.action == "created" and res.session_id == TOOLS and res.project_dir == proj_b
+    dest = transcript(b, proj_b, TOOLS)
+    assert res.transcript == dest
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert stat.S_IMODE(dest.parent.stat().st_mode) == 0o700
+    entries = _lines(dest)
+    assert {e["cwd"] for e in entries if "cwd" in e} == {str(proj_b)}
+    # prose is untouched: the prompt still names the source path
+    prompt = next(e for e in entries if e.get("type") == "queue-operation" and "content" in e)
+    assert str(proj_a / "a.txt") in str(prompt["content"])
+    reads = [e for e in entries if isinstance(e.get("toolUseResult"), dict)
+             and "file" in e["toolUseResult"]]
+    assert reads[0]["toolUseResult"]["file"]["filePath"] == str(proj_b / "a.txt")
+    persisted = [e["toolUseResult"]["persistedOutputPath"] for e in entries
+                 if isinstance(e.get("toolUseResult"), dict)
+                 and "persistedOutputPath" in e["toolUseResult"]]
+    assert persisted and Path(persisted[0]).is_file()
+    assert Path(persisted[0]).parent == dest.parent / TOOLS / "tool-results"
+    # file history: recomputed names, snapshots rewritten
+    new_name = backup_name(str(proj_b / "a.txt"))
+    assert (b / ".claude" / "file-history" / TOOLS / new_name).is_file()
+    snaps = [e for e in entries if e["type"] == "file-history-snapshot"]
+    tracked = [s["snapshot"]["trackedFileBackups"] for s in snaps]
+    names = {v["backupFileName"] for t in tracked for v in t.values()}
+    assert new_name in names and backup_name(str(proj_a / "a.txt")) not in names
+    assert (b / ".claude" / "tasks" / TOOLS / "1.json").is_file()
+    assert not (b / ".claude" / "tasks" / TOOLS / ".lock").exists()
+
+
+def test_subagents_plan_and_history_travel(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    proj_b = b / "code" / "my.app"
+    carry(sa, sb, tmp_path / "s1", session=SUBAGENT, cwd=a)
+    sub = next((transcript(b, proj_b, SUBAGENT).parent / SUBAGENT / "subagents").glob("*.jsonl"))
+    assert {e["cwd"] for e in _lines(sub) if "cwd" in e} == {str(proj_b)}
+    carry(sa, sb, tmp_path / "s2", session=PLAN, cwd=a)
+    plan = b / ".claude" / "plans" / "plan-a-small-refactor-transient-snowglobe.md"
+    assert plan.is_file()
+    paths = {e["attachment"]["planFilePath"] for e in _lines(transcript(b, proj_b, PLAN))
+             if isinstance(e.get("attachment"), dict) and "planFilePath" in e["attachment"]}
+    assert paths == {str(plan)}
+    res = carry(sa, sb, tmp_path / "s3", session=INTERACTIVE, cwd=a)
+    history = _lines(b / ".claude" / "history.jsonl")
+    assert len(history) == 4 and {h["project"] for h in history} == {str(res.project_dir)}
+    carry(sa, sb, tmp_path / "s4", session=INTERACTIVE, cwd=a)  # again: no duplicates
+    assert len(_lines(b / ".claude" / "history.jsonl")) == 4
+
+
+def test_continue_at_b_then_back_updates_a_with_backup(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    proj_a, proj_b = a / "projects" / "My Project.v2", b / "code" / "My Project.v2"
+    carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
+    at_b = transcript(b, proj_b, DOT_SPACE)
+    last = _lines(at_b)[-1]
+    extra = {"parentUuid": last.get("uuid"), "type": "user", "uuid": str(uuid.uuid4()),
+             "cwd": str(proj_b), "sessionId": DOT_SPACE,
+             "message": {"role": "user", "content": "continued at B"}}
+    with at_b.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(extra, separators=(",", ":")) + "\n")
+    os.utime(at_b, (2e9, 2e9))
+    before = transcript(a, proj_a, DOT_SPACE).read_bytes()
+    res = carry(sb, sa, tmp_path / "s2", session=DOT_SPACE, cwd=b)
+    assert res.action == "updated" and res.backups
+    assert res.backups[0].read_bytes() == before
+    back = _lines(transcript(a, proj_a, DOT_SPACE))
+    assert back[-1]["message"]["content"] == "continued at B"
+    assert {e["cwd"] for e in back if "cwd" in e} == {str(proj_a)}
+    again = carry(sb, sa, tmp_path / "s3", session=DOT_SPACE, cwd=b)
+    assert again.action == "unchanged"
+
+
+def test_divergent_import_forks_with_new_id(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    proj_b = b / "code" / "My Project.v2"
+    carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
+    at_a = transcript(a, a / "projects" / "My Project.v2", DOT_SPACE)
+    at_b = transcript(b, proj_b, DOT_SPACE)
+    for path, text in ((at_a, "only at A"), (at_b, "only at B")):
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": DOT_SPACE,
+                                 "message": {"role": "user", "content": text}}) + "\n")
+    local_before = at_b.read_bytes()
+    res = carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a)
+    assert res.action == "forked" and res.original_session_id == DOT_SPACE
+    assert res.session_id != DOT_SPACE and uuid.UUID(res.session_id).version == 4
+    assert at_b.read_bytes() == local_before
+    forked = _lines(transcript(b, proj_b, res.session_id))
+    assert {e["sessionId"] for e in forked if "sessionId" in e} == {res.session_id}
+    replaced = carry(sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a,
+                     options=ImportOptions(replace=True))
+    assert replaced.action == "replaced" and replaced.backups
+    assert _lines(at_b)[-1]["message"]["content"] == "only at A"
+
+
+def test_local_newer_is_kept(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    proj_b = b / "code" / "My Project.v2"
+    carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
+    at_b = transcript(b, proj_b, DOT_SPACE)
+    with at_b.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"type": "user", "uuid": str(uuid.uuid4())}) + "\n")
+    newer = at_b.read_bytes()
+    res = carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a)
+    assert res.action == "unchanged" and any("newer" in w for w in res.warnings)
+    assert at_b.read_bytes() == newer
+
+
+def test_project_config_needs_consent(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    proj_a, proj_b = a / "projects" / "tui_app", b / "code" / "tui_app"
+    (proj_a / ".claude" / "commands").mkdir(parents=True)
+    (proj_a / ".claude" / "settings.json").write_text('{"hooks": {"x": "rm -rf"}}')
+    (proj_a / "CLAUDE.md").write_text("be nice\n")
+    (proj_a / ".claude" / "commands" / "go.md").write_text("go\n")
+    (proj_b / ".claude").mkdir()
+    (proj_b / ".claude" / "settings.json").write_text("{}")
+    (proj_b / "CLAUDE.md").write_text("be nice\n")
+    res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a, options=ImportOptions())
+    assert res.action == "created"
+    assert (proj_b / ".claude" / "settings.json").read_text() == "{}"
+    assert any("settings.json" in w for w in res.warnings)
+    assert (proj_b / ".claude" / "commands" / "go.md").read_text() == "go\n"
+    res2 = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a,
+                 options=ImportOptions(assume_yes=True))
+    assert "rm -rf" in (proj_b / ".claude" / "settings.json").read_text()
+    assert any(p.name == "settings.json" and p.read_text() == "{}" for p in res2.backups)
+
+
+def test_dry_run_writes_nothing(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    res = carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a,
+                options=ImportOptions(dry_run=True))
+    assert res.action == "dry-run"
+    assert not (b / ".claude").exists()
+
+
+def test_missing_project_is_a_clear_error(two, tmp_path: Path) -> None:
+    from commuter.errors import BackendError
+
+    a, b, sa, sb = two
+    config.unset_value(sb, "path-map")
+    import shutil
+
+    shutil.rmtree(a / "projects" / "my.app")
+    with pytest.raises(BackendError, match="--project-dir"):
+        carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a, options=ImportOptions())
+    assert not (b / ".claude").exists()
