@@ -24,7 +24,7 @@ def _git(cwd: Path, *args: str) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    return proc.stdout.rstrip() if proc.returncode == 0 else None
 
 
 def repo_root(path: Path) -> Path | None:
