@@ -6,9 +6,10 @@ import re
 from enum import Enum
 from pathlib import Path
 
-# The top-level "uuid" key; an escaped quote (inside a string) cannot match because of the
-# lookbehind, and "parentUuid" ends in `Uuid"`, not `"uuid"`.
-_UUID_RE = re.compile(rb'(?<!\\)"uuid":\s?"([0-9a-fA-F-]{36})"')
+# `"uuid":"` cannot match inside a JSON string (its quotes would be escaped there), and
+# "parentUuid" ends in `Uuid"`, not `"uuid"`.
+_UUID_RE = re.compile(rb'"uuid":"([0-9a-fA-F-]{36})"')
+_CHUNK = 1 << 20
 
 
 class Relation(Enum):
@@ -21,13 +22,16 @@ class Relation(Enum):
 
 
 def uuid_chain(path: Path) -> list[bytes]:
-    """The entry uuids of a transcript in file order (first uuid of each line)."""
+    """The entry uuids of a transcript in file order (read in chunks, never split lines)."""
     chain: list[bytes] = []
+    tail = b""
     with path.open("rb") as fh:
-        for line in fh:
-            match = _UUID_RE.search(line)
-            if match:
-                chain.append(match.group(1))
+        while chunk := fh.read(_CHUNK):
+            data = tail + chunk if tail else chunk
+            cut = data.rfind(b"\n") + 1
+            tail = data[cut:]
+            chain += _UUID_RE.findall(data, 0, cut)
+    chain += _UUID_RE.findall(tail)
     return chain
 
 

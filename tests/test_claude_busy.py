@@ -27,6 +27,10 @@ time.sleep(30)
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 
 
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
 def _stand_in(tmp_path: Path, held: Path) -> subprocess.Popen[str]:
     script = tmp_path / "bin" / "claude"
     script.parent.mkdir(exist_ok=True)
@@ -68,7 +72,7 @@ def test_update_refused_while_claude_writes(tmp_path: Path) -> None:
     carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
     at_a = transcript(a, a / "projects" / "My Project.v2", DOT_SPACE)
     with at_a.open("a") as fh:
-        fh.write(json.dumps({"type": "user", "uuid": str(uuid.uuid4())}) + "\n")
+        fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4())}) + "\n")
     at_b = transcript(b, b / "code" / "My Project.v2", DOT_SPACE)
     before = at_b.read_bytes()
     proc = _stand_in(tmp_path, at_b)

@@ -78,7 +78,7 @@ def test_backup_sources_resolves_relative_keys(tmp_path: Path) -> None:
     path.write_bytes(_line({"type": "user", "cwd": SRC}) + _line(
         {"type": "file-history-snapshot",
          "snapshot": {"trackedFileBackups": {"a.txt": {"backupFileName": "h@v1"}}}}))
-    assert backup_sources(path, "/other") == {"h@v1": f"{SRC}/a.txt"}
+    assert backup_sources(path, SRC) == {"h@v1": f"{SRC}/a.txt"}
     assert len(backup_hash("/x")) == 16
 
 

@@ -40,6 +40,10 @@ def two(tmp_path: Path) -> tuple[Path, Path, Settings, Settings]:
     return a, b, sa, sb
 
 
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
 def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
@@ -107,7 +111,7 @@ def test_continue_at_b_then_back_updates_a_with_backup(two, tmp_path: Path) -> N
              "cwd": str(proj_b), "sessionId": DOT_SPACE,
              "message": {"role": "user", "content": "continued at B"}}
     with at_b.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(extra, separators=(",", ":")) + "\n")
+        fh.write(_dumps(extra) + "\n")
     os.utime(at_b, (2e9, 2e9))
     before = transcript(a, proj_a, DOT_SPACE).read_bytes()
     res = carry(sb, sa, tmp_path / "s2", session=DOT_SPACE, cwd=b)
@@ -128,7 +132,7 @@ def test_divergent_import_forks_with_new_id(two, tmp_path: Path) -> None:
     at_b = transcript(b, proj_b, DOT_SPACE)
     for path, text in ((at_a, "only at A"), (at_b, "only at B")):
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": DOT_SPACE,
+            fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": DOT_SPACE,
                                  "message": {"role": "user", "content": text}}) + "\n")
     local_before = at_b.read_bytes()
     res = carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a)
@@ -149,7 +153,7 @@ def test_local_newer_is_kept(two, tmp_path: Path) -> None:
     carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
     at_b = transcript(b, proj_b, DOT_SPACE)
     with at_b.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"type": "user", "uuid": str(uuid.uuid4())}) + "\n")
+        fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4())}) + "\n")
     newer = at_b.read_bytes()
     res = carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a)
     assert res.action == "unchanged" and any("newer" in w for w in res.warnings)

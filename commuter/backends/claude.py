@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from commuter.backends import ExportPlan, ImportSource, SessionRef
 from commuter.backends.claude_paths import (
     ClaudeDirs,
@@ -35,6 +37,9 @@ MAX_PROJECT_FILE = 1 << 20
 MAX_PROJECT_FILES = 500
 _SLUG_RE = re.compile(rb'"slug":"([A-Za-z0-9_-]{1,200})"')
 _PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")
+_CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
+_ENTRY_RE = re.compile(rb'"entrypoint":"([A-Za-z0-9_.-]{1,40})"')
+_CHUNK = 4 << 20
 
 
 class ClaudeBackend:
@@ -168,32 +173,50 @@ class ClaudeBackend:
 
 
 def _scan(transcript: Path) -> dict[str, Any]:
-    """One pass over the transcript without parsing: message count, slug, cwds."""
+    """Counts and fields from big chunks without splitting lines: messages, slug, cwds."""
     messages = 0
     slug: str | None = None
-    cwds: list[str] = []
-    entrypoint: str | None = None
-    cwd_key = b'"cwd":"'
+    keep = 32
     with transcript.open("rb") as fh:
-        for raw in fh:
-            if b'"type":"user"' in raw or b'"type":"assistant"' in raw:
-                messages += 1
-            if slug is None and b'"slug":"' in raw:
-                match = _SLUG_RE.search(raw)
+        carry = b""
+        while chunk := fh.read(_CHUNK):
+            data = carry + chunk
+            # Patterns never straddle the carried tail twice: count only up to the overlap.
+            messages += data.count(b'"type":"user"') + data.count(b'"type":"assistant"')
+            messages -= carry.count(b'"type":"user"') + carry.count(b'"type":"assistant"')
+            if slug is None and b'"slug":"' in data:
+                match = _SLUG_RE.search(data)
                 slug = match.group(1).decode() if match else None
-            pos = raw.find(cwd_key)
-            if pos != -1:
-                start = pos + len(cwd_key)
-                stop = raw.find(b'"', start)
-                value = raw[start:stop]
-                if stop != -1 and b"\\" not in value:
-                    text = value.decode("utf-8", "surrogateescape")
-                    if not cwds or cwds[-1] != text:
-                        cwds.append(text)
-            if entrypoint is None and b'"entrypoint":"' in raw:
-                start = raw.find(b'"entrypoint":"') + 14
-                entrypoint = raw[start : raw.find(b'"', start)].decode(errors="replace")
-    return {"messages": messages, "slug": slug, "cwds": cwds, "entrypoint": entrypoint}
+            carry = data[-keep:]
+    head = read_head(transcript)
+    tail_cwd = _tail_cwd(transcript)
+    cwds = [c for c in (head.cwd, tail_cwd) if c]
+    entry = read_entrypoint(transcript)
+    return {"messages": messages, "slug": slug, "cwds": cwds, "entrypoint": entry}
+
+
+def _tail_cwd(transcript: Path, size: int = 256 * 1024) -> str | None:
+    with transcript.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        fh.seek(max(0, end - size))
+        data = fh.read()
+    matches = list(_CWD_RE.finditer(data))
+    if not matches:
+        return None
+    try:
+        value = orjson.loads(b'"' + matches[-1].group(1) + b'"')
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def read_entrypoint(transcript: Path) -> str | None:
+    """The `entrypoint` of the first entry that has one (cli = interactive, sdk-cli = -p)."""
+    with transcript.open("rb") as fh:
+        data = fh.read(64 * 1024)
+    match = _ENTRY_RE.search(data)
+    return match.group(1).decode(errors="replace") if match else None
 
 
 def _project_of(cwds: list[str], folder: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -18,7 +19,9 @@ PATH_KEYS = frozenset(
         "outputFile", "output_file", "transcript_path", "absolutePath", "originalCwd",
     }
 )
+_PATH_KEYS_B = frozenset(k.encode() for k in PATH_KEYS)
 _CWD_KEY = b'"cwd":"'
+_CHUNK = 1 << 20
 _SNAPSHOT = b'"file-history-snapshot"'
 
 
@@ -45,6 +48,21 @@ class Rewriter:
     ) -> None:
         self.map = pathmap
         self.needles = [escaped(src) for src in pathmap.sources()]
+        self.replacements = {escaped(src): escaped(dst) for src, dst in pathmap.pairs}
+        # Only prefixes no other prefix contains are searched; longer ones are tried at hits.
+        by_len = sorted(self.needles, key=len)
+        self.roots: list[tuple[bytes, list[bytes], bytes]] = []
+        # Character-wise on purpose; the cut below brings it back to a segment boundary.
+        common = os.path.commonprefix(self.needles) if self.needles else b""  # noqa: RUF071
+        common = common[: common.rfind(b"/") + 1]
+        if len(common) > 1:
+            # One search for what all prefixes share (e.g. the old HOME), then compare.
+            self.roots.append((common, list(reversed(by_len)), b'":"' + common))
+        else:
+            for needle in by_len:
+                if not any(needle.startswith(root) for root, _, _ in self.roots):
+                    kids = [n for n in reversed(by_len) if n.startswith(needle)]
+                    self.roots.append((needle, kids, b'":"' + needle))
         self.sid = (old_sid.encode(), new_sid.encode()) if old_sid and new_sid else None
         if self.sid and self.sid[0] == self.sid[1]:
             self.sid = None
@@ -56,45 +74,62 @@ class Rewriter:
 
     def line(self, raw: bytes) -> bytes:
         """Rewrite one line (with or without its trailing newline)."""
-        end = b"\n" if raw.endswith(b"\n") else b""
-        body = raw[:-1] if end else raw
-        if self.sid is not None and self.sid[0] in body:
-            body = body.replace(self.sid[0], self.sid[1])
-        must_parse = bool(self.backup_names) and _SNAPSHOT in body
-        positions: set[int] = set()
-        for needle in self.needles:
-            start = body.find(needle)
-            while start != -1 and len(positions) < 2:
-                positions.add(start)
-                start = body.find(needle, start + 1)
-        if not positions and not must_parse:
-            return body + end
-        if len(positions) == 1 and not must_parse:
-            spliced = self._splice_cwd(body, positions.pop())
-            if spliced is not None:
-                return spliced + end
+        return self.block(raw)
+
+    def block(self, data: bytes) -> bytes:
+        """Rewrite whole lines at once, by positions, without splitting them."""
+        if self.sid is not None:
+            data = data.replace(self.sid[0], self.sid[1])
+        # (start, stop, replacement) edits, in order; snapshot lines are parsed whole.
+        edits: list[tuple[int, int, bytes]] = []
+        if self.backup_names:
+            start = data.find(_SNAPSHOT)
+            while start != -1:
+                line_start = data.rfind(b"\n", 0, start) + 1
+                line_stop = data.find(b"\n", start)
+                line_stop = len(data) if line_stop == -1 else line_stop
+                if start - line_start < 120:
+                    body = data[line_start:line_stop]
+                    new = self._parsed(body)
+                    if new is not body:
+                        edits.append((line_start, line_stop, new))
+                start = data.find(_SNAPSHOT, line_stop)
+        for _root, kids, marker in self.roots:
+            start = data.find(marker)
+            while start != -1:
+                pos = start + 3
+                start = data.find(marker, pos)
+                close = pos - 3
+                opening = data.rfind(b'"', 0, close)
+                # An unescaped `"key":"` cannot occur inside a JSON string: a hit preceded by
+                # one is exactly a path-key value that starts with the prefix.
+                if opening == -1 or data[opening + 1 : close] not in _PATH_KEYS_B:
+                    continue
+                for needle in kids:
+                    if data.startswith(needle, pos):
+                        stop = pos + len(needle)
+                        if data[stop : stop + 1] in (b"/", b'"'):
+                            edits.append((pos, stop, self.replacements[needle]))
+                            break
+        if not edits:
+            return data
+        edits.sort()
+        parts: list[bytes] = []
+        last = 0
+        for begin, stop, new in edits:
+            if begin < last:
+                continue
+            parts += [data[last:begin], new]
+            last = stop
+        parts.append(data[last:])
+        return b"".join(parts)
+
+    def _parsed(self, body: bytes) -> bytes:
         try:
             entry = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return body + end
-        if self._walk(entry):
-            return orjson.dumps(entry) + end
-        return body + end
-
-    def _splice_cwd(self, body: bytes, pos: int) -> bytes | None:
-        # Most lines hold the prefix once, as the "cwd" value: splice without parsing.
-        if body[pos - len(_CWD_KEY) : pos] != _CWD_KEY:
-            return None
-        stop = body.find(b'"', pos)
-        if stop == -1:
-            return None
-        value = body[pos:stop]
-        if b"\\" in value:
-            return None
-        new = self.map.translate(value.decode("utf-8", "surrogateescape"))
-        if new is None:
             return body
-        return body[:pos] + escaped(new) + body[stop:]
+        return orjson.dumps(entry) if self._walk(entry) else body
 
     def _walk(self, obj: Any) -> bool:
         changed = False
@@ -140,37 +175,47 @@ class Rewriter:
                 while chunk := fh.read(1 << 20):
                     out.write(chunk)
                 return
-            write = out.write
-            line = self.line
-            for raw in fh:
-                write(line(raw))
+            tail = b""
+            while chunk := fh.read(_CHUNK):
+                data = tail + chunk if tail else chunk
+                cut = data.rfind(b"\n") + 1
+                tail = data[cut:]
+                if cut:
+                    out.write(self.block(data[:cut]))
+            if tail:
+                out.write(self.block(tail))
 
 
-def backup_sources(transcript: Path, project: str) -> dict[str, str]:
-    """Map each file-history backup name to the absolute path it backs up, from the snapshots."""
+def backup_sources(transcript: Path, cwd: str) -> dict[str, str]:
+    """Map each file-history backup name to the absolute path it backs up, from the snapshots.
+
+    Relative keys are taken relative to `cwd` (the session's project dir).
+    """
     found: dict[str, str] = {}
-    cwd = project
     with transcript.open("rb") as fh:
-        for raw in fh:
-            if _SNAPSHOT not in raw:
-                if _CWD_KEY in raw:
-                    pos = raw.find(_CWD_KEY) + len(_CWD_KEY)
-                    stop = raw.find(b'"', pos)
-                    value = raw[pos:stop]
-                    if stop != -1 and b"\\" not in value:
-                        cwd = value.decode("utf-8", "surrogateescape")
-                continue
-            try:
-                entry = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            snap = entry.get("snapshot") if isinstance(entry, dict) else None
-            tracked = snap.get("trackedFileBackups") if isinstance(snap, dict) else None
-            if not isinstance(tracked, dict):
-                continue
-            for key, info in tracked.items():
-                name = info.get("backupFileName") if isinstance(info, dict) else None
-                if isinstance(name, str) and isinstance(key, str):
-                    absolute = key if key.startswith("/") else f"{cwd.rstrip('/')}/{key}"
-                    found.setdefault(name, absolute)
+        tail = b""
+        while chunk := fh.read(_CHUNK):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for raw in lines:
+                if _SNAPSHOT in raw[:120]:
+                    _snapshot_sources(raw, cwd, found)
+        if tail and _SNAPSHOT in tail[:120]:
+            _snapshot_sources(tail, cwd, found)
     return found
+
+
+def _snapshot_sources(raw: bytes, cwd: str, found: dict[str, str]) -> None:
+    try:
+        entry = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    snap = entry.get("snapshot") if isinstance(entry, dict) else None
+    tracked = snap.get("trackedFileBackups") if isinstance(snap, dict) else None
+    if not isinstance(tracked, dict):
+        return
+    for key, info in tracked.items():
+        name = info.get("backupFileName") if isinstance(info, dict) else None
+        if isinstance(name, str) and isinstance(key, str):
+            absolute = key if key.startswith("/") else f"{cwd.rstrip('/')}/{key}"
+            found.setdefault(name, absolute)
