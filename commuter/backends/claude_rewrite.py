@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,6 +22,16 @@ _PATH_KEYS_B = frozenset(k.encode() for k in PATH_KEYS)
 _CWD_KEY = b'"cwd":"'
 _CHUNK = 1 << 20
 _SNAPSHOT = b'"file-history-snapshot"'
+
+
+def _common_prefix(items: list[bytes]) -> bytes:
+    if not items:
+        return b""
+    first, last = min(items), max(items)
+    n = 0
+    while n < len(first) and n < len(last) and first[n] == last[n]:
+        n += 1
+    return first[:n]
 
 
 def escaped(text: str) -> bytes:
@@ -52,8 +61,7 @@ class Rewriter:
         # Only prefixes no other prefix contains are searched; longer ones are tried at hits.
         by_len = sorted(self.needles, key=len)
         self.roots: list[tuple[bytes, list[bytes], bytes]] = []
-        # Character-wise on purpose; the cut below brings it back to a segment boundary.
-        common = os.path.commonprefix(self.needles) if self.needles else b""  # noqa: RUF071
+        common = _common_prefix(self.needles)
         common = common[: common.rfind(b"/") + 1]
         if len(common) > 1:
             # One search for what all prefixes share (e.g. the old HOME), then compare.
