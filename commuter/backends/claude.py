@@ -39,7 +39,7 @@ _SLUG_RE = re.compile(rb'"slug":"([A-Za-z0-9_-]{1,200})"')
 _PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 _CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
 _ENTRY_RE = re.compile(rb'"entrypoint":"([A-Za-z0-9_.-]{1,40})"')
-_CHUNK = 4 << 20
+_CHUNK = 1 << 20
 
 
 class ClaudeBackend:
@@ -173,21 +173,16 @@ class ClaudeBackend:
 
 
 def _scan(transcript: Path) -> dict[str, Any]:
-    """Counts and fields from big chunks without splitting lines: messages, slug, cwds."""
+    """Counts and fields from chunks without splitting lines: messages, slug, cwds."""
     messages = 0
     slug: str | None = None
-    keep = 32
     with transcript.open("rb") as fh:
-        carry = b""
+        # A pattern split across two chunks is missed: the count is for display only.
         while chunk := fh.read(_CHUNK):
-            data = carry + chunk
-            # Patterns never straddle the carried tail twice: count only up to the overlap.
-            messages += data.count(b'"type":"user"') + data.count(b'"type":"assistant"')
-            messages -= carry.count(b'"type":"user"') + carry.count(b'"type":"assistant"')
-            if slug is None and b'"slug":"' in data:
-                match = _SLUG_RE.search(data)
+            messages += chunk.count(b'"type":"user"') + chunk.count(b'"type":"assistant"')
+            if slug is None and b'"slug":"' in chunk:
+                match = _SLUG_RE.search(chunk)
                 slug = match.group(1).decode() if match else None
-            carry = data[-keep:]
     head = read_head(transcript)
     tail_cwd = _tail_cwd(transcript)
     cwds = [c for c in (head.cwd, tail_cwd) if c]

@@ -203,11 +203,16 @@ def backup_sources(transcript: Path, cwd: str) -> dict[str, str]:
     with transcript.open("rb") as fh:
         tail = b""
         while chunk := fh.read(_CHUNK):
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for raw in lines:
-                if _SNAPSHOT in raw[:120]:
-                    _snapshot_sources(raw, cwd, found)
+            data = tail + chunk if tail else chunk
+            cut = data.rfind(b"\n") + 1
+            tail = data[cut:]
+            start = data.find(_SNAPSHOT, 0, cut)
+            while start != -1:
+                line_start = data.rfind(b"\n", 0, start) + 1
+                line_stop = data.find(b"\n", start)
+                if start - line_start < 120:
+                    _snapshot_sources(data[line_start:line_stop], cwd, found)
+                start = data.find(_SNAPSHOT, line_stop, cut)
         if tail and _SNAPSHOT in tail[:120]:
             _snapshot_sources(tail, cwd, found)
     return found
