@@ -1,0 +1,138 @@
+"""CLI: list, export, import, inspect, as a person runs them (CliRunner in a fake HOME)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from claude_home import DOT_SPACE, TOOLS, install, transcript
+from click.testing import CliRunner
+
+from commuter.cli import cli
+
+
+def run(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def machine(home: Path) -> Path:
+    install(home)
+    files = sorted(p for p in (home / ".claude" / "projects").rglob("*.jsonl")
+                   if "subagents" not in p.parts)
+    for i, path in enumerate(files):
+        os.utime(path, (1_700_000_000 + i * 60, 1_700_000_000 + i * 60))
+    return home
+
+
+def test_list_human_and_json(machine: Path) -> None:
+    result = run("list")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 9
+    assert all(len(line.split()[0]) >= 7 for line in lines)
+    assert "~/projects/" in result.stdout and "ago" in result.stdout
+    data = json.loads(run("list", "--json").stdout)
+    assert {d["session_id"] for d in data} >= {TOOLS, DOT_SPACE}
+    times = [d["updated_at"] for d in data]
+    assert times == sorted(times, reverse=True)
+
+
+def test_list_hides_empty_sessions_unless_all(machine: Path) -> None:
+    folder = transcript(machine, machine / "projects" / "my.app", TOOLS).parent
+    (folder / "00000000-0000-4000-8000-000000000000.jsonl").write_text(
+        '{"type":"queue-operation","operation":"enqueue"}\n')
+    assert "0000000" not in run("list").stdout
+    assert "0000000" in run("list", "--all").stdout
+
+
+def test_short_ids_are_unique_prefixes() -> None:
+    from commuter.commands.session import short_ids
+
+    got = short_ids(["abcdef0123", "abcdef0199", "zzzzzzzzzz"])
+    assert got == {"abcdef0123": "abcdef012", "abcdef0199": "abcdef019",
+                   "zzzzzzzzzz": "zzzzzzz"}
+
+
+def test_export_errors_are_one_line(machine: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "x.bundle"
+    assert "not found" in one_line_error(run("export", "0000000", "-o", str(out)))
+    assert "matches" in one_line_error(run("export", "e", "-o", str(out)))
+    assert "no Claude Code session" in one_line_error(run("export", "--latest", "-o", str(out)))
+    assert not out.exists()
+
+
+def test_import_missing_file_is_one_line(tmp_path: Path) -> None:
+    assert "no such file" in one_line_error(run("import", str(tmp_path / "nope.bundle")))
+    assert "no such file" in one_line_error(run("inspect", str(tmp_path / "nope.bundle")))
+
+
+# --- with real bundles (commuter/bundle.py) ------------------------------------------------
+
+
+@pytest.fixture
+def bundle_mod():
+    return pytest.importorskip("commuter.bundle")
+
+
+def test_export_import_round_trip_cli(bundle_mod, machine: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    proj_a = machine / "projects" / "my.app"
+    monkeypatch.chdir(proj_a)
+    out = tmp_path / "s.bundle"
+    result = run("export", TOOLS[:8], "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert out.is_file() and bundle_mod.is_bundle(out)
+    assert TOOLS in run("inspect", str(out)).stdout
+    home_b = tmp_path / "B"
+    proj_b = home_b / "code" / "my.app"
+    proj_b.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+    monkeypatch.chdir(proj_b)
+    dry = run("import", str(out), "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert not (home_b / ".claude").exists()
+    result = run("import", str(out), "--project-dir", str(proj_b), "--no-launch")
+    assert result.exit_code == 0, result.stderr
+    assert f"claude --resume {TOOLS}" in result.stdout
+    dest = transcript(home_b, proj_b, TOOLS)
+    assert dest.is_file()
+    again = run("import", str(out), "--project-dir", str(proj_b), "--no-launch")
+    assert again.exit_code == 0 and "unchanged" in again.stdout
+
+
+def test_import_from_stdin(bundle_mod, machine: Path, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(machine / "projects" / "My Project.v2")
+    out = tmp_path / "s.bundle"
+    assert run("export", "--latest", "-o", str(out)).exit_code == 0
+    home_b = tmp_path / "B"
+    proj_b = home_b / "p"
+    proj_b.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+    result = run("import", "-", "--project-dir", str(proj_b), "--no-launch",
+                 input=out.read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert transcript(home_b, proj_b, DOT_SPACE).is_file()
+    staging = home_b / ".local" / "share" / "commuter" / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
+
+
+def test_garbage_bundle_is_one_line_and_writes_nothing(bundle_mod, tmp_path: Path,
+                                                       home: Path) -> None:
+    bad = tmp_path / "bad.bundle"
+    bad.write_bytes(b"not a bundle at all" * 10)
+    one_line_error(run("import", str(bad), "--no-launch"))
+    assert not (home / ".claude").exists()
