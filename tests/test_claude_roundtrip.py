@@ -200,3 +200,67 @@ def test_missing_project_is_a_clear_error(two, tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="--project-dir"):
         carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a, options=ImportOptions())
     assert not (b / ".claude").exists()
+
+
+def test_interactive_choices(two, tmp_path: Path) -> None:
+    from commuter.errors import BackendError
+
+    a, b, sa, sb = two
+    proj_b = b / "code" / "My Project.v2"
+    carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
+    at_a = transcript(a, a / "projects" / "My Project.v2", DOT_SPACE)
+    at_b = transcript(b, proj_b, DOT_SPACE)
+    for path in (at_a, at_b):
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4())}) + "\n")
+    local = at_b.read_bytes()
+    asked: list[str] = []
+
+    def cancel(question: str, choices: tuple[str, ...]) -> str:
+        asked.append(question)
+        return "cancel"
+
+    with pytest.raises(BackendError, match="cancelled"):
+        carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a,
+              options=ImportOptions(interactive=True, ask=cancel))
+    assert asked and at_b.read_bytes() == local
+    res = carry(sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a,
+                options=ImportOptions(interactive=True, ask=lambda q, c: "replace"))
+    assert res.action == "replaced" and at_b.read_bytes() != local
+
+
+def test_hostile_names_write_nothing_outside(tmp_path: Path) -> None:
+    from commuter.backends import ImportSource
+    from commuter.backends.claude import ClaudeBackend
+    from commuter.errors import BackendError
+
+    b = tmp_path / "B"
+    proj = b / "proj"
+    proj.mkdir(parents=True)
+    stage = tmp_path / "stage"
+    sid = "11111111-1111-4111-8111-111111111111"
+    names = {
+        f"session/{sid}.jsonl": b'{"type":"user","uuid":"u","cwd":"/src"}\n',
+        "tasks/..json": b"x", "tasks/.hidden.json": b"x", "plans/evil.sh": b"x",
+        f"session/{sid}/subagents/..": b"x", f"session/{sid}/other/x.txt": b"x",
+        "project/.git/config": b"x", "project/.claude/../../escape.md": b"x",
+        "file-history/..": b"x",
+    }
+    for name, data in names.items():
+        path = stage / name.replace("..", "dotdot")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    members = tuple(n for n in names if ".." not in n) + tuple(n for n in names if ".." in n)
+    backend = ClaudeBackend(settings_for(b))
+    src = ImportSource(session_id=sid, project_dir="/src", root=stage, members=members,
+                       meta={"plan_slug": "../../evil"})
+    res = backend.place(src, ImportOptions(project_dir=proj, assume_yes=True))
+    assert res.action == "created"
+    written = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()}
+    from commuter.backends.claude_paths import claude_project_folder
+
+    assert written == {f".claude/projects/{claude_project_folder(str(proj))}/{sid}.jsonl"}
+    for bad_sid in ("../../etc", "x" * 36):
+        with pytest.raises(BackendError, match="invalid session id"):
+            backend.place(ImportSource(session_id=bad_sid, project_dir="/src", root=stage,
+                                       members=()), ImportOptions(project_dir=proj))

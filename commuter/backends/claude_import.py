@@ -60,7 +60,12 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         plan.warnings.insert(0, f"bundle from {source.origin}")
     from commuter import gitstate
 
-    plan.warnings += gitstate.import_warnings(source.git, target)
+    git_warnings = gitstate.import_warnings(source.git, target)
+    plan.warnings += git_warnings
+    if git_warnings and not options.dry_run and options.interactive and options.ask is not None:
+        question = "; ".join(git_warnings) + ". Import anyway?"
+        if options.ask(question, ("yes", "no")) != "yes":
+            raise BackendError("import cancelled; nothing was written")
     pathmap = _pathmap(source, sid, plan.sid, target, dirs, cfg.path_maps)
     renames = _file_history_names(source, pathmap)
     if options.dry_run:
