@@ -16,7 +16,7 @@ _CLEARED = ("CLAUDE_CONFIG_DIR",)
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty HOME for this test."""
-    fake = tmp_path / "home"
+    fake = tmp_path / "fakehome"
     fake.mkdir()
     monkeypatch.setenv("HOME", str(fake))
     for var in list(os.environ):
