@@ -101,3 +101,19 @@ def test_find_by_prefix_and_latest(home: Path, settings: Settings) -> None:
     assert backend.find(None, home / "projects" / "my.app").session_id == TOOLS
     with pytest.raises(SessionNotFound):
         backend.find(None, home)
+
+
+def test_claude_config_dir_and_symlinked_cwd(tmp_path: Path, home: Path) -> None:
+    custom = tmp_path / "custom-claude"
+    real = tmp_path / "real proj"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    folder = custom / "projects" / claude_project_folder(str(real))
+    folder.mkdir(parents=True)
+    (folder / f"{TOOLS}.jsonl").write_text(
+        '{"type":"user","cwd":"' + str(real) + '","message":{"content":"hi"}}\n')
+    settings = Settings.from_env({"HOME": str(home), "CLAUDE_CONFIG_DIR": str(custom)})
+    backend = ClaudeBackend(settings)
+    assert [r.session_id for r in backend.sessions()] == [TOOLS]
+    assert backend.find(None, link).session_id == TOOLS
