@@ -1,0 +1,374 @@
+"""Bundles: one versioned, integrity-checked, streamable file holding one session."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+import zstandard
+
+from commuter.core import Origin
+from commuter.errors import BundleError
+
+FORMAT_VERSION = 2
+MAGIC = b"COMMUTER-BUNDLE %d\n" % FORMAT_VERSION
+MAGIC_PREFIX = b"COMMUTER-BUNDLE "
+MANIFEST_NAME = "manifest.json"
+DIGEST_NAME = "digest.json"
+ZSTD_LEVEL = 3
+CHUNK = 1 << 20
+BLOCK = 512
+_ROOT_TAG = b"commuter-bundle-2\0"
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_BACKEND_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_TAR_KINDS = {
+    tarfile.DIRTYPE: "directory", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+    tarfile.FIFOTYPE: "fifo", tarfile.CONTTYPE: "contiguous file",
+    tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link",
+    tarfile.GNUTYPE_SPARSE: "sparse file", tarfile.XGLTYPE: "global pax header",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps that keep a hostile bundle from filling the disk or the memory."""
+
+    max_total: int = 4 << 30
+    max_member: int = 4 << 30
+    max_members: int = 100_000
+    max_manifest: int = 1 << 20
+    max_digest: int = 32 << 20
+    max_legacy: int = 1 << 30
+    max_window: int = 1 << 24
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One file in a bundle."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a bundle says about its session; `members` is filled from the digest."""
+
+    format: int
+    backend: str
+    session_id: str
+    project_dir: str
+    created_at: str
+    origin: Origin
+    message_count: int
+    git: dict[str, Any] | None
+    meta: dict[str, Any]
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unpacked:
+    """A verified bundle: root/<member name> holds each member."""
+
+    manifest: Manifest
+    root: Path
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def is_uuid(text: object) -> bool:
+    """True for a canonical 36-character UUID string."""
+    return isinstance(text, str) and _UUID_RE.fullmatch(text) is not None
+
+
+def check_member_name(name: str) -> str:
+    """`name` if it is a safe relative POSIX path for a member; BundleError otherwise."""
+    if not name or len(name.encode("utf-8", "surrogateescape")) > 4096:
+        raise BundleError(f"bundle member name {name[:80]!r} is empty or too long")
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        raise BundleError(f"bundle member name {name[:200]!r} is an absolute path")
+    if "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise BundleError(f"bundle member name {name[:200]!r} has a backslash or control character")
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise BundleError(f"bundle member name {name[:200]!r} has an empty, '.' or '..' part")
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise BundleError(f"bundle member name {name[:80]!r} has a part over 255 bytes")
+    if name in (MANIFEST_NAME, DIGEST_NAME):
+        raise BundleError(f"bundle member name {name!r} is reserved")
+    return name
+
+
+def _typename(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", int: "integer", bool: "boolean",
+            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise BundleError(f"bundle {where} field {key!r} is missing")
+    value = obj[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok:
+        wanted = " or ".join(_typename(k()) if k is not type(None) else "null" for k in kinds)
+        raise BundleError(f"bundle {where} field {key!r} must be {wanted}, not {_typename(value)}")
+    return value
+
+
+def check_format(fmt: int) -> None:
+    """BundleError unless this commuter can read bundle format `fmt`."""
+    if fmt > FORMAT_VERSION:
+        raise BundleError(f"bundle format {fmt} is newer than this commuter supports "
+                          f"({FORMAT_VERSION}); upgrade commuter")
+    if fmt < FORMAT_VERSION:
+        raise BundleError(f"bundle format {fmt} is not a valid format for this file layout")
+
+
+def manifest_from_dict(obj: object, *, members: tuple[Member, ...] = ()) -> Manifest:
+    """A validated Manifest from parsed manifest.json; BundleError names the bad field."""
+    if not isinstance(obj, dict):
+        raise BundleError(f"bundle manifest must be a JSON object, not {_typename(obj)}")
+    check_format(_field(obj, "format", int, "manifest"))
+    backend = _field(obj, "backend", str, "manifest")
+    if not _BACKEND_RE.fullmatch(backend):
+        raise BundleError(f"bundle manifest names an invalid backend {backend[:40]!r}")
+    sid = _field(obj, "session_id", str, "manifest")
+    if not is_uuid(sid):
+        raise BundleError(f"bundle session id {sid[:80]!r} is not a UUID")
+    project = _field(obj, "project_dir", str, "manifest")
+    if not project or "\0" in project or len(project) > 4096:
+        raise BundleError("bundle manifest field 'project_dir' is empty or invalid")
+    count = _field(obj, "message_count", int, "manifest")
+    if count < 0:
+        raise BundleError("bundle manifest field 'message_count' is negative")
+    return Manifest(
+        format=obj["format"], backend=backend, session_id=sid, project_dir=project,
+        created_at=_field(obj, "created_at", str, "manifest"),
+        origin=origin_from_dict(_field(obj, "origin", dict, "manifest")),
+        message_count=count, git=_field(obj, "git", (dict, type(None)), "manifest"),
+        meta=_field(obj, "meta", dict, "manifest"), members=members,
+    )
+
+
+def origin_from_dict(obj: dict[str, Any]) -> Origin:
+    """A validated Origin from the manifest's `origin` object."""
+    extra = obj.get("extra") or {}
+    if not isinstance(extra, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
+    ):
+        raise BundleError("bundle origin field 'extra' must map strings to strings")
+    return Origin(
+        hostname=_field(obj, "hostname", str, "origin"),
+        user=_field(obj, "user", str, "origin"),
+        created_at=_field(obj, "created_at", str, "origin"),
+        commuter_version=_field(obj, "commuter_version", str, "origin"),
+        device_id=obj["device_id"] if "device_id" in obj and obj["device_id"] is None
+        else _field(obj, "device_id", str, "origin") if "device_id" in obj else None,
+        extra=dict(extra),
+    )
+
+
+def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
+    """manifest.json's content: everything but the members (known only at the end)."""
+    origin = manifest.origin
+    return {
+        "format": manifest.format, "backend": manifest.backend,
+        "session_id": manifest.session_id, "project_dir": manifest.project_dir,
+        "created_at": manifest.created_at,
+        "origin": {"hostname": origin.hostname, "user": origin.user,
+                   "created_at": origin.created_at, "commuter_version": origin.commuter_version,
+                   "device_id": origin.device_id, "extra": dict(origin.extra)},
+        "message_count": manifest.message_count, "git": manifest.git, "meta": manifest.meta,
+    }
+
+
+def _loads(data: bytes, what: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BundleError(f"bundle {what} is not valid JSON ({exc})") from None
+
+
+def root_digest(manifest_sha256: str, members: tuple[Member, ...] | list[Member]) -> str:
+    """The sha256 chaining the manifest and every member (name, size, hash) in order."""
+    h = hashlib.sha256(_ROOT_TAG)
+    h.update(bytes.fromhex(manifest_sha256))
+    for m in members:
+        h.update(m.name.encode("utf-8", "surrogateescape") + b"\0" + str(m.size).encode()
+                 + b"\0" + bytes.fromhex(m.sha256))
+    return h.hexdigest()
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o600
+    info.mtime = 0  # bundles of the same files are byte-identical
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _padding(size: int) -> int:
+    return -size % BLOCK
+
+
+class BundleWriter:
+    """Streams a bundle to `out`: magic line, then zstd(tar(manifest, members..., digest))."""
+
+    def __init__(self, out: BinaryIO, manifest: Manifest, *, level: int = ZSTD_LEVEL,
+                 threads: int = 0, limits: Limits = DEFAULT_LIMITS) -> None:
+        data = orjson.dumps(manifest_to_dict(manifest), option=orjson.OPT_INDENT_2)
+        if len(data) > limits.max_manifest:
+            raise BundleError(f"bundle manifest is {len(data)} bytes, over the "
+                              f"{limits.max_manifest} byte limit")
+        self._manifest = manifest_from_dict(orjson.loads(data))
+        self._out = out
+        self._limits = limits
+        self._cobj = zstandard.ZstdCompressor(
+            level=level, write_checksum=True, threads=threads).compressobj()
+        self._members: list[Member] = []
+        self._names: set[str] = set()
+        self._total = 0
+        self._closed = False
+        out.write(MAGIC)
+        self._manifest_sha = hashlib.sha256(data).hexdigest()
+        self._emit(_tar_header(MANIFEST_NAME, len(data)) + data + b"\0" * _padding(len(data)))
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        out = self._cobj.compress(data)
+        if out:
+            self._out.write(out)
+
+    def _begin(self, name: str, size: int) -> None:
+        if self._closed:
+            raise BundleError("bundle writer is already closed")
+        check_member_name(name)
+        folded = name.casefold()
+        if folded in self._names:
+            raise BundleError(f"bundle member {name!r} was added twice")
+        if len(self._members) >= self._limits.max_members:
+            raise BundleError(f"bundle has more than {self._limits.max_members} members")
+        if size > self._limits.max_member or self._total + size > self._limits.max_total:
+            raise BundleError(f"bundle member {name!r} ({size} bytes) exceeds the size limits")
+        self._names.add(folded)
+        self._total += size
+        self._emit(_tar_header(name, size))
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        """Add a member from memory (small members: history lines, settings)."""
+        self._begin(name, len(data))
+        self._emit(data + b"\0" * _padding(len(data)))
+        self._members.append(Member(name, len(data), hashlib.sha256(data).hexdigest()))
+
+    def add_file(self, name: str, path: Path) -> None:
+        """Add a member from a file, streamed in 1 MiB chunks (its size as it is now)."""
+        with path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not _is_regular(st.st_mode):
+                raise BundleError(f"{path} is not a regular file")
+            size = st.st_size
+            self._begin(name, size)
+            h = hashlib.sha256()
+            left = size
+            while left:
+                chunk = fh.read(min(CHUNK, left))
+                if not chunk:
+                    raise BundleError(f"{path} shrank while it was being bundled")
+                h.update(chunk)
+                self._emit(chunk)
+                left -= len(chunk)
+        self._emit(b"\0" * _padding(size))
+        self._members.append(Member(name, size, h.hexdigest()))
+
+    def close(self) -> Manifest:
+        """Write the digest and the end of the stream; returns the manifest with its members."""
+        if self._closed:
+            raise BundleError("bundle writer is already closed")
+        self._closed = True
+        digest = orjson.dumps({
+            "manifest_sha256": self._manifest_sha,
+            "members": [[m.name, m.size, m.sha256] for m in self._members],
+            "root": root_digest(self._manifest_sha, self._members),
+        })
+        self._emit(_tar_header(DIGEST_NAME, len(digest)) + digest
+                   + b"\0" * (_padding(len(digest)) + 2 * BLOCK))
+        self._out.write(self._cobj.flush())
+        self._out.flush()
+        return dataclasses.replace(self._manifest, members=tuple(self._members))
+
+
+def _is_regular(mode: int) -> bool:
+    return stat.S_ISREG(mode)
+
+
+# --- reading (the reader lives in bundle_read.py, legacy JSON in bundle_legacy.py) ---------
+
+def unpack(path: Path, staging_parent: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unpacked:
+    """Verify a bundle (plain or legacy JSON) completely while unpacking it into staging.
+
+    On any failure nothing stays in staging and one BundleError explains it. The caller
+    removes `root` when done.
+    """
+    staging_parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = Path(tempfile.mkdtemp(prefix="unpack-", dir=staging_parent))
+    try:
+        from commuter import bundle_read
+
+        manifest = bundle_read.read_any(path, root, limits)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return Unpacked(manifest=manifest, root=root)
+
+
+def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+    """The manifest with its members, after a full verify pass that writes nothing."""
+    from commuter import bundle_read
+
+    return bundle_read.read_any(path, None, limits)
+
+
+def is_bundle(path: Path) -> bool:
+    """True if `path` starts like a bundle (plain, or legacy JSON / gzip)."""
+    from commuter import bundle_read
+
+    return bundle_read.sniff(path) is not None
+
+
+def file_digest(path: Path) -> str:
+    """sha256 hex of the whole file."""
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def describe(manifest: Manifest) -> Lines:
+    """Human-readable lines for `inspect` (str() of the result joins them)."""
+    from commuter.bundle_read import describe_lines
+
+    return Lines(describe_lines(manifest))
+
+
+class Lines(list[str]):
+    """A list of lines whose str() is the lines joined by newlines."""
+
+    def __str__(self) -> str:
+        return "\n".join(self)

@@ -1,0 +1,323 @@
+"""Reading bundles: stream, bound, verify and (optionally) unpack every member."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from commuter.bundle import (
+    _TAR_KINDS,
+    BLOCK,
+    CHUNK,
+    DIGEST_NAME,
+    MAGIC_PREFIX,
+    MANIFEST_NAME,
+    Limits,
+    Manifest,
+    Member,
+    _loads,
+    _padding,
+    check_format,
+    check_member_name,
+    manifest_from_dict,
+    root_digest,
+)
+from commuter.errors import BundleError
+
+_MAX_PAX = 64 << 10
+_MAX_TRAILER = 64 << 10
+_OVERHEAD = 64 << 20
+_ZERO_BLOCK = bytes(BLOCK)
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def sniff(path: Path) -> str | None:
+    """"plain", "legacy" or "legacy-gzip" from the first bytes of `path`; None otherwise."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    if head.startswith(MAGIC_PREFIX):
+        return "plain"
+    from commuter import bundle_legacy
+
+    return bundle_legacy.sniff_head(head)
+
+
+def read_any(path: Path, root: Path | None, limits: Limits) -> Manifest:
+    """Verify the bundle at `path`; unpack its members under `root` unless root is None."""
+    kind = sniff(path)
+    if kind is None:
+        if not path.is_file():
+            raise BundleError(f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise BundleError("bundle is empty")
+        raise BundleError("not a commuter bundle (no COMMUTER-BUNDLE header)")
+    if kind != "plain":
+        from commuter import bundle_legacy
+
+        return bundle_legacy.read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
+    try:
+        with path.open("rb") as fh:
+            return read_plain(fh, root, limits)
+    except OSError as exc:
+        raise BundleError(f"cannot read or unpack the bundle: {exc.strerror or exc}") from None
+
+
+def _read_magic(fh: BinaryIO) -> None:
+    line = fh.readline(64)
+    if not line.startswith(MAGIC_PREFIX) or not line.endswith(b"\n"):
+        raise BundleError("not a commuter bundle (no COMMUTER-BUNDLE header)")
+    version = line[len(MAGIC_PREFIX):-1]
+    if not version.isdigit() or len(version) > 6:
+        raise BundleError("not a commuter bundle (bad COMMUTER-BUNDLE header)")
+    check_format(int(version))
+
+
+class _Source:
+    """The decompressed tar stream, with every byte counted against a cap."""
+
+    def __init__(self, fh: BinaryIO, limits: Limits) -> None:
+        dctx = zstandard.ZstdDecompressor(max_window_size=limits.max_window)
+        self._reader = dctx.stream_reader(fh, read_size=CHUNK, read_across_frames=True)
+        self._cap = limits.max_total + limits.max_manifest + limits.max_digest + _OVERHEAD
+        self.count = 0
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes; b"" only at the end of the stream."""
+        try:
+            data = self._reader.read(n)
+        except zstandard.ZstdError as exc:
+            raise BundleError(f"bundle is corrupt ({exc})") from None
+        self.count += len(data)
+        if self.count > self._cap:
+            raise BundleError(f"bundle expands beyond {self._cap} bytes; refusing it")
+        return data
+
+    def exact(self, n: int) -> bytes:
+        """Exactly `n` bytes, or BundleError if the stream ends first."""
+        parts: list[bytes] = []
+        left = n
+        while left:
+            data = self.read(min(left, CHUNK))
+            if not data:
+                raise BundleError("bundle is truncated")
+            parts.append(data)
+            left -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def expect_end(self) -> None:
+        """Only tar padding (zeros) may follow the end-of-archive block."""
+        seen = 0
+        while data := self.read(CHUNK):
+            seen += len(data)
+            if seen > _MAX_TRAILER or data.count(0) != len(data):
+                raise BundleError("bundle has unexpected data after its end")
+
+
+def _parse_pax(data: bytes) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos, pos + 12)
+        length = data[pos:space]
+        if space < 0 or not length.isdigit():
+            raise BundleError("bundle has a malformed pax header")
+        end = pos + int(length)
+        if end > len(data) or end <= space + 1 or data[end - 1:end] != b"\n":
+            raise BundleError("bundle has a malformed pax header")
+        key, sep, value = data[space + 1:end - 1].partition(b"=")
+        if not sep:
+            raise BundleError("bundle has a malformed pax header")
+        records[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
+        pos = end
+    return records
+
+
+def _next_header(src: _Source) -> tuple[str, int] | None:
+    """(name, size) of the next regular member; None at the end-of-archive block."""
+    pax: dict[str, str] | None = None
+    while True:
+        block = src.exact(BLOCK)
+        if block == _ZERO_BLOCK:
+            if pax is not None:
+                raise BundleError("bundle ends inside a pax header")
+            return None
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise BundleError(f"bundle is corrupt (bad tar header: {exc})") from None
+        if info.type == tarfile.XHDTYPE:
+            if pax is not None or info.size > _MAX_PAX:
+                raise BundleError("bundle has an oversized or repeated pax header")
+            pax = _parse_pax(src.exact(info.size + _padding(info.size))[:info.size])
+            continue
+        pax = pax or {}
+        name = pax.get("path", info.name)
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            kind = _TAR_KINDS.get(info.type, f"entry of type {info.type!r}")
+            raise BundleError(f"bundle member {name[:200]!r} is a {kind}; "
+                              "only regular files are allowed")
+        link = pax.get("linkpath", info.linkname)
+        if link:
+            raise BundleError(f"bundle member {name[:200]!r} has a link target {link[:200]!r}")
+        size = info.size
+        if "size" in pax:
+            if not pax["size"].isdigit():
+                raise BundleError(f"bundle member {name[:200]!r} has a bad size")
+            size = int(pax["size"])
+        return name, size
+
+
+def _copy(src: _Source, size: int, dest: Path | None) -> str:
+    """Stream `size` bytes through sha256 (into `dest` if given); returns the hex digest."""
+    h = hashlib.sha256()
+    fd = -1
+    if dest is not None:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise BundleError(f"bundle member {dest.name!r} collides with another member") from None
+    try:
+        left = size
+        while left:
+            data = src.read(min(CHUNK, left))
+            if not data:
+                raise BundleError("bundle is truncated")
+            h.update(data)
+            if fd >= 0:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            left -= len(data)
+        pad = _padding(size)
+        if pad and src.exact(pad).count(0) != pad:
+            raise BundleError("bundle is corrupt (non-zero tar padding)")
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return h.hexdigest()
+
+
+def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
+    """Read a plain bundle from `fh`, verifying everything; members go under `root` if given."""
+    _read_magic(fh)
+    src = _Source(fh, limits)
+    first = _next_header(src)
+    if first is None or first[0] != MANIFEST_NAME:
+        raise BundleError("bundle does not start with manifest.json")
+    size = first[1]
+    if size > limits.max_manifest:
+        raise BundleError(f"bundle manifest is {size} bytes, over the "
+                          f"{limits.max_manifest} byte limit")
+    data = src.exact(size + _padding(size))[:size]
+    manifest_sha = hashlib.sha256(data).hexdigest()
+    manifest = manifest_from_dict(_loads(data, "manifest"))
+    seen: dict[str, Member] = {}
+    folded: set[str] = set()
+    total = 0
+    while True:
+        header = _next_header(src)
+        if header is None:
+            raise BundleError("bundle has no digest.json (truncated or not made by commuter)")
+        name, size = header
+        if name == DIGEST_NAME:
+            break
+        check_member_name(name)
+        if name.casefold() in folded:
+            raise BundleError(f"bundle member {name[:200]!r} appears twice")
+        if len(seen) >= limits.max_members:
+            raise BundleError(f"bundle has more than {limits.max_members} members")
+        total += size
+        if size > limits.max_member or total > limits.max_total:
+            raise BundleError(f"bundle member {name[:200]!r} ({size} bytes) exceeds the "
+                              f"size limits ({limits.max_member} per member, "
+                              f"{limits.max_total} in all)")
+        sha = _copy(src, size, None if root is None else root / name)
+        seen[name] = Member(name, size, sha)
+        folded.add(name.casefold())
+    if size > limits.max_digest:
+        raise BundleError(f"bundle digest is {size} bytes, over the {limits.max_digest} limit")
+    digest = src.exact(size + _padding(size))[:size]
+    if _next_header(src) is not None:
+        raise BundleError("bundle has members after digest.json")
+    src.expect_end()
+    members = _check_digest(_loads(digest, "digest"), manifest_sha, seen)
+    return dataclasses.replace(manifest, members=members)
+
+
+def _check_digest(obj: object, manifest_sha: str, seen: dict[str, Member]) -> tuple[Member, ...]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("members"), list):
+        raise BundleError("bundle digest is malformed")
+    listed: dict[str, tuple[int, str]] = {}
+    for entry in obj["members"]:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and type(entry[1]) is int and isinstance(entry[2], str)):
+            raise BundleError("bundle digest has a malformed member entry")
+        if entry[0] in listed:
+            raise BundleError(f"bundle digest lists {entry[0][:200]!r} twice")
+        listed[entry[0]] = (entry[1], entry[2])
+    if obj.get("manifest_sha256") != manifest_sha:
+        raise BundleError("bundle manifest is corrupt (sha256 mismatch)")
+    for name in listed:
+        if name not in seen:
+            raise BundleError(f"bundle member {name[:200]!r} is listed in the digest but missing")
+    for name, member in seen.items():
+        if name not in listed:
+            raise BundleError(f"bundle member {name[:200]!r} is not listed in the digest")
+        if listed[name] != (member.size, member.sha256):
+            raise BundleError(f"bundle member {name[:200]!r} is corrupt (sha256 mismatch)")
+    members = tuple(seen.values())
+    if obj.get("root") != root_digest(manifest_sha, members):
+        raise BundleError("bundle digest is inconsistent (root sha256 mismatch)")
+    return members
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
+    """`inspect`'s lines: session, origin, git state and members with sizes."""
+    o = manifest.origin
+    fmt = "1 (commuter 0.1/0.2 JSON)" if manifest.format == 1 else str(manifest.format)
+    lines = [
+        f"session:   {manifest.session_id}",
+        f"backend:   {manifest.backend}",
+        f"project:   {manifest.project_dir}",
+        f"from:      {o.user}@{o.hostname}" + (f" (device {o.device_id})" if o.device_id else ""),
+        f"created:   {manifest.created_at} by commuter {o.commuter_version}",
+        f"messages:  {manifest.message_count}",
+    ]
+    prompt = manifest.meta.get("first_prompt")
+    if isinstance(prompt, str) and prompt:
+        lines.append(f"prompt:    {prompt[:100]}")
+    git = manifest.git
+    if git:
+        commit = str(git.get("commit") or "?")[:12]
+        dirty = git.get("dirty") or []
+        state = f"{len(dirty)} dirty file(s)" if dirty else "clean"
+        lines.append(f"git:       {git.get('branch') or '?'} @ {commit}, {state}"
+                     + (f", remote {git['remote']}" if git.get("remote") else ""))
+    else:
+        lines.append("git:       (not a git repository)")
+    total = sum(m.size for m in manifest.members)
+    lines.append(f"format:    {fmt}")
+    lines.append(f"members:   {len(manifest.members)} file(s), {_size(total)}")
+    for m in manifest.members[:max_members]:
+        lines.append(f"  {_size(m.size):>10}  {m.name}")
+    if len(manifest.members) > max_members:
+        lines.append(f"  … and {len(manifest.members) - max_members} more")
+    return lines
