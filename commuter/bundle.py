@@ -248,6 +248,7 @@ class BundleWriter:
             level=level, write_checksum=True, threads=threads).compressobj()
         self._members: list[Member] = []
         self._names: set[str] = set()
+        self._dirs: set[str] = set()
         self._total = 0
         self._closed = False
         out.write(MAGIC)
@@ -270,7 +271,11 @@ class BundleWriter:
             raise BundleError(f"bundle has more than {self._limits.max_members} members")
         if size > self._limits.max_member or self._total + size > self._limits.max_total:
             raise BundleError(f"bundle member {name!r} ({size} bytes) exceeds the size limits")
+        parents = [folded[:i] for i, c in enumerate(folded) if c == "/"]
+        if folded in self._dirs or any(p in self._names for p in parents):
+            raise BundleError(f"bundle member {name!r} collides with another member")
         self._names.add(folded)
+        self._dirs.update(parents)
         self._total += size
         self._emit(_tar_header(name, size))
 

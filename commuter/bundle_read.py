@@ -34,7 +34,7 @@ _MAX_PAX = 64 << 10
 _MAX_TRAILER = 64 << 10
 _OVERHEAD = 64 << 20
 _ZERO_BLOCK = bytes(BLOCK)
-_HEX64 = frozenset("0123456789abcdef")
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def sniff(path: Path) -> str | None:
@@ -207,9 +207,52 @@ def _copy(src: _Source, size: int, dest: Path | None) -> str:
     return h.hexdigest()
 
 
+def check_frame(fh: BinaryIO) -> None:
+    """Walk the zstd frame's block headers: it must be complete and end exactly at EOF.
+
+    The decoder alone treats a cut-off frame as a short stream, so a bundle missing only
+    its last bytes would go unnoticed; this costs one small read per 128 KiB block.
+    """
+    start = fh.tell()
+    head = fh.read(6)
+    if len(head) < 5:
+        raise BundleError("bundle is truncated")
+    if head[:4] != _ZSTD_MAGIC:
+        raise BundleError("bundle is corrupt (no zstd frame after the header)")
+    fhd = head[4]
+    if fhd & 0x08:
+        raise BundleError("bundle is corrupt (bad zstd frame header)")
+    single = bool(fhd & 0x20)
+    fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+    pos = start + 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 0x03] + fcs
+    end = fh.seek(0, os.SEEK_END)
+    while True:
+        fh.seek(pos)
+        block = fh.read(3)
+        if len(block) < 3:
+            raise BundleError("bundle is truncated")
+        value = int.from_bytes(block, "little")
+        kind, size = (value >> 1) & 3, value >> 3
+        if kind == 3:
+            raise BundleError("bundle is corrupt (bad zstd block)")
+        pos += 3 + (1 if kind == 1 else size)
+        if pos > end:
+            raise BundleError("bundle is truncated")
+        if value & 1:
+            break
+    pos += 4 if fhd & 0x04 else 0
+    if pos > end:
+        raise BundleError("bundle is truncated")
+    if pos < end:
+        raise BundleError("bundle has unexpected data after its end")
+    fh.seek(start)
+
+
 def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
     """Read a plain bundle from `fh`, verifying everything; members go under `root` if given."""
     _read_magic(fh)
+    if fh.seekable():
+        check_frame(fh)
     src = _Source(fh, limits)
     first = _next_header(src)
     if first is None or first[0] != MANIFEST_NAME:
@@ -223,6 +266,7 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
     manifest = manifest_from_dict(_loads(data, "manifest"))
     seen: dict[str, Member] = {}
     folded: set[str] = set()
+    dirs: set[str] = set()
     total = 0
     while True:
         header = _next_header(src)
@@ -232,8 +276,13 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
         if name == DIGEST_NAME:
             break
         check_member_name(name)
-        if name.casefold() in folded:
+        key = name.casefold()
+        if key in folded:
             raise BundleError(f"bundle member {name[:200]!r} appears twice")
+        parents = [key[:i] for i, c in enumerate(key) if c == "/"]
+        if key in dirs or any(p in folded for p in parents):
+            raise BundleError(f"bundle member {name[:200]!r} collides with another member")
+        dirs.update(parents)
         if len(seen) >= limits.max_members:
             raise BundleError(f"bundle has more than {limits.max_members} members")
         total += size

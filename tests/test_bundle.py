@@ -157,6 +157,10 @@ def test_writer_refuses_bad_input(tmp_path: Path) -> None:
         writer.add_bytes("a/b", b"2")
     with pytest.raises(BundleError, match="twice"):
         writer.add_bytes("A/B", b"2")  # would collide on a case-insensitive disk
+    with pytest.raises(BundleError, match="collides"):
+        writer.add_bytes("a", b"2")
+    with pytest.raises(BundleError, match="collides"):
+        writer.add_bytes("a/b/c", b"2")
     with pytest.raises(BundleError, match="not a regular file"):
         writer.add_file("d", tmp_path)
     writer.close()

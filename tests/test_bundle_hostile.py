@@ -1,0 +1,278 @@
+"""Hostile bundles: every bad input gives one BundleError and leaves nothing in staging."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import tarfile
+from pathlib import Path
+
+import orjson
+import pytest
+import zstandard
+from click.testing import CliRunner
+from test_bundle import SID, make_manifest
+
+from commuter.bundle import (
+    MAGIC,
+    BundleWriter,
+    Limits,
+    Member,
+    manifest_to_dict,
+    read_manifest,
+    root_digest,
+    unpack,
+)
+from commuter.errors import BundleError
+
+T = tuple[tarfile.TarInfo, bytes]
+
+
+def entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = "") -> T:
+    info = tarfile.TarInfo(name)
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    info.type = kind
+    info.linkname = link
+    return info, data
+
+
+def manifest_bytes(**changes: object) -> bytes:
+    return orjson.dumps(manifest_to_dict(make_manifest(**changes)))
+
+
+def craft(entries: list[T], *, manifest: bytes | None = None, digest: object = "auto",
+          magic: bytes = MAGIC, list_extra: tuple[Member, ...] = (), skip: str = "") -> bytes:
+    """A bundle made by hand: manifest.json, `entries`, then a digest (computed unless given)."""
+    manifest = manifest_bytes() if manifest is None else manifest
+    buf = io.BytesIO()
+    members = [Member(i.name, len(d), hashlib.sha256(d).hexdigest())
+               for i, d in entries if i.name != skip] + list(list_extra)
+    msha = hashlib.sha256(manifest).hexdigest()
+    if digest == "auto":
+        digest = {"manifest_sha256": msha, "members": [[m.name, m.size, m.sha256] for m in members],
+                  "root": root_digest(msha, members)}
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info, _ = entry("manifest.json", manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if info.size else None)
+        if digest is not None:
+            data = orjson.dumps(digest)
+            tar.addfile(entry("digest.json", data)[0], io.BytesIO(data))
+    return magic + zstandard.ZstdCompressor(level=1, write_checksum=True).compress(buf.getvalue())
+
+
+def good_bundle(tmp_path: Path) -> bytes:
+    src = tmp_path / "t.jsonl"
+    src.write_bytes(b'{"type":"user","message":"hello"}\n' * 3000 + os.urandom(20000))
+    out = io.BytesIO()
+    writer = BundleWriter(out, make_manifest())
+    writer.add_file(f"session/{SID}.jsonl", src)
+    writer.add_bytes("history.jsonl", b'{"display":"x"}\n')
+    writer.add_bytes("project/CLAUDE.md", b"# hi\n" * 100)
+    writer.close()
+    return out.getvalue()
+
+
+def refused(tmp_path: Path, data: bytes, match: str = "", limits: Limits | None = None) -> str:
+    """Assert `data` is refused with one BundleError and that staging holds nothing."""
+    path = tmp_path / "bad.bundle"
+    path.write_bytes(data)
+    staging = tmp_path / "staging"
+    kwargs = {"limits": limits} if limits else {}
+    with pytest.raises(BundleError, match=match or None) as info:
+        unpack(path, staging, **kwargs)
+    assert list(staging.iterdir()) == [], "staging must be empty after a refused bundle"
+    with pytest.raises(BundleError):
+        read_manifest(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and message
+    return message
+
+
+def test_crafted_good_bundle_is_accepted(tmp_path: Path) -> None:
+    """The crafting helper itself makes valid bundles (so the refusals below are meaningful)."""
+    path = tmp_path / "ok.bundle"
+    path.write_bytes(craft([entry("a/b.txt", b"hello"), entry("c", b"")]))
+    assert [m.name for m in read_manifest(path).members] == ["a/b.txt", "c"]
+
+
+@pytest.mark.parametrize("name", [
+    "../evil", "a/../../evil", "/etc/passwd", "/abs", "a\\..\\b", "C:/x", "a//b", "./a",
+    "a/.", "x\x00y", "x\ny", "", "manifest.json",
+])
+def test_bad_member_names(tmp_path: Path, name: str) -> None:
+    refused(tmp_path, craft([entry(name, b"x")]), "bundle")
+
+
+@pytest.mark.parametrize(("kind", "word"), [
+    (tarfile.SYMTYPE, "symlink"), (tarfile.LNKTYPE, "hardlink"), (tarfile.DIRTYPE, "directory"),
+    (tarfile.CHRTYPE, "character device"), (tarfile.BLKTYPE, "block device"),
+    (tarfile.FIFOTYPE, "fifo"),
+])
+def test_non_regular_members(tmp_path: Path, kind: bytes, word: str) -> None:
+    refused(tmp_path, craft([entry("session/x", kind=kind, link="../../etc/passwd")]), word)
+
+
+def test_linkname_on_a_regular_file(tmp_path: Path) -> None:
+    refused(tmp_path, craft([entry("a", b"x", link="/etc/passwd")]), "link target")
+
+
+def test_duplicates_and_collisions(tmp_path: Path) -> None:
+    refused(tmp_path, craft([entry("a", b"1"), entry("a", b"1")]), "appears twice")
+    refused(tmp_path, craft([entry("Readme", b"1"), entry("README", b"1")]), "appears twice")
+    refused(tmp_path, craft([entry("a", b"1"), entry("a/b", b"2")]), "collides")
+    refused(tmp_path, craft([entry("a/b", b"1"), entry("A", b"2")]), "collides")
+
+
+def test_session_id_must_be_a_uuid(tmp_path: Path) -> None:
+    for sid in ("../../../../tmp/x", "not-a-uuid", SID + "0", ""):
+        refused(tmp_path, craft([], manifest=manifest_bytes(session_id=sid)), "not a UUID")
+
+
+def test_digest_must_match(tmp_path: Path) -> None:
+    refused(tmp_path, craft([entry("a", b"1")], skip="a"), "not listed in the digest")
+    ghost = Member("ghost", 1, "0" * 64)
+    refused(tmp_path, craft([entry("a", b"1")], list_extra=(ghost,)), "listed in the digest but")
+    refused(tmp_path, craft([entry("a", b"1")], digest=None), "no digest.json")
+    refused(tmp_path, craft([entry("a", b"1")], digest={"members": 3}), "malformed")
+    sha = hashlib.sha256(b"2").hexdigest()
+    msha = hashlib.sha256(manifest_bytes()).hexdigest()
+    wrong = {"manifest_sha256": msha, "members": [["a", 1, sha]],
+             "root": root_digest(msha, [Member("a", 1, sha)])}
+    refused(tmp_path, craft([entry("a", b"1")], digest=wrong), "sha256 mismatch")
+    wrong_root = {"manifest_sha256": msha, "members": [["a", 1, hashlib.sha256(b"1").hexdigest()]],
+                  "root": "0" * 64}
+    refused(tmp_path, craft([entry("a", b"1")], digest=wrong_root), "root sha256")
+    bad_manifest = dict(wrong_root, manifest_sha256="0" * 64)
+    refused(tmp_path, craft([], digest=bad_manifest), "manifest is corrupt")
+
+
+def test_members_after_the_digest(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    manifest = manifest_bytes()
+    msha = hashlib.sha256(manifest).hexdigest()
+    digest = orjson.dumps({"manifest_sha256": msha, "members": [], "root": root_digest(msha, [])})
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("manifest.json", manifest), ("digest.json", digest), ("late", b"x")):
+            tar.addfile(entry(name, data)[0], io.BytesIO(data))
+    data = MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue())
+    refused(tmp_path, data, "after digest.json")
+
+
+def test_manifest_must_come_first_and_be_well_formed(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.addfile(entry("a", b"1")[0], io.BytesIO(b"1"))
+    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue()),
+            "does not start with manifest.json")
+    refused(tmp_path, craft([], manifest=b"{nope"), "not valid JSON")
+    refused(tmp_path, craft([], manifest=b"[1, 2]"), "JSON object")
+    full = orjson.loads(manifest_bytes())
+    for key in ("format", "backend", "session_id", "project_dir", "created_at", "origin",
+                "message_count", "git", "meta"):
+        missing = {k: v for k, v in full.items() if k != key}
+        refused(tmp_path, craft([], manifest=orjson.dumps(missing)), f"'{key}' is missing")
+    for key, value, word in (("format", "2", "integer"), ("format", True, "integer"),
+                             ("message_count", "7", "integer"), ("meta", [], "object"),
+                             ("git", "main", "object or null"), ("origin", None, "object"),
+                             ("session_id", 5, "string"), ("project_dir", "", "empty")):
+        refused(tmp_path, craft([], manifest=orjson.dumps(dict(full, **{key: value}))), word)
+    origin = dict(full["origin"], hostname=3)
+    refused(tmp_path, craft([], manifest=orjson.dumps(dict(full, origin=origin))), "hostname")
+
+
+def test_newer_format_asks_for_an_upgrade(tmp_path: Path) -> None:
+    want = r"bundle format 3 is newer than this commuter supports \(2\); upgrade commuter"
+    refused(tmp_path, craft([], magic=b"COMMUTER-BUNDLE 3\n"), want)
+    refused(tmp_path, craft([], manifest=manifest_bytes(format=3)), want)
+
+
+def test_random_bytes_empty_file_and_bad_headers(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    refused(tmp_path, b"", "empty")
+    refused(tmp_path, bytes(rng.getrandbits(8) for _ in range(5000)), "not a commuter bundle")
+    refused(tmp_path, MAGIC + bytes(rng.getrandbits(8) for _ in range(5000)), "corrupt")
+    refused(tmp_path, MAGIC, "truncated")
+    refused(tmp_path, b"COMMUTER-BUNDLE x\n" + b"\0" * 100, "bad COMMUTER-BUNDLE header")
+    refused(tmp_path, b"COMMUTER-BUNDLE 2", "header")
+    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(b"\x01" * 2048),
+            "bad tar header")
+
+
+def test_truncated_at_many_points(tmp_path: Path) -> None:
+    data = good_bundle(tmp_path)
+    for cut in sorted({1, 10, len(MAGIC), len(MAGIC) + 5, 100, len(data) // 3, len(data) // 2,
+                       len(data) - 100, len(data) - 5, len(data) - 1}):
+        refused(tmp_path, data[:cut])
+
+
+def test_flipped_bytes_are_caught(tmp_path: Path) -> None:
+    data = good_bundle(tmp_path)
+    rng = random.Random(11)
+    offsets = {0, 3, len(MAGIC) - 1, len(MAGIC), len(MAGIC) + 4, len(data) // 2, len(data) - 1,
+               len(data) - 4}
+    offsets |= {rng.randrange(len(MAGIC), len(data)) for _ in range(25)}
+    for offset in sorted(offsets):
+        bad = bytearray(data)
+        bad[offset] ^= 0x5A
+        refused(tmp_path, bytes(bad))
+
+
+def test_trailing_garbage(tmp_path: Path) -> None:
+    data = good_bundle(tmp_path)
+    refused(tmp_path, data + zstandard.ZstdCompressor().compress(b"x" * 100), "after its end")
+    refused(tmp_path, data + b"garbage", "")
+
+
+def test_limits(tmp_path: Path) -> None:
+    data = good_bundle(tmp_path)
+    refused(tmp_path, data, "size limits", Limits(max_member=1000))
+    refused(tmp_path, data, "size limits", Limits(max_total=50_000))
+    refused(tmp_path, data, "more than 2 members", Limits(max_members=2))
+    refused(tmp_path, data, "over the 100 byte limit", Limits(max_manifest=100))
+    refused(tmp_path, data, "digest is", Limits(max_digest=10))
+
+
+def test_decompression_bomb_stops_at_the_cap(tmp_path: Path) -> None:
+    """A tiny file declaring a huge member is stopped by counting, not by memory or disk."""
+    zeros = b"\0" * (1 << 20)
+    cctx = zstandard.ZstdCompressor(level=19)
+    cobj = cctx.compressobj()
+    manifest = manifest_bytes()
+    header = entry("manifest.json", manifest)[0].tobuf(tarfile.PAX_FORMAT)
+    parts = [cobj.compress(header + manifest + b"\0" * (-len(manifest) % 512))]
+    big = tarfile.TarInfo("session/big")
+    big.size = 200 << 20
+    parts.append(cobj.compress(big.tobuf(tarfile.PAX_FORMAT)))
+    for _ in range(200):
+        parts.append(cobj.compress(zeros))
+    parts.append(cobj.flush())
+    data = MAGIC + b"".join(parts)
+    assert len(data) < 200_000
+    limits = Limits(max_total=8 << 20, max_member=8 << 20)
+    refused(tmp_path, data, "size limits", limits)
+
+
+def test_oversized_pax_header(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("a")
+    info.pax_headers = {"comment": "x" * 70_000}
+    refused(tmp_path, craft([(info, b"")]), "pax header")
+
+
+def test_cli_reports_one_line(tmp_path: Path, home: Path) -> None:
+    from commuter.cli import cli
+
+    path = tmp_path / "evil.bundle"
+    path.write_bytes(craft([entry("../../../.bashrc", b"echo pwned")]))
+    result = CliRunner().invoke(cli, ["import", str(path), "--no-launch", "--yes"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "'..'" in lines[0]
+    assert not (home / ".claude").exists()
+    assert not (tmp_path / ".bashrc").exists()
+    staging = home / ".local" / "share" / "commuter" / "staging"
+    assert not staging.exists() or list(staging.iterdir()) == []
