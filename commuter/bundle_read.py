@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import queue
 import tarfile
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +36,7 @@ _MAX_PAX = 64 << 10
 _MAX_TRAILER = 64 << 10
 _OVERHEAD = 64 << 20
 _ZERO_BLOCK = bytes(BLOCK)
+_THREAD_MIN = 8 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -60,11 +63,11 @@ def read_any(path: Path, root: Path | None, limits: Limits) -> Manifest:
         if path.stat().st_size == 0:
             raise BundleError("bundle is empty")
         raise BundleError("not a commuter bundle (no COMMUTER-BUNDLE header)")
-    if kind != "plain":
-        from commuter import bundle_legacy
-
-        return bundle_legacy.read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
     try:
+        if kind != "plain":
+            from commuter import bundle_legacy
+
+            return bundle_legacy.read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
         with path.open("rb") as fh:
             return read_plain(fh, root, limits)
     except OSError as exc:
@@ -176,9 +179,53 @@ def _next_header(src: _Source) -> tuple[str, int] | None:
         return name, size
 
 
+class _Sink:
+    """Hashes (and writes) a member's chunks; on a worker thread for big members."""
+
+    def __init__(self, fd: int, threaded: bool) -> None:
+        self.fd = fd
+        self.hash = hashlib.sha256()
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._drain, args=(self._queue,), daemon=True)
+            self._thread.start()
+
+    def _consume(self, data: bytes) -> None:
+        self.hash.update(data)
+        if self.fd >= 0:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def _drain(self, chunks: queue.Queue[bytes | None]) -> None:
+        while (data := chunks.get()) is not None:
+            if self.error is None:  # after an error keep draining so put() never blocks
+                try:
+                    self._consume(data)
+                except BaseException as exc:
+                    self.error = exc
+
+    def put(self, data: bytes) -> None:
+        if self._queue is None:
+            self._consume(data)
+        elif self.error is None:
+            self._queue.put(data)
+
+    def finish(self) -> str:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+        if self.error is not None:
+            raise self.error
+        return self.hash.hexdigest()
+
+
 def _copy(src: _Source, size: int, dest: Path | None) -> str:
     """Stream `size` bytes through sha256 (into `dest` if given); returns the hex digest."""
-    h = hashlib.sha256()
     fd = -1
     if dest is not None:
         try:
@@ -186,25 +233,26 @@ def _copy(src: _Source, size: int, dest: Path | None) -> str:
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             raise BundleError(f"bundle member {dest.name!r} collides with another member") from None
+    # decompressing overlaps hashing and writing: zstd, sha256 and write() all drop the GIL
+    sink = _Sink(fd, threaded=size >= _THREAD_MIN)
     try:
         left = size
         while left:
             data = src.read(min(CHUNK, left))
             if not data:
                 raise BundleError("bundle is truncated")
-            h.update(data)
-            if fd >= 0:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+            sink.put(data)
             left -= len(data)
         pad = _padding(size)
         if pad and src.exact(pad).count(0) != pad:
             raise BundleError("bundle is corrupt (non-zero tar padding)")
     finally:
-        if fd >= 0:
-            os.close(fd)
-    return h.hexdigest()
+        try:
+            digest = sink.finish()
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return digest
 
 
 def check_frame(fh: BinaryIO) -> None:

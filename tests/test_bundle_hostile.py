@@ -276,3 +276,24 @@ def test_cli_reports_one_line(tmp_path: Path, home: Path) -> None:
     assert not (tmp_path / ".bashrc").exists()
     staging = home / ".local" / "share" / "commuter" / "staging"
     assert not staging.exists() or list(staging.iterdir()) == []
+
+
+def test_big_member_cut_or_corrupted_inside(tmp_path: Path) -> None:
+    """Members over 8 MiB are hashed on a worker thread; failures there are caught too."""
+    rng = random.Random(3)
+    src = tmp_path / "big.jsonl"
+    src.write_bytes(b"".join(rng.randbytes(1000).hex().encode() + b"\n" for _ in range(5000)))
+    out = io.BytesIO()
+    writer = BundleWriter(out, make_manifest())
+    writer.add_file(f"session/{SID}.jsonl", src)
+    written = writer.close()
+    data = out.getvalue()
+    good = tmp_path / "good.bundle"
+    good.write_bytes(data)
+    unpacked = unpack(good, tmp_path / "ok")
+    assert (unpacked.root / f"session/{SID}.jsonl").read_bytes() == src.read_bytes()
+    assert unpacked.manifest == written
+    refused(tmp_path, data[: len(data) * 2 // 3], "truncated")
+    bad = bytearray(data)
+    bad[len(data) // 2] ^= 1
+    refused(tmp_path, bytes(bad))
