@@ -297,3 +297,19 @@ def test_big_member_cut_or_corrupted_inside(tmp_path: Path) -> None:
     bad = bytearray(data)
     bad[len(data) // 2] ^= 1
     refused(tmp_path, bytes(bad))
+
+
+def test_pax_and_gnu_name_tricks(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("harmless")
+    info.pax_headers = {"path": "../../evil"}
+    refused(tmp_path, craft([(info, b"")]), "'..'")
+    info = tarfile.TarInfo("harmless")
+    info.pax_headers = {"linkpath": "/etc/passwd"}
+    refused(tmp_path, craft([(info, b"")]), "link target")
+    buf = io.BytesIO()
+    manifest = manifest_bytes()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(entry("manifest.json", manifest)[0], io.BytesIO(manifest))
+        tar.addfile(entry("x" * 200 + "/../../evil", b"")[0])
+    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue()),
+            "GNU long name")
