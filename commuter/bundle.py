@@ -180,8 +180,8 @@ def origin_from_dict(obj: dict[str, Any]) -> Origin:
         user=_field(obj, "user", str, "origin"),
         created_at=_field(obj, "created_at", str, "origin"),
         commuter_version=_field(obj, "commuter_version", str, "origin"),
-        device_id=obj["device_id"] if "device_id" in obj and obj["device_id"] is None
-        else _field(obj, "device_id", str, "origin") if "device_id" in obj else None,
+        device_id=_field(obj, "device_id", (str, type(None)), "origin")
+        if "device_id" in obj else None,
         extra=dict(extra),
     )
 
