@@ -1,0 +1,341 @@
+"""PeerClient (signed requests to a peer's daemon), address lookup, send, fetch and pairing join."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from commuter.errors import (
+    ERRORS_BY_CODE,
+    CommuterError,
+    ConfigError,
+    NotPaired,
+    PairingFailed,
+    PeerError,
+    PeerUnreachable,
+    SessionNotFound,
+)
+from commuter.peer import auth, pairing
+from commuter.peer.discovery import format_address
+from commuter.peer.identity import Identity
+from commuter.peer.peers import Peer, Peers
+from commuter.settings import Settings
+
+CHUNK = 1 << 20
+Progress = Callable[[int], None]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6]:port"; ConfigError if malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{text!r} is not an address (expected HOST:PORT)")
+    return host, int(port)
+
+
+def base_url(address: str) -> str:
+    host, port = parse_address(address)
+    return f"http://{format_address(host, port)}"
+
+
+def _error_from(status: int, body: bytes, where: str) -> CommuterError:
+    import json
+
+    try:
+        data = json.loads(body)
+        code, message = str(data["error"]), str(data["message"])
+    except (ValueError, KeyError, TypeError):
+        return PeerError(f"{where} answered HTTP {status}")
+    return ERRORS_BY_CODE.get(code, PeerError)(message)
+
+
+class PeerClient:
+    """Signed requests to one paired peer's `commuter serve` (use `async with`)."""
+
+    def __init__(self, settings: Settings, identity: Identity, peer: Peer, address: str) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.peer = peer
+        self.address = address
+        self.base = base_url(address)
+        self._session: Any = None
+
+    async def __aenter__(self) -> PeerClient:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.settings.connect_timeout, sock_read=120
+        )
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _unreachable(self, exc: BaseException) -> PeerUnreachable:
+        reason = str(exc) or type(exc).__name__
+        return PeerUnreachable(
+            f"{self.peer.name} is unreachable at {self.address} ({reason}); is `commuter serve` "
+            "running there? (or pass --address HOST:PORT)"
+        )
+
+    async def _request(
+        self,
+        method: str,
+        path_qs: str,
+        *,
+        body: Any = None,
+        digest: str = auth.EMPTY_SHA256,
+        length: int | None = None,
+        dst: Path | None = None,
+    ) -> Any:
+        import aiohttp
+        from yarl import URL
+
+        headers = auth.sign_headers(self.identity, method, path_qs, digest)
+        if length is not None:
+            headers["Content-Length"] = str(length)
+            headers["Content-Type"] = "application/octet-stream"
+        url = URL(self.base + path_qs, encoded=True)
+        try:
+            async with self._session.request(method, url, data=body, headers=headers) as resp:
+                if resp.status >= 400:
+                    raise _error_from(resp.status, await resp.read(), self.peer.name)
+                if dst is None:
+                    return await resp.json(content_type=None)
+                with dst.open("wb") as fh:
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        fh.write(chunk)
+                return None
+        except CommuterError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+        except ValueError as exc:
+            raise PeerError(f"{self.peer.name} sent a malformed reply") from exc
+
+    async def info(self) -> dict[str, Any]:
+        """The peer's public /v1/info."""
+        data = await self._request("GET", "/v1/info")
+        return dict(data)
+
+    async def upload(self, sealed_path: Path, progress: Progress | None = None) -> dict[str, Any]:
+        """POST a sealed bundle to the peer's inbox; returns its JSON answer."""
+        digest, size = await asyncio.to_thread(_sha256_file, sealed_path)
+        data = await self._request(
+            "POST", "/v1/bundles", body=_chunks(sealed_path, progress), digest=digest, length=size
+        )
+        return dict(data)
+
+    async def list_sessions(self, project: str | None = None) -> list[dict[str, Any]]:
+        """The peer's sessions, newest first."""
+        from urllib.parse import urlencode
+
+        path = "/v1/sessions" + (f"?{urlencode({'project': project})}" if project else "")
+        data = await self._request("GET", path)
+        return list(data["sessions"])
+
+    async def fetch(self, session_id: str, dst_path: Path) -> Path:
+        """Download one session, sealed to me, to `dst_path`."""
+        from urllib.parse import quote
+
+        path = f"/v1/sessions/{quote(session_id, safe='')}/bundle"
+        await self._request("GET", path, dst=dst_path)
+        return dst_path
+
+
+async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
+    with path.open("rb") as fh:
+        while True:
+            chunk = await asyncio.to_thread(fh.read, CHUNK)
+            if not chunk:
+                return
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+async def find_address(settings: Settings, peer: Peer, explicit: str | None = None) -> str:
+    """Where to reach a peer: --address, else mDNS (its device id), else its last address."""
+    if explicit:
+        parse_address(explicit)
+        return explicit
+    from commuter.peer.discovery import resolve
+
+    try:
+        found = await resolve(settings, peer, settings.mdns_timeout)
+    except OSError:
+        found = None
+    if found:
+        return found
+    if peer.last_address:
+        return peer.last_address
+    raise PeerUnreachable(
+        f"cannot find {peer.name} on the LAN and no address is known; pass --address HOST:PORT"
+    )
+
+
+async def send_file(
+    settings: Settings,
+    identity: Identity,
+    peer: Peer,
+    bundle: Path,
+    address: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Seal a plain bundle to `peer` and upload it; remember the address on success."""
+    from commuter.peer.seal import seal_file
+
+    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(prefix=".send-", suffix=".sealed.tmp", dir=settings.staging_dir)
+    os.close(fd)
+    sealed = Path(name)
+    try:
+        await asyncio.to_thread(seal_file, bundle, sealed, identity, [peer.public_key])
+        async with PeerClient(settings, identity, peer, address) as client:
+            answer = await client.upload(sealed, progress)
+    finally:
+        await asyncio.to_thread(sealed.unlink, True)
+    _remember(settings, peer, address)
+    return answer
+
+
+def _remember(settings: Settings, peer: Peer, address: str) -> None:
+    peers = Peers.load(settings)
+    if peers.by_key(peer.public_key) is not None:
+        peers.touch_address(peer.public_key, address)
+        peers.save()
+
+
+def _project_matches(settings: Settings, project: str | None, cwd: Path) -> int:
+    """0 = same path, 1 = same via a path map, 2 = same repo basename, -1 = no match."""
+    from commuter import config
+    from commuter.pathmap import under
+
+    if not project:
+        return -1
+    here = str(cwd.resolve())
+    if project in (here, str(cwd)):
+        return 0
+    for a, b in config.load(settings).path_maps:
+        for src, dst in ((a, b), (b, a)):
+            if under(project, src) and under(here, dst):
+                rest_p, rest_h = project[len(src.rstrip("/")) :], here[len(dst.rstrip("/")) :]
+                if rest_p == rest_h:
+                    return 1
+    return 2 if Path(project).name == cwd.resolve().name else -1
+
+
+async def fetch_latest(
+    settings: Settings, peer: Peer, cwd: Path, *, address: str | None = None,
+    identity: Identity | None = None,
+) -> Path:
+    """Download the peer's newest session for `cwd`'s project; the opened plain bundle path."""
+    from commuter.peer.seal import open_file
+
+    me = identity or Identity.load_or_create(settings)
+    where = await find_address(settings, peer, address)
+    async with PeerClient(settings, me, peer, where) as client:
+        sessions = await client.list_sessions()
+        ranked = [(_project_matches(settings, s.get("project"), cwd), i, s)
+                  for i, s in enumerate(sessions)]
+        ranked = [r for r in ranked if r[0] >= 0]
+        if not ranked:
+            raise SessionNotFound(f"{peer.name} has no session for {cwd.name}")
+        _, _, best = min(ranked, key=lambda r: (r[0], r[1]))
+        settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmpdir = Path(tempfile.mkdtemp(prefix="fetch-", dir=settings.staging_dir))
+        sealed = tmpdir / "bundle.sealed"
+        try:
+            await client.fetch(str(best["id"]), sealed)
+            plain = tmpdir / f"{best['id']}.commuter"
+            sender = await asyncio.to_thread(
+                open_file, sealed, plain, me, is_trusted=lambda k: k == peer.public_key
+            )
+            if sender != peer.public_key:
+                raise NotPaired(f"the bundle from {peer.name} is sealed by another key")
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        sealed.unlink(missing_ok=True)
+    _remember(settings, peer, where)
+    return plain
+
+
+async def join(
+    settings: Settings,
+    identity: Identity,
+    name: str,
+    code: pairing.Code,
+    address: str,
+    *,
+    serve_port: int | None = None,
+) -> Peer:
+    """Pair with the inviter at `address` using `code`; store and return it (only if confirmed)."""
+    import aiohttp
+
+    from commuter.peer.discovery import local_addresses
+    from commuter.peer.server import DEFAULT_PORT
+
+    host, _port = parse_address(address)
+    session = pairing.PairingSession(code, "joiner")
+    base = base_url(address)
+    timeout = aiohttp.ClientTimeout(total=30, sock_connect=settings.connect_timeout)
+
+    async def post(path: str, payload: dict[str, Any]) -> Any:
+        try:
+            async with http.post(base + path, json=payload) as resp:
+                body = await resp.read()
+                if resp.status == 404:
+                    raise PairingFailed(f"no pairing invitation is open at {address}")
+                if resp.status >= 400:
+                    raise _error_from(resp.status, body, address)
+                import json
+
+                return json.loads(body)
+        except CommuterError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise PairingFailed(
+                f"no pairing invitation is open at {address} ({exc or type(exc).__name__})"
+            ) from exc
+        except ValueError as exc:
+            raise PairingFailed("pairing failed: the inviter sent a malformed reply") from exc
+
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        reply = await post("/pair/v1/hello", pairing.hello_request(code, session))
+        session.finish(pairing.parse_spake(reply))
+        mine = pairing.PeerInfo(
+            name, identity.public_key, tuple(local_addresses(settings)), serve_port or DEFAULT_PORT
+        )
+        answer = await post("/pair/v1/confirm", pairing.confirm_message(session, identity, mine))
+    mac, blob = pairing.parse_confirm_message(answer)
+    session.check_confirmation(mac)
+    info = session.open_info(blob)
+    peer = Peer.new(info.name, info.public_key, format_address(host, info.port or DEFAULT_PORT))
+    peers = Peers.load(settings)
+    peers.add(peer)
+    peers.save()
+    return peer
+

@@ -1,0 +1,126 @@
+"""The inbox: sealed bundles received from paired peers, each with a small JSON meta file."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from commuter.errors import NotPaired
+from commuter.fsutil import atomic_write_text, is_temp_name
+from commuter.peer.identity import Identity
+from commuter.peer.peers import Peer, Peers
+from commuter.settings import Settings
+
+SEALED_SUFFIX = ".sealed"
+META_SUFFIX = ".json"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One received bundle: still sealed, with who sent it and when."""
+
+    id: str
+    sealed_path: Path
+    meta_path: Path
+    sender_name: str
+    sender_device_id: str
+    sender_key: bytes
+    received_at: str
+    digest: str
+    size: int
+
+    @property
+    def origin(self) -> str:
+        """How the import summary names the sender."""
+        return f"{self.sender_name} ({self.sender_device_id})"
+
+
+class Inbox:
+    """settings.inbox_dir: <id>.sealed plus <id>.json; an entry counts once its meta exists."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.inbox_dir
+
+    def ensure(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.dir
+
+    def temp_path(self) -> Path:
+        """A fresh temp name inside the inbox (same filesystem, so adding is a rename)."""
+        return self.ensure() / f".incoming-{secrets.token_hex(8)}.tmp"
+
+    def add(self, sealed: Path, sender: Peer, digest: str) -> InboxItem:
+        """Move a verified sealed file into the inbox and record its meta (meta last)."""
+        self.ensure()
+        now = datetime.now(UTC)
+        item_id = f"{now:%Y%m%dT%H%M%S}-{digest[:12]}-{secrets.token_hex(3)}"
+        target = self.dir / (item_id + SEALED_SUFFIX)
+        os.replace(sealed, target)
+        os.chmod(target, 0o600)
+        meta = {
+            "version": 1,
+            "sender": {
+                "name": sender.name,
+                "device_id": sender.device_id,
+                "public_key": base64.b64encode(sender.public_key).decode(),
+            },
+            "received_at": now.isoformat(timespec="seconds"),
+            "digest": digest,
+            "size": target.stat().st_size,
+        }
+        meta_path = self.dir / (item_id + META_SUFFIX)
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+        return self._item(meta_path)
+
+    def pending(self) -> list[InboxItem]:
+        """Complete entries, oldest first; half-written or damaged ones are skipped."""
+        if not self.dir.is_dir():
+            return []
+        items = []
+        for meta_path in sorted(self.dir.glob("*" + META_SUFFIX)):
+            if is_temp_name(meta_path.name):
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+                items.append(self._item(meta_path))
+        return items
+
+    def remove(self, item: InboxItem) -> None:
+        """Drop an entry (meta first, so a crash never leaves a meta without its file)."""
+        item.meta_path.unlink(missing_ok=True)
+        item.sealed_path.unlink(missing_ok=True)
+
+    def open(self, item: InboxItem, identity: Identity, peers: Peers, dst: Path) -> Path:
+        """Decrypt an entry to `dst`; NotPaired if its sender was unpaired since it arrived."""
+        from commuter.peer.seal import open_file
+
+        sender = open_file(item.sealed_path, dst, identity, is_trusted=peers.is_trusted)
+        if sender != item.sender_key:
+            dst.unlink(missing_ok=True)
+            raise NotPaired(f"inbox entry {item.id} was sealed by another key than its sender's")
+        return dst
+
+    def _item(self, meta_path: Path) -> InboxItem:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+        item_id = meta_path.name[: -len(META_SUFFIX)]
+        sealed = self.dir / (item_id + SEALED_SUFFIX)
+        if not sealed.is_file():
+            raise ValueError("sealed file missing")
+        sender = data["sender"]
+        return InboxItem(
+            id=item_id,
+            sealed_path=sealed,
+            meta_path=meta_path,
+            sender_name=str(sender["name"]),
+            sender_device_id=str(sender["device_id"]),
+            sender_key=base64.b64decode(sender["public_key"], validate=True),
+            received_at=str(data["received_at"]),
+            digest=str(data["digest"]),
+            size=int(data.get("size", sealed.stat().st_size)),
+        )

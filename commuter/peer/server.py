@@ -1,0 +1,395 @@
+"""The peer daemon's aiohttp app (/v1: info, bundles, sessions) and the pairing listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from commuter import core
+from commuter.errors import (
+    BadSignature,
+    CommuterError,
+    NotPaired,
+    PairingFailed,
+    TooLarge,
+)
+from commuter.peer import auth, pairing
+from commuter.peer.identity import Identity
+from commuter.peer.inbox import Inbox, InboxItem
+from commuter.peer.peers import Peer, Peers
+from commuter.settings import Settings
+
+API = "/v1"
+PROTOCOL_VERSION = 1
+DEFAULT_PORT = 47474
+MAX_BUNDLE = 2 * 1024**3
+READ_CHUNK = 1 << 20
+
+Log = Callable[[str], None]
+OnReceived = Callable[[InboxItem, Peer], Awaitable[None]]
+
+
+def _json_error(exc: CommuterError) -> web.Response:
+    return web.json_response({"error": exc.code, "message": str(exc)}, status=exc.http_status)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """CommuterError -> {"error": code, "message": ...} with the class's status; JSON 404s."""
+    try:
+        return await handler(request)
+    except CommuterError as exc:
+        return _json_error(exc)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return web.json_response(
+                {"error": "http", "message": exc.reason}, status=exc.status
+            )
+        raise
+
+
+@dataclass
+class ServerState:
+    """What the handlers share; stored on the app."""
+
+    settings: Settings
+    identity: Identity
+    peers: Peers
+    name: str
+    max_body: int = MAX_BUNDLE
+    on_received: OnReceived | None = None
+    log: Log = field(default=lambda _msg: None)
+    nonces: auth.NonceCache = field(default_factory=auth.NonceCache)
+    peers_mtime: int = 0
+
+
+STATE = web.AppKey("state", ServerState)
+
+
+def make_app(
+    settings: Settings,
+    identity: Identity,
+    peers: Peers,
+    *,
+    name: str | None = None,
+    max_body: int = MAX_BUNDLE,
+    on_received: OnReceived | None = None,
+    log: Log | None = None,
+) -> web.Application:
+    """The /v1 peer API; `on_received` runs after a bundle is stored (e.g. auto-import)."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
+    app[STATE] = ServerState(
+        settings, identity, peers, name or settings.hostname, max_body, on_received,
+        log or (lambda _msg: None),
+    )
+    app.router.add_get(f"{API}/info", handle_info)
+    app.router.add_post(f"{API}/bundles", handle_bundle)
+    app.router.add_get(f"{API}/sessions", handle_sessions)
+    app.router.add_get(API + "/sessions/{session_id}/bundle", handle_session_bundle)
+    return app
+
+
+async def handle_info(request: web.Request) -> web.Response:
+    """Public: who this is (a hint; keys are checked on every signed request)."""
+    st = request.app[STATE]
+    return web.json_response(
+        {"name": st.name, "device_id": st.identity.device_id, "protocol": PROTOCOL_VERSION}
+    )
+
+
+def _reload_peers(st: ServerState) -> Peers:
+    # `commuter pair` may run while the daemon does: pick up a changed trust store.
+    try:
+        mtime = st.peers.path.stat().st_mtime_ns
+    except OSError:
+        return st.peers
+    if mtime != st.peers_mtime:
+        st.peers = Peers.load(st.settings)
+        st.peers_mtime = mtime
+    return st.peers
+
+
+def _paired_sender(st: ServerState, request: web.Request) -> Peer:
+    """The paired peer a request claims to come from (signature checked later)."""
+    key = auth.claimed_key(request.headers)
+    peer = _reload_peers(st).by_key(key)
+    if peer is None:
+        raise NotPaired("this machine is not paired with the sender")
+    return peer
+
+
+async def _verified_get(request: web.Request) -> Peer:
+    st = request.app[STATE]
+    peer = _paired_sender(st, request)
+    auth.verify_headers(
+        request.headers, request.method, request.raw_path, auth.EMPTY_SHA256, st.nonces
+    )
+    return peer
+
+
+async def handle_bundle(request: web.Request) -> web.Response:
+    """Paired senders only: a sealed bundle for this machine, streamed to the inbox."""
+    st = request.app[STATE]
+    peer = _paired_sender(st, request)
+    if request.content_length is not None and request.content_length > st.max_body:
+        raise TooLarge(f"bundle is larger than this machine accepts ({st.max_body} bytes)")
+    inbox = Inbox(st.settings)
+    tmp = inbox.temp_path()
+    plain: Path | None = None
+    try:
+        digest = await _receive_body(request, tmp, st.max_body)
+        auth.verify_headers(request.headers, "POST", request.raw_path, digest, st.nonces)
+        plain = tmp.with_name(tmp.name + ".plain")
+        from commuter.peer.seal import open_file
+
+        sender = await asyncio.to_thread(
+            open_file, tmp, plain, st.identity, is_trusted=st.peers.is_trusted
+        )
+        if sender != peer.public_key:
+            raise BadSignature("bundle is sealed by another key than the request's signer")
+        item = inbox.add(tmp, peer, digest)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if plain is not None:
+            plain.unlink(missing_ok=True)
+    st.log(f"received {item.id} from {peer.name} ({item.size} bytes)")
+    status = "stored"
+    if st.on_received is not None:
+        await st.on_received(item, peer)
+        status = "handled"
+    return web.json_response({"status": status, "id": item.id, "digest": digest})
+
+
+async def _receive_body(request: web.Request, dst: Path, limit: int) -> str:
+    hasher = hashlib.sha256()
+    size = 0
+    with dst.open("wb") as fh:
+        while True:
+            chunk = await request.content.read(READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"bundle is larger than this machine accepts ({limit} bytes)")
+            hasher.update(chunk)
+            fh.write(chunk)
+    return hasher.hexdigest()
+
+
+async def handle_sessions(request: web.Request) -> web.Response:
+    """Paired only: this machine's sessions, newest first (optionally one project's)."""
+    st = request.app[STATE]
+    await _verified_get(request)
+    project = request.query.get("project")
+    refs = await asyncio.to_thread(core.list_sessions, st.settings)
+    sessions = [
+        {
+            "id": ref.session_id,
+            "backend": ref.backend,
+            "project": str(ref.project) if ref.project else None,
+            "updated_at": ref.updated_at.isoformat(),
+            "size": ref.size,
+            "first_prompt": ref.first_prompt,
+        }
+        for ref in refs
+        if ref.has_messages and (project is None or str(ref.project) == project)
+    ]
+    return web.json_response({"sessions": sessions})
+
+
+async def handle_session_bundle(request: web.Request) -> web.StreamResponse:
+    """Paired only: export one session, seal it to the requester, stream it back."""
+    st = request.app[STATE]
+    peer = await _verified_get(request)
+    session_id = request.match_info["session_id"]
+    st.settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_hex(8)
+    plain = st.settings.staging_dir / f".export-{token}.tmp"
+    sealed = st.settings.staging_dir / f".export-{token}.sealed.tmp"
+    try:
+        await asyncio.to_thread(_export_sealed, st, session_id, plain, sealed, peer)
+        response = web.FileResponse(sealed, headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        await response.write_eof()
+    finally:
+        plain.unlink(missing_ok=True)
+        sealed.unlink(missing_ok=True)
+    st.log(f"sent session {session_id} to {peer.name}")
+    return response
+
+
+def _export_sealed(st: ServerState, session_id: str, plain: Path, sealed: Path, to: Peer) -> None:
+    from commuter.peer.seal import seal_file
+
+    with plain.open("wb") as fh:
+        core.export_to(st.settings, fh, session=session_id)
+    seal_file(plain, sealed, st.identity, [to.public_key])
+
+
+# The pairing listener: one invite, one attempt.
+
+
+@dataclass
+class Invite:
+    """An open pairing invitation: the code, its deadline and the single attempt's state."""
+
+    settings: Settings
+    identity: Identity
+    name: str
+    code: pairing.Code
+    expires_at: float
+    serve_port: int = DEFAULT_PORT
+    used: bool = False
+    session: pairing.PairingSession | None = None
+    result: asyncio.Future[Peer] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def fail(self, message: str) -> PairingFailed:
+        exc = PairingFailed(message)
+        if not self.result.done():
+            self.result.set_exception(exc)
+        return exc
+
+
+INVITE = web.AppKey("invite", Invite)
+
+
+def make_pair_app(invite: Invite) -> web.Application:
+    """The short-lived listener `commuter pair` opens (POST /pair/v1/hello, /pair/v1/confirm)."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
+    app[INVITE] = invite
+    app.router.add_post("/pair/v1/hello", handle_pair_hello)
+    app.router.add_post("/pair/v1/confirm", handle_pair_confirm)
+    return app
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PairingFailed("pairing failed: request is not JSON") from exc
+
+
+async def handle_pair_hello(request: web.Request) -> web.Response:
+    """Joiner's SPAKE2 message in, ours out. The code is spent by the first hello."""
+    invite = request.app[INVITE]
+    if invite.result.done() or invite.used:
+        raise PairingFailed(
+            "pairing failed: this code was already used; start a new `commuter pair`"
+        )
+    if time.time() > invite.expires_at:
+        raise invite.fail("pairing failed: code expired")
+    data = await _json_body(request)
+    invite.used = True
+    try:
+        nameplate, theirs = pairing.parse_hello_request(data)
+    except PairingFailed as exc:
+        raise invite.fail(str(exc)) from None
+    if nameplate != invite.code.nameplate:
+        raise invite.fail(pairing.WRONG_CODE)
+    session = pairing.PairingSession(invite.code, "inviter")
+    try:
+        session.finish(theirs)
+    except PairingFailed as exc:
+        raise invite.fail(str(exc)) from None
+    invite.session = session
+    return web.json_response(pairing.hello_reply(session))
+
+
+async def handle_pair_confirm(request: web.Request) -> web.Response:
+    """Check the joiner's key confirmation; only then store it and reveal who we are."""
+    invite = request.app[INVITE]
+    session = invite.session
+    if session is None or invite.result.done():
+        raise PairingFailed("pairing failed: no pairing attempt in progress")
+    try:
+        mac, blob = pairing.parse_confirm_message(await _json_body(request))
+        session.check_confirmation(mac)
+        info = session.open_info(blob)
+    except PairingFailed as exc:
+        raise invite.fail(str(exc)) from None
+    from commuter.peer.discovery import format_address
+
+    remote = request.remote or (info.addresses[0] if info.addresses else None)
+    address = format_address(remote, info.port or DEFAULT_PORT) if remote else None
+    peer = Peer.new(info.name, info.public_key, address)
+    if peer.public_key == invite.identity.public_key:
+        raise invite.fail("pairing failed: cannot pair a machine with itself")
+    from commuter.peer.discovery import local_addresses
+
+    mine = pairing.PeerInfo(
+        invite.name, invite.identity.public_key,
+        tuple(local_addresses(invite.settings)), invite.serve_port,
+    )
+    reply = pairing.confirm_message(session, invite.identity, mine)
+    peers = Peers.load(invite.settings)
+    peers.add(peer)
+    peers.save()
+    if not invite.result.done():
+        invite.result.set_result(peer)
+    return web.json_response(reply)
+
+
+async def start_site(
+    app: web.Application, host: str | None, port: int
+) -> tuple[web.AppRunner, int]:
+    """Start `app` on host:port (all interfaces if host is None); return the runner and port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host=host, port=port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"{host or '*'}:{port}"
+        raise CommuterError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+    bound = next((int(a[1]) for a in runner.addresses if isinstance(a, tuple)), port)
+    return runner, bound
+
+
+async def serve(
+    settings: Settings,
+    identity: Identity,
+    *,
+    name: str,
+    host: str | None = None,
+    port: int = DEFAULT_PORT,
+    mdns: bool = True,
+    on_received: OnReceived | None = None,
+    log: Log | None = None,
+    stop: asyncio.Event | None = None,
+    run_for: float | None = None,
+) -> None:
+    """Run the peer daemon until `stop` is set or `run_for` seconds pass (forever if neither)."""
+    from commuter.peer.discovery import advertise_peer
+
+    say = log or (lambda _msg: None)
+    app = make_app(
+        settings, identity, Peers.load(settings), name=name, on_received=on_received, log=say
+    )
+    runner, bound = await start_site(app, host, port)
+    try:
+        advert = (
+            advertise_peer(settings, name, identity.device_id, bound)
+            if mdns
+            else contextlib.nullcontext()
+        )
+        async with advert:
+            say(f"serving as {name} ({identity.device_id}) on {host or '*'}:{bound}")
+            waiter = (stop or asyncio.Event()).wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, run_for)
+    finally:
+        await runner.cleanup()
