@@ -1,0 +1,46 @@
+"""Helpers for peer tests: fixed identities, fake machines, sealed payloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from commuter.peer import seal
+from commuter.peer.identity import Identity
+from commuter.peer.peers import Peer, Peers
+from commuter.settings import Settings
+
+ALICE = Identity.from_seed(b"a" * 32)
+BOB = Identity.from_seed(b"b" * 32)
+EVE = Identity.from_seed(b"e" * 32)
+
+
+def machine(root: Path, **extra: str) -> Settings:
+    """Settings of a fake machine whose HOME is `root` (mDNS on loopback only)."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {"HOME": str(root), "USER": "tester", "COMMUTER_MDNS_INTERFACES": "127.0.0.1"}
+    env.update(extra)
+    return Settings.from_env(env)
+
+
+def trust(settings: Settings, name: str, identity: Identity, address: str | None = None) -> Peers:
+    """Store `identity` as a paired peer of `settings`' machine."""
+    peers = Peers.load(settings)
+    peers.add(Peer.new(name, identity.public_key, address))
+    peers.save()
+    return peers
+
+
+def sealed_payload(tmp: Path, sender: Identity, to: Identity, size: int = 3000) -> Path:
+    """A sealed file of random bytes from `sender` to `to`."""
+    plain = tmp / f"plain-{os.urandom(4).hex()}"
+    plain.write_bytes(os.urandom(size))
+    out = plain.with_suffix(".sealed")
+    seal.seal_file(plain, out, sender, [to.public_key])
+    return out
+
+
+def inbox_files(settings: Settings) -> list[str]:
+    """Everything in the inbox folder, temp files included."""
+    d = settings.inbox_dir
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []

@@ -1,0 +1,111 @@
+"""Pairing over HTTP: inviter listener and joiner; one attempt per code, no trust on failure."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+
+import pytest
+from peerhelp import ALICE, BOB, machine
+
+from commuter.errors import PairingFailed
+from commuter.peer import client, pairing
+from commuter.peer.peers import PEERS_FILE, Peers
+from commuter.peer.server import Invite, make_pair_app
+
+
+@pytest.fixture
+def two(tmp_path):
+    return machine(tmp_path / "office"), machine(tmp_path / "home")
+
+
+async def _invite(aiohttp_server, settings, code, expires_in=60.0):
+    invite = Invite(settings, ALICE, "office", code, time.time() + expires_in, serve_port=47001)
+    server = await aiohttp_server(make_pair_app(invite))
+    return invite, f"127.0.0.1:{server.port}"
+
+
+async def test_right_code_pairs_both_sides(aiohttp_server, two):
+    office, home = two
+    code = pairing.make_code()
+    invite, address = await _invite(aiohttp_server, office, code)
+    joined = await client.join(home, BOB, "home", code, address, serve_port=47002)
+    assert joined.public_key == ALICE.public_key and joined.name == "office"
+    assert joined.last_address == "127.0.0.1:47001"
+    stored = await invite.result
+    assert stored.public_key == BOB.public_key and stored.name == "home"
+    assert stored.last_address == "127.0.0.1:47002"
+    assert Peers.load(office).get("home").device_id == BOB.device_id
+    assert Peers.load(home).get(ALICE.device_id).name == "office"
+    mode = stat.S_IMODE((home.config_dir / PEERS_FILE).stat().st_mode)
+    assert mode == 0o600
+
+
+async def test_wrong_code_fails_both_and_stores_nothing(aiohttp_server, two):
+    office, home = two
+    code = pairing.parse_code("7-orbit-lemon-piano")
+    invite, address = await _invite(aiohttp_server, office, code)
+    with pytest.raises(PairingFailed, match="wrong code"):
+        await client.join(home, BOB, "home", pairing.parse_code("7-orbit-lemon-pizza"), address)
+    with pytest.raises(PairingFailed, match="wrong code"):
+        await invite.result
+    assert Peers.load(office).all() == [] and Peers.load(home).all() == []
+    # One attempt per code: even the right code is refused now.
+    with pytest.raises(PairingFailed, match="already used"):
+        await client.join(home, BOB, "home", code, address)
+    assert Peers.load(home).all() == []
+
+
+async def test_wrong_nameplate_is_a_wrong_code(aiohttp_server, two):
+    office, home = two
+    code = pairing.parse_code("7-orbit-lemon-piano")
+    invite, address = await _invite(aiohttp_server, office, code)
+    with pytest.raises(PairingFailed, match="wrong code"):
+        await client.join(home, BOB, "home", pairing.parse_code("8-orbit-lemon-piano"), address)
+    with pytest.raises(PairingFailed):
+        await invite.result
+    assert Peers.load(office).all() == []
+
+
+async def test_expired_code_is_refused(aiohttp_server, two):
+    office, home = two
+    code = pairing.make_code()
+    _unused, address = await _invite(aiohttp_server, office, code, expires_in=-1)
+    with pytest.raises(PairingFailed, match="expired"):
+        await client.join(home, BOB, "home", code, address)
+    assert Peers.load(office).all() == [] and Peers.load(home).all() == []
+
+
+async def test_no_invitation_open_is_a_clear_error(two, unused_tcp_port):
+    _office, home = two
+    started = time.monotonic()
+    with pytest.raises(PairingFailed, match="no pairing invitation is open"):
+        await client.join(home, BOB, "home", pairing.make_code(), f"127.0.0.1:{unused_tcp_port}")
+    assert time.monotonic() - started < 5
+    assert Peers.load(home).all() == []
+
+
+async def test_pairing_against_a_serve_daemon_says_no_invitation(aiohttp_client, two):
+    from commuter.peer.server import make_app
+
+    office, home = two
+    served = await aiohttp_client(make_app(office, ALICE, Peers.load(office)))
+    address = f"127.0.0.1:{served.port}"
+    with pytest.raises(PairingFailed, match="no pairing invitation is open"):
+        await client.join(home, BOB, "home", pairing.make_code(), address)
+
+
+async def test_garbage_json_and_confirm_without_hello_are_refused(aiohttp_client, two):
+    office, _home = two
+    code = pairing.make_code()
+    invite = Invite(office, ALICE, "office", code, time.time() + 60)
+    http = await aiohttp_client(make_pair_app(invite))
+    resp = await http.post("/pair/v1/confirm", json={"confirm": "", "info": ""})
+    assert resp.status == 403 and (await resp.json())["error"] == "pairing-failed"
+    resp = await http.post("/pair/v1/hello", data=b"{not json")
+    assert resp.status == 403 and (await resp.json())["error"] == "pairing-failed"
+    assert not invite.used or invite.result.done()
+    resp = await http.post("/pair/v1/hello", data=json.dumps({"v": 1}))
+    assert resp.status == 403
+    assert Peers.load(office).all() == []

@@ -1,0 +1,162 @@
+"""The /v1 peer API: only paired, correctly signed senders get a sealed bundle into the inbox."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from peerhelp import ALICE, BOB, EVE, inbox_files, machine, sealed_payload, trust
+
+from commuter.peer import auth
+from commuter.peer.inbox import Inbox
+from commuter.peer.peers import Peers
+from commuter.peer.server import make_app
+
+
+@pytest.fixture
+def bob_settings(tmp_path: Path):
+    return machine(tmp_path / "bob")
+
+
+@pytest.fixture
+async def client(aiohttp_client, bob_settings):
+    peers = trust(bob_settings, "alice", ALICE)
+    return await aiohttp_client(make_app(bob_settings, BOB, peers, name="bob", max_body=64_000))
+
+
+def _signed(identity, data: bytes, path: str = "/v1/bundles", method: str = "POST"):
+    return auth.sign_headers(identity, method, path, hashlib.sha256(data).hexdigest())
+
+
+async def test_info_is_public(client):
+    resp = await client.get("/v1/info")
+    assert resp.status == 200
+    assert await resp.json() == {"name": "bob", "device_id": BOB.device_id, "protocol": 1}
+
+
+async def test_paired_sender_lands_in_the_inbox(client, bob_settings, tmp_path):
+    sealed = sealed_payload(tmp_path, ALICE, BOB)
+    data = sealed.read_bytes()
+    resp = await client.post("/v1/bundles", data=data, headers=_signed(ALICE, data))
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["status"] == "stored"
+    [item] = Inbox(bob_settings).pending()
+    assert item.id == body["id"]
+    assert item.sender_name == "alice" and item.sender_key == ALICE.public_key
+    assert item.digest == hashlib.sha256(data).hexdigest()
+    assert item.sealed_path.read_bytes() == data
+    out = Inbox(bob_settings).open(item, BOB, Peers.load(bob_settings), tmp_path / "out")
+    plain = Path(str(sealed).removesuffix(".sealed"))
+    assert out.read_bytes() == plain.read_bytes()  # noqa: ASYNC240
+    Inbox(bob_settings).remove(item)
+    assert inbox_files(bob_settings) == []
+
+
+async def _refused(client, bob_settings, data, headers, status, code):
+    resp = await client.post("/v1/bundles", data=data, headers=headers)
+    assert resp.status == status, await resp.text()
+    assert (await resp.json())["error"] == code
+    assert inbox_files(bob_settings) == []
+
+
+async def test_unpaired_sender_gets_403(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, EVE, BOB).read_bytes()
+    await _refused(client, bob_settings, data, _signed(EVE, data), 403, "not-paired")
+
+
+async def test_unsigned_request_gets_401(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    await _refused(client, bob_settings, data, {}, 401, "bad-signature")
+
+
+async def test_bad_signature_gets_401(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    headers = _signed(ALICE, data)
+    headers[auth.H_NONCE] = headers[auth.H_NONCE] + "x"
+    await _refused(client, bob_settings, data, headers, 401, "bad-signature")
+
+
+async def test_body_swapped_under_a_signature_gets_401(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    other = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    await _refused(client, bob_settings, other, _signed(ALICE, data), 401, "bad-signature")
+
+
+async def test_replayed_request_gets_401(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    headers = _signed(ALICE, data)
+    first = await client.post("/v1/bundles", data=data, headers=headers)
+    assert first.status == 200
+    again = await client.post("/v1/bundles", data=data, headers=headers)
+    assert again.status == 401
+    assert (await again.json())["error"] == "replayed"
+    assert len(Inbox(bob_settings).pending()) == 1
+
+
+async def test_tampered_ciphertext_is_refused(client, bob_settings, tmp_path):
+    data = bytearray(sealed_payload(tmp_path, ALICE, BOB).read_bytes())
+    data[-5] ^= 1
+    await _refused(client, bob_settings, bytes(data), _signed(ALICE, bytes(data)), 400,
+                   "bad-bundle")
+
+
+async def test_garbage_body_is_refused(client, bob_settings):
+    data = b'{"not": "a bundle"}'
+    await _refused(client, bob_settings, data, _signed(ALICE, data), 400, "bad-bundle")
+
+
+async def test_bundle_sealed_by_someone_else_is_refused(client, bob_settings, tmp_path):
+    trust(bob_settings, "eve", EVE)
+    data = sealed_payload(tmp_path, EVE, BOB).read_bytes()
+    await _refused(client, bob_settings, data, _signed(ALICE, data), 401, "bad-signature")
+
+
+async def test_bundle_for_another_machine_is_refused(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, EVE).read_bytes()
+    await _refused(client, bob_settings, data, _signed(ALICE, data), 400, "bad-bundle")
+
+
+async def test_oversized_body_gets_413(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB, size=100_000).read_bytes()
+    await _refused(client, bob_settings, data, _signed(ALICE, data), 413, "too-large")
+
+
+async def test_oversized_chunked_body_gets_413(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB, size=100_000).read_bytes()
+
+    async def chunks():
+        for i in range(0, len(data), 10_000):
+            yield data[i : i + 10_000]
+
+    await _refused(client, bob_settings, chunks(), _signed(ALICE, data), 413, "too-large")
+
+
+async def test_sessions_need_pairing_and_a_signature(client):
+    resp = await client.get("/v1/sessions", headers=auth.sign_headers(EVE, "GET", "/v1/sessions"))
+    assert resp.status == 403
+    resp = await client.get("/v1/sessions")
+    assert resp.status == 401
+    resp = await client.get("/v1/sessions", headers=auth.sign_headers(ALICE, "GET", "/v1/sessions"))
+    assert resp.status == 200
+    assert await resp.json() == {"sessions": []}
+
+
+async def test_signature_is_bound_to_the_query(client):
+    headers = auth.sign_headers(ALICE, "GET", "/v1/sessions?project=%2Fa")
+    resp = await client.get("/v1/sessions?project=%2Fb", headers=headers)
+    assert resp.status == 401
+
+
+async def test_unknown_session_bundle_is_404_json(client):
+    path = "/v1/sessions/nope/bundle"
+    resp = await client.get(path, headers=auth.sign_headers(ALICE, "GET", path))
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "no-session"
+
+
+async def test_unknown_route_is_json_404(client):
+    resp = await client.get("/v2/whatever")
+    assert resp.status == 404
+    assert "error" in await resp.json()
