@@ -1,0 +1,331 @@
+"""Peer commands: id, pair, unpair, peers, serve, send, receive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from commuter.cli import AppContext, pass_app
+from commuter.errors import PairingFailed, PeerError
+
+if TYPE_CHECKING:
+    from commuter.peer.identity import Identity
+    from commuter.peer.inbox import InboxItem
+    from commuter.peer.peers import Peer
+    from commuter.settings import Settings
+
+PROGRESS_MIN = 8 * 1024 * 1024
+
+
+def register(cli: click.Group) -> None:
+    """Add the peer commands to the CLI group."""
+    for command in (id_cmd, pair_cmd, unpair_cmd, peers_cmd, serve_cmd, send_cmd, receive_cmd):
+        cli.add_command(command)
+
+
+def machine_name(settings: Settings) -> str:
+    """This machine's name: `config set name`, else the hostname."""
+    from commuter import config
+
+    return config.load(settings).name or settings.hostname
+
+
+def _identity(settings: Settings) -> Identity:
+    from commuter.peer.identity import Identity
+
+    return Identity.load_or_create(settings)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data))
+    sys.stdout.flush()
+
+
+@click.command("id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def id_cmd(app: AppContext, as_json: bool) -> None:
+    """This machine's name, device id and key fingerprint."""
+    me = _identity(app.settings)
+    data = {"name": machine_name(app.settings), "device_id": me.device_id,
+            "fingerprint": me.fingerprint}
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"name:        {data['name']}")
+    click.echo(f"device id:   {data['device_id']}")
+    click.echo(f"fingerprint: {data['fingerprint']}")
+
+
+@click.command("pair")
+@click.argument("code", required=False)
+@click.option("--address", help="Join: the inviter's HOST:PORT (skips mDNS).")
+@click.option("--timeout", type=click.FloatRange(1, 600), default=300.0, show_default=True,
+              help="Invite: seconds to wait for the other machine (at most 600).")
+@click.option("--json", "as_json", is_flag=True, help="Invite: first stdout line is JSON.")
+@click.option("--host", help="Invite: listen on this address only (default: all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Invite: listen port.")
+@click.option("--no-mdns", is_flag=True, help="Do not use mDNS.")
+@pass_app
+def pair_cmd(
+    app: AppContext, code: str | None, address: str | None, timeout: float, as_json: bool,
+    host: str | None, port: int, no_mdns: bool,
+) -> None:
+    """Pair with another machine: print a one-time code, or join with CODE."""
+    if code is None:
+        peer = asyncio.run(_invite(app.settings, timeout, as_json, host, port, not no_mdns))
+    else:
+        peer = asyncio.run(_join(app.settings, code, address, not no_mdns))
+    if as_json:
+        _echo_json({"paired": {"name": peer.name, "device_id": peer.device_id,
+                               "address": peer.last_address}})
+    else:
+        click.echo(f"paired with {peer.name} ({peer.device_id})")
+
+
+async def _invite(
+    settings: Settings, wait: float, as_json: bool, host: str | None, port: int, mdns: bool
+) -> Peer:
+    import contextlib
+
+    from commuter.peer import pairing
+    from commuter.peer.discovery import advertise_invite, format_address, local_addresses
+    from commuter.peer.server import Invite, make_pair_app, start_site
+
+    me = _identity(settings)
+    name = machine_name(settings)
+    code = pairing.make_code()
+    invite = Invite(settings, me, name, code, time.time() + wait)
+    runner, bound = await start_site(make_pair_app(invite), host or None, port)
+    try:
+        wildcard = not host or host in ("0.0.0.0", "::")
+        shown_host = local_addresses(settings)[0] if wildcard or not host else host
+        address = format_address(shown_host, bound)
+        advert = advertise_invite(settings, name, code.nameplate, bound) if mdns else None
+        async with advert or contextlib.nullcontext():
+            if as_json:
+                _echo_json({"code": str(code), "address": address, "name": name,
+                            "device_id": me.device_id, "expires_in": wait})
+            else:
+                click.echo(f"pairing code: {code}")
+                click.echo(f"on the other machine run:  commuter pair {code}")
+                click.echo(f"(without mDNS add:  --address {address})")
+                click.echo(f"waiting up to {int(wait)} s ...")
+                sys.stdout.flush()
+            try:
+                return await asyncio.wait_for(asyncio.shield(invite.result), wait)
+            except TimeoutError:
+                raise PairingFailed(
+                    f"pairing failed: no one joined within {int(wait)} s (code expired)"
+                ) from None
+    finally:
+        await runner.cleanup()
+
+
+async def _join(settings: Settings, text: str, address: str | None, mdns: bool) -> Peer:
+    from commuter.peer import client, pairing
+    from commuter.peer.discovery import find_invite
+
+    code = pairing.parse_code(text)
+    if address is None and mdns:
+        address = await find_invite(settings, code.nameplate, settings.mdns_timeout)
+    if address is None:
+        raise PairingFailed(
+            f"no pairing invitation {code.nameplate}-... found on the LAN; pass --address "
+            "HOST:PORT as printed by `commuter pair` on the other machine"
+        )
+    return await client.join(settings, _identity(settings), machine_name(settings), code, address)
+
+
+@click.command("unpair")
+@click.argument("peer")
+@pass_app
+def unpair_cmd(app: AppContext, peer: str) -> None:
+    """Forget a paired machine (on this side)."""
+    from commuter.peer.peers import Peers
+
+    peers = Peers.load(app.settings)
+    gone = peers.remove(peer)
+    peers.save()
+    click.echo(f"unpaired {gone.name} ({gone.device_id})")
+
+
+@click.command("peers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--no-scan", is_flag=True, help="Do not look for machines on the LAN.")
+@pass_app
+def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
+    """Paired machines, and commuter daemons seen on the LAN now."""
+    from commuter.peer.discovery import SERVICE, Seen, browse
+    from commuter.peer.peers import Peers
+
+    paired = Peers.load(app.settings).all()
+    seen: list[Seen] = []
+    if not no_scan:
+        try:
+            seen = asyncio.run(browse(app.settings, SERVICE, app.settings.mdns_timeout))
+        except OSError as exc:
+            click.echo(f"warning: mDNS browse failed ({exc})", err=True)
+    ids = {p.device_id for p in paired}
+    online = {s.device_id: s.address for s in seen}
+    if as_json:
+        _echo_json({
+            "paired": [{"name": p.name, "device_id": p.device_id, "last_address": p.last_address,
+                        "paired_at": p.paired_at, "online": online.get(p.device_id)}
+                       for p in paired],
+            "seen": [{"name": s.name, "device_id": s.device_id, "address": s.address,
+                      "paired": s.device_id in ids} for s in seen],
+        })
+        return
+    click.echo("paired:" if paired else "paired: none (run `commuter pair`)")
+    for p in paired:
+        where = online.get(p.device_id)
+        state = f"online at {where}" if where else f"last seen at {p.last_address or '-'}"
+        click.echo(f"  {p.name:<16} {p.device_id}  {state}")
+    if not no_scan:
+        click.echo("on the LAN now:" if seen else "on the LAN now: none seen")
+        for s in seen:
+            mark = "paired" if s.device_id in ids else "not paired"
+            click.echo(f"  {s.name:<16} {s.device_id or '?'}  {s.address}  ({mark})")
+
+
+def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
+    from commuter import core
+    from commuter.commands.session import _ask, _report
+    from commuter.peer.inbox import Inbox
+    from commuter.peer.peers import Peers
+
+    settings = app.settings
+    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
+        plain = Inbox(settings).open(
+            item, _identity(settings), Peers.load(settings), Path(tmp) / "bundle"
+        )
+        interactive = app.interactive and not quiet
+        options = core.ImportOptions(
+            origin=item.origin, interactive=interactive, ask=_ask if interactive else None
+        )
+        result = core.import_file(settings, plain, options)
+    Inbox(settings).remove(item)
+    click.echo(f"from {item.sender_name} ({item.sender_device_id}):")
+    _report(result)
+
+
+@click.command("serve")
+@click.option("--host", help="Listen on this address only (default: all interfaces).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen port.")
+@click.option("--no-mdns", is_flag=True, help="Do not advertise on the LAN.")
+@click.option("--auto-import", is_flag=True, help="Import bundles as soon as they arrive.")
+@pass_app
+def serve_cmd(
+    app: AppContext, host: str | None, port: int | None, no_mdns: bool, auto_import: bool
+) -> None:
+    """Run the peer daemon: receive bundles from paired machines, serve sessions to them."""
+    from commuter.errors import CommuterError
+    from commuter.peer.server import DEFAULT_PORT, serve
+
+    on_received = None
+    if auto_import:
+
+        async def on_received(item: InboxItem, _peer: Peer) -> None:
+            try:
+                await asyncio.to_thread(_import_item, app, item, True)
+            except CommuterError as exc:
+                click.echo(f"kept {item.id} in the inbox: {exc}", err=True)
+
+    asyncio.run(serve(
+        app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
+        port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
+        on_received=on_received, log=lambda msg: click.echo(msg),
+    ))
+
+
+@click.command("receive")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
+              help="Give up after this many seconds (default: wait forever).")
+@click.option("--host", help="Listen on this address only (default: all interfaces).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen port.")
+@click.option("--no-mdns", is_flag=True, help="Do not advertise on the LAN.")
+@pass_app
+def receive_cmd(
+    app: AppContext, timeout: float | None, host: str | None, port: int | None, no_mdns: bool
+) -> None:
+    """Wait for one bundle from a paired machine, then import it."""
+    from commuter.peer.server import DEFAULT_PORT, serve
+
+    got: list[InboxItem] = []
+
+    async def run() -> None:
+        stop = asyncio.Event()
+
+        async def on_received(item: InboxItem, _peer: Peer) -> None:
+            got.append(item)
+            stop.set()
+
+        await serve(
+            app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
+            port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
+            on_received=on_received, log=lambda msg: click.echo(msg, err=True),
+            stop=stop, run_for=timeout,
+        )
+
+    asyncio.run(run())
+    if not got:
+        raise PeerError(f"no bundle arrived within {timeout:g} s")
+    _import_item(app, got[0])
+
+
+@click.command("send")
+@click.argument("peer")
+@click.argument("session", required=False)
+@click.option("--latest", is_flag=True, help="The newest session of this directory (default).")
+@click.option("--address", help="The peer's HOST:PORT (skips mDNS).")
+@pass_app
+def send_cmd(
+    app: AppContext, peer: str, session: str | None, latest: bool, address: str | None
+) -> None:
+    """Send a session straight to a paired machine on the LAN."""
+    from commuter import core
+    from commuter.peer import client
+    from commuter.peer.peers import Peers
+
+    if session and latest:
+        raise click.UsageError("give a session id or --latest, not both")
+    settings = app.settings
+    target = Peers.load(settings).get(peer)
+    if address is not None:
+        client.parse_address(address)
+    me = _identity(settings)
+    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
+        bundle = Path(tmp) / "bundle"
+        with bundle.open("wb") as fh:
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
+        size = bundle.stat().st_size
+        answer = asyncio.run(_send(settings, me, target, bundle, size, address))
+    sid = getattr(manifest, "session_id", session or "")
+    click.echo(f"sent session {sid} to {target.name} ({answer.get('status', 'stored')})")
+
+
+async def _send(
+    settings: Settings, me: Identity, peer: Peer, bundle: Path, size: int, address: str | None
+) -> dict[str, Any]:
+    from commuter.peer import client
+
+    where = await client.find_address(settings, peer, address)
+    if not (sys.stderr.isatty() and size >= PROGRESS_MIN):
+        return await client.send_file(settings, me, peer, bundle, where)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"to {peer.name}", total=size)
+        return await client.send_file(
+            settings, me, peer, bundle, where, lambda n: bar.advance(task, n)
+        )

@@ -1,0 +1,165 @@
+"""Peer CLI in subprocesses: id, pair (by address and by mDNS), peers, unpair, send errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from peerhelp import ALICE, trust
+
+from commuter.peer.peers import Peers
+from commuter.settings import Settings
+
+TIMEOUT = 60
+
+
+def env_for(home: Path, **extra: str) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+    env.update(HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1")
+    env.update(extra)
+    return env
+
+
+def run(env: dict[str, str], *args: str, cwd: Path | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "commuter", *args], env=env, capture_output=True, text=True,
+        timeout=TIMEOUT, cwd=cwd, check=False,
+    )
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_id_prints_name_device_id_and_fingerprint(tmp_path):
+    env = env_for(tmp_path / "a")
+    assert run(env, "config", "set", "name", "office").returncode == 0
+    result = run(env, "id", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["name"] == "office"
+    assert len(data["device_id"].split("-")) == 4 and ":" in data["fingerprint"]
+    again = json.loads(run(env, "id", "--json").stdout)
+    assert again == data
+    text = run(env, "id").stdout
+    assert "office" in text and data["device_id"] in text
+
+
+def _invite(env: dict[str, str], *extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commuter", "pair", "--json", "--timeout", "30", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail(f"inviter printed nothing: {proc.communicate(timeout=10)}")
+    return proc, json.loads(line)
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, out, err
+
+
+def test_pair_by_address_then_peers_and_unpair(tmp_path):
+    office, home = env_for(tmp_path / "office"), env_for(tmp_path / "home")
+    run(office, "config", "set", "name", "office")
+    run(home, "config", "set", "name", "home")
+    proc, invite = _invite(office, "--host", "127.0.0.1", "--no-mdns")
+    assert invite["address"].startswith("127.0.0.1:")
+    joined = run(home, "pair", invite["code"], "--address", invite["address"])
+    rc, out, err = _finish(proc)
+    assert joined.returncode == 0, joined.stderr
+    assert "paired with office" in joined.stdout
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["paired"]["name"] == "home"
+    office_id = json.loads(run(office, "id", "--json").stdout)["device_id"]
+    assert Peers.load(settings_of(home)).get("office").device_id == office_id
+    listed = json.loads(run(home, "peers", "--json", "--no-scan").stdout)
+    assert [p["name"] for p in listed["paired"]] == ["office"]
+    gone = run(home, "unpair", "office")
+    assert gone.returncode == 0 and Peers.load(settings_of(home)).all() == []
+    one_error_line(run(home, "unpair", "office"), "no paired peer named 'office'")
+
+
+def test_pair_with_wrong_code_fails_on_both_sides(tmp_path):
+    office, home = env_for(tmp_path / "office"), env_for(tmp_path / "home")
+    proc, invite = _invite(office, "--host", "127.0.0.1", "--no-mdns")
+    number, *words = invite["code"].split("-")
+    words[-1] = "zebra" if words[-1] != "zebra" else "yacht"
+    joined = run(home, "pair", "-".join([number, *words]), "--address", invite["address"])
+    rc, _out, err = _finish(proc)
+    one_error_line(joined, "pairing failed: wrong code")
+    assert rc == 1 and "pairing failed: wrong code" in err and "Traceback" not in err
+    assert Peers.load(settings_of(office)).all() == [] and Peers.load(settings_of(home)).all() == []
+
+
+@pytest.mark.mdns
+def test_pair_finds_the_inviter_by_mdns(tmp_path):
+    office, home = env_for(tmp_path / "office"), env_for(tmp_path / "home")
+    run(office, "config", "set", "name", "office")
+    proc, invite = _invite(office, "--host", "127.0.0.1")
+    joined = run(home, "pair", invite["code"])
+    rc, _out, err = _finish(proc)
+    assert joined.returncode == 0, joined.stderr
+    assert rc == 0, err
+    assert Peers.load(settings_of(home)).get("office").last_address.startswith("127.0.0.1:")
+
+
+def test_join_with_no_invitation_open_is_one_clear_line(tmp_path, unused_tcp_port):
+    home = env_for(tmp_path / "home", COMMUTER_MDNS_INTERFACES="127.0.0.1")
+    started = time.monotonic()
+    result = run(home, "pair", "7-orbit-lemon-piano", "--address", f"127.0.0.1:{unused_tcp_port}")
+    one_error_line(result, "no pairing invitation is open")
+    assert time.monotonic() - started < 15
+    assert not (settings_of(home).config_dir / "peers.json").exists()
+
+
+def test_bad_code_is_one_clear_line(tmp_path):
+    result = run(env_for(tmp_path / "home"), "pair", "not-a-code", "--address", "127.0.0.1:1")
+    one_error_line(result, "is not a pairing code")
+
+
+def test_send_to_unpaired_name_is_one_clear_line(tmp_path):
+    one_error_line(run(env_for(tmp_path / "home"), "send", "nobody", "--latest"),
+                   "no paired peer named 'nobody'")
+
+
+def test_send_to_unreachable_peer_fails_fast(tmp_path, unused_tcp_port):
+    from claude_home import PLAIN, install
+
+    home_dir = install(tmp_path / "home")
+    env = env_for(home_dir)
+    trust(settings_of(env), "office", ALICE, f"127.0.0.1:{unused_tcp_port}")
+    started = time.monotonic()
+    result = run(env, "send", "office", PLAIN, "--address", f"127.0.0.1:{unused_tcp_port}")
+    one_error_line(result, "office is unreachable at 127.0.0.1:")
+    assert time.monotonic() - started < 15
+    assert list(settings_of(env).staging_dir.glob("*")) == []
+
+
+def test_send_bad_address_is_one_clear_line(tmp_path):
+    env = env_for(tmp_path / "home")
+    trust(settings_of(env), "office", ALICE)
+    one_error_line(run(env, "send", "office", "--address", "nowhere"), "is not an address")
