@@ -1,0 +1,161 @@
+"""Two fake machines on loopback: send a real session A -> B's inbox -> import; pull --from."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+from claude_home import TOOLS, install, transcript
+from peerhelp import ALICE, BOB, EVE, inbox_files, machine, trust
+
+from commuter import config, core
+from commuter.errors import NotPaired, PeerUnreachable, SessionNotFound
+from commuter.peer import client
+from commuter.peer.inbox import Inbox
+from commuter.peer.peers import Peer, Peers
+from commuter.peer.server import make_app, serve
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    a_home = install(tmp_path / "A")
+    sa = machine(a_home)
+    sb = machine(tmp_path / "B")
+    (sb.home / "code" / "my.app").mkdir(parents=True)
+    for s in (sa, sb):
+        config.set_value(s, "path-map", (str(a_home / "projects"), str(sb.home / "code")))
+    trust(sa, "bob", BOB)
+    trust(sb, "alice", ALICE)
+    return sa, sb
+
+
+def _export(settings, tmp: Path, session: str) -> Path:
+    out = tmp / f"{session}.bundle"
+    with out.open("wb") as fh:
+        core.export_to(settings, fh, session=session)
+    return out
+
+
+async def test_send_lands_in_inbox_and_imports(aiohttp_server, world, tmp_path):
+    sa, sb = world
+    server = await aiohttp_server(make_app(sb, BOB, Peers.load(sb), name="bob"))
+    address = f"127.0.0.1:{server.port}"
+    bundle = await asyncio.to_thread(_export, sa, tmp_path, TOOLS)
+    bob = Peers.load(sa).get("bob")
+    answer = await client.send_file(sa, ALICE, bob, bundle, address)
+    assert answer["status"] == "stored"
+    assert Peers.load(sa).get("bob").last_address == address
+    [item] = Inbox(sb).pending()
+    assert item.sender_name == "alice"
+    plain = Inbox(sb).open(item, BOB, Peers.load(sb), tmp_path / "opened")
+    result = await asyncio.to_thread(
+        core.import_file, sb, plain, core.ImportOptions(origin=item.origin)
+    )
+    assert result.session_id == TOOLS
+    assert result.project_dir == sb.home / "code" / "my.app"
+    assert transcript(sb.home, sb.home / "code" / "my.app", TOOLS).is_file()
+
+
+async def test_unpaired_machine_is_refused_and_nothing_is_kept(aiohttp_server, world, tmp_path):
+    sa, sb = world
+    server = await aiohttp_server(make_app(sb, BOB, Peers.load(sb)))
+    bundle = await asyncio.to_thread(_export, sa, tmp_path, TOOLS)
+    bob = Peers.load(sa).get("bob")
+    with pytest.raises(NotPaired):
+        await client.send_file(sa, EVE, bob, bundle, f"127.0.0.1:{server.port}")
+    assert inbox_files(sb) == []
+
+
+async def test_unreachable_peer_fails_fast(world, tmp_path, unused_tcp_port):
+    sa, _sb = world
+    bob = Peers.load(sa).get("bob")
+    payload = tmp_path / "x"
+    payload.write_bytes(b"x" * 100)
+    started = time.monotonic()
+    with pytest.raises(PeerUnreachable, match="bob is unreachable"):
+        await client.send_file(sa, ALICE, bob, payload, f"127.0.0.1:{unused_tcp_port}")
+    assert time.monotonic() - started < sa.connect_timeout + 2
+
+
+async def test_find_address_prefers_explicit_then_last_known(world):
+    sa, _sb = world
+    peers = Peers.load(sa)
+    peers.touch_address(BOB.public_key, "127.0.0.1:1234")
+    peers.save()
+    bob = Peers.load(sa).get("bob")
+    fast = dataclasses.replace(sa, mdns_timeout=0.3)
+    assert await client.find_address(fast, bob, "10.1.2.3:9") == "10.1.2.3:9"
+    assert await client.find_address(fast, bob) == "127.0.0.1:1234"
+    stranger = Peer.new("nobody", EVE.public_key)
+    with pytest.raises(PeerUnreachable, match="--address"):
+        await client.find_address(fast, stranger)
+
+
+async def test_fetch_latest_downloads_the_peers_session_for_this_project(
+    aiohttp_server, world, tmp_path
+):
+    sa, sb = world
+    server = await aiohttp_server(make_app(sa, ALICE, Peers.load(sa), name="alice"))
+    alice = Peers.load(sb).get("alice")
+    cwd = sb.home / "code" / "my.app"
+    plain = await client.fetch_latest(
+        sb, alice, cwd, address=f"127.0.0.1:{server.port}", identity=BOB
+    )
+    manifest = await asyncio.to_thread(core.read_manifest, plain)
+    assert manifest.session_id in {r.session_id for r in core.list_sessions(sa)}
+    assert Path(manifest.project_dir).name == "my.app"
+    with pytest.raises(SessionNotFound):
+        await client.fetch_latest(
+            sb, alice, tmp_path / "elsewhere", address=f"127.0.0.1:{server.port}", identity=BOB
+        )
+
+
+async def test_list_and_fetch_refuse_unpaired_requesters(aiohttp_server, world, tmp_path):
+    sa, _sb = world
+    server = await aiohttp_server(make_app(sa, ALICE, Peers.load(sa)))
+    alice_as_seen_by_eve = Peer.new("alice", ALICE.public_key)
+    eve_settings = machine(tmp_path / "E")
+    address = f"127.0.0.1:{server.port}"
+    async with client.PeerClient(eve_settings, EVE, alice_as_seen_by_eve, address) as c:
+        with pytest.raises(NotPaired):
+            await c.list_sessions()
+        with pytest.raises(NotPaired):
+            await c.fetch(TOOLS, tmp_path / "stolen")
+    assert not (tmp_path / "stolen").exists()
+
+
+@pytest.mark.mdns
+async def test_serve_advertises_and_send_finds_it_by_mdns(world, tmp_path, unused_tcp_port):
+    sa, sb = world
+    stop = asyncio.Event()
+    got = []
+
+    async def on_received(item, peer):
+        got.append((item, peer))
+
+    task = asyncio.create_task(serve(
+        sb, BOB, name="bob", host="127.0.0.1", port=unused_tcp_port, on_received=on_received,
+        stop=stop, run_for=30,
+    ))
+    try:
+        bob = Peers.load(sa).get("bob")
+        address = None
+        for _ in range(20):
+            from commuter.peer.discovery import resolve
+
+            address = await resolve(sa, bob, 1.0)
+            if address:
+                break
+        assert address == f"127.0.0.1:{unused_tcp_port}"
+        bundle = await asyncio.to_thread(_export, sa, tmp_path, TOOLS)
+        answer = await client.send_file(sa, ALICE, bob, bundle, await client.find_address(sa, bob))
+        assert answer["status"] == "handled"
+        assert got and got[0][1].name == "alice"
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
