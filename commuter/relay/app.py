@@ -1,0 +1,211 @@
+"""The relay's aiohttp app: a store-and-forward mailbox per recipient device id.
+
+POST   /v1/mailbox/{id}          signed by the sender; body is a bundle sealed to {id}
+GET    /v1/mailbox/{id}          signed by {id}'s key: the queued items
+GET    /v1/mailbox/{id}/{item}   signed by {id}'s key: the sealed bytes
+DELETE /v1/mailbox/{id}/{item}   signed by {id}'s key: after a successful import
+GET    /                         health and limits (public)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from commuter.errors import BadSignature, BundleError, CommuterError, RelayError, TooLarge
+from commuter.peer import auth
+from commuter.peer.identity import device_id_for, normalize_device_id
+from commuter.relay.quotas import ItemNotFound, Limits, MailboxForbidden, check_quota
+from commuter.relay.storage import ITEM_ID, Item, Storage
+
+PROTOCOL = 1
+READ_CHUNK = 1 << 20
+Log = Callable[[str], None]
+
+
+@dataclass
+class RelayState:
+    """What the handlers share."""
+
+    storage: Storage
+    limits: Limits
+    log: Log
+    nonces: auth.NonceCache = field(default_factory=auth.NonceCache)
+
+
+STATE = web.AppKey("relay_state", RelayState)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """CommuterError -> {"error": code, "message": ...} with the class's HTTP status."""
+    try:
+        return await handler(request)
+    except CommuterError as exc:
+        return web.json_response({"error": exc.code, "message": str(exc)},
+                                 status=exc.http_status)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return web.json_response({"error": "http", "message": exc.reason},
+                                     status=exc.status)
+        raise
+
+
+def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None = None
+                   ) -> web.Application:
+    """The relay app over `data_dir` (recovered at once: partial uploads are dropped)."""
+    storage = Storage(data_dir)
+    storage.recover()
+    state = RelayState(storage, limits or Limits(), log or (lambda _msg: None))
+    app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
+    app[STATE] = state
+    app.router.add_get("/", handle_health)
+    app.router.add_post("/v1/mailbox/{box}", handle_upload)
+    app.router.add_get("/v1/mailbox/{box}", handle_list)
+    app.router.add_get("/v1/mailbox/{box}/{item}", handle_download)
+    app.router.add_delete("/v1/mailbox/{box}/{item}", handle_delete)
+    app.cleanup_ctx.append(_sweeper)
+    return app
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(state.limits.sweep_interval)
+            gone = state.storage.expire()
+            if gone:
+                state.log(f"expired {gone} bundle(s)")
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    """Public: the relay is up; its limits."""
+    state = request.app[STATE]
+    return web.json_response({"service": "commuter-relay", "protocol": PROTOCOL, "status": "ok",
+                              "limits": state.limits.public()})
+
+
+def _mailbox(request: web.Request) -> str:
+    text = request.match_info["box"]
+    try:
+        box = normalize_device_id(text)
+    except ValueError:
+        raise ItemNotFound(f"{text!r} is not a device id") from None
+    if box != text:
+        raise ItemNotFound("mailbox ids are canonical device ids (AAAAAA-BBBBBB-...)")
+    return box
+
+
+def _owner(request: web.Request, body_sha256: str = auth.EMPTY_SHA256) -> str:
+    """The mailbox, after checking the request is signed by its owner's key."""
+    state = request.app[STATE]
+    box = _mailbox(request)
+    key = auth.verify_headers(request.headers, request.method, request.raw_path, body_sha256,
+                              state.nonces)
+    if device_id_for(key) != box:
+        raise MailboxForbidden("this mailbox belongs to another device")
+    state.storage.expire()
+    return box
+
+
+def _item(request: web.Request, box: str) -> Item:
+    item_id = request.match_info["item"]
+    item = request.app[STATE].storage.get(box, item_id) if ITEM_ID.match(item_id) else None
+    if item is None:
+        raise ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
+    return item
+
+
+async def handle_upload(request: web.Request) -> web.Response:
+    """A sealed bundle for the mailbox's owner, streamed to disk while hashed."""
+    state = request.app[STATE]
+    box = _mailbox(request)
+    claimed = request.headers.get(auth.H_DIGEST, "")
+    # Signature, freshness and nonce first: a stranger's upload is refused before any byte lands.
+    key = auth.verify_headers(request.headers, "POST", request.raw_path, claimed, state.nonces)
+    sender = device_id_for(key)
+    state.storage.expire()
+    if request.content_length is not None:
+        check_quota(state.storage, state.limits, box, sender, request.content_length)
+    tmp = state.storage.temp_path()
+    try:
+        digest, size = await _receive(request, tmp, state.limits.max_bundle)
+        if digest != claimed:
+            raise BadSignature("upload does not match its signed digest")
+        from commuter.peer.seal import read_header
+
+        try:
+            header = await asyncio.to_thread(read_header, tmp)
+        except OSError as exc:
+            raise BundleError("upload is not a sealed bundle") from exc
+        if box not in header.recipients:
+            raise RelayError("the bundle is not sealed to this mailbox's owner")
+        if header.sender != key:
+            raise BadSignature("the bundle is sealed by another key than the uploader's")
+        check_quota(state.storage, state.limits, box, sender, size)
+        item = await asyncio.to_thread(state.storage.commit, tmp, box, sender, digest, size,
+                                       state.limits.ttl)
+    finally:
+        await asyncio.to_thread(tmp.unlink, True)
+    state.log(f"stored {item.id} for {box} from {sender} ({size} bytes)")
+    return web.json_response({"id": item.id, "size": item.size, "digest": item.digest,
+                              "expires_at": item.expires_at}, status=201)
+
+
+async def _receive(request: web.Request, dst: Path, limit: int) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    fh = await asyncio.to_thread(dst.open, "wb")
+    try:
+        while chunk := await request.content.read(READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"bundle is larger than the relay accepts ({limit // 2**20} MB)")
+            hasher.update(chunk)
+            await asyncio.to_thread(fh.write, chunk)
+    finally:
+        fh.close()
+    if size == 0:
+        raise BundleError("empty upload")
+    return hasher.hexdigest(), size
+
+
+async def handle_list(request: web.Request) -> web.Response:
+    """The owner's queued items, oldest first."""
+    box = _owner(request)
+    items = request.app[STATE].storage.items(box)
+    return web.json_response({"items": [item.public() for item in items]})
+
+
+async def handle_download(request: web.Request) -> web.StreamResponse:
+    """The owner fetches one item's ciphertext."""
+    box = _owner(request)
+    item = _item(request, box)
+    path = request.app[STATE].storage.path(item)
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream",
+                                           "X-Commuter-Digest": item.digest})
+
+
+async def handle_delete(request: web.Request) -> web.Response:
+    """The owner acknowledges an import: the item is gone for good."""
+    box = _owner(request)
+    item = _item(request, box)
+    request.app[STATE].storage.delete(item)
+    request.app[STATE].log(f"delivered {item.id} to {box}")
+    return web.json_response({"deleted": item.id})
+

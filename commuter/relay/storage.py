@@ -1,0 +1,159 @@
+"""The relay's mailboxes on disk: <data>/mailboxes/<device-id>/<item>.sealed plus <item>.json.
+
+An upload streams into <data>/tmp/, is renamed into its mailbox, and counts only once its
+meta file exists (written last, atomically). On start, tmp/ is emptied and a sealed file
+without meta (a crash between the two renames) is removed: nothing is ever half-stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from commuter.fsutil import atomic_write_text
+
+SEALED = ".sealed"
+META = ".json"
+ITEM_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One queued bundle: ciphertext for `mailbox` from `sender` (device ids)."""
+
+    id: str
+    mailbox: str
+    sender: str
+    size: int
+    digest: str
+    created_at: float
+    expires_at: float
+
+    def public(self) -> dict[str, object]:
+        """What the recipient sees in its listing."""
+        return asdict(self)
+
+
+class Storage:
+    """Mailboxes under `root`, indexed in memory; every change is a rename on disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.boxes_dir = root / "mailboxes"
+        self.tmp_dir = root / "tmp"
+        self._index: dict[str, dict[str, Item]] = {}
+
+    def recover(self) -> int:
+        """Create the folders, drop partial uploads and orphans, index what is complete."""
+        self.boxes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._index.clear()
+        for box in sorted(p for p in self.boxes_dir.iterdir() if p.is_dir()):
+            for path in sorted(box.iterdir()):
+                if path.name.startswith(".") or path.suffix not in (SEALED, META):
+                    path.unlink(missing_ok=True)  # a temp file left by a crash
+                    continue
+                if path.suffix == META:
+                    item = self._load(path)
+                    if item is None or item.mailbox != box.name:
+                        path.unlink(missing_ok=True)
+                        path.with_suffix(SEALED).unlink(missing_ok=True)
+                        continue
+                    self._index.setdefault(item.mailbox, {})[item.id] = item
+                elif not path.with_suffix(META).is_file():
+                    path.unlink(missing_ok=True)
+        return self.count()
+
+    def _load(self, meta: Path) -> Item | None:
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            item = Item(
+                id=str(data["id"]), mailbox=str(data["mailbox"]), sender=str(data["sender"]),
+                size=int(data["size"]), digest=str(data["digest"]),
+                created_at=float(data["created_at"]), expires_at=float(data["expires_at"]),
+            )
+            sealed = meta.with_suffix(SEALED)
+            if item.id != meta.stem or sealed.stat().st_size != item.size:
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return item
+
+    def temp_path(self) -> Path:
+        """A fresh name for an upload in progress."""
+        return self.tmp_dir / f".upload-{secrets.token_hex(8)}.tmp"
+
+    def path(self, item: Item) -> Path:
+        return self.boxes_dir / item.mailbox / (item.id + SEALED)
+
+    def commit(
+        self, tmp: Path, mailbox: str, sender: str, digest: str, size: int, ttl: float
+    ) -> Item:
+        """Move a verified upload into `mailbox` (sealed file first, meta last)."""
+        now = time.time()
+        item = Item(
+            id=f"{int(now):010d}-{secrets.token_hex(8)}", mailbox=mailbox, sender=sender,
+            size=size, digest=digest, created_at=now, expires_at=now + ttl,
+        )
+        box = self.boxes_dir / mailbox
+        box.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path(item))
+        atomic_write_text(box / (item.id + META), json.dumps(asdict(item)) + "\n")
+        self._index.setdefault(mailbox, {})[item.id] = item
+        return item
+
+    def items(self, mailbox: str) -> list[Item]:
+        """The mailbox's items, oldest first."""
+        return sorted(self._index.get(mailbox, {}).values(), key=lambda i: i.id)
+
+    def get(self, mailbox: str, item_id: str) -> Item | None:
+        return self._index.get(mailbox, {}).get(item_id)
+
+    def delete(self, item: Item) -> None:
+        """Remove an item (meta first, so a crash leaves at worst an orphan to sweep)."""
+        box = self._index.get(item.mailbox, {})
+        box.pop(item.id, None)
+        if not box:
+            self._index.pop(item.mailbox, None)
+        folder = self.boxes_dir / item.mailbox
+        (folder / (item.id + META)).unlink(missing_ok=True)
+        self.path(item).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+    def all_items(self) -> Iterator[Item]:
+        for box in list(self._index.values()):
+            yield from list(box.values())
+
+    def expire(self, now: float | None = None) -> int:
+        """Delete every item past its expiry; return how many."""
+        current = time.time() if now is None else now
+        gone = [item for item in self.all_items() if item.expires_at <= current]
+        for item in gone:
+            self.delete(item)
+        return len(gone)
+
+    def count(self) -> int:
+        return sum(len(box) for box in self._index.values())
+
+    def usage(self, *, mailbox: str | None = None, sender: str | None = None) -> tuple[int, int]:
+        """(items, bytes) queued for `mailbox` or from `sender`."""
+        n = size = 0
+        for item in self.all_items():
+            if (mailbox is None or item.mailbox == mailbox) and (
+                sender is None or item.sender == sender
+            ):
+                n += 1
+                size += item.size
+        return n, size

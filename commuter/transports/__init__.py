@@ -1,0 +1,156 @@
+"""Transport base class, the values transports exchange, and the registry of transports."""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from commuter.errors import UnknownTransport
+
+if TYPE_CHECKING:
+    from commuter.config import Config
+    from commuter.peer.identity import Identity
+    from commuter.peer.peers import Peer, Peers
+    from commuter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "commuter.transports.v1"
+BUILTIN: dict[str, str] = {
+    "folder": "commuter.transports.folder:FolderTransport",
+    "lan": "commuter.transports.lan:LanTransport",
+    "relay": "commuter.transports.relay:RelayTransport",
+    "memory": "commuter.transports.memory:MemoryTransport",
+}
+# `--via auto` tries these in order: direct first, then the mailbox, then the shared folder.
+AUTO_ORDER: tuple[str, ...] = ("lan", "relay", "folder")
+SEALED_SUFFIX = ".sealed"
+PLAIN_SUFFIX = ".commuter"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportContext:
+    """What every transport is built from: this machine, its key, config and trust store."""
+
+    settings: Settings
+    identity: Identity
+    config: Config
+    peers: Peers
+
+    @classmethod
+    def load(cls, settings: Settings) -> TransportContext:
+        """Read config, identity (created on first use) and the trust store."""
+        from commuter import config
+        from commuter.peer.identity import Identity
+        from commuter.peer.peers import Peers
+
+        return cls(settings, Identity.load_or_create(settings), config.load(settings),
+                   Peers.load(settings))
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a send did: where the bundle went and under which id."""
+
+    transport: str
+    item_id: str
+    recipients: tuple[str, ...]
+    location: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One bundle waiting for this machine on some transport (not yet fetched)."""
+
+    transport: str
+    id: str
+    label: str
+    size: int
+    digest: str
+    sealed: bool = True
+    sender: str | None = None
+    legacy: bool = False
+
+
+class Transport(abc.ABC):
+    """Moves sealed bundle files between machines; use `async with`."""
+
+    scheme: ClassVar[str]
+
+    def __init__(self, ctx: TransportContext) -> None:
+        self.ctx = ctx
+        # Things a person should see (skipped files, unreachable mailboxes); the CLI prints them.
+        self.warnings: list[str] = []
+
+    @abc.abstractmethod
+    async def send(self, sealed: Path, to: Sequence[Peer]) -> Receipt:
+        """Deliver a sealed file to every peer in `to` (its seal must name them all)."""
+
+    @abc.abstractmethod
+    async def pending(self) -> list[Incoming]:
+        """Bundles waiting for this machine, oldest first."""
+
+    @abc.abstractmethod
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        """A local copy of `item` inside `dst_dir` (or a stable path of the transport's own)."""
+
+    @abc.abstractmethod
+    async def ack(self, item: Incoming) -> None:
+        """`item` was imported: drop it from the mailbox (or remember it was done)."""
+
+    async def reachable(self, peer: Peer | None) -> str | None:
+        """None if a send to `peer` can work now, else the reason it cannot (for --via auto)."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release sockets, files, subprocesses."""
+        return
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _plugin_specs() -> dict[str, str]:
+    specs: dict[str, str] = {}
+    try:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            specs.setdefault(ep.name, ep.value)
+    except Exception as exc:  # a broken installed distribution must not break commuter
+        log.warning("cannot read %s entry points: %s", ENTRY_POINT_GROUP, exc)
+    return specs
+
+
+def names() -> list[str]:
+    """Every transport name: built-ins first, then plug-ins."""
+    return [*BUILTIN, *(n for n in _plugin_specs() if n not in BUILTIN)]
+
+
+def transport_class(name: str) -> type[Transport]:
+    """The Transport class registered as `name` (built-ins win over plug-ins)."""
+    spec = BUILTIN.get(name) or _plugin_specs().get(name)
+    if spec is None:
+        raise UnknownTransport(f"unknown transport {name!r} (known: {', '.join(names())})")
+    module_name, _, attr = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        log.warning("transport %s (%s) failed to load: %s", name, spec, exc)
+        raise UnknownTransport(f"transport {name!r} failed to load ({exc})") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Transport)):
+        raise UnknownTransport(f"transport {name!r} ({spec}) is not a Transport")
+    return cls
+
+
+def create(name: str, ctx: TransportContext) -> Transport:
+    """An instance of the transport registered as `name`."""
+    return transport_class(name)(ctx)

@@ -1,0 +1,214 @@
+"""Folder transport: bundle files in a shared folder (Dropbox, Syncthing, a USB stick).
+
+Layout of the transfer dir: `<stamp>-<digest12>.sealed` (sealed to its recipients) and
+`<stamp>-<digest12>.commuter` (plain) at the top, plus commuter 0.2's `pending/*.json`.
+A drop appears atomically (dot-prefixed temp name, then rename). Pull reads only files
+addressed to this machine, never moves other machines' files, and remembers what it
+imported by digest; a sealed file addressed to this machine alone is removed once imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from commuter.errors import BundleError, ConfigError
+from commuter.fsutil import is_temp_name
+from commuter.peer.peers import Peer
+from commuter.transports import (
+    PLAIN_SUFFIX,
+    SEALED_SUFFIX,
+    Incoming,
+    Receipt,
+    Transport,
+    TransportContext,
+)
+from commuter.transports.state import PullState, sha256_file
+
+LEGACY_DIR = "pending"
+SETTLE_SECONDS = 2.0
+RECHECK_SECONDS = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    path: Path
+    sealed: bool
+    legacy: bool
+    only_me: bool
+    sender: str | None
+
+
+class FolderTransport(Transport):
+    """Drops into and picks up from config `transfer-dir`."""
+
+    scheme = "folder"
+
+    def __init__(
+        self, ctx: TransportContext, *, root: Path | None = None,
+        settle: float = SETTLE_SECONDS, recheck: float = RECHECK_SECONDS,
+    ) -> None:
+        super().__init__(ctx)
+        self._root = root
+        self.settle = settle
+        self.recheck = recheck
+        self._found: dict[str, _Found] = {}
+        self._state: PullState | None = None
+
+    @property
+    def configured(self) -> bool:
+        return (self._root or self.ctx.config.transfer_dir) is not None
+
+    @property
+    def root(self) -> Path:
+        root = self._root or self.ctx.config.transfer_dir
+        if root is None:
+            raise ConfigError(
+                "no transfer directory configured; run `commuter config set transfer-dir DIR`"
+            )
+        return root
+
+    @property
+    def state(self) -> PullState:
+        if self._state is None:
+            self._state = PullState.load(self.ctx.settings)
+        return self._state
+
+    async def reachable(self, peer: Peer | None) -> str | None:
+        if not self.configured:
+            return "no transfer-dir is configured"
+        parent = self.root if self.root.exists() else self.root.parent
+        if not parent.is_dir():
+            return f"transfer-dir {self.root} does not exist"
+        return None
+
+    async def send(self, sealed: Path, to: Sequence[Peer]) -> Receipt:
+        """Copy the file into the folder under a temp name, then rename it into place."""
+        from commuter.peer.seal import is_sealed
+
+        is_seal = is_sealed(sealed)
+        if to and not is_seal:
+            raise ValueError("a drop for named peers must be sealed")
+        root = self.root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create transfer dir {root}: {exc.strerror}") from exc
+        digest = await asyncio.to_thread(sha256_file, sealed)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        name = f"{stamp}-{digest[:12]}{SEALED_SUFFIX if is_seal else PLAIN_SUFFIX}"
+        target = root / name
+        tmp = root / f".{name}.{secrets.token_hex(4)}.part"
+        try:
+            await asyncio.to_thread(shutil.copyfile, sealed, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConfigError(f"cannot write to transfer dir {root}: {exc.strerror}") from exc
+        if not is_seal:
+            # Our own plain drop must not come back to us on the next pull.
+            self.state.mark(digest, f"pushed {name}")
+        return Receipt(self.scheme, name, tuple(p.name for p in to), str(target),
+                       target.stat().st_size)
+
+    def _candidates(self) -> list[tuple[Path, bool]]:
+        root = self.root
+        out: list[tuple[Path, bool]] = []
+        if root.is_dir():
+            out += [(p, False) for p in sorted(root.iterdir())]
+        legacy = root / LEGACY_DIR
+        if legacy.is_dir():
+            out += [(p, True) for p in sorted(legacy.glob("*.json"))]
+        return [(p, lg) for p, lg in out if not is_temp_name(p.name) and p.is_file()]
+
+    async def pending(self) -> list[Incoming]:
+        """Complete bundles for this machine that were not imported yet."""
+        if not self.configured or not self.root.is_dir():
+            return []
+        stats = {p: p.stat() for p, _ in self._candidates()}
+        now = time.time()
+        young = [p for p, st in stats.items() if now - st.st_mtime < self.settle]
+        if young:
+            # A file still being written changes size or mtime within a moment.
+            await asyncio.sleep(self.recheck)
+        items: list[Incoming] = []
+        for path, legacy in self._candidates():
+            before = stats.get(path)
+            if before is None:
+                continue
+            if path in young:
+                after = path.stat()
+                if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                    continue
+            item = await asyncio.to_thread(self._classify, path, legacy)
+            if item is not None:
+                items.append(item)
+        return items
+
+    def _classify(self, path: Path, legacy: bool) -> Incoming | None:
+        from commuter import core
+        from commuter.peer import seal
+
+        rel = str(path.relative_to(self.root))
+        me = self.ctx.identity
+        try:
+            if seal.is_sealed(path):
+                header = seal.read_header(path)
+                if me.device_id not in header.recipients:
+                    return None  # another machine's drop: not ours to read or touch
+                found = _Found(path, True, False, header.recipients == (me.device_id,),
+                               header.sender_device_id)
+            elif legacy or path.suffix == PLAIN_SUFFIX or core.is_bundle(path):
+                found = _Found(path, False, legacy, False, None)
+            else:
+                self.warnings.append(
+                    f"skipping {path}: not a commuter bundle (left in place)"
+                )
+                return None
+            digest = sha256_file(path)
+        except BundleError as exc:
+            self.warnings.append(f"skipping {path}: {exc} (left in place)")
+            return None
+        except OSError as exc:
+            self.warnings.append(f"skipping {path}: {exc.strerror or exc} (will retry)")
+            return None
+        if self.state.done(digest):
+            return None
+        self._found[rel] = found
+        return Incoming(self.scheme, rel, rel, path.stat().st_size, digest, found.sealed,
+                        found.sender, found.legacy)
+
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        """Copy the file out of the shared folder; refuse it if it changed meanwhile."""
+        found = self._found[item.id]
+        dst = dst_dir / found.path.name
+        digest = await asyncio.to_thread(_copy_digest, found.path, dst)
+        if digest != item.digest:
+            dst.unlink(missing_ok=True)
+            raise BundleError(f"{found.path} changed while being read (still syncing?)")
+        return dst
+
+    async def ack(self, item: Incoming) -> None:
+        """Remember the digest; delete the file only if it was sealed to this machine alone."""
+        self.state.mark(item.digest, item.label)
+        found = self._found.get(item.id)
+        if found is not None and found.only_me:
+            found.path.unlink(missing_ok=True)
+
+
+def _copy_digest(src: Path, dst: Path) -> str:
+    import hashlib
+
+    hasher = hashlib.sha256()
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        while chunk := fin.read(1 << 20):
+            hasher.update(chunk)
+            fout.write(chunk)
+    return hasher.hexdigest()
