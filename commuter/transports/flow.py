@@ -82,14 +82,14 @@ async def push_file(
             async with factory(name, ctx) as transport:
                 reason = await transport.reachable(peers[0] if named else None)
                 if reason is not None:
-                    if via != "auto":
+                    if len(order) == 1:
                         raise _unreachable(name, reason)
                     skipped.append(f"{name}: {reason}")
                     continue
                 try:
                     receipt = await transport.send(sealed, peers)
                 except CommuterError as exc:
-                    if via != "auto":
+                    if len(order) == 1:
                         raise
                     skipped.append(f"{name}: {exc}")
                     continue

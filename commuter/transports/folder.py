@@ -86,7 +86,7 @@ class FolderTransport(Transport):
             return "no transfer-dir is configured"
         parent = self.root if self.root.exists() else self.root.parent
         if not parent.is_dir():
-            return f"transfer-dir {self.root} does not exist"
+            return f"transfer dir {self.root} does not exist (is the drive or sync folder there?)"
         return None
 
     async def send(self, sealed: Path, to: Sequence[Peer]) -> Receipt:

@@ -1,0 +1,102 @@
+"""Relay command: `commuter relay serve`, the mailbox server that only stores ciphertext."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from commuter.cli import AppContext, pass_app
+from commuter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from commuter.relay.quotas import Limits
+
+DEFAULT_PORT = 8787
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def register(cli: click.Group) -> None:
+    """Add the relay group to the CLI."""
+    cli.add_command(relay_group)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '3600', '90m', '72h' or '7d'."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"{text!r} is not a duration (like 3600, 90m, 72h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@click.group("relay")
+def relay_group() -> None:
+    """Run a relay: a mailbox for machines on different networks."""
+
+
+@relay_group.command("serve")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Listen address.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Where queued bundles live (default: DATA_DIR/relay).")
+@click.option("--max-bundle-mb", type=click.IntRange(1), default=512, show_default=True,
+              help="Largest bundle accepted.")
+@click.option("--ttl", default="7d", show_default=True,
+              help="Delete bundles not fetched within this long (e.g. 72h, 7d).")
+@click.option("--mailbox-mb", type=click.IntRange(1), default=2048, show_default=True,
+              help="Quota per recipient.")
+@click.option("--mailbox-items", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--sender-mb", type=click.IntRange(1), default=4096, show_default=True,
+              help="Quota per sender.")
+@click.option("--sender-items", type=click.IntRange(1), default=400, show_default=True)
+@click.option("--sweep", default="60s", show_default=True, hidden=True,
+              help="How often expired bundles are swept.")
+@pass_app
+def relay_serve_cmd(
+    app: AppContext, host: str, port: int, data_dir: Path | None, max_bundle_mb: int, ttl: str,
+    mailbox_mb: int, mailbox_items: int, sender_mb: int, sender_items: int, sweep: str,
+) -> None:
+    """Serve the relay until interrupted (put it behind a TLS reverse proxy)."""
+    from commuter.relay.quotas import MB, Limits
+
+    limits = Limits(
+        max_bundle=max_bundle_mb * MB, ttl=parse_duration(ttl),
+        mailbox_items=mailbox_items, mailbox_bytes=mailbox_mb * MB,
+        sender_items=sender_items, sender_bytes=sender_mb * MB,
+        sweep_interval=min(parse_duration(sweep), 3600.0),
+    )
+    root = (data_dir or app.settings.data_dir / "relay").expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create relay data dir {root}: {exc.strerror}") from exc
+    asyncio.run(_serve(root, host, port, limits))
+
+
+async def _serve(root: Path, host: str, port: int, limits: Limits) -> None:
+    import signal
+
+    from commuter.peer.server import start_site
+    from commuter.relay.app import make_relay_app
+
+    def log(message: str) -> None:
+        click.echo(message)
+        sys.stdout.flush()
+
+    app = make_relay_app(root, limits, log)
+    runner, bound = await start_site(app, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        log(f"relay serving on http://{shown}:{bound} (data in {root})")
+        await stop.wait()
+    finally:
+        await runner.cleanup()

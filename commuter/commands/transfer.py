@@ -1,0 +1,147 @@
+"""Transfer commands: push (export the cwd's session and send it) and pull (import pending)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from commuter.cli import AppContext, pass_app
+from commuter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from commuter.core import ImportOptions
+    from commuter.transports import TransportContext
+    from commuter.transports.flow import Pushed
+
+
+def register(cli: click.Group) -> None:
+    """Add push and pull to the CLI group."""
+    cli.add_command(push_cmd)
+    cli.add_command(pull_cmd)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _check_via(via: str) -> None:
+    if via != "auto":
+        from commuter.transports import transport_class
+
+        transport_class(via)
+
+
+@click.command("push")
+@click.argument("session", required=False)
+@click.option("--to", "to", metavar="PEER", help="Send to this paired machine.")
+@click.option("--via", default="auto", show_default=True, metavar="auto|folder|lan|relay",
+              help="Transport; auto tries lan, then relay, then folder.")
+@click.option("--plain", is_flag=True, help="Unencrypted drop into the transfer dir.")
+@pass_app
+def push_cmd(app: AppContext, session: str | None, to: str | None, via: str, plain: bool) -> None:
+    """Export this directory's newest session (or SESSION) and send it."""
+    from commuter import core
+    from commuter.transports import TransportContext
+    from commuter.transports.flow import push_file
+
+    if plain and to:
+        raise click.UsageError("--plain is an unencrypted folder drop; it cannot go --to a peer")
+    if plain and via not in ("auto", "folder"):
+        raise click.UsageError("--plain only works with the folder transport")
+    _check_via(via)
+    settings = app.settings
+    ctx = TransportContext.load(settings)
+    everyone = [] if plain else ctx.peers.all()
+    peers = [ctx.peers.get(to)] if to else everyone
+    if not to and via in ("auto", "folder") and ctx.config.transfer_dir is None:
+        raise ConfigError(
+            "no transfer directory configured; run `commuter config set transfer-dir DIR` "
+            "(or push --to PEER)"
+        )
+    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
+        bundle = Path(tmp) / "bundle.commuter"
+        with bundle.open("wb") as fh:
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
+        pushed = asyncio.run(push_file(ctx, bundle, peers, via, named=bool(to)))
+    _report_push(ctx, pushed, str(manifest.session_id), plain)
+
+
+def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: bool) -> None:
+    receipt = pushed.receipt
+    for reason in pushed.skipped:
+        click.echo(f"note: skipped {reason}", err=True)
+    if not pushed.sealed and not plain:
+        _warn("no paired machine, so this bundle is NOT encrypted: anyone who can read "
+              f"{receipt.location} can read the conversation (run `commuter pair`)")
+    short = session_id[:7]
+    if receipt.transport == "folder":
+        where = str(Path(receipt.location).parent)
+        sealed_to = f" (sealed to {', '.join(receipt.recipients)})" if receipt.recipients else ""
+        click.echo(f"pushed {short} to {where} via folder{sealed_to}")
+    else:
+        click.echo(f"pushed {short} to {', '.join(receipt.recipients)} via {receipt.transport}")
+
+
+@click.command("pull")
+@click.option("--via", default="auto", show_default=True, metavar="auto|folder|lan|relay",
+              help="Read only this transport (default: every configured one).")
+@click.option("--from", "from_peer", metavar="PEER",
+              help="Fetch this paired machine's newest session for this directory.")
+@click.option("--address", metavar="HOST:PORT", help="With --from: the peer's address.")
+@click.option("--dry-run", is_flag=True, help="Show what would be imported; change nothing.")
+@pass_app
+def pull_cmd(
+    app: AppContext, via: str, from_peer: str | None, address: str | None, dry_run: bool
+) -> None:
+    """Import every session pending for this machine and print how to resume each."""
+    from commuter import core
+    from commuter.commands.session import _ask, _report
+    from commuter.transports import TransportContext
+    from commuter.transports.flow import pull_all
+
+    interactive = app.interactive
+    options = core.ImportOptions(dry_run=dry_run, interactive=interactive,
+                                 ask=_ask if interactive else None)
+    if from_peer is not None:
+        _pull_from(app, from_peer, address, options)
+        return
+    if address is not None:
+        raise click.UsageError("--address goes with --from PEER")
+    _check_via(via)
+    ctx = TransportContext.load(app.settings)
+    pulled = asyncio.run(pull_all(ctx, options, via, warn=_warn))
+    imported = [p for p in pulled if p.result is not None]
+    for p in imported:
+        click.echo(f"from {p.origin} via {p.item.transport}:")
+        assert p.result is not None
+        _report(p.result)
+    if not pulled:
+        click.echo("nothing to pull")
+    elif not imported:
+        click.echo(f"nothing imported ({len(pulled)} skipped, see warnings)")
+
+
+def _pull_from(app: AppContext, name: str, address: str | None, options: ImportOptions) -> None:
+    import dataclasses
+
+    from commuter import core
+    from commuter.commands.session import _report
+    from commuter.peer.client import fetch_latest
+    from commuter.peer.peers import Peers
+
+    settings = app.settings
+    peer = Peers.load(settings).get(name)
+    plain = asyncio.run(fetch_latest(settings, peer, Path.cwd(), address=address))
+    try:
+        opts = dataclasses.replace(options, origin=f"{peer.name} ({peer.device_id})")
+        result = core.import_file(settings, plain, opts)
+    finally:
+        shutil.rmtree(plain.parent, ignore_errors=True)
+    click.echo(f"from {peer.name} ({peer.device_id}) via lan:")
+    _report(result)

@@ -1,0 +1,195 @@
+"""Folder transport: two fake machines sharing one folder (sealed, plain, legacy, hostile files)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from claude_home import TOOLS, transcript
+from transhelp import ALICE, BOB, CAROL, EVE, context, give_identity, make_world, trust
+
+from commuter import config, core
+from commuter.errors import ConfigError
+from commuter.peer import seal
+from commuter.transports.flow import pull_all, push_file
+from commuter.transports.folder import FolderTransport
+
+LEGACY = Path(__file__).parent.parent / "data" / "legacy"
+
+
+def export(settings, project: Path, tmp: Path) -> Path:
+    out = tmp / f"export-{os.urandom(3).hex()}.commuter"
+    with out.open("wb") as fh:
+        core.export_to(settings, fh, session=TOOLS, cwd=project)
+    return out
+
+
+def pull(settings, **kw):
+    warnings: list[str] = []
+    done = asyncio.run(pull_all(context(settings), core.ImportOptions(**kw), warn=warnings.append))
+    return done, warnings
+
+
+def push_all(world, tmp_path):
+    ctx = context(world.a)
+    bundle = export(world.a, world.project_a, tmp_path)
+    return asyncio.run(push_file(ctx, bundle, ctx.peers.all()))
+
+
+@pytest.fixture
+def world(tmp_path):
+    return make_world(tmp_path)
+
+
+def test_sealed_drop_is_imported_once_by_its_recipient(world, tmp_path):
+    pushed = push_all(world, tmp_path)
+    drop = Path(pushed.receipt.location)
+    assert pushed.sealed and drop.parent == world.shared and drop.suffix == ".sealed"
+    assert b"my.app" not in drop.read_bytes()  # ciphertext only
+    assert seal.read_header(drop).recipients == (BOB.device_id,)
+    [done], warnings = pull(world.b)
+    assert warnings == []
+    assert done.result is not None and done.result.session_id == TOOLS
+    assert done.origin.startswith("alice (")
+    assert transcript(world.b.home, world.project_b, TOOLS).is_file()
+    assert not drop.exists()  # sealed to bob alone: bob removes it after the import
+    assert pull(world.b) == ([], [])
+
+
+def test_pull_on_the_sender_ignores_its_own_drops(world, tmp_path):
+    ctx = context(world.a)
+    push_all(world, tmp_path)
+    asyncio.run(push_file(ctx, export(world.a, world.project_a, tmp_path), []))
+    assert len(list(world.shared.iterdir())) == 2
+    assert pull(world.a) == ([], [])
+
+
+def test_drop_for_several_peers_is_left_for_the_others(world, tmp_path):
+    trust(world.a, "carol", CAROL)
+    pushed = push_all(world, tmp_path)
+    drop = Path(pushed.receipt.location)
+    assert set(seal.read_header(drop).recipients) == {BOB.device_id, CAROL.device_id}
+    [done], _ = pull(world.b)
+    assert done.result is not None
+    assert drop.exists()  # carol has not pulled yet
+    assert pull(world.b) == ([], [])  # remembered by digest
+
+
+def test_other_machines_files_are_not_read_or_touched(world, tmp_path):
+    plain = tmp_path / "x"
+    plain.write_bytes(b"secret for carol")
+    other = world.shared / "for-carol.sealed"
+    seal.seal_file(plain, other, ALICE, [CAROL.public_key])
+    before = other.read_bytes()
+    assert pull(world.b) == ([], [])
+    assert other.read_bytes() == before
+
+
+def test_plain_drop_when_nobody_is_paired(tmp_path):
+    world = make_world(tmp_path, pair=False)
+    ctx = context(world.a)
+    pushed = asyncio.run(push_file(ctx, export(world.a, world.project_a, tmp_path), []))
+    assert not pushed.sealed and pushed.receipt.location.endswith(".commuter")
+    [done], _ = pull(world.b)
+    assert done.result is not None and "not verified" in done.origin
+    assert Path(pushed.receipt.location).exists()  # a plain drop is never deleted
+    assert pull(world.b) == ([], [])
+
+
+def test_tampered_drop_is_refused_left_in_place_and_retried(world, tmp_path):
+    pushed = push_all(world, tmp_path)
+    drop = Path(pushed.receipt.location)
+    data = bytearray(drop.read_bytes())
+    data[-100] ^= 1
+    drop.write_bytes(bytes(data))
+    os.utime(drop, (time.time() - 60, time.time() - 60))
+    [failed], warnings = pull(world.b)
+    assert failed.result is None and "tampered" in (failed.error or "")
+    assert any("left in place" in w for w in warnings)
+    assert drop.exists()
+    assert not transcript(world.b.home, world.project_b, TOOLS).exists()
+    [again], _ = pull(world.b)  # not marked done: tried again next time
+    assert again.error
+
+
+def test_corrupt_and_foreign_files_are_skipped_with_a_warning(world):
+    (world.shared / "notes.txt").write_text("my notes")
+    (world.shared / "broken.sealed").write_bytes(seal.MAGIC + b"\x00\x00")
+    (world.shared / "bad.commuter").write_bytes(b"not a bundle at all")
+    done, warnings = pull(world.b)
+    assert done == [] or all(d.result is None for d in done)
+    joined = "\n".join(warnings)
+    assert "notes.txt" in joined and "broken.sealed" in joined and "bad.commuter" in joined
+    assert sorted(p.name for p in world.shared.iterdir()) == [
+        "bad.commuter", "broken.sealed", "notes.txt"]
+
+
+def test_partial_and_changing_files_are_not_read(world, tmp_path):
+    pushed = push_all(world, tmp_path)
+    drop = Path(pushed.receipt.location)
+    for name in (".incoming.sealed", "x.sealed.part", "y.sealed.tmp", "z.sealed.syncthing.tmp"):
+        shutil.copyfile(drop, world.shared / name)
+    drop.rename(world.shared / ".hidden.sealed")
+    assert pull(world.b) == ([], [])
+
+    async def grow() -> list:
+        transport = FolderTransport(context(world.b), settle=5, recheck=0.3)
+        growing = world.shared / "growing.sealed"
+        growing.write_bytes((world.shared / ".hidden.sealed").read_bytes()[:1000])
+
+        async def append() -> None:
+            await asyncio.sleep(0.1)
+            with growing.open("ab") as fh:
+                fh.write(b"more")
+
+        task = asyncio.create_task(append())
+        items = await transport.pending()
+        await task
+        return items
+
+    assert asyncio.run(grow()) == []
+
+
+def test_legacy_pending_json_is_imported(world):
+    fixture_projects = "/tmp/rcfix/claude/home/projects"
+    config.set_value(world.b, "path-map", (fixture_projects, str(world.b.home / "code")))
+    (world.shared / "pending").mkdir(parents=True)
+    shutil.copyfile(LEGACY / "plain.json", world.shared / "pending" / "fcf6708a.json")
+    [done], warnings = pull(world.b)
+    assert done.result is not None, warnings
+    assert done.result.session_id == "fcf6708a-b0f9-42e2-b9f0-c72c4c301a99"
+    assert (world.shared / "pending" / "fcf6708a.json").exists()
+    assert pull(world.b) == ([], [])
+
+
+def test_unpaired_sender_is_refused(world, tmp_path):
+    give_identity(world.a, EVE)
+    eve_ctx = context(world.a)
+    from commuter.peer.peers import Peer
+
+    pushed = asyncio.run(push_file(eve_ctx, export(world.a, world.project_a, tmp_path),
+                                   [Peer.new("bob", BOB.public_key)]))
+    [failed], _ = pull(world.b)
+    assert "unpaired" in (failed.error or "")
+    assert Path(pushed.receipt.location).exists()
+
+
+def test_dry_run_imports_nothing_and_keeps_the_drop(world, tmp_path):
+    pushed = push_all(world, tmp_path)
+    [done], _ = pull(world.b, dry_run=True)
+    assert done.result is not None and done.result.action == "dry-run"
+    assert Path(pushed.receipt.location).exists()
+    assert not transcript(world.b.home, world.project_b, TOOLS).exists()
+    [done], _ = pull(world.b)
+    assert done.result is not None and done.result.action == "created"
+
+
+def test_no_transfer_dir_is_a_config_error(world, tmp_path):
+    config.unset_value(world.a, "transfer-dir")
+    ctx = context(world.a)
+    with pytest.raises(ConfigError, match="transfer-dir"):
+        asyncio.run(push_file(ctx, export(world.a, world.project_a, tmp_path), ctx.peers.all()))
