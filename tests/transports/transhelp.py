@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -36,7 +37,8 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
 
 
 def settings_of(home: Path) -> Settings:
-    return Settings.from_env(env_for(home))
+    """In-process settings of a fake machine; mDNS lookups give up quickly."""
+    return dataclasses.replace(Settings.from_env(env_for(home)), mdns_timeout=0.3)
 
 
 def give_identity(settings: Settings, identity: Identity) -> None:

@@ -1,0 +1,164 @@
+"""Relay and LAN transports between two fake machines on loopback; auto selection; errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from claude_home import TOOLS, transcript
+from transhelp import BOB, context, make_world
+
+from commuter import config, core
+from commuter.errors import PeerUnreachable, RelayError, TooLarge, TransportError
+from commuter.peer.inbox import Inbox
+from commuter.peer.peers import Peers
+from commuter.peer.server import make_app
+from commuter.relay.app import make_relay_app
+from commuter.relay.quotas import Limits, QuotaExceeded
+from commuter.transports.flow import pull_all, push_file
+from commuter.transports.relay import RelayTransport
+
+
+@pytest.fixture
+def world(tmp_path):
+    return make_world(tmp_path)
+
+
+def export(world, tmp: Path) -> Path:
+    out = tmp / f"export-{os.urandom(3).hex()}.commuter"
+    with out.open("wb") as fh:
+        core.export_to(world.a, fh, session=TOOLS, cwd=world.project_a)
+    return out
+
+
+async def relay_for(aiohttp_server, world, tmp_path, limits: Limits | None = None):
+    server = await aiohttp_server(make_relay_app(tmp_path / "relay", limits))
+    url = f"http://127.0.0.1:{server.port}"
+    for s in (world.a, world.b):
+        config.set_value(s, "relay", (url,))
+    return server
+
+
+async def push(world, tmp_path, via="auto", **kw):
+    ctx = context(world.a)
+    bundle = await asyncio.to_thread(export, world, tmp_path)
+    return await push_file(ctx, bundle, [ctx.peers.get("bob")], via, named=True, **kw)
+
+
+async def pull(settings, **kw):
+    warnings: list[str] = []
+    done = await pull_all(context(settings), core.ImportOptions(**kw), warn=warnings.append)
+    return done, warnings
+
+
+def relay_files(tmp_path):
+    return sorted(p.name for p in (tmp_path / "relay" / "mailboxes").rglob("*") if p.is_file())
+
+
+async def test_auto_push_uses_the_relay_when_lan_is_down(aiohttp_server, world, tmp_path):
+    await relay_for(aiohttp_server, world, tmp_path)
+    pushed = await push(world, tmp_path)
+    assert pushed.receipt.transport == "relay"
+    assert any(s.startswith("lan:") for s in pushed.skipped)
+    assert len(relay_files(tmp_path)) == 2
+    for path in (tmp_path / "relay").rglob("*.sealed"):
+        assert b"my.app" not in path.read_bytes()
+    [done], warnings = await pull(world.b)
+    assert done.result is not None and done.result.session_id == TOOLS, warnings
+    assert done.item.transport == "relay"
+    assert transcript(world.b.home, world.project_b, TOOLS).is_file()
+    assert relay_files(tmp_path) == []  # deleted after the import
+
+
+async def test_tampered_ciphertext_is_refused_not_imported_not_acked(
+    aiohttp_server, world, tmp_path
+):
+    await relay_for(aiohttp_server, world, tmp_path)
+    real_seal = __import__("commuter.peer.seal", fromlist=["seal_file"]).seal_file
+
+    def tampering_seal(src, dst, sender, recipients):
+        real_seal(src, dst, sender, recipients)
+        data = bytearray(dst.read_bytes())
+        data[-50] ^= 0xFF
+        dst.write_bytes(bytes(data))
+
+    import commuter.peer.seal as seal_mod
+
+    seal_mod.seal_file = tampering_seal
+    try:
+        await push(world, tmp_path, via="relay")
+    finally:
+        seal_mod.seal_file = real_seal
+    [failed], warnings = await pull(world.b)
+    assert failed.result is None and "tampered" in (failed.error or "")
+    assert any("will retry" in w for w in warnings)
+    assert not transcript(world.b.home, world.project_b, TOOLS).exists()
+    assert len(relay_files(tmp_path)) == 2  # not acknowledged
+
+
+async def test_relay_down_is_a_clear_error(world, tmp_path, unused_tcp_port):
+    for s in (world.a, world.b):
+        config.set_value(s, "relay", (f"http://127.0.0.1:{unused_tcp_port}",))
+    with pytest.raises(RelayError, match="unreachable"):
+        await push(world, tmp_path, via="relay")
+    with pytest.raises(RelayError, match="unreachable"):
+        await pull_all(context(world.b), core.ImportOptions(), "relay", warn=lambda m: None)
+    done, warnings = await pull(world.b)  # auto: warn and go on with the other transports
+    assert done == [] and any("unreachable" in w for w in warnings)
+
+
+async def test_relay_full_and_too_large_are_clear_errors(aiohttp_server, world, tmp_path):
+    await relay_for(aiohttp_server, world, tmp_path, Limits(mailbox_items=1))
+    await push(world, tmp_path, via="relay")
+    with pytest.raises(QuotaExceeded, match="full"):
+        await push(world, tmp_path, via="relay")
+    await relay_for(aiohttp_server, world, tmp_path / "small", Limits(max_bundle=1000))
+    with pytest.raises(TooLarge, match="at most"):
+        await push(world, tmp_path, via="relay")
+
+
+async def test_nothing_reachable_names_every_reason(world, tmp_path):
+    config.unset_value(world.a, "transfer-dir")
+    with pytest.raises(TransportError) as info:
+        await push(world, tmp_path)
+    text = str(info.value)
+    assert "lan:" in text and "no relay is configured" in text and "transfer-dir" in text
+
+
+async def test_auto_falls_back_to_the_folder(world, tmp_path):
+    pushed = await push(world, tmp_path)
+    assert pushed.receipt.transport == "folder"
+    [done], _ = await pull(world.b)
+    assert done.result is not None
+
+
+async def test_lan_push_when_the_peer_answers_then_pull_from_inbox(
+    aiohttp_server, world, tmp_path
+):
+    server = await aiohttp_server(make_app(world.b, BOB, Peers.load(world.b), name="bob"))
+    peers = Peers.load(world.a)
+    peers.touch_address(BOB.public_key, f"127.0.0.1:{server.port}")
+    peers.save()
+    pushed = await push(world, tmp_path)
+    assert pushed.receipt.transport == "lan" and pushed.skipped == ()
+    [item] = Inbox(world.b).pending()
+    [done], _ = await pull(world.b)
+    assert done.result is not None and done.item.transport == "lan"
+    assert done.origin.startswith("alice (")
+    assert Inbox(world.b).pending() == []
+    assert item.sealed_path.exists() is False
+
+
+async def test_explicit_lan_to_an_absent_peer_fails_fast(world, tmp_path, unused_tcp_port):
+    peers = Peers.load(world.a)
+    peers.touch_address(BOB.public_key, f"127.0.0.1:{unused_tcp_port}")
+    peers.save()
+    with pytest.raises(PeerUnreachable, match="bob"):
+        await asyncio.wait_for(push(world, tmp_path, via="lan"), 20)
+
+
+async def test_relay_transport_needs_a_configured_url(world):
+    transport = RelayTransport(context(world.a))
+    assert await transport.reachable(None) == "no relay is configured"
