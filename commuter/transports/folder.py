@@ -83,7 +83,7 @@ class FolderTransport(Transport):
 
     async def reachable(self, peer: Peer | None) -> str | None:
         if not self.configured:
-            return "no transfer-dir is configured"
+            return "no transfer-dir is configured (run `commuter config set transfer-dir DIR`)"
         parent = self.root if self.root.exists() else self.root.parent
         if not parent.is_dir():
             return f"transfer dir {self.root} does not exist (is the drive or sync folder there?)"

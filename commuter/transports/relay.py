@@ -110,7 +110,7 @@ class RelayTransport(Transport):
 
     async def reachable(self, peer: Peer | None) -> str | None:
         if self._url is None:
-            return "no relay is configured"
+            return "no relay is configured (run `commuter config set relay URL`)"
         try:
             await self.health()
         except (CommuterError, TimeoutError) as exc:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import select
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from commuter.peer import auth, seal
@@ -34,3 +40,40 @@ def signed(identity: Identity, method: str, path: str, body: bytes = b"") -> dic
 async def upload(client, sender: Identity, to: Identity, body: bytes):
     path = box(to)
     return await client.post(path, data=body, headers=signed(sender, "POST", path, body))
+
+
+STARTUP = 20.0
+
+
+class RelayProcess:
+    """`commuter relay serve` on 127.0.0.1, a free port, and `data_dir`."""
+
+    def __init__(self, data_dir: Path, env_home: Path, *extra: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
+        env["HOME"] = str(env_home)
+        env_home.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "commuter", "relay", "serve", "--host", "127.0.0.1",
+             "--port", "0", "--data-dir", str(data_dir), *extra],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.url = self._wait_url()
+
+    def _wait_url(self) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP)
+        line = self.proc.stdout.readline() if ready else ""
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        if not match:
+            self.kill()
+            raise AssertionError(f"relay did not start: {line!r}")
+        return f"http://127.0.0.1:{match.group(1)}"
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=10)

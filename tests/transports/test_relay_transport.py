@@ -161,4 +161,4 @@ async def test_explicit_lan_to_an_absent_peer_fails_fast(world, tmp_path, unused
 
 async def test_relay_transport_needs_a_configured_url(world):
     transport = RelayTransport(context(world.a))
-    assert await transport.reachable(None) == "no relay is configured"
+    assert (await transport.reachable(None) or "").startswith("no relay is configured")

@@ -1,0 +1,89 @@
+"""The relay as a real subprocess: killed mid-upload, restarted between push and pull."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from relayhelp import ALICE, BOB, RelayProcess, box, sealed_bytes, signed
+
+from commuter.peer import auth
+
+
+@pytest.fixture
+def relays():
+    started: list[RelayProcess] = []
+    yield started
+    for relay in started:
+        if relay.proc.poll() is None:
+            relay.kill()
+
+
+def files_under(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+async def test_relay_killed_mid_upload_keeps_nothing_and_the_retry_works(
+    relays, tmp_path
+):
+    data_dir = tmp_path / "relay-data"
+    relay = RelayProcess(data_dir, tmp_path / "relayhome")
+    relays.append(relay)
+    body = sealed_bytes(tmp_path, ALICE, [BOB], size=3 * 1024 * 1024)
+    path = box(BOB)
+    sent = asyncio.Event()
+
+    async def slow_body():
+        for i in range(0, len(body), 64 * 1024):
+            yield body[i : i + 64 * 1024]
+            if i >= 1024 * 1024:
+                sent.set()
+            await asyncio.sleep(0.02)
+
+    async def upload_slowly() -> None:
+        headers = signed(ALICE, "POST", path, body)
+        headers["Content-Length"] = str(len(body))
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            await http.post(relay.url + path, data=slow_body(), headers=headers)
+
+    task = asyncio.create_task(upload_slowly())
+    await asyncio.wait_for(sent.wait(), 20)
+    relay.kill()
+    with pytest.raises((aiohttp.ClientError, OSError)):
+        await asyncio.wait_for(task, 20)
+    assert not any(name.startswith("mailboxes") for name in files_under(data_dir))
+
+    relay = RelayProcess(data_dir, tmp_path / "relayhome")
+    relays.append(relay)
+    assert files_under(data_dir) == []  # the partial upload is gone after the restart
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.get(relay.url + path, headers=signed(BOB, "GET", path)) as resp:
+            assert (await resp.json())["items"] == []
+        digest = hashlib.sha256(body).hexdigest()
+        headers = auth.sign_headers(ALICE, "POST", path, digest)
+        async with http.post(relay.url + path, data=body, headers=headers) as resp:
+            assert resp.status == 201
+        async with http.get(relay.url + path, headers=signed(BOB, "GET", path)) as resp:
+            [item] = (await resp.json())["items"]
+            assert item["digest"] == digest
+    assert relay.stop() == 0
+
+
+def test_relay_serve_refuses_a_bad_ttl(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
+    env["HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "commuter", "relay", "serve", "--ttl", "soon",
+         "--data-dir", str(tmp_path / "d")],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: 'soon' is not a duration (like 3600, 90m, 72h, 7d)"]

@@ -1,0 +1,93 @@
+"""push and pull through the CLI in subprocesses: folder drops, the relay, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "transports"))
+sys.path.insert(0, str(Path(__file__).parent / "relay"))
+
+from claude_home import TOOLS, transcript
+from relayhelp import RelayProcess
+from transhelp import env_for, make_world, one_error_line, run
+
+from commuter import config
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = make_world(tmp_path)
+    return w, env_for(w.a.home), env_for(w.b.home)
+
+
+def test_push_to_the_folder_then_pull_once(world):
+    w, env_a, env_b = world
+    pushed = run(env_a, "push", cwd=w.project_a)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.strip() == f"pushed {TOOLS[:7]} to {w.shared} via folder (sealed to bob)"
+    assert pushed.stderr == ""
+    dry = run(env_b, "pull", "--dry-run", cwd=w.b.home)
+    assert dry.returncode == 0 and "would import" in dry.stdout, dry.stderr
+    assert not transcript(w.b.home, w.project_b, TOOLS).exists()
+    pulled = run(env_b, "pull", cwd=w.b.home)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "from alice (" in pulled.stdout and "via folder" in pulled.stdout
+    assert f"claude --resume {TOOLS}" in pulled.stdout
+    assert transcript(w.b.home, w.project_b, TOOLS).is_file()
+    again = run(env_b, "pull", cwd=w.b.home)
+    assert again.returncode == 0 and again.stdout.strip() == "nothing to pull"
+
+
+def test_plain_push_without_peers_warns(tmp_path):
+    w = make_world(tmp_path, pair=False)
+    env_a, env_b = env_for(w.a.home), env_for(w.b.home)
+    pushed = run(env_a, "push", cwd=w.project_a)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "NOT encrypted" in pushed.stderr and "via folder" in pushed.stdout
+    [drop] = w.shared.iterdir()
+    assert drop.suffix == ".commuter"
+    explicit = run(env_a, "push", "--plain", cwd=w.project_a)
+    assert explicit.returncode == 0 and explicit.stderr == ""
+    pulled = run(env_b, "pull", cwd=w.b.home)
+    assert pulled.returncode == 0 and "plain bundle, sender not verified" in pulled.stdout
+
+
+def test_push_through_a_relay_restarted_before_the_pull(world, tmp_path):
+    w, env_a, env_b = world
+    data_dir = tmp_path / "relay-data"
+    relay = RelayProcess(data_dir, tmp_path / "relayhome")
+    try:
+        config.set_value(w.a, "relay", (relay.url,))
+        pushed = run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a)
+        assert pushed.returncode == 0, pushed.stderr
+        assert pushed.stdout.strip() == f"pushed {TOOLS[:7]} to bob via relay"
+        assert relay.stop() == 0
+        relay = RelayProcess(data_dir, tmp_path / "relayhome")
+        config.set_value(w.b, "relay", (relay.url,))
+        pulled = run(env_b, "pull", cwd=w.b.home)
+        assert pulled.returncode == 0, pulled.stderr
+        assert "via relay" in pulled.stdout and f"claude --resume {TOOLS}" in pulled.stdout
+        assert transcript(w.b.home, w.project_b, TOOLS).is_file()
+        assert not list((data_dir / "mailboxes").rglob("*.sealed"))
+    finally:
+        relay.kill()
+
+
+def test_errors_are_one_line_and_write_nothing(world, tmp_path, unused_tcp_port):
+    w, env_a, env_b = world
+    one_error_line(run(env_a, "push", "--to", "nobody", cwd=w.project_a), "no paired peer")
+    one_error_line(run(env_a, "push", "--via", "pigeon", cwd=w.project_a),
+                   "unknown transport 'pigeon'")
+    one_error_line(run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a),
+                   "no relay is configured")
+    config.set_value(w.a, "relay", (f"http://127.0.0.1:{unused_tcp_port}",))
+    one_error_line(run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a),
+                   "unreachable")
+    one_error_line(run(env_b, "pull", "--via", "relay"), "no relay configured")
+    config.unset_value(w.a, "transfer-dir")
+    one_error_line(run(env_a, "push", cwd=w.project_a), "no transfer directory configured")
+    assert list(w.shared.iterdir()) == []
+    assert not list(w.a.staging_dir.rglob("*")) if w.a.staging_dir.exists() else True
