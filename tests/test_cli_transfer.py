@@ -91,3 +91,31 @@ def test_errors_are_one_line_and_write_nothing(world, tmp_path, unused_tcp_port)
     one_error_line(run(env_a, "push", cwd=w.project_a), "no transfer directory configured")
     assert list(w.shared.iterdir()) == []
     assert not list(w.a.staging_dir.rglob("*")) if w.a.staging_dir.exists() else True
+
+
+def test_pull_from_a_peer_fetches_its_newest_session_for_this_project(world):
+    import re
+    import select
+    import subprocess
+
+    w, env_a, env_b = world
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "commuter", "serve", "--host", "127.0.0.1", "--port", "0",
+         "--no-mdns"],
+        env={**env_a, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stdout is not None
+        ready, _, _ = select.select([serve.stdout], [], [], 20)
+        line = serve.stdout.readline() if ready else ""
+        port = re.search(r":(\d+)\s*$", line.strip())
+        assert port, line
+        pulled = run(env_b, "pull", "--from", "alice", "--address", f"127.0.0.1:{port.group(1)}",
+                     cwd=w.project_b)
+        assert pulled.returncode == 0, pulled.stderr
+        assert "from alice (" in pulled.stdout and "claude --resume" in pulled.stdout
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+    one_error_line(run(env_b, "pull", "--from", "nobody"), "no paired peer named 'nobody'")
