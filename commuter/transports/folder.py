@@ -197,7 +197,8 @@ class FolderTransport(Transport):
 
     async def ack(self, item: Incoming) -> None:
         """Remember the digest; delete the file only if it was sealed to this machine alone."""
-        self.state.mark(item.digest, item.label)
+        # Reload: `flow` may have recorded other digests since this transport read the state.
+        PullState.load(self.ctx.settings).mark(item.digest, item.label)
         found = self._found.get(item.id)
         if found is not None and found.only_me:
             found.path.unlink(missing_ok=True)
