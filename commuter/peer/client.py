@@ -8,9 +8,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from commuter.errors import (
     ERRORS_BY_CODE,
@@ -130,9 +131,17 @@ class PeerClient:
         data = await self._request("GET", "/v1/info")
         return dict(data)
 
-    async def upload(self, sealed_path: Path, progress: Progress | None = None) -> dict[str, Any]:
-        """POST a sealed bundle to the peer's inbox; returns its JSON answer."""
-        digest, size = await asyncio.to_thread(_sha256_file, sealed_path)
+    async def upload(
+        self, sealed_path: Path, progress: Progress | None = None, *,
+        sha256: tuple[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """POST a sealed bundle to the peer's inbox; returns its JSON answer.
+
+        `sha256` = (hex digest, size) of the file if the caller already knows them.
+        """
+        if sha256 is None:
+            sha256 = await asyncio.to_thread(_sha256_file, sealed_path)
+        digest, size = sha256
         data = await self._request(
             "POST", "/v1/bundles", body=_chunks(sealed_path, progress), digest=digest, length=size
         )
@@ -164,6 +173,49 @@ async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]
             if progress is not None:
                 progress(len(chunk))
             yield chunk
+
+
+class _HashingWriter:
+    """Writes to `fh` and hashes what passes, on a second thread: hashing chunk n overlaps
+    sealing chunk n+1 (hashlib and libsodium both release the GIL)."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._hasher = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="commuter-hash")
+        self._pending: Future[None] | None = None
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self._hasher.update, data)
+        self.size += len(data)
+        return self._fh.write(data)
+
+    def hexdigest(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+        return self._hasher.hexdigest()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _seal_and_hash(src: Path, dst: Path, identity: Identity, to: bytes) -> tuple[str, int]:
+    """Seal `src` to `to` into the temp file `dst` and hash the result in the same pass.
+
+    No fsync and no second read: the file only lives until the upload ends.
+    """
+    from commuter.peer.seal import seal_stream
+
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        writer = _HashingWriter(fout)
+        try:
+            seal_stream(fin, cast(BinaryIO, writer), identity, [to])
+            return writer.hexdigest(), writer.size
+        finally:
+            writer.close()
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:
@@ -205,16 +257,16 @@ async def send_file(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Seal a plain bundle to `peer` and upload it; remember the address on success."""
-    from commuter.peer.seal import seal_file
-
     settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, name = tempfile.mkstemp(prefix=".send-", suffix=".sealed.tmp", dir=settings.staging_dir)
     os.close(fd)
     sealed = Path(name)
     try:
-        await asyncio.to_thread(seal_file, bundle, sealed, identity, [peer.public_key])
+        sha256 = await asyncio.to_thread(
+            _seal_and_hash, bundle, sealed, identity, peer.public_key
+        )
         async with PeerClient(settings, identity, peer, address) as client:
-            answer = await client.upload(sealed, progress)
+            answer = await client.upload(sealed, progress, sha256=sha256)
     finally:
         await asyncio.to_thread(sealed.unlink, True)
     _remember(settings, peer, address)

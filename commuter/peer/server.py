@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from aiohttp import web
 
@@ -146,23 +146,17 @@ async def handle_bundle(request: web.Request) -> web.Response:
         raise TooLarge(f"bundle is larger than this machine accepts ({st.max_body} bytes)")
     inbox = Inbox(st.settings)
     tmp = inbox.temp_path()
-    plain: Path | None = None
     try:
         digest = await _receive_body(request, tmp, st.max_body)
         auth.verify_headers(request.headers, "POST", request.raw_path, digest, st.nonces)
-        plain = tmp.with_name(tmp.name + ".plain")
-        from commuter.peer.seal import open_file
-
         sender = await asyncio.to_thread(
-            open_file, tmp, plain, st.identity, is_trusted=st.peers.is_trusted
+            _verify_sealed, tmp, st.identity, st.peers.is_trusted
         )
         if sender != peer.public_key:
             raise BadSignature("bundle is sealed by another key than the request's signer")
         item = inbox.add(tmp, peer, digest)
     finally:
         tmp.unlink(missing_ok=True)
-        if plain is not None:
-            plain.unlink(missing_ok=True)
     st.log(f"received {item.id} from {peer.name} ({item.size} bytes)")
     status = "stored"
     if st.on_received is not None:
@@ -171,19 +165,55 @@ async def handle_bundle(request: web.Request) -> web.Response:
     return web.json_response({"status": status, "id": item.id, "digest": digest})
 
 
+class _Discard:
+    """A write-only sink: what `seal` decrypts while verifying is not kept."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def _verify_sealed(path: Path, me: Identity, is_trusted: Callable[[bytes], bool]) -> bytes:
+    """What `seal.open_file` checks (signed header, trusted sender, key box, every chunk and
+    the end), without writing or fsyncing the plaintext; returns the sender's key."""
+    from commuter.peer import seal
+
+    with path.open("rb") as fin:
+        header = seal._read_header(fin)
+        if not is_trusted(header.sender):
+            raise NotPaired(f"sealed bundle from unpaired device {header.sender_device_id}")
+        file_key = seal._unbox(header, me)
+        seal._decrypt(fin, cast(BinaryIO, _Discard()), header, file_key)
+    return header.sender
+
+
 async def _receive_body(request: web.Request, dst: Path, limit: int) -> str:
+    """Stream the body to `dst`, hashing it; hashing and writing chunk n run on a thread
+    while chunk n+1 is read from the socket."""
     hasher = hashlib.sha256()
     size = 0
+
+    def consume(fh: BinaryIO, chunk: bytes) -> None:
+        hasher.update(chunk)
+        fh.write(chunk)
+
     with dst.open("wb") as fh:
-        while True:
-            chunk = await request.content.read(READ_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"bundle is larger than this machine accepts ({limit} bytes)")
-            hasher.update(chunk)
-            fh.write(chunk)
+        pending: asyncio.Future[None] | None = None
+        try:
+            while True:
+                chunk = await request.content.read(READ_CHUNK)
+                if pending is not None:
+                    await pending
+                    pending = None
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"bundle is larger than this machine accepts ({limit} bytes)")
+                pending = asyncio.ensure_future(asyncio.to_thread(consume, fh, chunk))
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
     return hasher.hexdigest()
 
 
