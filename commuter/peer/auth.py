@@ -23,6 +23,16 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW = 300.0
 
 
+def sealed_body_digest(header_digest: bytes) -> str:
+    """The digest a request signs when its body is a sealed bundle: the seal's signed header.
+
+    The rest of the body is bound to that header by the seal itself (authenticated chunks,
+    the first one keyed to the header's hash, the last one tagged final), so the receiver
+    can check the request before the body arrives and verify the body as it streams in.
+    """
+    return "seal-sha256:" + header_digest.hex()
+
+
 def _message(method: str, path_qs: str, digest: str, stamp: str, nonce: str) -> bytes:
     return "\n".join(("v1", method.upper(), path_qs, digest, stamp, nonce)).encode()
 

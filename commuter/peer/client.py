@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from commuter.errors import (
     ERRORS_BY_CODE,
@@ -27,6 +24,7 @@ from commuter.peer import auth, pairing
 from commuter.peer.discovery import format_address
 from commuter.peer.identity import Identity
 from commuter.peer.peers import Peer, Peers
+from commuter.peer.seal import Sealer, read_header, sealed_chunks, sealed_size
 from commuter.settings import Settings
 
 CHUNK = 1 << 20
@@ -131,19 +129,27 @@ class PeerClient:
         data = await self._request("GET", "/v1/info")
         return dict(data)
 
-    async def upload(
-        self, sealed_path: Path, progress: Progress | None = None, *,
-        sha256: tuple[str, int] | None = None,
-    ) -> dict[str, Any]:
-        """POST a sealed bundle to the peer's inbox; returns its JSON answer.
-
-        `sha256` = (hex digest, size) of the file if the caller already knows them.
-        """
-        if sha256 is None:
-            sha256 = await asyncio.to_thread(_sha256_file, sealed_path)
-        digest, size = sha256
+    async def upload(self, sealed_path: Path, progress: Progress | None = None) -> dict[str, Any]:
+        """POST an already sealed file to the peer's inbox; returns its JSON answer."""
+        header = await asyncio.to_thread(read_header, sealed_path)
+        size = (await asyncio.to_thread(sealed_path.stat)).st_size
         data = await self._request(
-            "POST", "/v1/bundles", body=_chunks(sealed_path, progress), digest=digest, length=size
+            "POST", "/v1/bundles", body=_chunks(sealed_path, progress),
+            digest=auth.sealed_body_digest(header.digest), length=size,
+        )
+        return dict(data)
+
+    async def upload_sealing(
+        self, plain_path: Path, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Seal a plain bundle to the peer while uploading it: no temp file, and sealing
+        chunk n+1 (on a thread) overlaps sending chunk n."""
+        sealer = Sealer(self.identity, [self.peer.public_key])
+        size = (await asyncio.to_thread(plain_path.stat)).st_size
+        data = await self._request(
+            "POST", "/v1/bundles", body=sealed_chunks(plain_path, sealer, progress),
+            digest=auth.sealed_body_digest(sealer.digest),
+            length=sealed_size(size, len(sealer.prefix)),
         )
         return dict(data)
 
@@ -175,59 +181,6 @@ async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]
             yield chunk
 
 
-class _HashingWriter:
-    """Writes to `fh` and hashes what passes, on a second thread: hashing chunk n overlaps
-    sealing chunk n+1 (hashlib and libsodium both release the GIL)."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._fh = fh
-        self._hasher = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="commuter-hash")
-        self._pending: Future[None] | None = None
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = self._pool.submit(self._hasher.update, data)
-        self.size += len(data)
-        return self._fh.write(data)
-
-    def hexdigest(self) -> str:
-        if self._pending is not None:
-            self._pending.result()
-        return self._hasher.hexdigest()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-def _seal_and_hash(src: Path, dst: Path, identity: Identity, to: bytes) -> tuple[str, int]:
-    """Seal `src` to `to` into the temp file `dst` and hash the result in the same pass.
-
-    No fsync and no second read: the file only lives until the upload ends.
-    """
-    from commuter.peer.seal import seal_stream
-
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        writer = _HashingWriter(fout)
-        try:
-            seal_stream(fin, cast(BinaryIO, writer), identity, [to])
-            return writer.hexdigest(), writer.size
-        finally:
-            writer.close()
-
-
-def _sha256_file(path: Path) -> tuple[str, int]:
-    hasher = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return hasher.hexdigest(), size
-
-
 async def find_address(settings: Settings, peer: Peer, explicit: str | None = None) -> str:
     """Where to reach a peer: --address, else mDNS (its device id), else its last address."""
     if explicit:
@@ -256,19 +209,9 @@ async def send_file(
     address: str,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Seal a plain bundle to `peer` and upload it; remember the address on success."""
-    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, name = tempfile.mkstemp(prefix=".send-", suffix=".sealed.tmp", dir=settings.staging_dir)
-    os.close(fd)
-    sealed = Path(name)
-    try:
-        sha256 = await asyncio.to_thread(
-            _seal_and_hash, bundle, sealed, identity, peer.public_key
-        )
-        async with PeerClient(settings, identity, peer, address) as client:
-            answer = await client.upload(sealed, progress, sha256=sha256)
-    finally:
-        await asyncio.to_thread(sealed.unlink, True)
+    """Seal a plain bundle to `peer` while uploading it; remember the address on success."""
+    async with PeerClient(settings, identity, peer, address) as client:
+        answer = await client.upload_sealing(bundle, progress)
     _remember(settings, peer, address)
     return answer
 

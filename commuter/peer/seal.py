@@ -1,20 +1,25 @@
 """Sealed bundles: a file encrypted end to end to paired recipients, signed by its sender.
 
 Layout: MAGIC, a 4-byte big-endian header length, a JSON header, the sender's Ed25519
-signature of everything before it, then secretstream (XChaCha20-Poly1305) chunks, each
-prefixed by its 4-byte length, the last one tagged FINAL. The header names the sender's
-key and, per recipient, the random file key boxed with crypto_box(sender X25519 secret,
-recipient X25519 public), so only a recipient can read it and only the sender made it.
-The first chunk carries the header's hash as associated data, binding stream to header.
+signature of everything before it, then frames: a 4-byte big-endian lead (the length, with
+the top bit set on the last frame) and one chunk (at most CHUNK bytes) encrypted with
+AEGIS-256 (libsodium) under a random file key. The header names
+the sender's key and, per recipient, the file key boxed with crypto_box(sender X25519
+secret, recipient X25519 public), so only a recipient can read it and only the sender made
+it. Chunk i uses nonce i and the associated data sha256(signed header) + a final flag
+(the STREAM construction): chunks cannot be reordered, dropped, cut short, or moved to
+another seal without failing authentication.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,13 +39,22 @@ from commuter.peer.identity import (
     verify_signature,
 )
 
-MAGIC = b"CMTRSEAL1\n"
+MAGIC = b"CMTRSEAL2\n"
+VERSION = 2
+CIPHER = "aegis256"
 CHUNK = 1 << 20
 MAX_HEADER = 1 << 20
 MAX_RECIPIENTS = 64
-_ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
-_TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
-_TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+_ABYTES = sodium.crypto_aead_aegis256_ABYTES
+_KEYBYTES = sodium.crypto_aead_aegis256_KEYBYTES
+_NPUBBYTES = sodium.crypto_aead_aegis256_NPUBBYTES
+FRAME_OVERHEAD = 4 + _ABYTES  # a frame's length prefix and its authentication tag
+_LAST, _MORE = b"\x01", b"\x00"
+_FINAL_BIT = 1 << 31
+
+
+def _nonce(index: int) -> bytes:
+    return index.to_bytes(_NPUBBYTES, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +65,6 @@ class SealHeader:
     recipients: tuple[str, ...]
     created_at: str
     boxes: tuple[bytes, ...]
-    stream_header: bytes
     digest: bytes
 
     @property
@@ -78,49 +91,132 @@ def seal_stream(
     fin: BinaryIO, fout: BinaryIO, sender: Identity, recipients: Sequence[bytes]
 ) -> None:
     """Encrypt a stream to the recipients, in chunks: memory stays flat."""
-    if not recipients:
-        raise ValueError("at least one recipient is needed")
-    if len(recipients) > MAX_RECIPIENTS:
-        raise ValueError("too many recipients")
-    file_key = nacl.utils.random(sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES)
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    stream_header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, file_key)
-    unique = list(dict.fromkeys(bytes(r) for r in recipients))
-    header = {
-        "v": 1,
-        "sender": _b64(sender.public_key),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "recipients": [
-            {
-                "id": device_id_for(r),
-                "box": _b64(
-                    bytes(Box(sender.box_private_key, box_public_key(r)).encrypt(file_key))
-                ),
-            }
-            for r in unique
-        ],
-        "stream": _b64(stream_header),
-    }
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    prefix = MAGIC + struct.pack(">I", len(raw)) + raw
-    fout.write(prefix + sender.sign(prefix))
-    ad: bytes | None = hashlib.sha256(prefix).digest()
-    chunk = fin.read(CHUNK)
-    while True:
-        following = fin.read(CHUNK) if chunk else b""
-        tag = _TAG_FINAL if not following else _TAG_MESSAGE
-        out = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag)
-        fout.write(struct.pack(">I", len(out)) + out)
-        ad = None
-        if tag == _TAG_FINAL:
-            return
-        chunk = following
+    sealer = Sealer(sender, recipients)
+    fout.write(sealer.prefix)
+    for frame in sealer.frames(fin):
+        fout.write(frame)
+
+
+def sealed_size(plain_size: int, prefix_size: int) -> int:
+    """The exact size of a sealed file: its prefix plus every framed chunk."""
+    chunks = max(1, -(-plain_size // CHUNK))
+    return prefix_size + plain_size + chunks * FRAME_OVERHEAD
+
+
+class Sealer:
+    """Seals one stream: `prefix` (the signed header) goes first, then `frames(fin)`.
+
+    `digest` (sha256 of the header) is what the first chunk is bound to; a signed request
+    that carries a sealed body signs this digest instead of hashing the whole body.
+    """
+
+    def __init__(self, sender: Identity, recipients: Sequence[bytes]) -> None:
+        if not recipients:
+            raise ValueError("at least one recipient is needed")
+        if len(recipients) > MAX_RECIPIENTS:
+            raise ValueError("too many recipients")
+        self._key = file_key = nacl.utils.random(_KEYBYTES)
+        unique = list(dict.fromkeys(bytes(r) for r in recipients))
+        header = {
+            "v": VERSION,
+            "cipher": CIPHER,
+            "sender": _b64(sender.public_key),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "recipients": [
+                {
+                    "id": device_id_for(r),
+                    "box": _b64(
+                        bytes(Box(sender.box_private_key, box_public_key(r)).encrypt(file_key))
+                    ),
+                }
+                for r in unique
+            ],
+        }
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        signed = MAGIC + struct.pack(">I", len(raw)) + raw
+        self.prefix = signed + sender.sign(signed)
+        self.digest = hashlib.sha256(signed).digest()
+        self._index = 0
+
+    def push(self, chunk: bytes, final: bool) -> bytes:
+        """One framed, encrypted chunk (at most CHUNK bytes in); the last one is `final`."""
+        ad = self.digest + (_LAST if final else _MORE)
+        out = sodium.crypto_aead_aegis256_encrypt(chunk, ad, _nonce(self._index), self._key)
+        self._index += 1
+        return struct.pack(">I", len(out) | (_FINAL_BIT if final else 0)) + out
+
+    def frames(self, fin: BinaryIO) -> Iterator[bytes]:
+        """Every framed chunk of `fin`, the last one tagged FINAL (one, empty, if `fin` is)."""
+        chunk = fin.read(CHUNK)
+        while True:
+            following = fin.read(CHUNK) if chunk else b""
+            yield self.push(chunk, not following)
+            if not following:
+                return
+            chunk = following
+
+
+async def sealed_chunks(
+    path: Path, sealer: Sealer, progress: Callable[[int], None] | None = None
+) -> AsyncIterator[bytes]:
+    """The sealed form of the file at `path`, for an HTTP body: sealing chunk n+1 runs on a
+    thread while chunk n is sent. `progress` gets each chunk's plaintext size."""
+    yield sealer.prefix
+    with path.open("rb") as fh:
+        frames = sealer.frames(fh)
+        job = asyncio.ensure_future(asyncio.to_thread(next, frames, None))
+        try:
+            while (frame := await job) is not None:
+                job = asyncio.ensure_future(asyncio.to_thread(next, frames, None))
+                if progress is not None:
+                    progress(len(frame) - FRAME_OVERHEAD)
+                yield frame
+        finally:
+            if not job.done():  # the upload failed: let the thread finish before closing fh
+                with contextlib.suppress(Exception):
+                    await job
+
+
+class Opener:
+    """Verifies and decrypts one sealed stream, frame by frame, for one recipient."""
+
+    def __init__(self, header: SealHeader, me: Identity) -> None:
+        self.header = header
+        self._key = _unbox(header, me)
+        if len(self._key) != _KEYBYTES:
+            raise BundleError("sealed bundle key is malformed")
+        self._index = 0
+        self.done = False
+
+    @staticmethod
+    def frame_size(lead: bytes) -> int:
+        """The length of the frame a 4-byte lead announces; BundleError if impossible."""
+        if len(lead) != 4:
+            raise BundleError("sealed bundle is truncated")
+        size: int = struct.unpack(">I", lead)[0] & ~_FINAL_BIT
+        if size < _ABYTES or size > CHUNK + _ABYTES:
+            raise BundleError("sealed bundle is corrupt (bad chunk size)")
+        return size
+
+    def pull(self, lead: bytes, frame: bytes) -> bytes:
+        """Authenticate and decrypt one frame (its lead, then the rest)."""
+        if self.done:
+            raise BundleError("sealed bundle has trailing data after its end")
+        final = bool(lead[0] & 0x80)
+        ad = self.header.digest + (_LAST if final else _MORE)
+        try:
+            plain = sodium.crypto_aead_aegis256_decrypt(frame, ad, _nonce(self._index), self._key)
+        except (CryptoError, ValueError, TypeError) as exc:
+            raise BundleError("sealed bundle failed authentication (tampered or corrupt)") from exc
+        self._index += 1
+        self.done = final
+        return bytes(plain)
 
 
 def read_header(path: Path) -> SealHeader:
     """Parse and verify the signed header of a sealed file (no key needed)."""
     with path.open("rb") as fh:
-        return _read_header(fh)
+        return read_header_from(fh)
 
 
 def open_file(
@@ -132,42 +228,68 @@ def open_file(
 ) -> bytes:
     """Decrypt `src` into `dst` (only on full success); return the sender's public key."""
     with src.open("rb") as fin:
-        header = _read_header(fin)
-        if is_trusted is not None and not is_trusted(header.sender):
-            raise NotPaired(f"sealed bundle from unpaired device {header.sender_device_id}")
-        file_key = _unbox(header, me)
+        opener = _opener(fin, me, is_trusted)
         with atomic_writer(dst, 0o600) as fout:
-            _decrypt(fin, fout, header, file_key)
-    return header.sender
+            _decrypt(fin, fout, opener)
+    return opener.header.sender
 
 
-def _read_header(fh: BinaryIO) -> SealHeader:
-    magic = fh.read(len(MAGIC))
-    if magic != MAGIC:
+def verify_file(src: Path, me: Identity, *, is_trusted: Callable[[bytes], bool]) -> bytes:
+    """Every check `open_file` makes, writing nothing; return the sender's public key."""
+    with src.open("rb") as fin:
+        opener = _opener(fin, me, is_trusted)
+        _decrypt(fin, None, opener)
+    return opener.header.sender
+
+
+def _opener(
+    fin: BinaryIO, me: Identity, is_trusted: Callable[[bytes], bool] | None
+) -> Opener:
+    header = read_header_from(fin)
+    if is_trusted is not None and not is_trusted(header.sender):
+        raise NotPaired(f"sealed bundle from unpaired device {header.sender_device_id}")
+    return Opener(header, me)
+
+
+def header_size(lead: bytes) -> int:
+    """The JSON header's length from the first len(MAGIC) + 4 bytes of a sealed stream."""
+    if lead[: len(MAGIC)] != MAGIC:
         raise BundleError("not a sealed commuter bundle")
-    size_raw = fh.read(4)
-    if len(size_raw) != 4:
+    if len(lead) != len(MAGIC) + 4:
         raise BundleError("sealed bundle is truncated")
-    (size,) = struct.unpack(">I", size_raw)
+    size: int = struct.unpack(">I", lead[len(MAGIC) :])[0]
     if size > MAX_HEADER:
         raise BundleError("sealed bundle header is too large")
-    raw = fh.read(size)
-    signature = fh.read(64)
+    return size
+
+
+def read_header_from(fh: BinaryIO) -> SealHeader:
+    """Read and verify the signed header at the start of an open sealed stream."""
+    lead = fh.read(len(MAGIC) + 4)
+    size = header_size(lead)
+    return parse_header(lead, fh.read(size + 64))
+
+
+def parse_header(lead: bytes, rest: bytes) -> SealHeader:
+    """Verify a header from its lead (`header_size`) and the header JSON + signature."""
+    size = header_size(lead)
+    raw, signature = rest[:size], rest[size:]
     if len(raw) != size or len(signature) != 64:
         raise BundleError("sealed bundle is truncated")
     try:
         data = json.loads(raw)
         sender = base64.b64decode(data["sender"], validate=True)
         entries = data["recipients"]
-        if data.get("v") != 1 or len(sender) != 32 or not isinstance(entries, list):
+        if data.get("v") != VERSION or data.get("cipher") != CIPHER:
+            raise ValueError("unknown seal version")
+        if len(sender) != 32 or not isinstance(entries, list):
             raise ValueError("bad header")
         recipients = tuple(str(e["id"]) for e in entries)
         boxes = tuple(base64.b64decode(e["box"], validate=True) for e in entries)
-        stream_header = base64.b64decode(data["stream"], validate=True)
         created_at = str(data.get("created_at", ""))
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError("sealed bundle header is malformed") from exc
-    prefix = MAGIC + size_raw + raw
+    prefix = lead + raw
     try:
         verify_signature(sender, prefix, signature)
     except BadSignature as exc:
@@ -177,7 +299,6 @@ def _read_header(fh: BinaryIO) -> SealHeader:
         recipients=recipients,
         created_at=created_at,
         boxes=boxes,
-        stream_header=stream_header,
         digest=hashlib.sha256(prefix).digest(),
     )
 
@@ -194,35 +315,18 @@ def _unbox(header: SealHeader, me: Identity) -> bytes:
         raise BundleError("sealed bundle key cannot be opened (tampered?)") from exc
 
 
-def _decrypt(fin: BinaryIO, fout: BinaryIO, header: SealHeader, file_key: bytes) -> None:
-    state = sodium.crypto_secretstream_xchacha20poly1305_state()
-    try:
-        sodium.crypto_secretstream_xchacha20poly1305_init_pull(
-            state, header.stream_header, file_key
-        )
-    except (CryptoError, ValueError, TypeError) as exc:
-        raise BundleError("sealed bundle stream header is invalid") from exc
-    ad: bytes | None = header.digest
-    while True:
-        size_raw = fin.read(4)
-        if len(size_raw) != 4:
+def _decrypt(fin: BinaryIO, fout: BinaryIO | None, opener: Opener) -> None:
+    while not opener.done:
+        lead = fin.read(4)
+        size = Opener.frame_size(lead)
+        frame = fin.read(size)
+        if len(frame) != size:
             raise BundleError("sealed bundle is truncated")
-        (size,) = struct.unpack(">I", size_raw)
-        if size < _ABYTES or size > CHUNK + _ABYTES:
-            raise BundleError("sealed bundle is corrupt (bad chunk size)")
-        chunk = fin.read(size)
-        if len(chunk) != size:
-            raise BundleError("sealed bundle is truncated")
-        try:
-            plain, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, chunk, ad)
-        except (CryptoError, ValueError, TypeError) as exc:
-            raise BundleError("sealed bundle failed authentication (tampered or corrupt)") from exc
-        ad = None
-        fout.write(plain)
-        if tag == _TAG_FINAL:
-            if fin.read(1):
-                raise BundleError("sealed bundle has trailing data after its end")
-            return
+        plain = opener.pull(lead, frame)
+        if fout is not None:
+            fout.write(plain)
+    if fin.read(1):
+        raise BundleError("sealed bundle has trailing data after its end")
 
 
 def _b64(data: bytes) -> str:

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from aiohttp import web
 
 from commuter import core
 from commuter.errors import (
     BadSignature,
+    BundleError,
     CommuterError,
     NotPaired,
     PairingFailed,
     TooLarge,
 )
-from commuter.peer import auth, pairing
+from commuter.peer import auth, pairing, seal
 from commuter.peer.identity import Identity
 from commuter.peer.inbox import Inbox, InboxItem
 from commuter.peer.peers import Peer, Peers
@@ -139,7 +139,7 @@ async def _verified_get(request: web.Request) -> Peer:
 
 
 async def handle_bundle(request: web.Request) -> web.Response:
-    """Paired senders only: a sealed bundle for this machine, streamed to the inbox."""
+    """Paired senders only: a sealed bundle for this machine, verified as it streams in."""
     st = request.app[STATE]
     peer = _paired_sender(st, request)
     if request.content_length is not None and request.content_length > st.max_body:
@@ -147,14 +147,8 @@ async def handle_bundle(request: web.Request) -> web.Response:
     inbox = Inbox(st.settings)
     tmp = inbox.temp_path()
     try:
-        digest = await _receive_body(request, tmp, st.max_body)
-        auth.verify_headers(request.headers, "POST", request.raw_path, digest, st.nonces)
-        sender = await asyncio.to_thread(
-            _verify_sealed, tmp, st.identity, st.peers.is_trusted
-        )
-        if sender != peer.public_key:
-            raise BadSignature("bundle is sealed by another key than the request's signer")
-        item = inbox.add(tmp, peer, digest)
+        header = await _receive_sealed(request, tmp, st, peer)
+        item = inbox.add(tmp, peer, header.digest.hex())
     finally:
         tmp.unlink(missing_ok=True)
     st.log(f"received {item.id} from {peer.name} ({item.size} bytes)")
@@ -162,59 +156,111 @@ async def handle_bundle(request: web.Request) -> web.Response:
     if st.on_received is not None:
         await st.on_received(item, peer)
         status = "handled"
-    return web.json_response({"status": status, "id": item.id, "digest": digest})
+    return web.json_response({"status": status, "id": item.id, "digest": item.digest})
 
 
-class _Discard:
-    """A write-only sink: what `seal` decrypts while verifying is not kept."""
+class _Body:
+    """Exact reads from a request body, capped at `limit` bytes in all.
 
-    def write(self, data: bytes) -> int:
-        return len(data)
+    Takes whatever blocks the socket delivered and joins just enough of them (one copy):
+    aiohttp's `readexactly` and a bytearray buffer both cost several copies per byte.
+    """
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self._content = request.content
+        self._limit = limit
+        self._seen = 0
+        self._rest = b""
+
+    async def exactly(self, n: int) -> bytes:
+        """`n` bytes; BundleError if the body ends first, TooLarge past the cap."""
+        got = await self._read(n)
+        if len(got) != n:
+            raise BundleError("sealed bundle is truncated")
+        return got
+
+    async def frame_lead(self) -> bytes | None:
+        """A frame's 4-byte length prefix, or None if the body ended cleanly before it."""
+        got = await self._read(4)
+        if not got:
+            return None
+        if len(got) != 4:
+            raise BundleError("sealed bundle is truncated")
+        return got
+
+    async def _read(self, n: int) -> bytes:
+        self._seen += n
+        if self._seen > self._limit:
+            raise TooLarge(f"bundle is larger than this machine accepts ({self._limit} bytes)")
+        blocks, have = [self._rest], len(self._rest)
+        while have < n:
+            block = await self._content.readany()
+            if not block:
+                break
+            blocks.append(block)
+            have += len(block)
+        last = blocks[-1]
+        keep = max(0, have - n)  # what of the last block belongs to the next read
+        self._rest = last[len(last) - keep :] if keep else b""
+        if keep:
+            blocks[-1] = last[: len(last) - keep]
+        return blocks[0] if len(blocks) == 1 else b"".join(blocks)
 
 
-def _verify_sealed(path: Path, me: Identity, is_trusted: Callable[[bytes], bool]) -> bytes:
-    """What `seal.open_file` checks (signed header, trusted sender, key box, every chunk and
-    the end), without writing or fsyncing the plaintext; returns the sender's key."""
-    from commuter.peer import seal
+async def _receive_sealed(
+    request: web.Request, dst: Path, st: ServerState, peer: Peer
+) -> seal.SealHeader:
+    """Check the request against the seal's signed header, then stream every frame to `dst`
+    while a thread authenticates the previous one; returns the verified seal header.
 
-    with path.open("rb") as fin:
-        header = seal._read_header(fin)
-        if not is_trusted(header.sender):
-            raise NotPaired(f"sealed bundle from unpaired device {header.sender_device_id}")
-        file_key = seal._unbox(header, me)
-        seal._decrypt(fin, cast(BinaryIO, _Discard()), header, file_key)
-    return header.sender
+    Nothing here trusts the body before its check: the header signature and the request
+    signature come first, each frame is authenticated, the end must be the FINAL frame.
+    """
+    body = _Body(request, st.max_body)
+    start = await body.exactly(len(seal.MAGIC) + 4)
+    rest = await body.exactly(seal.header_size(start) + 64)
+    header = seal.parse_header(start, rest)
+    auth.verify_headers(
+        request.headers, "POST", request.raw_path, auth.sealed_body_digest(header.digest),
+        st.nonces,
+    )
+    if header.sender != peer.public_key:
+        raise BadSignature("bundle is sealed by another key than the request's signer")
+    opener = seal.Opener(header, st.identity)
 
-
-async def _receive_body(request: web.Request, dst: Path, limit: int) -> str:
-    """Stream the body to `dst`, hashing it; hashing and writing chunk n run on a thread
-    while chunk n+1 is read from the socket."""
-    hasher = hashlib.sha256()
-    size = 0
-
-    def consume(fh: BinaryIO, chunk: bytes) -> None:
-        hasher.update(chunk)
-        fh.write(chunk)
 
     with dst.open("wb") as fh:
-        pending: asyncio.Future[None] | None = None
+        fh.write(start + rest)
+        pending: asyncio.Future[bytes] | None = None
         try:
             while True:
-                chunk = await request.content.read(READ_CHUNK)
+                try:
+                    lead = await body.frame_lead()
+                    if lead is None:
+                        break
+                    frame = await body.exactly(seal.Opener.frame_size(lead))
+                except BundleError:
+                    if pending is not None:
+                        await pending  # an earlier frame's error explains this one best
+                        pending = None
+                    if opener.done:
+                        raise BundleError("sealed bundle has trailing data after its end") from None
+                    raise
                 if pending is not None:
                     await pending
-                    pending = None
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge(f"bundle is larger than this machine accepts ({limit} bytes)")
-                pending = asyncio.ensure_future(asyncio.to_thread(consume, fh, chunk))
+                pending = asyncio.ensure_future(asyncio.to_thread(opener.pull, lead, frame))
+                fh.write(lead)
+                fh.write(frame)
+            if pending is not None:
+                await pending
+                pending = None
         finally:
             if pending is not None:
                 with contextlib.suppress(Exception):
                     await pending
-    return hasher.hexdigest()
+    if not opener.done:
+        raise BundleError("sealed bundle is truncated")
+    return header
 
 
 async def handle_sessions(request: web.Request) -> web.Response:
@@ -239,32 +285,31 @@ async def handle_sessions(request: web.Request) -> web.Response:
 
 
 async def handle_session_bundle(request: web.Request) -> web.StreamResponse:
-    """Paired only: export one session, seal it to the requester, stream it back."""
+    """Paired only: export one session and stream it back sealed to the requester."""
     st = request.app[STATE]
     peer = await _verified_get(request)
     session_id = request.match_info["session_id"]
     st.settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_hex(8)
-    plain = st.settings.staging_dir / f".export-{token}.tmp"
-    sealed = st.settings.staging_dir / f".export-{token}.sealed.tmp"
+    plain = st.settings.staging_dir / f".export-{secrets.token_hex(8)}.tmp"
     try:
-        await asyncio.to_thread(_export_sealed, st, session_id, plain, sealed, peer)
-        response = web.FileResponse(sealed, headers={"Content-Type": "application/octet-stream"})
+        await asyncio.to_thread(_export_plain, st, session_id, plain)
+        sealer = seal.Sealer(st.identity, [peer.public_key])
+        size = (await asyncio.to_thread(plain.stat)).st_size
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = seal.sealed_size(size, len(sealer.prefix))
         await response.prepare(request)
+        async for chunk in seal.sealed_chunks(plain, sealer):
+            await response.write(chunk)
         await response.write_eof()
     finally:
         plain.unlink(missing_ok=True)
-        sealed.unlink(missing_ok=True)
     st.log(f"sent session {session_id} to {peer.name}")
     return response
 
 
-def _export_sealed(st: ServerState, session_id: str, plain: Path, sealed: Path, to: Peer) -> None:
-    from commuter.peer.seal import seal_file
-
+def _export_plain(st: ServerState, session_id: str, plain: Path) -> None:
     with plain.open("wb") as fh:
         core.export_to(st.settings, fh, session=session_id)
-    seal_file(plain, sealed, st.identity, [to.public_key])
 
 
 # The pairing listener: one invite, one attempt.

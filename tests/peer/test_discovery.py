@@ -21,7 +21,9 @@ async def test_resolve_matches_device_id_only(tmp_path):
         )
         # Same name, other key: never matched.
         assert await discovery.resolve(settings, Peer.new("office", BOB.public_key), 0.5) is None
-        seen = await discovery.browse(settings, discovery.SERVICE, 1.0)
+        seen = await discovery.browse(
+            settings, discovery.SERVICE, 5.0, stop_when=lambda s: s.device_id == ALICE.device_id
+        )
         assert [(s.name, s.device_id) for s in seen] == [("office", ALICE.device_id)]
 
 

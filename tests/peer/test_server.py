@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
-from peerhelp import ALICE, BOB, EVE, inbox_files, machine, sealed_payload, trust
+from peerhelp import (
+    ALICE,
+    BOB,
+    EVE,
+    inbox_files,
+    machine,
+    sealed_payload,
+    signed_upload,
+    trust,
+)
 
-from commuter.peer import auth
+from commuter.peer import auth, seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peers
 from commuter.peer.server import make_app
@@ -25,8 +33,11 @@ async def client(aiohttp_client, bob_settings):
     return await aiohttp_client(make_app(bob_settings, BOB, peers, name="bob", max_body=64_000))
 
 
-def _signed(identity, data: bytes, path: str = "/v1/bundles", method: str = "POST"):
-    return auth.sign_headers(identity, method, path, hashlib.sha256(data).hexdigest())
+@pytest.fixture
+async def roomy(aiohttp_client, bob_settings):
+    """A receiver that takes bundles of several sealed chunks."""
+    peers = trust(bob_settings, "alice", ALICE)
+    return await aiohttp_client(make_app(bob_settings, BOB, peers, name="bob"))
 
 
 async def test_info_is_public(client):
@@ -38,14 +49,14 @@ async def test_info_is_public(client):
 async def test_paired_sender_lands_in_the_inbox(client, bob_settings, tmp_path):
     sealed = sealed_payload(tmp_path, ALICE, BOB)
     data = sealed.read_bytes()
-    resp = await client.post("/v1/bundles", data=data, headers=_signed(ALICE, data))
+    resp = await client.post("/v1/bundles", data=data, headers=signed_upload(ALICE, data))
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert body["status"] == "stored"
     [item] = Inbox(bob_settings).pending()
     assert item.id == body["id"]
     assert item.sender_name == "alice" and item.sender_key == ALICE.public_key
-    assert item.digest == hashlib.sha256(data).hexdigest()
+    assert item.digest == seal.read_header(sealed).digest.hex()
     assert item.sealed_path.read_bytes() == data
     out = Inbox(bob_settings).open(item, BOB, Peers.load(bob_settings), tmp_path / "out")
     plain = Path(str(sealed).removesuffix(".sealed"))
@@ -63,7 +74,7 @@ async def _refused(client, bob_settings, data, headers, status, code):
 
 async def test_unpaired_sender_gets_403(client, bob_settings, tmp_path):
     data = sealed_payload(tmp_path, EVE, BOB).read_bytes()
-    await _refused(client, bob_settings, data, _signed(EVE, data), 403, "not-paired")
+    await _refused(client, bob_settings, data, signed_upload(EVE, data), 403, "not-paired")
 
 
 async def test_unsigned_request_gets_401(client, bob_settings, tmp_path):
@@ -73,7 +84,7 @@ async def test_unsigned_request_gets_401(client, bob_settings, tmp_path):
 
 async def test_bad_signature_gets_401(client, bob_settings, tmp_path):
     data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
-    headers = _signed(ALICE, data)
+    headers = signed_upload(ALICE, data)
     headers[auth.H_NONCE] = headers[auth.H_NONCE] + "x"
     await _refused(client, bob_settings, data, headers, 401, "bad-signature")
 
@@ -81,12 +92,12 @@ async def test_bad_signature_gets_401(client, bob_settings, tmp_path):
 async def test_body_swapped_under_a_signature_gets_401(client, bob_settings, tmp_path):
     data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
     other = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
-    await _refused(client, bob_settings, other, _signed(ALICE, data), 401, "bad-signature")
+    await _refused(client, bob_settings, other, signed_upload(ALICE, data), 401, "bad-signature")
 
 
 async def test_replayed_request_gets_401(client, bob_settings, tmp_path):
     data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
-    headers = _signed(ALICE, data)
+    headers = signed_upload(ALICE, data)
     first = await client.post("/v1/bundles", data=data, headers=headers)
     assert first.status == 200
     again = await client.post("/v1/bundles", data=data, headers=headers)
@@ -98,29 +109,29 @@ async def test_replayed_request_gets_401(client, bob_settings, tmp_path):
 async def test_tampered_ciphertext_is_refused(client, bob_settings, tmp_path):
     data = bytearray(sealed_payload(tmp_path, ALICE, BOB).read_bytes())
     data[-5] ^= 1
-    await _refused(client, bob_settings, bytes(data), _signed(ALICE, bytes(data)), 400,
+    await _refused(client, bob_settings, bytes(data), signed_upload(ALICE, bytes(data)), 400,
                    "bad-bundle")
 
 
 async def test_garbage_body_is_refused(client, bob_settings):
     data = b'{"not": "a bundle"}'
-    await _refused(client, bob_settings, data, _signed(ALICE, data), 400, "bad-bundle")
+    await _refused(client, bob_settings, data, signed_upload(ALICE, data), 400, "bad-bundle")
 
 
 async def test_bundle_sealed_by_someone_else_is_refused(client, bob_settings, tmp_path):
     trust(bob_settings, "eve", EVE)
     data = sealed_payload(tmp_path, EVE, BOB).read_bytes()
-    await _refused(client, bob_settings, data, _signed(ALICE, data), 401, "bad-signature")
+    await _refused(client, bob_settings, data, signed_upload(ALICE, data), 401, "bad-signature")
 
 
 async def test_bundle_for_another_machine_is_refused(client, bob_settings, tmp_path):
     data = sealed_payload(tmp_path, ALICE, EVE).read_bytes()
-    await _refused(client, bob_settings, data, _signed(ALICE, data), 400, "bad-bundle")
+    await _refused(client, bob_settings, data, signed_upload(ALICE, data), 400, "bad-bundle")
 
 
 async def test_oversized_body_gets_413(client, bob_settings, tmp_path):
     data = sealed_payload(tmp_path, ALICE, BOB, size=100_000).read_bytes()
-    await _refused(client, bob_settings, data, _signed(ALICE, data), 413, "too-large")
+    await _refused(client, bob_settings, data, signed_upload(ALICE, data), 413, "too-large")
 
 
 async def test_oversized_chunked_body_gets_413(client, bob_settings, tmp_path):
@@ -130,7 +141,7 @@ async def test_oversized_chunked_body_gets_413(client, bob_settings, tmp_path):
         for i in range(0, len(data), 10_000):
             yield data[i : i + 10_000]
 
-    await _refused(client, bob_settings, chunks(), _signed(ALICE, data), 413, "too-large")
+    await _refused(client, bob_settings, chunks(), signed_upload(ALICE, data), 413, "too-large")
 
 
 async def test_sessions_need_pairing_and_a_signature(client):
@@ -160,3 +171,49 @@ async def test_unknown_route_is_json_404(client):
     resp = await client.get("/v2/whatever")
     assert resp.status == 404
     assert "error" in await resp.json()
+
+
+async def test_body_cut_at_a_frame_boundary_is_refused(roomy, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB, size=2 * seal.CHUNK + 10).read_bytes()
+    cut = data[: _frame_ends(data)[0]]  # a complete first frame, then nothing
+    await _refused(roomy, bob_settings, cut, signed_upload(ALICE, cut), 400, "bad-bundle")
+
+
+async def test_body_cut_inside_a_frame_is_refused(roomy, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB, size=2 * seal.CHUNK).read_bytes()[:-100]
+    await _refused(roomy, bob_settings, data, signed_upload(ALICE, data), 400, "bad-bundle")
+
+
+async def test_trailing_bytes_after_the_final_frame_are_refused(client, bob_settings, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    for tail in (b"x", b"\x00\x00\x00\x20" + bytes(32)):
+        body = data + tail
+        resp = await client.post("/v1/bundles", data=body, headers=signed_upload(ALICE, body))
+        assert resp.status == 400, await resp.text()
+        assert "trailing" in (await resp.json())["message"]
+    assert inbox_files(bob_settings) == []
+
+
+async def test_frames_spliced_from_another_seal_are_refused(client, bob_settings, tmp_path):
+    one = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    two = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    head = _frame_starts(one)[0]
+    spliced = one[:head] + two[_frame_starts(two)[0] :]
+    await _refused(client, bob_settings, spliced, signed_upload(ALICE, spliced), 400,
+                   "bad-bundle")
+
+
+def _frame_starts(data: bytes) -> list[int]:
+    """Offsets of every frame's length prefix in a sealed file."""
+    size = seal.header_size(data[: len(seal.MAGIC) + 4])
+    pos = len(seal.MAGIC) + 4 + size + 64
+    starts = []
+    while pos < len(data):
+        starts.append(pos)
+        pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+    return starts
+
+
+def _frame_ends(data: bytes) -> list[int]:
+    return [*_frame_starts(data)[1:], len(data)]
+

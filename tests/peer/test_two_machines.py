@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from peerhelp import ALICE, BOB, EVE, inbox_files, machine, trust
 
 from commuter import config, core
 from commuter.errors import NotPaired, PeerUnreachable, SessionNotFound
-from commuter.peer import client
+from commuter.peer import client, seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peer, Peers
 from commuter.peer.server import make_app, serve
@@ -67,6 +68,34 @@ async def test_unpaired_machine_is_refused_and_nothing_is_kept(aiohttp_server, w
     bob = Peers.load(sa).get("bob")
     with pytest.raises(NotPaired):
         await client.send_file(sa, EVE, bob, bundle, f"127.0.0.1:{server.port}")
+    assert inbox_files(sb) == []
+
+
+async def test_big_send_is_sealed_on_the_fly_and_arrives_whole(aiohttp_server, world, tmp_path):
+    sa, sb = world
+    server = await aiohttp_server(make_app(sb, BOB, Peers.load(sb), name="bob"))
+    payload = tmp_path / "big.bundle"
+    payload.write_bytes(os.urandom(3 * seal.CHUNK + 12345))
+    seen: list[int] = []
+    bob = Peers.load(sa).get("bob")
+    await client.send_file(sa, ALICE, bob, payload, f"127.0.0.1:{server.port}", seen.append)
+    assert sum(seen) == payload.stat().st_size and len(seen) == 4
+    assert not sa.staging_dir.exists()  # nothing was sealed to disk on the way
+    [item] = Inbox(sb).pending()
+    opened = Inbox(sb).open(item, BOB, Peers.load(sb), tmp_path / "opened")
+    assert opened.read_bytes() == payload.read_bytes()
+
+
+async def test_big_send_from_an_unpaired_machine_gets_the_refusal(
+    aiohttp_server, world, tmp_path
+):
+    sa, sb = world
+    server = await aiohttp_server(make_app(sb, BOB, Peers.load(sb), name="bob"))
+    payload = tmp_path / "big.bundle"
+    payload.write_bytes(os.urandom(8 * seal.CHUNK))
+    bob = Peers.load(sa).get("bob")
+    with pytest.raises(NotPaired, match="not paired"):
+        await client.send_file(sa, EVE, bob, payload, f"127.0.0.1:{server.port}")
     assert inbox_files(sb) == []
 
 
