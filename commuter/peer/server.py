@@ -423,9 +423,16 @@ async def start_site(
     """Start `app` on host:port (all interfaces if host is None); return the runner and port."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host=host, port=port, reuse_address=True)
     try:
-        await site.start()
+        if host is None and port == 0:
+            # Each address family would get its own random port: take one for IPv4 (what
+            # mDNS and printed addresses use), then listen on IPv6 on the same port if we can.
+            await web.TCPSite(runner, host="0.0.0.0", port=0, reuse_address=True).start()
+            port = next(int(a[1]) for a in runner.addresses if isinstance(a, tuple))
+            with contextlib.suppress(OSError):
+                await web.TCPSite(runner, host="::", port=port, reuse_address=True).start()
+        else:
+            await web.TCPSite(runner, host=host, port=port, reuse_address=True).start()
     except OSError as exc:
         await runner.cleanup()
         where = f"{host or '*'}:{port}"

@@ -217,3 +217,17 @@ def _frame_starts(data: bytes) -> list[int]:
 def _frame_ends(data: bytes) -> list[int]:
     return [*_frame_starts(data)[1:], len(data)]
 
+
+
+async def test_any_port_on_all_interfaces_is_one_port_for_every_family():
+    from aiohttp import web
+
+    from commuter.peer.server import start_site
+
+    for _ in range(4):  # the order of aiohttp's sockets varies: try it a few times
+        runner, bound = await start_site(web.Application(), None, 0)
+        try:
+            ports = {int(a[1]) for a in runner.addresses if isinstance(a, tuple)}
+            assert ports == {bound}
+        finally:
+            await runner.cleanup()
