@@ -218,7 +218,6 @@ def _frame_ends(data: bytes) -> list[int]:
     return [*_frame_starts(data)[1:], len(data)]
 
 
-
 async def test_any_port_on_all_interfaces_is_one_port_for_every_family():
     from aiohttp import web
 
