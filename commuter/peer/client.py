@@ -171,11 +171,9 @@ class PeerClient:
 
 
 async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
+    # Read on the loop: a page-cache read of 1 MiB is cheaper than a thread hop.
     with path.open("rb") as fh:
-        while True:
-            chunk = await asyncio.to_thread(fh.read, CHUNK)
-            if not chunk:
-                return
+        while chunk := fh.read(CHUNK):
             if progress is not None:
                 progress(len(chunk))
             yield chunk

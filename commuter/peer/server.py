@@ -188,6 +188,10 @@ class _Body:
             raise BundleError("sealed bundle is truncated")
         return got
 
+    async def ended(self) -> bool:
+        """True if nothing is left to read."""
+        return not await self._read(1)
+
     async def _read(self, n: int) -> bytes:
         self._seen += n
         if self._seen > self._limit:
@@ -210,11 +214,13 @@ class _Body:
 async def _receive_sealed(
     request: web.Request, dst: Path, st: ServerState, peer: Peer
 ) -> seal.SealHeader:
-    """Check the request against the seal's signed header, then stream every frame to `dst`
-    while a thread authenticates the previous one; returns the verified seal header.
+    """Check the request against the seal's signed header, then authenticate each frame as
+    it arrives and write it to `dst`; returns the verified seal header.
 
     Nothing here trusts the body before its check: the header signature and the request
-    signature come first, each frame is authenticated, the end must be the FINAL frame.
+    signature come first, each frame is authenticated, the end must be the final frame.
+    Frames are opened on the event loop: a 1 MiB AEGIS-256 frame takes well under a
+    millisecond, less than handing it to a thread and back.
     """
     body = _Body(request, st.max_body)
     start = await body.exactly(len(seal.MAGIC) + 4)
@@ -227,39 +233,18 @@ async def _receive_sealed(
     if header.sender != peer.public_key:
         raise BadSignature("bundle is sealed by another key than the request's signer")
     opener = seal.Opener(header, st.identity)
-
-
     with dst.open("wb") as fh:
         fh.write(start + rest)
-        pending: asyncio.Future[bytes] | None = None
-        try:
-            while True:
-                try:
-                    lead = await body.frame_lead()
-                    if lead is None:
-                        break
-                    frame = await body.exactly(seal.Opener.frame_size(lead))
-                except BundleError:
-                    if pending is not None:
-                        await pending  # an earlier frame's error explains this one best
-                        pending = None
-                    if opener.done:
-                        raise BundleError("sealed bundle has trailing data after its end") from None
-                    raise
-                if pending is not None:
-                    await pending
-                pending = asyncio.ensure_future(asyncio.to_thread(opener.pull, lead, frame))
-                fh.write(lead)
-                fh.write(frame)
-            if pending is not None:
-                await pending
-                pending = None
-        finally:
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    await pending
-    if not opener.done:
-        raise BundleError("sealed bundle is truncated")
+        while not opener.done:
+            lead = await body.frame_lead()
+            if lead is None:
+                raise BundleError("sealed bundle is truncated")
+            frame = await body.exactly(seal.Opener.frame_size(lead))
+            opener.pull(lead, frame)
+            fh.write(lead)
+            fh.write(frame)
+        if not await body.ended():
+            raise BundleError("sealed bundle has trailing data after its end")
     return header
 
 
