@@ -86,11 +86,62 @@ def test_truncated_file_is_detected(tmp_path, sealed, keep):
 
 def test_dropping_the_final_chunk_is_detected(tmp_path, plain, sealed):
     data = sealed.read_bytes()
-    # The last chunk holds the tail of the plaintext plus the FINAL tag.
-    tail = len(plain.read_bytes()) % seal.CHUNK + 4 + 17
+    # The last frame holds the tail of the plaintext; what is left ends on a frame boundary.
+    tail = len(plain.read_bytes()) % seal.CHUNK + seal.FRAME_OVERHEAD
     sealed.write_bytes(data[:-tail])
-    with pytest.raises(BundleError):
+    with pytest.raises(BundleError, match="truncated"):
         seal.open_file(sealed, tmp_path / "bob", BOB)
+
+
+def _frames(data: bytes) -> tuple[bytes, list[bytes]]:
+    """A sealed file cut into its signed header and its frames (lead included)."""
+    pos = len(seal.MAGIC) + 4 + seal.header_size(data[: len(seal.MAGIC) + 4]) + 64
+    head, frames = data[:pos], []
+    while pos < len(data):
+        end = pos + 4 + seal.Opener.frame_size(data[pos : pos + 4])
+        frames.append(data[pos:end])
+        pos = end
+    return head, frames
+
+
+@pytest.mark.parametrize("which", [0, -1])
+def test_moving_the_final_mark_is_detected(tmp_path, sealed, which):
+    head, frames = _frames(sealed.read_bytes())
+    frame = bytearray(frames[which])
+    frame[0] ^= 0x80  # the first frame claims to be the last, or the last one not to be
+    frames[which] = bytes(frame)
+    sealed.write_bytes(head + b"".join(frames))
+    with pytest.raises(BundleError, match="authentication"):
+        seal.open_file(sealed, tmp_path / "bob", BOB)
+    assert not (tmp_path / "bob").exists()
+
+
+def test_reordered_frames_are_detected(tmp_path, sealed):
+    head, frames = _frames(sealed.read_bytes())
+    frames[0], frames[1] = frames[1], frames[0]
+    sealed.write_bytes(head + b"".join(frames))
+    with pytest.raises(BundleError, match="authentication"):
+        seal.open_file(sealed, tmp_path / "bob", BOB)
+
+
+def test_frames_from_another_seal_are_detected(tmp_path, plain, sealed):
+    other = tmp_path / "other"
+    seal.seal_file(plain, other, ALICE, [BOB.public_key])
+    head, _ = _frames(sealed.read_bytes())
+    _, frames = _frames(other.read_bytes())
+    sealed.write_bytes(head + b"".join(frames))
+    with pytest.raises(BundleError, match="authentication"):
+        seal.open_file(sealed, tmp_path / "bob", BOB)
+
+
+def test_sealed_size_is_exact(tmp_path):
+    for size in (0, 1, seal.CHUNK, seal.CHUNK + 1, 3 * seal.CHUNK):
+        src = tmp_path / f"p{size}"
+        src.write_bytes(os.urandom(size))
+        sealer = seal.Sealer(ALICE, [BOB.public_key])
+        with src.open("rb") as fh:
+            total = len(sealer.prefix) + sum(len(f) for f in sealer.frames(fh))
+        assert total == seal.sealed_size(size, len(sealer.prefix))
 
 
 def test_trailing_garbage_is_detected(tmp_path, sealed):
