@@ -56,6 +56,7 @@ class ImportResult:
     warnings: tuple[str, ...] = ()
     original_session_id: str | None = None
     bundle_digest: str = ""
+    origin: str | None = None  # who exported the bundle, and when
 
     def resume_command(self) -> str:
         """The command a person runs to continue the session."""

@@ -77,6 +77,7 @@ def test_export_errors_are_one_line(machine: Path, tmp_path: Path,
 def test_import_missing_file_is_one_line(tmp_path: Path) -> None:
     assert "no such file" in one_line_error(run("import", str(tmp_path / "nope.bundle")))
     assert "no such file" in one_line_error(run("inspect", str(tmp_path / "nope.bundle")))
+    assert "not a regular file" in one_line_error(run("import", str(tmp_path)))
 
 
 # --- with real bundles (commuter/bundle.py) ------------------------------------------------
@@ -107,6 +108,7 @@ def test_export_import_round_trip_cli(bundle_mod, machine: Path, tmp_path: Path,
     result = run("import", str(out), "--project-dir", str(proj_b), "--no-launch")
     assert result.exit_code == 0, result.stderr
     assert f"claude --resume {TOOLS}" in result.stdout
+    assert "exported: " in result.stdout and "warning" not in result.stderr
     dest = transcript(home_b, proj_b, TOOLS)
     assert dest.is_file()
     again = run("import", str(out), "--project-dir", str(proj_b), "--no-launch")

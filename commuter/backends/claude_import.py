@@ -38,6 +38,7 @@ class _Plan:
     action: str
     warnings: list[str] = field(default_factory=list)
     backups: list[Path] = field(default_factory=list)
+    origin: str = ""
 
 
 def place(settings: Settings, source: ImportSource, options: ImportOptions) -> ImportResult:
@@ -56,8 +57,7 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     dirs = ClaudeDirs.of(settings)
     folder = dirs.project_folder(target)
     plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
-    if source.origin:
-        plan.warnings.insert(0, f"bundle from {source.origin}")
+    plan.origin = source.origin
     from commuter import gitstate
 
     git_warnings = gitstate.import_warnings(source.git, target)
@@ -97,6 +97,7 @@ def _result(plan: _Plan, action: str, original: str) -> ImportResult:
         session_id=plan.sid, project_dir=plan.target, action=action,
         transcript=plan.dest, backups=tuple(plan.backups), warnings=tuple(plan.warnings),
         original_session_id=original if plan.sid != original else None,
+        origin=plan.origin or None,
     )
 
 

@@ -174,9 +174,7 @@ def import_cmd(
         if bundle == "-":
             spooled = path = _spool_stdin(app.settings.staging_dir)
         else:
-            path = Path(bundle).expanduser()
-            if not path.is_file():
-                raise BundleError(f"{bundle}: no such file")
+            path = _bundle_file(Path(bundle).expanduser())
         result = core.import_file(app.settings, path, options)
     finally:
         if spooled is not None:
@@ -190,6 +188,13 @@ def import_cmd(
         os.execvp(launch, ["claude", "--resume", result.session_id])
 
 
+def _bundle_file(path: Path) -> Path:
+    """`path` if it is a regular file; BundleError naming what is wrong otherwise."""
+    if not path.is_file():
+        raise BundleError(f"{path}: " + ("not a regular file" if path.exists() else "no such file"))
+    return path
+
+
 def _report(result: ImportResult) -> None:
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -199,6 +204,8 @@ def _report(result: ImportResult) -> None:
         "created": "imported", "updated": "updated", "unchanged": "unchanged",
         "forked": "imported as a fork", "replaced": "replaced", "dry-run": "would import",
     }
+    if result.origin:
+        click.echo(f"exported: {result.origin}")
     click.echo(f"{verbs.get(result.action, result.action)}: session {result.session_id} "
                f"in {result.project_dir}")
     click.echo(f"resume:   {result.resume_command()}")
@@ -210,8 +217,7 @@ def _report(result: ImportResult) -> None:
 @pass_app
 def inspect_cmd(app: AppContext, bundle: Path) -> None:
     """Show what a bundle holds, without importing it."""
-    if not bundle.is_file():
-        raise BundleError(f"{bundle}: no such file")
+    _bundle_file(bundle)
     try:
         from commuter.peer import seal
     except ImportError:  # pragma: no cover
