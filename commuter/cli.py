@@ -17,6 +17,7 @@ from commuter.settings import Settings
 COMMAND_MODULES = (
     "commuter.commands.session",
     "commuter.commands.transfer",
+    "commuter.commands.ssh",
     "commuter.commands.peer",
     "commuter.commands.relay",
     "commuter.commands.doctor",

@@ -25,6 +25,7 @@ class Settings:
     user: str = "user"
     connect_timeout: float = 5.0
     mdns_timeout: float = 3.0
+    ssh_command: str = "ssh"  # $COMMUTER_SSH, like GIT_SSH_COMMAND; sshhop splits it with shlex
 
     @property
     def config_file(self) -> Path:
@@ -76,6 +77,7 @@ class Settings:
             if interfaces
             else None,
             user=env.get("USER") or _user(),
+            ssh_command=env.get("COMMUTER_SSH", "").strip() or "ssh",
         )
 
 

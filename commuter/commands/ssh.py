@@ -1,0 +1,99 @@
+"""The ssh hop: `to HOST` and `from HOST` (a plain bundle inside the user's own ssh)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from commuter.cli import AppContext, pass_app
+
+if TYPE_CHECKING:
+    from commuter.core import ImportResult
+
+
+def register(cli: click.Group) -> None:
+    """Add `to` and `from` to the CLI group."""
+    cli.add_command(to_cmd)
+    cli.add_command(from_cmd)
+
+
+_REMOTE_HELP = (
+    "How to run commuter on HOST, e.g. '~/venv/bin/commuter' "
+    "(default: commuter, with ~/.local/bin on PATH)."
+)
+
+
+@click.command("to")
+@click.argument("host")
+@click.argument("session", required=False)
+@click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
+@click.option("--project-dir", "remote_dir", metavar="REMOTE_DIR",
+              help="Project directory on HOST (default: HOST's path-maps decide).")
+@click.option("--remote-commuter", metavar="CMD", help=_REMOTE_HELP)
+@pass_app
+def to_cmd(
+    app: AppContext, host: str, session: str | None, latest: bool, remote_dir: str | None,
+    remote_commuter: str | None,
+) -> None:
+    """Send this directory's newest session (or SESSION) to HOST over ssh and import it there."""
+    from commuter import core, sshhop
+
+    if session and latest:
+        raise click.UsageError("give an ID or --latest, not both")
+    settings = app.settings
+    with sshhop.staging_file(settings, ".ssh-to-") as bundle:
+        with bundle.open("wb") as fh:
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
+        remote = sshhop.send_to(settings, host, bundle, project_dir=remote_dir,
+                                remote_command=remote_commuter)
+    if remote.stderr.strip():
+        click.echo(remote.stderr.rstrip("\n"), err=True)
+    if remote.stdout.strip():
+        click.echo(remote.stdout.rstrip("\n"))
+    click.echo(f"sent session {str(manifest.session_id)[:7]} to {host}")
+
+
+@click.command("from")
+@click.argument("host")
+@click.option("--project-dir", "remote_dir", metavar="REMOTE_DIR",
+              help="Project directory on HOST (default: this directory through your "
+                   "path-maps); when given, the session comes into this directory.")
+@click.option("--remote-commuter", metavar="CMD", help=_REMOTE_HELP)
+@click.option("--no-launch", is_flag=True, help="Do not start claude afterwards.")
+@pass_app
+def from_cmd(
+    app: AppContext, host: str, remote_dir: str | None, remote_commuter: str | None,
+    no_launch: bool,
+) -> None:
+    """Fetch HOST's newest session of this project over ssh and import it here."""
+    from commuter import core, sshhop
+    from commuter.commands.session import _ask, _report
+
+    settings = app.settings
+    cwd = Path.cwd()
+    interactive = app.interactive
+    options = core.ImportOptions(
+        project_dir=cwd if remote_dir else None, interactive=interactive,
+        ask=_ask if interactive else None,
+    )
+    source = remote_dir or sshhop.remote_dir_for(settings, cwd)
+    with sshhop.staging_file(settings, ".ssh-from-") as bundle:
+        sshhop.fetch_from(settings, host, source, bundle, remote_command=remote_commuter)
+        result = core.import_file(settings, bundle, options)
+    click.echo(f"from {host} via ssh:")
+    _report(result)
+    if not no_launch:
+        _launch(result)
+
+
+def _launch(result: ImportResult) -> None:
+    """What `import` does last: on a terminal, resume the session in claude."""
+    launch = shutil.which("claude")
+    if launch and sys.stdin.isatty() and sys.stdout.isatty():
+        os.chdir(result.project_dir)
+        os.execvp(launch, ["claude", "--resume", result.session_id])
