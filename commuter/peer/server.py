@@ -249,7 +249,11 @@ async def _receive_sealed(
 
 
 async def handle_sessions(request: web.Request) -> web.Response:
-    """Paired only: this machine's sessions, newest first (optionally one project's)."""
+    """Paired only: this machine's sessions, newest first (optionally one project's).
+
+    The listing crosses the LAN in cleartext, so it holds no conversation text (no prompt,
+    no title): only what a puller needs to pick a session.
+    """
     st = request.app[STATE]
     await _verified_get(request)
     project = request.query.get("project")
@@ -261,7 +265,6 @@ async def handle_sessions(request: web.Request) -> web.Response:
             "project": str(ref.project) if ref.project else None,
             "updated_at": ref.updated_at.isoformat(),
             "size": ref.size,
-            "first_prompt": ref.first_prompt,
         }
         for ref in refs
         if ref.has_messages and (project is None or str(ref.project) == project)

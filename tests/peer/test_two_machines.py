@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from peerhelp import ALICE, BOB, EVE, inbox_files, machine, trust
 
 from commuter import config, core
 from commuter.errors import NotPaired, PeerUnreachable, SessionNotFound
-from commuter.peer import client, seal
+from commuter.peer import auth, client, seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peer, Peers
 from commuter.peer.server import make_app, serve
@@ -188,3 +189,40 @@ async def test_serve_advertises_and_send_finds_it_by_mdns(world, tmp_path, unuse
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+
+
+def _typed_texts(home: Path) -> set[str]:
+    """Every user prompt and assistant text of every transcript under `home` (≥ 8 chars)."""
+    texts: set[str] = set()
+    for path in (home / ".claude" / "projects").rglob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                message = json.loads(line).get("message") or {}
+            except (ValueError, AttributeError):
+                continue
+            content = message.get("content") if isinstance(message, dict) else None
+            blocks = [content] if isinstance(content, str) else content or []
+            for block in blocks:
+                text = block if isinstance(block, str) else block.get("text")
+                if isinstance(text, str) and len(text.strip()) >= 8:
+                    texts.add(text.strip())
+    return texts
+
+
+async def test_session_listing_carries_no_conversation_text(aiohttp_client, world):
+    sa, _sb = world
+    http = await aiohttp_client(make_app(sa, ALICE, Peers.load(sa), name="alice"))
+    path = "/v1/sessions"
+    resp = await http.get(path, headers=auth.sign_headers(BOB, "GET", path))
+    assert resp.status == 200
+    listing = (await resp.json())["sessions"]
+    assert listing, "the fixture home has sessions"
+    assert {key for entry in listing for key in entry} == {
+        "id", "backend", "project", "updated_at", "size"
+    }
+    shown = json.dumps(listing, ensure_ascii=False)
+    prompts = {r.first_prompt for r in core.list_sessions(sa) if r.first_prompt}
+    texts = _typed_texts(sa.home) | prompts
+    assert prompts and len(texts) > len(prompts)
+    leaked = sorted(t for t in texts if t in shown or t[:40] in shown)
+    assert leaked == []
