@@ -40,6 +40,19 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the renames inside `path` durable (POSIX; a no-op where a folder cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def is_temp_name(name: str) -> bool:
     """True for names that syncing clients and our own writers use for partial files."""
     lowered = name.lower()

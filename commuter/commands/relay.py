@@ -88,7 +88,7 @@ async def _serve(root: Path, host: str, port: int, limits: Limits) -> None:
         click.echo(message)
         sys.stdout.flush()
 
-    app = make_relay_app(root, limits, log)
+    app = make_relay_app(root, limits, log, exclusive=True)
     runner, bound = await start_site(app, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ from aiohttp import web
 from commuter.errors import BadSignature, BundleError, CommuterError, RelayError, TooLarge
 from commuter.peer import auth
 from commuter.peer.identity import device_id_for, normalize_device_id
-from commuter.relay.quotas import ItemNotFound, Limits, MailboxForbidden, check_quota
+from commuter.relay.quotas import ItemNotFound, Limits, MailboxForbidden, reserve
 from commuter.relay.storage import ITEM_ID, Item, Storage
 
 PROTOCOL = 1
@@ -52,6 +52,9 @@ async def errors_middleware(
     except CommuterError as exc:
         return web.json_response({"error": exc.code, "message": str(exc)},
                                  status=exc.http_status)
+    except ConnectionResetError:  # the client went away mid-body: one log line, no traceback
+        request.app[STATE].log(f"{request.method} {request.path}: connection lost mid-request")
+        return web.json_response({"error": "http", "message": "connection lost"}, status=400)
     except web.HTTPException as exc:
         if exc.status >= 400:
             return web.json_response({"error": "http", "message": exc.reason},
@@ -59,10 +62,16 @@ async def errors_middleware(
         raise
 
 
-def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None = None
-                   ) -> web.Application:
-    """The relay app over `data_dir` (recovered at once: partial uploads are dropped)."""
+def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None = None, *,
+                   exclusive: bool = False) -> web.Application:
+    """The relay app over `data_dir` (recovered at once: partial uploads are dropped).
+
+    `exclusive` (the `relay serve` process): hold the data dir's lock until cleanup, so a
+    second relay started on it fails instead of deleting this one's uploads in progress.
+    """
     storage = Storage(data_dir)
+    if exclusive:
+        storage.lock()
     storage.recover()
     state = RelayState(storage, limits or Limits(), log or (lambda _msg: None))
     app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
@@ -73,7 +82,12 @@ def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None
     app.router.add_get("/v1/mailbox/{box}/{item}", handle_download)
     app.router.add_delete("/v1/mailbox/{box}/{item}", handle_delete)
     app.cleanup_ctx.append(_sweeper)
+    app.on_cleanup.append(_unlock)
     return app
+
+
+async def _unlock(app: web.Application) -> None:
+    app[STATE].storage.unlock()
 
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:
@@ -140,8 +154,11 @@ async def handle_upload(request: web.Request) -> web.Response:
     key = auth.verify_headers(request.headers, "POST", request.raw_path, claimed, state.nonces)
     sender = device_id_for(key)
     state.storage.expire()
-    if request.content_length is not None:
-        check_quota(state.storage, state.limits, box, sender, request.content_length)
+    # Check and reserve in one step (no await between): concurrent uploads count against the
+    # quotas from their first byte. A body of unknown length reserves the largest allowed.
+    declared = request.content_length
+    token = reserve(state.storage, state.limits, box, sender,
+                    state.limits.max_bundle if declared is None else declared)
     tmp = state.storage.temp_path()
     try:
         digest, size = await _receive(request, tmp, state.limits.max_bundle)
@@ -157,10 +174,12 @@ async def handle_upload(request: web.Request) -> web.Response:
             raise RelayError("the bundle is not sealed to this mailbox's owner")
         if header.sender != key:
             raise BadSignature("the bundle is sealed by another key than the uploader's")
-        check_quota(state.storage, state.limits, box, sender, size)
+        state.storage.release(token)
+        token = reserve(state.storage, state.limits, box, sender, size)  # the real size
         item = await asyncio.to_thread(state.storage.commit, tmp, box, sender, digest, size,
                                        state.limits.ttl)
     finally:
+        state.storage.release(token)
         await asyncio.to_thread(tmp.unlink, True)
     state.log(f"stored {item.id} for {box} from {sender} ({size} bytes)")
     return web.json_response({"id": item.id, "size": item.size, "digest": item.digest,

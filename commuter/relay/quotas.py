@@ -76,3 +76,9 @@ def check_quota(storage: Storage, limits: Limits, mailbox: str, sender: str, siz
             f"this machine has too much queued on the relay ({n} bundles, {used // MB} MB); "
             "wait until the recipients pull"
         )
+
+
+def reserve(storage: Storage, limits: Limits, mailbox: str, sender: str, size: int) -> int:
+    """check_quota, then count `size` bytes as in use until `storage.release(token)`."""
+    check_quota(storage, limits, mailbox, sender, size)
+    return storage.reserve(mailbox, sender, size)

@@ -8,6 +8,8 @@ without meta (a crash between the two renames) is removed: nothing is ever half-
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import json
 import os
 import re
@@ -18,11 +20,18 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from commuter.fsutil import atomic_write_text
+from commuter.errors import RelayError
+from commuter.fsutil import atomic_write_text, fsync_dir
 
 SEALED = ".sealed"
 META = ".json"
 ITEM_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{16}$")
+
+
+class StorageLocked(RelayError):
+    """The data dir belongs to another running relay."""
+
+    code = "relay-locked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,36 @@ class Storage:
         self.boxes_dir = root / "mailboxes"
         self.tmp_dir = root / "tmp"
         self._index: dict[str, dict[str, Item]] = {}
+        # Uploads in progress count against quotas from the start: token -> (box, sender, size).
+        self._reserved: dict[int, tuple[str, str, int]] = {}
+        self._tokens = itertools.count(1)
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Hold `<root>/lock` for this process's life: two relays on one data dir would delete
+        each other's uploads in progress. StorageLocked if another process holds it."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StorageLocked(f"another relay is using {self.root}") from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def reserve(self, mailbox: str, sender: str, size: int) -> int:
+        """Count an upload in progress in `usage` until `release(token)`."""
+        token = next(self._tokens)
+        self._reserved[token] = (mailbox, sender, size)
+        return token
+
+    def release(self, token: int) -> None:
+        self._reserved.pop(token, None)
 
     def recover(self) -> int:
         """Create the folders, drop partial uploads and orphans, index what is complete."""
@@ -110,6 +149,7 @@ class Storage:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path(item))
         atomic_write_text(box / (item.id + META), json.dumps(asdict(item)) + "\n")
+        fsync_dir(box)  # the two renames survive a power cut before the 201 is sent
         self._index.setdefault(mailbox, {})[item.id] = item
         return item
 
@@ -148,12 +188,11 @@ class Storage:
         return sum(len(box) for box in self._index.values())
 
     def usage(self, *, mailbox: str | None = None, sender: str | None = None) -> tuple[int, int]:
-        """(items, bytes) queued for `mailbox` or from `sender`."""
+        """(items, bytes) queued for `mailbox` or from `sender`, uploads in progress included."""
         n = size = 0
-        for item in self.all_items():
-            if (mailbox is None or item.mailbox == mailbox) and (
-                sender is None or item.sender == sender
-            ):
+        entries = [(i.mailbox, i.sender, i.size) for i in self.all_items()]
+        for box, from_, nbytes in [*entries, *list(self._reserved.values())]:
+            if (mailbox is None or box == mailbox) and (sender is None or from_ == sender):
                 n += 1
-                size += item.size
+                size += nbytes
         return n, size

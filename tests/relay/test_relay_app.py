@@ -185,3 +185,20 @@ async def test_bad_mailbox_ids_are_404(aiohttp_client, data_dir):
     path = f"{box(BOB)}/../../etc"
     resp = await client.get(path, headers=signed(BOB, "GET", path))
     assert resp.status in (400, 404)
+
+
+async def test_concurrent_uploads_cannot_pass_the_quotas_together(
+    aiohttp_client, data_dir, tmp_path
+):
+    # Every upload is checked while the others are still in flight: they count from the start.
+    client = await aiohttp_client(make_relay_app(data_dir, Limits(mailbox_items=2)))
+    bodies = [sealed_bytes(tmp_path, ALICE, [BOB]) for _ in range(20)]
+    answers = await asyncio.gather(*(upload(client, ALICE, BOB, b) for b in bodies))
+    assert sorted(a.status for a in answers) == [201] * 2 + [429] * 18
+    assert len(stored_files(data_dir)) == 4  # two items, .sealed + .json each
+    by_bytes = await aiohttp_client(
+        make_relay_app(tmp_path / "r2", Limits(sender_bytes=3 * len(bodies[0]) + 10)))
+    answers = await asyncio.gather(*(upload(by_bytes, ALICE, EVE, sealed_bytes(
+        tmp_path, ALICE, [EVE])) for _ in range(10)))
+    assert sorted(a.status for a in answers) == [201] * 3 + [429] * 7
+    assert list((tmp_path / "r2" / "tmp").iterdir()) == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -62,7 +64,7 @@ async def test_relay_killed_mid_upload_keeps_nothing_and_the_retry_works(
 
     relay = RelayProcess(data_dir, tmp_path / "relayhome")
     relays.append(relay)
-    assert files_under(data_dir) == []  # the partial upload is gone after the restart
+    assert files_under(data_dir) == ["lock"]  # the partial upload is gone after the restart
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         async with http.get(relay.url + path, headers=signed(BOB, "GET", path)) as resp:
             assert (await resp.json())["items"] == []
@@ -87,3 +89,44 @@ def test_relay_serve_refuses_a_bad_ttl(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Error: 'soon' is not a duration (like 3600, 90m, 72h, 7d)"]
+
+
+def test_a_second_relay_on_the_same_data_dir_is_refused(relays, tmp_path):
+    data_dir = tmp_path / "relay-data"
+    first = RelayProcess(data_dir, tmp_path / "relayhome")
+    relays.append(first)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
+    env["HOME"] = str(tmp_path / "relayhome")
+    second = subprocess.run(
+        [sys.executable, "-m", "commuter", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
+         "--data-dir", str(data_dir)],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [f"Error: another relay is using {data_dir}"]
+    assert first.proc.poll() is None  # the first one serves on
+    assert first.stop() == 0
+    relays.append(RelayProcess(data_dir, tmp_path / "relayhome"))  # the lock died with it
+
+
+def test_a_client_gone_mid_upload_is_one_log_line_and_leaves_nothing(relays, tmp_path):
+    data_dir = tmp_path / "relay-data"
+    relay = RelayProcess(data_dir, tmp_path / "relayhome")
+    relays.append(relay)
+    body = sealed_bytes(tmp_path, ALICE, [BOB], size=2 * 1024 * 1024)
+    path = box(BOB)
+    head = f"POST {path} HTTP/1.1\r\nHost: relay\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in signed(ALICE, "POST", path, body).items())
+    port = int(relay.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head.encode() + b"\r\n" + body[: len(body) // 3])
+        time.sleep(0.3)
+    for _ in range(100):  # bounded: 10 s for the relay to notice
+        if not list((data_dir / "tmp").iterdir()):
+            break
+        time.sleep(0.1)
+    assert relay.stop() == 0
+    out, err = relay.proc.communicate(timeout=10)
+    assert "connection lost mid-request" in out
+    assert "Traceback" not in err
+    assert files_under(data_dir) == ["lock"]
