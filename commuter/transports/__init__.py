@@ -26,8 +26,8 @@ BUILTIN: dict[str, str] = {
     "folder": "commuter.transports.folder:FolderTransport",
     "lan": "commuter.transports.lan:LanTransport",
     "relay": "commuter.transports.relay:RelayTransport",
-    "memory": "commuter.transports.memory:MemoryTransport",
 }
+# `memory.MemoryTransport` (one process's dict) is for tests and as a model: not a `--via` name.
 # `--via auto` tries these in order: direct first, then the mailbox, then the shared folder.
 AUTO_ORDER: tuple[str, ...] = ("lan", "relay", "folder")
 SEALED_SUFFIX = ".sealed"
@@ -83,6 +83,9 @@ class Transport(abc.ABC):
     """Moves sealed bundle files between machines; use `async with`."""
 
     scheme: ClassVar[str]
+    # True where the sender is known before fetching and a stranger's item costs this machine
+    # quota it shares (relay): `pull` deletes items from unpaired devices instead of keeping them.
+    discard_strangers: ClassVar[bool] = False
 
     def __init__(self, ctx: TransportContext) -> None:
         self.ctx = ctx

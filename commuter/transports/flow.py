@@ -153,6 +153,14 @@ async def _pull_one(
     from commuter import core
     from commuter.peer.seal import open_file
 
+    if transport.discard_strangers and item.sender and not _paired(ctx, item.sender):
+        if options.dry_run:
+            warn(f"{item.label}: from unpaired device {item.sender}; a pull would delete it")
+        else:
+            await _ack(transport, item, warn)
+            warn(f"{item.label}: deleted, from unpaired device {item.sender} "
+                 "(pair with it first, then have it push again)")
+        return None
     state = PullState.load(ctx.settings)
     if state.done(item.digest):
         if not options.dry_run:
@@ -181,6 +189,10 @@ async def _pull_one(
         state.mark(item.digest, item.label)
         await _ack(transport, item, warn)
     return Pulled(item, origin, result)
+
+
+def _paired(ctx: TransportContext, device_id: str) -> bool:
+    return any(peer.device_id == device_id for peer in ctx.peers.all())
 
 
 async def _ack(transport: Transport, item: Incoming, warn: Warn) -> None:

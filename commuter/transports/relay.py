@@ -32,6 +32,7 @@ class RelayTransport(Transport):
     """Store-and-forward through the relay named by config `relay`."""
 
     scheme = "relay"
+    discard_strangers = True  # anyone who knows a device id can fill its mailbox's quota
 
     def __init__(self, ctx: TransportContext, *, url: str | None = None,
                  probe_timeout: float = PROBE_TIMEOUT) -> None:

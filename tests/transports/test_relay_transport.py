@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
 from claude_home import TOOLS, transcript
-from transhelp import BOB, context, make_world
+from transhelp import BOB, EVE, context, make_world
 
 from commuter import config, core
 from commuter.errors import PeerUnreachable, RelayError, TooLarge, TransportError
+from commuter.peer import auth, seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peers
 from commuter.peer.server import make_app
@@ -162,3 +165,28 @@ async def test_explicit_lan_to_an_absent_peer_fails_fast(world, tmp_path, unused
 async def test_relay_transport_needs_a_configured_url(world):
     transport = RelayTransport(context(world.a))
     assert (await transport.reachable(None) or "").startswith("no relay is configured")
+
+
+async def test_pull_deletes_a_strangers_relay_item_and_imports_the_peers(
+    aiohttp_server, world, tmp_path
+):
+    # A stranger who knows bob's device id must not hold bob's mailbox quota until expiry.
+    server = await relay_for(aiohttp_server, world, tmp_path)
+    plain, stranger = tmp_path / "junk", tmp_path / "junk.sealed"
+    plain.write_bytes(os.urandom(2000))
+    seal.seal_file(plain, stranger, EVE, [BOB.public_key])
+    body = stranger.read_bytes()
+    path = f"/v1/mailbox/{BOB.device_id}"
+    headers = auth.sign_headers(EVE, "POST", path, hashlib.sha256(body).hexdigest())
+    url = f"http://127.0.0.1:{server.port}{path}"
+    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as r:
+        assert r.status == 201
+    await push(world, tmp_path, via="relay")
+    assert len(relay_files(tmp_path)) == 4
+    done, warnings = await pull(world.b, dry_run=True)
+    assert len(done) == 1 and len(relay_files(tmp_path)) == 4
+    assert any(f"unpaired device {EVE.device_id}; a pull would delete it" in w for w in warnings)
+    [done], warnings = await pull(world.b)
+    assert done.result is not None and done.origin.startswith("alice (")
+    assert any(f"deleted, from unpaired device {EVE.device_id}" in w for w in warnings)
+    assert relay_files(tmp_path) == []
