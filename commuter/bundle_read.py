@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import queue
+import re
 import tarfile
 import threading
 from pathlib import Path
@@ -38,6 +39,10 @@ _OVERHEAD = 64 << 20
 _ZERO_BLOCK = bytes(BLOCK)
 _THREAD_MIN = 8 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# a tar size field can hold up to 2**95 (and, base-256, negative numbers); nothing real is
+# near 2**48 bytes, and the Limits then apply
+_MAX_SIZE = 1 << 48
+_PAX_SIZE_RE = re.compile(r"[0-9]{1,15}")
 
 
 def sniff(path: Path) -> str | None:
@@ -94,7 +99,9 @@ class _Source:
         self.count = 0
 
     def read(self, n: int) -> bytes:
-        """Up to `n` bytes; b"" only at the end of the stream."""
+        """Up to `n` bytes (n >= 1); b"" only at the end of the stream."""
+        if not 0 < n <= CHUNK:  # a negative n would mean "read everything", unbounded
+            raise BundleError(f"bundle is corrupt (bad read size {n})")
         try:
             data = self._reader.read(n)
         except zstandard.ZstdError as exc:
@@ -106,6 +113,8 @@ class _Source:
 
     def exact(self, n: int) -> bytes:
         """Exactly `n` bytes, or BundleError if the stream ends first."""
+        if not 0 <= n <= _MAX_SIZE:
+            raise BundleError(f"bundle is corrupt (bad size {n})")
         parts: list[bytes] = []
         left = n
         while left:
@@ -157,6 +166,8 @@ def _next_header(src: _Source) -> tuple[str, int] | None:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         except tarfile.HeaderError as exc:
             raise BundleError(f"bundle is corrupt (bad tar header: {exc})") from None
+        if not 0 <= info.size <= _MAX_SIZE:
+            raise BundleError(f"bundle is corrupt (tar header with size {info.size})")
         if info.type == tarfile.XHDTYPE:
             if pax is not None or info.size > _MAX_PAX:
                 raise BundleError("bundle has an oversized or repeated pax header")
@@ -173,7 +184,7 @@ def _next_header(src: _Source) -> tuple[str, int] | None:
             raise BundleError(f"bundle member {name[:200]!r} has a link target {link[:200]!r}")
         size = info.size
         if "size" in pax:
-            if not pax["size"].isdigit():
+            if not _PAX_SIZE_RE.fullmatch(pax["size"]) or int(pax["size"]) > _MAX_SIZE:
                 raise BundleError(f"bundle member {name[:200]!r} has a bad size")
             size = int(pax["size"])
         return name, size

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
 import random
 import tarfile
+import time
+import tracemalloc
 from pathlib import Path
 
 import orjson
@@ -25,7 +28,7 @@ from commuter.bundle import (
     root_digest,
     unpack,
 )
-from commuter.errors import BundleError
+from commuter.errors import BundleError, CommuterError
 
 T = tuple[tarfile.TarInfo, bytes]
 
@@ -313,3 +316,102 @@ def test_pax_and_gnu_name_tricks(tmp_path: Path) -> None:
         tar.addfile(entry("x" * 200 + "/../../evil", b"")[0])
     refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue()),
             "GNU long name")
+
+
+def _size_field(header: bytes, size: int) -> bytes:
+    """`header` with its size written base-256 (GNU binary) and its checksum fixed."""
+    block = bytearray(header)
+    block[124:136] = (b"\xff" + ((1 << 88) + size).to_bytes(11, "big") if size < 0
+                      else b"\x80" + size.to_bytes(11, "big"))
+    return _fix_checksum(block)
+
+
+def _fix_checksum(block: bytearray) -> bytes:
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def bad_size_bundle(size: int) -> bytes:
+    """A bundle whose first member's size field says `size`, followed by 64 MiB of zeros."""
+    manifest = manifest_bytes()
+    tar = (entry("manifest.json", manifest)[0].tobuf(tarfile.PAX_FORMAT) + manifest
+           + b"\0" * (-len(manifest) % 512)
+           + _size_field(tarfile.TarInfo("session/x").tobuf(tarfile.USTAR_FORMAT), size))
+    cobj = zstandard.ZstdCompressor(level=3).compressobj()
+    parts = [cobj.compress(tar)]
+    zeros = b"\0" * (1 << 20)
+    parts += [cobj.compress(zeros) for _ in range(64)]
+    return MAGIC + b"".join(parts) + cobj.flush()
+
+
+@pytest.mark.parametrize("size", [-1, -1000, -(1 << 80), 1 << 80])
+def test_negative_or_absurd_tar_size_is_refused_in_bounded_memory(tmp_path: Path,
+                                                                  size: int) -> None:
+    """A base-256 size field can decode to a negative number; it once meant "read it all"."""
+    data = bad_size_bundle(size)
+    assert len(data) < 10_000
+    tracemalloc.start()
+    try:
+        message = refused(tmp_path, data, "size")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "corrupt" in message
+    assert peak < 16 << 20, f"{peak} bytes allocated reading a {len(data)} byte bundle"
+
+
+def test_pax_size_must_be_ascii_digits_of_sane_length(tmp_path: Path) -> None:
+    for value in ("\u00b2", "\u0661", "9" * 5000, "-1", " 1", "99999999999999999"):
+        info = tarfile.TarInfo("a")
+        info.pax_headers = {"size": value}
+        refused(tmp_path, craft([(info, b"")]), "bad size")
+
+
+def test_tar_header_fuzz_only_ever_raises_commuter_errors(tmp_path: Path) -> None:
+    """Seeded random byte changes in the tar headers of a small real bundle: each read either
+    succeeds or raises a CommuterError, quickly and in bounded memory."""
+    out = io.BytesIO()
+    writer = BundleWriter(out, make_manifest())
+    writer.add_bytes(f"session/{SID}.jsonl", b'{"type":"user","message":"hello"}\n' * 40)
+    writer.add_bytes("project/CLAUDE.md", b"# hi\n" * 200)
+    writer.add_bytes("history.jsonl", b'{"display":"x"}\n')
+    writer.close()
+    tar = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue()[len(MAGIC):]))
+    plain = tar.read()
+    headers = [i for i in range(0, len(plain), 512) if plain[i + 257:i + 262] == b"ustar"]
+    assert len(headers) == 5  # manifest, 3 members, digest
+    rng = random.Random(20260501)
+    path = tmp_path / "fuzz.bundle"
+    limits = Limits(max_total=4 << 20, max_member=4 << 20)
+    outcomes: collections.Counter[str] = collections.Counter()
+    cctx = zstandard.ZstdCompressor(level=1)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        for _ in range(400):
+            mutated = bytearray(plain)
+            touched = set()
+            for _ in range(rng.randint(1, 3)):
+                at = rng.choice(headers)
+                touched.add(at)
+                offset = rng.choice([rng.randrange(512), 124 + rng.randrange(12), 124, 156,
+                                     rng.randrange(100), 345 + rng.randrange(155)])
+                mutated[at + offset] = rng.choice([0, 0x80, 0xFF, 0x20, ord("-"), ord("7"),
+                                                   ord("/"), ord("."), rng.randrange(256)])
+            if rng.random() < 0.85:  # mostly past the checksum, to reach the parser behind it
+                for at in touched:
+                    mutated[at:at + 512] = _fix_checksum(mutated[at:at + 512])
+            path.write_bytes(MAGIC + cctx.compress(bytes(mutated)))
+            try:
+                read_manifest(path, limits=limits)
+                outcomes["ok"] += 1
+            except CommuterError as exc:
+                outcomes[type(exc).__name__] += 1
+                assert "\n" not in str(exc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert outcomes["BundleError"] >= 200, outcomes
+    assert peak < 32 << 20
+    assert time.monotonic() - started < 20
