@@ -24,6 +24,12 @@ class Settings:
     hostname: str = field(default_factory=socket.gethostname)
     user: str = "user"
     connect_timeout: float = 5.0
+    # A live daemon answers GET /v1/info in milliseconds: a peer that accepts a connection
+    # and says nothing within this is given up on (send probes it before uploading).
+    reply_timeout: float = 5.0
+    # Mid-transfer: no byte sent or received for this long, or no answer this long after an
+    # upload's last byte or before a fetch's first (the peer may be importing or exporting).
+    stall_timeout: float = 60.0
     mdns_timeout: float = 3.0
     ssh_command: str = "ssh"  # $COMMUTER_SSH, like GIT_SSH_COMMAND; sshhop splits it with shlex
 

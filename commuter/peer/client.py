@@ -71,7 +71,8 @@ class PeerClient:
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.settings.connect_timeout, sock_read=120
+            total=None, sock_connect=self.settings.connect_timeout,
+            sock_read=self.settings.stall_timeout,
         )
         self._session = aiohttp.ClientSession(timeout=timeout)
         return self
@@ -89,45 +90,87 @@ class PeerClient:
             "running there? (or pass --address HOST:PORT)"
         )
 
+    def _silent(self, waited: float) -> PeerUnreachable:
+        return PeerUnreachable(
+            f"{self.peer.name} at {self.address} did not answer within {waited:g} s; is "
+            "`commuter serve` running there? (or pass --address HOST:PORT)"
+        )
+
     async def _request(
         self,
         method: str,
         path_qs: str,
         *,
-        body: Any = None,
+        body: AsyncIterator[bytes] | None = None,
         digest: str = auth.EMPTY_SHA256,
         length: int | None = None,
         dst: Path | None = None,
+        wait: float | None = None,
     ) -> Any:
+        """One signed request. `wait` bounds the silence before the answer and between its
+        reads (default settings.stall_timeout); a body that cannot be written for
+        stall_timeout seconds (the peer stopped reading) also fails."""
         import aiohttp
         from yarl import URL
 
+        wait = self.settings.stall_timeout if wait is None else wait
         headers = auth.sign_headers(self.identity, method, path_qs, digest)
         if length is not None:
             headers["Content-Length"] = str(length)
             headers["Content-Type"] = "application/octet-stream"
         url = URL(self.base + path_qs, encoded=True)
+        # aiohttp's sock_read only starts once the body is written: bound the writing here.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.settings.connect_timeout, sock_read=wait
+        )
+        deadline = asyncio.timeout(None)
         try:
-            async with self._session.request(method, url, data=body, headers=headers) as resp:
-                if resp.status >= 400:
-                    raise _error_from(resp.status, await resp.read(), self.peer.name)
-                if dst is None:
-                    return await resp.json(content_type=None)
-                with dst.open("wb") as fh:
-                    async for chunk in resp.content.iter_chunked(CHUNK):
-                        fh.write(chunk)
-                return None
+            async with deadline:
+                data = None if body is None else _watched(body, deadline, self.settings)
+                async with self._session.request(
+                    method, url, data=data, headers=headers, timeout=timeout
+                ) as resp:
+                    if resp.status >= 400:
+                        raise _error_from(resp.status, await resp.read(), self.peer.name)
+                    if dst is None:
+                        return await resp.json(content_type=None)
+                    with dst.open("wb") as fh:
+                        async for chunk in resp.content.iter_chunked(CHUNK):
+                            fh.write(chunk)
+                    return None
         except CommuterError:
             raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise self._unreachable(exc) from exc
+        except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
+            if deadline.expired():
+                raise PeerUnreachable(
+                    f"{self.peer.name} at {self.address} stalled: it took nothing of the "
+                    f"upload for {self.settings.stall_timeout:g} s"
+                ) from exc
+            raise self._silent(wait) from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise self._unreachable(exc) from exc
         except ValueError as exc:
             raise PeerError(f"{self.peer.name} sent a malformed reply") from exc
 
     async def info(self) -> dict[str, Any]:
-        """The peer's public /v1/info."""
-        data = await self._request("GET", "/v1/info")
+        """The peer's public /v1/info (bounded by settings.reply_timeout)."""
+        data = await self._request("GET", "/v1/info", wait=self.settings.reply_timeout)
+        if not isinstance(data, dict):
+            raise PeerError(f"{self.peer.name} sent a malformed reply")
         return dict(data)
+
+    async def probe(self) -> None:
+        """Fail fast unless a daemon answers here, as this peer (its device id; a hint only,
+        the signed requests that follow are what count)."""
+        info = await self.info()
+        if info.get("device_id") != self.peer.device_id:
+            raise PeerUnreachable(
+                f"{self.address} answers as another machine ({info.get('name')!r}, "
+                f"{info.get('device_id')}), not {self.peer.name} ({self.peer.device_id}); "
+                "pass --address HOST:PORT"
+            )
 
     async def upload(self, sealed_path: Path, progress: Progress | None = None) -> dict[str, Any]:
         """POST an already sealed file to the peer's inbox; returns its JSON answer."""
@@ -170,6 +213,18 @@ class PeerClient:
         return dst_path
 
 
+async def _watched(
+    chunks: AsyncIterator[bytes], deadline: asyncio.Timeout, settings: Settings
+) -> AsyncIterator[bytes]:
+    """`chunks`, pushing `deadline` back each time the sender asks for the next one (the
+    previous one was written); off once all is written (sock_read bounds the answer)."""
+    loop = asyncio.get_running_loop()
+    async for chunk in chunks:
+        deadline.reschedule(loop.time() + settings.stall_timeout)
+        yield chunk
+    deadline.reschedule(None)
+
+
 async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
     # Read on the loop: a page-cache read of 1 MiB is cheaper than a thread hop.
     with path.open("rb") as fh:
@@ -209,6 +264,7 @@ async def send_file(
 ) -> dict[str, Any]:
     """Seal a plain bundle to `peer` while uploading it; remember the address on success."""
     async with PeerClient(settings, identity, peer, address) as client:
+        await client.probe()
         answer = await client.upload_sealing(bundle, progress)
     _remember(settings, peer, address)
     return answer
@@ -250,6 +306,7 @@ async def fetch_latest(
     me = identity or Identity.load_or_create(settings)
     where = await find_address(settings, peer, address)
     async with PeerClient(settings, me, peer, where) as client:
+        await client.probe()
         sessions = await client.list_sessions()
         ranked = [(_project_matches(settings, s.get("project"), cwd), i, s)
                   for i, s in enumerate(sessions)]

@@ -163,3 +163,45 @@ def test_send_bad_address_is_one_clear_line(tmp_path):
     env = env_for(tmp_path / "home")
     trust(settings_of(env), "office", ALICE)
     one_error_line(run(env, "send", "office", "--address", "nowhere"), "is not an address")
+
+
+async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_path):
+    import asyncio
+
+    from claude_home import PLAIN, install
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read, never answer
+        while await reader.read(1 << 16):
+            pass
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        env = env_for(install(tmp_path / "home"))
+        trust(settings_of(env), "office", ALICE)
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "commuter", "send", "office", PLAIN, "--address", address,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        elapsed = time.monotonic() - started
+        result = subprocess.CompletedProcess("send", proc.returncode, out.decode(),
+                                             err.decode())
+        one_error_line(result, f"office at {address} did not answer within")
+        assert held, "send did connect"
+        assert elapsed < 10
+        assert list(settings_of(env).staging_dir.glob("*")) == []
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)

@@ -226,3 +226,62 @@ async def test_session_listing_carries_no_conversation_text(aiohttp_client, worl
     assert prompts and len(texts) > len(prompts)
     leaked = sorted(t for t in texts if t in shown or t[:40] in shown)
     assert leaked == []
+
+
+async def _silent_server(read_headers_only: bool = False):
+    """A TCP server on 127.0.0.1 that accepts and never answers (nor reads past the headers,
+    if asked: its socket buffers then fill up under a big upload)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        if read_headers_only:
+            await reader.readuntil(b"\r\n\r\n")
+            return
+        while await reader.read(1 << 16):
+            pass
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    return server, held, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def _close(server, held) -> None:
+    for writer in held:
+        writer.close()
+    server.close()
+    await asyncio.wait_for(server.wait_closed(), 5)
+
+
+async def test_send_to_a_peer_that_never_answers_fails_fast(world, tmp_path):
+    sa, _sb = world
+    server, held, address = await _silent_server()
+    try:
+        bob = Peers.load(sa).get("bob")
+        payload = tmp_path / "x"
+        payload.write_bytes(b"x" * 100)
+        started = time.monotonic()
+        with pytest.raises(PeerUnreachable, match=r"bob at 127\.0\.0\.1:\d+ did not answer"):
+            await asyncio.wait_for(client.send_file(sa, ALICE, bob, payload, address), 30)
+        assert time.monotonic() - started < sa.reply_timeout + 3
+        assert held, "the client did connect"
+    finally:
+        await _close(server, held)
+
+
+async def test_upload_to_a_peer_that_stops_reading_fails_after_the_stall_bound(world, tmp_path):
+    sa, _sb = world
+    quick = dataclasses.replace(sa, stall_timeout=1.0)
+    server, held, address = await _silent_server(read_headers_only=True)
+    try:
+        bob = Peers.load(sa).get("bob")
+        payload = tmp_path / "big"
+        with payload.open("wb") as fh:
+            for _ in range(48):  # more than the loopback socket buffers hold
+                fh.write(os.urandom(1 << 20))
+        started = time.monotonic()
+        async with client.PeerClient(quick, ALICE, bob, address) as c:
+            with pytest.raises(PeerUnreachable, match=r"bob at 127\.0\.0\.1:\d+ stalled"):
+                await asyncio.wait_for(c.upload_sealing(payload), 30)
+        assert time.monotonic() - started < 10
+    finally:
+        await _close(server, held)
