@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import time
@@ -27,7 +28,12 @@ from commuter.fsutil import atomic_write_bytes, atomic_writer
 from commuter.pathmap import PathMap, resolve_target_project
 from commuter.settings import Settings
 
-ALLOWED_PROJECT = (".claude/settings.json", "CLAUDE.md")
+SETTINGS = ".claude/settings.json"
+ALLOWED_PROJECT = (SETTINGS, "CLAUDE.md")
+# Export carries project files up to 1 MiB and the session's own history lines; a bundle
+# with more is not one commuter made, and these members are compared and written whole.
+MAX_PROJECT_MEMBER = 1 << 20
+MAX_HISTORY_MEMBER = 16 << 20
 
 
 @dataclass(slots=True)
@@ -69,12 +75,12 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     pathmap = _pathmap(source, sid, plan.sid, target, dirs, cfg.path_maps)
     renames = _file_history_names(source, pathmap)
     if options.dry_run:
-        plan.warnings += _project_conflicts(source, target)
+        plan.warnings += _project_conflicts(source, target, dirs)
         return _result(plan, "dry-run", sid)
     if plan.action == "unchanged":
         rewriter = Rewriter(pathmap)
-        _append_history(source, dirs, rewriter)
-        _project_files(settings, source, plan, options)
+        _append_history(source, dirs, rewriter, plan)
+        _project_files(settings, source, dirs, plan, options)
         os.utime(plan.dest, None)
         return _result(plan, plan.action, sid)
     if plan.action in ("updated", "replaced"):
@@ -86,8 +92,8 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     _write_side_files(settings, source, dirs, sid, plan, rewriter, renames)
     with atomic_writer(plan.dest, 0o600) as out:
         rewriter.copy(incoming, out)
-    _append_history(source, dirs, rewriter)
-    _project_files(settings, source, plan, options)
+    _append_history(source, dirs, rewriter, plan)
+    _project_files(settings, source, dirs, plan, options)
     os.utime(plan.dest, None)
     return _result(plan, plan.action, sid)
 
@@ -211,7 +217,7 @@ def _write_side_files(
             stem = name.removesuffix(".md")
             if name.endswith(".md") and is_safe_slug(stem) and (slug in (None, stem)):
                 dest = dirs.plan(stem)
-                if dest.is_file() and dest.read_bytes() != src.read_bytes():
+                if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
                     plan.backups.append(_backup_file(settings, dest, plan.sid))
                 _copy(src, dest)
 
@@ -246,30 +252,52 @@ def _backup_file(settings: Settings, path: Path, sid: str) -> Path:
     return dest
 
 
-def _append_history(source: ImportSource, dirs: ClaudeDirs, rewriter: Rewriter) -> None:
-    """Append the session's prompt-history lines, translated, skipping ones already there."""
+def _append_history(
+    source: ImportSource, dirs: ClaudeDirs, rewriter: Rewriter, plan: _Plan
+) -> None:
+    """Append the session's prompt-history lines, translated, skipping ones already there.
+
+    One O_APPEND write: lines a running claude appends meanwhile are never lost (the file
+    is not rewritten).
+    """
     if "history.jsonl" not in source.members:
         return
-    incoming = source.member("history.jsonl").read_bytes().splitlines()
+    member = source.member("history.jsonl")
+    if member.stat().st_size > MAX_HISTORY_MEMBER:
+        plan.warnings.append("skipped the bundle's prompt history: larger than 16 MiB")
+        return
+    seen: set[tuple[object, ...]] = set()
+    ends_with_newline = True
     try:
-        existing = dirs.history.read_bytes()
+        with dirs.history.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    seen.add(_history_key(line.rstrip(b"\r\n")))
+                ends_with_newline = line.endswith(b"\n")
     except FileNotFoundError:
-        existing = b""
-    seen = {_history_key(line) for line in existing.splitlines() if line.strip()}
+        pass
     new: list[bytes] = []
-    for line in incoming:
-        if not line.strip():
-            continue
-        out = rewriter.line(line)
-        key = _history_key(out)
-        if key not in seen:
-            seen.add(key)
-            new.append(out)
+    with member.open("rb") as fh:
+        for raw in fh:
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            out = rewriter.line(line)
+            key = _history_key(out)
+            if key not in seen:
+                seen.add(key)
+                new.append(out)
     if not new:
         return
-    if existing and not existing.endswith(b"\n"):
-        existing += b"\n"
-    atomic_write_bytes(dirs.history, existing + b"\n".join(new) + b"\n")
+    data = (b"" if ends_with_newline else b"\n") + b"\n".join(new) + b"\n"
+    dirs.history.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(dirs.history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _history_key(line: bytes) -> tuple[object, ...]:
@@ -282,9 +310,13 @@ def _history_key(line: bytes) -> tuple[object, ...]:
     return (entry.get("timestamp"), entry.get("sessionId"), str(entry.get("display")))
 
 
-def _project_targets(source: ImportSource, target: Path) -> list[tuple[Path, Path, str]]:
+def _project_targets(
+    source: ImportSource, target: Path, dirs: ClaudeDirs, warnings: list[str]
+) -> list[tuple[Path, Path, str]]:
+    """(member file, destination, relative name) of the project config a bundle may write."""
     out: list[tuple[Path, Path, str]] = []
     root = os.path.realpath(target)
+    claude_root = os.path.realpath(dirs.root)
     for member in source.members:
         if not member.startswith("project/"):
             continue
@@ -297,44 +329,68 @@ def _project_targets(source: ImportSource, target: Path) -> list[tuple[Path, Pat
         real = os.path.realpath(dest)
         if not real.startswith(root + os.sep):
             continue
-        out.append((source.member(member), dest, rel))
+        if real == claude_root or real.startswith(claude_root + os.sep):
+            # A session of ~ itself: its "project" config is Claude Code's own user config.
+            warnings.append(f"did not write the bundle's {rel}: it would land in Claude Code's "
+                            f"own config dir {dirs.root}")
+            continue
+        src = source.member(member)
+        if src.stat().st_size > MAX_PROJECT_MEMBER:
+            warnings.append(f"did not write the bundle's {rel}: larger than 1 MiB")
+            continue
+        out.append((src, dest, rel))
     return out
 
 
-def _project_conflicts(source: ImportSource, target: Path) -> list[str]:
-    return [
-        f"{rel} differs from the local one (import keeps the local one without --yes)"
-        for src, dest, rel in _project_targets(source, target)
-        if dest.is_file() and dest.read_bytes() != src.read_bytes()
-    ]
+def _project_conflicts(source: ImportSource, target: Path, dirs: ClaudeDirs) -> list[str]:
+    warnings: list[str] = []
+    for src, dest, rel in _project_targets(source, target, dirs, warnings):
+        if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
+            warnings.append(f"{rel} differs from the local one (import keeps the local one "
+                            "without --yes)")
+        elif rel == SETTINGS and not dest.exists():
+            warnings.append(f"the bundle brings {rel}, which can run commands (hooks); "
+                            "import writes it only with --yes")
+    return warnings
 
 
 def _project_files(
-    settings: Settings, source: ImportSource, plan: _Plan, options: ImportOptions
+    settings: Settings, source: ImportSource, dirs: ClaudeDirs, plan: _Plan,
+    options: ImportOptions,
 ) -> None:
-    """Write project config; a different local file is replaced only with consent."""
-    for src, dest, rel in _project_targets(source, plan.target):
+    """Write project config. Replacing a different local file, or adding a settings.json
+    (hooks run commands), takes consent: a yes on a terminal or --yes."""
+    for src, dest, rel in _project_targets(source, plan.target, dirs, plan.warnings):
         data = src.read_bytes()
-        if dest.is_file():
-            if dest.read_bytes() == data:
-                continue
-            consent = options.assume_yes
-            if not consent and options.interactive and options.ask is not None:
-                kind = "can run commands (hooks)" if rel.endswith("settings.json") else "steers"
-                consent = options.ask(
-                    f"the bundle's {rel} differs from yours and {kind}; replace yours?",
-                    ("no", "yes"),
-                ) == "yes"
-            if not consent:
-                plan.warnings.append(f"kept your {rel}; the bundle's differs (--yes takes it)")
-                continue
+        if dest.is_file() and dest.read_bytes() == data:
+            continue
+        if dest.exists() and not dest.is_file():
+            plan.warnings.append(f"kept your {rel}; it is not a regular file")
+            continue
+        replacing = dest.is_file()
+        if (replacing or rel == SETTINGS) and not _consent(options, rel, replacing):
+            plan.warnings.append(
+                f"kept your {rel}; the bundle's differs (--yes takes it)" if replacing
+                else f"did not write the bundle's {rel}: it can run commands (hooks); "
+                     "--yes takes it"
+            )
+            continue
+        if replacing:
             folder = _backup_dir(settings, plan.sid)
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(dest, folder / rel)
             plan.backups.append(folder / rel)
-        elif dest.exists():
-            plan.warnings.append(f"kept your {rel}; it is not a regular file")
-            continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        mode = 0o644 if not rel.endswith("settings.json") else 0o600
+        mode = 0o644 if rel != SETTINGS else 0o600
         atomic_write_bytes(dest, data, mode)
+
+
+def _consent(options: ImportOptions, rel: str, replacing: bool) -> bool:
+    if options.assume_yes:
+        return True
+    if not (options.interactive and options.ask is not None):
+        return False
+    kind = "can run commands (hooks)" if rel == SETTINGS else "steers claude"
+    question = (f"the bundle's {rel} differs from yours and {kind}; replace yours?" if replacing
+                else f"the bundle brings {rel}, which {kind}; write it?")
+    return options.ask(question, ("no", "yes")) == "yes"
