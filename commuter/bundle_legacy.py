@@ -22,6 +22,7 @@ LEGACY_FORMAT = 1
 _TOOL_RE = re.compile(rb'"tool"\s*:\s*"commuter"')
 _GZIP = b"\x1f\x8b"
 _BACKENDS = {"claude-code": "claude", "claude_code": "claude", "claude": "claude"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def sniff_head(head: bytes) -> str | None:
@@ -76,7 +77,18 @@ def _get(obj: dict[str, Any], key: str, kind: type, where: str) -> Any:
 
 
 def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    """A display-only string field; a lone surrogate (an escape JSON allows) becomes U+FFFD."""
+    if not isinstance(value, str):
+        return ""
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _utf8(text: str, where: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise BundleError(f"legacy bundle field {where!r} is not valid Unicode text "
+                          "(lone surrogate)") from None
 
 
 def _config_members(config: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
@@ -86,14 +98,15 @@ def _config_members(config: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
         yield "project/.claude/settings.json", (
             json.dumps(config["settings_json"], indent=2) + "\n").encode()
     if "claude_md" in config:
-        yield "project/CLAUDE.md", _str(config["claude_md"], "claude_md").encode()
+        yield "project/CLAUDE.md", _utf8(_str(config["claude_md"], "claude_md"), "claude_md")
     commands = config.get("commands", {})
     if not isinstance(commands, dict):
         raise BundleError("legacy bundle field 'commands' is not an object")
     for name, content in commands.items():
-        if not isinstance(name, str) or "/" in name:
+        if not isinstance(name, str) or "/" in name or _SURROGATE.search(name):
             raise BundleError(f"legacy bundle command name {str(name)[:80]!r} is not a file name")
-        yield f"project/.claude/commands/{name}", _str(content, f"commands/{name}").encode()
+        where = f"commands/{name}"
+        yield f"project/.claude/commands/{name}", _utf8(_str(content, where), where)
 
 
 def _str(value: object, where: str) -> str:
@@ -109,7 +122,10 @@ def _transcript(conversation: list[Any]) -> Iterator[bytes]:
         try:
             yield orjson.dumps(entry) + b"\n"
         except orjson.JSONEncodeError:
-            yield json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            # a lone surrogate (JS cuts strings by UTF-16 unit; Claude writes it as an escape)
+            # can only sit inside a JSON string, where backslashreplace gives that same escape
+            text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+            yield text.encode("utf-8", "backslashreplace") + b"\n"
 
 
 class _Sink:
@@ -168,7 +184,7 @@ def read_legacy(path: Path, root: Path | None, limits: Limits, *, gzipped: bool)
     if not is_uuid(sid):
         raise BundleError(f"bundle session id {sid[:80]!r} is not a UUID")
     project = _get(session, "project_dir", str, "session.")
-    if not project or "\0" in project or len(project) > 4096:
+    if not project or "\0" in project or len(project) > 4096 or _SURROGATE.search(project):
         raise BundleError("legacy bundle field 'session.project_dir' is empty or invalid")
     conversation = _get(session, "conversation", list, "session.")
     config = session.get("config") or {}
@@ -190,7 +206,8 @@ def _origin(obj: dict[str, Any]) -> Origin:
     source = obj.get("source")
     if not isinstance(source, dict):
         source = {}
-    extra = {k: source[k] for k in ("os", "backend_version") if isinstance(source.get(k), str)}
+    extra = {k: _text(source[k]) for k in ("os", "backend_version")
+             if isinstance(source.get(k), str)}
     return Origin(
         hostname=_text(source.get("hostname")) or "?", user=_text(source.get("username")) or "?",
         created_at=_text(obj.get("exported_at")), commuter_version="0.1/0.2", extra=extra,
@@ -211,7 +228,8 @@ def _git(snap: object) -> dict[str, Any] | None:
     dirty = snap.get("dirty_files")
     return {
         "branch": _text(snap.get("branch")) or None, "commit": _text(snap.get("commit")) or None,
-        "dirty": [d for d in dirty if isinstance(d, str)][:200] if isinstance(dirty, list) else [],
+        "dirty": [_text(d) for d in dirty if isinstance(d, str)][:200]
+        if isinstance(dirty, list) else [],
         "remote": None, "root_commit": None,
     }
 
@@ -220,5 +238,5 @@ def _meta(obj: dict[str, Any], session: dict[str, Any], version: str) -> dict[st
     meta: dict[str, Any] = {"legacy_version": version, "file_history": {}}
     for key in ("started_at", "last_activity", "lineage_hash"):
         if isinstance(session.get(key), str):
-            meta[key] = session[key]
+            meta[key] = _text(session[key])
     return meta

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
+import re
 import sys
 from typing import Any
 
@@ -24,20 +27,63 @@ COMMAND_MODULES = (
 )
 
 
+# C0 and C1 controls, DEL, line/paragraph separators, bidi overrides and isolates, and lone
+# surrogates (from undecodable bytes): a terminal acts on them, or cannot print them
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """`text` (from a bundle, a peer or a file name) with every character a terminal would act
+    on shown as a Python-style escape (`\\x1b`, `\\n`, `\\u2028`), so it prints as one
+    inert line."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 class CommuterGroup(click.Group):
-    """A click group that turns every CommuterError into one line on stderr and exit 1."""
+    """A click group that turns every CommuterError, OSError and UnicodeError into one line on
+    stderr and exit 1. Anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CommuterError as exc:
+        except (CommuterError, OSError, UnicodeError) as exc:
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise
-            shown = click.ClickException(f"{exc} ({exc.hint})" if exc.hint else str(exc))
-            raise shown from exc
+            if isinstance(exc, BrokenPipeError):
+                _quiet_broken_pipe()
+            raise click.ClickException(_one_line(exc, ctx.invoked_subcommand)) from exc
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             sys.exit(130)
+
+
+def _one_line(exc: BaseException, command: str | None) -> str:
+    """`exc` as one line: its own message for a CommuterError, `what: strerror (path)` else."""
+    if isinstance(exc, CommuterError):
+        text = f"{exc} ({exc.hint})" if exc.hint else str(exc)
+    elif isinstance(exc, OSError):
+        paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
+        where = f" ({' -> '.join(paths)})" if paths else ""
+        text = f"{command or 'commuter'}: {exc.strerror or exc}{where}"
+    else:
+        text = f"{command or 'commuter'}: text that cannot be {_codec_verb(exc)} ({exc})"
+    return safe_text(text)
+
+
+def _codec_verb(exc: BaseException) -> str:
+    return "decoded" if isinstance(exc, UnicodeDecodeError) else "encoded"
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of our stdout went away (`commuter list | head`): exit quietly, like cat."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.close()  # so the flush at exit does not fail a second time
+    sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a program killed by it
 
 
 class AppContext:

@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -301,3 +302,33 @@ def test_legacy_validation(tmp_path: Path) -> None:
         unpack(big, tmp_path / "s", limits=bundle.Limits(max_legacy=1000))
     with pytest.raises(BundleError, match="expands beyond"):
         unpack(LEGACY / "tools.json.gz", tmp_path / "s", limits=bundle.Limits(max_legacy=30000))
+
+
+def test_legacy_lone_surrogates(tmp_path: Path) -> None:
+    """JSON may escape a lone surrogate: refused in file text, names and the project path,
+    kept as the same escape in the transcript, replaced in display-only fields."""
+    base = json.loads((LEGACY / "plain.json").read_text())
+    for where, change in {
+        "claude_md": lambda o: o["session"]["config"].update(claude_md="a\udcffb"),
+        "commands": lambda o: o["session"]["config"]["commands"].update({"t.md": "\ud800"}),
+        "command name": lambda o: o["session"]["config"]["commands"].update({"\udcff.md": ""}),
+        "project_dir": lambda o: o["session"].update(project_dir="/tmp/\udcff"),
+    }.items():
+        obj = json.loads(json.dumps(base))
+        change(obj)
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(obj))
+        staging = tmp_path / "staging"
+        with pytest.raises(BundleError, match=where.split()[0]):
+            unpack(path, staging)
+        assert list(staging.iterdir()) == []
+    obj = json.loads(json.dumps(base))
+    obj["session"]["conversation"][0]["cut"] = "half an emoji \ud83d"
+    obj["source"]["hostname"] = "vm\udcff"
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(obj))
+    unpacked = unpack(path, tmp_path / "staging")
+    first = (unpacked.root / f"session/{SID}.jsonl").read_bytes().splitlines()[0]
+    assert b'"cut":"half an emoji \\ud83d"' in first
+    assert json.loads(first)["cut"] == "half an emoji \ud83d"
+    assert unpacked.manifest.origin.hostname == "vm\ufffd"

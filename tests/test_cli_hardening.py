@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from test_bundle_hostile import bad_size_bundle
 
 TIMEOUT = 60
+LEGACY = Path(__file__).parent / "data" / "legacy"
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
@@ -52,3 +54,71 @@ def test_inspect_of_a_negative_tar_size_is_one_line(tmp_path: Path, env) -> None
     one_error_line(run(env, "inspect", str(path)), "corrupt")
     one_error_line(run(env, "import", str(path), "--no-launch"), "corrupt")
     assert not (Path(env["HOME"]) / ".claude").exists()
+
+
+# --- OSError and encoding errors are one line, not a traceback ----------------------------
+
+
+@pytest.fixture
+def legacy_json() -> dict:
+    return json.loads((LEGACY / "plain.json").read_text())
+
+
+def test_claude_dir_that_is_a_file_is_one_line(tmp_path: Path, env, legacy_json) -> None:
+    home = Path(env["HOME"])
+    (home / ".claude").write_text("not a folder")
+    project = tmp_path / "proj"
+    project.mkdir()
+    line = one_error_line(run(env, "import", str(LEGACY / "plain.json"), "--project-dir",
+                              str(project), "--no-launch", "--yes"), "Not a directory")
+    assert str(home / ".claude") in line
+    assert (home / ".claude").read_text() == "not a folder"
+
+
+def test_oserror_format_names_the_path(env) -> None:
+    """`Error: <command>: <strerror> (<path>)`, control characters in the path escaped."""
+    from commuter.cli import _one_line
+
+    exc = FileNotFoundError(2, "No such file or directory", "/x/a\nb\x1b[31m")
+    assert _one_line(exc, "export") == (
+        "export: No such file or directory (/x/a\\x0ab\\x1b[31m)")
+    assert _one_line(OSError("plain"), None) == "commuter: plain"
+
+
+def test_legacy_bundle_with_lone_surrogates_is_one_line(tmp_path: Path, env,
+                                                       legacy_json) -> None:
+    legacy_json["session"]["config"]["claude_md"] = "\udcff"
+    path = tmp_path / "surr.json"
+    path.write_text(json.dumps(legacy_json))  # ensure_ascii: the surrogate is a \udcff escape
+    for command in ("inspect", "import"):
+        one_error_line(run(env, command, str(path), "--no-launch", "--yes")
+                       if command == "import" else run(env, command, str(path)),
+                       "claude_md", "lone surrogate")
+    assert not (Path(env["HOME"]) / ".claude").exists()
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only expected failures are shortened; a bug still shows where it happened."""
+    from click.testing import CliRunner
+
+    from commuter import core
+    from commuter.cli import cli
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(core, "list_sessions", boom)
+    result = CliRunner().invoke(cli, ["list"])
+    assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_a_closed_stdout_pipe_exits_quietly(env) -> None:
+    """`commuter config show | head -0`: no traceback and no error line for a broken pipe."""
+    proc = subprocess.Popen([sys.executable, "-m", "commuter", "config", "show"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the interpreter has started
+    err = proc.stderr.read()
+    assert proc.wait(TIMEOUT) == 141
+    assert err == b""
