@@ -354,8 +354,17 @@ async def handle_pair_hello(request: web.Request) -> web.Response:
         )
     if time.time() > invite.expires_at:
         raise invite.fail("pairing failed: code expired")
-    data = await _json_body(request)
+    # Claimed before the first await: a hello whose body is still coming must not let a
+    # second one in (two answered hellos would be two guesses, and the later one's session
+    # would replace the first's).
     invite.used = True
+    try:
+        data = await _json_body(request)
+    except PairingFailed as exc:
+        raise invite.fail(str(exc)) from None
+    except BaseException:
+        invite.fail("pairing failed: the joiner went away before its first message arrived")
+        raise
     try:
         nameplate, theirs = pairing.parse_hello_request(data)
     except PairingFailed as exc:

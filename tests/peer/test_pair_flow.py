@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 import time
@@ -109,3 +110,49 @@ async def test_garbage_json_and_confirm_without_hello_are_refused(aiohttp_client
     resp = await http.post("/pair/v1/hello", data=json.dumps({"v": 1}))
     assert resp.status == 403
     assert Peers.load(office).all() == []
+
+
+async def test_a_slow_hello_in_flight_spends_the_code_for_every_other_hello(aiohttp_server, two):
+    """Two hellos at once (one sending its body slowly): exactly one is ever answered."""
+    office, home = two
+    code = pairing.make_code()
+    invite, address = await _invite(aiohttp_server, office, code)
+    host, port = address.split(":")
+    guess = pairing.parse_code(f"{code.nameplate}-orbit-lemon-piano")
+    body = json.dumps(pairing.hello_request(guess, pairing.PairingSession(guess, "joiner")))
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"POST /pair/v1/hello HTTP/1.1\r\nHost: " + address.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body[:10].encode()
+        )
+        await writer.drain()
+        for _ in range(100):  # until the listener has taken up the slow hello (bounded)
+            if invite.used:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(PairingFailed, match="already used"):
+            await client.join(home, BOB, "home", code, address)
+        writer.write(body[10:].encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"200"  # the slow hello was the one answered
+    assert Peers.load(office).all() == [] and Peers.load(home).all() == []
+    assert not invite.result.done()  # the attacker cannot confirm without the code
+
+
+async def test_a_hello_that_is_not_json_still_spends_the_code(aiohttp_client, two):
+    office, _home = two
+    code = pairing.make_code()
+    invite = Invite(office, ALICE, "office", code, time.time() + 60)
+    http = await aiohttp_client(make_pair_app(invite))
+    resp = await http.post("/pair/v1/hello", data=b"{not json")
+    assert resp.status == 403
+    with pytest.raises(PairingFailed, match="not JSON"):
+        await asyncio.wait_for(asyncio.shield(invite.result), 5)
+    resp = await http.post("/pair/v1/hello", json=pairing.hello_request(
+        code, pairing.PairingSession(code, "joiner")))
+    assert resp.status == 403 and "already used" in (await resp.json())["message"]
