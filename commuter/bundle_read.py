@@ -398,7 +398,10 @@ def _size(n: int) -> str:
 
 
 def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
-    """`inspect`'s lines: session, origin, git state and members with sizes."""
+    """`inspect`'s lines: session, origin, git state and members with sizes.
+
+    The values are the bundle's, unescaped: print each line through `commuter.cli.safe_text`.
+    """
     o = manifest.origin
     fmt = "1 (commuter 0.1/0.2 JSON)" if manifest.format == 1 else str(manifest.format)
     lines = [
@@ -411,7 +414,7 @@ def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
     ]
     prompt = manifest.meta.get("first_prompt")
     if isinstance(prompt, str) and prompt:
-        lines.append(f"prompt:    {prompt[:100]}")
+        lines.append(f"prompt:    {' '.join(prompt.split())[:100]}")
     git = manifest.git
     if git:
         commit = str(git.get("commit") or "?")[:12]

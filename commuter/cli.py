@@ -44,6 +44,22 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def one_line_text(text: str) -> str:
+    """Free text such as a prompt: whitespace runs (newlines too) become one space, then
+    safe_text."""
+    return safe_text(" ".join(text.split()))
+
+
+# json.dumps already escapes C0 inside strings; these it leaves raw (ensure_ascii=False)
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def safe_json(text: str) -> str:
+    """JSON text from json.dumps(ensure_ascii=False) with the characters a terminal would act
+    on written as `\\uXXXX` escapes (the same JSON value; they only occur inside strings)."""
+    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 class CommuterGroup(click.Group):
     """A click group that turns every CommuterError, OSError and UnicodeError into one line on
     stderr and exit 1. Anything else is a bug and keeps its traceback."""

@@ -122,3 +122,63 @@ def test_a_closed_stdout_pipe_exits_quietly(env) -> None:
     err = proc.stderr.read()
     assert proc.wait(TIMEOUT) == 141
     assert err == b""
+
+
+# --- text from a bundle cannot drive the terminal ------------------------------------------
+
+EVIL = "evil\x1b[31mhost\nwarning: x\u2028\x9b2J"
+
+
+def evil_bundle(tmp_path: Path) -> Path:
+    from test_bundle import SID, make_manifest
+    from test_bundle_hostile import craft, entry, manifest_bytes
+
+    from commuter.core import Origin
+
+    line = {"type": "user", "uuid": "00000000-0000-4000-8000-000000000001",
+            "sessionId": SID, "cwd": "/home/a/proj",
+            "message": {"role": "user", "content": f"hi {EVIL}"}}
+    data = json.dumps(line).encode() + b"\n"
+    manifest = manifest_bytes(
+        origin=Origin(EVIL, "alice\x07", "2026-05-01T10:00:00Z\x1b]0;title\x07", "0.3.0", None),
+        project_dir="/home/a/proj\x1b[2J", meta={"first_prompt": EVIL, "file_history": {}},
+        git={**make_manifest().git, "branch": "main\nwarning: fake\x1b[0m"},  # type: ignore[dict-item]
+    )
+    path = tmp_path / "evil.bundle"
+    path.write_bytes(craft([entry(f"session/{SID}.jsonl", data)], manifest=manifest))
+    return path
+
+
+def assert_inert(result: subprocess.CompletedProcess[str]) -> None:
+    out = result.stdout + result.stderr
+    for raw in ("\x1b", "\x07", "\x9b", "\u2028"):
+        assert raw not in out, (raw, out)
+    lines = out.splitlines()
+    assert not [line for line in lines if line.startswith(("warning: x", "warning: fake"))]
+
+
+def test_inspect_escapes_what_the_bundle_says(tmp_path: Path, env) -> None:
+    result = run(env, "inspect", str(evil_bundle(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert_inert(result)
+    assert "evil\\x1b[31mhost\\x0awarning: x\\u2028\\x9b2J" in result.stdout
+    assert "/home/a/proj\\x1b[2J" in result.stdout
+
+
+def test_import_and_list_escape_what_the_bundle_says(tmp_path: Path, env) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    bundle = evil_bundle(tmp_path)
+    result = run(env, "import", str(bundle), "--project-dir", str(project), "--no-launch",
+                 "--yes")
+    assert result.returncode == 0, result.stderr
+    assert_inert(result)
+    assert "exported: " in result.stdout and "evil\\x1b[31mhost\\x0a" in result.stdout
+    listed = run(env, "list", "--all")
+    assert listed.returncode == 0, listed.stderr
+    assert_inert(listed)
+    assert "hi evil\\x1b[31mhost warning: x" in listed.stdout  # a newline in a prompt: a space
+    as_json = run(env, "list", "--all", "--json")
+    assert_inert(as_json)
+    assert json.loads(as_json.stdout)[0]["first_prompt"].startswith("hi evil\x1b[31mhost")
+    assert "\\u001b[31m" in as_json.stdout and "\\u009b2J" in as_json.stdout

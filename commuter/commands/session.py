@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.cli import AppContext, pass_app
+from commuter.cli import AppContext, one_line_text, pass_app, safe_json, safe_text
 from commuter.errors import BundleError, CommuterError
 
 if TYPE_CHECKING:
@@ -83,7 +83,8 @@ def list_cmd(app: AppContext, show_all: bool, as_json: bool) -> None:
 
     refs = [r for r in core.list_sessions(app.settings) if show_all or r.has_messages]
     if as_json:
-        click.echo(json.dumps([_ref_json(r) for r in refs], indent=2, ensure_ascii=False))
+        click.echo(safe_json(json.dumps([_ref_json(r) for r in refs], indent=2,
+                                        ensure_ascii=False)))
         return
     if not refs:
         click.echo("no sessions found", err=True)
@@ -95,10 +96,10 @@ def list_cmd(app: AppContext, show_all: bool, as_json: bool) -> None:
         project = str(ref.project) if ref.project else "?"
         if project == home or project.startswith(home + "/"):
             project = "~" + project[len(home) :]
-        prompt = (ref.first_prompt or "")[:60]
+        prompt = one_line_text(ref.first_prompt or "")[:60]
         click.echo(
             f"{shorts[ref.session_id]:<9} {relative_time(ref.updated_at, now):<15} "
-            f"{project}  {prompt}".rstrip()
+            f"{safe_text(project)}  {prompt}".rstrip()
         )
 
 
@@ -126,11 +127,10 @@ def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) 
             raise BundleError(f"{target} is a directory; give a file name")
         with atomic_writer(target, 0o600) as fh:
             manifest = core.export_to(app.settings, fh, session=session, cwd=Path.cwd())
-    click.echo(
+    click.echo(safe_text(
         f"exported session {manifest.session_id} ({manifest.message_count} messages, "
         f"{len(manifest.members)} files) from {manifest.project_dir}"
-        + (f" to {output}" if output != "-" else ""),
-        err=True,
+        + (f" to {output}" if output != "-" else "")), err=True,
     )
 
 
@@ -196,20 +196,25 @@ def _bundle_file(path: Path) -> Path:
 
 
 def _report(result: ImportResult) -> None:
+    """The import summary; every line goes through safe_text, since the origin, the project
+    path and the warnings carry text from the bundle (or the peer that sent it)."""
+    def say(line: str, err: bool = False) -> None:
+        click.echo(safe_text(line), err=err)
+
     for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        say(f"warning: {warning}", err=True)
     for backup in result.backups:
-        click.echo(f"backup: {backup}", err=True)
+        say(f"backup: {backup}", err=True)
     verbs = {
         "created": "imported", "updated": "updated", "unchanged": "unchanged",
         "forked": "imported as a fork", "replaced": "replaced", "dry-run": "would import",
     }
     if result.origin:
-        click.echo(f"exported: {result.origin}")
-    click.echo(f"{verbs.get(result.action, result.action)}: session {result.session_id} "
-               f"in {result.project_dir}")
-    click.echo(f"resume:   {result.resume_command()}")
-    click.echo(f"continue: {result.continue_command()}")
+        say(f"exported: {result.origin}")
+    say(f"{verbs.get(result.action, result.action)}: session {result.session_id} "
+        f"in {result.project_dir}")
+    say(f"resume:   {result.resume_command()}")
+    say(f"continue: {result.continue_command()}")
 
 
 @click.command("inspect")
@@ -223,23 +228,25 @@ def inspect_cmd(app: AppContext, bundle: Path) -> None:
     except ImportError:  # pragma: no cover
         seal = None  # type: ignore[assignment]
     if seal is not None and seal.is_sealed(bundle):
-        header = seal.read_header(bundle)
-        click.echo(f"sealed (encrypted for {', '.join(header.recipients) or 'nobody'}) "
-                   f"from {header.sender_device_id}, created {header.created_at}")
+        header = seal.read_header(bundle)  # unauthenticated until opened: escape it all
+        click.echo(safe_text(f"sealed (encrypted for {', '.join(header.recipients) or 'nobody'})"
+                             f" from {header.sender_device_id}, created {header.created_at}"))
         return
     from commuter import core
 
     manifest = core.read_manifest(bundle)
-    click.echo(_describe(manifest))
+    for line in _describe(manifest):
+        click.echo(safe_text(line))
 
 
-def _describe(manifest: Any) -> str:
+def _describe(manifest: Any) -> list[str]:
+    """inspect's lines, raw: the values in them come from the bundle and may hold newlines."""
     import importlib
 
     try:
         describe = getattr(importlib.import_module("commuter.bundle"), "describe", None)
         if describe is not None:
-            return str(describe(manifest))
+            return list(describe(manifest))
     except (ImportError, CommuterError):
         pass
-    return f"session {manifest.session_id} from {manifest.project_dir}"
+    return [f"session {manifest.session_id} from {manifest.project_dir}"]
