@@ -3,6 +3,7 @@
 CommuterError
  +-- ConfigError
  +-- BundleError           a bundle is truncated, corrupt, hostile or of a newer format
+ +-- OutputError           an output path commuter will not write to (not a regular file, ...)
  +-- BackendError
  |    +-- SessionNotFound
  |    +-- AmbiguousSession
@@ -40,6 +41,10 @@ class ConfigError(CommuterError):
 
 class BundleError(CommuterError):
     code = "bad-bundle"
+
+
+class OutputError(CommuterError):
+    code = "bad-output"
 
 
 class BackendError(CommuterError):
@@ -105,7 +110,7 @@ class RelayError(TransportError):
 ERRORS_BY_CODE: dict[str, type[CommuterError]] = {
     cls.code: cls
     for cls in (
-        CommuterError, ConfigError, BundleError, BackendError, SessionNotFound,
+        CommuterError, ConfigError, BundleError, OutputError, BackendError, SessionNotFound,
         AmbiguousSession, SessionBusy, ConsentRequired, PeerError, NotPaired, BadSignature,
         ReplayedRequest, PairingFailed, PeerUnreachable, TooLarge, TransportError,
         UnknownTransport, RelayError,

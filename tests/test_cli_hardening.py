@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,64 @@ def test_import_and_list_escape_what_the_bundle_says(tmp_path: Path, env) -> Non
     assert_inert(as_json)
     assert json.loads(as_json.stdout)[0]["first_prompt"].startswith("hi evil\x1b[31mhost")
     assert "\\u001b[31m" in as_json.stdout and "\\u009b2J" in as_json.stdout
+
+
+# --- export -o writes only a regular file, in a folder that exists -------------------------
+
+
+@pytest.fixture
+def exporter(tmp_path: Path, env) -> dict[str, str]:
+    from claude_home import install
+
+    install(Path(env["HOME"]))
+    return env
+
+
+def export(env: dict[str, str], target: Path | str, cwd: Path):
+    from claude_home import TOOLS
+
+    return run(env, "export", TOOLS[:8], "-o", str(target), cwd=cwd, timeout=30)
+
+
+def test_export_refuses_a_fifo(tmp_path: Path, exporter) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    one_error_line(export(exporter, fifo, tmp_path), str(fifo), "not a regular file", "fifo")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_export_refuses_a_symlink_and_leaves_both_ends(tmp_path: Path, exporter) -> None:
+    real = tmp_path / "real.bundle"
+    real.write_bytes(b"keep me")
+    link = tmp_path / "link.bundle"
+    link.symlink_to(real)
+    one_error_line(export(exporter, link, tmp_path), str(link), "symlink")
+    assert link.is_symlink() and real.read_bytes() == b"keep me"
+    dangling = tmp_path / "dangling.bundle"
+    dangling.symlink_to(tmp_path / "nowhere")
+    one_error_line(export(exporter, dangling, tmp_path), "symlink")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_export_does_not_create_missing_folders(tmp_path: Path, exporter) -> None:
+    target = tmp_path / "missing" / "deeper" / "x.bundle"
+    one_error_line(export(exporter, target, tmp_path),
+                   f"no such directory: {tmp_path / 'missing' / 'deeper'}")
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "afile").write_text("")
+    one_error_line(export(exporter, tmp_path / "afile" / "x.bundle", tmp_path),
+                   "is not a directory")
+    one_error_line(export(exporter, tmp_path, tmp_path), "is a directory")
+
+
+def test_export_replaces_a_regular_file(tmp_path: Path, exporter) -> None:
+    target = tmp_path / "old.bundle"
+    target.write_bytes(b"old")
+    result = export(exporter, target, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes().startswith(b"COMMUTER-BUNDLE ")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    relative = export(exporter, "rel.bundle", tmp_path)  # a bare name: the cwd is its folder
+    assert relative.returncode == 0, relative.stderr
+    assert (tmp_path / "rel.bundle").is_file()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from commuter.cli import AppContext, one_line_text, pass_app, safe_json, safe_text
-from commuter.errors import BundleError, CommuterError
+from commuter.errors import BundleError, CommuterError, OutputError
 
 if TYPE_CHECKING:
     from commuter.backends import SessionRef
@@ -111,7 +111,7 @@ def list_cmd(app: AppContext, show_all: bool, as_json: bool) -> None:
 def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) -> None:
     """Write a session (ID, unique prefix, or --latest) to a bundle file."""
     from commuter import core
-    from commuter.fsutil import atomic_writer
+    from commuter.fsutil import atomic_writer, output_problem
 
     if session and latest:
         raise click.UsageError("give an ID or --latest, not both")
@@ -123,9 +123,10 @@ def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) 
         stream.flush()
     else:
         target = Path(output).expanduser()
-        if target.is_dir():
-            raise BundleError(f"{target} is a directory; give a file name")
-        with atomic_writer(target, 0o600) as fh:
+        problem = output_problem(target)
+        if problem:
+            raise OutputError(problem)
+        with atomic_writer(target, 0o600, parents=False) as fh:
             manifest = core.export_to(app.settings, fh, session=session, cwd=Path.cwd())
     click.echo(safe_text(
         f"exported session {manifest.session_id} ({manifest.message_count} messages, "
