@@ -1,5 +1,6 @@
-"""Signed HTTP requests: every request names its sender's key and is bound to method,
-path, body digest, time and a nonce, so it cannot be altered, replayed or moved."""
+"""Signed HTTP requests: every request names its sender's key and its recipient and is bound
+to method, path, body digest, time and a nonce, so it cannot be altered, replayed or moved
+(to another path, body or recipient)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ H_TIME = "X-Commuter-Time"
 H_NONCE = "X-Commuter-Nonce"
 H_DIGEST = "X-Commuter-Content-SHA256"
 H_SIG = "X-Commuter-Signature"
+H_TO = "X-Commuter-To"
+# The audience of requests to a relay (which has no device id); a peer daemon's audience is
+# its device id, so neither accepts what was signed for the other.
+RELAY_AUDIENCE = "relay"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW = 300.0
 
@@ -33,19 +38,28 @@ def sealed_body_digest(header_digest: bytes) -> str:
     return "seal-sha256:" + header_digest.hex()
 
 
-def _message(method: str, path_qs: str, digest: str, stamp: str, nonce: str) -> bytes:
-    return "\n".join(("v1", method.upper(), path_qs, digest, stamp, nonce)).encode()
+def _message(
+    audience: str, method: str, path_qs: str, digest: str, stamp: str, nonce: str
+) -> bytes:
+    return "\n".join(("v2", audience, method.upper(), path_qs, digest, stamp, nonce)).encode()
 
 
 def sign_headers(
-    identity: Identity, method: str, path_qs: str, body_sha256: str = EMPTY_SHA256
+    identity: Identity,
+    method: str,
+    path_qs: str,
+    body_sha256: str = EMPTY_SHA256,
+    *,
+    audience: str = RELAY_AUDIENCE,
 ) -> dict[str, str]:
-    """Headers that authenticate one request by `identity`."""
+    """Headers that authenticate one request by `identity` to `audience` (the recipient
+    daemon's device id; RELAY_AUDIENCE for a relay)."""
     stamp = str(int(time.time()))
     nonce = secrets.token_urlsafe(18)
-    signature = identity.sign(_message(method, path_qs, body_sha256, stamp, nonce))
+    signature = identity.sign(_message(audience, method, path_qs, body_sha256, stamp, nonce))
     return {
         H_KEY: base64.b64encode(identity.public_key).decode(),
+        H_TO: audience,
         H_TIME: stamp,
         H_NONCE: nonce,
         H_DIGEST: body_sha256,
@@ -91,11 +105,14 @@ def verify_headers(
     body_sha256: str,
     nonces: NonceCache,
     *,
+    audience: str = RELAY_AUDIENCE,
     now: float | None = None,
 ) -> bytes:
-    """Check a request's signature, digest, freshness and nonce; return the sender's key."""
+    """Check a request's signature, recipient (`audience`: this daemon's device id, or
+    RELAY_AUDIENCE), digest, freshness and nonce; return the sender's key."""
     key = claimed_key(headers)
     try:
+        to = headers[H_TO]
         stamp = headers[H_TIME]
         nonce = headers[H_NONCE]
         digest = headers[H_DIGEST]
@@ -105,7 +122,10 @@ def verify_headers(
         raise BadSignature("request signature headers are missing or malformed") from exc
     if not 8 <= len(nonce) <= 128:
         raise BadSignature("request nonce is malformed")
-    verify_signature(key, _message(method, path_qs, digest, stamp, nonce), signature)
+    verify_signature(key, _message(to, method, path_qs, digest, stamp, nonce), signature)
+    if to != audience:
+        shown = to if to.isprintable() and len(to) <= 64 else "another recipient"
+        raise BadSignature(f"request is addressed to {shown}, not to this machine ({audience})")
     if digest != body_sha256:
         raise BadSignature("request body does not match its signed digest")
     current = time.time() if now is None else now

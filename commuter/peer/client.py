@@ -114,7 +114,9 @@ class PeerClient:
         from yarl import URL
 
         wait = self.settings.stall_timeout if wait is None else wait
-        headers = auth.sign_headers(self.identity, method, path_qs, digest)
+        headers = auth.sign_headers(
+            self.identity, method, path_qs, digest, audience=self.peer.device_id
+        )
         if length is not None:
             headers["Content-Length"] = str(length)
             headers["Content-Type"] = "application/octet-stream"

@@ -133,7 +133,8 @@ async def _verified_get(request: web.Request) -> Peer:
     st = request.app[STATE]
     peer = _paired_sender(st, request)
     auth.verify_headers(
-        request.headers, request.method, request.raw_path, auth.EMPTY_SHA256, st.nonces
+        request.headers, request.method, request.raw_path, auth.EMPTY_SHA256, st.nonces,
+        audience=st.identity.device_id,
     )
     return peer
 
@@ -228,7 +229,7 @@ async def _receive_sealed(
     header = seal.parse_header(start, rest)
     auth.verify_headers(
         request.headers, "POST", request.raw_path, auth.sealed_body_digest(header.digest),
-        st.nonces,
+        st.nonces, audience=st.identity.device_id,
     )
     if header.sender != peer.public_key:
         raise BadSignature("bundle is sealed by another key than the request's signer")

@@ -15,6 +15,7 @@ from commuter.settings import Settings
 
 ALICE = Identity.from_seed(b"a" * 32)
 BOB = Identity.from_seed(b"b" * 32)
+CAROL = Identity.from_seed(b"c" * 32)
 EVE = Identity.from_seed(b"e" * 32)
 
 
@@ -43,13 +44,21 @@ def sealed_payload(tmp: Path, sender: Identity, to: Identity, size: int = 3000) 
     return out
 
 
-def signed_upload(identity: Identity, data: bytes, path: str = "/v1/bundles") -> dict[str, str]:
-    """Headers signing a POST of `data`: bound to its seal header, or (junk) to its sha256."""
+def signed_upload(
+    identity: Identity, data: bytes, path: str = "/v1/bundles", to: Identity = BOB
+) -> dict[str, str]:
+    """Headers signing a POST of `data` for `to`: bound to its seal header, or (junk) to its
+    sha256."""
     try:
         digest = auth.sealed_body_digest(seal.read_header_from(io.BytesIO(data)).digest)
     except BundleError:
         digest = hashlib.sha256(data).hexdigest()
-    return auth.sign_headers(identity, "POST", path, digest)
+    return auth.sign_headers(identity, "POST", path, digest, audience=to.device_id)
+
+
+def signed_get(identity: Identity, path: str, to: Identity = BOB) -> dict[str, str]:
+    """Headers signing a GET of `path` by `identity` for `to`'s daemon."""
+    return auth.sign_headers(identity, "GET", path, audience=to.device_id)
 
 
 def inbox_files(settings: Settings) -> list[str]:

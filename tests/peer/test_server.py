@@ -8,10 +8,12 @@ import pytest
 from peerhelp import (
     ALICE,
     BOB,
+    CAROL,
     EVE,
     inbox_files,
     machine,
     sealed_payload,
+    signed_get,
     signed_upload,
     trust,
 )
@@ -145,24 +147,24 @@ async def test_oversized_chunked_body_gets_413(client, bob_settings, tmp_path):
 
 
 async def test_sessions_need_pairing_and_a_signature(client):
-    resp = await client.get("/v1/sessions", headers=auth.sign_headers(EVE, "GET", "/v1/sessions"))
+    resp = await client.get("/v1/sessions", headers=signed_get(EVE, "/v1/sessions"))
     assert resp.status == 403
     resp = await client.get("/v1/sessions")
     assert resp.status == 401
-    resp = await client.get("/v1/sessions", headers=auth.sign_headers(ALICE, "GET", "/v1/sessions"))
+    resp = await client.get("/v1/sessions", headers=signed_get(ALICE, "/v1/sessions"))
     assert resp.status == 200
     assert await resp.json() == {"sessions": []}
 
 
 async def test_signature_is_bound_to_the_query(client):
-    headers = auth.sign_headers(ALICE, "GET", "/v1/sessions?project=%2Fa")
+    headers = signed_get(ALICE, "/v1/sessions?project=%2Fa")
     resp = await client.get("/v1/sessions?project=%2Fb", headers=headers)
     assert resp.status == 401
 
 
 async def test_unknown_session_bundle_is_404_json(client):
     path = "/v1/sessions/nope/bundle"
-    resp = await client.get(path, headers=auth.sign_headers(ALICE, "GET", path))
+    resp = await client.get(path, headers=signed_get(ALICE, path))
     assert resp.status == 404
     assert (await resp.json())["error"] == "no-session"
 
@@ -230,3 +232,46 @@ async def test_any_port_on_all_interfaces_is_one_port_for_every_family():
             assert ports == {bound}
         finally:
             await runner.cleanup()
+
+
+async def test_a_request_signed_for_one_peer_is_refused_by_another(aiohttp_client, tmp_path):
+    """Alice is paired with Bob and Carol: what she signed for Bob cannot be replayed to Carol."""
+    b_settings, c_settings = machine(tmp_path / "b"), machine(tmp_path / "c")
+    bob = await aiohttp_client(make_app(b_settings, BOB, trust(b_settings, "alice", ALICE)))
+    carol = await aiohttp_client(make_app(c_settings, CAROL, trust(c_settings, "alice", ALICE)))
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"both may open this" * 100)
+    sealed = tmp_path / "both.sealed"
+    seal.seal_file(plain, sealed, ALICE, [BOB.public_key, CAROL.public_key])
+    data = sealed.read_bytes()
+    for_bob = signed_upload(ALICE, data, to=BOB)
+    assert for_bob[auth.H_TO] == BOB.device_id
+    resp = await carol.post("/v1/bundles", data=data, headers=for_bob)
+    assert resp.status == 401, await resp.text()
+    answer = await resp.json()
+    assert answer["error"] == "bad-signature"
+    assert answer["message"] == (
+        f"request is addressed to {BOB.device_id}, not to this machine ({CAROL.device_id})"
+    )
+    assert inbox_files(c_settings) == []
+    resp = await bob.post("/v1/bundles", data=data, headers=for_bob)
+    assert resp.status == 200, await resp.text()
+
+    listing = signed_get(ALICE, "/v1/sessions", to=BOB)
+    resp = await carol.get("/v1/sessions", headers=listing)
+    assert resp.status == 401 and (await resp.json())["error"] == "bad-signature"
+    resp = await bob.get("/v1/sessions", headers=listing)
+    assert resp.status == 200
+
+
+async def test_a_request_naming_no_recipient_is_refused(client, tmp_path):
+    data = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
+    headers = signed_upload(ALICE, data)
+    del headers[auth.H_TO]
+    resp = await client.post("/v1/bundles", data=data, headers=headers)
+    assert resp.status == 401 and (await resp.json())["error"] == "bad-signature"
+
+
+async def test_a_request_signed_for_the_relay_is_refused_by_a_peer(client):
+    resp = await client.get("/v1/sessions", headers=auth.sign_headers(ALICE, "GET", "/v1/sessions"))
+    assert resp.status == 401 and (await resp.json())["error"] == "bad-signature"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from claude_home import TOOLS, install, transcript
-from peerhelp import ALICE, BOB, EVE, inbox_files, machine, trust
+from peerhelp import ALICE, BOB, EVE, inbox_files, machine, signed_get, trust
 
 from commuter import config, core
 from commuter.errors import NotPaired, PeerUnreachable, SessionNotFound
-from commuter.peer import auth, client, seal
+from commuter.peer import client, seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peer, Peers
 from commuter.peer.server import make_app, serve
@@ -213,7 +213,7 @@ async def test_session_listing_carries_no_conversation_text(aiohttp_client, worl
     sa, _sb = world
     http = await aiohttp_client(make_app(sa, ALICE, Peers.load(sa), name="alice"))
     path = "/v1/sessions"
-    resp = await http.get(path, headers=auth.sign_headers(BOB, "GET", path))
+    resp = await http.get(path, headers=signed_get(BOB, path, to=ALICE))
     assert resp.status == 200
     listing = (await resp.json())["sessions"]
     assert listing, "the fixture home has sessions"
