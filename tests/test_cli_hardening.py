@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -244,3 +245,96 @@ def test_export_replaces_a_regular_file(tmp_path: Path, exporter) -> None:
     relative = export(exporter, "rel.bundle", tmp_path)  # a bare name: the cwd is its folder
     assert relative.returncode == 0, relative.stderr
     assert (tmp_path / "rel.bundle").is_file()
+
+
+# --- config show / unset --------------------------------------------------------------------
+
+
+def test_config_show_and_unset(tmp_path: Path, env) -> None:
+    empty = run(env, "config", "show")
+    assert empty.returncode == 0, empty.stderr
+    config_file = Path(empty.stdout.splitlines()[0].removeprefix("config file: "))
+    assert empty.stdout.splitlines()[1:] == ["(nothing set)"]
+    assert json.loads(run(env, "config", "show", "--json").stdout) == {}
+    assert not config_file.exists()
+    drop = tmp_path / "drop"
+    for args in (("path-map", "/home/me/p", "/Users/me/code"), ("transfer-dir", str(drop)),
+                 ("relay", "https://relay.example/"), ("name", "office")):
+        result = run(env, "config", "set", *args)
+        assert result.returncode == 0 and result.stdout == f"{args[0]} set\n", result.stderr
+    shown = run(env, "config", "show").stdout.splitlines()
+    assert shown[1:] == ["path-map: /home/me/p <-> /Users/me/code",
+                         f"transfer-dir: {drop}", "relay: https://relay.example", "name: office"]
+    assert json.loads(run(env, "config", "show", "--json").stdout) == {
+        "path-map": [["/home/me/p", "/Users/me/code"]], "transfer-dir": str(drop),
+        "relay": "https://relay.example", "name": "office"}
+    for key in ("relay", "path-map"):
+        result = run(env, "config", "unset", key)
+        assert result.returncode == 0 and result.stdout == f"{key} unset\n", result.stderr
+    assert json.loads(run(env, "config", "show", "--json").stdout) == {
+        "transfer-dir": str(drop), "name": "office"}
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+    one_error_line(run(env, "config", "unset", "colour"), "unknown key 'colour'")
+    assert json.loads(config_file.read_text()) == {"transfer-dir": str(drop), "name": "office"}
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"path-map": 5}',
+                                  '{"path-map": [["only-one"]]}', '{"path-map": [1]}'])
+def test_config_show_of_a_broken_file_is_one_line(env, text: str) -> None:
+    shown = run(env, "config", "show")
+    config_file = Path(shown.stdout.splitlines()[0].removeprefix("config file: "))
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(text)
+    one_error_line(run(env, "config", "show"), "not valid commuter config")
+    one_error_line(run(env, "config", "unset", "relay"), "not valid commuter config")
+    assert config_file.read_text() == text
+
+
+# --- no terminal: never a question, never a hang --------------------------------------------
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", *args], cwd=cwd,
+                   check=True, capture_output=True, timeout=TIMEOUT)
+
+
+def test_import_without_a_terminal_warns_instead_of_asking(tmp_path: Path, env) -> None:
+    """Git differences make a terminal ask "Import anyway?"; with stdin a pipe that stays open
+    and never answers, the import must not wait for it: it warns and goes on."""
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    from test_bundle import SID
+    from test_bundle_hostile import craft, entry, manifest_bytes
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "feature")
+    (repo / "a.txt").write_text("one\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "one")
+    (repo / "a.txt").write_text("two\n")
+    line = {"type": "user", "uuid": "00000000-0000-4000-8000-000000000001", "sessionId": SID,
+            "cwd": str(repo), "message": {"role": "user", "content": "hello"}}
+    git = {"branch": "main", "commit": "c" * 40, "dirty": [], "remote": None,
+           "root_commit": None}
+    bundle = tmp_path / "s.bundle"
+    bundle.write_bytes(craft([entry(f"session/{SID}.jsonl", json.dumps(line).encode() + b"\n")],
+                             manifest=manifest_bytes(project_dir=str(repo), git=git)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commuter", "import", str(bundle), "--no-launch"], env=env,
+        cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("import waited for an answer on a stdin that is not a terminal")
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert "warning: source was on branch main, here it is feature" in err
+    assert "warning: source commit cccccccccccc is not in this repository" in err
+    assert "uncommitted change" in err
+    assert "Import anyway" not in err and "[yes" not in err
+    assert f"imported: session {SID}" in out
