@@ -31,6 +31,7 @@ CHUNK = 1 << 20
 BLOCK = 512
 _ROOT_TAG = b"commuter-bundle-2\0"
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _BACKEND_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _TAR_KINDS = {
     tarfile.DIRTYPE: "directory", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
@@ -100,7 +101,9 @@ def is_uuid(text: object) -> bool:
 
 def check_member_name(name: str) -> str:
     """`name` if it is a safe relative POSIX path for a member; BundleError otherwise."""
-    if not name or len(name.encode("utf-8", "surrogateescape")) > 4096:
+    if _SURROGATE_RE.search(name):  # bytes that are not UTF-8; digest.json could not hold them
+        raise BundleError(f"bundle member name {name[:200]!r} is not valid UTF-8")
+    if not name or len(name.encode("utf-8")) > 4096:
         raise BundleError(f"bundle member name {name[:80]!r} is empty or too long")
     if name.startswith("/") or re.match(r"[A-Za-z]:", name):
         raise BundleError(f"bundle member name {name[:200]!r} is an absolute path")
@@ -109,7 +112,7 @@ def check_member_name(name: str) -> str:
     for part in name.split("/"):
         if part in ("", ".", ".."):
             raise BundleError(f"bundle member name {name[:200]!r} has an empty, '.' or '..' part")
-        if len(part.encode("utf-8", "surrogateescape")) > 255:
+        if len(part.encode("utf-8")) > 255:
             raise BundleError(f"bundle member name {name[:80]!r} has a part over 255 bytes")
     if name in (MANIFEST_NAME, DIGEST_NAME):
         raise BundleError(f"bundle member name {name!r} is reserved")

@@ -164,6 +164,9 @@ def test_writer_refuses_bad_input(tmp_path: Path) -> None:
         writer.add_bytes("a/b/c", b"2")
     with pytest.raises(BundleError, match="not a regular file"):
         writer.add_file("d", tmp_path)
+    for not_utf8 in ("project/\udcff.md", "x\ud800"):  # os.walk's name for bytes like b"\xff"
+        with pytest.raises(BundleError, match="not valid UTF-8"):
+            writer.add_bytes(not_utf8, b"")
     writer.close()
     with pytest.raises(BundleError, match="closed"):
         writer.add_bytes("c", b"")

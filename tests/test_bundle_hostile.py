@@ -415,3 +415,14 @@ def test_tar_header_fuzz_only_ever_raises_commuter_errors(tmp_path: Path) -> Non
     assert outcomes["BundleError"] >= 200, outcomes
     assert peak < 32 << 20
     assert time.monotonic() - started < 20
+
+
+def test_member_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """A ustar name with a byte like 0xff decodes to a surrogate; such a name is refused."""
+    info = tarfile.TarInfo("project/x.md")
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    block[8] = 0xFF  # "project/\xff.md"
+    manifest = manifest_bytes()
+    tar = (entry("manifest.json", manifest)[0].tobuf(tarfile.PAX_FORMAT) + manifest
+           + b"\0" * (-len(manifest) % 512) + _fix_checksum(block) + bytes(1024))
+    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(tar), "not valid UTF-8")

@@ -235,6 +235,17 @@ def test_export_does_not_create_missing_folders(tmp_path: Path, exporter) -> Non
     one_error_line(export(exporter, tmp_path, tmp_path), "is a directory")
 
 
+def test_export_of_a_file_name_that_is_not_utf8_is_one_line(tmp_path: Path, exporter) -> None:
+    """digest.json cannot hold such a name; once a TypeError traceback from the writer."""
+    commands = Path(exporter["HOME"]) / "projects" / "my.app" / ".claude" / "commands"
+    commands.mkdir(parents=True, exist_ok=True)
+    (commands / os.fsdecode(b"\xff.md")).write_text("x")
+    target = tmp_path / "x.bundle"
+    one_error_line(export(exporter, target, tmp_path), "not valid UTF-8", "\\udcff")
+    assert not target.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_export_replaces_a_regular_file(tmp_path: Path, exporter) -> None:
     target = tmp_path / "old.bundle"
     target.write_bytes(b"old")
