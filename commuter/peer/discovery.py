@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ SERVICE = "_commuter._tcp.local."
 PAIR_SERVICE = "_commuter-pair._tcp.local."
 PROTOCOL_VERSION = "1"
 ADDRESS_POLL = 5.0
+
+Log = Callable[[str], None]
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,13 @@ def _instance_label(text: str) -> str:
 
 
 class Advertiser:
-    """Registers one service while open; re-announces when local addresses change."""
+    """Registers one service while open; re-announces when local addresses change.
+
+    Unless COMMUTER_MDNS_INTERFACES pins the interfaces, the mDNS sockets are a snapshot of
+    the interfaces at start (zeroconf's InterfaceChoice.All): a new address (DHCP renewal,
+    another Wi-Fi) is then neither joined nor answered on, so on a change the zeroconf
+    instance is closed and recreated, and the service registered again.
+    """
 
     def __init__(
         self,
@@ -98,6 +108,8 @@ class Advertiser:
         properties: dict[str, str],
         poll_interval: float = ADDRESS_POLL,
         addresses: Callable[[Settings], list[str]] = local_addresses,
+        zeroconf: Callable[[Settings], Any] | None = None,
+        log: Log | None = None,
     ) -> None:
         self.settings = settings
         self.service_type = service_type
@@ -106,10 +118,13 @@ class Advertiser:
         self.properties = properties
         self.poll_interval = poll_interval
         self._addresses = addresses
+        self._new_zeroconf = zeroconf or _zeroconf
+        self._log = log or _logger.warning
         self._zc: Any = None
         self._info: Any = None
         self._current: list[str] = []
         self._task: asyncio.Task[None] | None = None
+        self._last_error = ""
 
     def _make_info(self, addrs: list[str]) -> Any:
         from zeroconf.asyncio import AsyncServiceInfo
@@ -125,22 +140,44 @@ class Advertiser:
         )
 
     async def __aenter__(self) -> Advertiser:
-        self._zc = _zeroconf(self.settings)
         self._current = self._addresses(self.settings)
-        self._info = self._make_info(self._current)
-        await self._zc.async_register_service(self._info, allow_name_change=True)
-        self.instance = self._info.name
+        self._zc = self._new_zeroconf(self.settings)
+        await self._register(self._make_info(self._current))
         self._task = asyncio.create_task(self._poll())
         return self
+
+    async def _register(self, info: Any) -> None:
+        await self._zc.async_register_service(info, allow_name_change=True)
+        self._info = info
+        self.instance = info.name
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)
-            addrs = self._addresses(self.settings)
-            if addrs != self._current:
-                self._current = addrs
-                self._info = self._make_info(addrs)
-                await self._zc.async_update_service(self._info)
+            try:
+                addrs = self._addresses(self.settings)
+                if addrs != self._current:
+                    await self._reannounce(addrs)
+                    self._current = addrs
+                self._last_error = ""
+            except Exception as exc:  # a daemon outlives a flaky network: say so, retry
+                reason = str(exc) or type(exc).__name__
+                if reason != self._last_error:
+                    self._log(f"mDNS: cannot re-announce this machine ({reason}); will retry")
+                self._last_error = reason
+
+    async def _reannounce(self, addrs: list[str]) -> None:
+        info = self._make_info(addrs)
+        if self.settings.mdns_interfaces:
+            # Pinned interfaces: the same sockets still serve; only the A records change.
+            await self._zc.async_update_service(info)
+            self._info = info
+            return
+        old, self._zc = self._zc, None
+        if old is not None:  # None: the previous attempt failed to open new sockets
+            await _close(old)
+        self._zc = self._new_zeroconf(self.settings)
+        await self._register(info)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -150,16 +187,23 @@ class Advertiser:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._zc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._zc.async_unregister_all_services(), 3)
-            await self._zc.async_close()
+            await _close(self._zc)
 
 
-def advertise_peer(settings: Settings, name: str, device_id: str, port: int) -> Advertiser:
+async def _close(azc: Any) -> None:
+    """Say goodbye for every service (bounded: an interface may be gone), then close."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(azc.async_unregister_all_services(), 3)
+    await azc.async_close()
+
+
+def advertise_peer(
+    settings: Settings, name: str, device_id: str, port: int, log: Log | None = None
+) -> Advertiser:
     """The `commuter serve` advertisement: TXT id, name and protocol version."""
     return Advertiser(
         settings, service_type=SERVICE, label=name, port=port,
-        properties={"id": device_id, "name": name, "v": PROTOCOL_VERSION},
+        properties={"id": device_id, "name": name, "v": PROTOCOL_VERSION}, log=log,
     )
 
 

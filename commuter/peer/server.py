@@ -462,7 +462,7 @@ async def serve(
     runner, bound = await start_site(app, host, port)
     try:
         advert = (
-            advertise_peer(settings, name, identity.device_id, bound)
+            advertise_peer(settings, name, identity.device_id, bound, log=say)
             if mdns
             else contextlib.nullcontext()
         )
