@@ -257,7 +257,10 @@ def serve_cmd(
 def receive_cmd(
     app: AppContext, timeout: float | None, host: str | None, port: int | None, no_mdns: bool
 ) -> None:
-    """Wait for one bundle from a paired machine, then import it."""
+    """Wait for one bundle from a paired machine, then import it.
+
+    Progress lines go to stdout; stderr only ever holds the one error line.
+    """
     from commuter.peer.server import DEFAULT_PORT, serve
 
     got: list[InboxItem] = []
@@ -272,7 +275,7 @@ def receive_cmd(
         await serve(
             app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
             port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
-            on_received=on_received, log=lambda msg: click.echo(msg, err=True),
+            on_received=on_received, log=lambda msg: click.echo(msg),
             stop=stop, run_for=timeout,
         )
 

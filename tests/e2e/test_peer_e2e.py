@@ -87,8 +87,8 @@ def test_pair_send_receive_resume_and_stranger_refused(
         stdin=subprocess.DEVNULL,
     )
     try:
-        assert receiver.stderr is not None
-        assert "serving as b" in receiver.stderr.readline()
+        assert receiver.stdout is not None
+        assert "serving as b" in receiver.stdout.readline()
         address = f"127.0.0.1:{port}"
         check(run_claude(claude_bin, home_c, home_c, ["-p", "Remember EVIL-1."],
                          fake_model.base_url))

@@ -205,3 +205,23 @@ async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_
             writer.close()
         server.close()
         await asyncio.wait_for(server.wait_closed(), 5)
+
+
+def test_receive_timeout_is_one_error_line(tmp_path):
+    env = env_for(tmp_path / "home")
+    started = time.monotonic()
+    result = run(env, "receive", "--timeout", "1", "--host", "127.0.0.1", "--port", "0",
+                 "--no-mdns")
+    one_error_line(result, "no bundle arrived within 1 s")
+    assert time.monotonic() - started < 15
+    assert "serving as" in result.stdout  # the daemon's own line goes to stdout
+
+
+def test_pair_timeout_expires_with_one_error_line(tmp_path):
+    env = env_for(tmp_path / "office")
+    started = time.monotonic()
+    result = run(env, "pair", "--timeout", "1", "--host", "127.0.0.1", "--no-mdns")
+    one_error_line(result, "pairing failed: no one joined within 1 s (code expired)")
+    assert time.monotonic() - started < 15
+    assert "pairing code:" in result.stdout
+    assert not (settings_of(env).config_dir / "peers.json").exists()
