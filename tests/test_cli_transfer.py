@@ -119,3 +119,12 @@ def test_pull_from_a_peer_fetches_its_newest_session_for_this_project(world):
         serve.terminate()
         serve.wait(timeout=10)
     one_error_line(run(env_b, "pull", "--from", "nobody"), "no paired peer named 'nobody'")
+
+
+def test_pull_warnings_show_a_hostile_file_name_inert(world):
+    # Anyone who can write to the shared folder picks the file names pull warns about.
+    w, _, env_b = world
+    (w.shared / "evil\x1b[2J\nwarning: all good.commuter").write_bytes(b"not a bundle")
+    pulled = run(env_b, "pull", cwd=w.b.home)
+    assert "\x1b" not in pulled.stderr and "\\x1b[2J\\x0awarning: all good" in pulled.stderr
+    assert all(line.startswith("warning: ") for line in pulled.stderr.splitlines())

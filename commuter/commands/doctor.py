@@ -9,7 +9,7 @@ import subprocess
 
 import click
 
-from commuter.cli import AppContext, pass_app
+from commuter.cli import AppContext, pass_app, safe_text
 from commuter.errors import CommuterError
 from commuter.settings import Settings
 
@@ -96,7 +96,7 @@ def doctor(app: AppContext, as_json: bool) -> None:
         return
     for name, ok, detail in results:
         mark = click.style("ok  ", fg="green") if ok else click.style("--  ", fg="yellow")
-        click.echo(f"{mark}{name:9} {detail}")
+        click.echo(f"{mark}{name:9} {safe_text(detail)}")
 
 
 def register(cli: click.Group) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.cli import AppContext, pass_app
+from commuter.cli import AppContext, pass_app, safe_text
 
 if TYPE_CHECKING:
     from commuter.core import ImportResult
@@ -51,11 +51,12 @@ def to_cmd(
             manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
         remote = sshhop.send_to(settings, host, bundle, project_dir=remote_dir,
                                 remote_command=remote_commuter)
-    if remote.stderr.strip():
-        click.echo(remote.stderr.rstrip("\n"), err=True)
-    if remote.stdout.strip():
-        click.echo(remote.stdout.rstrip("\n"))
-    click.echo(f"sent session {str(manifest.session_id)[:7]} to {host}")
+    # The remote commuter's own output, line by line, made inert (it is another machine's text).
+    for line in remote.stderr.splitlines():
+        click.echo(safe_text(line), err=True)
+    for line in remote.stdout.splitlines():
+        click.echo(safe_text(line))
+    click.echo(f"sent session {str(manifest.session_id)[:7]} to {safe_text(host)}")
 
 
 @click.command("from")
@@ -85,7 +86,7 @@ def from_cmd(
     with sshhop.staging_file(settings, ".ssh-from-") as bundle:
         sshhop.fetch_from(settings, host, source, bundle, remote_command=remote_commuter)
         result = core.import_file(settings, bundle, options)
-    click.echo(f"from {host} via ssh:")
+    click.echo(f"from {safe_text(host)} via ssh:")
     _report(result)
     if not no_launch:
         _launch(result)

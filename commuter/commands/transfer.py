@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.cli import AppContext, pass_app
+from commuter.cli import AppContext, pass_app, safe_text
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def register(cli: click.Group) -> None:
 
 
 def _warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    click.echo(f"warning: {safe_text(message)}", err=True)
 
 
 def _check_via(via: str) -> None:
@@ -75,17 +75,19 @@ def push_cmd(app: AppContext, session: str | None, to: str | None, via: str, pla
 def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: bool) -> None:
     receipt = pushed.receipt
     for reason in pushed.skipped:
-        click.echo(f"note: skipped {reason}", err=True)
+        click.echo(f"note: skipped {safe_text(reason)}", err=True)
     if not pushed.sealed and not plain:
         _warn("no paired machine, so this bundle is NOT encrypted: anyone who can read "
               f"{receipt.location} can read the conversation (run `commuter pair`)")
     short = session_id[:7]
     if receipt.transport == "folder":
         where = str(Path(receipt.location).parent)
-        sealed_to = f" (sealed to {', '.join(receipt.recipients)})" if receipt.recipients else ""
-        click.echo(f"pushed {short} to {where} via folder{sealed_to}")
+        names = safe_text(", ".join(receipt.recipients))
+        sealed_to = f" (sealed to {names})" if receipt.recipients else ""
+        click.echo(f"pushed {short} to {safe_text(where)} via folder{sealed_to}")
     else:
-        click.echo(f"pushed {short} to {', '.join(receipt.recipients)} via {receipt.transport}")
+        names = safe_text(", ".join(receipt.recipients))
+        click.echo(f"pushed {short} to {names} via {receipt.transport}")
 
 
 @click.command("pull")
@@ -118,7 +120,7 @@ def pull_cmd(
     pulled = asyncio.run(pull_all(ctx, options, via, warn=_warn))
     imported = [p for p in pulled if p.result is not None]
     for p in imported:
-        click.echo(f"from {p.origin} via {p.item.transport}:")
+        click.echo(f"from {safe_text(p.origin)} via {p.item.transport}:")
         assert p.result is not None
         _report(p.result)
     if not pulled:
@@ -143,5 +145,5 @@ def _pull_from(app: AppContext, name: str, address: str | None, options: ImportO
         result = core.import_file(settings, plain, opts)
     finally:
         shutil.rmtree(plain.parent, ignore_errors=True)
-    click.echo(f"from {peer.name} ({peer.device_id}) via lan:")
+    click.echo(f"from {safe_text(peer.name)} ({peer.device_id}) via lan:")
     _report(result)
