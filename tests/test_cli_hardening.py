@@ -235,15 +235,21 @@ def test_export_does_not_create_missing_folders(tmp_path: Path, exporter) -> Non
     one_error_line(export(exporter, tmp_path, tmp_path), "is a directory")
 
 
-def test_export_of_a_file_name_that_is_not_utf8_is_one_line(tmp_path: Path, exporter) -> None:
-    """digest.json cannot hold such a name; once a TypeError traceback from the writer."""
+def test_export_leaves_a_command_file_whose_name_is_not_utf8_at_home(
+    tmp_path: Path, exporter
+) -> None:
+    """A bundle member name must be UTF-8: such a file stays behind, the session travels."""
     commands = Path(exporter["HOME"]) / "projects" / "my.app" / ".claude" / "commands"
     commands.mkdir(parents=True, exist_ok=True)
     (commands / os.fsdecode(b"\xff.md")).write_text("x")
+    (commands / "fine.md").write_text("y")
     target = tmp_path / "x.bundle"
-    one_error_line(export(exporter, target, tmp_path), "not valid UTF-8", "\\udcff")
-    assert not target.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    result = export(exporter, target, tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = subprocess.run([sys.executable, "-m", "commuter", "inspect", str(target)],
+                           env=exporter, capture_output=True, text=True, timeout=60, check=False)
+    assert "project/.claude/commands/fine.md" in shown.stdout
+    assert "\\udcff" not in shown.stdout and "\\xff" not in shown.stdout
 
 
 def test_export_replaces_a_regular_file(tmp_path: Path, exporter) -> None:

@@ -267,10 +267,21 @@ def _project_members(project: Path) -> list[tuple[str, Path | bytes]]:
                 path = Path(root, name)
                 if path.is_symlink() or path.stat().st_size > MAX_PROJECT_FILE:
                     continue
-                found.append((f"project/{path.relative_to(project).as_posix()}", path))
+                rel = path.relative_to(project).as_posix()
+                if not _is_utf8(rel):  # a bundle member name must be UTF-8: leave it home
+                    continue
+                found.append((f"project/{rel}", path))
                 if len(found) >= MAX_PROJECT_FILES:
                     return found
     return found
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by the filesystem decoder as surrogates
+        return False
+    return True
 
 
 def source_from(manifest: Any, root: Path) -> ImportSource:
