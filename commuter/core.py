@@ -57,13 +57,18 @@ class ImportResult:
     original_session_id: str | None = None
     bundle_digest: str = ""
     origin: str | None = None  # who exported the bundle, and when
+    print_mode: bool = False  # made by `claude -p`: interactive `claude --continue` skips it
 
     def resume_command(self) -> str:
         """The command a person runs to continue the session."""
         return f"cd {shlex.quote(str(self.project_dir))} && claude --resume {self.session_id}"
 
     def continue_command(self) -> str:
-        return f"cd {shlex.quote(str(self.project_dir))} && claude --continue"
+        """`claude --continue`; for a session made by `claude -p`, the form that finds it."""
+        where = f"cd {shlex.quote(str(self.project_dir))} && "
+        if self.print_mode:
+            return where + "claude -p --continue   (made by claude -p: plain --continue skips it)"
+        return where + "claude --continue"
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,3 +363,14 @@ def test_hostile_names_write_nothing_outside(tmp_path: Path) -> None:
         with pytest.raises(BackendError, match="invalid session id"):
             backend.place(ImportSource(session_id=bad_sid, project_dir="/src", root=stage,
                                        members=()), ImportOptions(project_dir=proj))
+
+
+def test_continue_hint_fits_how_the_session_was_made(two, tmp_path: Path) -> None:
+    # Interactive `claude --continue` skips sessions made by `claude -p` (session-formats §1.4).
+    a, b, sa, sb = two
+    made_by_p = carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a / "projects" / "my.app")
+    assert made_by_p.print_mode
+    assert made_by_p.continue_command().split(" && ")[1].startswith("claude -p --continue")
+    interactive = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a)
+    assert not interactive.print_mode
+    assert interactive.continue_command().endswith(" && claude --continue")

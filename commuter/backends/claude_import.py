@@ -45,6 +45,7 @@ class _Plan:
     warnings: list[str] = field(default_factory=list)
     backups: list[Path] = field(default_factory=list)
     origin: str = ""
+    print_mode: bool = False
 
 
 def place(settings: Settings, source: ImportSource, options: ImportOptions) -> ImportResult:
@@ -64,6 +65,9 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     folder = dirs.project_folder(target)
     plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
     plan.origin = source.origin
+    from commuter.backends.claude import read_entrypoint
+
+    plan.print_mode = read_entrypoint(incoming) == "sdk-cli"
     from commuter import gitstate
 
     git_warnings = gitstate.import_warnings(source.git, target)
@@ -103,7 +107,7 @@ def _result(plan: _Plan, action: str, original: str) -> ImportResult:
         session_id=plan.sid, project_dir=plan.target, action=action,
         transcript=plan.dest, backups=tuple(plan.backups), warnings=tuple(plan.warnings),
         original_session_id=original if plan.sid != original else None,
-        origin=plan.origin or None,
+        origin=plan.origin or None, print_mode=plan.print_mode,
     )
 
 
