@@ -387,6 +387,12 @@ async def join(
     info = session.open_info(blob)
     peer = Peer.new(info.name, info.public_key, format_address(host, info.port or DEFAULT_PORT))
     peers = Peers.load(settings)
+    if peers.name_taken(peer) is not None:
+        # The inviter learns our name first and has stored us by now; we learn its name last.
+        raise PairingFailed(
+            f"pairing failed: another machine is already paired here as {peer.name!r} (run "
+            f"`commuter unpair {peer.name}`, then pair again; {peer.name} did store this one)"
+        )
     peers.add(peer)
     peers.save()
     return peer

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from commuter.errors import ConfigError, NotPaired
+from commuter.errors import ConfigError, NotPaired, PeerError
 from commuter.fsutil import atomic_write_text
 from commuter.peer.identity import device_id_for, normalize_device_id
 from commuter.settings import Settings
@@ -104,11 +104,26 @@ class Peers:
     def is_trusted(self, public_key: bytes) -> bool:
         return self.by_key(public_key) is not None
 
+    def name_taken(self, peer: Peer) -> Peer | None:
+        """The paired machine with another key that already goes by `peer`'s name."""
+        return next(
+            (p for p in self._peers if p.name == peer.name and p.public_key != peer.public_key),
+            None,
+        )
+
     def add(self, peer: Peer) -> None:
-        """Add or replace (same key, or same name) a peer."""
-        self._peers = [
-            p for p in self._peers if p.public_key != peer.public_key and p.name != peer.name
-        ]
+        """Add a peer, or replace the entry of its key (new name or address).
+
+        PeerError if another machine (another key) already has its name: names are how
+        commands pick a peer, and silently dropping the trust of a machine is not a rename.
+        """
+        other = self.name_taken(peer)
+        if other is not None:
+            raise PeerError(
+                f"another machine ({other.device_id}) is already paired as {peer.name!r}; "
+                f"run `commuter unpair {peer.name}` first if it is gone"
+            )
+        self._peers = [p for p in self._peers if p.public_key != peer.public_key]
         self._peers.append(peer)
 
     def remove(self, name_or_id: str) -> Peer:

@@ -406,8 +406,13 @@ async def handle_pair_confirm(request: web.Request) -> web.Response:
         invite.name, invite.identity.public_key,
         tuple(local_addresses(invite.settings)), invite.serve_port,
     )
-    reply = pairing.confirm_message(session, invite.identity, mine)
     peers = Peers.load(invite.settings)
+    if peers.name_taken(peer) is not None:
+        raise invite.fail(
+            f"pairing failed: {invite.name} already trusts another machine named {peer.name!r} "
+            f"(run `commuter unpair {peer.name}` on {invite.name}, then pair again)"
+        )
+    reply = pairing.confirm_message(session, invite.identity, mine)
     peers.add(peer)
     peers.save()
     if not invite.result.done():

@@ -156,3 +156,33 @@ async def test_a_hello_that_is_not_json_still_spends_the_code(aiohttp_client, tw
     resp = await http.post("/pair/v1/hello", json=pairing.hello_request(
         code, pairing.PairingSession(code, "joiner")))
     assert resp.status == 403 and "already used" in (await resp.json())["message"]
+
+
+async def test_inviter_refuses_a_joiner_under_a_name_it_already_trusts(aiohttp_server, two):
+    from peerhelp import EVE, trust
+
+    office, home = two
+    trust(office, "home", EVE)  # another machine is "home" on office already
+    code = pairing.make_code()
+    invite, address = await _invite(aiohttp_server, office, code)
+    with pytest.raises(PairingFailed, match=r"run `commuter unpair home` on office") as joined:
+        await client.join(home, BOB, "home", code, address)
+    with pytest.raises(PairingFailed) as ended:
+        await asyncio.wait_for(asyncio.shield(invite.result), 5)
+    assert str(ended.value) == str(joined.value)
+    assert [p.public_key for p in Peers.load(office).all()] == [EVE.public_key]
+    assert Peers.load(home).all() == []
+
+
+async def test_joiner_refuses_an_inviter_under_a_name_it_already_trusts(aiohttp_server, two):
+    from peerhelp import EVE, trust
+
+    office, home = two
+    trust(home, "office", EVE)
+    code = pairing.make_code()
+    invite, address = await _invite(aiohttp_server, office, code)
+    with pytest.raises(PairingFailed, match=r"run `commuter unpair office`"):
+        await client.join(home, BOB, "home", code, address)
+    assert [p.public_key for p in Peers.load(home).all()] == [EVE.public_key]
+    # The joiner learns the inviter's name last: the inviter has stored it (the message says so).
+    assert (await asyncio.wait_for(invite.result, 5)).public_key == BOB.public_key

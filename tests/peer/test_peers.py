@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from commuter.errors import ConfigError, NotPaired
+from commuter.errors import ConfigError, NotPaired, PeerError
 from commuter.peer.identity import Identity
 from commuter.peer.peers import Peer, Peers
 from commuter.settings import Settings
@@ -50,3 +50,18 @@ def test_damaged_store_is_a_config_error(settings):
     (settings.config_dir / "peers.json").write_text("{not json")
     with pytest.raises(ConfigError, match="damaged"):
         Peers.load(settings)
+
+
+def test_a_second_machine_under_a_taken_name_is_refused(settings):
+    first = Identity.from_seed(b"h" * 32).public_key
+    second = Identity.from_seed(b"i" * 32).public_key
+    peers = Peers.load(settings)
+    peers.add(Peer.new("home", first, "127.0.0.1:1"))
+    with pytest.raises(PeerError, match=r"run `commuter unpair home`"):
+        peers.add(Peer.new("home", second))
+    assert [p.public_key for p in peers.all()] == [first]
+    # The same machine again (new address, or a new name) replaces its entry.
+    peers.add(Peer.new("home", first, "127.0.0.1:2"))
+    assert peers.get("home").last_address == "127.0.0.1:2"
+    peers.add(Peer.new("house", first))
+    assert [p.name for p in peers.all()] == ["house"]
