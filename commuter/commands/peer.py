@@ -322,7 +322,7 @@ async def _send(
 ) -> dict[str, Any]:
     from commuter.peer import client
 
-    where = await client.find_address(settings, peer, address)
+    where = await client.find_addresses(settings, peer, address)
     if not (sys.stderr.isatty() and size >= PROGRESS_MIN):
         return await client.send_file(settings, me, peer, bundle, where)
     from rich.progress import Progress

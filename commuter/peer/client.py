@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -236,24 +237,66 @@ async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]
             yield chunk
 
 
-async def find_address(settings: Settings, peer: Peer, explicit: str | None = None) -> str:
-    """Where to reach a peer: --address, else mDNS (its device id), else its last address."""
+async def find_addresses(
+    settings: Settings, peer: Peer, explicit: str | None = None
+) -> list[str]:
+    """Where to try a peer, in order: --address alone; else what mDNS finds for its device
+    id, then its last known address (if different). PeerUnreachable if there is nothing."""
     if explicit:
         parse_address(explicit)
-        return explicit
+        return [explicit]
     from commuter.peer.discovery import resolve
 
     try:
         found = await resolve(settings, peer, settings.mdns_timeout)
     except OSError:
         found = None
-    if found:
-        return found
-    if peer.last_address:
-        return peer.last_address
+    candidates = [a for a in (found, peer.last_address) if a]
+    if not candidates:
+        raise PeerUnreachable(
+            f"cannot find {peer.name} on the LAN and no address is known; "
+            "pass --address HOST:PORT"
+        )
+    return list(dict.fromkeys(candidates))
+
+
+async def find_address(settings: Settings, peer: Peer, explicit: str | None = None) -> str:
+    """The first of `find_addresses`: --address, else mDNS, else the last known address."""
+    return (await find_addresses(settings, peer, explicit))[0]
+
+
+@contextlib.asynccontextmanager
+async def _answering(
+    settings: Settings, identity: Identity, peer: Peer, addresses: Sequence[str]
+) -> AsyncIterator[PeerClient]:
+    """A client on the first of `addresses` where `peer` answers the probe (an mDNS answer
+    may be stale while the last known address works, or the other way round)."""
+    failed: list[PeerUnreachable] = []
+    for address in addresses:
+        async with PeerClient(settings, identity, peer, address) as client:
+            try:
+                await client.probe()
+            except PeerUnreachable as exc:
+                failed.append(exc)
+                continue
+            yield client
+            return
+    if len(failed) == 1:
+        raise failed[0]
+    tried = " nor at ".join(f"{a} ({_why(e)})" for a, e in zip(addresses, failed, strict=True))
     raise PeerUnreachable(
-        f"cannot find {peer.name} on the LAN and no address is known; pass --address HOST:PORT"
-    )
+        f"{peer.name} does not answer at {tried}; is `commuter serve` running there? "
+        "(or pass --address HOST:PORT)"
+    ) from failed[-1]
+
+
+def _why(exc: PeerUnreachable) -> str:
+    cause = exc.__cause__
+    if cause is None:
+        return "it is another machine"
+    if isinstance(cause, TimeoutError):
+        return "no answer"
+    return str(cause) or type(cause).__name__
 
 
 async def send_file(
@@ -261,14 +304,15 @@ async def send_file(
     identity: Identity,
     peer: Peer,
     bundle: Path,
-    address: str,
+    address: str | Sequence[str],
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Seal a plain bundle to `peer` while uploading it; remember the address on success."""
-    async with PeerClient(settings, identity, peer, address) as client:
-        await client.probe()
+    """Seal a plain bundle to `peer` while uploading it to the first address where it
+    answers (`address`: one, or candidates in order); remember that address on success."""
+    addresses = [address] if isinstance(address, str) else list(address)
+    async with _answering(settings, identity, peer, addresses) as client:
         answer = await client.upload_sealing(bundle, progress)
-    _remember(settings, peer, address)
+    _remember(settings, peer, client.address)
     return answer
 
 
@@ -306,9 +350,8 @@ async def fetch_latest(
     from commuter.peer.seal import open_file
 
     me = identity or Identity.load_or_create(settings)
-    where = await find_address(settings, peer, address)
-    async with PeerClient(settings, me, peer, where) as client:
-        await client.probe()
+    candidates = await find_addresses(settings, peer, address)
+    async with _answering(settings, me, peer, candidates) as client:
         sessions = await client.list_sessions()
         ranked = [(_project_matches(settings, s.get("project"), cwd), i, s)
                   for i, s in enumerate(sessions)]
@@ -331,7 +374,7 @@ async def fetch_latest(
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
         sealed.unlink(missing_ok=True)
-    _remember(settings, peer, where)
+    _remember(settings, peer, client.address)
     return plain
 
 

@@ -285,3 +285,61 @@ async def test_upload_to_a_peer_that_stops_reading_fails_after_the_stall_bound(w
         assert time.monotonic() - started < 10
     finally:
         await _close(server, held)
+
+
+def _remembered(settings, identity, address: str) -> Peer:
+    peers = Peers.load(settings)
+    peers.touch_address(identity.public_key, address)
+    peers.save()
+    return peers.by_key(identity.public_key)
+
+
+@pytest.mark.mdns
+async def test_send_falls_back_to_the_last_address_when_the_mdns_one_fails(
+    aiohttp_server, world, tmp_path, unused_tcp_port
+):
+    from commuter.peer.discovery import advertise_peer
+
+    sa, sb = world
+    server = await aiohttp_server(make_app(sb, BOB, Peers.load(sb), name="bob"))
+    real = f"127.0.0.1:{server.port}"
+    bob = _remembered(sa, BOB, real)
+    bundle = await asyncio.to_thread(_export, sa, tmp_path, TOOLS)
+    stale = f"127.0.0.1:{unused_tcp_port}"  # an advert nothing listens behind
+    async with advertise_peer(sb, "bob", BOB.device_id, unused_tcp_port):
+        candidates = await client.find_addresses(sa, bob)
+        assert candidates == [stale, real]
+        answer = await client.send_file(sa, ALICE, bob, bundle, candidates)
+    assert answer["status"] == "stored"
+    assert Peers.load(sa).get("bob").last_address == real
+    assert len(Inbox(sb).pending()) == 1
+
+
+@pytest.mark.mdns
+async def test_pull_falls_back_to_the_last_address_when_the_mdns_one_fails(
+    aiohttp_server, world, unused_tcp_port
+):
+    from commuter.peer.discovery import advertise_peer
+
+    sa, sb = world
+    server = await aiohttp_server(make_app(sa, ALICE, Peers.load(sa), name="alice"))
+    alice = _remembered(sb, ALICE, f"127.0.0.1:{server.port}")
+    async with advertise_peer(sa, "alice", ALICE.device_id, unused_tcp_port):
+        plain = await client.fetch_latest(sb, alice, sb.home / "code" / "my.app", identity=BOB)
+    assert plain.is_file()
+
+
+async def test_with_an_explicit_address_there_is_no_fallback(world, unused_tcp_port):
+    sa, _sb = world
+    bob = _remembered(sa, BOB, "127.0.0.1:1")
+    given = f"127.0.0.1:{unused_tcp_port}"
+    assert await client.find_addresses(sa, bob, given) == [given]
+
+
+async def test_when_no_candidate_answers_the_error_names_them_all(world, tmp_path):
+    sa, _sb = world
+    bob = Peers.load(sa).get("bob")
+    payload = tmp_path / "x"
+    payload.write_bytes(b"x")
+    with pytest.raises(PeerUnreachable, match=r"127\.0\.0\.1:1 .*127\.0\.0\.1:2"):
+        await client.send_file(sa, ALICE, bob, payload, ["127.0.0.1:1", "127.0.0.1:2"])
