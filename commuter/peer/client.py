@@ -222,10 +222,13 @@ async def _watched(
     """`chunks`, pushing `deadline` back each time the sender asks for the next one (the
     previous one was written); off once all is written (sock_read bounds the answer)."""
     loop = asyncio.get_running_loop()
+    # The sender pulls this from aiohttp's writer task: the request may have ended already.
     async for chunk in chunks:
-        deadline.reschedule(loop.time() + settings.stall_timeout)
+        with contextlib.suppress(RuntimeError):
+            deadline.reschedule(loop.time() + settings.stall_timeout)
         yield chunk
-    deadline.reschedule(None)
+    with contextlib.suppress(RuntimeError):
+        deadline.reschedule(None)
 
 
 async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
