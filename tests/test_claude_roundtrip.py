@@ -367,7 +367,7 @@ def test_hostile_names_write_nothing_outside(tmp_path: Path) -> None:
 
 def test_continue_hint_fits_how_the_session_was_made(two, tmp_path: Path) -> None:
     # Interactive `claude --continue` skips sessions made by `claude -p` (session-formats §1.4).
-    a, b, sa, sb = two
+    a, _, sa, sb = two
     made_by_p = carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a / "projects" / "my.app")
     assert made_by_p.print_mode
     assert made_by_p.continue_command().split(" && ")[1].startswith("claude -p --continue")
