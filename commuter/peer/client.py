@@ -129,7 +129,7 @@ class PeerClient:
         deadline = asyncio.timeout(None)
         try:
             async with deadline:
-                data = None if body is None else _watched(body, deadline, self.settings)
+                data = None if body is None else watched_body(body, deadline, self.settings)
                 async with self._session.request(
                     method, url, data=data, headers=headers, timeout=timeout
                 ) as resp:
@@ -216,7 +216,7 @@ class PeerClient:
         return dst_path
 
 
-async def _watched(
+async def watched_body(
     chunks: AsyncIterator[bytes], deadline: asyncio.Timeout, settings: Settings
 ) -> AsyncIterator[bytes]:
     """`chunks`, pushing `deadline` back each time the sender asks for the next one (the

@@ -10,6 +10,7 @@ from typing import Any
 
 from commuter.errors import CommuterError, ConfigError, RelayError, TooLarge
 from commuter.peer import auth
+from commuter.peer.client import watched_body
 from commuter.peer.peers import Peer
 from commuter.transports import Incoming, Receipt, Transport, TransportContext
 from commuter.transports.state import CHUNK, sha256_file
@@ -52,8 +53,10 @@ class RelayTransport(Transport):
         import aiohttp
 
         if self._session is None:
+            # sock_read bounds every silence of the answer; the upload body has its own bound.
             timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.ctx.settings.connect_timeout, sock_read=120
+                total=None, sock_connect=self.ctx.settings.connect_timeout,
+                sock_read=self.ctx.settings.stall_timeout,
             )
             self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
@@ -64,6 +67,8 @@ class RelayTransport(Transport):
             self._session = None
 
     def _down(self, exc: BaseException) -> RelayError:
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return RelayError(f"the relay at {self.url} is unreachable (it did not answer in time)")
         reason = str(exc) or type(exc).__name__
         return RelayError(f"the relay at {self.url} is unreachable ({reason})")
 
@@ -78,23 +83,34 @@ class RelayTransport(Transport):
             headers["Content-Length"] = str(length)
             headers["Content-Type"] = "application/octet-stream"
         http = await self._http()
+        stall = self.ctx.settings.stall_timeout
+        # aiohttp's sock_read starts only once the body is written: a relay that stops taking
+        # the upload is caught by this deadline, pushed back as each chunk is taken.
+        deadline = asyncio.timeout(None)
         try:
-            async with http.request(method, URL(self.url + path, encoded=True), data=body,
-                                    headers=headers) as resp:
-                if resp.status >= 400:
-                    raise _error_from(resp.status, await resp.read(), self.url)
-                if dst is None:
-                    return await resp.json(content_type=None)
-                fh = await asyncio.to_thread(dst.open, "wb")
-                try:
-                    async for chunk in resp.content.iter_chunked(CHUNK):
-                        await asyncio.to_thread(fh.write, chunk)
-                finally:
-                    fh.close()
-                return None
+            async with deadline:
+                data = None if body is None else watched_body(body, deadline, self.ctx.settings)
+                async with http.request(method, URL(self.url + path, encoded=True), data=data,
+                                        headers=headers) as resp:
+                    if resp.status >= 400:
+                        raise _error_from(resp.status, await resp.read(), self.url)
+                    if dst is None:
+                        return await resp.json(content_type=None)
+                    fh = await asyncio.to_thread(dst.open, "wb")
+                    try:
+                        async for chunk in resp.content.iter_chunked(CHUNK):
+                            await asyncio.to_thread(fh.write, chunk)
+                    finally:
+                        fh.close()
+                    return None
         except CommuterError:
             raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
+            if deadline.expired():
+                raise RelayError(f"the relay at {self.url} took nothing of the upload for "
+                                 f"{stall:g} s") from exc
+            raise self._down(exc) from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise self._down(exc) from exc
         except ValueError as exc:
             raise RelayError(f"the relay at {self.url} sent a malformed reply") from exc
@@ -142,6 +158,10 @@ class RelayTransport(Transport):
 
     async def pending(self) -> list[Incoming]:
         """This machine's mailbox on the relay."""
+        try:
+            await self.health()  # a relay that does not answer fails in seconds, not minutes
+        except TimeoutError as exc:
+            raise self._down(exc) from exc
         data = await self._request("GET", self._box())
         try:
             return [

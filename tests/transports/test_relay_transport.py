@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -190,3 +191,63 @@ async def test_pull_deletes_a_strangers_relay_item_and_imports_the_peers(
     assert done.result is not None and done.origin.startswith("alice (")
     assert any(f"deleted, from unpaired device {EVE.device_id}" in w for w in warnings)
     assert relay_files(tmp_path) == []
+
+
+@pytest.fixture
+async def silent_port():
+    """A TCP port on loopback that accepts connections and never says a word."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_relay_that_never_answers_fails_in_seconds(world, tmp_path, silent_port):
+    for s in (world.a, world.b):
+        config.set_value(s, "relay", (f"http://127.0.0.1:{silent_port}",))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RelayError, match="did not answer"):
+        await asyncio.wait_for(pull_all(context(world.b), core.ImportOptions(), "relay",
+                                        warn=lambda m: None), 30)
+    with pytest.raises(RelayError, match="did not answer"):
+        await asyncio.wait_for(push(world, tmp_path, via="relay"), 30)
+    assert asyncio.get_running_loop().time() - started < 15
+
+
+async def test_a_relay_that_stops_taking_an_upload_fails_after_the_stall_bound(
+    aiohttp_server, world, tmp_path
+):
+    from aiohttp import web
+
+    async def health(request):
+        return web.json_response({"service": "commuter-relay", "status": "ok",
+                                  "limits": {"max_bundle": 1 << 30}})
+
+    release = asyncio.Event()
+
+    async def never_reads(request):
+        await asyncio.wait_for(release.wait(), 60)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/", health)
+    app.router.add_post("/v1/mailbox/{box}", never_reads)
+    server = await aiohttp_server(app)
+    config.set_value(world.a, "relay", (f"http://127.0.0.1:{server.port}",))
+    ctx = context(world.a)
+    ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, stall_timeout=1.0))
+    big = tmp_path / "big.sealed"
+    big.write_bytes(os.urandom(1 << 20) * 48)  # more than the loopback socket buffers hold
+    started = asyncio.get_running_loop().time()
+    async with RelayTransport(ctx) as relay:
+        with pytest.raises(RelayError, match="took nothing of the upload for 1 s"):
+            await asyncio.wait_for(relay.send(big, [ctx.peers.get("bob")]), 30)
+    assert asyncio.get_running_loop().time() - started < 15
+    release.set()
