@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.cli import AppContext, pass_app
+from commuter.cli import AppContext, pass_app, safe_text
 from commuter.errors import PairingFailed, PeerError
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def pair_cmd(
         _echo_json({"paired": {"name": peer.name, "device_id": peer.device_id,
                                "address": peer.last_address}})
     else:
-        click.echo(f"paired with {peer.name} ({peer.device_id})")
+        click.echo(f"paired with {safe_text(peer.name)} ({peer.device_id})")
 
 
 async def _invite(
@@ -154,7 +154,7 @@ def unpair_cmd(app: AppContext, peer: str) -> None:
     peers = Peers.load(app.settings)
     gone = peers.remove(peer)
     peers.save()
-    click.echo(f"unpaired {gone.name} ({gone.device_id})")
+    click.echo(f"unpaired {safe_text(gone.name)} ({gone.device_id})")
 
 
 @click.command("peers")
@@ -172,7 +172,7 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
         try:
             seen = asyncio.run(browse(app.settings, SERVICE, app.settings.mdns_timeout))
         except OSError as exc:
-            click.echo(f"warning: mDNS browse failed ({exc})", err=True)
+            click.echo(f"warning: mDNS browse failed ({safe_text(str(exc))})", err=True)
     ids = {p.device_id for p in paired}
     online = {s.device_id: s.address for s in seen}
     if as_json:
@@ -188,12 +188,13 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
     for p in paired:
         where = online.get(p.device_id)
         state = f"online at {where}" if where else f"last seen at {p.last_address or '-'}"
-        click.echo(f"  {p.name:<16} {p.device_id}  {state}")
+        click.echo(f"  {safe_text(p.name):<16} {p.device_id}  {safe_text(state)}")
     if not no_scan:
         click.echo("on the LAN now:" if seen else "on the LAN now: none seen")
         for s in seen:
             mark = "paired" if s.device_id in ids else "not paired"
-            click.echo(f"  {s.name:<16} {s.device_id or '?'}  {s.address}  ({mark})")
+            click.echo(f"  {safe_text(s.name):<16} {safe_text(s.device_id or '?')}  "
+                       f"{safe_text(str(s.address))}  ({mark})")
 
 
 def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
@@ -214,7 +215,7 @@ def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
         )
         result = core.import_file(settings, plain, options)
     Inbox(settings).remove(item)
-    click.echo(f"from {item.sender_name} ({item.sender_device_id}):")
+    click.echo(f"from {safe_text(item.sender_name)} ({item.sender_device_id}):")
     _report(result)
 
 
@@ -238,12 +239,12 @@ def serve_cmd(
             try:
                 await asyncio.to_thread(_import_item, app, item, True)
             except CommuterError as exc:
-                click.echo(f"kept {item.id} in the inbox: {exc}", err=True)
+                click.echo(f"kept {item.id} in the inbox: {safe_text(str(exc))}", err=True)
 
     asyncio.run(serve(
         app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
         port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
-        on_received=on_received, log=lambda msg: click.echo(msg),
+        on_received=on_received, log=lambda msg: click.echo(safe_text(msg)),
     ))
 
 
@@ -275,7 +276,7 @@ def receive_cmd(
         await serve(
             app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
             port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
-            on_received=on_received, log=lambda msg: click.echo(msg),
+            on_received=on_received, log=lambda msg: click.echo(safe_text(msg)),
             stop=stop, run_for=timeout,
         )
 
@@ -314,7 +315,8 @@ def send_cmd(
         size = bundle.stat().st_size
         answer = asyncio.run(_send(settings, me, target, bundle, size, address))
     sid = getattr(manifest, "session_id", session or "")
-    click.echo(f"sent session {sid} to {target.name} ({answer.get('status', 'stored')})")
+    status = safe_text(str(answer.get("status", "stored")))
+    click.echo(f"sent session {sid} to {safe_text(target.name)} ({status})")
 
 
 async def _send(
