@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -128,3 +131,31 @@ def test_pull_warnings_show_a_hostile_file_name_inert(world):
     pulled = run(env_b, "pull", cwd=w.b.home)
     assert "\x1b" not in pulled.stderr and "\\x1b[2J\\x0awarning: all good" in pulled.stderr
     assert all(line.startswith("warning: ") for line in pulled.stderr.splitlines())
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 16 KiB tmpfs (needs root): a shared folder that fills up mid-copy."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+                          capture_output=True, timeout=30, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode(errors='replace')}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30, check=False)
+
+
+def test_a_full_shared_folder_is_one_line_and_leaves_no_part_file(world, tiny_disk):
+    w, env_a, _ = world
+    config.set_value(w.a, "transfer-dir", (str(tiny_disk),))
+    pushed = run(env_a, "push", cwd=w.project_a)
+    one_error_line(pushed, f"cannot write to transfer dir {tiny_disk}: No space left on device")
+    assert list(tiny_disk.iterdir()) == []  # no half bundle, not even a hidden .part
+    assert not any(w.a.staging_dir.iterdir())
+    config.set_value(w.a, "transfer-dir", (str(w.shared),))
+    assert run(env_a, "push", cwd=w.project_a).returncode == 0  # the retry works

@@ -130,3 +130,26 @@ def test_a_client_gone_mid_upload_is_one_log_line_and_leaves_nothing(relays, tmp
     assert "connection lost mid-request" in out
     assert "Traceback" not in err
     assert files_under(data_dir) == ["lock"]
+
+
+async def test_relay_serve_size_cap_and_ttl_flags(relays, tmp_path):
+    relay = RelayProcess(tmp_path / "relay-data", tmp_path / "relayhome",
+                         "--max-bundle-mb", "1", "--ttl", "2s")
+    relays.append(relay)
+    path = box(BOB)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.get(relay.url + "/") as resp:
+            limits = (await resp.json())["limits"]
+        assert limits["max_bundle"] == 1 << 20 and limits["ttl"] == 2
+        big = sealed_bytes(tmp_path, ALICE, [BOB], size=2 << 20)
+        async with http.post(relay.url + path, data=big,
+                             headers=signed(ALICE, "POST", path, big)) as resp:
+            assert resp.status == 413
+        small = sealed_bytes(tmp_path, ALICE, [BOB])
+        async with http.post(relay.url + path, data=small,
+                             headers=signed(ALICE, "POST", path, small)) as resp:
+            assert resp.status == 201
+        await asyncio.sleep(2.5)
+        async with http.get(relay.url + path, headers=signed(BOB, "GET", path)) as resp:
+            assert (await resp.json())["items"] == []  # expired, swept on access
+    assert files_under(tmp_path / "relay-data") == ["lock"]

@@ -251,3 +251,19 @@ async def test_a_relay_that_stops_taking_an_upload_fails_after_the_stall_bound(
             await asyncio.wait_for(relay.send(big, [ctx.peers.get("bob")]), 30)
     assert asyncio.get_running_loop().time() - started < 15
     release.set()
+
+
+async def test_an_import_whose_ack_was_lost_is_acked_not_imported_again(
+    aiohttp_server, world, tmp_path
+):
+    from commuter.transports.state import PullState
+
+    await relay_for(aiohttp_server, world, tmp_path)
+    await push(world, tmp_path, via="relay")
+    async with RelayTransport(context(world.b)) as relay:
+        [item] = await relay.pending()
+    PullState.load(world.b).mark(item.digest, item.label)  # imported; the DELETE never arrived
+    done, warnings = await pull(world.b)
+    assert done == [] and warnings == []
+    assert relay_files(tmp_path) == []  # the next pull finished the ack
+    assert not transcript(world.b.home, world.project_b, TOOLS).exists()  # no second import
