@@ -37,6 +37,9 @@ SETTLE_SECONDS = 2.0
 RECHECK_SECONDS = 0.3
 
 
+ACK_MARK = ".ack-"  # `.<drop>.ack-<device id>`: a hidden name, so pulls never read it
+
+
 @dataclass(frozen=True, slots=True)
 class _Found:
     path: Path
@@ -44,6 +47,7 @@ class _Found:
     legacy: bool
     only_me: bool
     sender: str | None
+    recipients: tuple[str, ...] = ()
 
 
 class FolderTransport(Transport):
@@ -164,7 +168,7 @@ class FolderTransport(Transport):
                 if me.device_id not in header.recipients:
                     return None  # another machine's drop: not ours to read or touch
                 found = _Found(path, True, False, header.recipients == (me.device_id,),
-                               header.sender_device_id)
+                               header.sender_device_id, tuple(header.recipients))
             elif legacy or path.suffix == PLAIN_SUFFIX or core.is_bundle(path):
                 found = _Found(path, False, legacy, False, None)
             else:
@@ -196,12 +200,32 @@ class FolderTransport(Transport):
         return dst
 
     async def ack(self, item: Incoming) -> None:
-        """Remember the digest; delete the file only if it was sealed to this machine alone."""
+        """Remember the digest. A drop sealed to this machine alone is deleted; one sealed to
+        several gets an empty marker `.<drop>.ack-<device id>` from each recipient that
+        imported it, and the last of them deletes the drop and the markers."""
         # Reload: `flow` may have recorded other digests since this transport read the state.
         PullState.load(self.ctx.settings).mark(item.digest, item.label)
         found = self._found.get(item.id)
-        if found is not None and found.only_me:
+        if found is None or not found.sealed:
+            return
+        if found.only_me:
             found.path.unlink(missing_ok=True)
+            return
+        await asyncio.to_thread(self._ack_shared, found)
+
+    def _ack_shared(self, found: _Found) -> None:
+        def marker(device_id: str) -> Path:
+            return found.path.with_name(f".{found.path.name}{ACK_MARK}{device_id}")
+
+        try:
+            marker(self.ctx.identity.device_id).touch(mode=0o600)
+        except OSError as exc:
+            self.warnings.append(f"cannot mark {found.path} as imported here: {exc.strerror}")
+            return
+        if all(marker(r).exists() for r in found.recipients):
+            found.path.unlink(missing_ok=True)
+            for r in found.recipients:
+                marker(r).unlink(missing_ok=True)
 
 
 def _copy_digest(src: Path, dst: Path) -> str:

@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 from claude_home import TOOLS, transcript
-from transhelp import ALICE, BOB, CAROL, EVE, context, give_identity, make_world, trust
+from transhelp import (
+    ALICE,
+    BOB,
+    CAROL,
+    EVE,
+    context,
+    give_identity,
+    make_world,
+    settings_of,
+    trust,
+)
 
 from commuter import config, core
 from commuter.errors import ConfigError
@@ -77,6 +87,16 @@ def test_drop_for_several_peers_is_left_for_the_others(world, tmp_path):
     assert done.result is not None
     assert drop.exists()  # carol has not pulled yet
     assert pull(world.b) == ([], [])  # remembered by digest
+    # Carol's machine shares the folder; the last recipient to import removes the drop.
+    c = settings_of(tmp_path / "C")
+    give_identity(c, CAROL)
+    trust(c, "alice", ALICE)
+    config.set_value(c, "transfer-dir", (str(world.shared),))
+    (c.home / "code" / "my.app").mkdir(parents=True)
+    config.set_value(c, "path-map", (str(world.a.home / "projects"), str(c.home / "code")))
+    [done], warnings = pull(c)
+    assert done.result is not None, warnings
+    assert list(world.shared.iterdir()) == []  # the drop and both markers are gone
 
 
 def test_other_machines_files_are_not_read_or_touched(world, tmp_path):
