@@ -86,6 +86,8 @@ def resolve_target_project(
     if mapped is not None:
         if Path(mapped).is_dir():
             return Path(os.path.realpath(mapped))
+        if Path(source).is_dir():  # a bundle made here (a restore): the path is already local
+            return Path(os.path.realpath(source))
         raise BackendError(
             f"path-map turns {source} into {mapped}, which does not exist here; "
             "create it or pass --project-dir DIR"

@@ -82,3 +82,13 @@ def test_same_repo_guess_uses_cwd_repo_root_and_subdir(tmp_path: Path) -> None:
     got = resolve_target_project("/elsewhere/src/sub", override=None, config_maps=[],
                                  cwd=clone, git=snap)
     assert got == clone / "sub"
+
+
+def test_a_source_that_exists_here_wins_over_a_map_to_nowhere(tmp_path: Path) -> None:
+    # A bundle this machine made, imported back (a restore): the map points at the other side.
+    local = tmp_path / "projects" / "app"
+    local.mkdir(parents=True)
+    got = resolve_target_project(str(local), override=None,
+                                 config_maps=[(str(tmp_path / "projects"), "/elsewhere/code")],
+                                 cwd=tmp_path, git=None)
+    assert got == local
