@@ -58,6 +58,7 @@ class ImportResult:
     bundle_digest: str = ""
     origin: str | None = None  # who exported the bundle, and when
     print_mode: bool = False  # made by `claude -p`: interactive `claude --continue` skips it
+    planned: str | None = None  # with action "dry-run": what an import would do (an action)
 
     def resume_command(self) -> str:
         """The command a person runs to continue the session."""

@@ -35,6 +35,14 @@ def uuid_chain(path: Path) -> list[bytes]:
     return chain
 
 
+def first_uuid(path: Path, limit: int = _CHUNK) -> bytes | None:
+    """The first entry uuid of a transcript (from its first `limit` bytes), or None."""
+    with path.open("rb") as fh:
+        head = fh.read(limit)
+    match = _UUID_RE.search(head, 0, head.rfind(b"\n") + 1 or len(head))
+    return match.group(1) if match else None
+
+
 def compare_chains(local: list[bytes], incoming: list[bytes]) -> Relation:
     """Relate two uuid chains."""
     if local == incoming:

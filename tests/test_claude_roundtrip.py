@@ -147,6 +147,42 @@ def test_divergent_import_forks_with_new_id(two, tmp_path: Path) -> None:
     assert _lines(at_b)[-1]["message"]["content"] == "only at A"
 
 
+def test_a_diverged_session_arriving_again_reuses_its_fork(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    proj_b = b / "code" / "My Project.v2"
+    carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
+    at_a = transcript(a, a / "projects" / "My Project.v2", DOT_SPACE)
+    at_b = transcript(b, proj_b, DOT_SPACE)
+
+    def say(path: Path, text: str) -> None:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": DOT_SPACE,
+                             "message": {"role": "user", "content": text}}) + "\n")
+
+    say(at_a, "only at A")
+    say(at_b, "only at B")
+    first = carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a)
+    assert first.action == "forked"
+    fork = transcript(b, proj_b, first.session_id)
+    again = carry(sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a)  # the same bundle again
+    assert again.action == "unchanged" and again.session_id == first.session_id
+    assert any(f"imported before as the fork {first.session_id}" in w for w in again.warnings)
+    say(at_a, "A went on")
+    fork_before = fork.read_bytes()
+    later = carry(sa, sb, tmp_path / "s4", session=DOT_SPACE, cwd=a)  # A continued its side
+    assert later.action == "updated" and later.session_id == first.session_id
+    assert [p.read_bytes() for p in later.backups] == [fork_before]
+    assert _lines(fork)[-1]["message"]["content"] == "A went on"
+    assert {e["sessionId"] for e in _lines(fork) if "sessionId" in e} == {first.session_id}
+    assert sorted(p.name for p in proj_b_folder(b, proj_b).glob("*.jsonl")) == sorted(
+        [f"{DOT_SPACE}.jsonl", f"{first.session_id}.jsonl"])
+    assert "only at B" in at_b.read_text()
+
+
+def proj_b_folder(home: Path, project: Path) -> Path:
+    return transcript(home, project, DOT_SPACE).parent
+
+
 def test_local_newer_is_kept(two, tmp_path: Path) -> None:
     a, b, sa, sb = two
     proj_b = b / "code" / "My Project.v2"

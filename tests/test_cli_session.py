@@ -138,3 +138,38 @@ def test_garbage_bundle_is_one_line_and_writes_nothing(bundle_mod, tmp_path: Pat
     bad.write_bytes(b"not a bundle at all" * 10)
     one_line_error(run("import", str(bad), "--no-launch"))
     assert not (home / ".claude").exists()
+
+
+def test_dry_run_says_what_the_import_would_do(bundle_mod, machine: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(machine / "projects" / "my.app")
+    out = tmp_path / "s.bundle"
+    assert run("export", TOOLS[:8], "-o", str(out)).exit_code == 0
+    home_b = tmp_path / "B"
+    proj_b = home_b / "code" / "my.app"
+    proj_b.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+
+    def dry() -> str:
+        result = run("import", str(out), "--project-dir", str(proj_b), "--dry-run")
+        assert result.exit_code == 0, result.stderr
+        return next(line for line in result.stdout.splitlines() if "session" in line)
+
+    assert dry() == f"would import: session {TOOLS} in {proj_b}"
+    assert run("import", str(out), "--project-dir", str(proj_b), "--no-launch").exit_code == 0
+    assert dry() == f"would leave unchanged: session {TOOLS} in {proj_b}"
+    at_b = transcript(home_b, proj_b, TOOLS)
+    with at_b.open("a") as fh:  # B goes on with its own message: the bundle now diverges
+        fh.write(json.dumps({"type": "user", "uuid": "1" * 8 + "-1111-4111-8111-" + "1" * 12,
+                             "sessionId": TOOLS, "message": {"content": "B"}},
+                            separators=(",", ":")) + "\n")
+    # and B lacks the bundle's last entry: neither chain is a prefix of the other
+    lines = at_b.read_text().splitlines()
+    del lines[max(i for i, line in enumerate(lines[:-1]) if '"uuid"' in line)]
+    at_b.write_text("\n".join(lines) + "\n")
+    result = run("import", str(out), "--project-dir", str(proj_b), "--dry-run")
+    assert f"would import as a fork: session {TOOLS} in {proj_b} (a new id is chosen at import)" \
+        in result.stdout
+    assert "resume:" not in result.stdout
+    assert "an import would make a fork with a new id" in result.stderr
+    assert sorted(p.name for p in at_b.parent.glob("*.jsonl")) == [f"{TOOLS}.jsonl"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import os
 import shutil
@@ -80,7 +81,7 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     renames = _file_history_names(source, pathmap)
     if options.dry_run:
         plan.warnings += _project_conflicts(source, target, dirs)
-        return _result(plan, "dry-run", sid)
+        return dataclasses.replace(_result(plan, "dry-run", sid), planned=plan.action)
     if plan.action == "unchanged":
         rewriter = Rewriter(pathmap)
         _append_history(source, dirs, rewriter, plan)
@@ -88,7 +89,7 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         os.utime(plan.dest, None)
         return _result(plan, plan.action, sid)
     if plan.action in ("updated", "replaced"):
-        plan.backups += _backup_session(settings, plan.dest, sid)
+        plan.backups += _backup_session(settings, plan.dest, plan.sid)
     rewriter = Rewriter(pathmap, old_sid=sid, new_sid=plan.sid, backup_names=renames)
     if not folder.is_dir():
         folder.mkdir(parents=True, mode=0o700)
@@ -136,16 +137,53 @@ def _decide(
                 raise BackendError("import cancelled; nothing was written")
             action = "replaced" if choice == "replace" else "fork"
     if action == "fork":
+        earlier = _earlier_fork(sid, target, dest, incoming)
+        if earlier is not None:
+            return _check_busy(dirs, earlier, options)
         new = str(uuid.uuid4())
+        note = ("an import would make a fork with a new id" if options.dry_run
+                else f"imported as a fork {new}")
         return _Plan(new, target, dest.with_name(f"{new}.jsonl"), "forked",
-                     [f"session {sid} diverged from the local copy; imported as a fork {new}"])
-    if not options.dry_run:
+                     [f"session {sid} diverged from the local copy; {note}"])
+    return _check_busy(dirs, _Plan(sid, target, dest, action), options)
+
+
+def _check_busy(dirs: ClaudeDirs, plan: _Plan, options: ImportOptions) -> _Plan:
+    """SessionBusy if `plan` rewrites a transcript a running claude is writing to."""
+    if plan.action in ("updated", "replaced") and not options.dry_run:
         from commuter.procs import session_busy
 
-        reason = session_busy(dest, sid, dirs.sessions_dir)
+        reason = session_busy(plan.dest, plan.sid, dirs.sessions_dir)
         if reason:
             raise SessionBusy(f"{reason}; quit it first, then import again")
-    return _Plan(sid, target, dest, action)
+    return plan
+
+
+def _earlier_fork(sid: str, target: Path, dest: Path, incoming: Path) -> _Plan | None:
+    """The plan for a diverged session that an earlier import already forked here.
+
+    A fork keeps the entry uuids and gets a new session id, so it is found by its uuid
+    chain among the folder's other transcripts: the same → nothing to do; a prefix of the
+    incoming one → update that fork; newer → keep it. None: no fork of it yet.
+    """
+    chain = lineage.uuid_chain(incoming)
+    if not chain:
+        return None
+    for other in sorted(dest.parent.glob("*.jsonl")):
+        if other == dest or lineage.first_uuid(other) != chain[0]:
+            continue
+        relation = lineage.compare_chains(lineage.uuid_chain(other), chain)
+        fork = other.stem
+        if relation is lineage.Relation.DIVERGENT:
+            continue
+        if relation is lineage.Relation.CONTINUED:
+            return _Plan(fork, target, other, "updated",
+                         [f"session {sid} diverged from the local copy; updated its fork {fork}"])
+        note = ("is the same as the bundle's" if relation is lineage.Relation.IDENTICAL
+                else "is newer than the bundle's; kept it")
+        return _Plan(fork, target, other, "unchanged",
+                     [f"session {sid} was imported before as the fork {fork}, which {note}"])
+    return None
 
 
 def _pathmap(

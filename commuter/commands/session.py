@@ -208,12 +208,24 @@ def _report(result: ImportResult) -> None:
         say(f"backup: {backup}", err=True)
     verbs = {
         "created": "imported", "updated": "updated", "unchanged": "unchanged",
-        "forked": "imported as a fork", "replaced": "replaced", "dry-run": "would import",
+        "forked": "imported as a fork", "replaced": "replaced",
+    }
+    would = {
+        "created": "would import", "updated": "would update", "unchanged": "would leave unchanged",
+        "forked": "would import as a fork", "replaced": "would replace",
     }
     if result.origin:
         say(f"exported: {result.origin}")
-    say(f"{verbs.get(result.action, result.action)}: session {result.session_id} "
-        f"in {result.project_dir}")
+    if result.action == "dry-run":
+        planned = result.planned or "created"
+        if planned == "forked":  # the fork's id is drawn at import: no command to show yet
+            say(f"would import as a fork: session {result.original_session_id} "
+                f"in {result.project_dir} (a new id is chosen at import)")
+            return
+        verb = would.get(planned, f"would do {planned}")
+    else:
+        verb = verbs.get(result.action, result.action)
+    say(f"{verb}: session {result.session_id} in {result.project_dir}")
     say(f"resume:   {result.resume_command()}")
     say(f"continue: {result.continue_command()}")
 
