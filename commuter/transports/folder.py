@@ -112,6 +112,8 @@ class FolderTransport(Transport):
         tmp = root / f".{name}.{secrets.token_hex(4)}.part"
         try:
             await asyncio.to_thread(shutil.copyfile, sealed, tmp)
+            if not is_seal:
+                os.chmod(tmp, 0o600)  # a readable conversation: not for other local users
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def test_plain_drop_when_nobody_is_paired(tmp_path):
     ctx = context(world.a)
     pushed = asyncio.run(push_file(ctx, export(world.a, world.project_a, tmp_path), []))
     assert not pushed.sealed and pushed.receipt.location.endswith(".commuter")
+    assert stat.S_IMODE(os.stat(pushed.receipt.location).st_mode) == 0o600  # readable text
     [done], _ = pull(world.b)
     assert done.result is not None and "not verified" in done.origin
     assert Path(pushed.receipt.location).exists()  # a plain drop is never deleted
