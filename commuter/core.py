@@ -89,7 +89,7 @@ def _bundle() -> Any:
     return importlib.import_module("commuter.bundle")
 
 
-def _backend(settings: Settings, name: str = "claude") -> Backend:
+def _backend(settings: Settings, name: str) -> Backend:
     from commuter.backends import get_backend
 
     return get_backend(name, settings)
@@ -104,8 +104,10 @@ def list_sessions(settings: Settings) -> list[SessionRef]:
 
 
 def find_session(settings: Settings, session: str | None, cwd: Path | None = None) -> SessionRef:
-    """A session by id or unique prefix, or the newest session of `cwd`'s project."""
-    return _backend(settings).find(session, cwd or Path.cwd())
+    """A session by id or unique prefix, or the newest session of `cwd`'s project (any tool)."""
+    from commuter.backends import all_backends, find_in
+
+    return find_in(all_backends(settings), session, cwd or Path.cwd())
 
 
 def make_origin(settings: Settings) -> Origin:
@@ -130,8 +132,8 @@ def export_to(
     settings: Settings, out: BinaryIO, *, session: str | None = None, cwd: Path | None = None
 ) -> Any:
     """Write one session as a bundle to `out`; returns the bundle's Manifest."""
-    backend = _backend(settings)
-    plan = backend.collect(backend.find(session, cwd or Path.cwd()))
+    ref = find_session(settings, session, cwd)
+    plan = _backend(settings, ref.backend).collect(ref)
     bundle = _bundle()
     manifest = bundle.Manifest(
         format=bundle.FORMAT_VERSION, backend=plan.backend, session_id=plan.session_id,
@@ -145,7 +147,7 @@ def export_to(
 
 def import_file(settings: Settings, path: Path, options: ImportOptions) -> ImportResult:
     """Verify and unpack a bundle (plain or legacy), then place its session here."""
-    from commuter.backends.claude import source_from
+    from commuter.backends import source_from
 
     bundle = _bundle()
     digest = bundle.file_digest(path)

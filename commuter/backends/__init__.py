@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from commuter.errors import BackendError
+from commuter.errors import AmbiguousSession, BackendError, SessionNotFound
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from commuter.core import ImportOptions, ImportResult
@@ -101,26 +104,90 @@ class Backend(Protocol):
 
 
 BUILTIN: dict[str, str] = {"claude": "commuter.backends.claude:ClaudeBackend"}
+ENTRY_POINT_GROUP = "commuter.backends.v1"
+
+
+def _plugin_specs() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    specs: dict[str, str] = {}
+    try:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            specs.setdefault(ep.name, ep.value)
+    except Exception as exc:  # a broken installed distribution must not break commuter
+        log.warning("cannot read %s entry points: %s", ENTRY_POINT_GROUP, exc)
+    return specs
+
+
+def backend_names() -> list[str]:
+    """Every backend: built-ins first, then `commuter.backends.v1` plug-ins."""
+    return [*BUILTIN, *(n for n in _plugin_specs() if n not in BUILTIN)]
 
 
 def get_backend(name: str, settings: Settings) -> Backend:
-    """Construct the backend called `name` (built-ins, then `commuter.backends.v1` plugins)."""
-    target = BUILTIN.get(name)
+    """Construct the backend called `name` (built-ins win over plug-ins of the same name)."""
+    target = BUILTIN.get(name) or _plugin_specs().get(name)
     if target is None:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group="commuter.backends.v1"):
-            if ep.name == name:
-                target = ep.value
-                break
-    if target is None:
-        raise BackendError(f"unknown backend {name!r} (known: {', '.join(sorted(BUILTIN))})")
+        raise BackendError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
     module_name, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise BackendError(f"backend {name!r} failed to load ({exc})") from exc
     backend: Backend = cls(settings)
     return backend
 
 
 def all_backends(settings: Settings) -> list[Backend]:
-    """Every built-in backend."""
-    return [get_backend(name, settings) for name in BUILTIN]
+    """Every backend that loads (a broken plug-in is logged and left out)."""
+    out: list[Backend] = []
+    for name in backend_names():
+        try:
+            out.append(get_backend(name, settings))
+        except BackendError as exc:
+            log.warning("%s", exc)
+    return out
+
+
+def find_in(backends: list[Backend], session: str | None, cwd: Path) -> SessionRef:
+    """A session by id/prefix across `backends`, or the newest of `cwd`'s project in any.
+
+    An id prefix that matches in two backends is ambiguous; with none found, the first
+    backend's error (the built-in's) explains.
+    """
+    found: list[SessionRef] = []
+    first_error: SessionNotFound | None = None
+    for backend in backends:
+        try:
+            found.append(backend.find(session, cwd))
+        except SessionNotFound as exc:
+            first_error = first_error or exc
+    if not found:
+        raise first_error or SessionNotFound(f"session {session or 'for ' + str(cwd)} not found")
+    if session is not None and len(found) > 1:
+        shown = ", ".join(f"{r.backend}:{r.session_id[:12]}" for r in found)
+        raise AmbiguousSession(f"{session} matches sessions of several tools ({shown}); "
+                               "give more characters")
+    return max(found, key=lambda r: r.updated_at)
+
+
+def source_from(manifest: Any, root: Path) -> ImportSource:
+    """An ImportSource from a bundle.Manifest and the folder it was unpacked into."""
+    return ImportSource(
+        session_id=manifest.session_id,
+        project_dir=manifest.project_dir,
+        root=root,
+        members=tuple(m.name for m in manifest.members),
+        git=manifest.git,
+        meta=dict(manifest.meta or {}),
+        origin=_origin_text(manifest.origin),
+    )
+
+
+def _origin_text(origin: Any) -> str:
+    if origin is None:
+        return ""
+    host = getattr(origin, "hostname", "") or "?"
+    user = getattr(origin, "user", "") or "?"
+    when = getattr(origin, "created_at", "") or ""
+    return f"{user}@{host} {when}".strip()

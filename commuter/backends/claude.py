@@ -284,23 +284,3 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def source_from(manifest: Any, root: Path) -> ImportSource:
-    """An ImportSource from a bundle.Manifest and the folder it was unpacked into."""
-    return ImportSource(
-        session_id=manifest.session_id,
-        project_dir=manifest.project_dir,
-        root=root,
-        members=tuple(m.name for m in manifest.members),
-        git=manifest.git,
-        meta=dict(manifest.meta or {}),
-        origin=_origin_text(manifest.origin),
-    )
-
-
-def _origin_text(origin: Any) -> str:
-    if origin is None:
-        return ""
-    host = getattr(origin, "hostname", "") or "?"
-    user = getattr(origin, "user", "") or "?"
-    when = getattr(origin, "created_at", "") or ""
-    return f"{user}@{host} {when}".strip()

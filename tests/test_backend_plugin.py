@@ -1,0 +1,122 @@
+"""A second agent tool plugs in through the `commuter.backends.v1` entry points, and the CLI
+(list, export, inspect, import) serves it unchanged next to Claude Code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from claude_home import TOOLS, install
+from click.testing import CliRunner
+
+from commuter.backends import ExportPlan, ImportSource, SessionRef
+from commuter.cli import cli
+from commuter.core import ImportOptions, ImportResult
+from commuter.errors import SessionNotFound
+from commuter.settings import Settings
+
+NOTE_ID = "0a0b0c0d-1111-4222-8333-444455556666"
+
+
+class NotesBackend:
+    """A toy agent: one JSON file per session in ~/.notes, naming its project."""
+
+    name: ClassVar[str] = "notes"
+
+    def __init__(self, settings: Settings) -> None:
+        self.root = settings.home / ".notes"
+
+    def is_installed(self) -> bool:
+        return self.root.is_dir()
+
+    def sessions(self) -> Iterator[SessionRef]:
+        for path in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
+            data = json.loads(path.read_text())
+            yield SessionRef("notes", path.stem, Path(data["project"]),
+                             datetime.fromtimestamp(path.stat().st_mtime, UTC), path,
+                             path.stat().st_size, data["text"])
+
+    def find(self, session: str | None, cwd: Path) -> SessionRef:
+        refs = [r for r in self.sessions()
+                if (r.session_id.startswith(session) if session else r.project == cwd)]
+        if not refs:
+            raise SessionNotFound(f"no notes session {session or cwd}")
+        return max(refs, key=lambda r: r.updated_at)
+
+    def collect(self, ref: SessionRef) -> ExportPlan:
+        assert ref.path is not None and ref.project is not None
+        return ExportPlan("notes", ref.session_id, str(ref.project), 1, None, {},
+                          ((f"session/{ref.session_id}.json", ref.path),))
+
+    def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
+        target = options.project_dir or Path(source.project_dir)
+        data = json.loads(source.member(f"session/{source.session_id}.json").read_text())
+        data["project"] = str(target)
+        dest = self.root / f"{source.session_id}.json"
+        if not options.dry_run:
+            self.root.mkdir(parents=True, exist_ok=True)
+            dest.write_text(json.dumps(data))
+        return ImportResult(source.session_id, target, "dry-run" if options.dry_run
+                            else "created", dest, origin=source.origin or None)
+
+
+@pytest.fixture
+def notes_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kw):  # type: ignore[no-untyped-def]
+        if kw.get("group") == "commuter.backends.v1":
+            return [EntryPoint("notes", "test_backend_plugin:NotesBackend", kw["group"])]
+        return real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_a_plugin_backend_travels_through_the_unchanged_cli(
+    notes_plugin: None, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)  # Claude Code sessions too: both tools side by side
+    project = home / "projects" / "my.app"
+    (home / ".notes").mkdir()
+    (home / ".notes" / f"{NOTE_ID}.json").write_text(
+        json.dumps({"project": str(project), "text": "remember the milk"}))
+    listed = json.loads(run("list", "--json").stdout)
+    assert {d["backend"] for d in listed} == {"claude", "notes"}
+    assert run("export", TOOLS[:8], "-o", str(tmp_path / "c.bundle")).exit_code == 0
+    out = tmp_path / "n.bundle"
+    exported = run("export", NOTE_ID[:8], "-o", str(out))
+    assert exported.exit_code == 0, exported.stderr
+    assert "backend:   notes" in run("inspect", str(out)).stdout
+    home_b = tmp_path / "B"
+    there = home_b / "work" / "app"
+    there.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+    imported = run("import", str(out), "--project-dir", str(there), "--no-launch")
+    assert imported.exit_code == 0, imported.stderr
+    assert f"imported: session {NOTE_ID} in {there}" in imported.stdout
+    placed = json.loads((home_b / ".notes" / f"{NOTE_ID}.json").read_text())
+    assert placed == {"project": str(there), "text": "remember the milk"}
+
+
+def test_an_id_prefix_found_in_two_tools_is_ambiguous(
+    notes_plugin: None, home: Path, tmp_path: Path
+) -> None:
+    install(home)
+    (home / ".notes").mkdir()
+    clash = TOOLS[:8] + NOTE_ID[8:]  # shares the first 8 characters with a Claude session
+    (home / ".notes" / f"{clash}.json").write_text(json.dumps({"project": "/x", "text": "t"}))
+    result = run("export", TOOLS[:8], "-o", str(tmp_path / "x.bundle"))
+    assert result.exit_code == 1
+    assert "several tools" in result.stderr and "notes:" in result.stderr
+    assert run("export", TOOLS, "-o", str(tmp_path / "x.bundle")).exit_code == 0
