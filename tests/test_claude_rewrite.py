@@ -6,6 +6,8 @@ import io
 import json
 from pathlib import Path
 
+from claude_home import DATA, PLAN, TOOLS
+
 from commuter.backends.claude_rewrite import Rewriter, backup_hash, backup_sources
 from commuter.pathmap import PathMap
 
@@ -88,3 +90,160 @@ def test_copy_identity_is_byte_exact(tmp_path: Path) -> None:
     out = io.BytesIO()
     Rewriter(PathMap.of([])).copy(src, out)
     assert out.getvalue() == src.read_bytes()
+
+
+# Fixed-format tool_result texts Claude Code writes (lines from tests/data/claude, a real run).
+
+FIX_HOME = "/tmp/rcfix/claude/home"
+FIX_PROJ = f"{FIX_HOME}/projects/my.app"
+FIX_FOLDER = "-tmp-rcfix-claude-home-projects-my-app"
+B_CLAUDE, B_PROJ, B_FOLDER = "/srv/b/.claude", "/srv/b/code/my.app", "-srv-b-code-my-app"
+CREATED = "File created successfully at: "
+TOO_LARGE = "Output too large (59.5KB). Full output saved to: "
+
+
+def _fixture_line(sid: str, needle: str) -> bytes:
+    path = DATA / ".claude" / "projects" / FIX_FOLDER / f"{sid}.jsonl"
+    return next(x for x in path.read_bytes().splitlines(True) if needle.encode() in x)
+
+
+def _import_rw(old_sid: str, new_sid: str) -> Rewriter:
+    """The map claude_import builds for a session moving from the fixture's home to B."""
+    folder = f"{FIX_HOME}/.claude/projects/{FIX_FOLDER}"
+    return Rewriter(PathMap.of([
+        (f"{folder}/{old_sid}", f"{B_CLAUDE}/projects/{B_FOLDER}/{new_sid}"),
+        (folder, f"{B_CLAUDE}/projects/{B_FOLDER}"),
+        (f"{FIX_HOME}/.claude", B_CLAUDE),
+        (FIX_PROJ, B_PROJ),
+    ]), old_sid=old_sid, new_sid=new_sid)
+
+
+def _result_text(entry: dict[str, object]) -> str:
+    blocks = entry["message"]["content"]  # type: ignore[index]
+    return next(b["content"] for b in blocks if b["type"] == "tool_result")  # type: ignore[no-any-return]
+
+
+def _same_but(raw: bytes, out: bytes, old: str, new: str) -> None:
+    """`out` is `raw` with the result text changed from `old` to `new` (and nothing else)."""
+    before, after = json.loads(raw), json.loads(out)
+    assert _result_text(before) == old and _result_text(after) == new
+    before["message"] = after["message"] = None
+    before.pop("cwd"), after.pop("cwd")
+    if "toolUseResult" in before:
+        before["toolUseResult"].pop("filePath", None), after["toolUseResult"].pop("filePath", None)
+    assert before == after
+
+
+def test_edit_and_write_confirmations_are_translated() -> None:
+    rw = _import_rw(SID, SID)
+    tail = " (file state is current in your context \u2014 no need to Read it back)"
+    edit = _fixture_line(TOOLS, "has been updated successfully")
+    out = rw.line(edit)
+    _same_but(edit, out, f"The file {FIX_PROJ}/a.txt has been updated successfully.{tail}",
+              f"The file {B_PROJ}/a.txt has been updated successfully.{tail}")
+    assert json.loads(out)["toolUseResult"]["filePath"] == f"{B_PROJ}/a.txt"
+    write = _fixture_line(TOOLS, "File created successfully")
+    _same_but(write, rw.line(write), f"{CREATED}{FIX_PROJ}/notes/new.txt{tail}",
+              f"{CREATED}{B_PROJ}/notes/new.txt{tail}")
+    # The plan file lives in the claude dir: it goes to B's claude dir, where plans/ lands.
+    plan = _fixture_line(PLAN, "File created successfully")
+    assert _result_text(json.loads(rw.line(plan))).startswith(
+        f"{CREATED}{B_CLAUDE}/plans/plan-a-small-refactor-transient-snowglobe.md ("
+    )
+
+
+def test_persisted_output_pointer_follows_the_file_to_the_new_session() -> None:
+    old = TOOLS
+    raw = _fixture_line(old, "Full output saved to: ")
+    for new_sid in (old, NEW):  # kept id, and a fork
+        out = _import_rw(old, new_sid).line(raw)
+        entry = json.loads(out)
+        want = f"{B_CLAUDE}/projects/{B_FOLDER}/{new_sid}/tool-results/bnn70ygf6.txt"
+        text = _result_text(entry)
+        assert text.startswith(
+            f"<persisted-output>\n{TOO_LARGE}{want}\n\nPreview"
+        )
+        assert text.split("\n", 3)[3] == _result_text(json.loads(raw)).split("\n", 3)[3]
+        assert entry["toolUseResult"]["persistedOutputPath"] == want
+        assert out.endswith(b"\n") and out.count(b"\n") == 1
+        # Byte-exact elsewhere: only the two paths, the cwd and the session id changed.
+        assert len(out) - len(raw) == 2 * (len(want) - len(
+            f"{FIX_HOME}/.claude/projects/{FIX_FOLDER}/{old}/tool-results/bnn70ygf6.txt"
+        )) + len(B_PROJ) - len(FIX_PROJ)
+
+
+def test_fixed_texts_in_prose_or_output_are_untouched() -> None:
+    rw = _rw()
+    lines = [
+        # a prompt, a queue-operation and the model's text that merely read like the formats
+        _line({"type": "user", "message": {"role": "user", "content":
+              f"The file {SRC}/a.txt has been updated successfully."}}),
+        _line({"type": "queue-operation", "content": f"File created successfully at: {SRC}/b"}),
+        _line({"type": "assistant", "message": {"content": [{"type": "text", "text":
+              f"File created successfully at: {SRC}/b"}]}}),
+        # command output naming the path mid-text, or a result not at the format's start
+        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
+              "content": f"log: Full output saved to: {SRC}/x\nThe file {SRC}/y"}]}}),
+        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
+              "content": f"ok. The file {SRC}/a.txt has been updated successfully."}]}}),
+        # the format, but a path outside the map or not at a segment boundary
+        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
+              "content": f"File created successfully at: {SRC}ect/a"}]}}),
+        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
+              "content": "The file /etc/hosts has been updated successfully."}]}}),
+    ]
+    for raw in lines:
+        assert rw.line(raw) == raw
+    assert rw.block(b"".join(lines)) == b"".join(lines)
+
+
+def test_fixed_texts_in_other_layouts_are_parsed() -> None:
+    rw = _rw()
+    pointer = f"<persisted-output>\nOutput too large (61KB). Full output saved to: {SRC}/o.txt\n\n"
+    preview = "Preview (first 2KB):\n\"q\"\n</persisted-output>"
+    entry = {"type": "user", "cwd": SRC, "message": {"content": [
+        {"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "text", "text": pointer + preview}]},
+        {"content": f"The file {SRC}/a.txt has been updated.", "type": "tool_result",
+         "is_error": False},
+        {"tool_use_id": "u", "type": "tool_result",
+         "content": f"File created successfully at: {SRC}/n.txt"},
+    ]}}
+    blocks = json.loads(_rw().line(_line(entry)))["message"]["content"]
+    assert blocks[0]["content"][0]["text"].startswith(
+        f"<persisted-output>\nOutput too large (61KB). Full output saved to: {DST}/o.txt\n\n"
+    )
+    assert blocks[1]["content"] == f"The file {DST}/a.txt has been updated."
+    assert blocks[2]["content"] == f"File created successfully at: {DST}/n.txt"
+    assert json.loads(rw.line(_line(entry)))["cwd"] == DST
+
+
+def test_block_of_many_lines_matches_line_by_line() -> None:
+    rw = _rw(old_sid=SID, new_sid=NEW)
+    lines = [
+        _line({"cwd": SRC, "sessionId": SID}),
+        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
+              "content": f"{CREATED}{SRC}/\u00e9 \"q\".txt (file state is current in your"
+                         " context)"}]}, "toolUseResult": {"filePath": f"{SRC}/x"}}),
+        _line({"type": "user", "message": {"content": f"The file {SRC}/a has been updated."}}),
+        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
+              "content": f"The file {SRC}/a has been updated successfully."}]}}),
+    ]
+    joined = b"".join(lines)
+    assert rw.block(joined) == b"".join(rw.line(x) for x in lines)
+    out = [json.loads(x) for x in rw.block(joined).splitlines()]
+    assert _result_text(out[1]) == (f"File created successfully at: {DST}/\u00e9 \"q\".txt"
+                                    " (file state is current in your context)")
+    assert out[2]["message"]["content"] == f"The file {SRC}/a has been updated."
+    assert _result_text(out[3]) == f"The file {DST}/a has been updated successfully."
+
+
+def test_claude_code_layout_is_spliced_without_parsing_the_line(monkeypatch) -> None:
+    def no_parse(self: Rewriter, body: bytes) -> bytes:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(Rewriter, "_parsed", no_parse)
+    rw = _import_rw(SID, SID)
+    for needle in ("Full output saved to: ", "File created successfully", "has been updated"):
+        raw = _fixture_line(TOOLS, needle)
+        assert FIX_PROJ.encode() not in rw.line(raw).split(b'"toolUseResult"')[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,6 +23,23 @@ _PATH_KEYS_B = frozenset(k.encode() for k in PATH_KEYS)
 _CWD_KEY = b'"cwd":"'
 _CHUNK = 1 << 20
 _SNAPSHOT = b'"file-history-snapshot"'
+
+# Fixed-format `tool_result` texts that Claude Code itself writes, each naming one absolute
+# path (group 1): the pointer to a persisted large output, and the Write and Edit
+# confirmations. Anchored at the start of the result text; prose is never matched.
+_TOOL_TEXTS = (
+    re.compile(r"\A<persisted-output>\n[^\n]*Full output saved to: (/[^\n]+)"),
+    re.compile(
+        r"\AFile created successfully at: (/[^\n]+?)"
+        r"(?= \(file state is current in your context|\n|\Z)"
+    ),
+    re.compile(r"\AThe file (/[^\n]+?)(?= has been updated(?: successfully)?\.)"),
+)
+# The words right before the path in those texts (each ends in a space), as JSON bytes.
+_LEADS = (b"Full output saved to: ", b"File created successfully at: ", b"The file ")
+_PERSISTED_OPEN = b"<persisted-output>\\n"
+# How Claude Code serialises a string-content result block; anything else is parsed.
+_RESULT_OPEN = b'"type":"tool_result","content":"'
 
 
 def _common_prefix(items: list[bytes]) -> bytes:
@@ -71,6 +89,8 @@ class Rewriter:
                 if not any(needle.startswith(root) for root, _, _ in self.roots):
                     kids = [n for n in reversed(by_len) if n.startswith(needle)]
                     self.roots.append((needle, kids, b'":"' + needle))
+        # One search per root for a space then the prefix: the leads are checked at the hits.
+        self.text_markers = [b" " + root for root, _, _ in self.roots]
         self.sid = (old_sid.encode(), new_sid.encode()) if old_sid and new_sid else None
         if self.sid and self.sid[0] == self.sid[1]:
             self.sid = None
@@ -88,8 +108,10 @@ class Rewriter:
         """Rewrite whole lines at once, by positions, without splitting them."""
         if self.sid is not None:
             data = data.replace(self.sid[0], self.sid[1])
-        # (start, stop, replacement) edits, in order; snapshot lines are parsed whole.
+        # (start, stop, replacement) edits, in order; snapshot lines are parsed whole, and so
+        # are lines where a fixed tool-result text is not laid out as Claude Code writes it.
         edits: list[tuple[int, int, bytes]] = []
+        lines: set[tuple[int, int]] = set()
         if self.backup_names:
             start = data.find(_SNAPSHOT)
             while start != -1:
@@ -97,11 +119,31 @@ class Rewriter:
                 line_stop = data.find(b"\n", start)
                 line_stop = len(data) if line_stop == -1 else line_stop
                 if start - line_start < 120:
-                    body = data[line_start:line_stop]
-                    new = self._parsed(body)
-                    if new is not body:
-                        edits.append((line_start, line_stop, new))
+                    lines.add((line_start, line_stop))
                 start = data.find(_SNAPSHOT, line_stop)
+        for marker in self.text_markers:
+            start = data.find(marker)
+            while start != -1:
+                pos = start + 1
+                start = data.find(marker, pos)
+                # Every lead ends in ": " or "e ": most other hits are rejected right here.
+                if data[pos - 2 : pos] not in (b": ", b"e "):
+                    continue
+                kind = next((i for i, x in enumerate(_LEADS) if _ends_with(data, pos, x)), -1)
+                if kind == -1:
+                    continue
+                edit = self._result_text(data, pos - len(_LEADS[kind]), kind)
+                if isinstance(edit, tuple):
+                    edits.append(edit)
+                elif edit:
+                    line_start = data.rfind(b"\n", 0, pos) + 1
+                    line_stop = data.find(b"\n", pos)
+                    lines.add((line_start, len(data) if line_stop == -1 else line_stop))
+        for line_start, line_stop in lines:
+            body = data[line_start:line_stop]
+            new = self._parsed(body)
+            if new is not body:
+                edits.append((line_start, line_stop, new))
         for _root, kids, marker in self.roots:
             start = data.find(marker)
             while start != -1:
@@ -132,6 +174,34 @@ class Rewriter:
         parts.append(data[last:])
         return b"".join(parts)
 
+    def _result_text(self, data: bytes, at: int, kind: int) -> tuple[int, int, bytes] | bool:
+        """Splice the fixed result text whose lead `_LEADS[kind]` starts at `at`, by bytes.
+
+        Returns an edit; False when the hit cannot be such a text (not at a string's start);
+        True when only parsing the line can tell (another layout, escapes in the way).
+        """
+        begin = at
+        if kind == 0:
+            begin = data.rfind(_PERSISTED_OPEN, max(0, at - 4096), at)
+            if begin == -1:
+                return False
+            first_line = data[begin + len(_PERSISTED_OPEN) : at]
+            if any(c in first_line for c in (b"\\", b'"', b"\n")):
+                return True
+        if not _ends_with(data, begin, _RESULT_OPEN):
+            # `"content":"` or `"text":"` may be a result in another key order or a text
+            # block inside a result; elsewhere (mid-string) the text is not at its start.
+            return _ends_with(data, begin, b'":"')
+        stop = _string_end(data, begin)
+        if stop == -1:
+            return True
+        try:
+            text = orjson.loads(data[begin - 1 : stop + 1])
+        except orjson.JSONDecodeError:
+            return True
+        new = self._tool_text(text, _TOOL_TEXTS[kind]) if isinstance(text, str) else None
+        return False if new is None else (begin, stop, escaped(new))
+
     def _parsed(self, body: bytes) -> bytes:
         try:
             entry = orjson.loads(body)
@@ -142,6 +212,8 @@ class Rewriter:
     def _walk(self, obj: Any) -> bool:
         changed = False
         if isinstance(obj, dict):
+            if obj.get("type") == "tool_result":
+                changed |= self._tool_result(obj)
             for key, value in obj.items():
                 if isinstance(value, str):
                     if key in PATH_KEYS and value.startswith("/"):
@@ -161,6 +233,37 @@ class Rewriter:
                 if isinstance(item, dict | list):
                     changed |= self._walk(item)
         return changed
+
+    def _tool_result(self, block: dict[str, Any]) -> bool:
+        """Translate the path in a fixed-format result text (string or text blocks)."""
+        content = block.get("content")
+        if isinstance(content, str):
+            new = self._tool_text(content)
+            if new is not None:
+                block["content"] = new
+                return True
+            return False
+        changed = False
+        if isinstance(content, list):
+            for item in content:
+                text = item.get("text") if isinstance(item, dict) else None
+                if isinstance(text, str) and item.get("type") == "text":
+                    new = self._tool_text(text)
+                    if new is not None:
+                        item["text"] = new
+                        changed = True
+        return changed
+
+    def _tool_text(self, text: str, *patterns: re.Pattern[str]) -> str | None:
+        """`text` with its path translated if it is one of the fixed texts, else None."""
+        for pattern in patterns or _TOOL_TEXTS:
+            m = pattern.match(text)
+            if m is not None:
+                new = self.map.translate(m[1])
+                if new is None or new == m[1]:
+                    return None
+                return text[: m.start(1)] + new + text[m.end(1) :]
+        return None
 
     def _backups(self, tracked: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         out: dict[str, Any] = {}
@@ -192,6 +295,25 @@ class Rewriter:
                     out.write(self.block(data[:cut]))
             if tail:
                 out.write(self.block(tail))
+
+
+def _ends_with(data: bytes, at: int, text: bytes) -> bool:
+    """True if `text` ends right before index `at` of `data`."""
+    return at >= len(text) and data.startswith(text, at - len(text))
+
+
+def _string_end(data: bytes, begin: int) -> int:
+    """Index of the quote that closes the JSON string starting at `begin`, or -1."""
+    stop = data.find(b'"', begin)
+    while stop != -1:
+        slashes = 0
+        while data[stop - 1 - slashes] == 0x5C:
+            slashes += 1
+        if slashes % 2 == 0:
+            newline = data.find(b"\n", begin, stop)
+            return stop if newline == -1 else -1
+        stop = data.find(b'"', stop + 1)
+    return -1
 
 
 def backup_sources(transcript: Path, cwd: str) -> dict[str, str]:
