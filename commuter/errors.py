@@ -52,7 +52,8 @@ class BackendError(CommuterError):
 
 
 class SessionNotFound(BackendError):
-    code, hint, http_status = "no-session", "see `commuter list`", 404
+    code, http_status = "no-session", 404
+    hint: ClassVar[str | None] = "see `commuter list`"
 
 
 class AmbiguousSession(BackendError):
@@ -72,7 +73,8 @@ class PeerError(CommuterError):
 
 
 class NotPaired(PeerError):
-    code, hint, http_status = "not-paired", "run `commuter pair` first", 403
+    code, http_status = "not-paired", 403
+    hint: ClassVar[str | None] = "run `commuter pair` first"
 
 
 class BadSignature(PeerError):

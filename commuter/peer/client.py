@@ -57,6 +57,13 @@ def _error_from(status: int, body: bytes, where: str) -> CommuterError:
     return ERRORS_BY_CODE.get(code, PeerError)(message)
 
 
+class NotPairedThere(NotPaired):
+    """The peer's daemon does not know this machine's key (it unpaired us); the message says
+    what to do, so no generic hint."""
+
+    hint = None
+
+
 class PeerClient:
     """Signed requests to one paired peer's `commuter serve` (use `async with`)."""
 
@@ -90,6 +97,16 @@ class PeerClient:
             f"{self.peer.name} is unreachable at {self.address} ({reason}); is `commuter serve` "
             "running there? (or pass --address HOST:PORT)"
         )
+
+    def _refusal(self, exc: CommuterError) -> CommuterError:
+        # The daemon words it from its own side ("this machine is not paired with the
+        # sender"): say it from ours.
+        if type(exc) is NotPaired:
+            return NotPairedThere(
+                f"{self.peer.name} does not accept this machine (it is not paired with it any "
+                "more); run `commuter pair` on both machines to pair again"
+            )
+        return exc
 
     def _silent(self, waited: float) -> PeerUnreachable:
         return PeerUnreachable(
@@ -134,7 +151,9 @@ class PeerClient:
                     method, url, data=data, headers=headers, timeout=timeout
                 ) as resp:
                     if resp.status >= 400:
-                        raise _error_from(resp.status, await resp.read(), self.peer.name)
+                        raise self._refusal(
+                            _error_from(resp.status, await resp.read(), self.peer.name)
+                        )
                     if dst is None:
                         return await resp.json(content_type=None)
                     with dst.open("wb") as fh:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import io
+import json
 import os
+import re
+import select
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from commuter.errors import BundleError
 from commuter.peer import auth, seal
-from commuter.peer.identity import Identity
+from commuter.peer.identity import KEY_FILE, Identity
 from commuter.peer.peers import Peer, Peers
 from commuter.settings import Settings
 
@@ -65,3 +73,45 @@ def inbox_files(settings: Settings) -> list[str]:
     """Everything in the inbox folder, temp files included."""
     d = settings.inbox_dir
     return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def give_identity(settings: Settings, identity: Identity) -> None:
+    """Make `identity` this machine's key (what Identity.load_or_create will read)."""
+    settings.config_dir.mkdir(parents=True, exist_ok=True)
+    seed = base64.b64encode(bytes(identity.signing_key)).decode()
+    (settings.config_dir / KEY_FILE).write_text(json.dumps({"version": 1, "seed": seed}))
+
+
+class ServeProcess:
+    """`commuter serve` on 127.0.0.1, a free port, no mDNS, in the fake machine `env`."""
+
+    def __init__(self, env: dict[str, str], *extra: str, startup: float = 20.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "commuter", "serve", "--host", "127.0.0.1", "--port", "0",
+             "--no-mdns", *extra],
+            env={**env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], startup)
+        self.first_line = self.proc.stdout.readline() if ready else ""
+        match = re.search(r":(\d+)\s*$", self.first_line.strip())
+        if not match:
+            self.kill()
+            raise AssertionError(f"serve did not start: {self.first_line!r}")
+        self.address = f"127.0.0.1:{match.group(1)}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[int, str, str]:
+        """Send `sig`, wait; (exit code, rest of stdout, stderr)."""
+        self.proc.send_signal(sig)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
