@@ -159,3 +159,14 @@ def test_a_full_shared_folder_is_one_line_and_leaves_no_part_file(world, tiny_di
     assert not any(w.a.staging_dir.iterdir())
     config.set_value(w.a, "transfer-dir", (str(w.shared),))
     assert run(env_a, "push", cwd=w.project_a).returncode == 0  # the retry works
+
+
+@pytest.mark.parametrize("via", ["relay", "folder", "pigeon"])
+def test_pull_from_a_peer_over_another_transport_is_a_usage_error(world, via):
+    w, _, env_b = world
+    pulled = run(env_b, "pull", "--from", "alice", "--via", via, cwd=w.project_b)
+    assert pulled.returncode == 2, (pulled.stdout, pulled.stderr)
+    assert pulled.stderr.strip().splitlines()[-1] == (
+        f"Error: --from fetches straight from the peer over the LAN; it cannot go --via {via}"
+    )
+    assert pulled.stdout == "" and "Traceback" not in pulled.stderr

@@ -111,6 +111,10 @@ def pull_cmd(
     options = core.ImportOptions(dry_run=dry_run, interactive=interactive,
                                  ask=_ask if interactive else None)
     if from_peer is not None:
+        if via not in ("auto", "lan"):
+            raise click.UsageError(
+                f"--from fetches straight from the peer over the LAN; it cannot go --via {via}"
+            )
         _pull_from(app, from_peer, address, options)
         return
     if address is not None:
