@@ -170,3 +170,21 @@ def test_pull_from_a_peer_over_another_transport_is_a_usage_error(world, via):
         f"Error: --from fetches straight from the peer over the LAN; it cannot go --via {via}"
     )
     assert pulled.stdout == "" and "Traceback" not in pulled.stderr
+
+
+def test_pull_with_only_the_lan_configured_says_why_nothing_can_arrive(world, unused_tcp_port):
+    w, _, env_b = world
+    config.unset_value(w.b, "transfer-dir")
+    pulled = run(env_b, "pull", cwd=w.project_b)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.strip() == (
+        "nothing to pull (no transfer-dir or relay configured; only bundles sent over the LAN "
+        "arrive)"
+    )
+    assert pulled.stderr == ""
+    lan = run(env_b, "pull", "--via", "lan", cwd=w.project_b)
+    assert lan.returncode == 0 and lan.stdout.strip() == "nothing to pull"
+    config.set_value(w.b, "relay", (f"http://127.0.0.1:{unused_tcp_port}",))
+    with_relay = run(env_b, "pull", cwd=w.project_b)  # the relay is down: a warning, no hint
+    assert with_relay.returncode == 0 and with_relay.stdout.strip() == "nothing to pull"
+    assert with_relay.stderr.startswith("warning: relay: ")

@@ -128,7 +128,9 @@ def pull_cmd(
         assert p.result is not None
         _report(p.result)
     if not pulled:
-        click.echo("nothing to pull")
+        lan_only = via == "auto" and not ctx.config.relay and ctx.config.transfer_dir is None
+        click.echo("nothing to pull (no transfer-dir or relay configured; only bundles sent "
+                   "over the LAN arrive)" if lan_only else "nothing to pull")
     elif not imported:
         click.echo(f"nothing imported ({len(pulled)} skipped, see warnings)")
 
