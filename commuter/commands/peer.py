@@ -325,12 +325,14 @@ async def _send(
     from commuter.peer import client
 
     where = await client.find_addresses(settings, peer, address)
+    suggest = address is None
     if not (sys.stderr.isatty() and size >= PROGRESS_MIN):
-        return await client.send_file(settings, me, peer, bundle, where)
+        return await client.send_file(settings, me, peer, bundle, where, suggest_address=suggest)
     from rich.progress import Progress
 
     with Progress(transient=True) as bar:
         task = bar.add_task(f"to {peer.name}", total=size)
         return await client.send_file(
-            settings, me, peer, bundle, where, lambda n: bar.advance(task, n)
+            settings, me, peer, bundle, where, lambda n: bar.advance(task, n),
+            suggest_address=suggest,
         )

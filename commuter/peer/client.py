@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -46,6 +49,45 @@ def base_url(address: str) -> str:
     return f"http://{format_address(host, port)}"
 
 
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "connection closed",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network is unreachable",
+    errno.EHOSTDOWN: "host is down",
+    errno.ETIMEDOUT: "timed out",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words ("connection refused"). aiohttp's own text
+    repeats the host, the port and the socket call: `Cannot connect to host h:p ssl:default
+    [Connect call failed ('h', p)]`; callers name the address once themselves."""
+    import socket
+
+    import aiohttp
+
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, socket.gaierror):
+        return "cannot resolve the host name"
+    if isinstance(exc, TimeoutError):  # aiohttp's ConnectionTimeoutError is one
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection closed before an answer"
+    number = getattr(cause, "errno", None)
+    if not isinstance(number, int):
+        # "Multiple exceptions: [Errno 111] ..., [Errno 111] ..." (one per resolved address)
+        found = {int(n) for n in re.findall(r"\[Errno (\d+)\]", str(cause))}
+        number = found.pop() if len(found) == 1 else None
+    if number is not None and number > 0:
+        reason = _ERRNO_REASONS.get(number) or os.strerror(number)
+        return reason[:1].lower() + reason[1:]
+    return str(cause) or type(cause).__name__
+
+
 def _error_from(status: int, body: bytes, where: str) -> CommuterError:
     import json
 
@@ -67,11 +109,17 @@ class NotPairedThere(NotPaired):
 class PeerClient:
     """Signed requests to one paired peer's `commuter serve` (use `async with`)."""
 
-    def __init__(self, settings: Settings, identity: Identity, peer: Peer, address: str) -> None:
+    def __init__(
+        self, settings: Settings, identity: Identity, peer: Peer, address: str, *,
+        suggest_address: bool = False,
+    ) -> None:
         self.settings = settings
         self.identity = identity
         self.peer = peer
         self.address = address
+        # Errors end with "(or pass --address HOST:PORT)": only for a command that has that
+        # option and where it was not given.
+        self.suggest_address = suggest_address
         self.base = base_url(address)
         self._session: Any = None
 
@@ -92,10 +140,9 @@ class PeerClient:
             await self._session.close()
 
     def _unreachable(self, exc: BaseException) -> PeerUnreachable:
-        reason = str(exc) or type(exc).__name__
         return PeerUnreachable(
-            f"{self.peer.name} is unreachable at {self.address} ({reason}); is `commuter serve` "
-            "running there? (or pass --address HOST:PORT)"
+            f"{self.peer.name} is unreachable at {self.address} ({connect_reason(exc)}); is "
+            f"`commuter serve` running there?{_or_address(self.suggest_address)}"
         )
 
     def _refusal(self, exc: CommuterError) -> CommuterError:
@@ -111,7 +158,7 @@ class PeerClient:
     def _silent(self, waited: float) -> PeerUnreachable:
         return PeerUnreachable(
             f"{self.peer.name} at {self.address} did not answer within {waited:g} s; is "
-            "`commuter serve` running there? (or pass --address HOST:PORT)"
+            f"`commuter serve` running there?{_or_address(self.suggest_address)}"
         )
 
     async def _request(
@@ -188,10 +235,11 @@ class PeerClient:
         the signed requests that follow are what count)."""
         info = await self.info()
         if info.get("device_id") != self.peer.device_id:
+            advice = "; pass --address HOST:PORT" if self.suggest_address else ""
             raise PeerUnreachable(
                 f"{self.address} answers as another machine ({info.get('name')!r}, "
-                f"{info.get('device_id')}), not {self.peer.name} ({self.peer.device_id}); "
-                "pass --address HOST:PORT"
+                f"{info.get('device_id')}), not {self.peer.name} ({self.peer.device_id})"
+                + advice
             )
 
     async def upload(self, sealed_path: Path, progress: Progress | None = None) -> dict[str, Any]:
@@ -233,6 +281,10 @@ class PeerClient:
         path = f"/v1/sessions/{quote(session_id, safe='')}/bundle"
         await self._request("GET", path, dst=dst_path)
         return dst_path
+
+
+def _or_address(suggest: bool) -> str:
+    return " (or pass --address HOST:PORT)" if suggest else ""
 
 
 async def watched_body(
@@ -289,13 +341,16 @@ async def find_address(settings: Settings, peer: Peer, explicit: str | None = No
 
 @contextlib.asynccontextmanager
 async def _answering(
-    settings: Settings, identity: Identity, peer: Peer, addresses: Sequence[str]
+    settings: Settings, identity: Identity, peer: Peer, addresses: Sequence[str],
+    suggest_address: bool,
 ) -> AsyncIterator[PeerClient]:
     """A client on the first of `addresses` where `peer` answers the probe (an mDNS answer
     may be stale while the last known address works, or the other way round)."""
     failed: list[PeerUnreachable] = []
     for address in addresses:
-        async with PeerClient(settings, identity, peer, address) as client:
+        async with PeerClient(
+            settings, identity, peer, address, suggest_address=suggest_address
+        ) as client:
             try:
                 await client.probe()
             except PeerUnreachable as exc:
@@ -307,8 +362,8 @@ async def _answering(
         raise failed[0]
     tried = " nor at ".join(f"{a} ({_why(e)})" for a, e in zip(addresses, failed, strict=True))
     raise PeerUnreachable(
-        f"{peer.name} does not answer at {tried}; is `commuter serve` running there? "
-        "(or pass --address HOST:PORT)"
+        f"{peer.name} does not answer at {tried}; is `commuter serve` running there?"
+        + _or_address(suggest_address)
     ) from failed[-1]
 
 
@@ -318,7 +373,7 @@ def _why(exc: PeerUnreachable) -> str:
         return "it is another machine"
     if isinstance(cause, TimeoutError):
         return "no answer"
-    return str(cause) or type(cause).__name__
+    return connect_reason(cause)
 
 
 async def send_file(
@@ -328,11 +383,14 @@ async def send_file(
     bundle: Path,
     address: str | Sequence[str],
     progress: Progress | None = None,
+    *,
+    suggest_address: bool = False,
 ) -> dict[str, Any]:
     """Seal a plain bundle to `peer` while uploading it to the first address where it
-    answers (`address`: one, or candidates in order); remember that address on success."""
+    answers (`address`: one, or candidates in order); remember that address on success.
+    `suggest_address`: errors may advise --address (the user did not give one)."""
     addresses = [address] if isinstance(address, str) else list(address)
-    async with _answering(settings, identity, peer, addresses) as client:
+    async with _answering(settings, identity, peer, addresses, suggest_address) as client:
         answer = await client.upload_sealing(bundle, progress)
     _remember(settings, peer, client.address)
     return answer
@@ -373,7 +431,7 @@ async def fetch_latest(
 
     me = identity or Identity.load_or_create(settings)
     candidates = await find_addresses(settings, peer, address)
-    async with _answering(settings, me, peer, candidates) as client:
+    async with _answering(settings, me, peer, candidates, address is None) as client:
         sessions = await client.list_sessions()
         ranked = [(_project_matches(settings, s.get("project"), cwd), i, s)
                   for i, s in enumerate(sessions)]
@@ -435,7 +493,7 @@ async def join(
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise PairingFailed(
-                f"no pairing invitation is open at {address} ({exc or type(exc).__name__})"
+                f"no pairing invitation is open at {address} ({connect_reason(exc)})"
             ) from exc
         except ValueError as exc:
             raise PairingFailed("pairing failed: the inviter sent a malformed reply") from exc

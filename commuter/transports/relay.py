@@ -10,7 +10,7 @@ from typing import Any
 
 from commuter.errors import CommuterError, ConfigError, RelayError, TooLarge
 from commuter.peer import auth
-from commuter.peer.client import watched_body
+from commuter.peer.client import connect_reason, watched_body
 from commuter.peer.peers import Peer
 from commuter.transports import Incoming, Receipt, Transport, TransportContext
 from commuter.transports.state import CHUNK, sha256_file
@@ -69,8 +69,7 @@ class RelayTransport(Transport):
     def _down(self, exc: BaseException) -> RelayError:
         if isinstance(exc, TimeoutError) and not str(exc):
             return RelayError(f"the relay at {self.url} is unreachable (it did not answer in time)")
-        reason = str(exc) or type(exc).__name__
-        return RelayError(f"the relay at {self.url} is unreachable ({reason})")
+        return RelayError(f"the relay at {self.url} is unreachable ({connect_reason(exc)})")
 
     async def _request(self, method: str, path: str, *, body: Any = None,
                        digest: str = auth.EMPTY_SHA256, length: int | None = None,

@@ -131,7 +131,8 @@ def test_join_with_no_invitation_open_is_one_clear_line(tmp_path, unused_tcp_por
     home = env_for(tmp_path / "home", COMMUTER_MDNS_INTERFACES="127.0.0.1")
     started = time.monotonic()
     result = run(home, "pair", "7-orbit-lemon-piano", "--address", f"127.0.0.1:{unused_tcp_port}")
-    one_error_line(result, "no pairing invitation is open")
+    one_error_line(result, f"no pairing invitation is open at 127.0.0.1:{unused_tcp_port} "
+                           "(connection refused)")
     assert time.monotonic() - started < 15
     assert not (settings_of(home).config_dir / "peers.json").exists()
 
@@ -154,9 +155,17 @@ def test_send_to_unreachable_peer_fails_fast(tmp_path, unused_tcp_port):
     trust(settings_of(env), "office", ALICE, f"127.0.0.1:{unused_tcp_port}")
     started = time.monotonic()
     result = run(env, "send", "office", PLAIN, "--address", f"127.0.0.1:{unused_tcp_port}")
-    one_error_line(result, "office is unreachable at 127.0.0.1:")
+    # aiohttp's "Cannot connect to host ... [Connect call failed ...]" shrinks to its reason,
+    # and --address is not suggested to someone who passed it.
+    one_error_line(result, f"Error: office is unreachable at 127.0.0.1:{unused_tcp_port} "
+                           "(connection refused); is `commuter serve` running there?")
+    assert result.stderr.strip().endswith("running there?")
     assert time.monotonic() - started < 15
     assert list(settings_of(env).staging_dir.glob("*")) == []
+    remembered = run(env, "send", "office", PLAIN)  # mDNS finds nothing: the last address
+    one_error_line(remembered, "(connection refused); is `commuter serve` running there? "
+                               "(or pass --address HOST:PORT)")
+    assert remembered.stderr.count(f"127.0.0.1:{unused_tcp_port}") == 1
 
 
 def test_send_bad_address_is_one_clear_line(tmp_path):
