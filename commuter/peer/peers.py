@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -16,6 +17,13 @@ from commuter.settings import Settings
 
 PEERS_FILE = "peers.json"
 _STORE_VERSION = 1
+
+
+class UnknownPeer(NotPaired):
+    """No paired machine goes by this name or id. The message says what to do, and "pair
+    first" would be wrong for a typo or for `unpair`."""
+
+    hint = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +100,20 @@ class Peers:
         return next((p for p in self._peers if p.device_id == wanted), None)
 
     def get(self, name_or_id: str) -> Peer:
-        """The named peer, or NotPaired."""
+        """The named peer, or UnknownPeer (a NotPaired) naming a close match if there is one."""
         peer = self.find(name_or_id)
         if peer is None:
-            raise NotPaired(f"no paired peer named {name_or_id!r} (see `commuter peers`)")
+            raise UnknownPeer(self._unknown(name_or_id))
         return peer
+
+    def _unknown(self, wanted: str) -> str:
+        names = {p.name.casefold(): p.name for p in self._peers}
+        if not names:
+            return f"no paired peer named {wanted!r} (this machine has no paired peers)"
+        close = difflib.get_close_matches(wanted.casefold(), list(names), n=1)
+        if close:
+            return f"no paired peer named {wanted!r}; did you mean {names[close[0]]!r}?"
+        return f"no paired peer named {wanted!r} (see `commuter peers`)"
 
     def by_key(self, public_key: bytes) -> Peer | None:
         return next((p for p in self._peers if p.public_key == public_key), None)

@@ -142,6 +142,20 @@ def test_bad_code_is_one_clear_line(tmp_path):
     one_error_line(result, "is not a pairing code")
 
 
+def test_a_mistyped_peer_name_is_one_line_with_a_suggestion(tmp_path):
+    env = env_for(tmp_path / "home")
+    trust(settings_of(env), "office", ALICE)
+    for wrong, args in (("offce", ("unpair", "offce")), ("Ofice", ("send", "Ofice", "--latest")),
+                        ("offfice", ("pull", "--from", "offfice"))):
+        result = run(env, *args)
+        one_error_line(result, f"Error: no paired peer named {wrong!r}; did you mean 'office'?")
+        assert result.stderr.count("(") == 0 and "pair` first" not in result.stderr
+    far = run(env, "unpair", "printer")
+    one_error_line(far, "Error: no paired peer named 'printer' (see `commuter peers`)")
+    assert far.stderr.strip().endswith("(see `commuter peers`)")
+    assert [p.name for p in Peers.load(settings_of(env)).all()] == ["office"]
+
+
 def test_send_to_unpaired_name_is_one_clear_line(tmp_path):
     one_error_line(run(env_for(tmp_path / "home"), "send", "nobody", "--latest"),
                    "no paired peer named 'nobody'")
