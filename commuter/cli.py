@@ -32,6 +32,11 @@ COMMAND_MODULES = (
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 file`, `2 files`: a count with its noun in the right number (regular plurals)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def safe_text(text: str) -> str:
     """`text` (from a bundle, a peer or a file name) with every character a terminal would act
     on shown as a Python-style escape (`\\x1b`, `\\n`, `\\u2028`), so it prints as one

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from claude_home import DOT_SPACE, TOOLS, install, transcript
 from click.testing import CliRunner
 
-from commuter.cli import cli
+from commuter.cli import cli, counted
 
 
 def run(*args: str, input: bytes | None = None):
@@ -74,6 +75,10 @@ def test_export_errors_are_one_line(machine: Path, tmp_path: Path,
     assert not out.exists()
 
 
+def test_counts_take_the_right_number() -> None:
+    assert [counted(n, "file") for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
+
+
 def test_import_missing_file_is_one_line(tmp_path: Path) -> None:
     assert "no such file" in one_line_error(run("import", str(tmp_path / "nope.bundle")))
     assert "no such file" in one_line_error(run("inspect", str(tmp_path / "nope.bundle")))
@@ -96,6 +101,8 @@ def test_export_import_round_trip_cli(bundle_mod, machine: Path, tmp_path: Path,
     result = run("export", TOOLS[:8], "-o", str(out))
     assert result.exit_code == 0, result.stderr
     assert out.is_file() and bundle_mod.is_bundle(out)
+    assert re.search(rf"^exported session {TOOLS} \(\d+ messages, \d+ files\) from ",
+                     result.stderr), result.stderr
     assert TOOLS in run("inspect", str(out)).stdout
     home_b = tmp_path / "B"
     proj_b = home_b / "code" / "my.app"

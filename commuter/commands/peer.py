@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -115,8 +116,12 @@ async def _invite(
                             "device_id": me.device_id, "expires_in": wait})
             else:
                 click.echo(f"pairing code: {code}")
-                click.echo(f"on the other machine run:  commuter pair {code}")
-                click.echo(f"(without mDNS add:  --address {address})")
+                run_line = f"on the other machine run:  commuter pair {code}"
+                if mdns:
+                    click.echo(run_line)
+                    click.echo(f"(without mDNS add:  --address {address})")
+                else:
+                    click.echo(f"{run_line} --address {address}")
                 click.echo(f"waiting up to {int(wait)} s ...")
                 sys.stdout.flush()
             try:
@@ -235,17 +240,28 @@ def serve_cmd(
     on_received = None
     if auto_import:
 
-        async def on_received(item: InboxItem, _peer: Peer) -> None:
+        async def on_received(item: InboxItem, _peer: Peer) -> str | None:
             try:
                 await asyncio.to_thread(_import_item, app, item, True)
             except CommuterError as exc:
                 click.echo(f"kept {item.id} in the inbox: {safe_text(str(exc))}", err=True)
+                return None
+            return "imported"
 
-    asyncio.run(serve(
-        app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
-        port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
-        on_received=on_received, log=lambda msg: click.echo(safe_text(msg)),
-    ))
+    async def run() -> None:
+        # Ctrl-C or a service manager's SIGTERM: stop serving, withdraw the mDNS record, exit 0.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(
+            app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
+            port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
+            on_received=on_received, log=lambda msg: click.echo(safe_text(msg)), stop=stop,
+        )
+        click.echo("stopped")
+
+    asyncio.run(run())
 
 
 @click.command("receive")
@@ -269,9 +285,10 @@ def receive_cmd(
     async def run() -> None:
         stop = asyncio.Event()
 
-        async def on_received(item: InboxItem, _peer: Peer) -> None:
+        async def on_received(item: InboxItem, _peer: Peer) -> str | None:
             got.append(item)
             stop.set()
+            return "receiving"
 
         await serve(
             app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
@@ -315,8 +332,16 @@ def send_cmd(
         size = bundle.stat().st_size
         answer = asyncio.run(_send(settings, me, target, bundle, size, address))
     sid = getattr(manifest, "session_id", session or "")
-    status = safe_text(str(answer.get("status", "stored")))
-    click.echo(f"sent session {sid} to {safe_text(target.name)} ({status})")
+    done = _SEND_RESULT.get(str(answer.get("status")), "delivered")
+    click.echo(f"sent session {sid} to {safe_text(target.name)} ({done})")
+
+
+# What the peer's answer means for the user (see server.upload's "status").
+_SEND_RESULT = {
+    "stored": "waiting in its inbox: run `commuter pull` there",
+    "imported": "imported there",
+    "receiving": "its `commuter receive` is importing it",
+}
 
 
 async def _send(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.cli import AppContext, one_line_text, pass_app, safe_json, safe_text
+from commuter.cli import AppContext, counted, one_line_text, pass_app, safe_json, safe_text
 from commuter.errors import BundleError, CommuterError, OutputError
 
 if TYPE_CHECKING:
@@ -129,8 +129,8 @@ def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) 
         with atomic_writer(target, 0o600, parents=False) as fh:
             manifest = core.export_to(app.settings, fh, session=session, cwd=Path.cwd())
     click.echo(safe_text(
-        f"exported session {manifest.session_id} ({manifest.message_count} messages, "
-        f"{len(manifest.members)} files) from {manifest.project_dir}"
+        f"exported session {manifest.session_id} ({counted(manifest.message_count, 'message')}, "
+        f"{counted(len(manifest.members), 'file')}) from {manifest.project_dir}"
         + (f" to {output}" if output != "-" else "")), err=True,
     )
 

@@ -35,7 +35,9 @@ MAX_BUNDLE = 2 * 1024**3
 READ_CHUNK = 1 << 20
 
 Log = Callable[[str], None]
-OnReceived = Callable[[InboxItem, Peer], Awaitable[None]]
+# Runs after a bundle is stored; returns the upload's "status" for the sender ("imported",
+# "receiving"), or None to leave it "stored" (waiting in the inbox for `commuter pull`).
+OnReceived = Callable[[InboxItem, Peer], Awaitable[str | None]]
 
 
 def _json_error(exc: CommuterError) -> web.Response:
@@ -155,8 +157,7 @@ async def handle_bundle(request: web.Request) -> web.Response:
     st.log(f"received {item.id} from {peer.name} ({item.size} bytes)")
     status = "stored"
     if st.on_received is not None:
-        await st.on_received(item, peer)
-        status = "handled"
+        status = await st.on_received(item, peer) or status
     return web.json_response({"status": status, "id": item.id, "digest": item.digest})
 
 

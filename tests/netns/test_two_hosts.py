@@ -204,7 +204,8 @@ def test_pair_serve_send_and_pull_across_two_namespaces(lan: tuple[Host, Host]) 
     assert scan["paired"][0]["online"] == where
 
     sent = a.run("send", "office", "--latest", cwd=project_a)
-    assert f"sent session {TOOLS} to office (stored)" in sent.stdout
+    waiting = "(waiting in its inbox: run `commuter pull` there)"
+    assert f"sent session {TOOLS} to office {waiting}" in sent.stdout
     assert "from home" in server.line("received ")
     [office] = json.loads(a.run("peers", "--json", "--no-scan").stdout)["paired"]
     assert office["last_address"] == where

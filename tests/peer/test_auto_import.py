@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -105,7 +106,7 @@ async def test_sent_session_is_imported_on_arrival_and_the_inbox_is_emptied(
     bob = Peers.load(sa).get("bob")
     answer = await asyncio.wait_for(client.send_file(sa, ALICE, bob, bundle, address), 60)
     # The daemon answers only after its on_received hook (the import) has run.
-    assert answer["status"] == "handled", log.read_text()
+    assert answer["status"] == "imported", log.read_text()
     assert imported.is_file(), log.read_text()
     assert imported.stat().st_size > 0
     assert Inbox(sb).pending() == []
@@ -125,10 +126,35 @@ async def test_a_bundle_that_cannot_be_imported_stays_in_the_inbox(
     bob = Peers.load(sa).get("bob")
     async with client.PeerClient(sa, ALICE, bob, address) as c:
         answer = await asyncio.wait_for(c.upload(junk), 60)
-    assert answer["status"] == "handled"
+    assert answer["status"] == "stored"  # kept for `commuter pull`, not "imported"
     [item] = Inbox(sb).pending()
     assert item.sender_name == "alice"
     assert f"kept {item.id} in the inbox" in log.read_text()
     assert not (sb.home / ".claude" / "projects").exists() or not any(
         (sb.home / ".claude" / "projects").rglob("*.jsonl")
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_quietly_on_sigterm_and_ctrl_c(machines, tmp_path, unused_tcp_port, signum):
+    """A service manager's SIGTERM (or Ctrl-C) ends `serve` with exit 0 and no error line."""
+    _sa, sb, _bob = machines
+    address = f"127.0.0.1:{unused_tcp_port}"
+    log = tmp_path / "serve.log"
+    err = tmp_path / "serve.err"
+    with log.open("wb") as out, err.open("wb") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "commuter", "serve", "--host", "127.0.0.1",
+             "--port", str(unused_tcp_port)],
+            env=_env(sb.home), stdin=subprocess.DEVNULL, stdout=out, stderr=errors,
+        )
+    try:
+        _wait_ready(proc, address, log)
+        proc.send_signal(signum)
+        assert proc.wait(15) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert err.read_text() == ""
+    assert log.read_text().splitlines()[-1] == "stopped"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -247,4 +248,8 @@ def test_pair_timeout_expires_with_one_error_line(tmp_path):
     one_error_line(result, "pairing failed: no one joined within 1 s (code expired)")
     assert time.monotonic() - started < 15
     assert "pairing code:" in result.stdout
+    # Without mDNS the joiner cannot find this machine by the code alone: the line to copy
+    # carries the address.
+    [run_line] = [ln for ln in result.stdout.splitlines() if "on the other machine" in ln]
+    assert re.search(r"commuter pair \d+(-\w+)+ --address 127\.0\.0\.1:\d+$", run_line)
     assert not (settings_of(env).config_dir / "peers.json").exists()

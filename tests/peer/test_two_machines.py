@@ -183,7 +183,7 @@ async def test_serve_advertises_and_send_finds_it_by_mdns(world, tmp_path, unuse
         assert address == f"127.0.0.1:{unused_tcp_port}"
         bundle = await asyncio.to_thread(_export, sa, tmp_path, TOOLS)
         answer = await client.send_file(sa, ALICE, bob, bundle, await client.find_address(sa, bob))
-        assert answer["status"] == "handled"
+        assert answer["status"] == "stored"
         assert got and got[0][1].name == "alice"
     finally:
         stop.set()
