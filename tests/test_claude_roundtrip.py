@@ -410,3 +410,41 @@ def test_continue_hint_fits_how_the_session_was_made(two, tmp_path: Path) -> Non
     interactive = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a)
     assert not interactive.print_mode
     assert interactive.continue_command().endswith(" && claude --continue")
+
+
+def test_a_fork_gets_its_own_plan_and_leaves_the_local_plan_alone(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    slug = "plan-a-small-refactor-transient-snowglobe"
+    carry(sa, sb, tmp_path / "s1", session=PLAN, cwd=a)
+    at_a = transcript(a, a / "projects" / "my.app", PLAN)
+    at_b = transcript(b, b / "code" / "my.app", PLAN)
+    plan_a, plan_b = (h / ".claude" / "plans" / f"{slug}.md" for h in (a, b))
+
+    def say(path: Path, text: str) -> None:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": PLAN,
+                             "slug": slug, "message": {"role": "user", "content": text}}) + "\n")
+
+    say(at_a, "only at A")
+    say(at_b, "only at B")
+    plan_a.write_text("# the plan as A changed it\n")
+    plan_b.write_text("# the plan as B changed it\n")
+    local_before = at_b.read_bytes()
+    res = carry(sa, sb, tmp_path / "s2", session=PLAN, cwd=a)
+    assert res.action == "forked"
+    assert plan_b.read_text() == "# the plan as B changed it\n"
+    assert at_b.read_bytes() == local_before
+    own = b / ".claude" / "plans" / f"{slug}-{res.session_id[:8]}.md"
+    assert own.read_text() == "# the plan as A changed it\n"
+    fork = _lines(transcript(b, b / "code" / "my.app", res.session_id))
+    assert {e["slug"] for e in fork if "slug" in e} == {own.stem}
+    paths = {e["attachment"]["planFilePath"] for e in fork
+             if isinstance(e.get("attachment"), dict) and "planFilePath" in e["attachment"]}
+    assert paths == {str(own)}
+    # A goes on: the same fork is updated, with the same plan file, and B's plan still stands.
+    say(at_a, "A went on")
+    plan_a.write_text("# A's plan, later\n")
+    later = carry(sa, sb, tmp_path / "s3", session=PLAN, cwd=a)
+    assert later.action == "updated" and later.session_id == res.session_id
+    assert own.read_text() == "# A's plan, later\n"
+    assert plan_b.read_text() == "# the plan as B changed it\n"

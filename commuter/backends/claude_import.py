@@ -90,11 +90,13 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         return _result(plan, plan.action, sid)
     if plan.action in ("updated", "replaced"):
         plan.backups += _backup_session(settings, plan.dest, plan.sid)
-    rewriter = Rewriter(pathmap, old_sid=sid, new_sid=plan.sid, backup_names=renames)
+    slugs = _plan_slugs(source, sid, plan.sid)
+    rewriter = Rewriter(pathmap, old_sid=sid, new_sid=plan.sid, backup_names=renames,
+                        literals=_slug_literals(*slugs) if slugs else ())
     if not folder.is_dir():
         folder.mkdir(parents=True, mode=0o700)
         os.chmod(folder, 0o700)
-    _write_side_files(settings, source, dirs, sid, plan, rewriter, renames)
+    _write_side_files(settings, source, dirs, sid, plan, rewriter, renames, slugs)
     with atomic_writer(plan.dest, 0o600) as out:
         rewriter.copy(incoming, out)
     _append_history(source, dirs, rewriter, plan)
@@ -230,6 +232,7 @@ def _write_side_files(
     settings: Settings,
     source: ImportSource, dirs: ClaudeDirs, sid: str, plan: _Plan, rewriter: Rewriter,
     renames: dict[str, str],
+    slugs: tuple[str, str] | None,
 ) -> None:
     session_prefix = f"session/{sid}/"
     slug = source.meta.get("plan_slug")
@@ -258,10 +261,27 @@ def _write_side_files(
             name = member.split("/", 1)[1]
             stem = name.removesuffix(".md")
             if name.endswith(".md") and is_safe_slug(stem) and (slug in (None, stem)):
-                dest = dirs.plan(stem)
+                dest = dirs.plan(slugs[1] if slugs and slugs[0] == stem else stem)
                 if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
                     plan.backups.append(_backup_file(settings, dest, plan.sid))
                 _copy(src, dest)
+
+
+def _plan_slugs(source: ImportSource, sid: str, new_sid: str) -> tuple[str, str] | None:
+    """(old, new) plan slug for a fork: its own plan file, so that the local session's plan is
+    never changed by a fork of it. Derived from the fork's id, so a later update of the same
+    fork finds it again. None when the session keeps its id or has no plan."""
+    slug = source.meta.get("plan_slug")
+    if new_sid == sid or not isinstance(slug, str) or not is_safe_slug(slug):
+        return None
+    forked = f"{slug}-{new_sid[:8]}"
+    return (slug, forked) if is_safe_slug(forked) else None
+
+
+def _slug_literals(old: str, new: str) -> list[tuple[bytes, bytes]]:
+    """The transcript's `slug` fields and paths of the plan file, renamed."""
+    return [(f'"slug":"{old}"'.encode(), f'"slug":"{new}"'.encode()),
+            (f"/plans/{old}.md".encode(), f"/plans/{new}.md".encode())]
 
 
 def _copy(src: Path, dest: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,6 +73,7 @@ class Rewriter:
         old_sid: str | None = None,
         new_sid: str | None = None,
         backup_names: dict[str, str] | None = None,
+        literals: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self.map = pathmap
         self.needles = [escaped(src) for src in pathmap.sources()]
@@ -95,10 +97,13 @@ class Rewriter:
         if self.sid and self.sid[0] == self.sid[1]:
             self.sid = None
         self.backup_names = backup_names or {}
+        # Exact byte strings replaced everywhere, like the session id (a fork's own plan slug).
+        self.literals = [(old, new) for old, new in literals if old != new]
 
     @property
     def is_identity(self) -> bool:
-        return not self.needles and self.sid is None and not self.backup_names
+        return (not self.needles and self.sid is None and not self.backup_names
+                and not self.literals)
 
     def line(self, raw: bytes) -> bytes:
         """Rewrite one line (with or without its trailing newline)."""
@@ -108,6 +113,8 @@ class Rewriter:
         """Rewrite whole lines at once, by positions, without splitting them."""
         if self.sid is not None:
             data = data.replace(self.sid[0], self.sid[1])
+        for old, new in self.literals:
+            data = data.replace(old, new)
         # (start, stop, replacement) edits, in order; snapshot lines are parsed whole, and so
         # are lines where a fixed tool-result text is not laid out as Claude Code writes it.
         edits: list[tuple[int, int, bytes]] = []
