@@ -59,6 +59,7 @@ class ImportResult:
     origin: str | None = None  # who exported the bundle, and when
     print_mode: bool = False  # made by `claude -p`: interactive `claude --continue` skips it
     planned: str | None = None  # with action "dry-run": what an import would do (an action)
+    last_activity: float | None = None  # when the session was last written at its source
 
     def resume_command(self) -> str:
         """The command a person runs to continue the session."""

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "transports"))
 sys.path.insert(0, str(Path(__file__).parent / "relay"))
 
-from claude_home import TOOLS, transcript
+from claude_home import PLAN, TOOLS, transcript
 from relayhelp import RelayProcess
 from transhelp import env_for, make_world, one_error_line, run
 
@@ -42,6 +42,21 @@ def test_push_to_the_folder_then_pull_once(world):
     assert transcript(w.b.home, w.project_b, TOOLS).is_file()
     again = run(env_b, "pull", cwd=w.b.home)
     assert again.returncode == 0 and again.stdout.strip() == "nothing to pull"
+
+
+def test_a_pull_of_two_sessions_shows_continue_only_for_the_one_it_resumes(world, tmp_path):
+    w, env_a, env_b = world
+    for sid, when in ((PLAN, 1_800_000_000), (TOOLS, 1_700_000_000)):  # PLAN last active
+        os.utime(transcript(w.a.home, w.project_a, sid), (when, when))
+        pushed = run(env_a, "push", sid, cwd=w.project_a)
+        assert pushed.returncode == 0, pushed.stderr
+    pulled = run(env_b, "pull", cwd=w.b.home)
+    assert pulled.returncode == 0, pulled.stderr
+    lines = pulled.stdout.splitlines()
+    assert sum(f"claude --resume {sid}" in line for line in lines for sid in (PLAN, TOOLS)) == 2
+    [cont] = [line for line in lines if line.startswith("continue:")]
+    # The continue line follows PLAN's resume line: the session `claude --continue` takes.
+    assert f"claude --resume {PLAN}" in lines[lines.index(cont) - 1]
 
 
 def test_plain_push_without_peers_warns(tmp_path):

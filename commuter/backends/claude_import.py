@@ -9,6 +9,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -47,6 +48,7 @@ class _Plan:
     backups: list[Path] = field(default_factory=list)
     origin: str = ""
     print_mode: bool = False
+    last_activity: float | None = None
 
 
 def place(settings: Settings, source: ImportSource, options: ImportOptions) -> ImportResult:
@@ -66,6 +68,7 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     folder = dirs.project_folder(target)
     plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
     plan.origin = source.origin
+    plan.last_activity = _when(source.meta.get("last_activity"))
     from commuter.backends.claude import read_entrypoint
 
     plan.print_mode = read_entrypoint(incoming) == "sdk-cli"
@@ -111,7 +114,19 @@ def _result(plan: _Plan, action: str, original: str) -> ImportResult:
         transcript=plan.dest, backups=tuple(plan.backups), warnings=tuple(plan.warnings),
         original_session_id=original if plan.sid != original else None,
         origin=plan.origin or None, print_mode=plan.print_mode,
+        last_activity=plan.last_activity,
     )
+
+
+def _when(text: object) -> float | None:
+    """An ISO time from the manifest as a POSIX timestamp; None if absent or not a time."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _decide(

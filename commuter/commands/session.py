@@ -227,7 +227,20 @@ def _report(result: ImportResult) -> None:
         verb = verbs.get(result.action, result.action)
     say(f"{verb}: session {result.session_id} in {result.project_dir}")
     say(f"resume:   {result.resume_command()}")
-    say(f"continue: {result.continue_command()}")
+    if result.action == "dry-run" or _newest_here(result.transcript):
+        say(f"continue: {result.continue_command()}")
+
+
+def _newest_here(transcript: Path | None) -> bool:
+    """Whether `claude --continue` in the project takes this transcript (the newest there).
+    False for an older session of a pull that brought several: only `resume` finds it."""
+    if transcript is None:
+        return True
+    try:
+        mine = transcript.stat().st_mtime_ns
+        return all(p.stat().st_mtime_ns <= mine for p in transcript.parent.glob("*.jsonl"))
+    except OSError:
+        return True
 
 
 @click.command("inspect")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from claude_home import TOOLS, transcript
+from claude_home import PLAN, TOOLS, transcript
 from transhelp import (
     ALICE,
     BOB,
@@ -215,3 +215,30 @@ def test_no_transfer_dir_is_a_config_error(world, tmp_path):
     ctx = context(world.a)
     with pytest.raises(ConfigError, match="transfer-dir"):
         asyncio.run(push_file(ctx, export(world.a, world.project_a, tmp_path), ctx.peers.all()))
+
+
+@pytest.mark.parametrize("imported_last", [TOOLS, PLAN])
+def test_continue_after_one_pull_of_two_sessions_takes_the_one_last_active(
+    world, tmp_path, imported_last
+):
+    """Two sessions of one project arrive in one pull: whatever order they are imported in,
+    the one last written at A gets the newest mtime at B, which `claude --continue` takes."""
+    ctx = context(world.a)
+    at_a = {sid: transcript(world.a.home, world.project_a, sid) for sid in (TOOLS, PLAN)}
+    os.utime(at_a[TOOLS], (1_700_000_000, 1_700_000_000))  # TOOLS: older at A
+    os.utime(at_a[PLAN], (1_800_000_000, 1_800_000_000))   # PLAN: the one last active
+    drops = {}
+    for sid in (TOOLS, PLAN):
+        out = tmp_path / f"{sid}.commuter"
+        with out.open("wb") as fh:
+            core.export_to(world.a, fh, session=sid, cwd=world.project_a)
+        drops[sid] = Path(asyncio.run(push_file(ctx, out, ctx.peers.all())).receipt.location)
+    # File names decide the import order (sorted): make `imported_last` sort last.
+    for sid, path in drops.items():
+        path.rename(path.with_name(("9-" if sid == imported_last else "1-") + path.name))
+    done, warnings = pull(world.b)
+    assert [p.result.session_id for p in done if p.result] == [
+        sid for sid in (TOOLS, PLAN) if sid != imported_last] + [imported_last], warnings
+    folder = transcript(world.b.home, world.project_b, TOOLS).parent
+    newest = max(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+    assert newest.stem == PLAN
