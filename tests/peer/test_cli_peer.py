@@ -159,7 +159,8 @@ def test_a_mistyped_peer_name_is_one_line_with_a_suggestion(tmp_path):
 
 def test_send_to_unpaired_name_is_one_clear_line(tmp_path):
     one_error_line(run(env_for(tmp_path / "home"), "send", "nobody", "--latest"),
-                   "no paired peer named 'nobody'")
+                   "no paired peer named 'nobody' (this machine has no paired peers; "
+                   "run `commuter pair`)")
 
 
 def test_send_to_unreachable_peer_fails_fast(tmp_path, unused_tcp_port):
