@@ -209,8 +209,8 @@ def test_describe_lists_what_inspect_shows(tmp_path: Path) -> None:
     text = str(lines)
     assert isinstance(lines, list) and text == "\n".join(lines)
     for want in (SID, "claude", "/home/a/proj", "alice@laptop", "dev-1234", "0.3.0",
-                 "messages:  7", "main @ aaaaaaaaaaaa", "1 dirty", "git@example.com:a/b.git",
-                 "10 file(s)", "history.jsonl", "hello"):
+                 "messages:  7", "main @ aaaaaaaaaaaa", "1 file dirty", "git@example.com:a/b.git",
+                 "10 files,", "history.jsonl", "hello"):
         assert want in text, want
     many = make_manifest(members=tuple(Member(f"m{i}", i, "0" * 64) for i in range(100)))
     assert "… and 60 more" in str(describe(many))
