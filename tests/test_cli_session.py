@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from claude_home import DOT_SPACE, TOOLS, install, transcript
+from claude_home import DOT_SPACE, LONG, TOOLS, install, transcript
 from click.testing import CliRunner
 
 from commuter.cli import cli, counted
@@ -47,6 +47,11 @@ def test_list_human_and_json(machine: Path) -> None:
     assert {d["session_id"] for d in data} >= {TOOLS, DOT_SPACE}
     times = [d["updated_at"] for d in data]
     assert times == sorted(times, reverse=True)
+    # A deep project path is shortened around "…" for the eye; --json keeps it whole.
+    [deep] = [line for line in lines if line.startswith(LONG[:7])]
+    assert "  ~/projects/…/segment_with.dots-and_underscores06  " in deep
+    [whole] = [d["project"] for d in data if d["session_id"] == LONG]
+    assert whole.endswith("_underscores05/segment_with.dots-and_underscores06")
 
 
 def test_list_hides_empty_sessions_unless_all(machine: Path) -> None:

@@ -96,11 +96,21 @@ def list_cmd(app: AppContext, show_all: bool, as_json: bool) -> None:
         project = str(ref.project) if ref.project else "?"
         if project == home or project.startswith(home + "/"):
             project = "~" + project[len(home) :]
+        project = _shorten(project)
         prompt = one_line_text(ref.first_prompt or "")[:60]
         click.echo(
             f"{shorts[ref.session_id]:<9} {relative_time(ref.updated_at, now):<15} "
             f"{safe_text(project)}  {prompt}".rstrip()
         )
+
+
+def _shorten(path: str, width: int = 48) -> str:
+    """A long project path for the listing: its first two and last segments around `…`
+    (`~/projects/…/deep.app`); `list --json` has the whole path."""
+    parts = path.split("/")
+    if len(path) <= width or len(parts) <= 4:
+        return path
+    return "/".join([*parts[:2], "…", parts[-1]])
 
 
 @click.command("export")
