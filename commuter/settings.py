@@ -46,6 +46,11 @@ class Settings:
         return self.data_dir / "inbox"
 
     @property
+    def rejected_dir(self) -> Path:
+        """Received items that can never be opened (damaged), set aside instead of retried."""
+        return self.data_dir / "rejected"
+
+    @property
     def state_dir(self) -> Path:
         return self.data_dir / "state"
 

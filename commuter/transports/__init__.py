@@ -86,6 +86,11 @@ class Transport(abc.ABC):
     # True where the sender is known before fetching and a stranger's item costs this machine
     # quota it shares (relay): `pull` deletes items from unpaired devices instead of keeping them.
     discard_strangers: ClassVar[bool] = False
+    # True where every item is this machine's alone, local and complete (the LAN inbox): one
+    # whose seal fails authentication never heals, so `pull` moves it to settings.rejected_dir
+    # instead of retrying it on every pull. Not for a shared folder, where a file can still be
+    # syncing, nor the relay, which deletes only after a successful import.
+    set_aside_damaged: ClassVar[bool] = False
 
     def __init__(self, ctx: TransportContext) -> None:
         self.ctx = ctx

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from commuter.errors import (
+    BundleError,
     CommuterError,
     ConfigError,
     PeerUnreachable,
@@ -49,6 +50,7 @@ class Pulled:
     origin: str
     result: ImportResult | None = None
     error: str | None = None
+    retry: bool = True  # with an error: left in place for the next pull
 
 
 def _unreachable(name: str, reason: str) -> CommuterError:
@@ -144,7 +146,8 @@ async def pull_all(
                 if pulled is None:
                     continue
                 if pulled.error is not None:
-                    warn(f"skipping {item.label}: {pulled.error} (left in place; will retry)")
+                    later = " (left in place; will retry)" if pulled.retry else ""
+                    warn(f"skipping {item.label}: {pulled.error}{later}")
                 done.append(pulled)
     if not options.dry_run:
         _newest_last(done)
@@ -202,8 +205,16 @@ async def _pull_one(
         plain = fetched
         if item.sealed:
             plain = tmp / "opened.commuter"
-            sender = await asyncio.to_thread(open_file, fetched, plain, ctx.identity,
-                                             is_trusted=ctx.peers.is_trusted)
+            try:
+                sender = await asyncio.to_thread(open_file, fetched, plain, ctx.identity,
+                                                 is_trusted=ctx.peers.is_trusted)
+            except BundleError as exc:
+                if not transport.set_aside_damaged or options.dry_run:
+                    raise
+                kept = _set_aside(ctx, fetched, item)
+                await _ack(transport, item, warn)
+                return Pulled(item, origin, retry=False,
+                              error=f"{exc}; moved to {kept} and not retried")
             peer = ctx.peers.by_key(sender)
             origin = f"{peer.name} ({peer.device_id})" if peer else "an unknown device"
         opts = dataclasses.replace(options, origin=origin)
@@ -218,6 +229,16 @@ async def _pull_one(
         state.mark(item.digest, item.label)
         await _ack(transport, item, warn)
     return Pulled(item, origin, result)
+
+
+def _set_aside(ctx: TransportContext, fetched: Path, item: Incoming) -> Path:
+    """Keep a damaged item's bytes under rejected_dir (0700): nothing is lost, nothing nags."""
+    folder = ctx.settings.rejected_dir
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in item.label)
+    dest = folder / f"{name}.sealed"
+    shutil.move(fetched, dest)
+    return dest
 
 
 def _paired(ctx: TransportContext, device_id: str) -> bool:

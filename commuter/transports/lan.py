@@ -18,6 +18,7 @@ class LanTransport(Transport):
     """Sends with PeerClient.upload; `pending` is what `commuter serve` stored in the inbox."""
 
     scheme = "lan"
+    set_aside_damaged = True
 
     def __init__(
         self, ctx: TransportContext, *, address: str | None = None,
