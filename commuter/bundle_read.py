@@ -419,14 +419,14 @@ def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
     if git:
         commit = str(git.get("commit") or "?")[:12]
         dirty = git.get("dirty") or []
-        state = f"{_files(len(dirty))} dirty" if dirty else "clean"
+        state = f"{counted(len(dirty), 'file')} dirty" if dirty else "clean"
         lines.append(f"git:       {git.get('branch') or '?'} @ {commit}, {state}"
                      + (f", remote {git['remote']}" if git.get("remote") else ""))
     else:
         lines.append("git:       (not a git repository)")
     total = sum(m.size for m in manifest.members)
     lines.append(f"format:    {fmt}")
-    lines.append(f"members:   {_files(len(manifest.members))}, {_size(total)}")
+    lines.append(f"members:   {counted(len(manifest.members), 'file')}, {_size(total)}")
     for m in manifest.members[:max_members]:
         lines.append(f"  {_size(m.size):>10}  {m.name}")
     if len(manifest.members) > max_members:
@@ -434,5 +434,6 @@ def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
     return lines
 
 
-def _files(n: int) -> str:
-    return "1 file" if n == 1 else f"{n} files"
+def counted(n: int, noun: str) -> str:
+    """`1 file`, `2 files`: a count with its noun in the right number (regular plurals)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -8,13 +8,16 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from commuter import __version__
 from commuter.errors import CommuterError
 from commuter.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncio
 
 # Each module registers its commands on `cli`; imported lazily by name so `--help` stays cheap.
 COMMAND_MODULES = (
@@ -32,9 +35,17 @@ COMMAND_MODULES = (
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
-def counted(n: int, noun: str) -> str:
-    """`1 file`, `2 files`: a count with its noun in the right number (regular plurals)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def stop_on_signals() -> asyncio.Event:
+    """An event that Ctrl-C or SIGTERM (a service manager's stop) sets, so a daemon running in
+    the current event loop can shut down cleanly and exit 0."""
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def safe_text(text: str) -> str:

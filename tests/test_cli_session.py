@@ -11,7 +11,8 @@ import pytest
 from claude_home import DOT_SPACE, LONG, TOOLS, install, transcript
 from click.testing import CliRunner
 
-from commuter.cli import cli, counted
+from commuter.bundle_read import counted
+from commuter.cli import cli
 
 
 def run(*args: str, input: bytes | None = None):

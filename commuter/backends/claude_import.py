@@ -276,7 +276,7 @@ def _write_side_files(
             name = member.split("/", 1)[1]
             stem = name.removesuffix(".md")
             if name.endswith(".md") and is_safe_slug(stem) and (slug in (None, stem)):
-                dest = dirs.plan(slugs[1] if slugs and slugs[0] == stem else stem)
+                dest = dirs.plan(slugs[1] if slugs else stem)  # slugs[0] is stem here
                 if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
                     plan.backups.append(_backup_file(settings, dest, plan.sid))
                 _copy(src, dest)

@@ -93,17 +93,14 @@ class Rewriter:
                     self.roots.append((needle, kids, b'":"' + needle))
         # One search per root for a space then the prefix: the leads are checked at the hits.
         self.text_markers = [b" " + root for root, _, _ in self.roots]
-        self.sid = (old_sid.encode(), new_sid.encode()) if old_sid and new_sid else None
-        if self.sid and self.sid[0] == self.sid[1]:
-            self.sid = None
         self.backup_names = backup_names or {}
-        # Exact byte strings replaced everywhere, like the session id (a fork's own plan slug).
-        self.literals = [(old, new) for old, new in literals if old != new]
+        # Exact byte strings replaced everywhere: a fork's new session id, its own plan slug.
+        sid = [(old_sid.encode(), new_sid.encode())] if old_sid and new_sid else []
+        self.literals = [(old, new) for old, new in [*sid, *literals] if old != new]
 
     @property
     def is_identity(self) -> bool:
-        return (not self.needles and self.sid is None and not self.backup_names
-                and not self.literals)
+        return not self.needles and not self.literals and not self.backup_names
 
     def line(self, raw: bytes) -> bytes:
         """Rewrite one line (with or without its trailing newline)."""
@@ -111,8 +108,6 @@ class Rewriter:
 
     def block(self, data: bytes) -> bytes:
         """Rewrite whole lines at once, by positions, without splitting them."""
-        if self.sid is not None:
-            data = data.replace(self.sid[0], self.sid[1])
         for old, new in self.literals:
             data = data.replace(old, new)
         # (start, stop, replacement) edits, in order; snapshot lines are parsed whole, and so

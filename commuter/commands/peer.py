@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 import tempfile
 import time
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.cli import AppContext, pass_app, safe_text
+from commuter.cli import AppContext, pass_app, safe_text, stop_on_signals
 from commuter.errors import PairingFailed, PeerError
 
 if TYPE_CHECKING:
@@ -249,11 +248,8 @@ def serve_cmd(
             return "imported"
 
     async def run() -> None:
-        # Ctrl-C or a service manager's SIGTERM: stop serving, withdraw the mDNS record, exit 0.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        # Ctrl-C or SIGTERM: stop serving, withdraw the mDNS record, exit 0.
+        stop = stop_on_signals()
         await serve(
             app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
             port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.cli import AppContext, pass_app
+from commuter.cli import AppContext, pass_app, stop_on_signals
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -79,8 +79,6 @@ def relay_serve_cmd(
 
 
 async def _serve(root: Path, host: str, port: int, limits: Limits) -> None:
-    import signal
-
     from commuter.peer.server import start_site
     from commuter.relay.app import make_relay_app
 
@@ -90,10 +88,7 @@ async def _serve(root: Path, host: str, port: int, limits: Limits) -> None:
 
     app = make_relay_app(root, limits, log, exclusive=True)
     runner, bound = await start_site(app, host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         shown = f"[{host}]" if ":" in host else host
         log(f"relay serving on http://{shown}:{bound} (data in {root})")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.cli import AppContext, counted, one_line_text, pass_app, safe_json, safe_text
+from commuter.cli import AppContext, one_line_text, pass_app, safe_json, safe_text
 from commuter.errors import BundleError, CommuterError, OutputError
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ def _shorten(path: str, width: int = 48) -> str:
 def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) -> None:
     """Write a session (ID, unique prefix, or --latest) to a bundle file."""
     from commuter import core
+    from commuter.bundle_read import counted
     from commuter.fsutil import atomic_writer, output_problem
 
     if session and latest:
