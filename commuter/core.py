@@ -40,6 +40,10 @@ class ImportOptions:
     assume_yes: bool = False
     interactive: bool = False
     origin: str | None = None
+    # The bundle was sealed by a paired peer and its seal checked. Only then may its project
+    # config add files missing here without a yes; anyone who can write to a shared folder can
+    # drop a plain bundle, and CLAUDE.md or a command file steers the agent.
+    sender_verified: bool = False
     # On a TTY the CLI passes a chooser: ask(question, choices) -> one of choices.
     ask: Callable[[str, tuple[str, ...]], str] | None = None
 

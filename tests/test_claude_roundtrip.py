@@ -206,7 +206,7 @@ def test_project_config_needs_consent(two, tmp_path: Path) -> None:
     (proj_b / ".claude").mkdir()
     (proj_b / ".claude" / "settings.json").write_text("{}")
     (proj_b / "CLAUDE.md").write_text("be nice\n")
-    res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a, options=ImportOptions())
+    res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a, options=FROM_PEER)
     assert res.action == "created"
     assert (proj_b / ".claude" / "settings.json").read_text() == "{}"
     assert any("settings.json" in w for w in res.warnings)
@@ -215,6 +215,43 @@ def test_project_config_needs_consent(two, tmp_path: Path) -> None:
                  options=ImportOptions(assume_yes=True))
     assert "rm -rf" in (proj_b / ".claude" / "settings.json").read_text()
     assert any(p.name == "settings.json" and p.read_text() == "{}" for p in res2.backups)
+
+
+# What a pull passes for a bundle sealed by a paired peer whose seal checked out.
+FROM_PEER = ImportOptions(sender_verified=True)
+
+
+def test_plain_bundle_writes_no_project_config_without_consent(two, tmp_path: Path) -> None:
+    # Anyone who can write to a shared folder can drop a plain bundle naming any project dir:
+    # its CLAUDE.md and commands (which may hold `!` shell lines) steer the agent there.
+    a, b, sa, sb = two
+    _project_config_at_a(a)
+    proj_b = b / "code" / "tui_app"
+    res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a, options=ImportOptions())
+    assert res.action == "created"
+    assert not (proj_b / "CLAUDE.md").exists()
+    assert not (proj_b / ".claude").exists()
+    assert ("did not write the bundle's CLAUDE.md: the bundle is not sealed by a paired peer "
+            "(--yes takes it)") in res.warnings
+    assert any(".claude/commands/go.md" in w and "not sealed" in w for w in res.warnings)
+    dry = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a,
+                options=ImportOptions(dry_run=True))
+    assert any("CLAUDE.md" in w and "not sealed by a paired peer" in w for w in dry.warnings)
+    asked: list[str] = []
+
+    def yes_to_claude_md(question: str, choices: tuple[str, ...]) -> str:
+        asked.append(question)
+        return "yes" if "CLAUDE.md" in question else "no"
+
+    carry(sa, sb, tmp_path / "s3", session=INTERACTIVE, cwd=a,
+          options=ImportOptions(interactive=True, ask=yes_to_claude_md))
+    assert ("the bundle (not sealed by a paired peer) brings CLAUDE.md, which steers claude; "
+            "write it?") in asked
+    assert (proj_b / "CLAUDE.md").read_text() == "from A\n"
+    assert not (proj_b / ".claude" / "commands" / "go.md").exists()
+    carry(sa, sb, tmp_path / "s4", session=INTERACTIVE, cwd=a,
+          options=ImportOptions(assume_yes=True))
+    assert (proj_b / ".claude" / "commands" / "go.md").read_text() == "go\n"
 
 
 def _project_config_at_a(a: Path) -> Path:
@@ -231,7 +268,7 @@ def test_a_new_settings_file_needs_consent_too(two, tmp_path: Path) -> None:
     a, b, sa, sb = two
     _project_config_at_a(a)
     proj_b = b / "code" / "tui_app"
-    res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a, options=ImportOptions())
+    res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a, options=FROM_PEER)
     assert res.action == "created"
     assert not (proj_b / ".claude" / "settings.json").exists()
     assert any("did not write the bundle's .claude/settings.json" in w for w in res.warnings)
@@ -244,7 +281,7 @@ def test_a_new_settings_file_needs_consent_too(two, tmp_path: Path) -> None:
         return "no"
 
     carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a,
-          options=ImportOptions(interactive=True, ask=no))
+          options=ImportOptions(interactive=True, ask=no, sender_verified=True))
     assert asked == ["the bundle brings .claude/settings.json, which can run commands (hooks); "
                      "write it?"]
     assert not (proj_b / ".claude" / "settings.json").exists()

@@ -83,7 +83,7 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     pathmap = _pathmap(source, sid, plan.sid, target, dirs, cfg.path_maps)
     renames = _file_history_names(source, pathmap)
     if options.dry_run:
-        plan.warnings += _project_conflicts(source, target, dirs)
+        plan.warnings += _project_conflicts(source, target, dirs, options)
         return dataclasses.replace(_result(plan, "dry-run", sid), planned=plan.action)
     if plan.action == "unchanged":
         rewriter = Rewriter(pathmap)
@@ -419,7 +419,9 @@ def _project_targets(
     return out
 
 
-def _project_conflicts(source: ImportSource, target: Path, dirs: ClaudeDirs) -> list[str]:
+def _project_conflicts(
+    source: ImportSource, target: Path, dirs: ClaudeDirs, options: ImportOptions
+) -> list[str]:
     warnings: list[str] = []
     for src, dest, rel in _project_targets(source, target, dirs, warnings):
         if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
@@ -427,6 +429,9 @@ def _project_conflicts(source: ImportSource, target: Path, dirs: ClaudeDirs) -> 
                             "without --yes)")
         elif rel == SETTINGS and not dest.exists():
             warnings.append(f"the bundle brings {rel}, which can run commands (hooks); "
+                            "import writes it only with --yes")
+        elif not dest.exists() and not options.sender_verified:
+            warnings.append(f"the bundle brings {rel} but is not sealed by a paired peer; "
                             "import writes it only with --yes")
     return warnings
 
@@ -445,12 +450,9 @@ def _project_files(
             plan.warnings.append(f"kept your {rel}; it is not a regular file")
             continue
         replacing = dest.is_file()
-        if (replacing or rel == SETTINGS) and not _consent(options, rel, replacing):
-            plan.warnings.append(
-                f"kept your {rel}; the bundle's differs (--yes takes it)" if replacing
-                else f"did not write the bundle's {rel}: it can run commands (hooks); "
-                     "--yes takes it"
-            )
+        asks = replacing or rel == SETTINGS or not options.sender_verified
+        if asks and not _consent(options, rel, replacing):
+            plan.warnings.append(_kept(rel, replacing))
             continue
         if replacing:
             folder = _backup_dir(settings, plan.sid)
@@ -462,12 +464,22 @@ def _project_files(
         atomic_write_bytes(dest, data, mode)
 
 
+def _kept(rel: str, replacing: bool) -> str:
+    if replacing:
+        return f"kept your {rel}; the bundle's differs (--yes takes it)"
+    if rel == SETTINGS:
+        return f"did not write the bundle's {rel}: it can run commands (hooks); --yes takes it"
+    return (f"did not write the bundle's {rel}: the bundle is not sealed by a paired peer "
+            "(--yes takes it)")
+
+
 def _consent(options: ImportOptions, rel: str, replacing: bool) -> bool:
     if options.assume_yes:
         return True
     if not (options.interactive and options.ask is not None):
         return False
     kind = "can run commands (hooks)" if rel == SETTINGS else "steers claude"
+    unsealed = "" if options.sender_verified else " (not sealed by a paired peer)"
     question = (f"the bundle's {rel} differs from yours and {kind}; replace yours?" if replacing
-                else f"the bundle brings {rel}, which {kind}; write it?")
+                else f"the bundle{unsealed} brings {rel}, which {kind}; write it?")
     return options.ask(question, ("no", "yes")) == "yes"

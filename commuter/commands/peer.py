@@ -214,8 +214,9 @@ def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
             item, _identity(settings), Peers.load(settings), Path(tmp) / "bundle"
         )
         interactive = app.interactive and not quiet
-        options = core.ImportOptions(
-            origin=item.origin, interactive=interactive, ask=_ask if interactive else None
+        options = core.ImportOptions(  # Inbox.open checked the seal of a paired peer
+            origin=item.origin, interactive=interactive, ask=_ask if interactive else None,
+            sender_verified=True,
         )
         result = core.import_file(settings, plain, options)
     Inbox(settings).remove(item)

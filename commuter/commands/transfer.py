@@ -147,7 +147,8 @@ def _pull_from(app: AppContext, name: str, address: str | None, options: ImportO
     peer = Peers.load(settings).get(name)
     plain = asyncio.run(fetch_latest(settings, peer, Path.cwd(), address=address))
     try:
-        opts = dataclasses.replace(options, origin=f"{peer.name} ({peer.device_id})")
+        opts = dataclasses.replace(options, origin=f"{peer.name} ({peer.device_id})",
+                                   sender_verified=True)
         result = core.import_file(settings, plain, opts)
     finally:
         shutil.rmtree(plain.parent, ignore_errors=True)

@@ -200,6 +200,7 @@ async def _pull_one(
         return None
     tmp = Path(tempfile.mkdtemp(prefix="pull-", dir=_staging(ctx)))
     origin = f"{item.label} (plain bundle, sender not verified)"
+    verified = False
     try:
         fetched = await transport.fetch(item, tmp)
         plain = fetched
@@ -217,7 +218,8 @@ async def _pull_one(
                               error=f"{exc}; moved to {kept} and not retried")
             peer = ctx.peers.by_key(sender)
             origin = f"{peer.name} ({peer.device_id})" if peer else "an unknown device"
-        opts = dataclasses.replace(options, origin=origin)
+            verified = peer is not None
+        opts = dataclasses.replace(options, origin=origin, sender_verified=verified)
         result = await asyncio.to_thread(core.import_file, ctx.settings, plain, opts)
     except CommuterError as exc:
         return Pulled(item, origin, error=str(exc))
