@@ -94,6 +94,8 @@ def make_app(
     app[STATE] = ServerState(
         settings, identity, peers, name or settings.hostname, max_body, on_received,
         log or (lambda _msg: None),
+        # Persistent: a request captured before a restart is still refused after it.
+        nonces=auth.NonceCache(path=settings.state_dir / auth.NONCE_DB),
     )
     app.router.add_get(f"{API}/info", handle_info)
     app.router.add_post(f"{API}/bundles", handle_bundle)
