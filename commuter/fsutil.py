@@ -1,14 +1,78 @@
-"""Atomic file writes: a temp file in the target's folder, fsync, then rename."""
+"""Atomic file writes: a temp file in the target's folder, fsync, then rename.
+
+Every temporary name carries its writer's process tag (pid and start time), so a later run
+can tell the leftovers of a process that died (kill -9, power loss) from the files of one
+still writing, and remove only the former (`sweep_temps`, `sweep_staging`).
+"""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
+import re
+import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+# `.<name>.cm<pid>-<start>.<random>.tmp`: what atomic_writer leaves if its process dies.
+_TEMP = re.compile(r"\..+\.cm(\d+)-(\d+)\.[A-Za-z0-9_]+\.tmp")
+# A per-process staging folder: `p<pid>-<start>`.
+_STAGING = re.compile(r"p(\d+)-(\d+)")
+# Staging entries without a process tag were made by an earlier commuter; after this long
+# their process is surely gone (a transfer of many GB takes minutes, not an hour).
+_UNTAGGED_AGE = 3600.0
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of `pid` in clock ticks since boot (Linux), 0 where unknown; None if the
+    process does not exist."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+    except OSError:
+        return 0
+    else:
+        try:
+            return int(stat_line[stat_line.rindex(b")") + 2 :].split()[19])
+        except (ValueError, IndexError):
+            return 0
+    try:  # no /proc (macOS): liveness only
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass
+    return 0
+
+
+def process_tag_of(pid: int) -> str:
+    """`<pid>-<start time>` of a process: unique among live processes, and a pid that is
+    reused later gets another start time."""
+    return f"{pid}-{_start_time(pid) or 0}"
+
+
+@functools.cache
+def _own_tag(pid: int) -> str:
+    return process_tag_of(pid)
+
+
+def process_tag() -> str:
+    """This process's tag (see process_tag_of)."""
+    return _own_tag(os.getpid())
+
+
+def is_dead(pid: int, start: int) -> bool:
+    """True if the process tagged (pid, start) no longer runs."""
+    now = _start_time(pid)
+    return now is None or (start != 0 and now not in (0, start))
 
 
 @contextlib.contextmanager
@@ -20,21 +84,100 @@ def atomic_writer(path: Path, mode: int = 0o600, *, fsync: bool = True,
     entry `path` names, a symlink or a device too: callers writing to a path a user typed check
     it first with `output_problem`.
     """
+    with temp_writer(path, mode, fsync=fsync, parents=parents) as (fh, tmp):
+        yield fh
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def temp_writer(path: Path, mode: int = 0o600, *, fsync: bool = True,
+                parents: bool = True) -> Iterator[tuple[BinaryIO, str]]:
+    """Yield (file, temp path) beside `path`; the temp file is complete, `mode`d and fsynced
+    (if asked) after the block, and removed if the block fails. The caller renames it."""
     if parents:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.cm{process_tag()}.", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            yield fh
+            yield fh, tmp
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sweep_temps(*folders: Path) -> int:
+    """Remove the temp files that atomic_writer left in `folders` when its process died;
+    the number removed. Files of live processes, and every other file, stay."""
+    removed = 0
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            m = _TEMP.fullmatch(name)
+            if m is None or not is_dead(int(m[1]), int(m[2])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
+                removed += 1
+    return removed
+
+
+_swept: set[Path] = set()
+
+
+def staging_for(root: Path) -> Path:
+    """This process's own folder under the staging root `root` (callers create it, 0700). The
+    first call for a root removes what dead processes left there: staging holds plaintext
+    bundles. At exit the folder is removed if this process left it empty."""
+    own = root / f"p{process_tag()}"
+    if root not in _swept:
+        _swept.add(root)
+        sweep_staging(root)
+        atexit.register(_remove_empty, own)
+    return own
+
+
+def _remove_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def sweep_staging(root: Path) -> int:
+    """Remove the per-process staging folders of processes that no longer run, and untagged
+    entries an earlier version left over an hour ago; the number removed."""
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    removed = 0
+    now = time.time()
+    for entry in entries:
+        m = _STAGING.fullmatch(entry.name)
+        if m is not None:
+            stale = is_dead(int(m[1]), int(m[2]))
+        else:
+            try:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > _UNTAGGED_AGE
+            except OSError:
+                continue
+        if not stale:
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed += 1
+    return removed
 
 
 def output_problem(path: Path) -> str | None:

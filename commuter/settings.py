@@ -55,8 +55,16 @@ class Settings:
         return self.data_dir / "state"
 
     @property
-    def staging_dir(self) -> Path:
+    def staging_root(self) -> Path:
         return self.data_dir / "staging"
+
+    @property
+    def staging_dir(self) -> Path:
+        """This process's own staging folder (plaintext lives here while a bundle moves); what
+        dead processes left under staging_root is removed the first time it is asked for."""
+        from commuter.fsutil import staging_for
+
+        return staging_for(self.staging_root)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

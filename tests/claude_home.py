@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -131,3 +132,13 @@ def carry(settings_a: object, settings_b: object, staging: Path, *, session: str
     )
     b = ClaudeBackend(settings_b)  # type: ignore[arg-type]
     return b.place(source, options or ImportOptions(assume_yes=True))  # type: ignore[arg-type]
+
+
+def deep_line(project: Path, depth: int) -> str:
+    """A tool-result line in a key order that makes the rewriter parse it, nested `depth` deep."""
+    block = {"content": f"File created successfully at: {project}/x.txt", "tool_use_id": "t1",
+             "type": "tool_result"}
+    entry = {"type": "user", "message": {"role": "user", "content": [block]}, "sessionId": TOOLS,
+             "uuid": "00000000-0000-4000-8000-00000000dee9"}
+    text = json.dumps(entry, separators=(",", ":"))
+    return text[:-1] + ',"deep":' + "[" * depth + "]" * depth + "}"

@@ -120,3 +120,41 @@ def test_an_id_prefix_found_in_two_tools_is_ambiguous(
     assert result.exit_code == 1
     assert "several tools" in result.stderr and "notes:" in result.stderr
     assert run("export", TOOLS, "-o", str(tmp_path / "x.bundle")).exit_code == 0
+
+
+def test_a_backend_that_fails_on_one_item_does_not_stop_the_pull(
+    notes_plugin: None, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The toy backend's place() parses its session with json.loads: a broken one raises
+    # JSONDecodeError, which is no CommuterError. The pull reports it and imports the rest.
+    install(home)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (home / ".notes").mkdir()
+    (home / ".notes" / f"{NOTE_ID}.json").write_text(
+        json.dumps({"project": str(home / "projects" / "my.app"), "text": "t"}))
+    assert run("config", "set", "transfer-dir", str(shared)).exit_code == 0
+    monkeypatch.chdir(home / "projects" / "my.app")
+    assert run("export", NOTE_ID, "-o", str(shared / "a-notes.commuter")).exit_code == 0
+    assert run("export", TOOLS, "-o", str(shared / "b-claude.commuter")).exit_code == 0
+    (home / ".notes" / f"{NOTE_ID}.json").unlink()
+    from commuter import bundle  # the bundle is valid; only its member is not JSON
+    from commuter.bundle import BundleWriter
+
+    staged = bundle.unpack(shared / "a-notes.commuter", tmp_path / "stage")
+    member = staged.root / f"session/{NOTE_ID}.json"
+    member.write_text("{not json")
+    with (shared / "a-notes.commuter").open("wb") as fh:
+        writer = BundleWriter(fh, staged.manifest)
+        writer.add_file(f"session/{NOTE_ID}.json", member)
+        writer.close()
+    home_b = tmp_path / "B"
+    (home_b / "projects" / "my.app").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+    assert run("config", "set", "transfer-dir", str(shared)).exit_code == 0
+    pulled = run("pull", "--via", "folder")
+    assert pulled.exit_code == 0, pulled.stderr
+    assert "Traceback" not in pulled.output
+    assert "unexpected JSONDecodeError" in pulled.stderr
+    assert f"session {TOOLS}" in pulled.stdout
+    assert not (home_b / ".notes" / f"{NOTE_ID}.json").exists()

@@ -142,7 +142,7 @@ def test_import_from_stdin(bundle_mod, machine: Path, tmp_path: Path,
     assert result.exit_code == 0, result.stderr
     assert transcript(home_b, proj_b, DOT_SPACE).is_file()
     staging = home_b / ".local" / "share" / "commuter" / "staging"
-    assert not staging.exists() or not any(staging.iterdir())
+    assert [p for p in staging.rglob("*") if not p.is_dir()] == []
 
 
 def test_garbage_bundle_is_one_line_and_writes_nothing(bundle_mod, tmp_path: Path,

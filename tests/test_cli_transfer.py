@@ -109,7 +109,7 @@ def test_errors_are_one_line_and_write_nothing(world, tmp_path, unused_tcp_port)
     config.unset_value(w.a, "transfer-dir")
     one_error_line(run(env_a, "push", cwd=w.project_a), "no transfer directory configured")
     assert list(w.shared.iterdir()) == []
-    assert not list(w.a.staging_dir.rglob("*")) if w.a.staging_dir.exists() else True
+    assert [p for p in w.a.staging_root.rglob("*") if not p.is_dir()] == []
 
 
 def test_pull_from_a_peer_fetches_its_newest_session_for_this_project(world):
@@ -172,7 +172,7 @@ def test_a_full_shared_folder_is_one_line_and_leaves_no_part_file(world, tiny_di
     pushed = run(env_a, "push", cwd=w.project_a)
     one_error_line(pushed, f"cannot write to transfer dir {tiny_disk}: No space left on device")
     assert list(tiny_disk.iterdir()) == []  # no half bundle, not even a hidden .part
-    assert not any(w.a.staging_dir.iterdir())
+    assert [p for p in w.a.staging_root.rglob("*") if not p.is_dir()] == []
     config.set_value(w.a, "transfer-dir", (str(w.shared),))
     assert run(env_a, "push", cwd=w.project_a).returncode == 0  # the retry works
 

@@ -190,7 +190,7 @@ def _cwds(path: Path) -> set[str]:
 
 
 def _staging_empty(s: Settings) -> bool:
-    return not s.staging_dir.exists() or not any(s.staging_dir.iterdir())
+    return not any(p.is_file() or p.is_symlink() for p in s.staging_root.rglob("*"))
 
 
 def test_to_imports_the_session_on_the_host(world: World) -> None:

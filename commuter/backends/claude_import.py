@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import filecmp
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
-from commuter import config, lineage
+from commuter import config, fsutil, lineage
 from commuter.backends import ImportSource
 from commuter.backends.claude_paths import (
     ClaudeDirs,
@@ -26,7 +29,7 @@ from commuter.backends.claude_paths import (
 from commuter.backends.claude_rewrite import Rewriter, backup_hash
 from commuter.core import ImportOptions, ImportResult
 from commuter.errors import BackendError, BundleError, SessionBusy
-from commuter.fsutil import atomic_write_bytes, atomic_writer
+from commuter.fsutil import atomic_write_bytes
 from commuter.pathmap import PathMap, resolve_target_project
 from commuter.settings import Settings
 
@@ -86,26 +89,82 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         plan.warnings += _project_conflicts(source, target, dirs, options)
         return dataclasses.replace(_result(plan, "dry-run", sid), planned=plan.action)
     if plan.action == "unchanged":
-        rewriter = Rewriter(pathmap)
-        _append_history(source, dirs, rewriter, plan)
+        history = _history_lines(source, dirs, Rewriter(pathmap), plan)
+        _append_history(dirs, history)
         _project_files(settings, source, dirs, plan, options)
         os.utime(plan.dest, None)
         return _result(plan, plan.action, sid)
-    if plan.action in ("updated", "replaced"):
-        plan.backups += _backup_session(settings, plan.dest, plan.sid)
     slugs = _plan_slugs(source, sid, plan.sid)
     rewriter = Rewriter(pathmap, old_sid=sid, new_sid=plan.sid, backup_names=renames,
                         literals=_slug_literals(*slugs) if slugs else ())
-    if not folder.is_dir():
-        folder.mkdir(parents=True, mode=0o700)
-        os.chmod(folder, 0o700)
-    _write_side_files(settings, source, dirs, sid, plan, rewriter, renames, slugs)
-    with atomic_writer(plan.dest, 0o600) as out:
-        rewriter.copy(incoming, out)
-    _append_history(source, dirs, rewriter, plan)
+    # Everything is rewritten into temp files first: a line the rewriter refuses (bad input)
+    # leaves nothing behind. Side files become visible before the transcript that names them.
+    with _Pending() as pending:
+        pending.folder(folder)
+        fsutil.sweep_temps(folder)
+        with pending.writer(plan.dest, fsync=True) as out:
+            rewriter.copy(incoming, out)
+        _write_side_files(settings, source, dirs, sid, plan, rewriter, renames, slugs, pending)
+        history = _history_lines(source, dirs, rewriter, plan)
+        if plan.action in ("updated", "replaced"):
+            plan.backups += _backup_session(settings, plan.dest, plan.sid)
+        pending.commit()
+    _append_history(dirs, history)
     _project_files(settings, source, dirs, plan, options)
     os.utime(plan.dest, None)
     return _result(plan, plan.action, sid)
+
+
+class _Pending:
+    """Temp files beside their destinations, renamed together by `commit` (the one written
+    first, last); if the block fails before that, the temps and the folders made are removed."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[str, Path]] = []
+        self._made: list[Path] = []
+        self._done = False
+
+    def __enter__(self) -> _Pending:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._done:
+            return
+        for tmp, _dest in self._files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        for made in reversed(self._made):
+            with contextlib.suppress(OSError):
+                made.rmdir()
+
+    def folder(self, path: Path) -> None:
+        """Make `path` (0700) and any missing parents, remembering which were made."""
+        missing: list[Path] = []
+        at = path
+        while not at.is_dir():
+            missing.append(at)
+            at = at.parent
+        for made in reversed(missing):
+            made.mkdir(mode=0o700)
+            os.chmod(made, 0o700)
+            self._made.append(made)
+
+    @contextlib.contextmanager
+    def writer(self, dest: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
+        # Side files are many and small: not fsynced one by one (144 fsyncs cost 0.3 s).
+        self.folder(dest.parent)
+        with fsutil.temp_writer(dest, 0o600, fsync=fsync, parents=False) as (out, tmp):
+            yield out
+        self._files.append((tmp, dest))
+
+    def copy(self, src: Path, dest: Path) -> None:
+        with src.open("rb") as fh, self.writer(dest) as out:
+            shutil.copyfileobj(fh, out, 1 << 20)
+
+    def commit(self) -> None:
+        for tmp, dest in [*self._files[1:], *self._files[:1]]:
+            os.replace(tmp, dest)
+        self._done = True
 
 
 def _result(plan: _Plan, action: str, original: str) -> ImportResult:
@@ -248,9 +307,13 @@ def _write_side_files(
     source: ImportSource, dirs: ClaudeDirs, sid: str, plan: _Plan, rewriter: Rewriter,
     renames: dict[str, str],
     slugs: tuple[str, str] | None,
+    pending: _Pending,
 ) -> None:
     session_prefix = f"session/{sid}/"
     slug = source.meta.get("plan_slug")
+    side = plan.dest.parent / plan.sid
+    fsutil.sweep_temps(side / "subagents", side / "tool-results", dirs.file_history(plan.sid),
+                       dirs.tasks(plan.sid), dirs.root / "plans")
     for member in source.members:
         src = source.member(member)
         if member.startswith(session_prefix):
@@ -258,20 +321,19 @@ def _write_side_files(
             if sub not in ("subagents", "tool-results") or not is_safe_name(name):
                 continue
             dest = plan.dest.parent / plan.sid / sub / name
-            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if name.endswith(".jsonl"):
-                with atomic_writer(dest, 0o600) as out:
+                with pending.writer(dest) as out:
                     rewriter.copy(src, out)
             else:
-                _copy(src, dest)
+                pending.copy(src, dest)
         elif member.startswith("file-history/"):
             name = member.split("/", 1)[1]
             if is_safe_name(name):
-                _copy(src, dirs.file_history(plan.sid) / renames.get(name, name))
+                pending.copy(src, dirs.file_history(plan.sid) / renames.get(name, name))
         elif member.startswith("tasks/"):
             name = member.split("/", 1)[1]
             if is_safe_name(name) and name.endswith(".json"):
-                _copy(src, dirs.tasks(plan.sid) / name)
+                pending.copy(src, dirs.tasks(plan.sid) / name)
         elif member.startswith("plans/"):
             name = member.split("/", 1)[1]
             stem = name.removesuffix(".md")
@@ -279,7 +341,7 @@ def _write_side_files(
                 dest = dirs.plan(slugs[1] if slugs else stem)  # slugs[0] is stem here
                 if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
                     plan.backups.append(_backup_file(settings, dest, plan.sid))
-                _copy(src, dest)
+                pending.copy(src, dest)
 
 
 def _plan_slugs(source: ImportSource, sid: str, new_sid: str) -> tuple[str, str] | None:
@@ -297,13 +359,6 @@ def _slug_literals(old: str, new: str) -> list[tuple[bytes, bytes]]:
     """The transcript's `slug` fields and paths of the plan file, renamed."""
     return [(f'"slug":"{old}"'.encode(), f'"slug":"{new}"'.encode()),
             (f"/plans/{old}.md".encode(), f"/plans/{new}.md".encode())]
-
-
-def _copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Side files are many and small: atomic (temp + rename) but not fsynced one by one.
-    with src.open("rb") as fh, atomic_writer(dest, 0o600, fsync=False) as out:
-        shutil.copyfileobj(fh, out, 1 << 20)
 
 
 def _backup_dir(settings: Settings, sid: str) -> Path:
@@ -329,20 +384,16 @@ def _backup_file(settings: Settings, path: Path, sid: str) -> Path:
     return dest
 
 
-def _append_history(
+def _history_lines(
     source: ImportSource, dirs: ClaudeDirs, rewriter: Rewriter, plan: _Plan
-) -> None:
-    """Append the session's prompt-history lines, translated, skipping ones already there.
-
-    One O_APPEND write: lines a running claude appends meanwhile are never lost (the file
-    is not rewritten).
-    """
+) -> bytes:
+    """The session's prompt-history lines to append, translated, without ones already there."""
     if "history.jsonl" not in source.members:
-        return
+        return b""
     member = source.member("history.jsonl")
     if member.stat().st_size > MAX_HISTORY_MEMBER:
         plan.warnings.append("skipped the bundle's prompt history: larger than 16 MiB")
-        return
+        return b""
     seen: set[tuple[object, ...]] = set()
     ends_with_newline = True
     try:
@@ -365,8 +416,15 @@ def _append_history(
                 seen.add(key)
                 new.append(out)
     if not new:
+        return b""
+    return (b"" if ends_with_newline else b"\n") + b"\n".join(new) + b"\n"
+
+
+def _append_history(dirs: ClaudeDirs, data: bytes) -> None:
+    """One O_APPEND write: lines a running claude appends meanwhile are never lost (the file
+    is not rewritten)."""
+    if not data:
         return
-    data = (b"" if ends_with_newline else b"\n") + b"\n".join(new) + b"\n"
     dirs.history.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(dirs.history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -460,6 +518,7 @@ def _project_files(
             shutil.copy2(dest, folder / rel)
             plan.backups.append(folder / rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        fsutil.sweep_temps(dest.parent)
         mode = 0o644 if rel != SETTINGS else 0o600
         atomic_write_bytes(dest, data, mode)
 

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from commuter.errors import BundleError
 from commuter.pathmap import PathMap
 
 # Keys whose string value is a file-system path; nothing else (prose, output) is touched.
@@ -23,6 +24,8 @@ PATH_KEYS = frozenset(
 _PATH_KEYS_B = frozenset(k.encode() for k in PATH_KEYS)
 _CWD_KEY = b'"cwd":"'
 _CHUNK = 1 << 20
+# Nesting a parsed line may have: below orjson.dumps' limit (254) and Python's stack.
+MAX_DEPTH = 200
 _SNAPSHOT = b'"file-history-snapshot"'
 
 # Fixed-format `tool_result` texts that Claude Code itself writes, each naming one absolute
@@ -211,7 +214,10 @@ class Rewriter:
             return body
         return orjson.dumps(entry) if self._walk(entry) else body
 
-    def _walk(self, obj: Any) -> bool:
+    def _walk(self, obj: Any, depth: int = 0) -> bool:
+        if depth > MAX_DEPTH:
+            # No agent writes such lines; orjson.dumps and Python's stack would fail on them.
+            raise BundleError(f"a transcript line is nested deeper than {MAX_DEPTH} levels")
         changed = False
         if isinstance(obj, dict):
             if obj.get("type") == "tool_result":
@@ -229,11 +235,11 @@ class Rewriter:
                         obj[key] = new_backups
                         changed = True
                 elif isinstance(value, dict | list):
-                    changed |= self._walk(value)
+                    changed |= self._walk(value, depth + 1)
         elif isinstance(obj, list):
             for item in obj:
                 if isinstance(item, dict | list):
-                    changed |= self._walk(item)
+                    changed |= self._walk(item, depth + 1)
         return changed
 
     def _tool_result(self, block: dict[str, Any]) -> bool:

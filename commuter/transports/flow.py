@@ -138,11 +138,10 @@ async def pull_all(
                 warn(f"{name}: {exc}")
                 continue
             finally:
-                for message in transport.warnings:
-                    warn(message)
-                transport.warnings.clear()
+                _flush(transport, warn)
             for item in items:
                 pulled = await _pull_one(ctx, transport, item, options, warn)
+                _flush(transport, warn)  # what fetch or ack had to say about this item
                 if pulled is None:
                     continue
                 if pulled.error is not None:
@@ -152,6 +151,12 @@ async def pull_all(
     if not options.dry_run:
         _newest_last(done)
     return done
+
+
+def _flush(transport: Transport, warn: Warn) -> None:
+    for message in transport.warnings:
+        warn(message)
+    transport.warnings.clear()
 
 
 # Imports that wrote a transcript `claude --continue` may pick (the newest mtime of a folder).
@@ -225,6 +230,9 @@ async def _pull_one(
         return Pulled(item, origin, error=str(exc))
     except OSError as exc:
         return Pulled(item, origin, error=exc.strerror or str(exc))
+    except Exception as exc:  # a bug (a backend's, a plug-in's): this item only, not the pull
+        return Pulled(item, origin, error=f"unexpected {type(exc).__name__}: {exc} "
+                                          "(a bug in commuter or a plug-in; please report it)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not options.dry_run:

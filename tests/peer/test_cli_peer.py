@@ -177,7 +177,7 @@ def test_send_to_unreachable_peer_fails_fast(tmp_path, unused_tcp_port):
                            "(connection refused); is `commuter serve` running there?")
     assert result.stderr.strip().endswith("running there?")
     assert time.monotonic() - started < 15
-    assert list(settings_of(env).staging_dir.glob("*")) == []
+    assert [p for p in settings_of(env).staging_root.rglob("*") if not p.is_dir()] == []
     remembered = run(env, "send", "office", PLAIN)  # mDNS finds nothing: the last address
     one_error_line(remembered, "(connection refused); is `commuter serve` running there? "
                                "(or pass --address HOST:PORT)")
@@ -224,7 +224,7 @@ async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_
         one_error_line(result, f"office at {address} did not answer within")
         assert held, "send did connect"
         assert elapsed < 10
-        assert list(settings_of(env).staging_dir.glob("*")) == []
+        assert [p for p in settings_of(env).staging_root.rglob("*") if not p.is_dir()] == []
     finally:
         for writer in held:
             writer.close()
