@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 from nacl.exceptions import BadSignatureError
@@ -100,6 +101,15 @@ def device_id_for(public_key: bytes) -> str:
     body = base64.b32encode(hashlib.sha256(public_key).digest()).decode()[: _GROUPS * _GROUP_LEN]
     groups = [body[i : i + _GROUP_LEN] for i in range(0, len(body), _GROUP_LEN)]
     return "-".join(g + _luhn32(g) for g in groups)
+
+
+_DEVICE_ID_RE = re.compile(r"[A-Z2-7]{6}(?:-[A-Z2-7]{6}){3}")
+
+
+def is_device_id(text: object) -> bool:
+    """True for a device id in its canonical form (what device_id_for writes). Remote data
+    names files and URLs with device ids: nothing else may pass for one."""
+    return isinstance(text, str) and _DEVICE_ID_RE.fullmatch(text) is not None
 
 
 def normalize_device_id(text: str) -> str:

@@ -34,6 +34,7 @@ from commuter.peer.identity import (
     Identity,
     box_public_key,
     device_id_for,
+    is_device_id,
     verify_signature,
 )
 
@@ -275,10 +276,13 @@ def parse_header(lead: bytes, rest: bytes) -> SealHeader:
             raise ValueError("unknown seal version")
         if len(sender) != 32 or not isinstance(entries, list):
             raise ValueError("bad header")
-        recipients = tuple(str(e["id"]) for e in entries)
+        recipients = tuple(e["id"] for e in entries)
+        if not all(is_device_id(r) for r in recipients):
+            raise ValueError("a recipient is not a device id")  # it names ack markers
         boxes = tuple(base64.b64decode(e["box"], validate=True) for e in entries)
         created_at = str(data.get("created_at", ""))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        # RecursionError: json.loads of a header nested thousands deep (anyone can sign one)
         raise BundleError("sealed bundle header is malformed") from exc
     prefix = lead + raw
     try:

@@ -10,9 +10,11 @@ imported by digest; a sealed file addressed to this machine alone is removed onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from commuter.errors import BundleError, ConfigError
 from commuter.fsutil import is_temp_name
+from commuter.peer.identity import is_device_id
 from commuter.peer.peers import Peer
 from commuter.transports import (
     PLAIN_SUFFIX,
@@ -132,13 +135,16 @@ class FolderTransport(Transport):
         legacy = root / LEGACY_DIR
         if legacy.is_dir():
             out += [(p, True) for p in sorted(legacy.glob("*.json"))]
-        return [(p, lg) for p, lg in out if not is_temp_name(p.name) and p.is_file()]
+        return [(p, lg) for p, lg in out if not is_temp_name(p.name) and _is_regular(p)]
 
     async def pending(self) -> list[Incoming]:
         """Complete bundles for this machine that were not imported yet."""
         if not self.configured or not self.root.is_dir():
             return []
-        stats = {p: p.stat() for p, _ in self._candidates()}
+        stats: dict[Path, os.stat_result] = {}
+        for p, _ in self._candidates():
+            with contextlib.suppress(OSError):  # gone since the listing: a sync client's doing
+                stats[p] = p.lstat()
         now = time.time()
         young = [p for p, st in stats.items() if now - st.st_mtime < self.settle]
         if young:
@@ -150,7 +156,10 @@ class FolderTransport(Transport):
             if before is None:
                 continue
             if path in young:
-                after = path.stat()
+                try:
+                    after = path.lstat()
+                except OSError:
+                    continue
                 if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                     continue
             item = await asyncio.to_thread(self._classify, path, legacy)
@@ -219,22 +228,46 @@ class FolderTransport(Transport):
         def marker(device_id: str) -> Path:
             return found.path.with_name(f".{found.path.name}{ACK_MARK}{device_id}")
 
+        if not all(is_device_id(r) for r in found.recipients):
+            return  # parse_header lets none through; never make a name of anything else
+        mine = marker(self.ctx.identity.device_id)
         try:
-            marker(self.ctx.identity.device_id).touch(mode=0o600)
+            # O_NOFOLLOW | O_EXCL: a link planted under this name must not create a file
+            # wherever it points (anyone who can write to the shared folder can plant one).
+            os.close(os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
+        except FileExistsError:
+            if not _is_regular(mine):
+                self.warnings.append(f"not marking {found.path} as imported here: {mine} "
+                                     "exists and is not a plain file (left in place)")
+                return
         except OSError as exc:
             self.warnings.append(f"cannot mark {found.path} as imported here: {exc.strerror}")
             return
-        if all(marker(r).exists() for r in found.recipients):
+        if all(_is_regular(marker(r)) for r in found.recipients):
             found.path.unlink(missing_ok=True)
             for r in found.recipients:
                 marker(r).unlink(missing_ok=True)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _is_regular(path: Path) -> bool:
+    """A regular file itself, not a symlink to one: a link in the shared folder may point
+    anywhere on this machine."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _copy_digest(src: Path, dst: Path) -> str:
     import hashlib
 
     hasher = hashlib.sha256()
-    with src.open("rb") as fin, dst.open("wb") as fout:
+    # O_NOFOLLOW: the drop may have been swapped for a link since it was listed.
+    fd = os.open(src, os.O_RDONLY | _NOFOLLOW)
+    with os.fdopen(fd, "rb") as fin, dst.open("wb") as fout:
         while chunk := fin.read(1 << 20):
             hasher.update(chunk)
             fout.write(chunk)

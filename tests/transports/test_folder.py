@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from claude_home import PLAN, TOOLS, transcript
+from claude_home import PLAN, SUBAGENT, TOOLS, deep_line, transcript
 from transhelp import (
     ALICE,
     BOB,
@@ -269,3 +269,80 @@ def test_continue_after_one_pull_of_two_sessions_takes_the_one_last_active(
     folder = transcript(world.b.home, world.project_b, TOOLS).parent
     newest = max(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
     assert newest.stem == PLAN
+
+
+def test_a_poisoned_folder_drop_does_not_stop_the_next_one(tmp_path):
+    world = make_world(tmp_path, pair=False)  # plain drops: anyone can write to the folder
+    src = transcript(world.a.home, world.project_a, TOOLS)
+    src.write_text(src.read_text() + deep_line(world.project_a, 1010) + "\n")
+    for sid in (TOOLS, SUBAGENT):
+        out = tmp_path / f"{sid}.commuter"
+        with out.open("wb") as fh:
+            core.export_to(world.a, fh, session=sid, cwd=world.project_a)
+        asyncio.run(push_file(context(world.a), out, []))
+    warnings: list[str] = []
+    done = asyncio.run(pull_all(context(world.b), core.ImportOptions(), warn=warnings.append))
+    by_sid = {p.item.label: p for p in done}
+    assert len(done) == 2, by_sid
+    imported = [p.result.session_id for p in done if p.result is not None]
+    assert imported == [SUBAGENT]
+    assert transcript(world.b.home, world.project_b, SUBAGENT).is_file()
+    assert not transcript(world.b.home, world.project_b, TOOLS).exists()
+    assert any("nested deeper than" in w for w in warnings), warnings
+
+
+def test_a_planted_ack_marker_link_creates_nothing_outside_the_folder(world, tmp_path):
+    trust(world.a, "carol", CAROL)
+    drop = Path(push_all(world, tmp_path).receipt.location)
+    victim = tmp_path / "outside" / "created-by-pull"
+    victim.parent.mkdir()
+    marker = drop.with_name(f".{drop.name}.ack-{BOB.device_id}")
+    marker.symlink_to(victim)
+    [done], warnings = pull(world.b)
+    assert done.result is not None  # the import itself is fine
+    assert not victim.exists()
+    assert marker.is_symlink() and drop.exists()  # nothing removed: carol has not pulled
+    assert any("not a plain file" in w for w in warnings), warnings
+
+
+def test_a_symlink_in_the_shared_folder_is_not_read(world, tmp_path):
+    # A link may point at any file on this machine, e.g. a plain bundle kept elsewhere.
+    elsewhere = tmp_path / "private" / "mine.commuter"
+    elsewhere.parent.mkdir()
+    with elsewhere.open("wb") as fh:
+        core.export_to(world.a, fh, session=TOOLS, cwd=world.project_a)
+    (world.shared / "20260101T000000-abc.commuter").symlink_to(elsewhere)
+    assert pull(world.b) == ([], [])
+    assert not transcript(world.b.home, world.project_b, TOOLS).exists()
+
+
+def test_a_sealed_header_naming_a_path_as_recipient_is_refused(world, tmp_path):
+    import base64
+    import json
+    import struct
+
+    drop = Path(push_all(world, tmp_path).receipt.location)
+    # Re-sign a header whose second recipient id is a path (anyone can sign a header).
+    raw = drop.read_bytes()
+    size = struct.unpack(">I", raw[len(seal.MAGIC) : len(seal.MAGIC) + 4])[0]
+    header = json.loads(raw[len(seal.MAGIC) + 4 : len(seal.MAGIC) + 4 + size])
+    header["recipients"].append({"id": "../../../escape", "box": header["recipients"][0]["box"]})
+    header["sender"] = base64.b64encode(EVE.public_key).decode()
+    body = json.dumps(header).encode()
+    lead = seal.MAGIC + struct.pack(">I", len(body))
+    forged = lead + body + EVE.sign(lead + body) + raw[len(seal.MAGIC) + 4 + size + 64 :]
+    drop.write_bytes(forged)
+    done, warnings = pull(world.b)
+    assert done == [] and any("malformed" in w for w in warnings), warnings
+    assert not (world.shared.parent.parent / "escape").exists()
+
+
+def test_a_sealed_header_nested_thousands_deep_is_one_warning(world):
+    import struct
+
+    body = b"[" * 50_000 + b"]" * 50_000
+    lead = seal.MAGIC + struct.pack(">I", len(body))
+    (world.shared / "20260101T000000-deep.sealed").write_bytes(
+        lead + body + EVE.sign(lead + body))
+    done, warnings = pull(world.b)
+    assert done == [] and any("malformed" in w for w in warnings), warnings
