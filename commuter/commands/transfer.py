@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,12 +144,10 @@ def _pull_from(app: AppContext, name: str, address: str | None, options: ImportO
 
     settings = app.settings
     peer = Peers.load(settings).get(name)
-    plain = asyncio.run(fetch_latest(settings, peer, Path.cwd(), address=address))
-    try:
+    # Only the temp dir fetch_latest made is deleted: no path here comes from the peer.
+    with asyncio.run(fetch_latest(settings, peer, Path.cwd(), address=address)) as fetched:
         opts = dataclasses.replace(options, origin=f"{peer.name} ({peer.device_id})",
                                    sender_verified=True)
-        result = core.import_file(settings, plain, opts)
-    finally:
-        shutil.rmtree(plain.parent, ignore_errors=True)
+        result = core.import_file(settings, fetched.path, opts)
     click.echo(f"from {safe_text(peer.name)} ({peer.device_id}) via lan:")
     _report(result)

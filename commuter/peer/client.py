@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,15 +34,47 @@ from commuter.settings import Settings
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
+# What this machine downloads from a peer at most: the size a daemon accepts as an upload.
+MAX_FETCH = 2 * 1024**3
+# A /v1/sessions answer (about 300 bytes per session); every other JSON answer or error body.
+MAX_LISTING = 16 * 1024**2
+MAX_REPLY = 64 * 1024
+MAX_MESSAGE = 300  # characters of a peer's error message that are shown
+
+# Session ids from a peer's listing go into a URL and are shown to the user: a plain token
+# (the backends' ids are UUIDs), never a path.
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")
+
+
+def safe_token(text: object) -> str | None:
+    """`text` if it is a plain token (letters, digits, `.`, `_`, `-`, at most 128, no `..`),
+    else None."""
+    if isinstance(text, str) and _SAFE_TOKEN.fullmatch(text) and ".." not in text:
+        return text
+    return None
 
 
 def parse_address(text: str) -> tuple[str, int]:
     """("host", port) from "host:port" or "[v6]:port"; ConfigError if malformed."""
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if (not sep or not _is_host(host) or not port.isascii() or not port.isdigit()
+            or not 0 < int(port) < 65536):
         raise ConfigError(f"{text!r} is not an address (expected HOST:PORT)")
     return host, int(port)
+
+
+def _is_host(host: str) -> bool:
+    # The host goes into a URL: an IP address or a DNS name, nothing that could add a path,
+    # a user or a query to it (an address may come from an mDNS answer or a pairing message).
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(host))
+    return True
 
 
 def base_url(address: str) -> str:
@@ -88,15 +121,76 @@ def connect_reason(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
-def _error_from(status: int, body: bytes, where: str) -> CommuterError:
+def _error_from(status: int, body: bytes | None, where: str) -> CommuterError:
+    """The error a peer's {"error", "message"} answer names (its message cut short); a
+    generic PeerError for anything else (`body` None: too long to read)."""
     import json
 
     try:
-        data = json.loads(body)
-        code, message = str(data["error"]), str(data["message"])
+        data = json.loads(body) if body is not None else None
+        code, message = data["error"], data["message"]  # type: ignore[index]
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise TypeError(code)
     except (ValueError, KeyError, TypeError):
         return PeerError(f"{where} answered HTTP {status}")
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
     return ERRORS_BY_CODE.get(code, PeerError)(message)
+
+
+async def read_capped(resp: Any, limit: int) -> bytes | None:
+    """A response's whole body, or None if it is (or announces itself) longer than `limit`."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class ListedSession:
+    """One entry of a peer's /v1/sessions listing, checked field by field."""
+
+    id: str
+    backend: str
+    project: str | None
+    updated_at: str
+    size: int
+
+
+def parse_listing(data: Any) -> tuple[list[ListedSession], int]:
+    """The well-formed entries of a /v1/sessions answer, in order, and how many others were
+    skipped; ValueError if the answer itself is not a listing."""
+    if not isinstance(data, dict) or not isinstance(data.get("sessions"), list):
+        raise ValueError("not a session listing")
+    good: list[ListedSession] = []
+    entries = data["sessions"]
+    for entry in entries:
+        listed = _listed(entry)
+        if listed is not None:
+            good.append(listed)
+    return good, len(entries) - len(good)
+
+
+def _listed(entry: Any) -> ListedSession | None:
+    if not isinstance(entry, dict):
+        return None
+    sid, backend = safe_token(entry.get("id")), safe_token(entry.get("backend"))
+    project, updated, size = entry.get("project"), entry.get("updated_at"), entry.get("size")
+    if sid is None or backend is None:
+        return None
+    if project is not None and not (isinstance(project, str) and 0 < len(project) <= 4096
+                                    and "\0" not in project):
+        return None
+    if not isinstance(updated, str) or len(updated) > 64:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 1 << 50:
+        return None
+    return ListedSession(sid, backend, project, updated, size)
 
 
 class NotPairedThere(NotPaired):
@@ -171,10 +265,14 @@ class PeerClient:
         length: int | None = None,
         dst: Path | None = None,
         wait: float | None = None,
+        max_reply: int = MAX_REPLY,
+        max_download: int = MAX_FETCH,
     ) -> Any:
-        """One signed request. `wait` bounds the silence before the answer and between its
-        reads (default settings.stall_timeout); a body that cannot be written for
-        stall_timeout seconds (the peer stopped reading) also fails."""
+        """One signed request; its JSON answer (at most `max_reply` bytes), or with `dst` its
+        body written there (it must announce its length, at most `max_download`). `wait` bounds
+        the silence before the answer and between its reads (default settings.stall_timeout);
+        a body that cannot be written for stall_timeout seconds (the peer stopped reading)
+        also fails."""
         import aiohttp
         from yarl import URL
 
@@ -198,14 +296,18 @@ class PeerClient:
                     method, url, data=data, headers=headers, timeout=timeout
                 ) as resp:
                     if resp.status >= 400:
-                        raise self._refusal(
-                            _error_from(resp.status, await resp.read(), self.peer.name)
-                        )
+                        said = await read_capped(resp, MAX_REPLY)
+                        raise self._refusal(_error_from(resp.status, said, self.peer.name))
                     if dst is None:
-                        return await resp.json(content_type=None)
-                    with dst.open("wb") as fh:
-                        async for chunk in resp.content.iter_chunked(CHUNK):
-                            fh.write(chunk)
+                        import json
+
+                        reply = await read_capped(resp, max_reply)
+                        if reply is None:
+                            raise PeerError(
+                                f"{self.peer.name} sent a reply larger than {max_reply} bytes"
+                            )
+                        return json.loads(reply)
+                    await self._download(resp, dst, max_download)
                     return None
         except CommuterError:
             raise
@@ -223,6 +325,36 @@ class PeerClient:
         except ValueError as exc:
             raise PeerError(f"{self.peer.name} sent a malformed reply") from exc
 
+    async def _download(self, resp: Any, dst: Path, limit: int) -> None:
+        """Write the body to `dst`, which this call creates; never more than the length the
+        answer announced (required, at most `limit`). On any failure `dst` is deleted."""
+        announced = resp.content_length
+        if announced is None:
+            raise PeerError(f"{self.peer.name} sent a bundle without announcing its size")
+        if announced > limit:
+            raise PeerError(
+                f"{self.peer.name} offers a bundle of {announced} bytes; this machine takes at "
+                f"most {limit}"
+            )
+        got = 0
+        try:
+            with dst.open("xb") as fh:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    got += len(chunk)
+                    if got > announced:
+                        raise PeerError(
+                            f"{self.peer.name} sent more than the {announced} bytes it announced"
+                        )
+                    fh.write(chunk)
+            if got != announced:
+                raise PeerError(
+                    f"{self.peer.name} sent {got} of the {announced} bytes it announced"
+                )
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dst)
+            raise
+
     async def info(self) -> dict[str, Any]:
         """The peer's public /v1/info (bounded by settings.reply_timeout)."""
         data = await self._request("GET", "/v1/info", wait=self.settings.reply_timeout)
@@ -236,10 +368,10 @@ class PeerClient:
         info = await self.info()
         if info.get("device_id") != self.peer.device_id:
             advice = "; pass --address HOST:PORT" if self.suggest_address else ""
+            name, device_id = (str(info.get(k))[:MAX_MESSAGE] for k in ("name", "device_id"))
             raise PeerUnreachable(
-                f"{self.address} answers as another machine ({info.get('name')!r}, "
-                f"{info.get('device_id')}), not {self.peer.name} ({self.peer.device_id})"
-                + advice
+                f"{self.address} answers as another machine ({name!r}, {device_id!r}), not "
+                f"{self.peer.name} ({self.peer.device_id})" + advice
             )
 
     async def upload(self, sealed_path: Path, progress: Progress | None = None) -> dict[str, Any]:
@@ -266,20 +398,33 @@ class PeerClient:
         )
         return dict(data)
 
-    async def list_sessions(self, project: str | None = None) -> list[dict[str, Any]]:
-        """The peer's sessions, newest first."""
+    async def list_sessions(self, project: str | None = None) -> list[ListedSession]:
+        """The peer's well-formed sessions, newest first (see `list_sessions_counted`)."""
+        return (await self.list_sessions_counted(project))[0]
+
+    async def list_sessions_counted(
+        self, project: str | None = None
+    ) -> tuple[list[ListedSession], int]:
+        """The peer's sessions, newest first, each field checked (an entry with an unsafe id,
+        a missing size or a wrong type is skipped), and how many were skipped."""
         from urllib.parse import urlencode
 
         path = "/v1/sessions" + (f"?{urlencode({'project': project})}" if project else "")
-        data = await self._request("GET", path)
-        return list(data["sessions"])
+        data = await self._request("GET", path, max_reply=MAX_LISTING)
+        try:
+            return parse_listing(data)
+        except ValueError as exc:
+            raise PeerError(f"{self.peer.name} sent a malformed session list") from exc
 
-    async def fetch(self, session_id: str, dst_path: Path) -> Path:
-        """Download one session, sealed to me, to `dst_path`."""
+    async def fetch(self, session_id: str, dst_path: Path, *, limit: int = MAX_FETCH) -> Path:
+        """Download one session, sealed to me, to `dst_path` (created here: it must not
+        exist); at most `limit` bytes."""
         from urllib.parse import quote
 
+        if safe_token(session_id) is None:
+            raise PeerError(f"{session_id!r} is not a session id")
         path = f"/v1/sessions/{quote(session_id, safe='')}/bundle"
-        await self._request("GET", path, dst=dst_path)
+        await self._request("GET", path, dst=dst_path, max_download=limit)
         return dst_path
 
 
@@ -422,40 +567,67 @@ def _project_matches(settings: Settings, project: str | None, cwd: Path) -> int:
     return 2 if Path(project).name == cwd.resolve().name else -1
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A session downloaded from a peer and opened: `path`, the plain bundle, inside `dir`, a
+    temp dir this process created under staging_dir. `close()` (or leaving `with`) deletes
+    `dir`, and only it: no path here comes from the peer."""
+
+    path: Path
+    dir: Path
+    session_id: str
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Fetched:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 async def fetch_latest(
     settings: Settings, peer: Peer, cwd: Path, *, address: str | None = None,
-    identity: Identity | None = None,
-) -> Path:
-    """Download the peer's newest session for `cwd`'s project; the opened plain bundle path."""
+    identity: Identity | None = None, limit: int = MAX_FETCH,
+) -> Fetched:
+    """Download the peer's newest session for `cwd`'s project (at most `limit` bytes) and
+    open it; the caller closes the result."""
     from commuter.peer.seal import open_file
 
     me = identity or Identity.load_or_create(settings)
     candidates = await find_addresses(settings, peer, address)
     async with _answering(settings, me, peer, candidates, address is None) as client:
-        sessions = await client.list_sessions()
-        ranked = [(_project_matches(settings, s.get("project"), cwd), i, s)
+        sessions, skipped = await client.list_sessions_counted()
+        ranked = [(_project_matches(settings, s.project, cwd), i, s)
                   for i, s in enumerate(sessions)]
         ranked = [r for r in ranked if r[0] >= 0]
         if not ranked:
+            if skipped:
+                raise PeerError(
+                    f"{peer.name} has no usable session for {cwd.name} ({skipped} "
+                    f"malformed {'entry' if skipped == 1 else 'entries'} of its session list "
+                    "skipped)"
+                )
             raise SessionNotFound(f"{peer.name} has no session for {cwd.name}")
         _, _, best = min(ranked, key=lambda r: (r[0], r[1]))
         settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmpdir = Path(tempfile.mkdtemp(prefix="fetch-", dir=settings.staging_dir))
+        fetched = Fetched(tmpdir / "bundle.commuter", tmpdir, best.id)
         sealed = tmpdir / "bundle.sealed"
         try:
-            await client.fetch(str(best["id"]), sealed)
-            plain = tmpdir / f"{best['id']}.commuter"
+            await client.fetch(best.id, sealed, limit=limit)
             sender = await asyncio.to_thread(
-                open_file, sealed, plain, me, is_trusted=lambda k: k == peer.public_key
+                open_file, sealed, fetched.path, me, is_trusted=lambda k: k == peer.public_key
             )
             if sender != peer.public_key:
                 raise NotPaired(f"the bundle from {peer.name} is sealed by another key")
         except BaseException:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            fetched.close()
             raise
         sealed.unlink(missing_ok=True)
     _remember(settings, peer, client.address)
-    return plain
+    return fetched
 
 
 async def join(

@@ -81,7 +81,7 @@ async def test_big_send_is_sealed_on_the_fly_and_arrives_whole(aiohttp_server, w
     bob = Peers.load(sa).get("bob")
     await client.send_file(sa, ALICE, bob, payload, f"127.0.0.1:{server.port}", seen.append)
     assert sum(seen) == payload.stat().st_size and len(seen) == 4
-    assert not sa.staging_dir.exists()  # nothing was sealed to disk on the way
+    assert not sa.staging_root.exists()  # nothing was sealed to disk on the way
     [item] = Inbox(sb).pending()
     opened = Inbox(sb).open(item, BOB, Peers.load(sb), tmp_path / "opened")
     assert opened.read_bytes() == payload.read_bytes()
@@ -132,10 +132,12 @@ async def test_fetch_latest_downloads_the_peers_session_for_this_project(
     server = await aiohttp_server(make_app(sa, ALICE, Peers.load(sa), name="alice"))
     alice = Peers.load(sb).get("alice")
     cwd = sb.home / "code" / "my.app"
-    plain = await client.fetch_latest(
+    fetched = await client.fetch_latest(
         sb, alice, cwd, address=f"127.0.0.1:{server.port}", identity=BOB
     )
-    manifest = await asyncio.to_thread(core.read_manifest, plain)
+    with fetched:
+        manifest = await asyncio.to_thread(core.read_manifest, fetched.path)
+    assert not fetched.dir.exists()
     assert manifest.session_id in {r.session_id for r in core.list_sessions(sa)}
     assert Path(manifest.project_dir).name == "my.app"
     with pytest.raises(SessionNotFound):
@@ -325,8 +327,9 @@ async def test_pull_falls_back_to_the_last_address_when_the_mdns_one_fails(
     server = await aiohttp_server(make_app(sa, ALICE, Peers.load(sa), name="alice"))
     alice = _remembered(sb, ALICE, f"127.0.0.1:{server.port}")
     async with advertise_peer(sa, "alice", ALICE.device_id, unused_tcp_port):
-        plain = await client.fetch_latest(sb, alice, sb.home / "code" / "my.app", identity=BOB)
-    assert plain.is_file()
+        fetched = await client.fetch_latest(sb, alice, sb.home / "code" / "my.app", identity=BOB)
+    assert fetched.path.is_file()
+    fetched.close()
 
 
 async def test_with_an_explicit_address_there_is_no_fallback(world, unused_tcp_port):
