@@ -6,19 +6,25 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from commuter.errors import NotPaired
-from commuter.fsutil import atomic_write_text, is_temp_name
+from commuter.fsutil import atomic_write_text, is_temp_name, process_tag, sweep_temps
 from commuter.peer.identity import Identity
 from commuter.peer.peers import Peer, Peers
 from commuter.settings import Settings
 
 SEALED_SUFFIX = ".sealed"
 META_SUFFIX = ".json"
+# What a daemon before process-tagged names left while receiving; its process is surely gone
+# after an hour (a stalled upload is given up on after settings.stall_timeout).
+_LEGACY_TEMP = re.compile(r"\.incoming-[0-9a-f]{16}\.tmp")
+_LEGACY_AGE = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +59,30 @@ class Inbox:
         return self.dir
 
     def temp_path(self) -> Path:
-        """A fresh temp name inside the inbox (same filesystem, so adding is a rename)."""
-        return self.ensure() / f".incoming-{secrets.token_hex(8)}.tmp"
+        """A fresh temp name inside the inbox (same filesystem, so adding is a rename). It
+        carries this process's tag, so `sweep` can tell a dead daemon's leftover from a live
+        one's upload in progress."""
+        return self.ensure() / f".incoming.cm{process_tag()}.{secrets.token_hex(8)}.tmp"
+
+    def sweep(self) -> int:
+        """Remove the temp files of processes that died mid-receive (kill -9, power cut): this
+        program's own tagged temps whose process is gone, and untagged `.incoming-*.tmp` of
+        an earlier version older than an hour. Every other file stays. The number removed."""
+        removed = sweep_temps(self.dir)
+        try:
+            entries = list(os.scandir(self.dir))
+        except OSError:
+            return removed
+        now = time.time()
+        for entry in entries:
+            if not _LEGACY_TEMP.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if now - st.st_mtime > _LEGACY_AGE and not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def add(self, sealed: Path, sender: Peer, digest: str) -> InboxItem:
         """Move a verified sealed file into the inbox and record its meta (meta last)."""

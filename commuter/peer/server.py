@@ -101,7 +101,16 @@ def make_app(
     app.router.add_post(f"{API}/bundles", handle_bundle)
     app.router.add_get(f"{API}/sessions", handle_sessions)
     app.router.add_get(API + "/sessions/{session_id}/bundle", handle_session_bundle)
+    app.on_startup.append(_sweep_inbox)
     return app
+
+
+async def _sweep_inbox(app: web.Application) -> None:
+    # A daemon killed mid-receive (kill -9, power cut) left its temp file behind.
+    st = app[STATE]
+    removed = await asyncio.to_thread(Inbox(st.settings).sweep)
+    if removed:
+        st.log(f"removed {removed} unfinished upload(s) left in the inbox by a stopped daemon")
 
 
 async def handle_info(request: web.Request) -> web.Response:

@@ -275,3 +275,51 @@ async def test_a_request_naming_no_recipient_is_refused(client, tmp_path):
 async def test_a_request_signed_for_the_relay_is_refused_by_a_peer(client):
     resp = await client.get("/v1/sessions", headers=auth.sign_headers(ALICE, "GET", "/v1/sessions"))
     assert resp.status == 401 and (await resp.json())["error"] == "bad-signature"
+
+
+@pytest.fixture
+def pids():
+    """(pid of a process that has exited, pid of one that runs until the test ends)."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield int(dead.stdout), live.pid
+    live.kill()
+    live.wait(timeout=10)
+
+
+async def test_startup_removes_what_a_killed_daemon_left_in_the_inbox(
+    aiohttp_client, tmp_path, pids
+):
+    import os
+    import time
+
+    dead_pid, live_pid = pids
+    settings = machine(tmp_path / "bob")
+    inbox = settings.inbox_dir
+    inbox.mkdir(parents=True)
+    leftovers = [f".incoming.cm{dead_pid}-0.0123456789abcdef.tmp",  # killed mid-body
+                 ".incoming-0123456789abcdef.tmp"]  # an earlier version's, hours old
+    kept = [f".incoming.cm{live_pid}-0.fedcba9876543210.tmp",  # a live daemon's upload
+            ".incoming-fedcba9876543210.tmp",  # untagged but fresh: maybe still running
+            ".incoming-notmine.tmp", "notes.txt", "20260101T000000-abc.sealed"]
+    for name in leftovers + kept:
+        (inbox / name).write_bytes(b"x" * 1000)
+    hours_ago = time.time() - 3 * 3600
+    os.utime(inbox / leftovers[1], (hours_ago, hours_ago))
+    logged: list[str] = []
+    app = make_app(settings, BOB, Peers.load(settings), name="bob", log=logged.append)
+    client = await aiohttp_client(app)
+    assert (await client.get("/v1/info")).status == 200
+    assert inbox_files(settings) == sorted(kept)
+    assert logged == ["removed 2 unfinished upload(s) left in the inbox by a stopped daemon"]
+
+
+async def test_the_inbox_temp_name_carries_the_process_tag(tmp_path):
+    from commuter.fsutil import process_tag
+
+    tmp = Inbox(machine(tmp_path / "bob")).temp_path()
+    assert tmp.name.startswith(f".incoming.cm{process_tag()}.") and tmp.suffix == ".tmp"
