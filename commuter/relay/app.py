@@ -18,10 +18,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from commuter.errors import BadSignature, BundleError, CommuterError, RelayError, TooLarge
+from commuter.errors import BadSignature, BundleError, CommuterError, RelayError
 from commuter.peer import auth
 from commuter.peer.identity import device_id_for, normalize_device_id
-from commuter.relay.quotas import ItemNotFound, Limits, MailboxForbidden, reserve
+from commuter.relay import quotas
+from commuter.relay.quotas import ItemNotFound, Limits, MailboxForbidden, UploadStalled
 from commuter.relay.storage import ITEM_ID, Item, Storage
 
 PROTOCOL = 1
@@ -36,7 +37,7 @@ class RelayState:
     storage: Storage
     limits: Limits
     log: Log
-    nonces: auth.NonceCache = field(default_factory=auth.NonceCache)
+    nonces: auth.NonceCache = field(default_factory=auth.NonceCache)  # the app's persists
 
 
 STATE = web.AppKey("relay_state", RelayState)
@@ -50,8 +51,11 @@ async def errors_middleware(
     try:
         return await handler(request)
     except CommuterError as exc:
-        return web.json_response({"error": exc.code, "message": str(exc)},
+        resp = web.json_response({"error": exc.code, "message": str(exc)},
                                  status=exc.http_status)
+        if isinstance(exc, UploadStalled):
+            resp.force_close()  # the rest of that body is not waited for
+        return resp
     except ConnectionResetError:  # the client went away mid-body: one log line, no traceback
         request.app[STATE].log(f"{request.method} {request.path}: connection lost mid-request")
         return web.json_response({"error": "http", "message": "connection lost"}, status=400)
@@ -73,7 +77,10 @@ def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None
     if exclusive:
         storage.lock()
     storage.recover()
-    state = RelayState(storage, limits or Limits(), log or (lambda _msg: None))
+    limits = limits or Limits()
+    # Nonces persist in the data dir: a request captured before a restart is refused after it.
+    nonces = auth.NonceCache(path=data_dir / auth.NONCE_DB, rates=limits.rates)
+    state = RelayState(storage, limits, log or (lambda _msg: None), nonces)
     app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
     app[STATE] = state
     app.router.add_get("/", handle_health)
@@ -87,6 +94,7 @@ def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None
 
 
 async def _unlock(app: web.Application) -> None:
+    app[STATE].nonces.close()
     app[STATE].storage.unlock()
 
 
@@ -150,18 +158,18 @@ async def handle_upload(request: web.Request) -> web.Response:
     state = request.app[STATE]
     box = _mailbox(request)
     claimed = request.headers.get(auth.H_DIGEST, "")
-    # Signature, freshness and nonce first: a stranger's upload is refused before any byte lands.
+    # Signature, freshness, nonce and rate first: a stranger's upload is refused before any
+    # byte lands.
     key = auth.verify_headers(request.headers, "POST", request.raw_path, claimed, state.nonces)
     sender = device_id_for(key)
     state.storage.expire()
-    # Check and reserve in one step (no await between): concurrent uploads count against the
-    # quotas from their first byte. A body of unknown length reserves the largest allowed.
-    declared = request.content_length
-    token = reserve(state.storage, state.limits, box, sender,
-                    state.limits.max_bundle if declared is None else declared)
+    # The declared length must fit, but only bytes that arrive are held against the quotas
+    # (a slow or silent uploader holds what it sent, and is dropped after body_stall).
+    token = quotas.start_upload(state.storage, state.limits, box, sender,
+                                request.content_length)
     tmp = state.storage.temp_path()
     try:
-        digest, size = await _receive(request, tmp, state.limits.max_bundle)
+        digest, size = await _receive(request, tmp, state, token)
         if digest != claimed:
             raise BadSignature("upload does not match its signed digest")
         from commuter.peer.seal import read_header
@@ -174,10 +182,12 @@ async def handle_upload(request: web.Request) -> web.Response:
             raise RelayError("the bundle is not sealed to this mailbox's owner")
         if header.sender != key:
             raise BadSignature("the bundle is sealed by another key than the uploader's")
-        state.storage.release(token)
-        token = reserve(state.storage, state.limits, box, sender, size)  # the real size
+        quotas.finish_upload(state.storage, state.limits, token)
         item = await asyncio.to_thread(state.storage.commit, tmp, box, sender, digest, size,
                                        state.limits.ttl)
+    except UploadStalled:
+        state.log(f"upload for {box} from {sender} stalled; dropped")
+        raise
     finally:
         state.storage.release(token)
         await asyncio.to_thread(tmp.unlink, True)
@@ -186,15 +196,26 @@ async def handle_upload(request: web.Request) -> web.Response:
                               "expires_at": item.expires_at}, status=201)
 
 
-async def _receive(request: web.Request, dst: Path, limit: int) -> tuple[str, int]:
+async def _receive(request: web.Request, dst: Path, state: RelayState, token: int
+                   ) -> tuple[str, int]:
+    """Stream the body to `dst`, each chunk counted against the quotas before it is written;
+    UploadStalled if nothing arrives for `body_stall` seconds."""
     hasher = hashlib.sha256()
     size = 0
+    stall = state.limits.body_stall
     fh = await asyncio.to_thread(dst.open, "wb")
     try:
-        while chunk := await request.content.read(READ_CHUNK):
+        while True:
+            try:
+                async with asyncio.timeout(stall):
+                    chunk = await request.content.read(READ_CHUNK)
+            except TimeoutError:
+                raise UploadStalled(f"the upload sent nothing for {stall:g} s; dropped"
+                                    ) from None
+            if not chunk:
+                break
+            quotas.receive(state.storage, state.limits, token, len(chunk))
             size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"bundle is larger than the relay accepts ({limit // 2**20} MB)")
             hasher.update(chunk)
             await asyncio.to_thread(fh.write, chunk)
     finally:

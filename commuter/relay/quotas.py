@@ -1,10 +1,12 @@
-"""Relay limits (size cap, expiry, per-mailbox and per-sender quotas) and their errors."""
+"""Relay limits (size cap, expiry, quotas per mailbox, sender, sender for one mailbox and
+for the whole relay, request rates, stalled uploads) and their errors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from commuter.errors import ERRORS_BY_CODE, CommuterError, RelayError, TooLarge
+from commuter.peer.auth import DEFAULT_RATES, NonceStoreError, RateLimited, Rates
 from commuter.relay.storage import Storage
 
 MB = 1024 * 1024
@@ -27,11 +29,22 @@ class ItemNotFound(RelayError):
     code, http_status = "relay-not-found", 404
 
 
+class StorageFull(RelayError):
+    """The relay as a whole holds as much as it may (`total_bytes`)."""
+
+    code, http_status = "relay-storage-full", 507
+
+
+class UploadStalled(RelayError):
+    """An upload body made no progress for `Limits.body_stall` seconds: dropped."""
+
+    code, http_status = "relay-stalled", 408
+
+
 RELAY_ERRORS: dict[str, type[CommuterError]] = {
     **ERRORS_BY_CODE,
-    QuotaExceeded.code: QuotaExceeded,
-    MailboxForbidden.code: MailboxForbidden,
-    ItemNotFound.code: ItemNotFound,
+    **{cls.code: cls for cls in (QuotaExceeded, MailboxForbidden, ItemNotFound, StorageFull,
+                                 UploadStalled, RateLimited, NonceStoreError)},
 }
 
 
@@ -45,6 +58,12 @@ class Limits:
     mailbox_bytes: int = 2048 * MB
     sender_items: int = 400
     sender_bytes: int = 4096 * MB
+    # One sender's share of one mailbox: a stranger's key cannot fill a mailbox on its own.
+    sender_mailbox_items: int = 100
+    sender_mailbox_bytes: int = 1024 * MB
+    total_bytes: int = 20 * 1024 * MB  # everything the relay stores (507 past it)
+    body_stall: float = 60.0  # an upload that sends nothing for this long is dropped
+    rates: Rates = DEFAULT_RATES  # signed requests per key, and from keys not seen lately
     sweep_interval: float = 60.0
 
     def public(self) -> dict[str, float]:
@@ -61,24 +80,60 @@ def check_size(limits: Limits, size: int) -> None:
         )
 
 
-def check_quota(storage: Storage, limits: Limits, mailbox: str, sender: str, size: int) -> None:
-    """QuotaExceeded if adding `size` bytes would put the mailbox or the sender over quota."""
-    check_size(limits, size)
+def check_quota(storage: Storage, limits: Limits, mailbox: str, sender: str, size: int, *,
+                new_item: bool = True) -> None:
+    """QuotaExceeded (StorageFull for the whole relay) if `size` more bytes, and one more
+    item if `new_item`, would pass a quota. Uploads in progress count as Storage.usage says."""
+    more = 1 if new_item else 0
     n, used = storage.usage(mailbox=mailbox)
-    if n + 1 > limits.mailbox_items or used + size > limits.mailbox_bytes:
+    if n + more > limits.mailbox_items or used + size > limits.mailbox_bytes:
         raise QuotaExceeded(
             f"the recipient's relay mailbox is full ({n} bundles, {used // MB} MB); "
             "it empties as the recipient runs `commuter pull`"
         )
+    n, used = storage.usage(mailbox=mailbox, sender=sender)
+    if n + more > limits.sender_mailbox_items or used + size > limits.sender_mailbox_bytes:
+        raise QuotaExceeded(
+            f"this machine has too much queued on the relay for that recipient ({n} bundles, "
+            f"{used // MB} MB); wait until it pulls"
+        )
     n, used = storage.usage(sender=sender)
-    if n + 1 > limits.sender_items or used + size > limits.sender_bytes:
+    if n + more > limits.sender_items or used + size > limits.sender_bytes:
         raise QuotaExceeded(
             f"this machine has too much queued on the relay ({n} bundles, {used // MB} MB); "
             "wait until the recipients pull"
         )
+    _, used = storage.usage()
+    if used + size > limits.total_bytes:
+        raise StorageFull("the relay's storage is full; try again after recipients pull")
 
 
-def reserve(storage: Storage, limits: Limits, mailbox: str, sender: str, size: int) -> int:
-    """check_quota, then count `size` bytes as in use until `storage.release(token)`."""
-    check_quota(storage, limits, mailbox, sender, size)
-    return storage.reserve(mailbox, sender, size)
+def start_upload(storage: Storage, limits: Limits, mailbox: str, sender: str,
+                 declared: int | None) -> int:
+    """Check that an upload of `declared` bytes (None: unknown) could fit, then count it as
+    in progress with 0 bytes: it holds only what arrives (`receive`) until `storage.release`.
+    No await between check and reservation, so concurrent uploads cannot pass a quota."""
+    if declared is not None:
+        check_size(limits, declared)
+    check_quota(storage, limits, mailbox, sender, declared or 1)
+    return storage.reserve(mailbox, sender)
+
+
+def receive(storage: Storage, limits: Limits, token: int, nbytes: int) -> None:
+    """`nbytes` more arrived for upload `token`: QuotaExceeded/StorageFull if they do not fit."""
+    res = storage.reservation(token)
+    check_size(limits, res.size + nbytes)
+    check_quota(storage, limits, res.mailbox, res.sender, nbytes, new_item=False)
+    storage.grow(token, nbytes)
+
+
+def finish_upload(storage: Storage, limits: Limits, token: int) -> None:
+    """The upload is verified: it takes one of its mailbox's item slots, if one is free."""
+    res = storage.reservation(token)
+    n, used = storage.usage(mailbox=res.mailbox)
+    if n + 1 > limits.mailbox_items:
+        raise QuotaExceeded(
+            f"the recipient's relay mailbox is full ({n} bundles, {used // MB} MB); "
+            "it empties as the recipient runs `commuter pull`"
+        )
+    storage.finalize(token)

@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,26 @@ class Item:
         return asdict(self)
 
 
+@dataclass(slots=True)
+class Reservation:
+    """An upload in progress: the bytes received so far count against the quotas; it counts
+    as one of the sender's items at once, as one of the mailbox's only once `final` (verified,
+    about to be committed), so uploads that stall or fail never hold a mailbox's item slots."""
+
+    mailbox: str
+    sender: str
+    size: int = 0
+    final: bool = False
+
+
+# Usage is counted under these keys: the mailbox, the sender, the pair, the whole relay.
+UsageKey = tuple[str, ...]
+
+
+def _usage_keys(mailbox: str, sender: str) -> tuple[UsageKey, ...]:
+    return (("box", mailbox), ("from", sender), ("pair", mailbox, sender), ("all",))
+
+
 class Storage:
     """Mailboxes under `root`, indexed in memory; every change is a rename on disk."""
 
@@ -59,9 +80,11 @@ class Storage:
         self.boxes_dir = root / "mailboxes"
         self.tmp_dir = root / "tmp"
         self._index: dict[str, dict[str, Item]] = {}
-        # Uploads in progress count against quotas from the start: token -> (box, sender, size).
-        self._reserved: dict[int, tuple[str, str, int]] = {}
+        self._reserved: dict[int, Reservation] = {}  # uploads in progress, by token
         self._tokens = itertools.count(1)
+        # Running totals (items, bytes) under _usage_keys, stored items and reservations both.
+        self._items: Counter[UsageKey] = Counter()
+        self._bytes: Counter[UsageKey] = Counter()
         self._lock_fd: int | None = None
 
     def lock(self) -> None:
@@ -81,14 +104,44 @@ class Storage:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def reserve(self, mailbox: str, sender: str, size: int) -> int:
-        """Count an upload in progress in `usage` until `release(token)`."""
+    def reserve(self, mailbox: str, sender: str) -> int:
+        """Count an upload in progress in `usage` (as `grow` adds bytes) until `release`."""
         token = next(self._tokens)
-        self._reserved[token] = (mailbox, sender, size)
+        self._reserved[token] = Reservation(mailbox, sender)
+        self._count(mailbox, sender, 1, 0, box_item=False)
         return token
 
+    def reservation(self, token: int) -> Reservation:
+        return self._reserved[token]
+
+    def grow(self, token: int, nbytes: int) -> None:
+        """`nbytes` more of the upload `token` arrived."""
+        res = self._reserved[token]
+        res.size += nbytes
+        self._count(res.mailbox, res.sender, 0, nbytes)
+
+    def finalize(self, token: int) -> None:
+        """The upload is verified: it now takes one of its mailbox's item slots too."""
+        res = self._reserved[token]
+        if not res.final:
+            res.final = True
+            self._add(("box", res.mailbox), 1, 0)
+
     def release(self, token: int) -> None:
-        self._reserved.pop(token, None)
+        res = self._reserved.pop(token, None)
+        if res is not None:
+            self._count(res.mailbox, res.sender, -1, -res.size, box_item=res.final)
+
+    def _count(self, mailbox: str, sender: str, items: int, nbytes: int, *,
+               box_item: bool = True) -> None:
+        for key in _usage_keys(mailbox, sender):
+            self._add(key, items if box_item or key[0] != "box" else 0, nbytes)
+
+    def _add(self, key: UsageKey, items: int, nbytes: int) -> None:
+        self._items[key] += items
+        self._bytes[key] += nbytes
+        if not self._items[key] and not self._bytes[key]:
+            del self._items[key], self._bytes[key]  # an idle key costs no memory
 
     def recover(self) -> int:
         """Create the folders, drop partial uploads and orphans, index what is complete."""
@@ -96,6 +149,8 @@ class Storage:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._index.clear()
+        self._items.clear()
+        self._bytes.clear()
         for box in sorted(p for p in self.boxes_dir.iterdir() if p.is_dir()):
             for path in sorted(box.iterdir()):
                 if path.name.startswith(".") or path.suffix not in (SEALED, META):
@@ -108,6 +163,7 @@ class Storage:
                         path.with_suffix(SEALED).unlink(missing_ok=True)
                         continue
                     self._index.setdefault(item.mailbox, {})[item.id] = item
+                    self._count(item.mailbox, item.sender, 1, item.size)
                 elif not path.with_suffix(META).is_file():
                     path.unlink(missing_ok=True)
         return self.count()
@@ -151,6 +207,7 @@ class Storage:
         atomic_write_text(box / (item.id + META), json.dumps(asdict(item)) + "\n")
         fsync_dir(box)  # the two renames survive a power cut before the 201 is sent
         self._index.setdefault(mailbox, {})[item.id] = item
+        self._count(mailbox, sender, 1, size)
         return item
 
     def items(self, mailbox: str) -> list[Item]:
@@ -163,7 +220,8 @@ class Storage:
     def delete(self, item: Item) -> None:
         """Remove an item (meta first, so a crash leaves at worst an orphan to sweep)."""
         box = self._index.get(item.mailbox, {})
-        box.pop(item.id, None)
+        if box.pop(item.id, None) is not None:
+            self._count(item.mailbox, item.sender, -1, -item.size)
         if not box:
             self._index.pop(item.mailbox, None)
         folder = self.boxes_dir / item.mailbox
@@ -188,11 +246,14 @@ class Storage:
         return sum(len(box) for box in self._index.values())
 
     def usage(self, *, mailbox: str | None = None, sender: str | None = None) -> tuple[int, int]:
-        """(items, bytes) queued for `mailbox` or from `sender`, uploads in progress included."""
-        n = size = 0
-        entries = [(i.mailbox, i.sender, i.size) for i in self.all_items()]
-        for box, from_, nbytes in [*entries, *list(self._reserved.values())]:
-            if (mailbox is None or box == mailbox) and (sender is None or from_ == sender):
-                n += 1
-                size += nbytes
-        return n, size
+        """(items, bytes) queued for `mailbox`, from `sender`, from `sender` for `mailbox`, or
+        in all; uploads in progress count with the bytes received so far (see Reservation)."""
+        if mailbox is not None and sender is not None:
+            key: UsageKey = ("pair", mailbox, sender)
+        elif mailbox is not None:
+            key = ("box", mailbox)
+        elif sender is not None:
+            key = ("from", sender)
+        else:
+            key = ("all",)
+        return self._items[key], self._bytes[key]

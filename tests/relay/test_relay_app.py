@@ -202,3 +202,121 @@ async def test_concurrent_uploads_cannot_pass_the_quotas_together(
         tmp_path, ALICE, [EVE])) for _ in range(10)))
     assert sorted(a.status for a in answers) == [201] * 3 + [429] * 7
     assert list((tmp_path / "r2" / "tmp").iterdir()) == []
+
+
+async def _stalling_upload(server, sender, to, declared: int, sent: bytes):
+    """A raw POST declaring `declared` bytes that sends `sent` and then nothing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    path = box(to)
+    headers = signed(sender, "POST", path, b"x" * 10)
+    head = f"POST {path} HTTP/1.1\r\nHost: relay\r\nContent-Length: {declared}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(head.encode() + b"\r\n" + sent)
+    await writer.drain()
+    return reader, writer
+
+
+async def _until(predicate, seconds: float = 15.0) -> bool:
+    for _ in range(int(seconds / 0.05)):  # bounded
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+def _temp_sizes(data_dir) -> list[int]:
+    return sorted(p.stat().st_size for p in (data_dir / "tmp").iterdir())
+
+
+async def test_silent_uploads_do_not_lock_a_mailbox(
+    aiohttp_server, aiohttp_client, data_dir, tmp_path
+):
+    # Old relays reserved the declared Content-Length (and an item slot) until the body
+    # arrived, with no timeout: four silent connections kept the mailbox at 429.
+    app = make_relay_app(data_dir, Limits(mailbox_bytes=2 * 2**20, mailbox_items=4))
+    server = await aiohttp_server(app)
+    client = await aiohttp_client(server)
+    stallers = [await _stalling_upload(server, EVE, BOB, 2**19, b"\x00") for _ in range(4)]
+    assert await _until(lambda: len(_temp_sizes(data_dir)) == 4)  # all four are receiving
+    body = sealed_bytes(tmp_path, ALICE, [BOB])
+    resp = await upload(client, ALICE, BOB, body)
+    assert resp.status == 201, await resp.text()
+    for _reader, writer in stallers:
+        writer.close()
+    assert await _until(lambda: not _temp_sizes(data_dir))
+
+
+async def test_a_stalled_upload_is_dropped_after_the_stall_bound(aiohttp_server, data_dir):
+    app = make_relay_app(data_dir, Limits(body_stall=1.0))
+    server = await aiohttp_server(app)
+    reader, writer = await _stalling_upload(server, EVE, BOB, 2**19, b"\x00" * 100)
+    assert await _until(lambda: app[STATE].storage.usage() == (1, 100))
+    # Answered and cut off within the bound; nothing of it is kept or reserved.
+    answer = await asyncio.wait_for(reader.read(), 30)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    writer.close()
+    assert await _until(lambda: not _temp_sizes(data_dir))
+    assert app[STATE].storage.usage() == (0, 0)
+
+
+async def test_an_upload_in_progress_holds_only_the_bytes_received(
+    aiohttp_server, aiohttp_client, data_dir, tmp_path
+):
+    app = make_relay_app(data_dir, Limits(mailbox_bytes=10_000))
+    server = await aiohttp_server(app)
+    client = await aiohttp_client(server)
+    _reader, writer = await _stalling_upload(server, EVE, BOB, 10_000, b"\x00" * 6000)
+    storage = app[STATE].storage
+    assert await _until(lambda: storage.usage(mailbox=BOB.device_id)[1] >= 6000)
+    resp = await upload(client, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB], size=5000))
+    assert resp.status == 429  # 6000 received + ~5100 would pass 10,000
+    body = sealed_bytes(tmp_path, ALICE, [BOB], size=2000)
+    resp = await upload(client, ALICE, BOB, body)
+    assert resp.status == 201, await resp.text()
+    writer.close()
+    assert await _until(lambda: not _temp_sizes(data_dir))
+    assert storage.usage() == (1, len(body))
+
+
+async def test_the_relay_refuses_a_request_replayed_after_a_restart(
+    aiohttp_client, data_dir, tmp_path
+):
+    body = sealed_bytes(tmp_path, ALICE, [BOB])
+    headers = signed(ALICE, "POST", box(BOB), body)
+    first = await aiohttp_client(make_relay_app(data_dir))
+    assert (await first.post(box(BOB), data=body, headers=headers)).status == 201
+    await first.close()
+    second = await aiohttp_client(make_relay_app(data_dir))
+    resp = await second.post(box(BOB), data=body, headers=headers)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
+    listing = await second.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+    assert len((await listing.json())["items"]) == 1
+
+
+async def test_a_key_over_its_request_rate_gets_429(aiohttp_client, data_dir):
+    from commuter.peer.auth import Rates
+
+    rates = Rates(per_key=0.01, key_burst=5, new_keys=0.01, new_key_burst=2)
+    client = await aiohttp_client(make_relay_app(data_dir, Limits(rates=rates)))
+    for _ in range(5):
+        assert (await client.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))).status == 200
+    resp = await client.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+    assert resp.status == 429 and (await resp.json())["error"] == "rate-limited"
+    # Another key has its own bucket; a third new key at once is over the new-key rate.
+    assert (await client.get(box(ALICE), headers=signed(ALICE, "GET", box(ALICE)))).status == 200
+    resp = await client.get(box(EVE), headers=signed(EVE, "GET", box(EVE)))
+    assert resp.status == 429
+
+
+async def test_one_sender_cannot_fill_a_mailbox_and_the_relay_has_a_total_cap(
+    aiohttp_client, data_dir, tmp_path
+):
+    client = await aiohttp_client(make_relay_app(data_dir, Limits(sender_mailbox_items=1)))
+    assert (await upload(client, EVE, BOB, sealed_bytes(tmp_path, EVE, [BOB]))).status == 201
+    resp = await upload(client, EVE, BOB, sealed_bytes(tmp_path, EVE, [BOB]))
+    assert resp.status == 429 and "for that recipient" in (await resp.json())["message"]
+    assert (await upload(client, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))).status == 201
+    capped = await aiohttp_client(make_relay_app(tmp_path / "r2", Limits(total_bytes=5000)))
+    assert (await upload(capped, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))).status == 201
+    resp = await upload(capped, EVE, ALICE, sealed_bytes(tmp_path, EVE, [ALICE]))
+    assert resp.status == 507 and (await resp.json())["error"] == "relay-storage-full"
