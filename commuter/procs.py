@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from commuter.backends.claude_paths import claude_project_folder
+from commuter.settings import is_project_dir_name
 
 
 def _is_claude(cmdline: list[str], comm: str) -> bool:
@@ -60,11 +61,23 @@ def busy_pids(transcript: Path, session_id: str, proc: Path = Path("/proc")) -> 
             cwd = os.readlink(base / "cwd")
         except OSError:
             continue
-        if claude_project_folder(cwd) == folder and (
+        if _folder_of(base, cwd) == folder and (
             session_id in " ".join(cmdline) or "--continue" in cmdline or "-c" in cmdline
         ):
             found.append(pid)
     return found
+
+
+def _folder_of(base: Path, cwd: str) -> str:
+    """The project folder a claude process uses: CLAUDE_CODE_PROJECT_DIR_NAME from its
+    environment when CLAUDE_CONFIG_DIR is set there too (as Claude honours it), else cwd's."""
+    env = dict(
+        item.split(b"=", 1) for item in _read(base / "environ").split(b"\0") if b"=" in item
+    )
+    name = env.get(b"CLAUDE_CODE_PROJECT_DIR_NAME", b"").decode(errors="replace")
+    if env.get(b"CLAUDE_CONFIG_DIR") and is_project_dir_name(name):
+        return name
+    return claude_project_folder(cwd)
 
 
 def _holds_open(base: Path, target: str) -> bool:

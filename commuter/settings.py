@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
+
+# What Claude Code 2.1.332 accepts in CLAUDE_CODE_PROJECT_DIR_NAME (else it is ignored).
+_PROJECT_DIR_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+_RESERVED_NAME = re.compile(r"\A(?:con|prn|aux|nul|com[0-9]|lpt[0-9])\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,9 @@ class Settings:
     stall_timeout: float = 60.0
     mdns_timeout: float = 3.0
     ssh_command: str = "ssh"  # $COMMUTER_SSH, like GIT_SSH_COMMAND; sshhop splits it with shlex
+    # $CLAUDE_CODE_PROJECT_DIR_NAME (Claude Code 2.1.234+): one projects/<name>/ folder for
+    # every project. Claude honours it only beside CLAUDE_CONFIG_DIR and for a plain name.
+    claude_project_dir_name: str | None = None
 
     @property
     def config_file(self) -> Path:
@@ -85,6 +93,9 @@ class Settings:
         claude_env = env.get("CLAUDE_CONFIG_DIR")
         claude_dir = Path(claude_env) if claude_env else home / ".claude"
         claude_json = claude_dir / ".claude.json" if claude_env else home / ".claude.json"
+        dir_name = env.get("CLAUDE_CODE_PROJECT_DIR_NAME") or ""
+        if not (claude_env and is_project_dir_name(dir_name)):
+            dir_name = ""
         interfaces = env.get("COMMUTER_MDNS_INTERFACES")
         return cls(
             home=home,
@@ -97,7 +108,13 @@ class Settings:
             else None,
             user=env.get("USER") or _user(),
             ssh_command=env.get("COMMUTER_SSH", "").strip() or "ssh",
+            claude_project_dir_name=dir_name or None,
         )
+
+
+def is_project_dir_name(name: str) -> bool:
+    """True for a CLAUDE_CODE_PROJECT_DIR_NAME value Claude Code uses (others it ignores)."""
+    return bool(_PROJECT_DIR_NAME.match(name)) and not _RESERVED_NAME.match(name)
 
 
 def _is_macos() -> bool:

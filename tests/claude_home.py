@@ -1,4 +1,4 @@
-"""Test helper: real Claude Code sessions (tests/data/claude) placed into a fake home."""
+"""Test helper: real Claude Code sessions (tests/data/claude*) placed into a fake home."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from commuter.backends.claude_paths import claude_project_folder
@@ -31,50 +32,89 @@ PROJECTS = (
     "projects/my.app", "projects/My Project.v2", "projects/tui_app", "projects/café_ünï 日本",
     LONG_REL,
 )
+_PROJECT_OF = {"dot-space": "projects/My Project.v2", "interactive": "projects/tui_app",
+               "unicode": "projects/café_ünï 日本", "long-path": LONG_REL}
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """One set of real sessions: the client that wrote them, where, and their ids by name."""
+
+    version: str
+    data: Path
+    home: str  # the HOME the client ran with; every path inside starts with it
+    sessions: dict[str, str]  # MANIFEST.md section name -> session id
+    backed_up: tuple[str, ...]  # files (relative to HOME) with file-history backups
+
+    def project(self, name: str) -> str:
+        """The project (relative to HOME) of the session `name`."""
+        return _PROJECT_OF.get(name, "projects/my.app")
+
+
+V197 = Fixture(
+    "2.1.197", DATA, FIXTURE_HOME,
+    {"plain": PLAIN, "tools": TOOLS, "subagent": SUBAGENT, "resumed": RESUMED, "plan": PLAN,
+     "dot-space": DOT_SPACE, "interactive": INTERACTIVE, "unicode": UNICODE, "long-path": LONG},
+    ("projects/my.app/a.txt",),
+)
+V332 = Fixture(
+    "2.1.332", Path(__file__).parent / "data" / "claude-2.1.332" / "home",
+    "/tmp/rcfix332/claude/home",
+    {"plain": "068f6110-501d-443d-aac7-33214e923d6b",
+     "tools": "4ddad64f-3589-41bd-b655-e6ac6737249e",
+     "subagent": "2774dc16-710c-4b25-b9fa-6af356585479",
+     "resumed": "c36a5525-3cae-4f17-a05e-5d3e3470b946",
+     "plan": "c0d4c97d-7cf6-432b-bc51-ecabaacfab77",
+     "dot-space": "db184e77-007a-4e1d-b567-4a16f49bf382",
+     "interactive": "9f5fdef2-7242-446a-aa1a-818b60fa871e",
+     "unicode": "44ffd83d-2934-476f-a35b-c701d2001de9",
+     "long-path": "81be7c3e-4d37-463f-b719-0ba161925246"},
+    ("projects/my.app/a.txt",),
+)
+FIXTURES = (V197, V332)
 
 
 def backup_name(path: str, version: int = 1) -> str:
     return f"{hashlib.sha256(path.encode()).hexdigest()[:16]}@v{version}"
 
 
-def install(home: Path) -> Path:
+def install(home: Path, fixture: Fixture = V197) -> Path:
     """Copy the fixture home into `home`, rebasing every path from the fixture's HOME to it.
 
     Rewrites paths in all text files, renames project folders and file-history backups the way
     Claude would have named them had it run there. Returns `home`.
     """
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(DATA, home, dirs_exist_ok=True)
+    shutil.copytree(fixture.data, home, dirs_exist_ok=True)
     for rel in PROJECTS:
         (home / rel).mkdir(parents=True, exist_ok=True)
     new = str(home)
     renames = {
-        backup_name(f"{FIXTURE_HOME}/projects/my.app/a.txt"): backup_name(
-            f"{new}/projects/my.app/a.txt"
-        )
+        backup_name(f"{fixture.home}/{rel}"): backup_name(f"{new}/{rel}")
+        for rel in fixture.backed_up
     }
     projects = home / ".claude" / "projects"
     for path in sorted(home.rglob("*")):
         if path.is_file() and path.suffix in (".jsonl", ".json", ".md"):
-            text = path.read_text(encoding="utf-8").replace(FIXTURE_HOME, new)
+            text = path.read_text(encoding="utf-8").replace(fixture.home, new)
             for old, repl in renames.items():
                 text = text.replace(old, repl)
             path.write_text(text, encoding="utf-8")
     for folder in list(projects.iterdir()):
-        old_project = _project_of_folder(folder.name)
+        old_project = _project_of_folder(folder.name, fixture.home)
         if old_project is None:
             continue
-        target = projects / claude_project_folder(old_project.replace(FIXTURE_HOME, new, 1))
+        target = projects / claude_project_folder(old_project.replace(fixture.home, new, 1))
         if target != folder:
             folder.rename(target)
-    # The persisted-output path names the (old) project folder: fix it after the renames.
+    # Paths into a project folder (persisted output, memory) name the old folder: fix them.
+    folders = [(claude_project_folder(f"{fixture.home}/{rel}"),
+                claude_project_folder(f"{new}/{rel}")) for rel in PROJECTS]
     for path in projects.rglob("*.jsonl"):
         text = path.read_text(encoding="utf-8")
-        old_folder = claude_project_folder(f"{FIXTURE_HOME}/projects/my.app")
-        text = text.replace(
-            f"{new}/.claude/projects/{old_folder}/",
-            f"{new}/.claude/projects/{claude_project_folder(new + '/projects/my.app')}/",
-        )
+        for old_folder, new_folder in folders:
+            text = text.replace(f"{new}/.claude/projects/{old_folder}/",
+                                f"{new}/.claude/projects/{new_folder}/")
         path.write_text(text, encoding="utf-8")
     for old, repl in renames.items():
         for backup in (home / ".claude" / "file-history").rglob(old):
@@ -85,10 +125,10 @@ def install(home: Path) -> Path:
     return home
 
 
-def _project_of_folder(folder: str) -> str | None:
+def _project_of_folder(folder: str, fixture_home: str = FIXTURE_HOME) -> str | None:
     for rel in PROJECTS:
-        if claude_project_folder(f"{FIXTURE_HOME}/{rel}") == folder:
-            return f"{FIXTURE_HOME}/{rel}"
+        if claude_project_folder(f"{fixture_home}/{rel}") == folder:
+            return f"{fixture_home}/{rel}"
     return None
 
 

@@ -76,17 +76,25 @@ class ClaudeDirs:
     """The Claude Code directories of one machine."""
 
     root: Path
+    # CLAUDE_CODE_PROJECT_DIR_NAME (already checked by Settings): the one folder Claude then
+    # uses for every project's sessions and memory.
+    dir_name: str | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> ClaudeDirs:
-        return cls(settings.claude_dir)
+        return cls(settings.claude_dir, settings.claude_project_dir_name)
 
     @property
     def projects(self) -> Path:
         return self.root / "projects"
 
     def project_folder(self, project: Path | str) -> Path:
-        return self.projects / claude_project_folder(str(project))
+        """Where Claude writes the sessions of `project` (and reads its memory)."""
+        return self.projects / (self.dir_name or claude_project_folder(str(project)))
+
+    def memory(self, folder: Path) -> Path:
+        """The auto-memory of the project whose sessions are in `folder`."""
+        return folder / "memory"
 
     def file_history(self, sid: str) -> Path:
         return self.root / "file-history" / sid
@@ -199,7 +207,10 @@ def iter_transcripts(dirs: ClaudeDirs, folder: Path | None = None) -> Iterator[T
 
 
 def project_folders_for(dirs: ClaudeDirs, project: Path) -> list[Path]:
-    """The folders Claude searches for `project`: the exact one, plus same-200-prefix ones."""
+    """The folders `claude --continue` searches for `project`: the exact one, plus
+    same-200-prefix ones; with CLAUDE_CODE_PROJECT_DIR_NAME set, only that one."""
+    if dirs.dir_name:
+        return [dirs.projects / dirs.dir_name]
     name = claude_project_folder(str(project))
     exact = dirs.projects / name
     if len(name) <= 200:

@@ -19,9 +19,33 @@ PATH_KEYS = frozenset(
         "cwd", "file_path", "filePath", "path", "notebook_path", "notebookPath", "planFilePath",
         "persistedOutputPath", "relocatedCwd", "worktreePath", "project", "directory",
         "outputFile", "output_file", "transcript_path", "absolutePath", "originalCwd",
+        # Claude Code 2.1.332: environment snapshots, file-history backups, worktree-state.
+        "workingDirectory", "realParentDir", "trackingPath", "scratchpadDirectory",
+        "preEnterOriginalCwd", "extensionRoot",
     }
 )
 _PATH_KEYS_B = frozenset(k.encode() for k in PATH_KEYS)
+# Keys whose value is a list of paths (the environment snapshot's --add-dir folders).
+PATH_LIST_KEYS = frozenset({"additionalWorkingDirectories"})
+_PATH_LIST_OPEN = b'"additionalWorkingDirectories":["'
+_DELTA = b'"file-history-delta"'
+# Texts Claude Code 2.1.332 renders itself and sends again on a resume, naming a path
+# (group 1): an attachment's `rendered[].content` (the environment, loaded instructions or
+# memory, the plan file) and the recorded system prompt (`prompt_snapshot`, reused verbatim:
+# it tells the model where the project's memory is). Matched only in those two fields.
+_RENDERED_TEXTS = (
+    re.compile(r"^ - Primary working directory: (/[^\n]+?)(?= \(was |$)", re.M),
+    re.compile(r"^Contents of (/[^\n]+?) \(", re.M),
+    re.compile(r"(?:create your plan at|A plan file already exists at) (/[^\n]+?\.md)\b"),
+)
+_PROMPT_TEXTS = (
+    re.compile(r"file-based memory(?: system)? at `(/[^`\n]+)`"),
+    re.compile(r"(?:a private directory|a shared team directory) at `(/[^`\n]+)`"),
+)
+# Words right before such a path (a hit makes the line parsed), as JSON bytes.
+_RENDERED_LEADS = (b"Primary working directory: ", b"Contents of ", b"create your plan at ",
+                   b"plan file already exists at ")
+_PROMPT_LEADS = (b"memory at `", b"memory system at `", b"directory at `")
 _CWD_KEY = b'"cwd":"'
 _CHUNK = 1 << 20
 # Nesting a parsed line may have: below orjson.dumps' limit (254) and Python's stack.
@@ -96,6 +120,7 @@ class Rewriter:
                     self.roots.append((needle, kids, b'":"' + needle))
         # One search per root for a space then the prefix: the leads are checked at the hits.
         self.text_markers = [b" " + root for root, _, _ in self.roots]
+        self.quote_markers = [b"`" + root for root, _, _ in self.roots]
         self.backup_names = backup_names or {}
         # Exact byte strings replaced everywhere: a fork's new session id, its own plan slug.
         sid = [(old_sid.encode(), new_sid.encode())] if old_sid and new_sid else []
@@ -118,21 +143,27 @@ class Rewriter:
         edits: list[tuple[int, int, bytes]] = []
         lines: set[tuple[int, int]] = set()
         if self.backup_names:
-            start = data.find(_SNAPSHOT)
+            for record in (_SNAPSHOT, _DELTA):
+                _mark_lines(data, record, lines, near_start=True)
+        if self.needles:
+            _mark_lines(data, _PATH_LIST_OPEN, lines, near_start=False, then=b'"/')
+        for marker in self.quote_markers:
+            start = data.find(marker)
             while start != -1:
-                line_start = data.rfind(b"\n", 0, start) + 1
-                line_stop = data.find(b"\n", start)
-                line_stop = len(data) if line_stop == -1 else line_stop
-                if start - line_start < 120:
-                    lines.add((line_start, line_stop))
-                start = data.find(_SNAPSHOT, line_stop)
+                pos = start + 1
+                start = data.find(marker, pos)
+                if any(_ends_with(data, pos, lead) for lead in _PROMPT_LEADS):
+                    lines.add(_line_at(data, pos))
         for marker in self.text_markers:
             start = data.find(marker)
             while start != -1:
                 pos = start + 1
                 start = data.find(marker, pos)
-                # Every lead ends in ": " or "e ": most other hits are rejected right here.
-                if data[pos - 2 : pos] not in (b": ", b"e "):
+                # Every lead ends in ": ", "e ", "f " or "t ": most hits are rejected here.
+                if data[pos - 2 : pos] not in (b": ", b"e ", b"f ", b"t "):
+                    continue
+                if any(_ends_with(data, pos, lead) for lead in _RENDERED_LEADS):
+                    lines.add(_line_at(data, pos))
                     continue
                 kind = next((i for i, x in enumerate(_LEADS) if _ends_with(data, pos, x)), -1)
                 if kind == -1:
@@ -230,10 +261,18 @@ class Rewriter:
                             obj[key] = new
                             changed = True
                 elif isinstance(value, dict) and key == "trackedFileBackups":
-                    new_backups, did = self._backups(value)
+                    new_backups, did = self._backups(value, depth + 1)
                     if did:
                         obj[key] = new_backups
                         changed = True
+                elif isinstance(value, dict) and key == "backup":
+                    changed |= self._backup_name(value)
+                    changed |= self._walk(value, depth + 1)
+                elif isinstance(value, list) and key in PATH_LIST_KEYS:
+                    changed |= self._path_list(value)
+                elif isinstance(value, list) and key in ("rendered", "systemPrompt"):
+                    changed |= self._client_texts(value, key)
+                    changed |= self._walk(value, depth + 1)
                 elif isinstance(value, dict | list):
                     changed |= self._walk(value, depth + 1)
         elif isinstance(obj, list):
@@ -273,19 +312,64 @@ class Rewriter:
                 return text[: m.start(1)] + new + text[m.end(1) :]
         return None
 
-    def _backups(self, tracked: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _backups(self, tracked: dict[str, Any], depth: int) -> tuple[dict[str, Any], bool]:
         out: dict[str, Any] = {}
         changed = False
         for key, info in tracked.items():
             new_key = self.map.apply(key) if key.startswith("/") else key
             changed |= new_key != key
             if isinstance(info, dict):
-                name = info.get("backupFileName")
-                if isinstance(name, str) and name in self.backup_names:
-                    info = {**info, "backupFileName": self.backup_names[name]}
-                    changed = True
+                changed |= self._backup_name(info)
+                changed |= self._walk(info, depth + 1)  # realParentDir (2.1.332)
             out[new_key] = info
         return out, changed
+
+    def _backup_name(self, info: dict[str, Any]) -> bool:
+        """Rename a file-history backup (a snapshot's entry or a file-history-delta's)."""
+        name = info.get("backupFileName")
+        if isinstance(name, str) and name in self.backup_names:
+            info["backupFileName"] = self.backup_names[name]
+            return True
+        return False
+
+    def _path_list(self, items: list[Any]) -> bool:
+        changed = False
+        for i, item in enumerate(items):
+            if isinstance(item, str) and item.startswith("/"):
+                new = self.map.translate(item)
+                if new is not None and new != item:
+                    items[i] = new
+                    changed = True
+        return changed
+
+    def _client_texts(self, items: list[Any], key: str) -> bool:
+        """Paths in the texts Claude rendered itself (`rendered[].content`, `systemPrompt[]`)."""
+        changed = False
+        for i, item in enumerate(items):
+            if key == "rendered" and isinstance(item, dict):
+                text = item.get("content")
+                if isinstance(text, str):
+                    new = self._sub_paths(text, _RENDERED_TEXTS)
+                    if new != text:
+                        item["content"] = new
+                        changed = True
+            elif key == "systemPrompt" and isinstance(item, str):
+                new = self._sub_paths(item, _PROMPT_TEXTS)
+                if new != item:
+                    items[i] = new
+                    changed = True
+        return changed
+
+    def _sub_paths(self, text: str, patterns: tuple[re.Pattern[str], ...]) -> str:
+        def one(m: re.Match[str]) -> str:
+            new = self.map.translate(m[1])
+            if new is None:
+                return m[0]
+            return m[0][: m.start(1) - m.start(0)] + new + m[0][m.end(1) - m.start(0) :]
+
+        for pattern in patterns:
+            text = pattern.sub(one, text)
+        return text
 
     def copy(self, src: Path, out: BinaryIO) -> None:
         """Rewrite the file `src` line by line into `out`."""
@@ -303,6 +387,26 @@ class Rewriter:
                     out.write(self.block(data[:cut]))
             if tail:
                 out.write(self.block(tail))
+
+
+def _line_at(data: bytes, pos: int) -> tuple[int, int]:
+    """(start, stop) of the line of `data` that holds index `pos`."""
+    stop = data.find(b"\n", pos)
+    return data.rfind(b"\n", 0, pos) + 1, len(data) if stop == -1 else stop
+
+
+def _mark_lines(data: bytes, needle: bytes, lines: set[tuple[int, int]], *, near_start: bool,
+                then: bytes = b"") -> None:
+    """Add the lines holding `needle` (within a line's first 120 bytes if `near_start`;
+    followed by `then` if given) to `lines`."""
+    start = data.find(needle)
+    while start != -1:
+        line_start, line_stop = _line_at(data, start)
+        if (not near_start or start - line_start < 120) and data.startswith(
+            then, start + len(needle)
+        ):
+            lines.add((line_start, line_stop))
+        start = data.find(needle, line_stop)
 
 
 def _ends_with(data: bytes, at: int, text: bytes) -> bool:
@@ -325,7 +429,8 @@ def _string_end(data: bytes, begin: int) -> int:
 
 
 def backup_sources(transcript: Path, cwd: str) -> dict[str, str]:
-    """Map each file-history backup name to the absolute path it backs up, from the snapshots.
+    """Map each file-history backup name to the absolute path it backs up, from the
+    `file-history-snapshot` entries and (Claude Code 2.1.332) the `file-history-delta` ones.
 
     Relative keys are taken relative to `cwd` (the session's project dir).
     """
@@ -336,14 +441,15 @@ def backup_sources(transcript: Path, cwd: str) -> dict[str, str]:
             data = tail + chunk if tail else chunk
             cut = data.rfind(b"\n") + 1
             tail = data[cut:]
-            start = data.find(_SNAPSHOT, 0, cut)
-            while start != -1:
-                line_start = data.rfind(b"\n", 0, start) + 1
-                line_stop = data.find(b"\n", start)
-                if start - line_start < 120:
-                    _snapshot_sources(data[line_start:line_stop], cwd, found)
-                start = data.find(_SNAPSHOT, line_stop, cut)
-        if tail and _SNAPSHOT in tail[:120]:
+            for record in (_SNAPSHOT, _DELTA):
+                start = data.find(record, 0, cut)
+                while start != -1:
+                    line_start = data.rfind(b"\n", 0, start) + 1
+                    line_stop = data.find(b"\n", start)
+                    if start - line_start < 120:
+                        _snapshot_sources(data[line_start:line_stop], cwd, found)
+                    start = data.find(record, line_stop, cut)
+        if tail and (_SNAPSHOT in tail[:120] or _DELTA in tail[:120]):
             _snapshot_sources(tail, cwd, found)
     return found
 
@@ -353,10 +459,12 @@ def _snapshot_sources(raw: bytes, cwd: str, found: dict[str, str]) -> None:
         entry = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return
-    snap = entry.get("snapshot") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict):
+        return
+    snap = entry.get("snapshot")
     tracked = snap.get("trackedFileBackups") if isinstance(snap, dict) else None
     if not isinstance(tracked, dict):
-        return
+        tracked = {entry.get("trackingPath"): entry.get("backup")}  # a file-history-delta
     for key, info in tracked.items():
         name = info.get("backupFileName") if isinstance(info, dict) else None
         if isinstance(name, str) and isinstance(key, str):
