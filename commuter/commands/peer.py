@@ -97,13 +97,15 @@ async def _invite(
 
     from commuter.peer import pairing
     from commuter.peer.discovery import advertise_invite, format_address, local_addresses
-    from commuter.peer.server import Invite, make_pair_app, start_site
+    from commuter.peer.server import PAIR_LIMITS, Invite, make_pair_app, start_site
 
     me = _identity(settings)
     name = machine_name(settings)
     code = pairing.make_code()
     invite = Invite(settings, me, name, code, time.time() + wait)
-    runner, bound = await start_site(make_pair_app(invite), host or None, port)
+    runner, bound = await start_site(
+        make_pair_app(invite), host or None, port, limits=PAIR_LIMITS
+    )
     try:
         wildcard = not host or host in ("0.0.0.0", "::")
         shown_host = local_addresses(settings)[0] if wildcard or not host else host
@@ -126,8 +128,11 @@ async def _invite(
             try:
                 return await asyncio.wait_for(asyncio.shield(invite.result), wait)
             except TimeoutError:
+                # A handler still running (a joiner that stopped halfway) reports to no one.
+                invite.result.cancel()
+                what = "a joiner connected but did not finish" if invite.used else "no one joined"
                 raise PairingFailed(
-                    f"pairing failed: no one joined within {int(wait)} s (code expired)"
+                    f"pairing failed: {what} within {int(wait)} s (code expired)"
                 ) from None
     finally:
         await runner.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ from commuter.errors import (
     CommuterError,
     NotPaired,
     PairingFailed,
+    PeerError,
+    SessionNotFound,
     TooLarge,
 )
 from commuter.peer import auth, pairing, seal
@@ -33,6 +36,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_PORT = 47474
 MAX_BUNDLE = 2 * 1024**3
 READ_CHUNK = 1 << 20
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 
 Log = Callable[[str], None]
 # Runs after a bundle is stored; returns the upload's "status" for the sender ("imported",
@@ -53,6 +57,17 @@ async def errors_middleware(
         return await handler(request)
     except CommuterError as exc:
         return _json_error(exc)
+    except OSError as exc:
+        if exc.errno not in _OUT_OF_FDS:
+            raise
+        # Too many open files: one line in the log, a retryable answer, no traceback.
+        state = request.app.get(STATE)
+        if state is not None:
+            state.log(f"cannot answer {request.method} {request.path}: {exc.strerror}")
+        return web.json_response(
+            {"error": "peer", "message": "this machine is out of file descriptors; try again"},
+            status=503,
+        )
     except web.HTTPException as exc:
         if exc.status >= 400:
             return web.json_response(
@@ -179,9 +194,10 @@ class _Body:
     aiohttp's `readexactly` and a bytearray buffer both cost several copies per byte.
     """
 
-    def __init__(self, request: web.Request, limit: int) -> None:
+    def __init__(self, request: web.Request, limit: int, stall: float) -> None:
         self._content = request.content
         self._limit = limit
+        self._stall = stall
         self._seen = 0
         self._rest = b""
 
@@ -211,7 +227,13 @@ class _Body:
             raise TooLarge(f"bundle is larger than this machine accepts ({self._limit} bytes)")
         blocks, have = [self._rest], len(self._rest)
         while have < n:
-            block = await self._content.readany()
+            try:
+                async with asyncio.timeout(self._stall):
+                    block = await self._content.readany()
+            except TimeoutError:
+                raise PeerError(
+                    f"the upload stalled: nothing arrived for {self._stall:g} s"
+                ) from None
             if not block:
                 break
             blocks.append(block)
@@ -235,7 +257,7 @@ async def _receive_sealed(
     Frames are opened on the event loop: a 1 MiB AEGIS-256 frame takes well under a
     millisecond, less than handing it to a thread and back.
     """
-    body = _Body(request, st.max_body)
+    body = _Body(request, st.max_body, st.settings.stall_timeout)
     start = await body.exactly(len(seal.MAGIC) + 4)
     rest = await body.exactly(seal.header_size(start) + 64)
     header = seal.parse_header(start, rest)
@@ -287,9 +309,13 @@ async def handle_sessions(request: web.Request) -> web.Response:
 
 async def handle_session_bundle(request: web.Request) -> web.StreamResponse:
     """Paired only: export one session and stream it back sealed to the requester."""
+    from commuter.peer.client import safe_token
+
     st = request.app[STATE]
     peer = await _verified_get(request)
     session_id = request.match_info["session_id"]
+    if safe_token(session_id) is None:
+        raise SessionNotFound("no session with such an id here")
     st.settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     plain = st.settings.staging_dir / f".export-{secrets.token_hex(8)}.tmp"
     try:
@@ -299,9 +325,18 @@ async def handle_session_bundle(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = seal.sealed_size(size, len(sealer.prefix))
         await response.prepare(request)
-        async for chunk in seal.sealed_chunks(plain, sealer):
-            await response.write(chunk)
-        await response.write_eof()
+        try:
+            async for chunk in seal.sealed_chunks(plain, sealer):
+                async with asyncio.timeout(st.settings.stall_timeout):
+                    await response.write(chunk)
+            await response.write_eof()
+        except (TimeoutError, ConnectionError) as exc:
+            # Headers are out: there is no error answer to give, only the connection to end.
+            why = "stopped reading" if isinstance(exc, TimeoutError) else "went away"
+            st.log(f"sending session {session_id} to {peer.name} failed: it {why}")
+            if request.transport is not None:
+                request.transport.close()
+            return response
     finally:
         plain.unlink(missing_ok=True)
     st.log(f"sent session {session_id} to {peer.name}")
@@ -326,6 +361,8 @@ class Invite:
     code: pairing.Code
     expires_at: float
     serve_port: int = DEFAULT_PORT
+    # A hello or confirm body must arrive within this (it is a few hundred bytes).
+    body_timeout: float = 10.0
     used: bool = False
     session: pairing.PairingSession | None = None
     result: asyncio.Future[Peer] = field(
@@ -351,9 +388,14 @@ def make_pair_app(invite: Invite) -> web.Application:
     return app
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: web.Request, timeout: float) -> Any:  # noqa: ASYNC109
     try:
-        return await request.json()
+        async with asyncio.timeout(timeout):
+            return await request.json()
+    except TimeoutError:
+        raise PairingFailed(
+            f"pairing failed: the joiner's message did not arrive within {timeout:g} s"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PairingFailed("pairing failed: request is not JSON") from exc
 
@@ -372,7 +414,7 @@ async def handle_pair_hello(request: web.Request) -> web.Response:
     # would replace the first's).
     invite.used = True
     try:
-        data = await _json_body(request)
+        data = await _json_body(request, invite.body_timeout)
     except PairingFailed as exc:
         raise invite.fail(str(exc)) from None
     except BaseException:
@@ -400,7 +442,9 @@ async def handle_pair_confirm(request: web.Request) -> web.Response:
     if session is None or invite.result.done():
         raise PairingFailed("pairing failed: no pairing attempt in progress")
     try:
-        mac, blob = pairing.parse_confirm_message(await _json_body(request))
+        mac, blob = pairing.parse_confirm_message(
+            await _json_body(request, invite.body_timeout)
+        )
         session.check_confirmation(mac)
         info = session.open_info(blob)
     except PairingFailed as exc:
@@ -432,22 +476,185 @@ async def handle_pair_confirm(request: web.Request) -> web.Response:
     return web.json_response(reply)
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a listener grants: how long a connection may idle, how many it keeps at once."""
+
+    # A connection with no request in progress is closed after this long: a keep-alive one
+    # between requests, and one whose request headers have not all arrived (aiohttp's
+    # keep-alive timer runs from the connection's start until a whole request is in).
+    idle_timeout: float = 15.0
+    # Past this many open connections, a new one closes the oldest one that is not in a
+    # request; if every one is, the new one gets 503 and is closed. Lowered to fit the
+    # process's file descriptor limit.
+    max_connections: int = 32
+    # How long stopping waits for requests in progress before cancelling them.
+    shutdown_timeout: float = 2.0
+    backlog: int = 64
+
+
+DAEMON_LIMITS = Limits()
+# The pairing listener expects one joiner: a hello and a confirm of a few hundred bytes each.
+PAIR_LIMITS = Limits(idle_timeout=10.0, max_connections=8, shutdown_timeout=1.0, backlog=16)
+_FD_RESERVE = 24  # listening and mDNS sockets, stdio, the nonce database, logs
+
+
+def connection_cap(wanted: int) -> int:
+    """`wanted`, lowered so that every connection plus one open file fits the soft limit on
+    file descriptors (RLIMIT_NOFILE) with some to spare."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return wanted
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(2, min(wanted, (soft - _FD_RESERVE) // 2))
+
+
+_BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n")
+
+
+class _Gate:
+    """The connections of one runner's listeners, oldest first, and which are in a request
+    (`middleware` marks them); keeps them at `cap` as `Limits.max_connections` says."""
+
+    def __init__(self, runner: web.AppRunner, cap: int) -> None:
+        self._runner = runner
+        self.cap = cap
+        self.open: dict[_Counted, None] = {}
+        self.busy: set[object] = set()
+
+    def __call__(self) -> _Counted:
+        server = self._runner.server
+        assert server is not None  # sites start after setup
+        return _Counted(self, server())
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        transport = request.transport
+        self.busy.add(transport)
+        try:
+            return await handler(request)
+        finally:
+            self.busy.discard(transport)
+
+    def admit(self, new: _Counted) -> bool:
+        """Count `new`; if that is one too many, close the oldest idle connection for it.
+        False: every other connection is in a request, so `new` must go."""
+        self.open[new] = None
+        if len(self.open) <= self.cap:
+            return True
+        for conn in self.open:
+            if conn is not new and conn.transport not in self.busy:
+                self.gone(conn)
+                conn.inner.force_close()
+                return True
+        self.gone(new)
+        return False
+
+    def gone(self, conn: _Counted) -> None:
+        self.open.pop(conn, None)
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's protocol for one connection, counted by a _Gate."""
+
+    def __init__(self, gate: _Gate, inner: Any) -> None:
+        self.gate = gate
+        self.inner = inner
+        self.transport: asyncio.BaseTransport | None = None
+        self.admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.admitted = self.gate.admit(self)
+        if self.admitted:
+            self.inner.connection_made(transport)
+            return
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(_BUSY_ANSWER)
+        transport.close()  # after the answer goes out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gate.gone(self)
+        if self.admitted:
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.admitted:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return bool(self.inner.eof_received()) if self.admitted else None
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _GatedSite(web.BaseSite):
+    """A TCP site whose connections go through a _Gate."""
+
+    def __init__(
+        self, runner: web.AppRunner, host: str | None, port: int, gate: _Gate, backlog: int
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host, self._port, self._gate = host, port, gate
+
+    @property
+    def name(self) -> str:
+        from commuter.peer.discovery import format_address
+
+        return f"http://{format_address(self._host or '0.0.0.0', self._port)}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._gate, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+
+
 async def start_site(
-    app: web.Application, host: str | None, port: int
+    app: web.Application, host: str | None, port: int, *, limits: Limits | None = None
 ) -> tuple[web.AppRunner, int]:
-    """Start `app` on host:port (all interfaces if host is None); return the runner and port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    """Start `app` on host:port (all interfaces if host is None); return the runner and port.
+    With `limits`, idle connections are closed and their number is capped (see Limits);
+    without, aiohttp's defaults apply."""
+    gate = None
+    if limits is None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    else:
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False,
+            keepalive_timeout=limits.idle_timeout, shutdown_timeout=limits.shutdown_timeout,
+        )
+        gate = _Gate(runner, connection_cap(limits.max_connections))
+        app.middlewares.append(gate.middleware)
+
+    def site(host: str | None, port: int) -> web.BaseSite:
+        if gate is None or limits is None:
+            return web.TCPSite(runner, host=host, port=port, reuse_address=True)
+        return _GatedSite(runner, host, port, gate, limits.backlog)
+
     await runner.setup()
     try:
         if host is None and port == 0:
             # Each address family would get its own random port: take one for IPv4 (what
             # mDNS and printed addresses use), then listen on IPv6 on the same port if we can.
-            await web.TCPSite(runner, host="0.0.0.0", port=0, reuse_address=True).start()
+            await site("0.0.0.0", 0).start()
             port = next(int(a[1]) for a in runner.addresses if isinstance(a, tuple))
             with contextlib.suppress(OSError):
-                await web.TCPSite(runner, host="::", port=port, reuse_address=True).start()
+                await site("::", port).start()
         else:
-            await web.TCPSite(runner, host=host, port=port, reuse_address=True).start()
+            await site(host, port).start()
     except OSError as exc:
         await runner.cleanup()
         where = f"{host or '*'}:{port}"
@@ -468,6 +675,7 @@ async def serve(
     log: Log | None = None,
     stop: asyncio.Event | None = None,
     run_for: float | None = None,
+    limits: Limits = DAEMON_LIMITS,
 ) -> None:
     """Run the peer daemon until `stop` is set or `run_for` seconds pass (forever if neither)."""
     from commuter.peer.discovery import advertise_peer
@@ -476,17 +684,46 @@ async def serve(
     app = make_app(
         settings, identity, Peers.load(settings), name=name, on_received=on_received, log=say
     )
-    runner, bound = await start_site(app, host, port)
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(_FdExhaustion(say, previous))
     try:
-        advert = (
-            advertise_peer(settings, name, identity.device_id, bound, log=say)
-            if mdns
-            else contextlib.nullcontext()
-        )
-        async with advert:
-            say(f"serving as {name} ({identity.device_id}) on {host or '*'}:{bound}")
-            waiter = (stop or asyncio.Event()).wait()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, run_for)
+        runner, bound = await start_site(app, host, port, limits=limits)
+        try:
+            advert = (
+                advertise_peer(settings, name, identity.device_id, bound, log=say)
+                if mdns
+                else contextlib.nullcontext()
+            )
+            async with advert:
+                say(f"serving as {name} ({identity.device_id}) on {host or '*'}:{bound}")
+                waiter = (stop or asyncio.Event()).wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, run_for)
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        loop.set_exception_handler(previous)
+
+
+class _FdExhaustion:
+    """A loop exception handler: asyncio's accept() out of file descriptors (it pauses
+    accepting for a second, then goes on) is one log line a minute, not a traceback each
+    time; anything else goes to the handler before it."""
+
+    def __init__(self, say: Log, previous: Any) -> None:
+        self._say = say
+        self._previous = previous
+        self._said = -1e9
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_FDS:
+            if time.monotonic() - self._said > 60:
+                self._said = time.monotonic()
+                self._say(f"out of file descriptors ({exc.strerror}): new connections wait")
+            return
+        if self._previous is not None:
+            self._previous(loop, context)
+        else:
+            loop.default_exception_handler(context)

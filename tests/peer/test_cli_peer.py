@@ -254,3 +254,33 @@ def test_pair_timeout_expires_with_one_error_line(tmp_path):
     [run_line] = [ln for ln in result.stdout.splitlines() if "on the other machine" in ln]
     assert re.search(r"commuter pair \d+(-\w+)+ --address 127\.0\.0\.1:\d+$", run_line)
     assert not (settings_of(env).config_dir / "peers.json").exists()
+
+
+def test_pair_with_a_hello_whose_body_never_comes_ends_on_time_and_says_so(tmp_path):
+    import socket
+
+    env = env_for(tmp_path / "office")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commuter", "pair", "--json", "--timeout", "2", "--host",
+         "127.0.0.1", "--no-mdns"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    invite = json.loads(proc.stdout.readline() or "{}")
+    host, port = invite["address"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as joiner:
+        joiner.sendall(b"POST /pair/v1/hello HTTP/1.1\r\nHost: office\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        try:
+            out, err = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=10)
+            raise
+    elapsed = time.monotonic() - started
+    result = subprocess.CompletedProcess("pair", proc.returncode, out, err)
+    one_error_line(result, "pairing failed: a joiner connected but did not finish within 2 s "
+                           "(code expired)")
+    assert elapsed < 15
+    assert not (settings_of(env).config_dir / "peers.json").exists()

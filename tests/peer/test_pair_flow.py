@@ -186,3 +186,22 @@ async def test_joiner_refuses_an_inviter_under_a_name_it_already_trusts(aiohttp_
     assert [p.public_key for p in Peers.load(home).all()] == [EVE.public_key]
     # The joiner learns the inviter's name last: the inviter has stored it (the message says so).
     assert (await asyncio.wait_for(invite.result, 5)).public_key == BOB.public_key
+
+
+async def test_a_hello_whose_body_stops_coming_ends_the_invite(aiohttp_server, two):
+    office, _home = two
+    code = pairing.make_code()
+    invite = Invite(office, ALICE, "office", code, time.time() + 60, body_timeout=1.0)
+    server = await aiohttp_server(make_pair_app(invite))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(b"POST /pair/v1/hello HTTP/1.1\r\nHost: office\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        with pytest.raises(PairingFailed, match="the joiner's message did not arrive within 1 s"):
+            await asyncio.wait_for(asyncio.shield(invite.result), 20)
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        assert status_line.split()[1] == b"403"
+    finally:
+        writer.close()
+    assert Peers.load(office).all() == []
