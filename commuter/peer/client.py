@@ -382,7 +382,7 @@ class PeerClient:
             "POST", "/v1/bundles", body=_chunks(sealed_path, progress),
             digest=auth.sealed_body_digest(header.digest), length=size,
         )
-        return dict(data)
+        return self._upload_answer(data)
 
     async def upload_sealing(
         self, plain_path: Path, progress: Progress | None = None
@@ -396,7 +396,15 @@ class PeerClient:
             digest=auth.sealed_body_digest(sealer.digest),
             length=sealed_size(size, len(sealer.prefix)),
         )
-        return dict(data)
+        return self._upload_answer(data)
+
+    def _upload_answer(self, data: Any) -> dict[str, str]:
+        """The fields of an upload's answer that are plain tokens ("status", "id", "digest");
+        anything else a peer put there is dropped."""
+        if not isinstance(data, dict):
+            raise PeerError(f"{self.peer.name} sent a malformed reply")
+        fields = ((k, safe_token(data.get(k))) for k in ("status", "id", "digest"))
+        return {k: v for k, v in fields if v is not None}
 
     async def list_sessions(self, project: str | None = None) -> list[ListedSession]:
         """The peer's well-formed sessions, newest first (see `list_sessions_counted`)."""
@@ -653,11 +661,13 @@ async def join(
     async def post(path: str, payload: dict[str, Any]) -> Any:
         try:
             async with http.post(base + path, json=payload) as resp:
-                body = await resp.read()
+                body = await read_capped(resp, MAX_REPLY)
                 if resp.status == 404:
                     raise PairingFailed(f"no pairing invitation is open at {address}")
                 if resp.status >= 400:
                     raise _error_from(resp.status, body, address)
+                if body is None:
+                    raise ValueError("reply too long")
                 import json
 
                 return json.loads(body)

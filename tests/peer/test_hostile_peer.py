@@ -245,3 +245,62 @@ def test_an_address_that_would_change_the_url_is_refused(address):
 
     with pytest.raises(ConfigError, match="is not an address"):
         client.parse_address(address)
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ({"status": "stored", "id": "20260101T000000-abc-123", "digest": "ab12"},
+     {"status": "stored", "id": "20260101T000000-abc-123", "digest": "ab12"}),
+    ({"status": "\x1b[2Jimported", "id": "../../x", "digest": 5, "extra": "y"}, {}),
+])
+async def test_an_upload_answer_keeps_only_plain_token_fields(
+    aiohttp_server, bob, tmp_path, answer, expected
+):
+    settings, _project = bob
+
+    async def stored(_request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = FakePeer([]).app()
+    app.router.add_post("/v1/bundles", stored)
+    server = await aiohttp_server(app)
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(100))
+    alice = Peers.load(settings).get("alice")
+    got = await client.send_file(settings, BOB, alice, plain, f"127.0.0.1:{server.port}")
+    assert got == expected
+
+
+@pytest.mark.parametrize("answer", [[1, 2], "stored", None])
+async def test_an_upload_answer_that_is_not_an_object_is_one_peer_error(
+    aiohttp_server, bob, tmp_path, answer
+):
+    settings, _project = bob
+
+    async def stored(_request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = FakePeer([]).app()
+    app.router.add_post("/v1/bundles", stored)
+    server = await aiohttp_server(app)
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(100))
+    alice = Peers.load(settings).get("alice")
+    with pytest.raises(PeerError, match="alice sent a malformed reply"):
+        await client.send_file(settings, BOB, alice, plain, f"127.0.0.1:{server.port}")
+
+
+async def test_a_pairing_reply_too_long_to_be_one_is_refused(aiohttp_server, bob):
+    from commuter.errors import PairingFailed
+    from commuter.peer import pairing
+
+    settings, _project = bob
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.json_response({"v": 1, "spake": "A" * (8 << 20)})
+
+    app = web.Application()
+    app.router.add_post("/pair/v1/hello", hello)
+    server = await aiohttp_server(app)
+    code = pairing.make_code()
+    with pytest.raises(PairingFailed, match="malformed reply"):
+        await client.join(settings, BOB, "bob", code, f"127.0.0.1:{server.port}")
