@@ -33,6 +33,8 @@ _ROOT_TAG = b"commuter-bundle-2\0"
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _BACKEND_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MAX_JSON_DEPTH = 64  # arrays/objects in any JSON a bundle carries; real ones nest under 10
+IMPORT_SIZE_HINT = "COMMUTER_MAX_IMPORT_SIZE raises the cap on imports"
 _TAR_KINDS = {
     tarfile.DIRTYPE: "directory", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
     tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
@@ -48,11 +50,16 @@ class Limits:
 
     max_total: int = 4 << 30
     max_member: int = 4 << 30
-    max_members: int = 100_000
+    max_members: int = 100_000  # files; the folders they sit in are capped at the same number
     max_manifest: int = 1 << 20
     max_digest: int = 32 << 20
-    max_legacy: int = 1 << 30
+    max_legacy: int = 256 << 20  # decompressed: the JSON has to be held in memory
     max_window: int = 1 << 24
+
+    def for_import(self, max_size: int) -> Limits:
+        """These limits with `max_size` as the cap on one import's total (and one member's)."""
+        return dataclasses.replace(self, max_total=max_size,
+                                   max_member=min(self.max_member, max_size))
 
 
 DEFAULT_LIMITS = Limits()
@@ -119,6 +126,81 @@ def check_member_name(name: str) -> str:
     return name
 
 
+_FILE = -1
+# the least a member costs in digest.json: ["<name>",<size>,"<64 hex>"] and a comma
+_DIGEST_ENTRY = 73
+
+
+class MemberNames:
+    """The member names of one bundle so far, with the checks every reader and the writer make.
+
+    A name used twice (compared case-insensitively, as macOS disks do) or used both as a file
+    and as a folder is refused. Each name costs time and memory in proportion to its length:
+    folders are kept as (parent folder, part) pairs, never as prefix strings, whose total
+    grows with the square of a deep name. Files and folders are each capped at
+    `limits.max_members`, and the names' total length at what `limits.max_digest` can list.
+    """
+
+    def __init__(self, limits: Limits, what: str = "bundle") -> None:
+        self._nodes: dict[tuple[int, str], int] = {}  # (folder id, casefolded part) -> id
+        self._limits = limits
+        self._what = what
+        self._files = 0
+        self._folders = 0
+        self._digest = 0
+
+    def add(self, name: str) -> None:
+        """Record `name` (already checked by check_member_name); BundleError if it clashes."""
+        shown = f"{self._what} member {name[:200]!r}"
+        if self._files >= self._limits.max_members:
+            raise BundleError(f"{self._what} has more than {self._limits.max_members} members")
+        self._digest += len(name.encode("utf-8", "surrogateescape")) + _DIGEST_ENTRY
+        if self._digest > self._limits.max_digest:
+            raise BundleError(f"{self._what} member names add up to more than its digest may "
+                              f"hold ({self._limits.max_digest} bytes)")
+        *folders, last = name.casefold().split("/")
+        parent = 0
+        for part in folders:  # a refused name adds no node: a new folder has no file below it
+            node = self._nodes.get((parent, part))
+            if node is None:
+                self._folders += 1
+                if self._folders > self._limits.max_members:
+                    raise BundleError(f"{self._what} has more than "
+                                      f"{self._limits.max_members} folders")
+                node = self._nodes[(parent, part)] = self._folders
+            elif node == _FILE:
+                raise BundleError(f"{shown} collides with another member")
+            parent = node
+        node = self._nodes.get((parent, last))
+        if node == _FILE:
+            raise BundleError(f"{shown} appears twice")
+        if node is not None:
+            raise BundleError(f"{shown} collides with another member")
+        self._nodes[(parent, last)] = _FILE
+        self._files += 1
+
+
+def check_size(name: str, size: int, total: int, limits: Limits, what: str = "bundle") -> None:
+    """BundleError if member `name` of `size` bytes, making `total` so far, is over the limits."""
+    if size > limits.max_member or total > limits.max_total:
+        raise BundleError(f"{what} member {name[:200]!r} ({size} bytes) exceeds the size limits "
+                          f"({limits.max_member} bytes per member, {limits.max_total} in all; "
+                          f"{IMPORT_SIZE_HINT})")
+
+
+def check_depth(obj: object, what: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """BundleError if JSON value `obj` nests arrays/objects deeper than `limit` (no recursion)."""
+    if not isinstance(obj, (dict, list)):
+        return
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            raise BundleError(f"{what} is nested more than {limit} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
 def _typename(value: object) -> str:
     return {dict: "object", list: "array", str: "string", int: "integer", bool: "boolean",
             float: "number", type(None): "null"}.get(type(value), type(value).__name__)
@@ -162,13 +244,45 @@ def manifest_from_dict(obj: object, *, members: tuple[Member, ...] = ()) -> Mani
     count = _field(obj, "message_count", int, "manifest")
     if count < 0:
         raise BundleError("bundle manifest field 'message_count' is negative")
+    git = _field(obj, "git", (dict, type(None)), "manifest")
+    if git is not None:
+        _check_fields(git, _GIT_FIELDS, "git")
+    meta = _field(obj, "meta", dict, "manifest")
+    _check_fields(meta, _META_FIELDS, "meta")
+    check_depth(obj, "bundle manifest")
     return Manifest(
         format=obj["format"], backend=backend, session_id=sid, project_dir=project,
         created_at=_field(obj, "created_at", str, "manifest"),
         origin=origin_from_dict(_field(obj, "origin", dict, "manifest")),
-        message_count=count, git=_field(obj, "git", (dict, type(None)), "manifest"),
-        meta=_field(obj, "meta", dict, "manifest"), members=members,
+        message_count=count, git=git, meta=meta, members=members,
     )
+
+
+_OPTIONAL_TEXT = (str, type(None))
+# the fields commuter reads; a backend may add others, which nothing here reads
+_GIT_FIELDS: dict[str, tuple[type, ...]] = {
+    "branch": _OPTIONAL_TEXT, "commit": _OPTIONAL_TEXT, "remote": _OPTIONAL_TEXT,
+    "root_commit": _OPTIONAL_TEXT, "subdir": _OPTIONAL_TEXT, "dirty": (list,),
+}
+_META_FIELDS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys((
+        "source_claude_dir", "source_home", "source_project_folder", "plan_slug",
+        "first_prompt", "last_activity", "entrypoint", "started_at", "lineage_hash",
+        "legacy_version"), _OPTIONAL_TEXT),
+    "file_history": (dict,),
+}
+
+
+def _check_fields(obj: dict[str, Any], fields: dict[str, tuple[type, ...]], where: str) -> None:
+    for key, kinds in fields.items():
+        if key in obj:
+            _field(obj, key, kinds, where)
+    items = list(obj.get("dirty", [])) if "dirty" in fields else []
+    if "file_history" in fields:
+        items += obj.get("file_history", {}).values()
+    if not all(isinstance(item, str) for item in items):
+        key = "dirty" if "dirty" in fields else "file_history"
+        raise BundleError(f"bundle {where} field {key!r} must hold only strings")
 
 
 def origin_from_dict(obj: dict[str, Any]) -> Origin:
@@ -205,9 +319,11 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
 
 def _loads(data: bytes, what: str) -> Any:
     try:
-        return orjson.loads(data)
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise BundleError(f"bundle {what} is not valid JSON ({exc})") from None
+    check_depth(obj, f"bundle {what}")
+    return obj
 
 
 def root_digest(manifest_sha256: str, members: tuple[Member, ...] | list[Member]) -> str:
@@ -250,8 +366,7 @@ class BundleWriter:
         self._cobj = zstandard.ZstdCompressor(
             level=level, write_checksum=True, threads=threads).compressobj()
         self._members: list[Member] = []
-        self._names: set[str] = set()
-        self._dirs: set[str] = set()
+        self._names = MemberNames(limits)
         self._total = 0
         self._closed = False
         out.write(MAGIC)
@@ -267,18 +382,9 @@ class BundleWriter:
         if self._closed:
             raise BundleError("bundle writer is already closed")
         check_member_name(name)
-        folded = name.casefold()
-        if folded in self._names:
-            raise BundleError(f"bundle member {name!r} was added twice")
-        if len(self._members) >= self._limits.max_members:
-            raise BundleError(f"bundle has more than {self._limits.max_members} members")
         if size > self._limits.max_member or self._total + size > self._limits.max_total:
             raise BundleError(f"bundle member {name!r} ({size} bytes) exceeds the size limits")
-        parents = [folded[:i] for i, c in enumerate(folded) if c == "/"]
-        if folded in self._dirs or any(p in self._names for p in parents):
-            raise BundleError(f"bundle member {name!r} collides with another member")
-        self._names.add(folded)
-        self._dirs.update(parents)
+        self._names.add(name)
         self._total += size
         self._emit(_tar_header(name, size))
 

@@ -24,10 +24,12 @@ from commuter.bundle import (
     Limits,
     Manifest,
     Member,
+    MemberNames,
     _loads,
     _padding,
     check_format,
     check_member_name,
+    check_size,
     manifest_from_dict,
     root_digest,
 )
@@ -324,8 +326,7 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
     manifest_sha = hashlib.sha256(data).hexdigest()
     manifest = manifest_from_dict(_loads(data, "manifest"))
     seen: dict[str, Member] = {}
-    folded: set[str] = set()
-    dirs: set[str] = set()
+    names = MemberNames(limits)
     total = 0
     while True:
         header = _next_header(src)
@@ -335,23 +336,11 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
         if name == DIGEST_NAME:
             break
         check_member_name(name)
-        key = name.casefold()
-        if key in folded:
-            raise BundleError(f"bundle member {name[:200]!r} appears twice")
-        parents = [key[:i] for i, c in enumerate(key) if c == "/"]
-        if key in dirs or any(p in folded for p in parents):
-            raise BundleError(f"bundle member {name[:200]!r} collides with another member")
-        dirs.update(parents)
-        if len(seen) >= limits.max_members:
-            raise BundleError(f"bundle has more than {limits.max_members} members")
+        names.add(name)
         total += size
-        if size > limits.max_member or total > limits.max_total:
-            raise BundleError(f"bundle member {name[:200]!r} ({size} bytes) exceeds the "
-                              f"size limits ({limits.max_member} per member, "
-                              f"{limits.max_total} in all)")
+        check_size(name, size, total, limits)
         sha = _copy(src, size, None if root is None else root / name)
         seen[name] = Member(name, size, sha)
-        folded.add(name.casefold())
     if size > limits.max_digest:
         raise BundleError(f"bundle digest is {size} bytes, over the {limits.max_digest} limit")
     digest = src.exact(size + _padding(size))[:size]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import platformdirs
 
+from commuter.errors import ConfigError
+
 # What Claude Code 2.1.332 accepts in CLAUDE_CODE_PROJECT_DIR_NAME (else it is ignored).
 _PROJECT_DIR_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 _RESERVED_NAME = re.compile(r"\A(?:con|prn|aux|nul|com[0-9]|lpt[0-9])\Z", re.IGNORECASE)
@@ -40,6 +42,8 @@ class Settings:
     # $CLAUDE_CODE_PROJECT_DIR_NAME (Claude Code 2.1.234+): one projects/<name>/ folder for
     # every project. Claude honours it only beside CLAUDE_CONFIG_DIR and for a plain name.
     claude_project_dir_name: str | None = None
+    # $COMMUTER_MAX_IMPORT_SIZE ("8G", "500M", bytes): the most one import unpacks in all
+    max_import_size: int = 4 << 30
 
     @property
     def config_file(self) -> Path:
@@ -109,7 +113,16 @@ class Settings:
             user=env.get("USER") or _user(),
             ssh_command=env.get("COMMUTER_SSH", "").strip() or "ssh",
             claude_project_dir_name=dir_name or None,
+            max_import_size=_size(env.get("COMMUTER_MAX_IMPORT_SIZE", "").strip() or "4G"),
         )
+
+
+def _size(text: str) -> int:
+    """Bytes from "8G", "500M", "64k" or "1000000" (K, M, G and T are powers of 1024)."""
+    found = re.fullmatch(r"([0-9]{1,15})\s*([KMGT]?)(?:i?B)?", text, re.IGNORECASE)
+    if found is None or int(found[1]) == 0:
+        raise ConfigError(f"COMMUTER_MAX_IMPORT_SIZE {text[:40]!r} is not a size like 8G or 500M")
+    return int(found[1]) << (10 * " KMGT".index(found[2].upper() or " "))
 
 
 def is_project_dir_name(name: str) -> bool:

@@ -276,7 +276,7 @@ def test_legacy_import_through_the_cli(tmp_path: Path, home: Path) -> None:
     placed = list((home / ".claude" / "projects").rglob(f"{SID}.jsonl"))
     assert len(placed) == 1
     staging = home / ".local" / "share" / "commuter" / "staging"
-    assert not staging.exists() or list(staging.iterdir()) == []
+    assert [p for p in staging.rglob("*") if not p.is_dir()] == []
 
 
 def test_legacy_validation(tmp_path: Path) -> None:
