@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,22 +12,53 @@ from typing import Any
 from commuter.errors import CommuterError, ConfigError, RelayError, TooLarge
 from commuter.peer import auth
 from commuter.peer.client import connect_reason, watched_body
+from commuter.peer.identity import normalize_device_id
 from commuter.peer.peers import Peer
 from commuter.transports import Incoming, Receipt, Transport, TransportContext
 from commuter.transports.state import CHUNK, sha256_file
 
 PROBE_TIMEOUT = 3.0
+# A relay is untrusted (and plain HTTP can be altered on the way): everything it says is
+# checked. Item ids are what relay.storage makes, and only ever go into a URL, never a path.
+ITEM_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{16}\Z")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+MAX_JSON = 4 << 20  # a listing of thousands of items is well under this
+MAX_ERROR_BODY = 64 << 10
+MAX_ITEM = 8 << 30  # no download is larger, whatever the relay's advertised max_bundle
+FETCHED = "relay-item.sealed"  # the name a download gets in its (fresh) staging dir
 
 
-def _error_from(status: int, body: bytes, url: str) -> CommuterError:
+def _error_from(status: int, body: bytes | None, url: str) -> CommuterError:
+    """The relay's {"error", "message"} as the matching error (None: the body was too long)."""
     from commuter.relay.quotas import RELAY_ERRORS
 
     try:
-        data = json.loads(body)
-        code, message = str(data["error"]), str(data["message"])
-    except (ValueError, KeyError, TypeError):
+        data = json.loads(body or b"")
+        code, message = data["error"], data["message"]
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise TypeError(code)
+    except (ValueError, KeyError, TypeError, RecursionError):
         return RelayError(f"the relay at {url} answered HTTP {status}")
-    return RELAY_ERRORS.get(code, RelayError)(f"relay: {message}")
+    return RELAY_ERRORS.get(code, RelayError)(f"relay: {_shown(message, 300)}")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Text from the relay made safe to print: no control characters, bounded."""
+    clean = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return clean + ("…" if len(text) > limit else "")
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _device_id(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        return value if normalize_device_id(value) == value else None
+    except ValueError:
+        return None
 
 
 class RelayTransport(Transport):
@@ -73,7 +105,10 @@ class RelayTransport(Transport):
 
     async def _request(self, method: str, path: str, *, body: Any = None,
                        digest: str = auth.EMPTY_SHA256, length: int | None = None,
-                       dst: Path | None = None, signed: bool = True) -> Any:
+                       dst: Path | None = None, max_bytes: int = 0,
+                       signed: bool = True) -> Any:
+        """The relay's JSON answer (at most MAX_JSON bytes); with `dst`, the body written there
+        instead (at most `max_bytes`: RelayError as soon as more arrives)."""
         import aiohttp
         from yarl import URL
 
@@ -92,15 +127,14 @@ class RelayTransport(Transport):
                 async with http.request(method, URL(self.url + path, encoded=True), data=data,
                                         headers=headers) as resp:
                     if resp.status >= 400:
-                        raise _error_from(resp.status, await resp.read(), self.url)
+                        raise _error_from(resp.status, await _read_capped(resp, MAX_ERROR_BODY),
+                                          self.url)
                     if dst is None:
-                        return await resp.json(content_type=None)
-                    fh = await asyncio.to_thread(dst.open, "wb")
-                    try:
-                        async for chunk in resp.content.iter_chunked(CHUNK):
-                            await asyncio.to_thread(fh.write, chunk)
-                    finally:
-                        fh.close()
+                        raw = await _read_capped(resp, MAX_JSON)
+                        if raw is None:
+                            raise RelayError(f"the relay at {self.url} sent an oversized reply")
+                        return json.loads(raw)
+                    await self._download(resp, dst, max_bytes)
                     return None
         except CommuterError:
             raise
@@ -111,8 +145,27 @@ class RelayTransport(Transport):
             raise self._down(exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise self._down(exc) from exc
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise RelayError(f"the relay at {self.url} sent a malformed reply") from exc
+
+    async def _download(self, resp: Any, dst: Path, max_bytes: int) -> None:
+        too_big = RelayError(f"the relay at {self.url} sent more than the {max_bytes} bytes "
+                             "it listed; dropped")
+        if resp.content_length is not None and resp.content_length > max_bytes:
+            raise too_big
+        size = 0
+        fh = await asyncio.to_thread(dst.open, "wb")
+        try:
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise too_big
+                await asyncio.to_thread(fh.write, chunk)
+        except BaseException:
+            fh.close()
+            await asyncio.to_thread(dst.unlink, True)
+            raise
+        fh.close()
 
     async def health(self) -> dict[str, Any]:
         """GET / of the relay (cached): status and limits."""
@@ -121,8 +174,19 @@ class RelayTransport(Transport):
                                           self.probe_timeout)
             if not isinstance(data, dict) or data.get("service") != "commuter-relay":
                 raise RelayError(f"{self.url} is not a commuter relay")
+            if not isinstance(data.get("limits", {}), dict):
+                raise RelayError(f"the relay at {self.url} sent a malformed reply")
             self._health = data
         return self._health
+
+    async def _max_bundle(self) -> int:
+        """The largest bundle the relay says it takes (0: it does not say)."""
+        try:
+            limits = (await self.health()).get("limits", {})
+        except TimeoutError as exc:
+            raise self._down(exc) from exc
+        value = _int(limits.get("max_bundle"))
+        return value if value is not None and value > 0 else 0
 
     async def reachable(self, peer: Peer | None) -> str | None:
         if self._url is None:
@@ -138,10 +202,7 @@ class RelayTransport(Transport):
         if not to:
             raise RelayError("the relay needs a recipient (push --to PEER, or pair first)")
         digest, size = await asyncio.to_thread(_digest_size, sealed)
-        try:
-            limit = int((await self.health()).get("limits", {}).get("max_bundle", 0))
-        except TimeoutError as exc:
-            raise self._down(exc) from exc
+        limit = await self._max_bundle()
         if limit and size > limit:
             raise TooLarge(f"bundle is {size // 2**20 + 1} MB, the relay at {self.url} accepts "
                            f"at most {limit // 2**20} MB")
@@ -149,39 +210,89 @@ class RelayTransport(Transport):
         for peer in to:
             answer = await self._request("POST", f"/v1/mailbox/{peer.device_id}",
                                          body=_chunks(sealed), digest=digest, length=size)
-            ids.append(str(answer.get("id", "")))
+            item_id = answer.get("id") if isinstance(answer, dict) else None
+            ids.append(item_id if isinstance(item_id, str) and ITEM_ID.match(item_id) else "?")
         return Receipt(self.scheme, ",".join(ids), tuple(p.name for p in to), self.url, size)
 
     def _box(self) -> str:
         return f"/v1/mailbox/{self.ctx.identity.device_id}"
 
+    def _item_path(self, item: Incoming) -> str:
+        if not ITEM_ID.match(item.id):  # pending() made it; checked again before any use
+            raise RelayError(f"relay item id {_shown(item.id)!r} is malformed")
+        return f"{self._box()}/{item.id}"
+
     async def pending(self) -> list[Incoming]:
-        """This machine's mailbox on the relay."""
-        try:
-            await self.health()  # a relay that does not answer fails in seconds, not minutes
-        except TimeoutError as exc:
-            raise self._down(exc) from exc
+        """This machine's mailbox on the relay; malformed items are skipped with one warning."""
+        limit = min(await self._max_bundle() or MAX_ITEM, MAX_ITEM)
         data = await self._request("GET", self._box())
-        try:
-            return [
-                Incoming(self.scheme, str(i["id"]), f"relay:{i['id']}", int(i["size"]),
-                         str(i["digest"]), True, str(i["sender"]))
-                for i in data["items"]
-            ]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RelayError(f"the relay at {self.url} sent a malformed listing") from exc
+        listed = data.get("items") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            raise RelayError(f"the relay at {self.url} sent a malformed listing")
+        items: list[Incoming] = []
+        bad: list[str] = []
+        seen: set[str] = set()
+        for entry in listed:
+            item, why = self._incoming(entry, limit)
+            if item is None or item.id in seen:
+                bad.append(why or f"item {item.id if item else '?'} listed twice")
+                continue
+            seen.add(item.id)
+            items.append(item)
+        if bad:
+            self.warnings.append(
+                f"relay: skipped {len(bad)} malformed item(s) in the listing of {self.url} "
+                f"(first: {bad[0]})"
+            )
+        return items
+
+    def _incoming(self, entry: object, limit: int) -> tuple[Incoming | None, str]:
+        """One listing entry, checked field by field (None and why if any is wrong)."""
+        if not isinstance(entry, dict):
+            return None, "not an object"
+        item_id, size, digest = entry.get("id"), _int(entry.get("size")), entry.get("digest")
+        sender = _device_id(entry.get("sender"))
+        if not isinstance(item_id, str) or not ITEM_ID.match(item_id):
+            shown = _shown(item_id) if isinstance(item_id, str) else type(item_id).__name__
+            return None, f"bad id {shown!r}"
+        if size is None or not 0 < size <= limit:
+            return None, f"item {item_id}: bad size"
+        if not isinstance(digest, str) or not SHA256.match(digest):
+            return None, f"item {item_id}: bad digest"
+        if sender is None:
+            return None, f"item {item_id}: bad sender"
+        if entry.get("mailbox", self.ctx.identity.device_id) != self.ctx.identity.device_id:
+            return None, f"item {item_id}: listed for another mailbox"
+        return Incoming(self.scheme, item_id, f"relay:{item_id}", size, digest, True, sender), ""
 
     async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
-        """Download one item; its digest must match the listing."""
-        dst = dst_dir / f"{item.id}.sealed"
-        await self._request("GET", f"{self._box()}/{item.id}", dst=dst)
+        """Download one item to a name of this process's choosing; at most its listed size,
+        and its digest must match the listing."""
+        path = self._item_path(item)
+        dst = dst_dir / FETCHED
+        await self._request("GET", path, dst=dst, max_bytes=min(item.size, MAX_ITEM))
         if await asyncio.to_thread(sha256_file, dst) != item.digest:
+            await asyncio.to_thread(dst.unlink, True)
             raise RelayError(f"relay item {item.id} arrived damaged; will retry next pull")
         return dst
 
     async def ack(self, item: Incoming) -> None:
         """Delete the item from the mailbox (after a successful import)."""
-        await self._request("DELETE", f"{self._box()}/{item.id}")
+        await self._request("DELETE", self._item_path(item))
+
+
+async def _read_capped(resp: Any, limit: int) -> bytes | None:
+    """The body, or None if it is longer than `limit` (not read further)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _digest_size(path: Path) -> tuple[str, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from claude_home import TOOLS, transcript
-from transhelp import BOB, EVE, context, make_world
+from transhelp import ALICE, BOB, EVE, context, make_world
 
 from commuter import config, core
 from commuter.errors import PeerUnreachable, RelayError, TooLarge, TransportError
@@ -267,3 +267,152 @@ async def test_an_import_whose_ack_was_lost_is_acked_not_imported_again(
     assert done == [] and warnings == []
     assert relay_files(tmp_path) == []  # the next pull finished the ack
     assert not transcript(world.b.home, world.project_b, TOOLS).exists()  # no second import
+
+
+class FakeRelay:
+    """A hostile relay on loopback: it lists what a test says and serves what it says."""
+
+    def __init__(self, items: list[object], bodies: dict[str, bytes], *,
+                 listing: bytes | None = None) -> None:
+        self.items, self.bodies, self.listing = items, bodies, listing
+        self.requested: list[str] = []
+        self.sent = 0  # bytes of item bodies written to a client
+
+    def app(self):
+        from aiohttp import web
+
+        async def health(request):
+            return web.json_response({"service": "commuter-relay", "status": "ok",
+                                      "limits": {"max_bundle": 1 << 30}})
+
+        async def listing(request):
+            if self.listing is not None:
+                return web.Response(body=self.listing, content_type="application/json")
+            return web.json_response({"items": self.items})
+
+        async def anything(request):
+            self.requested.append(request.raw_path)
+            if request.method == "DELETE":
+                return web.json_response({"deleted": request.raw_path.rsplit("/", 1)[-1]})
+            body = self.bodies.get(request.raw_path.rsplit("/", 1)[-1], b"ATTACKER BYTES\n")
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            for i in range(0, len(body), 1 << 20):
+                await resp.write(body[i : i + (1 << 20)])
+                self.sent += len(body[i : i + (1 << 20)])
+            await resp.write_eof()
+            return resp
+
+        app = web.Application()
+        app.router.add_get("/", health)
+        app.router.add_get(f"/v1/mailbox/{BOB.device_id}", listing)
+        app.router.add_route("*", "/{tail:.*}", anything)
+        return app
+
+
+def listed(item_id: str, body: bytes, sender: str, size: int | None = None) -> dict:
+    return {"id": item_id, "mailbox": BOB.device_id, "sender": sender,
+            "size": len(body) if size is None else size,
+            "digest": hashlib.sha256(body).hexdigest(), "created_at": 0, "expires_at": 0}
+
+
+async def fake_relay(aiohttp_server, world, relay: FakeRelay):
+    server = await aiohttp_server(relay.app())
+    config.set_value(world.b, "relay", (f"http://127.0.0.1:{server.port}",))
+    return server
+
+
+def sealed_export(world, tmp_path) -> bytes:
+    out = tmp_path / "good.sealed"
+    seal.seal_file(export(world, tmp_path), out, ALICE, [BOB.public_key])
+    return out.read_bytes()
+
+
+async def test_listed_ids_never_become_paths_and_bad_items_stop_no_good_one(
+    aiohttp_server, world, tmp_path
+):
+    # Old pulls wrote `<staging>/<id>.sealed`: an id `../…` or `/abs/…` from the relay put
+    # its bytes anywhere (here: over an existing drop) and the pull exited 0.
+    victim = tmp_path / "victim" / "drop.sealed"
+    victim.parent.mkdir()
+    victim.write_bytes(b"original")
+    escaped = world.b.data_dir / "escaped.sealed"
+    good = sealed_export(world, tmp_path)
+    good_id = "1700000000-0123456789abcdef"
+    items = [listed(str(victim.with_suffix("")), b"x", ALICE.device_id),
+             listed("../../escaped", b"x", ALICE.device_id),
+             listed("1700000000-00000000000000a%2F..", b"x", ALICE.device_id),
+             listed("1700000000-0000000000000001", b"x", "not/a device"),
+             listed("1700000000-0000000000000002", b"x", ALICE.device_id, size=-5),
+             listed(good_id, good, ALICE.device_id)]
+    relay = FakeRelay(items, {good_id: good})
+    await fake_relay(aiohttp_server, world, relay)
+    done, warnings = await pull(world.b)
+    assert victim.read_bytes() == b"original" and not escaped.exists()
+    [imported] = [d for d in done if d.result is not None]
+    assert imported.item.id == good_id and imported.origin.startswith("alice (")
+    assert any("skipped 5 malformed item(s)" in w for w in warnings), warnings
+    # Only the good item was ever asked for (fetched, then acknowledged).
+    assert relay.requested == [f"/v1/mailbox/{BOB.device_id}/{good_id}"] * 2
+    assert list(world.b.staging_dir.iterdir()) == []
+
+
+async def test_a_listing_entry_of_the_wrong_shape_is_skipped_not_fatal(
+    aiohttp_server, world, tmp_path
+):
+    good = sealed_export(world, tmp_path)
+    good_id = "1700000000-0123456789abcdef"
+    items = ["junk", {"id": "1700000000-0000000000000003", "size": True}, None,
+             {**listed("1700000000-0000000000000004", b"x", ALICE.device_id), "digest": 7},
+             # Larger than the relay's own max_bundle (1 GiB): never downloaded.
+             listed("1700000000-0000000000000005", b"x", ALICE.device_id, size=2 << 30),
+             listed(good_id, good, ALICE.device_id)]
+    await fake_relay(aiohttp_server, world, FakeRelay(items, {good_id: good}))
+    done, warnings = await pull(world.b)
+    [imported] = [d for d in done if d.result is not None]
+    assert imported.item.id == good_id
+    assert any("skipped 5 malformed item(s)" in w for w in warnings), warnings
+
+
+async def test_a_download_longer_than_listed_is_cut_off_and_deleted(
+    aiohttp_server, world, tmp_path
+):
+    # Old pulls streamed the whole body to staging before any check (3 GiB for 100 listed).
+    item_id = "1700000000-00000000000000ff"
+    body = b"y" * 100
+    relay = FakeRelay([listed(item_id, body, ALICE.device_id)],
+                      {item_id: body + os.urandom(1 << 20) * 96})
+    await fake_relay(aiohttp_server, world, relay)
+    [failed], _ = await pull(world.b)
+    assert relay.sent < 48 << 20  # cut off early: far less than the 97 MiB it would send
+    assert failed.result is None and "more than the 100 bytes" in (failed.error or "")
+    assert list(world.b.staging_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("listing", [b"[" * 200_000, b'{"items": {"a": 1}}', b"\xff\xfe",
+                                     b'{"items": [' + b'{"id": "x"},' * 400_000 + b"{}]}"])
+async def test_a_malformed_listing_is_one_clear_error(aiohttp_server, world, listing):
+    await fake_relay(aiohttp_server, world, FakeRelay([], {}, listing=listing))
+    with pytest.raises(RelayError, match=r"malformed|oversized"):
+        await pull_all(context(world.b), core.ImportOptions(), "relay", warn=lambda m: None)
+
+
+async def test_an_error_message_from_the_relay_is_printable(aiohttp_server, world, tmp_path):
+    from aiohttp import web
+
+    async def health(request):
+        return web.json_response({"service": "commuter-relay", "limits": {"max_bundle": 10**9}})
+
+    async def refuse(request):
+        await request.read()
+        return web.json_response({"error": "relay-full", "message": "\x1b]0;pwned\x07" + "z" * 999},
+                                 status=429)
+
+    app = web.Application()
+    app.router.add_get("/", health)
+    app.router.add_post("/v1/mailbox/{box}", refuse)
+    server = await aiohttp_server(app)
+    config.set_value(world.a, "relay", (f"http://127.0.0.1:{server.port}",))
+    with pytest.raises(QuotaExceeded) as info:
+        await push(world, tmp_path, via="relay")
+    assert "\x1b" not in str(info.value) and len(str(info.value)) < 400
