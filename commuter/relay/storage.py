@@ -26,7 +26,7 @@ from commuter.fsutil import atomic_write_text, fsync_dir
 
 SEALED = ".sealed"
 META = ".json"
-ITEM_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{16}$")
+ITEM_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{16}\Z")
 
 
 class StorageLocked(RelayError):
