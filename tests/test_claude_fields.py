@@ -4,6 +4,7 @@ machine, keeps no source path in any JSON field whose value is a path; prose is 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +127,40 @@ def test_332_paths_and_texts_name_the_target(tmp_path: Path) -> None:
     blob_b = [x for x in transcript(b, proj_b, sid).read_text().splitlines()
               if '"api-request-blob"' in x]
     assert blob_a == blob_b
+
+
+def test_the_newer_clients_session_folders_travel_translated(tmp_path: Path) -> None:
+    a = install(tmp_path / "home-a", V332)
+    b = tmp_path / "office"
+    proj_a, proj_b = a / "projects" / "my.app", b / "work" / "my.app"
+    proj_b.mkdir(parents=True)
+    sa, sb = settings_for(a), settings_for(b)
+    config.set_value(sb, "path-map", (str(a / "projects"), str(b / "work")))
+    sid = V332.sessions["subagent"]
+    side_a = transcript(a, proj_a, sid).parent / sid
+    [agent] = (side_a / "subagents").glob("agent-*.jsonl")
+    nested = side_a / "subagents" / "workflows" / "run-1" / "agent-b0b.jsonl"
+    nested.parent.mkdir(parents=True)
+    shutil.copy(agent, nested)
+    (side_a / "workflows").mkdir()
+    (side_a / "workflows" / "run-1.json").write_text(json.dumps(
+        {"cwd": str(proj_a), "transcript_path": str(nested)}, separators=(",", ":")))
+    (side_a / "remote-agents").mkdir()
+    (side_a / "remote-agents" / "remote-agent-r1.meta.json").write_text(
+        '{"cwd":"%s","title":"review"}' % proj_a)
+    (side_a / "workflows" / "link.json").symlink_to(tmp_path / "elsewhere.json")
+    carry(sa, sb, tmp_path / "stage", session=sid, cwd=proj_a)
+    side_b = transcript(b, proj_b, sid).parent / sid
+    got = sorted(p.relative_to(side_b).as_posix() for p in side_b.rglob("*") if p.is_file())
+    assert got == sorted([f"subagents/{agent.name}", f"subagents/{agent.stem}.meta.json",
+                          "subagents/workflows/run-1/agent-b0b.jsonl", "workflows/run-1.json",
+                          "remote-agents/remote-agent-r1.meta.json"])
+    for path in side_b.rglob("*.json*"):
+        assert path_fields_left(path, str(a)) == [], path
+        assert client_texts_left(path, str(a)) == [], path
+    run = json.loads((side_b / "workflows" / "run-1.json").read_text())
+    assert run == {"cwd": str(proj_b),
+                   "transcript_path": str(side_b / "subagents/workflows/run-1/agent-b0b.jsonl")}
+    nested_b = side_b / "subagents" / "workflows" / "run-1" / "agent-b0b.jsonl"
+    assert {json.loads(x).get("cwd") for x in nested_b.read_text().splitlines()} - {None} == {
+        str(proj_b)}

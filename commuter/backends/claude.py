@@ -35,6 +35,12 @@ PROJECT_FILES = (".claude/settings.json", "CLAUDE.md")
 PROJECT_DIRS = (".claude/commands",)
 MAX_PROJECT_FILE = 1 << 20
 MAX_PROJECT_FILES = 500
+# A session's own folders beside its transcript (workflows/ and remote-agents/ are 2.1.332's;
+# subagents/ may nest: subagents/workflows/<run>/agent-<id>.jsonl).
+SESSION_DIRS = ("subagents", "tool-results", "workflows", "remote-agents")
+MAX_SESSION_DEPTH = 6
+MAX_SESSION_FILES = 5000
+MAX_MEMORY_DEPTH = 3
 _SLUG_RE = re.compile(rb'"slug":"([A-Za-z0-9_-]{1,200})"')
 _PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 _CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
@@ -117,9 +123,9 @@ class ClaudeBackend:
         )
         members: list[tuple[str, Path | bytes]] = [(f"session/{sid}.jsonl", transcript)]
         session_dir = transcript.parent / sid
-        for sub in ("subagents", "tool-results"):
-            for path in _files(session_dir / sub):
-                members.append((f"session/{sid}/{sub}/{path.name}", path))
+        for sub in SESSION_DIRS:
+            for rel, path in _tree(session_dir / sub, MAX_SESSION_DEPTH, MAX_SESSION_FILES):
+                members.append((f"session/{sid}/{sub}/{rel}", path))
         file_history: dict[str, str] = {}
         backups = _files(self.dirs.file_history(sid))
         if backups:
@@ -139,6 +145,11 @@ class ClaudeBackend:
         if history:
             members.append(("history.jsonl", history))
         members += _project_members(Path(project))
+        # The project's auto-memory (Claude Code 2.1.x): shared by every session of the folder.
+        memory = [(rel, path) for rel, path in _tree(self.dirs.memory(transcript.parent),
+                                                     MAX_MEMORY_DEPTH, MAX_PROJECT_FILES)
+                  if rel.endswith(".md") and path.stat().st_size <= MAX_PROJECT_FILE]
+        members += [(f"memory/{rel}", path) for rel, path in memory]
         git = None
         if Path(project).is_dir():
             from commuter import gitstate
@@ -236,6 +247,32 @@ def _files(folder: Path) -> list[Path]:
         and is_safe_name(e.name)
         and not e.name.endswith(".lock")
     ]
+
+
+def _tree(folder: Path, depth: int, limit: int) -> list[tuple[str, Path]]:
+    """(relative name, path) of the regular files under `folder`, sorted, at most `depth`
+    folders down and `limit` files; symlinks, `.lock` files and unsafe names stay home."""
+    found: list[tuple[str, Path]] = []
+
+    def walk(at: Path, prefix: str, level: int) -> None:
+        for entry in _entries(at):
+            if len(found) >= limit or not is_safe_name(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if level < depth:
+                    walk(Path(entry.path), f"{prefix}{entry.name}/", level + 1)
+            elif entry.is_file(follow_symlinks=False) and not entry.name.endswith(".lock"):
+                found.append((prefix + entry.name, Path(entry.path)))
+
+    walk(folder, "", 0)
+    return found
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
 
 
 def _history_lines(history: Path, sid: str) -> bytes:

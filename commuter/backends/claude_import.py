@@ -19,6 +19,7 @@ import orjson
 
 from commuter import config, fsutil, lineage
 from commuter.backends import ImportSource
+from commuter.backends.claude_memory import MemoryWrite, host_tag, plan_memory
 from commuter.backends.claude_paths import (
     ClaudeDirs,
     check_session_id,
@@ -39,6 +40,8 @@ ALLOWED_PROJECT = (SETTINGS, "CLAUDE.md")
 # with more is not one commuter made, and these members are compared and written whole.
 MAX_PROJECT_MEMBER = 1 << 20
 MAX_HISTORY_MEMBER = 16 << 20
+SESSION_DIRS = ("subagents", "tool-results", "workflows", "remote-agents")
+MAX_SESSION_DEPTH = 6
 
 
 @dataclass(slots=True)
@@ -87,9 +90,19 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     renames = _file_history_names(source, pathmap)
     if options.dry_run:
         plan.warnings += _project_conflicts(source, target, dirs, options)
+        plan.warnings += plan_memory(source, dirs.memory(folder), options,
+                                     local_tag=host_tag(settings.hostname), dry_run=True).warnings
         return dataclasses.replace(_result(plan, "dry-run", sid), planned=plan.action)
+    # Memory is decided (and consent asked) before anything is written, and written with
+    # the session's files: all or nothing.
+    memory = plan_memory(source, dirs.memory(folder), options,
+                         local_tag=host_tag(settings.hostname))
+    plan.warnings += memory.warnings
     if plan.action == "unchanged":
         history = _history_lines(source, dirs, Rewriter(pathmap), plan)
+        with _Pending() as pending:
+            _write_memory(memory.writes, pending)
+            pending.commit()
         _append_history(dirs, history)
         _project_files(settings, source, dirs, plan, options)
         os.utime(plan.dest, None)
@@ -105,6 +118,7 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         with pending.writer(plan.dest, fsync=True) as out:
             rewriter.copy(incoming, out)
         _write_side_files(settings, source, dirs, sid, plan, rewriter, renames, slugs, pending)
+        _write_memory(memory.writes, pending)
         history = _history_lines(source, dirs, rewriter, plan)
         if plan.action in ("updated", "replaced"):
             plan.backups += _backup_session(settings, plan.dest, plan.sid)
@@ -165,6 +179,13 @@ class _Pending:
         for tmp, dest in [*self._files[1:], *self._files[:1]]:
             os.replace(tmp, dest)
         self._done = True
+
+
+def _write_memory(writes: list[MemoryWrite], pending: _Pending) -> None:
+    for write in writes:
+        fsutil.sweep_temps(write.dest.parent)
+        with pending.writer(write.dest) as out:
+            out.write(write.data)
 
 
 def _result(plan: _Plan, action: str, original: str) -> ImportResult:
@@ -312,16 +333,17 @@ def _write_side_files(
     session_prefix = f"session/{sid}/"
     slug = source.meta.get("plan_slug")
     side = plan.dest.parent / plan.sid
-    fsutil.sweep_temps(side / "subagents", side / "tool-results", dirs.file_history(plan.sid),
+    fsutil.sweep_temps(*(side / sub for sub in SESSION_DIRS), dirs.file_history(plan.sid),
                        dirs.tasks(plan.sid), dirs.root / "plans")
     for member in source.members:
         src = source.member(member)
         if member.startswith(session_prefix):
-            sub, _, name = member[len(session_prefix) :].partition("/")
-            if sub not in ("subagents", "tool-results") or not is_safe_name(name):
+            parts = member[len(session_prefix) :].split("/")
+            if (parts[0] not in SESSION_DIRS or not 2 <= len(parts) <= MAX_SESSION_DEPTH + 2
+                    or not all(is_safe_name(p) for p in parts)):
                 continue
-            dest = plan.dest.parent / plan.sid / sub / name
-            if name.endswith(".jsonl"):
+            dest = side.joinpath(*parts)
+            if parts[-1].endswith((".jsonl", ".json")):  # transcripts, meta, workflow state
                 with pending.writer(dest) as out:
                     rewriter.copy(src, out)
             else:
