@@ -147,7 +147,7 @@ def test_the_newer_clients_session_folders_travel_translated(tmp_path: Path) -> 
         {"cwd": str(proj_a), "transcript_path": str(nested)}, separators=(",", ":")))
     (side_a / "remote-agents").mkdir()
     (side_a / "remote-agents" / "remote-agent-r1.meta.json").write_text(
-        '{"cwd":"%s","title":"review"}' % proj_a)
+        json.dumps({"cwd": str(proj_a), "title": "review"}, separators=(",", ":")))
     (side_a / "workflows" / "link.json").symlink_to(tmp_path / "elsewhere.json")
     carry(sa, sb, tmp_path / "stage", session=sid, cwd=proj_a)
     side_b = transcript(b, proj_b, sid).parent / sid

@@ -175,7 +175,7 @@ def test_hostile_memory_names_write_nothing_outside(two, tmp_path: Path) -> None
 
 
 def test_a_refused_bundle_leaves_no_memory(two, tmp_path: Path) -> None:
-    a, b, sa, sb, proj_a, proj_b = two
+    a, b, _sa, _sb, proj_a, proj_b = two
     src = transcript(a, proj_a, PLAIN)
     with src.open("a", encoding="utf-8") as fh:
         fh.write(deep_line(proj_a, 300) + "\n")
