@@ -240,3 +240,20 @@ async def _flood_then_ask(alice, address: str, count: int) -> list[client.Listed
         return await _paired_request(alice, address)
     finally:
         _close_all(idle)
+
+
+async def test_running_out_of_descriptors_is_one_line_not_a_traceback(machines, capsys):
+    import errno
+
+    bob, alice = machines
+    async with daemon(bob, server.Limits()) as (address, lines):
+        loop = asyncio.get_running_loop()
+        for _ in range(3):  # what asyncio reports each time accept() fails with EMFILE
+            loop.call_exception_handler({
+                "message": "socket.accept() out of system resource",
+                "exception": OSError(errno.EMFILE, "Too many open files"),
+            })
+        assert await _paired_request(alice, address) == []
+    said = [ln for ln in lines if "file descriptors" in ln]
+    assert said == ["out of file descriptors (Too many open files): new connections wait"]
+    assert "Traceback" not in capsys.readouterr().err
