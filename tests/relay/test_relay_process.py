@@ -155,3 +155,23 @@ async def test_relay_serve_size_cap_and_ttl_flags(relays, tmp_path):
         async with http.get(relay.url + path, headers=signed(BOB, "GET", path)) as resp:
             assert (await resp.json())["items"] == []  # expired, swept on access
     assert files_under(tmp_path / "relay-data") == ["lock"]
+
+
+async def test_relay_serve_per_sender_mailbox_and_total_cap_flags(relays, tmp_path):
+    relay = RelayProcess(tmp_path / "relay-data", tmp_path / "relayhome",
+                         "--sender-mailbox-items", "1", "--max-total-mb", "1")
+    relays.append(relay)
+    path = box(BOB)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        big = sealed_bytes(tmp_path, ALICE, [BOB], size=3 << 19)  # 1.5 MiB > the 1 MiB total
+        async with http.post(relay.url + path, data=big,
+                             headers=signed(ALICE, "POST", path, big)) as resp:
+            assert resp.status == 507
+        small = sealed_bytes(tmp_path, ALICE, [BOB])
+        async with http.post(relay.url + path, data=small,
+                             headers=signed(ALICE, "POST", path, small)) as resp:
+            assert resp.status == 201
+        again = sealed_bytes(tmp_path, ALICE, [BOB])
+        async with http.post(relay.url + path, data=again,
+                             headers=signed(ALICE, "POST", path, again)) as resp:
+            assert resp.status == 429  # one item of alice's waits in bob's mailbox already
