@@ -124,10 +124,8 @@ def connect_reason(exc: BaseException) -> str:
 def _error_from(status: int, body: bytes | None, where: str) -> CommuterError:
     """The error a peer's {"error", "message"} answer names (its message cut short); a
     generic PeerError for anything else (`body` None: too long to read)."""
-    import json
-
     try:
-        data = json.loads(body) if body is not None else None
+        data = loads(body) if body is not None else None
         code, message = data["error"], data["message"]  # type: ignore[index]
         if not isinstance(code, str) or not isinstance(message, str):
             raise TypeError(code)
@@ -136,6 +134,17 @@ def _error_from(status: int, body: bytes | None, where: str) -> CommuterError:
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "..."
     return ERRORS_BY_CODE.get(code, PeerError)(message)
+
+
+def loads(data: bytes) -> Any:
+    """JSON from a peer; ValueError for anything that is not JSON, nested too deep included
+    (json raises RecursionError for that)."""
+    import json
+
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deep") from exc
 
 
 async def read_capped(resp: Any, limit: int) -> bytes | None:
@@ -299,14 +308,12 @@ class PeerClient:
                         said = await read_capped(resp, MAX_REPLY)
                         raise self._refusal(_error_from(resp.status, said, self.peer.name))
                     if dst is None:
-                        import json
-
                         reply = await read_capped(resp, max_reply)
                         if reply is None:
                             raise PeerError(
                                 f"{self.peer.name} sent a reply larger than {max_reply} bytes"
                             )
-                        return json.loads(reply)
+                        return loads(reply)
                     await self._download(resp, dst, max_download)
                     return None
         except CommuterError:
@@ -668,9 +675,7 @@ async def join(
                     raise _error_from(resp.status, body, address)
                 if body is None:
                     raise ValueError("reply too long")
-                import json
-
-                return json.loads(body)
+                return loads(body)
         except CommuterError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

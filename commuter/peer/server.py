@@ -396,7 +396,7 @@ async def _json_body(request: web.Request, timeout: float) -> Any:  # noqa: ASYN
         raise PairingFailed(
             f"pairing failed: the joiner's message did not arrive within {timeout:g} s"
         ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: not JSON
         raise PairingFailed("pairing failed: request is not JSON") from exc
 
 

@@ -304,3 +304,39 @@ async def test_a_pairing_reply_too_long_to_be_one_is_refused(aiohttp_server, bob
     code = pairing.make_code()
     with pytest.raises(PairingFailed, match="malformed reply"):
         await client.join(settings, BOB, "bob", code, f"127.0.0.1:{server.port}")
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/info"])
+async def test_json_nested_too_deep_is_a_malformed_reply(aiohttp_server, bob, path):
+    settings, project = bob
+    deep = b"[" * 30_000 + b"]" * 30_000  # under the 64 KiB cap, far past the recursion limit
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(body=deep, content_type="application/json")
+
+    fake = FakePeer([])
+    app = web.Application()
+    for route, handler in (("/v1/info", fake.info), ("/v1/sessions", fake.listing)):
+        app.router.add_get(route, answer if route == path else handler)
+    server = await aiohttp_server(app)
+    alice = Peers.load(settings).get("alice")
+    with pytest.raises(PeerError, match="malformed"):
+        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
+                                  identity=BOB)
+
+
+async def test_an_error_answer_nested_too_deep_is_a_plain_peer_error(aiohttp_server, bob):
+    settings, project = bob
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.Response(status=403, body=b"[" * 50_000, content_type="application/json")
+
+    fake = FakePeer([])
+    app = web.Application()
+    app.router.add_get("/v1/info", fake.info)
+    app.router.add_get("/v1/sessions", refuse)
+    server = await aiohttp_server(app)
+    alice = Peers.load(settings).get("alice")
+    with pytest.raises(PeerError, match="alice answered HTTP 403"):
+        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
+                                  identity=BOB)

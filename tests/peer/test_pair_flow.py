@@ -205,3 +205,15 @@ async def test_a_hello_whose_body_stops_coming_ends_the_invite(aiohttp_server, t
     finally:
         writer.close()
     assert Peers.load(office).all() == []
+
+
+async def test_a_hello_nested_too_deep_is_not_json(aiohttp_client, two):
+    office, _home = two
+    invite = Invite(office, ALICE, "office", pairing.make_code(), time.time() + 60)
+    http = await aiohttp_client(make_pair_app(invite))
+    resp = await http.post("/pair/v1/hello", data=b"[" * 30_000,
+                           headers={"Content-Type": "application/json"})
+    assert resp.status == 403
+    assert "not JSON" in (await resp.json())["message"]
+    with pytest.raises(PairingFailed, match="not JSON"):
+        await asyncio.wait_for(asyncio.shield(invite.result), 5)
