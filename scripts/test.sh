@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint, types, unit, CLI, peer, relay and end-to-end tests
-# (the real Claude Code CLI, installed into .tools/ on first use, against a fake model server).
+# (the real Claude Code CLI, every version of CLAUDE_CODE_VERSIONS or of the harness's pins,
+# installed into .tools/claude-<version>/ on first use, against a fake model server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from .fake_model import FakeModel
-from .harness import ClaudeNotFound, find_claude
+from .harness import CLAUDE_VERSIONS, ClaudeNotFound, find_claude
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -18,11 +18,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    """Path of Claude Code 2.1.197; fails (never skips) when it is missing."""
+@pytest.fixture(scope="session", params=CLAUDE_VERSIONS, ids=[f"claude-{v}" for v in
+                                                                CLAUDE_VERSIONS])
+def claude_bin(request: pytest.FixtureRequest) -> Path:
+    """Path of each pinned Claude Code version in turn (every e2e test runs once per version);
+    fails (never skips) when one is missing."""
     try:
-        return find_claude()
+        return find_claude(request.param)
     except ClaudeNotFound as exc:
         problem = str(exc)
     pytest.fail(problem, pytrace=False)

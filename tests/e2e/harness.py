@@ -8,15 +8,25 @@ import shutil
 import subprocess
 from pathlib import Path
 
-CLAUDE_VERSION = "2.1.197"
+# The Claude Code versions every e2e test runs against (oldest supported, newest on npm).
+# The one place they are listed; CLAUDE_CODE_VERSIONS (space-separated) overrides it, as it
+# does for scripts/install-claude.sh.
+PINNED_VERSIONS = ("2.1.197", "2.1.332")
+CLAUDE_VERSIONS = tuple(os.environ.get("CLAUDE_CODE_VERSIONS", "").split()) or PINNED_VERSIONS
+CLAUDE_VERSION = CLAUDE_VERSIONS[0]
 API_KEY = "sk-ant-dummy"
 REPO = Path(__file__).resolve().parents[2]
-TOOLS_BIN = REPO / ".tools" / "claude" / "node_modules" / ".bin" / "claude"
-INSTALL_HINT = "run `bash scripts/install-claude.sh` (installs it into .tools/claude)"
+TOOLS = REPO / ".tools"
+INSTALL_HINT = "run `bash scripts/install-claude.sh` (installs it into .tools/claude-<version>)"
 
 
 class ClaudeNotFound(RuntimeError):
     """No usable Claude Code CLI was found."""
+
+
+def tools_bin(version: str) -> Path:
+    """Where scripts/install-claude.sh puts Claude Code `version`."""
+    return TOOLS / f"claude-{version}" / "node_modules" / ".bin" / "claude"
 
 
 def claude_version(claude_bin: Path) -> str:
@@ -27,28 +37,36 @@ def claude_version(claude_bin: Path) -> str:
     return out.stdout.split()[0] if out.returncode == 0 and out.stdout.split() else ""
 
 
-def find_claude() -> Path:
-    """Return the CLI from COMMUTER_CLAUDE_BIN, .tools/ or PATH, or raise ClaudeNotFound."""
+def version_tuple(version: str) -> tuple[int, ...]:
+    """ "2.1.332" -> (2, 1, 332), for comparing versions."""
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def find_claude(version: str = CLAUDE_VERSION) -> Path:
+    """Return Claude Code `version` from COMMUTER_CLAUDE_BIN, .tools/ or PATH, or raise
+    ClaudeNotFound."""
     explicit = os.environ.get("COMMUTER_CLAUDE_BIN")
+    wrong: list[str] = []
     if explicit:
         path = Path(explicit)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise ClaudeNotFound(
                 f"COMMUTER_CLAUDE_BIN={explicit} is not an executable file; {INSTALL_HINT}"
             )
-        return path
+        if claude_version(path) == version:
+            return path
+        wrong.append(f"COMMUTER_CLAUDE_BIN={explicit} is {claude_version(path) or 'unknown'}")
     on_path = shutil.which("claude")
-    wrong: list[str] = []
-    for candidate in (TOOLS_BIN, Path(on_path) if on_path else None):
+    for candidate in (tools_bin(version), Path(on_path) if on_path else None):
         if candidate is None or not candidate.is_file():
             continue
-        version = claude_version(candidate)
-        if version == CLAUDE_VERSION:
+        found_version = claude_version(candidate)
+        if found_version == version:
             return candidate
-        wrong.append(f"{candidate} is {version or 'of unknown version'}")
+        wrong.append(f"{candidate} is {found_version or 'of unknown version'}")
     found = f" ({'; '.join(wrong)})" if wrong else ""
     raise ClaudeNotFound(
-        f"Claude Code {CLAUDE_VERSION} not found{found}: {INSTALL_HINT}, "
+        f"Claude Code {version} not found{found}: {INSTALL_HINT}, "
         "or set COMMUTER_CLAUDE_BIN to the binary to use"
     )
 

@@ -16,12 +16,14 @@ from .harness import (
     ClaudeNotFound,
     check,
     claude_project_folder,
+    claude_version,
     find_claude,
     make_newest,
     project_folder,
     read_transcript,
     run_claude,
     session_files,
+    version_tuple,
 )
 
 
@@ -126,9 +128,10 @@ def test_missing_binary_fails_with_install_hint(
         find_claude()
     monkeypatch.delenv("COMMUTER_CLAUDE_BIN")
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(harness, "TOOLS_BIN", tmp_path / "claude")
-    with pytest.raises(ClaudeNotFound, match=r"install-claude\.sh"):
-        find_claude()
+    monkeypatch.setattr(harness, "TOOLS", tmp_path / "tools")
+    for version in harness.CLAUDE_VERSIONS:
+        with pytest.raises(ClaudeNotFound, match=rf"{version} not found.*install-claude\.sh"):
+            find_claude(version)
 
 
 @pytest.mark.e2e
@@ -217,7 +220,7 @@ def test_resume_by_id_and_continue_newest(
 
 
 @pytest.mark.e2e
-def test_resume_elsewhere_is_not_found(
+def test_resume_from_another_folder(
     claude_bin: Path, fake_model: FakeModel, claude_home: Path
 ) -> None:
     project = _project(claude_home, "a")
@@ -225,7 +228,8 @@ def test_resume_elsewhere_is_not_found(
     check(
         run_claude(claude_bin, claude_home, project, ["-p", "Remember FIG-1."], fake_model.base_url)
     )
-    sid = session_files(claude_home, project)[0].stem
+    [transcript] = session_files(claude_home, project)
+    sid = transcript.stem
     fake_model.clear()
     out = run_claude(
         claude_bin,
@@ -235,6 +239,13 @@ def test_resume_elsewhere_is_not_found(
         fake_model.base_url,
         timeout=60,
     )
-    assert out.returncode == 1
-    assert f"No conversation found with session ID: {sid}" in out.stderr
-    assert fake_model.requests == []
+    if version_tuple(claude_version(claude_bin)) < (2, 1, 332):
+        # 2.1.197 looks only in the current directory's project folder.
+        assert out.returncode == 1
+        assert f"No conversation found with session ID: {sid}" in out.stderr
+        assert fake_model.requests == []
+        return
+    # 2.1.332 finds a session id in any project folder and goes on in the file it found.
+    assert check(out).stdout.strip() == "Codewords seen: FIG-1."
+    assert session_files(claude_home, other) == []
+    assert read_transcript(transcript)[-1]["sessionId"] == sid
