@@ -247,3 +247,78 @@ def test_claude_code_layout_is_spliced_without_parsing_the_line(monkeypatch) -> 
     for needle in ("Full output saved to: ", "File created successfully", "has been updated"):
         raw = _fixture_line(TOOLS, needle)
         assert FIX_PROJ.encode() not in rw.line(raw).split(b'"toolUseResult"')[0]
+
+
+# Claude Code 2.1.332 records and the texts it renders itself (resent on a resume).
+def test_environment_snapshot_and_its_rendered_text() -> None:
+    entry = {"type": "attachment", "attachment": {"type": "environment", "snapshot": {
+        "workingDirectory": SRC, "additionalWorkingDirectories": [SRC + "/lib", "/opt/x"],
+        "isGitRepo": True}}, "rendered": [{"content": (
+            "<system-reminder>\n# Environment\nYou have been invoked in the following "
+            f"environment: \n - Primary working directory: {SRC}\n - Platform: linux\n"
+            f"</system-reminder>")}, {"content": (
+                f"# Environment update\n - Primary working directory: {SRC}/sub (was /opt/x)")}],
+        "cwd": SRC}
+    out = json.loads(_rw().line(_line(entry)))
+    snap = out["attachment"]["snapshot"]
+    assert snap["workingDirectory"] == DST
+    assert snap["additionalWorkingDirectories"] == [DST + "/lib", "/opt/x"]
+    assert f" - Primary working directory: {DST}\n - Platform" in out["rendered"][0]["content"]
+    assert out["rendered"][1]["content"].endswith(f"directory: {DST}/sub (was /opt/x)")
+
+
+def test_the_recorded_system_prompt_names_the_new_memory_folder() -> None:
+    mem = SRC + "/.claude/projects/-x/memory/"
+    prompt = f"# Memory\n\nYou have a persistent file-based memory at `{mem}`. This directory"
+    entry = {"type": "attachment", "attachment": {"type": "prompt_snapshot",
+                                                  "systemPrompt": ["intro", prompt]}}
+    out = json.loads(_rw().line(_line(entry)))
+    assert out["attachment"]["systemPrompt"] == [
+        "intro", prompt.replace(SRC, DST)]
+
+
+def test_the_same_words_elsewhere_are_prose() -> None:
+    text = (f" - Primary working directory: {SRC}\nYou have a persistent file-based memory at "
+            f"`{SRC}/m/`.\nContents of {SRC}/CLAUDE.md (project instructions)")
+    prompt = _line({"type": "user", "message": {"role": "user", "content": text}})
+    blob = _line({"type": "api-request-blob", "hash": "ab", "message": {
+        "role": "system", "content": [{"type": "text", "text": text}]}})
+    said = _line({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}})
+    for raw in (prompt, blob, said):
+        assert _rw().line(raw) == raw
+
+
+def test_loaded_instructions_and_plan_file_texts() -> None:
+    entry = {"type": "attachment", "attachment": {"type": "instructions", "files": [
+        {"path": f"{SRC}/CLAUDE.md", "content": "be brief"}]}, "rendered": [{"content": (
+            f"Codebase instructions.\n\nContents of {SRC}/CLAUDE.md (project instructions, "
+            "checked in):\n\nbe brief")}]}
+    out = json.loads(_rw().line(_line(entry)))
+    assert out["attachment"]["files"][0]["path"] == f"{DST}/CLAUDE.md"
+    assert f"Contents of {DST}/CLAUDE.md (project" in out["rendered"][0]["content"]
+    plan = {"type": "attachment", "attachment": {"type": "plan_mode",
+                                                 "planFilePath": f"{SRC}/plans/p.md"},
+            "rendered": [{"content": f"No plan file exists yet. You should create your plan "
+                                     f"at {SRC}/plans/p.md using the Write tool."}]}
+    out = json.loads(_rw().line(_line(plan)))
+    assert out["attachment"]["planFilePath"] == f"{DST}/plans/p.md"
+    assert f"create your plan at {DST}/plans/p.md using" in out["rendered"][0]["content"]
+
+
+def test_file_history_delta_backup_renamed_and_its_folder_translated(tmp_path: Path) -> None:
+    old, new = backup_hash(f"{SRC}/a.txt") + "@v1", backup_hash(f"{DST}/a.txt") + "@v1"
+    delta = {"type": "file-history-delta", "messageId": "m2", "snapshotMessageId": "m1",
+             "trackingPath": "a.txt", "backup": {"backupFileName": old, "version": 1,
+                                                 "realParentDir": SRC}}
+    created = {**delta, "trackingPath": f"{SRC}/notes/n.txt", "backup": {
+        "backupFileName": None, "version": 1, "realParentDir": SRC + "/notes"}}
+    out = [json.loads(x) for x in _rw(backup_names={old: new}).block(
+        _line(delta) + _line(created)).splitlines()]
+    assert out[0]["backup"] == {"backupFileName": new, "version": 1, "realParentDir": DST}
+    assert out[0]["trackingPath"] == "a.txt"
+    assert out[1]["trackingPath"] == f"{DST}/notes/n.txt"
+    assert out[1]["backup"]["realParentDir"] == DST + "/notes"
+    # ...and export finds what the delta's backup is a copy of.
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(_line(delta))
+    assert backup_sources(path, SRC) == {old: f"{SRC}/a.txt"}

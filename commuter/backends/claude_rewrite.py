@@ -29,6 +29,7 @@ _PATH_KEYS_B = frozenset(k.encode() for k in PATH_KEYS)
 PATH_LIST_KEYS = frozenset({"additionalWorkingDirectories"})
 _PATH_LIST_OPEN = b'"additionalWorkingDirectories":["'
 _DELTA = b'"file-history-delta"'
+_API_COPY = b'"type":"api-request-'
 # Texts Claude Code 2.1.332 renders itself and sends again on a resume, naming a path
 # (group 1): an attachment's `rendered[].content` (the environment, loaded instructions or
 # memory, the plan file) and the recorded system prompt (`prompt_snapshot`, reused verbatim:
@@ -153,7 +154,7 @@ class Rewriter:
                 pos = start + 1
                 start = data.find(marker, pos)
                 if any(_ends_with(data, pos, lead) for lead in _PROMPT_LEADS):
-                    lines.add(_line_at(data, pos))
+                    _add_client_line(data, pos, lines)
         for marker in self.text_markers:
             start = data.find(marker)
             while start != -1:
@@ -163,7 +164,7 @@ class Rewriter:
                 if data[pos - 2 : pos] not in (b": ", b"e ", b"f ", b"t "):
                     continue
                 if any(_ends_with(data, pos, lead) for lead in _RENDERED_LEADS):
-                    lines.add(_line_at(data, pos))
+                    _add_client_line(data, pos, lines)
                     continue
                 kind = next((i for i, x in enumerate(_LEADS) if _ends_with(data, pos, x)), -1)
                 if kind == -1:
@@ -393,6 +394,14 @@ def _line_at(data: bytes, pos: int) -> tuple[int, int]:
     """(start, stop) of the line of `data` that holds index `pos`."""
     stop = data.find(b"\n", pos)
     return data.rfind(b"\n", 0, pos) + 1, len(data) if stop == -1 else stop
+
+
+def _add_client_line(data: bytes, pos: int, lines: set[tuple[int, int]]) -> None:
+    """Mark the line at `pos` to be parsed, unless it is a request copy (`api-request-blob`,
+    `api-request-shape`): the client never sends those again, and their text is prose."""
+    line = _line_at(data, pos)
+    if line not in lines and _API_COPY not in data[line[0] : line[0] + 120]:
+        lines.add(line)
 
 
 def _mark_lines(data: bytes, needle: bytes, lines: set[tuple[int, int]], *, near_start: bool,
