@@ -130,7 +130,7 @@ def test_deep_member_names_cost_linear_time_and_bounded_memory(tmp_path: Path) -
     started = time.monotonic()
     with pytest.raises(BundleError, match=r"no digest\.json"):  # every name was accepted
         read_manifest(path)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8
 
 
 def test_member_names_must_fit_in_the_digest(tmp_path: Path) -> None:
