@@ -87,3 +87,25 @@ def test_update_refused_while_claude_writes(tmp_path: Path) -> None:
         proc.kill()
         proc.wait(timeout=10)
     assert carry(sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a).action == "updated"
+
+
+def test_a_claude_with_a_project_dir_name_is_seen_in_that_folder(tmp_path: Path) -> None:
+    # A stand-in `claude --continue` in some other directory, with the variable set as Claude
+    # Code honours it: it writes to projects/<name>/, whatever its cwd.
+    folder = tmp_path / "projects" / "team"
+    folder.mkdir(parents=True)
+    held = folder / f"{DOT_SPACE}.jsonl"
+    held.write_text("{}\n")
+    script = tmp_path / "bin" / "claude"
+    script.parent.mkdir()
+    script.write_text("import time\nprint('ready', flush=True)\ntime.sleep(30)\n")
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(tmp_path), "CLAUDE_CODE_PROJECT_DIR_NAME": "team"}
+    for extra, seen in (({}, True), ({"CLAUDE_CONFIG_DIR": ""}, False)):
+        proc = subprocess.Popen([sys.executable, str(script), "--continue"], cwd=tmp_path / "bin",
+                                env={**env, **extra}, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            assert (proc.pid in busy_pids(held, DOT_SPACE)) is seen
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -214,3 +214,12 @@ def test_this_machines_own_copy_coming_back_is_not_added_again(two, tmp_path: Pa
     # carry() names the origin tester@a, so the office's version arrives tagged a-2 here
     assert (mem_a / "codeword.from-a-2.md").read_bytes() == b"office version\n"
     assert (mem_a / "codeword.md").read_bytes() == FACT
+
+
+def test_memory_learned_later_arrives_with_an_unchanged_session(two, tmp_path: Path) -> None:
+    a, b, *_rest, proj_a, proj_b = two
+    assert move(two, tmp_path).action == "created"
+    (memory_of(a, proj_a) / "later.md").write_bytes(b"learned in another session\n")
+    res = move(two, tmp_path)
+    assert res.action == "unchanged"
+    assert (memory_of(b, proj_b) / "later.md").read_bytes() == b"learned in another session\n"
