@@ -204,7 +204,7 @@ class _Budget:
     """Memory for parsed values: a parse is refused beforehand if it could take more."""
 
     def __init__(self, limit: int) -> None:
-        self.left = limit
+        self.limit = self.left = limit
 
     def parse(self, data: bytes | bytearray, span: tuple[int, int], what: str) -> Any:
         start, end = span
@@ -212,7 +212,7 @@ class _Budget:
         cost = 4 * (end - start) + 128 * sum(data.count(c, start, end) for c in b"{[,")
         if cost > self.left:
             raise BundleError(f"legacy bundle {what} is too large to read "
-                              f"(over {_PARSE_BUDGET >> 20} MiB in memory)")
+                              f"(over {self.limit >> 20} MiB in memory)")
         self.left -= cost
         with memoryview(data) as view:
             try:
@@ -336,9 +336,9 @@ _Span = tuple[int, int]
 
 
 def _outline(cur: _Cursor) -> tuple[dict[str, _Span], dict[str, _Span] | None, int | None]:
-    """Spans of the top-level fields and, if `session` is an object, of its fields (not in the
-    first dict then); where `session.conversation` starts if it is an array. The whole text is
-    scanned, so its nesting and its strings are checked before anything is parsed."""
+    """Spans of the top-level fields but an object `session`; spans of that session's fields;
+    where `session.conversation` starts if it is an array. The whole text is scanned, so its
+    nesting and its strings are checked before anything is parsed."""
     top: dict[str, _Span] = {}
     session: dict[str, _Span] | None = None
     conversation: int | None = None
