@@ -157,7 +157,8 @@ def import_file(settings: Settings, path: Path, options: ImportOptions) -> Impor
     bundle = _bundle()
     digest = bundle.file_digest(path)
     settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    unpacked = bundle.unpack(path, settings.staging_dir)
+    limits = bundle.DEFAULT_LIMITS.for_import(settings.max_import_size)
+    unpacked = bundle.unpack(path, settings.staging_dir, limits=limits)
     try:
         manifest = unpacked.manifest
         backend = _backend(settings, manifest.backend)

@@ -355,3 +355,17 @@ def test_import_without_a_terminal_warns_instead_of_asking(tmp_path: Path, env) 
     assert "uncommitted change" in err
     assert "Import anyway" not in err and "[yes" not in err
     assert f"imported: session {SID}" in out
+
+
+def test_the_import_size_cap_comes_from_the_environment(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    args = ("import", str(LEGACY / "plain.json"), "--project-dir", str(project), "--no-launch",
+            "--yes")
+    small = env_for(tmp_path / "home", COMMUTER_MAX_IMPORT_SIZE="1k")
+    one_error_line(run(small, *args), "COMMUTER_MAX_IMPORT_SIZE")
+    assert not (tmp_path / "home" / ".claude").exists()
+    bad = env_for(tmp_path / "home", COMMUTER_MAX_IMPORT_SIZE="lots")
+    one_error_line(run(bad, *args), "COMMUTER_MAX_IMPORT_SIZE")
+    fine = env_for(tmp_path / "home", COMMUTER_MAX_IMPORT_SIZE="64M")
+    assert run(fine, *args).returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import filecmp
 import os
 import shutil
@@ -155,9 +156,11 @@ class _Pending:
         """Make `path` (0700) and any missing parents, remembering which were made."""
         missing: list[Path] = []
         at = path
-        while not at.is_dir():
+        while not os.path.lexists(at):
             missing.append(at)
             at = at.parent
+        if not at.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(at))
         for made in reversed(missing):
             made.mkdir(mode=0o700)
             os.chmod(made, 0o700)
