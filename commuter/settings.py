@@ -39,6 +39,8 @@ class Settings:
     stall_timeout: float = 60.0
     mdns_timeout: float = 3.0
     ssh_command: str = "ssh"  # $COMMUTER_SSH, like GIT_SSH_COMMAND; sshhop splits it with shlex
+    # $COMMUTER_SSH_HOP: this run is `commuter import -` started by the ssh hop of `to HOST`.
+    ssh_hop: bool = False
     # $CLAUDE_CODE_PROJECT_DIR_NAME (Claude Code 2.1.234+): one projects/<name>/ folder for
     # every project. Claude honours it only beside CLAUDE_CONFIG_DIR and for a plain name.
     claude_project_dir_name: str | None = None
@@ -112,6 +114,7 @@ class Settings:
             else None,
             user=env.get("USER") or _user(),
             ssh_command=env.get("COMMUTER_SSH", "").strip() or "ssh",
+            ssh_hop=env.get("COMMUTER_SSH_HOP") == "1",
             claude_project_dir_name=dir_name or None,
             max_import_size=_size(env.get("COMMUTER_MAX_IMPORT_SIZE", "").strip() or "4G"),
         )

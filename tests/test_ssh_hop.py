@@ -147,9 +147,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 
 def _remote_commuter(home: Path) -> str:
-    """B's commuter run by the remote shell: a clean env with B's fake HOME and XDG dirs."""
+    """B's commuter run by the remote shell, with B's fake HOME and XDG dirs."""
     words = [
-        "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", "USER=tester",
+        # Not `env -i`: sshd's environment is a fresh login's anyway, and what the hop exports
+        # for the far side (COMMUTER_SSH_HOP) must reach it.
+        "env", "PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", "USER=tester",
         f"HOME={home}", f"XDG_CONFIG_HOME={home}/.config", f"XDG_DATA_HOME={home}/.local/share",
         f"XDG_STATE_HOME={home}/.local/state", f"XDG_CACHE_HOME={home}/.cache",
         sys.executable, "-m", "commuter",
@@ -195,6 +197,7 @@ def _staging_empty(s: Settings) -> bool:
 
 def test_to_imports_the_session_on_the_host(world: World) -> None:
     w = world
+    (w.project_a / "CLAUDE.md").write_text("from A\n")
     sent = _to(w, "--latest")
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.strip().splitlines()[-1] == f"sent session {TOOLS[:7]} to office"
@@ -202,6 +205,10 @@ def test_to_imports_the_session_on_the_host(world: World) -> None:
     at_b = transcript(w.b.home, w.project_b, TOOLS)
     assert at_b.is_file()
     assert _cwds(at_b) == {str(w.project_b)}
+    # Inside the user's own ssh the bundle is as trusted as a paired peer's: new project
+    # config arrives (a plain bundle from a shared folder would need --yes).
+    assert (w.project_b / "CLAUDE.md").is_file(), sent.stdout + sent.stderr
+    assert (w.project_b / "CLAUDE.md").read_text() == "from A\n"
     assert _staging_empty(w.a) and _staging_empty(w.b)
 
 

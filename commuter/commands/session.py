@@ -180,6 +180,8 @@ def import_cmd(
     options = core.ImportOptions(
         project_dir=project_dir, replace=replace, dry_run=dry_run, assume_yes=assume_yes,
         interactive=interactive, ask=_ask if interactive else None,
+        # Piped in by `commuter to` over the user's own ssh: as trusted as a paired peer's.
+        sender_verified=bundle == "-" and app.settings.ssh_hop,
     )
     spooled: Path | None = None
     try:

@@ -78,9 +78,9 @@ def from_cmd(
     settings = app.settings
     cwd = Path.cwd()
     interactive = app.interactive
-    options = core.ImportOptions(
+    options = core.ImportOptions(  # over the user's own ssh: as trusted as a paired peer
         project_dir=cwd if remote_dir else None, interactive=interactive,
-        ask=_ask if interactive else None,
+        ask=_ask if interactive else None, sender_verified=True,
     )
     source = remote_dir or sshhop.remote_dir_for(settings, cwd)
     with sshhop.staging_file(settings, ".ssh-from-") as bundle:
