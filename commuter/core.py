@@ -14,84 +14,24 @@ Contract (owned by the core; other layers use only what is here):
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import shlex
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from commuter import bundle
 from commuter.errors import CommuterError
+from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
 from commuter.settings import Settings
 
 if TYPE_CHECKING:
-    from commuter.backends import Backend, SessionRef
+    from commuter.backends import Backend
 
-
-@dataclass(frozen=True, slots=True)
-class ImportOptions:
-    """How an import should behave; the CLI fills it from flags and the terminal."""
-
-    project_dir: Path | None = None
-    replace: bool = False
-    dry_run: bool = False
-    assume_yes: bool = False
-    interactive: bool = False
-    origin: str | None = None
-    # The bundle was sealed by a paired peer and its seal checked. Only then may its project
-    # config add files missing here without a yes; anyone who can write to a shared folder can
-    # drop a plain bundle, and CLAUDE.md or a command file steers the agent.
-    sender_verified: bool = False
-    # On a TTY the CLI passes a chooser: ask(question, choices) -> one of choices.
-    ask: Callable[[str, tuple[str, ...]], str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ImportResult:
-    """What an import did."""
-
-    session_id: str
-    project_dir: Path
-    action: str  # "created" | "updated" | "unchanged" | "forked" | "replaced" | "dry-run"
-    transcript: Path | None = None
-    backups: tuple[Path, ...] = ()
-    warnings: tuple[str, ...] = ()
-    original_session_id: str | None = None
-    bundle_digest: str = ""
-    origin: str | None = None  # who exported the bundle, and when
-    print_mode: bool = False  # made by `claude -p`: interactive `claude --continue` skips it
-    planned: str | None = None  # with action "dry-run": what an import would do (an action)
-    last_activity: float | None = None  # when the session was last written at its source
-
-    def resume_command(self) -> str:
-        """The command a person runs to continue the session."""
-        return f"cd {shlex.quote(str(self.project_dir))} && claude --resume {self.session_id}"
-
-    def continue_command(self) -> str:
-        """`claude --continue`; for a session made by `claude -p`, the form that finds it."""
-        where = f"cd {shlex.quote(str(self.project_dir))} && "
-        if self.print_mode:
-            return where + "claude -p --continue   (made by claude -p: plain --continue skips it)"
-        return where + "claude --continue"
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Who made a bundle: shown in `inspect` and in the import summary."""
-
-    hostname: str
-    user: str
-    created_at: str
-    commuter_version: str
-    device_id: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def _bundle() -> Any:
-    # bundle.py is another engineer's module; imported by name so this module loads without it.
-    return importlib.import_module("commuter.bundle")
+__all__ = [
+    "ImportOptions", "ImportResult", "Manifest", "Origin", "SessionRef", "bundle_digest",
+    "export_to", "find_session", "import_file", "is_bundle", "list_sessions", "make_origin",
+    "read_manifest",
+]
 
 
 def _backend(settings: Settings, name: str) -> Backend:
@@ -135,12 +75,11 @@ def make_origin(settings: Settings) -> Origin:
 
 def export_to(
     settings: Settings, out: BinaryIO, *, session: str | None = None, cwd: Path | None = None
-) -> Any:
+) -> Manifest:
     """Write one session as a bundle to `out`; returns the bundle's Manifest."""
     ref = find_session(settings, session, cwd)
     plan = _backend(settings, ref.backend).collect(ref)
-    bundle = _bundle()
-    manifest = bundle.Manifest(
+    manifest = Manifest(
         format=bundle.FORMAT_VERSION, backend=plan.backend, session_id=plan.session_id,
         project_dir=plan.project_dir, created_at=_now(), origin=make_origin(settings),
         message_count=plan.message_count, git=plan.git, meta=plan.meta, members=(),
@@ -154,7 +93,6 @@ def import_file(settings: Settings, path: Path, options: ImportOptions) -> Impor
     """Verify and unpack a bundle (plain or legacy), then place its session here."""
     from commuter.backends import source_from
 
-    bundle = _bundle()
     digest = bundle.file_digest(path)
     settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     limits = bundle.DEFAULT_LIMITS.for_import(settings.max_import_size)
@@ -168,19 +106,19 @@ def import_file(settings: Settings, path: Path, options: ImportOptions) -> Impor
     return dataclasses.replace(result, bundle_digest=digest)
 
 
-def read_manifest(path: Path) -> Any:
+def read_manifest(path: Path) -> Manifest:
     """The manifest of a bundle file, for `inspect`."""
-    return _bundle().read_manifest(path)
+    return bundle.read_manifest(path)
 
 
 def bundle_digest(path: Path) -> str:
     """sha256 hex of a bundle file."""
-    return str(_bundle().file_digest(path))
+    return bundle.file_digest(path)
 
 
 def is_bundle(path: Path) -> bool:
     """True if `path` looks like a plain or legacy bundle."""
-    return bool(_bundle().is_bundle(path))
+    return bundle.is_bundle(path)
 
 
 def _now() -> str:

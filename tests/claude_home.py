@@ -158,7 +158,7 @@ def carry(settings_a: object, settings_b: object, staging: Path, *, session: str
     """Export a session at A into a folder and place it at B (no bundle file involved)."""
     from commuter.backends import ImportSource
     from commuter.backends.claude import ClaudeBackend
-    from commuter.core import ImportOptions
+    from commuter.model import ImportOptions
 
     a = ClaudeBackend(settings_a)  # type: ignore[arg-type]
     plan = a.collect(a.find(session, cwd))

@@ -14,10 +14,10 @@ import pytest
 from claude_home import TOOLS, install
 from click.testing import CliRunner
 
-from commuter.backends import ExportPlan, ImportSource, SessionRef
+from commuter.backends import ExportPlan, ImportSource
 from commuter.cli import cli
-from commuter.core import ImportOptions, ImportResult
 from commuter.errors import SessionNotFound
+from commuter.model import ImportOptions, ImportResult, SessionRef
 from commuter.settings import Settings
 
 NOTE_ID = "0a0b0c0d-1111-4222-8333-444455556666"

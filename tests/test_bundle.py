@@ -29,8 +29,8 @@ from commuter.bundle import (
     read_manifest,
     unpack,
 )
-from commuter.core import Origin
 from commuter.errors import BundleError
+from commuter.model import Origin
 
 SID = "fcf6708a-b0f9-42e2-b9f0-c72c4c301a99"
 LEGACY = Path(__file__).parent / "data" / "legacy"

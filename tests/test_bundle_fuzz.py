@@ -36,8 +36,8 @@ from test_bundle_hostile import _fix_checksum
 
 from commuter import core
 from commuter.bundle import MAGIC, Member, describe, read_manifest, root_digest, unpack
-from commuter.core import ImportOptions
 from commuter.errors import CommuterError
+from commuter.model import ImportOptions
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
 ESCAPE = "cm-fuzz-escape"  # the file name every path trick aims to create

@@ -11,7 +11,7 @@ from claude_home import V332, carry, install, transcript
 
 from commuter import config
 from commuter.backends.claude import ClaudeBackend
-from commuter.core import ImportResult
+from commuter.model import ImportResult
 from commuter.settings import Settings
 
 

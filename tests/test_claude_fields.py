@@ -14,7 +14,7 @@ from conftest import settings_for
 
 from commuter import config
 from commuter.backends.claude_paths import claude_project_folder
-from commuter.core import ImportResult
+from commuter.model import ImportResult
 
 
 def fields(obj: object, where: str = "") -> Iterator[tuple[str, str]]:

@@ -14,8 +14,8 @@ from commuter import config
 from commuter.backends import ImportSource
 from commuter.backends.claude import ClaudeBackend
 from commuter.backends.claude_paths import claude_project_folder
-from commuter.core import ImportOptions, ImportResult
 from commuter.errors import BundleError
+from commuter.model import ImportOptions, ImportResult
 from commuter.settings import Settings
 
 PLAIN, TOOLS = V332.sessions["plain"], V332.sessions["tools"]

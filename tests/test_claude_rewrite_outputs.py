@@ -12,7 +12,7 @@ from claude_home import PLAN, TOOLS, carry, install, transcript
 from conftest import settings_for
 
 from commuter import config
-from commuter.core import ImportResult
+from commuter.model import ImportResult
 from commuter.settings import Settings
 
 POINTER = re.compile(r"\A<persisted-output>\n[^\n]*Full output saved to: (/[^\n]+)")

@@ -23,7 +23,7 @@ from claude_home import (
 from conftest import settings_for
 
 from commuter import config
-from commuter.core import ImportOptions, ImportResult
+from commuter.model import ImportOptions, ImportResult
 from commuter.settings import Settings
 
 

@@ -135,7 +135,7 @@ def evil_bundle(tmp_path: Path) -> Path:
     from test_bundle import SID, make_manifest
     from test_bundle_hostile import craft, entry, manifest_bytes
 
-    from commuter.core import Origin
+    from commuter.model import Origin
 
     line = {"type": "user", "uuid": "00000000-0000-4000-8000-000000000001",
             "sessionId": SID, "cwd": "/home/a/proj",

@@ -11,7 +11,7 @@ import pytest
 from claude_home import DOT_SPACE, LONG, TOOLS, install, transcript
 from click.testing import CliRunner
 
-from commuter.bundle_read import counted
+from commuter.bundle.read import counted
 from commuter.cli import cli
 
 

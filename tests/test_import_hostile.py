@@ -12,8 +12,8 @@ from claude_home import TOOLS, carry, deep_line, install, transcript
 from conftest import settings_for
 
 from commuter import config
-from commuter.core import ImportOptions
 from commuter.errors import BundleError
+from commuter.model import ImportOptions
 
 
 @pytest.fixture

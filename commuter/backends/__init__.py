@@ -6,31 +6,16 @@ import importlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from commuter.errors import AmbiguousSession, BackendError, SessionNotFound
+from commuter.model import ImportOptions, ImportResult, Manifest, SessionRef
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from commuter.core import ImportOptions, ImportResult
     from commuter.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRef:
-    """One session on this machine, as `list` shows it."""
-
-    backend: str
-    session_id: str
-    project: Path | None
-    updated_at: datetime
-    path: Path | None = None
-    size: int = 0
-    first_prompt: str | None = None
-    has_messages: bool = True
 
 
 class MemberSink(Protocol):
@@ -171,7 +156,7 @@ def find_in(backends: list[Backend], session: str | None, cwd: Path) -> SessionR
     return max(found, key=lambda r: r.updated_at)
 
 
-def source_from(manifest: Any, root: Path) -> ImportSource:
+def source_from(manifest: Manifest, root: Path) -> ImportSource:
     """An ImportSource from a bundle.Manifest and the folder it was unpacked into."""
     return ImportSource(
         session_id=manifest.session_id,

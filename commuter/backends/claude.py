@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from commuter.backends import ExportPlan, ImportSource, SessionRef
+from commuter.backends import ExportPlan, ImportSource
 from commuter.backends.claude_paths import (
     ClaudeDirs,
     TranscriptFile,
@@ -21,14 +21,16 @@ from commuter.backends.claude_paths import (
     is_safe_slug,
     iter_transcripts,
     project_folders_for,
+    read_entrypoint,
     read_head,
     real_project_path,
 )
 from commuter.backends.claude_rewrite import backup_sources
 from commuter.errors import AmbiguousSession, SessionNotFound
+from commuter.model import SessionRef
 
 if TYPE_CHECKING:
-    from commuter.core import ImportOptions, ImportResult
+    from commuter.model import ImportOptions, ImportResult
     from commuter.settings import Settings
 
 PROJECT_FILES = (".claude/settings.json", "CLAUDE.md")
@@ -44,7 +46,6 @@ MAX_MEMORY_DEPTH = 3
 _SLUG_RE = re.compile(rb'"slug":"([A-Za-z0-9_-]{1,200})"')
 _PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 _CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
-_ENTRY_RE = re.compile(rb'"entrypoint":"([A-Za-z0-9_.-]{1,40})"')
 _CHUNK = 1 << 20
 
 
@@ -215,14 +216,6 @@ def _tail_cwd(transcript: Path, size: int = 256 * 1024) -> str | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, str) else None
-
-
-def read_entrypoint(transcript: Path) -> str | None:
-    """The `entrypoint` of the first entry that has one (cli = interactive, sdk-cli = -p)."""
-    with transcript.open("rb") as fh:
-        data = fh.read(64 * 1024)
-    match = _ENTRY_RE.search(data)
-    return match.group(1).decode(errors="replace") if match else None
 
 
 def _project_of(cwds: list[str], folder: str) -> str | None:

@@ -27,11 +27,12 @@ from commuter.backends.claude_paths import (
     claude_project_folder,
     is_safe_name,
     is_safe_slug,
+    read_entrypoint,
 )
 from commuter.backends.claude_rewrite import Rewriter, backup_hash
-from commuter.core import ImportOptions, ImportResult
 from commuter.errors import BackendError, BundleError, SessionBusy
 from commuter.fsutil import atomic_write_bytes
+from commuter.model import ImportOptions, ImportResult
 from commuter.pathmap import PathMap, resolve_target_project
 from commuter.settings import Settings
 
@@ -76,8 +77,6 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
     plan.origin = source.origin
     plan.last_activity = _when(source.meta.get("last_activity"))
-    from commuter.backends.claude import read_entrypoint
-
     plan.print_mode = read_entrypoint(incoming) == "sdk-cli"
     from commuter import gitstate
 

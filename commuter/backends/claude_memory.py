@@ -21,7 +21,7 @@ from commuter.backends.claude_paths import is_safe_name
 
 if TYPE_CHECKING:
     from commuter.backends import ImportSource
-    from commuter.core import ImportOptions
+    from commuter.model import ImportOptions
 
 INDEX = "MEMORY.md"
 MAX_MEMORY_MEMBER = 1 << 20

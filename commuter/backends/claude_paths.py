@@ -21,6 +21,7 @@ _SLUG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,199}$")
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
 HEAD_BYTES = 64 * 1024
+_ENTRY_RE = re.compile(rb'"entrypoint":"([A-Za-z0-9_.-]{1,40})"')
 
 
 def claude_project_folder(path: str) -> str:
@@ -224,3 +225,11 @@ def _subdirs(path: Path) -> list[Path]:
         return [Path(e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
     except OSError:
         return []
+
+
+def read_entrypoint(transcript: Path) -> str | None:
+    """The `entrypoint` of the first entry that has one (cli = interactive, sdk-cli = -p)."""
+    with transcript.open("rb") as fh:
+        data = fh.read(64 * 1024)
+    match = _ENTRY_RE.search(data)
+    return match.group(1).decode(errors="replace") if match else None

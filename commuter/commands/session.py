@@ -18,8 +18,7 @@ from commuter.cli import AppContext, one_line_text, pass_app, safe_json, safe_te
 from commuter.errors import BundleError, CommuterError, OutputError
 
 if TYPE_CHECKING:
-    from commuter.backends import SessionRef
-    from commuter.core import ImportResult
+    from commuter.model import ImportResult, SessionRef
 
 
 def register(cli: click.Group) -> None:
@@ -121,7 +120,7 @@ def _shorten(path: str, width: int = 48) -> str:
 def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) -> None:
     """Write a session (ID, unique prefix, or --latest) to a bundle file."""
     from commuter import core
-    from commuter.bundle_read import counted
+    from commuter.bundle.read import counted
     from commuter.fsutil import atomic_writer, output_problem
 
     if session and latest:

@@ -13,7 +13,7 @@ import click
 from commuter.cli import AppContext, pass_app, safe_text
 
 if TYPE_CHECKING:
-    from commuter.core import ImportResult
+    from commuter.model import ImportResult
 
 
 def register(cli: click.Group) -> None:

@@ -13,7 +13,7 @@ from commuter.cli import AppContext, pass_app, safe_text
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
-    from commuter.core import ImportOptions
+    from commuter.model import ImportOptions
     from commuter.transports import TransportContext
     from commuter.transports.flow import Pushed
 

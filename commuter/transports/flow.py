@@ -26,7 +26,7 @@ from commuter.transports import AUTO_ORDER, Incoming, Receipt, Transport, Transp
 from commuter.transports.state import PullState
 
 if TYPE_CHECKING:
-    from commuter.core import ImportOptions, ImportResult
+    from commuter.model import ImportOptions, ImportResult
     from commuter.peer.peers import Peer
 
 Factory = Callable[[str, TransportContext], Transport]

@@ -16,13 +16,11 @@ from typing import Any, NoReturn
 
 import orjson
 
-from commuter.bundle import (
+from commuter.bundle.model import (
     CHUNK,
     FORMAT_VERSION,
     MAX_JSON_DEPTH,
     Limits,
-    Manifest,
-    Member,
     MemberNames,
     check_member_name,
     check_size,
@@ -30,6 +28,7 @@ from commuter.bundle import (
     manifest_from_dict,
 )
 from commuter.errors import BundleError
+from commuter.model import Manifest, Member
 
 LEGACY_FORMAT = 1
 _TOOL_RE = re.compile(rb'"tool"\s*:\s*"commuter"')

@@ -7,24 +7,24 @@ import hashlib
 import os
 import queue
 import re
+import shutil
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO
 
-import zstandard
-
-from commuter.bundle import (
+from commuter.bundle.model import (
     _TAR_KINDS,
     BLOCK,
     CHUNK,
+    DEFAULT_LIMITS,
     DIGEST_NAME,
     MAGIC_PREFIX,
     MANIFEST_NAME,
     Limits,
-    Manifest,
-    Member,
     MemberNames,
+    Unpacked,
     _loads,
     _padding,
     check_format,
@@ -34,6 +34,7 @@ from commuter.bundle import (
     root_digest,
 )
 from commuter.errors import BundleError
+from commuter.model import Manifest, Member
 
 _MAX_PAX = 64 << 10
 _MAX_TRAILER = 64 << 10
@@ -56,9 +57,9 @@ def sniff(path: Path) -> str | None:
         return None
     if head.startswith(MAGIC_PREFIX):
         return "plain"
-    from commuter import bundle_legacy
+    from commuter.bundle.legacy import sniff_head
 
-    return bundle_legacy.sniff_head(head)
+    return sniff_head(head)
 
 
 def read_any(path: Path, root: Path | None, limits: Limits) -> Manifest:
@@ -72,9 +73,9 @@ def read_any(path: Path, root: Path | None, limits: Limits) -> Manifest:
         raise BundleError("not a commuter bundle (no COMMUTER-BUNDLE header)")
     try:
         if kind != "plain":
-            from commuter import bundle_legacy
+            from commuter.bundle.legacy import read_legacy
 
-            return bundle_legacy.read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
+            return read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
         with path.open("rb") as fh:
             return read_plain(fh, root, limits)
     except OSError as exc:
@@ -95,6 +96,9 @@ class _Source:
     """The decompressed tar stream, with every byte counted against a cap."""
 
     def __init__(self, fh: BinaryIO, limits: Limits) -> None:
+        import zstandard  # here, so `commuter list` never loads it
+
+        self._error = zstandard.ZstdError
         dctx = zstandard.ZstdDecompressor(max_window_size=limits.max_window)
         self._reader = dctx.stream_reader(fh, read_size=CHUNK, read_across_frames=True)
         self._cap = limits.max_total + limits.max_manifest + limits.max_digest + _OVERHEAD
@@ -106,7 +110,7 @@ class _Source:
             raise BundleError(f"bundle is corrupt (bad read size {n})")
         try:
             data = self._reader.read(n)
-        except zstandard.ZstdError as exc:
+        except self._error as exc:
             raise BundleError(f"bundle is corrupt ({exc})") from None
         self.count += len(data)
         if self.count > self._cap:
@@ -426,3 +430,49 @@ def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
 def counted(n: int, noun: str) -> str:
     """`1 file`, `2 files`: a count with its noun in the right number (regular plurals)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# --- the entry points ------------------------------------------------------------------------
+
+def unpack(path: Path, staging_parent: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unpacked:
+    """Verify a bundle (plain or legacy JSON) completely while unpacking it into staging.
+
+    On any failure nothing stays in staging and one BundleError explains it. The caller
+    removes `root` when done.
+    """
+    staging_parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = Path(tempfile.mkdtemp(prefix="unpack-", dir=staging_parent))
+    try:
+        manifest = read_any(path, root, limits)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return Unpacked(manifest=manifest, root=root)
+
+
+def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+    """The manifest with its members, after a full verify pass that writes nothing."""
+    return read_any(path, None, limits)
+
+
+def is_bundle(path: Path) -> bool:
+    """True if `path` starts like a bundle (plain, or legacy JSON / gzip)."""
+    return sniff(path) is not None
+
+
+def file_digest(path: Path) -> str:
+    """sha256 hex of the whole file."""
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def describe(manifest: Manifest) -> Lines:
+    """Human-readable lines for `inspect` (str() of the result joins them)."""
+    return Lines(describe_lines(manifest))
+
+
+class Lines(list[str]):
+    """A list of lines whose str() is the lines joined by newlines."""
+
+    def __str__(self) -> str:
+        return "\n".join(self)
