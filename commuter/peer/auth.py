@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from commuter.errors import BadSignature, PeerError, ReplayedRequest
+from commuter.errors import BadSignature, NonceStoreError, RateLimited, ReplayedRequest
 from commuter.peer.identity import Identity, verify_signature
 
 if TYPE_CHECKING:
@@ -77,18 +77,6 @@ def sign_headers(
         H_DIGEST: body_sha256,
         H_SIG: base64.b64encode(signature).decode(),
     }
-
-
-class RateLimited(PeerError):
-    """A key (or the crowd of keys this server has not heard from lately) is over its rate."""
-
-    code, http_status = "rate-limited", 429
-
-
-class NonceStoreError(PeerError):
-    """The file that remembers nonces cannot be written: refuse rather than forget."""
-
-    code, http_status = "nonce-store", 503
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -16,43 +15,44 @@ from types import TracebackType
 from typing import Any
 
 from commuter.errors import (
-    ERRORS_BY_CODE,
     CommuterError,
     ConfigError,
     NotPaired,
+    NotPairedThere,
     PairingFailed,
     PeerError,
     PeerUnreachable,
     SessionNotFound,
 )
+from commuter.http import (
+    MAX_MESSAGE,
+    client_timeout,
+    connect_reason,
+    loads,
+    read_capped,
+    read_error,
+    watched_body,
+)
 from commuter.peer import auth, pairing
 from commuter.peer.discovery import format_address
 from commuter.peer.identity import Identity
 from commuter.peer.peers import Peer, Peers
+from commuter.peer.protocol import DEFAULT_PORT, safe_token
 from commuter.peer.seal import Sealer, read_header, sealed_chunks, sealed_size
 from commuter.settings import Settings
+
+# Kept importable from here: the transports and the tests name them so.
+__all__ = ["connect_reason", "loads", "read_capped", "safe_token", "watched_body"]
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
 # What this machine downloads from a peer at most: the size a daemon accepts as an upload.
 MAX_FETCH = 2 * 1024**3
-# A /v1/sessions answer (about 300 bytes per session); every other JSON answer or error body.
+# A /v1/sessions answer (about 300 bytes per session); every other JSON answer.
 MAX_LISTING = 16 * 1024**2
 MAX_REPLY = 64 * 1024
-MAX_MESSAGE = 300  # characters of a peer's error message that are shown
 
-# Session ids from a peer's listing go into a URL and are shown to the user: a plain token
-# (the backends' ids are UUIDs), never a path.
-_SAFE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")
-
-
-def safe_token(text: object) -> str | None:
-    """`text` if it is a plain token (letters, digits, `.`, `_`, `-`, at most 128, no `..`),
-    else None."""
-    if isinstance(text, str) and _SAFE_TOKEN.fullmatch(text) and ".." not in text:
-        return text
-    return None
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -80,84 +80,6 @@ def _is_host(host: str) -> bool:
 def base_url(address: str) -> str:
     host, port = parse_address(address)
     return f"http://{format_address(host, port)}"
-
-
-_ERRNO_REASONS = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ECONNRESET: "connection reset",
-    errno.ECONNABORTED: "connection aborted",
-    errno.EPIPE: "connection closed",
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ENETUNREACH: "network is unreachable",
-    errno.EHOSTDOWN: "host is down",
-    errno.ETIMEDOUT: "timed out",
-    errno.EADDRNOTAVAIL: "address not available",
-}
-
-
-def connect_reason(exc: BaseException) -> str:
-    """Why a connection failed, in a few words ("connection refused"). aiohttp's own text
-    repeats the host, the port and the socket call: `Cannot connect to host h:p ssl:default
-    [Connect call failed ('h', p)]`; callers name the address once themselves."""
-    import socket
-
-    import aiohttp
-
-    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-    if isinstance(cause, socket.gaierror):
-        return "cannot resolve the host name"
-    if isinstance(exc, TimeoutError):  # aiohttp's ConnectionTimeoutError is one
-        return "timed out"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the connection closed before an answer"
-    number = getattr(cause, "errno", None)
-    if not isinstance(number, int):
-        # "Multiple exceptions: [Errno 111] ..., [Errno 111] ..." (one per resolved address)
-        found = {int(n) for n in re.findall(r"\[Errno (\d+)\]", str(cause))}
-        number = found.pop() if len(found) == 1 else None
-    if number is not None and number > 0:
-        reason = _ERRNO_REASONS.get(number) or os.strerror(number)
-        return reason[:1].lower() + reason[1:]
-    return str(cause) or type(cause).__name__
-
-
-def _error_from(status: int, body: bytes | None, where: str) -> CommuterError:
-    """The error a peer's {"error", "message"} answer names (its message cut short); a
-    generic PeerError for anything else (`body` None: too long to read)."""
-    try:
-        data = loads(body) if body is not None else None
-        code, message = data["error"], data["message"]  # type: ignore[index]
-        if not isinstance(code, str) or not isinstance(message, str):
-            raise TypeError(code)
-    except (ValueError, KeyError, TypeError):
-        return PeerError(f"{where} answered HTTP {status}")
-    if len(message) > MAX_MESSAGE:
-        message = message[:MAX_MESSAGE] + "..."
-    return ERRORS_BY_CODE.get(code, PeerError)(message)
-
-
-def loads(data: bytes) -> Any:
-    """JSON from a peer; ValueError for anything that is not JSON, nested too deep included
-    (json raises RecursionError for that)."""
-    import json
-
-    try:
-        return json.loads(data)
-    except RecursionError as exc:
-        raise ValueError("JSON nested too deep") from exc
-
-
-async def read_capped(resp: Any, limit: int) -> bytes | None:
-    """A response's whole body, or None if it is (or announces itself) longer than `limit`."""
-    if resp.content_length is not None and resp.content_length > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +124,6 @@ def _listed(entry: Any) -> ListedSession | None:
     return ListedSession(sid, backend, project, updated, size)
 
 
-class NotPairedThere(NotPaired):
-    """The peer's daemon does not know this machine's key (it unpaired us); the message says
-    what to do, so no generic hint."""
-
-    hint = None
-
-
 class PeerClient:
     """Signed requests to one paired peer's `commuter serve` (use `async with`)."""
 
@@ -229,11 +144,7 @@ class PeerClient:
     async def __aenter__(self) -> PeerClient:
         import aiohttp
 
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.settings.connect_timeout,
-            sock_read=self.settings.stall_timeout,
-        )
-        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._session = aiohttp.ClientSession(timeout=client_timeout(self.settings))
         return self
 
     async def __aexit__(
@@ -294,9 +205,7 @@ class PeerClient:
             headers["Content-Type"] = "application/octet-stream"
         url = URL(self.base + path_qs, encoded=True)
         # aiohttp's sock_read only starts once the body is written: bound the writing here.
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.settings.connect_timeout, sock_read=wait
-        )
+        timeout = client_timeout(self.settings, read=wait)
         deadline = asyncio.timeout(None)
         try:
             async with deadline:
@@ -305,8 +214,9 @@ class PeerClient:
                     method, url, data=data, headers=headers, timeout=timeout
                 ) as resp:
                     if resp.status >= 400:
-                        said = await read_capped(resp, MAX_REPLY)
-                        raise self._refusal(_error_from(resp.status, said, self.peer.name))
+                        raise self._refusal(await read_error(
+                            resp, where=self.peer.name, fallback=PeerError
+                        ))
                     if dst is None:
                         reply = await read_capped(resp, max_reply)
                         if reply is None:
@@ -445,21 +355,6 @@ class PeerClient:
 
 def _or_address(suggest: bool) -> str:
     return " (or pass --address HOST:PORT)" if suggest else ""
-
-
-async def watched_body(
-    chunks: AsyncIterator[bytes], deadline: asyncio.Timeout, settings: Settings
-) -> AsyncIterator[bytes]:
-    """`chunks`, pushing `deadline` back each time the sender asks for the next one (the
-    previous one was written); off once all is written (sock_read bounds the answer)."""
-    loop = asyncio.get_running_loop()
-    # The sender pulls this from aiohttp's writer task: the request may have ended already.
-    async for chunk in chunks:
-        with contextlib.suppress(RuntimeError):
-            deadline.reschedule(loop.time() + settings.stall_timeout)
-        yield chunk
-    with contextlib.suppress(RuntimeError):
-        deadline.reschedule(None)
 
 
 async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
@@ -658,21 +553,20 @@ async def join(
     import aiohttp
 
     from commuter.peer.discovery import local_addresses
-    from commuter.peer.server import DEFAULT_PORT
 
     host, _port = parse_address(address)
     session = pairing.PairingSession(code, "joiner")
     base = base_url(address)
-    timeout = aiohttp.ClientTimeout(total=30, sock_connect=settings.connect_timeout)
+    timeout = client_timeout(settings, total=30)
 
     async def post(path: str, payload: dict[str, Any]) -> Any:
         try:
             async with http.post(base + path, json=payload) as resp:
-                body = await read_capped(resp, MAX_REPLY)
                 if resp.status == 404:
                     raise PairingFailed(f"no pairing invitation is open at {address}")
                 if resp.status >= 400:
-                    raise _error_from(resp.status, body, address)
+                    raise await read_error(resp, where=address, fallback=PeerError)
+                body = await read_capped(resp, MAX_REPLY)
                 if body is None:
                     raise ValueError("reply too long")
                 return loads(body)

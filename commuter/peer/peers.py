@@ -10,20 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from commuter.errors import ConfigError, NotPaired, PeerError
+from commuter.errors import ConfigError, PeerError, UnknownPeer
 from commuter.fsutil import atomic_write_text
 from commuter.peer.identity import device_id_for, normalize_device_id
 from commuter.settings import Settings
 
 PEERS_FILE = "peers.json"
 _STORE_VERSION = 1
-
-
-class UnknownPeer(NotPaired):
-    """No paired machine goes by this name or id. The message says what to do, and "pair
-    first" would be wrong for a typo or for `unpair`."""
-
-    hint = None
 
 
 @dataclass(frozen=True, slots=True)

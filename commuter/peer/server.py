@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -25,18 +24,17 @@ from commuter.errors import (
     SessionNotFound,
     TooLarge,
 )
+from commuter.http import OUT_OF_FDS, error_middleware
 from commuter.peer import auth, pairing, seal
 from commuter.peer.identity import Identity
 from commuter.peer.inbox import Inbox, InboxItem
 from commuter.peer.peers import Peer, Peers
+from commuter.peer.protocol import API, PROTOCOL_VERSION, safe_token
+from commuter.peer.protocol import DEFAULT_PORT as DEFAULT_PORT  # commands import it from here
 from commuter.settings import Settings
 
-API = "/v1"
-PROTOCOL_VERSION = 1
-DEFAULT_PORT = 47474
 MAX_BUNDLE = 2 * 1024**3
 READ_CHUNK = 1 << 20
-_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 
 Log = Callable[[str], None]
 # Runs after a bundle is stored; returns the upload's "status" for the sender ("imported",
@@ -44,36 +42,13 @@ Log = Callable[[str], None]
 OnReceived = Callable[[InboxItem, Peer], Awaitable[str | None]]
 
 
-def _json_error(exc: CommuterError) -> web.Response:
-    return web.json_response({"error": exc.code, "message": str(exc)}, status=exc.http_status)
+def _log_of(request: web.Request) -> Log:
+    state = request.app.get(STATE)
+    return state.log if state is not None else (lambda _msg: None)
 
 
-@web.middleware
-async def errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """CommuterError -> {"error": code, "message": ...} with the class's status; JSON 404s."""
-    try:
-        return await handler(request)
-    except CommuterError as exc:
-        return _json_error(exc)
-    except OSError as exc:
-        if exc.errno not in _OUT_OF_FDS:
-            raise
-        # Too many open files: one line in the log, a retryable answer, no traceback.
-        state = request.app.get(STATE)
-        if state is not None:
-            state.log(f"cannot answer {request.method} {request.path}: {exc.strerror}")
-        return web.json_response(
-            {"error": "peer", "message": "this machine is out of file descriptors; try again"},
-            status=503,
-        )
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            return web.json_response(
-                {"error": "http", "message": exc.reason}, status=exc.status
-            )
-        raise
+# CommuterError -> {"error": code, "message": ...} with the class's status; JSON 404s.
+errors_middleware = error_middleware(_log_of)
 
 
 @dataclass
@@ -309,8 +284,6 @@ async def handle_sessions(request: web.Request) -> web.Response:
 
 async def handle_session_bundle(request: web.Request) -> web.StreamResponse:
     """Paired only: export one session and stream it back sealed to the requester."""
-    from commuter.peer.client import safe_token
-
     st = request.app[STATE]
     peer = await _verified_get(request)
     session_id = request.match_info["session_id"]
@@ -718,7 +691,7 @@ class _FdExhaustion:
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in _OUT_OF_FDS:
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_FDS:
             if time.monotonic() - self._said > 60:
                 self._said = time.monotonic()
                 self._say(f"out of file descriptors ({exc.strerror}): new connections wait")

@@ -12,17 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-from commuter.errors import BadSignature, BundleError, CommuterError, RelayError
+from commuter.errors import (
+    BadSignature,
+    BundleError,
+    ItemNotFound,
+    MailboxForbidden,
+    RelayError,
+    UploadStalled,
+)
+from commuter.http import error_middleware
 from commuter.peer import auth
 from commuter.peer.identity import device_id_for, normalize_device_id
 from commuter.relay import quotas
-from commuter.relay.quotas import ItemNotFound, Limits, MailboxForbidden, UploadStalled
+from commuter.relay.quotas import Limits
 from commuter.relay.storage import ITEM_ID, Item, Storage
 
 PROTOCOL = 1
@@ -43,27 +51,13 @@ class RelayState:
 STATE = web.AppKey("relay_state", RelayState)
 
 
-@web.middleware
-async def errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """CommuterError -> {"error": code, "message": ...} with the class's HTTP status."""
-    try:
-        return await handler(request)
-    except CommuterError as exc:
-        resp = web.json_response({"error": exc.code, "message": str(exc)},
-                                 status=exc.http_status)
-        if isinstance(exc, UploadStalled):
-            resp.force_close()  # the rest of that body is not waited for
-        return resp
-    except ConnectionResetError:  # the client went away mid-body: one log line, no traceback
-        request.app[STATE].log(f"{request.method} {request.path}: connection lost mid-request")
-        return web.json_response({"error": "http", "message": "connection lost"}, status=400)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            return web.json_response({"error": "http", "message": exc.reason},
-                                     status=exc.status)
-        raise
+def _log_of(request: web.Request) -> Log:
+    return request.app[STATE].log
+
+
+# CommuterError -> {"error": code, "message": ...} with the class's HTTP status; a stalled
+# upload's connection is closed (the rest of that body is not waited for).
+errors_middleware = error_middleware(_log_of, close_after=(UploadStalled,))
 
 
 def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None = None, *,

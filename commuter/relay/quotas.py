@@ -1,51 +1,16 @@
 """Relay limits (size cap, expiry, quotas per mailbox, sender, sender for one mailbox and
-for the whole relay, request rates, stalled uploads) and their errors."""
+for the whole relay, request rates, stalled uploads); their errors are in commuter.errors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from commuter.errors import ERRORS_BY_CODE, CommuterError, RelayError, TooLarge
-from commuter.peer.auth import DEFAULT_RATES, NonceStoreError, RateLimited, Rates
+from commuter.errors import QuotaExceeded, StorageFull, TooLarge
+from commuter.peer.auth import DEFAULT_RATES, Rates
 from commuter.relay.storage import Storage
 
 MB = 1024 * 1024
 DAY = 86400.0
-
-
-class QuotaExceeded(RelayError):
-    """The mailbox or the sender has too much queued already."""
-
-    code, http_status = "relay-full", 429
-
-
-class MailboxForbidden(RelayError):
-    """A request for a mailbox signed by a key that does not own it."""
-
-    code, http_status = "relay-forbidden", 403
-
-
-class ItemNotFound(RelayError):
-    code, http_status = "relay-not-found", 404
-
-
-class StorageFull(RelayError):
-    """The relay as a whole holds as much as it may (`total_bytes`)."""
-
-    code, http_status = "relay-storage-full", 507
-
-
-class UploadStalled(RelayError):
-    """An upload body made no progress for `Limits.body_stall` seconds: dropped."""
-
-    code, http_status = "relay-stalled", 408
-
-
-RELAY_ERRORS: dict[str, type[CommuterError]] = {
-    **ERRORS_BY_CODE,
-    **{cls.code: cls for cls in (QuotaExceeded, MailboxForbidden, ItemNotFound, StorageFull,
-                                 UploadStalled, RateLimited, NonceStoreError)},
-}
 
 
 @dataclass(frozen=True, slots=True)

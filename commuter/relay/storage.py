@@ -21,18 +21,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from commuter.errors import RelayError
+from commuter.errors import StorageLocked
 from commuter.fsutil import atomic_write_text, fsync_dir
 
 SEALED = ".sealed"
 META = ".json"
 ITEM_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{16}\Z")
-
-
-class StorageLocked(RelayError):
-    """The data dir belongs to another running relay."""
-
-    code = "relay-locked"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from commuter.errors import CommuterError, ConfigError, RelayError, TooLarge
+from commuter.errors import CommuterError, ConfigError, RelayError, RelayUnreachable, TooLarge
+from commuter.http import (
+    client_timeout,
+    connect_reason,
+    loads,
+    read_capped,
+    read_error,
+    shown,
+    watched_body,
+)
 from commuter.peer import auth
-from commuter.peer.client import connect_reason, watched_body
 from commuter.peer.identity import normalize_device_id
 from commuter.peer.peers import Peer
 from commuter.transports import Incoming, Receipt, Transport, TransportContext
@@ -23,29 +30,13 @@ PROBE_TIMEOUT = 3.0
 ITEM_ID = re.compile(r"^[0-9]{10}-[0-9a-f]{16}\Z")
 SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_JSON = 4 << 20  # a listing of thousands of items is well under this
-MAX_ERROR_BODY = 64 << 10
 MAX_ITEM = 8 << 30  # no download is larger, whatever the relay's advertised max_bundle
 FETCHED = "relay-item.sealed"  # the name a download gets in its (fresh) staging dir
 
 
-def _error_from(status: int, body: bytes | None, url: str) -> CommuterError:
-    """The relay's {"error", "message"} as the matching error (None: the body was too long)."""
-    from commuter.relay.quotas import RELAY_ERRORS
-
-    try:
-        data = json.loads(body or b"")
-        code, message = data["error"], data["message"]
-        if not isinstance(code, str) or not isinstance(message, str):
-            raise TypeError(code)
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return RelayError(f"the relay at {url} answered HTTP {status}")
-    return RELAY_ERRORS.get(code, RelayError)(f"relay: {_shown(message, 300)}")
-
-
 def _shown(text: str, limit: int = 80) -> str:
-    """Text from the relay made safe to print: no control characters, bounded."""
-    clean = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return clean + ("…" if len(text) > limit else "")
+    """An id or a name from the relay, safe to print (see http.shown)."""
+    return shown(text, limit)
 
 
 def _int(value: object) -> int | None:
@@ -86,11 +77,7 @@ class RelayTransport(Transport):
 
         if self._session is None:
             # sock_read bounds every silence of the answer; the upload body has its own bound.
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.ctx.settings.connect_timeout,
-                sock_read=self.ctx.settings.stall_timeout,
-            )
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            self._session = aiohttp.ClientSession(timeout=client_timeout(self.ctx.settings))
         return self._session
 
     async def aclose(self) -> None:
@@ -98,10 +85,12 @@ class RelayTransport(Transport):
             await self._session.close()
             self._session = None
 
-    def _down(self, exc: BaseException) -> RelayError:
+    def _down(self, exc: BaseException) -> RelayUnreachable:
         if isinstance(exc, TimeoutError) and not str(exc):
-            return RelayError(f"the relay at {self.url} is unreachable (it did not answer in time)")
-        return RelayError(f"the relay at {self.url} is unreachable ({connect_reason(exc)})")
+            return RelayUnreachable(
+                f"the relay at {self.url} is unreachable (it did not answer in time)"
+            )
+        return RelayUnreachable(f"the relay at {self.url} is unreachable ({connect_reason(exc)})")
 
     async def _request(self, method: str, path: str, *, body: Any = None,
                        digest: str = auth.EMPTY_SHA256, length: int | None = None,
@@ -127,25 +116,25 @@ class RelayTransport(Transport):
                 async with http.request(method, URL(self.url + path, encoded=True), data=data,
                                         headers=headers) as resp:
                     if resp.status >= 400:
-                        raise _error_from(resp.status, await _read_capped(resp, MAX_ERROR_BODY),
-                                          self.url)
+                        raise await read_error(resp, where=f"the relay at {self.url}",
+                                               fallback=RelayError, prefix="relay: ")
                     if dst is None:
-                        raw = await _read_capped(resp, MAX_JSON)
+                        raw = await read_capped(resp, MAX_JSON)
                         if raw is None:
                             raise RelayError(f"the relay at {self.url} sent an oversized reply")
-                        return json.loads(raw)
+                        return loads(raw)
                     await self._download(resp, dst, max_bytes)
                     return None
         except CommuterError:
             raise
         except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
             if deadline.expired():
-                raise RelayError(f"the relay at {self.url} took nothing of the upload for "
-                                 f"{stall:g} s") from exc
+                raise RelayUnreachable(f"the relay at {self.url} took nothing of the upload "
+                                       f"for {stall:g} s") from exc
             raise self._down(exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise self._down(exc) from exc
-        except (ValueError, RecursionError) as exc:
+        except ValueError as exc:
             raise RelayError(f"the relay at {self.url} sent a malformed reply") from exc
 
     async def _download(self, resp: Any, dst: Path, max_bytes: int) -> None:
@@ -279,20 +268,6 @@ class RelayTransport(Transport):
     async def ack(self, item: Incoming) -> None:
         """Delete the item from the mailbox (after a successful import)."""
         await self._request("DELETE", self._item_path(item))
-
-
-async def _read_capped(resp: Any, limit: int) -> bytes | None:
-    """The body, or None if it is longer than `limit` (not read further)."""
-    if resp.content_length is not None and resp.content_length > limit:
-        return None
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _digest_size(path: Path) -> tuple[str, int]:

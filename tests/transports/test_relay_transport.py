@@ -14,13 +14,13 @@ from claude_home import TOOLS, transcript
 from transhelp import ALICE, BOB, EVE, context, make_world
 
 from commuter import config, core
-from commuter.errors import PeerUnreachable, RelayError, TooLarge, TransportError
+from commuter.errors import PeerUnreachable, QuotaExceeded, RelayError, TooLarge, TransportError
 from commuter.peer import auth, seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peers
 from commuter.peer.server import make_app
 from commuter.relay.app import make_relay_app
-from commuter.relay.quotas import Limits, QuotaExceeded
+from commuter.relay.quotas import Limits
 from commuter.transports.flow import pull_all, push_file
 from commuter.transports.relay import RelayTransport
 
