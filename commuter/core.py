@@ -103,7 +103,7 @@ def import_file(settings: Settings, path: Path, options: ImportOptions) -> Impor
         result = backend.place(source_from(manifest, unpacked.root), options)
     finally:
         shutil.rmtree(unpacked.root, ignore_errors=True)
-    return dataclasses.replace(result, bundle_digest=digest)
+    return dataclasses.replace(result, bundle_digest=digest, backend=manifest.backend)
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -97,6 +97,7 @@ class ImportResult:
     print_mode: bool = False  # made by `claude -p`: interactive `claude --continue` skips it
     planned: str | None = None  # with action "dry-run": what an import would do (an action)
     last_activity: float | None = None  # when the session was last written at its source
+    backend: str = ""  # the backend that placed it (core.import_file fills it in)
 
     def resume_command(self) -> str:
         """The command a person runs to continue the session."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -86,6 +86,30 @@ class Backend(Protocol):
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
         """Put an unpacked session where the agent finds it."""
         ...
+
+
+class Arranges(Protocol):
+    """A backend that can order what one pull placed for its `--continue`-style pick-up."""
+
+    def arrange(self, results: Sequence[ImportResult]) -> None:
+        """Several sessions arrived at once: make the pick-up take the one last active at its
+        source, not the one that happened to be imported last."""
+        ...
+
+
+def arrange_for_continue(settings: Settings, results: Sequence[ImportResult]) -> None:
+    """Hand each backend the results of one pull that it placed (those that define `arrange`)."""
+    by_backend: dict[str, list[ImportResult]] = {}
+    for result in results:
+        by_backend.setdefault(result.backend, []).append(result)
+    for name, placed in by_backend.items():
+        try:
+            backend = get_backend(name, settings)
+        except BackendError:
+            continue
+        arrange = getattr(backend, "arrange", None)
+        if callable(arrange):
+            arrange(placed)
 
 
 BUILTIN: dict[str, str] = {"claude": "commuter.backends.claude:ClaudeBackend"}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -49,6 +51,10 @@ _CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
 _CHUNK = 1 << 20
 
 
+# Imports that wrote a transcript `claude --continue` may pick (the newest mtime of a folder).
+_WRITTEN = ("created", "updated", "forked", "replaced")
+
+
 class ClaudeBackend:
     """Claude Code sessions of one (possibly fake) home."""
 
@@ -61,6 +67,24 @@ class ClaudeBackend:
     def is_installed(self) -> bool:
         """True if ~/.claude exists or `claude` is on PATH."""
         return self.dirs.root.is_dir() or shutil.which("claude") is not None
+
+    def arrange(self, results: Sequence[ImportResult]) -> None:
+        """`claude --continue` takes the newest transcript mtime of a project folder: where one
+        pull wrote several, their mtimes are set a millisecond apart in the order they were last
+        active at their source, the newest now."""
+        groups: dict[Path, list[tuple[float, Path]]] = {}
+        for res in results:
+            if res.action in _WRITTEN and res.transcript is not None:
+                entry = (res.last_activity or 0.0, res.transcript)
+                groups.setdefault(res.transcript.parent, []).append(entry)
+        now = time.time()
+        for entries in groups.values():
+            if len(entries) < 2:
+                continue
+            entries.sort(key=lambda entry: entry[0])  # stable: equal times keep import order
+            for age, (_when, transcript) in enumerate(reversed(entries)):
+                with contextlib.suppress(OSError):
+                    os.utime(transcript, (now - age / 1000, now - age / 1000))
 
     def _ref(self, tf: TranscriptFile) -> SessionRef:
         head = read_head(tf.path)

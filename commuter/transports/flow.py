@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +146,9 @@ async def pull_all(
                     warn(f"skipping {item.label}: {pulled.error}{later}")
                 done.append(pulled)
     if not options.dry_run:
-        _newest_last(done)
+        from commuter.backends import arrange_for_continue
+
+        arrange_for_continue(ctx.settings, [p.result for p in done if p.result is not None])
     return done
 
 
@@ -157,30 +156,6 @@ def _flush(transport: Transport, warn: Warn) -> None:
     for message in transport.warnings:
         warn(message)
     transport.warnings.clear()
-
-
-# Imports that wrote a transcript `claude --continue` may pick (the newest mtime of a folder).
-_WRITTEN = ("created", "updated", "forked", "replaced")
-
-
-def _newest_last(done: Sequence[Pulled]) -> None:
-    """Where one pull brought several sessions of one project, `claude --continue` there should
-    resume the one last active at its source, not the one that happened to be imported last:
-    their transcripts' mtimes are set a millisecond apart in that order, the newest now."""
-    groups: dict[Path, list[tuple[float, Path]]] = {}
-    for pulled in done:
-        res = pulled.result
-        if res is not None and res.action in _WRITTEN and res.transcript is not None:
-            entry = (res.last_activity or 0.0, res.transcript)
-            groups.setdefault(res.transcript.parent, []).append(entry)
-    now = time.time()
-    for entries in groups.values():
-        if len(entries) < 2:
-            continue
-        entries.sort(key=lambda entry: entry[0])  # stable: equal times keep the import order
-        for age, (_when, transcript) in enumerate(reversed(entries)):
-            with contextlib.suppress(OSError):
-                os.utime(transcript, (now - age / 1000, now - age / 1000))
 
 
 async def _pull_one(
