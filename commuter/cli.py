@@ -6,18 +6,15 @@ import contextlib
 import importlib
 import json
 import os
-import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn
 
 import click
 
 from commuter import __version__
-from commuter.errors import CommuterError
+from commuter.commands._app import AppContext, pass_app, safe_text
+from commuter.errors import CommuterError, ExitStatus
 from commuter.settings import Settings
-
-if TYPE_CHECKING:
-    import asyncio
 
 # Each module registers its commands on `cli`; imported lazily by name so `--help` stays cheap.
 COMMAND_MODULES = (
@@ -30,55 +27,11 @@ COMMAND_MODULES = (
 )
 
 
-# C0 and C1 controls, DEL, line/paragraph separators, bidi overrides and isolates, and lone
-# surrogates (from undecodable bytes): a terminal acts on them, or cannot print them
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def stop_on_signals() -> asyncio.Event:
-    """An event that Ctrl-C or SIGTERM (a service manager's stop) sets, so a daemon running in
-    the current event loop can shut down cleanly and exit 0."""
-    import asyncio
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-def safe_text(text: str) -> str:
-    """`text` (from a bundle, a peer or a file name) with every character a terminal would act
-    on shown as a Python-style escape (`\\x1b`, `\\n`, `\\u2028`), so it prints as one
-    inert line."""
-    return _UNSAFE.sub(_escape, text)
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def one_line_text(text: str) -> str:
-    """Free text such as a prompt: whitespace runs (newlines too) become one space, then
-    safe_text."""
-    return safe_text(" ".join(text.split()))
-
-
-# json.dumps already escapes C0 inside strings; these it leaves raw (ensure_ascii=False)
-_UNSAFE_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def safe_json(text: str) -> str:
-    """JSON text from json.dumps(ensure_ascii=False) with the characters a terminal would act
-    on written as `\\uXXXX` escapes (the same JSON value; they only occur inside strings)."""
-    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
 class CommuterGroup(click.Group):
     """A click group that turns every CommuterError, OSError and UnicodeError into one line on
-    stderr and exit 1. Anything else is a bug and keeps its traceback."""
+    stderr and the error's exit status (ExitStatus.ERROR for OSError and UnicodeError), and
+    Ctrl-C into one line and ExitStatus.INTERRUPTED. Anything else is a bug and keeps its
+    traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -88,10 +41,16 @@ class CommuterGroup(click.Group):
                 raise
             if isinstance(exc, BrokenPipeError):
                 _quiet_broken_pipe()
-            raise click.ClickException(_one_line(exc, ctx.invoked_subcommand)) from exc
+            status = exc.exit_code if isinstance(exc, CommuterError) else ExitStatus.ERROR
+            _fail(_one_line(exc, ctx.invoked_subcommand), status)
         except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
-            sys.exit(130)
+            _fail("interrupted", ExitStatus.INTERRUPTED)
+
+
+def _fail(message: str, status: ExitStatus) -> NoReturn:
+    """`Error: message` on stderr (as click prints a ClickException), then exit `status`."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(status)
 
 
 def _one_line(exc: BaseException, command: str | None) -> str:
@@ -115,22 +74,7 @@ def _quiet_broken_pipe() -> None:
     """The reader of our stdout went away (`commuter list | head`): exit quietly, like cat."""
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.close()  # so the flush at exit does not fail a second time
-    sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a program killed by it
-
-
-class AppContext:
-    """What every command gets: settings, and whether a person is at a terminal."""
-
-    def __init__(self, settings: Settings, debug: bool = False) -> None:
-        self.settings = settings
-        self.debug = debug
-
-    @property
-    def interactive(self) -> bool:
-        return sys.stdin.isatty() and sys.stderr.isatty()
-
-
-pass_app = click.make_pass_decorator(AppContext)
+    sys.exit(ExitStatus.BROKEN_PIPE)  # what a shell reports for a program killed by SIGPIPE
 
 
 @click.group(cls=CommuterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,4 +152,7 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="commuter")
+    try:
+        cli(prog_name="commuter")
+    except KeyboardInterrupt:  # outside a command (click's own prompts catch it themselves)
+        _fail("interrupted", ExitStatus.INTERRUPTED)

@@ -9,7 +9,7 @@ import subprocess
 
 import click
 
-from commuter.cli import AppContext, pass_app, safe_text
+from commuter.commands._app import AppContext, pass_app, safe_text
 from commuter.errors import CommuterError
 from commuter.settings import Settings
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.cli import AppContext, pass_app, safe_text, stop_on_signals
+from commuter.commands._app import AppContext, pass_app, safe_text, stop_on_signals
 from commuter.errors import PairingFailed, PeerError
 
 if TYPE_CHECKING:

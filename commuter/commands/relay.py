@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.cli import AppContext, pass_app, stop_on_signals
+from commuter.commands._app import AppContext, pass_app, stop_on_signals
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.cli import AppContext, one_line_text, pass_app, safe_json, safe_text
+from commuter.commands._app import AppContext, one_line_text, pass_app, safe_json, safe_text
 from commuter.errors import BundleError, CommuterError, OutputError
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.cli import AppContext, pass_app, safe_text
+from commuter.commands._app import AppContext, pass_app, safe_text
 
 if TYPE_CHECKING:
     from commuter.model import ImportResult

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.cli import AppContext, pass_app, safe_text
+from commuter.commands._app import AppContext, pass_app, safe_text
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
