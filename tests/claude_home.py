@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from commuter.backends.claude_paths import claude_project_folder
+from commuter.backends.claude.paths import claude_project_folder
 
 DATA = Path(__file__).parent / "data" / "claude" / "home"
 FIXTURE_HOME = "/tmp/rcfix/claude/home"

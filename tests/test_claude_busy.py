@@ -15,8 +15,8 @@ from claude_home import DOT_SPACE, carry, install, transcript
 from conftest import settings_for
 
 from commuter import config
+from commuter.backends.claude.procs import busy_pids, named_in_sessions_dir
 from commuter.errors import SessionBusy
-from commuter.procs import busy_pids, named_in_sessions_dir
 
 STAND_IN = """import sys, time
 fh = open(sys.argv[1], "rb")

@@ -13,7 +13,7 @@ from claude_home import FIXTURES, V332, Fixture, backup_name, carry, install, tr
 from conftest import settings_for
 
 from commuter import config
-from commuter.backends.claude_paths import claude_project_folder
+from commuter.backends.claude.paths import claude_project_folder
 from commuter.model import ImportResult
 
 

@@ -13,7 +13,7 @@ from conftest import settings_for
 from commuter import config
 from commuter.backends import ImportSource
 from commuter.backends.claude import ClaudeBackend
-from commuter.backends.claude_paths import claude_project_folder
+from commuter.backends.claude.paths import claude_project_folder
 from commuter.errors import BundleError
 from commuter.model import ImportOptions, ImportResult
 from commuter.settings import Settings

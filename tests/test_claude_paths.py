@@ -9,7 +9,7 @@ import pytest
 from claude_home import DATA, FIXTURE_HOME, LONG_REL, TOOLS, install
 
 from commuter.backends.claude import ClaudeBackend
-from commuter.backends.claude_paths import (
+from commuter.backends.claude.paths import (
     claude_project_folder,
     is_safe_name,
     is_safe_slug,

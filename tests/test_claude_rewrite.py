@@ -8,7 +8,7 @@ from pathlib import Path
 
 from claude_home import DATA, PLAN, TOOLS
 
-from commuter.backends.claude_rewrite import Rewriter, backup_hash, backup_sources
+from commuter.backends.claude.rewrite import Rewriter, backup_hash, backup_sources
 from commuter.pathmap import PathMap
 
 SRC, DST = "/home/me/my proj", "/Users/me/code/my proj"

@@ -429,7 +429,7 @@ def test_hostile_names_write_nothing_outside(tmp_path: Path) -> None:
     res = backend.place(src, ImportOptions(project_dir=proj, assume_yes=True))
     assert res.action == "created"
     written = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()}
-    from commuter.backends.claude_paths import claude_project_folder
+    from commuter.backends.claude.paths import claude_project_folder
 
     assert written == {f".claude/projects/{claude_project_folder(str(proj))}/{sid}.jsonl"}
     for bad_sid in ("../../etc", "x" * 36):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from commuter.lineage import Relation, compare_chains, compare_files, uuid_chain
+from commuter.backends.claude.lineage import Relation, compare_chains, compare_files, uuid_chain
 
 
 def _write(path: Path, uuids: list[str]) -> Path:

@@ -24,7 +24,7 @@ from claude_home import TOOLS, carry, install, transcript
 from transhelp import env_for, one_error_line, run
 
 from commuter import config
-from commuter.backends.claude_paths import claude_project_folder
+from commuter.backends.claude.paths import claude_project_folder
 from commuter.settings import Settings
 
 SSHD = Path("/usr/sbin/sshd")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from commuter.backends.claude_paths import is_safe_name
+from commuter.backends.claude.paths import is_safe_name
 
 if TYPE_CHECKING:
     from commuter.backends import ImportSource

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from commuter.backends import ExportPlan, ImportSource
-from commuter.backends.claude_paths import (
+from commuter.backends.claude.paths import (
     ClaudeDirs,
     TranscriptFile,
     claude_project_folder,
@@ -27,7 +27,7 @@ from commuter.backends.claude_paths import (
     read_head,
     real_project_path,
 )
-from commuter.backends.claude_rewrite import backup_sources
+from commuter.backends.claude.rewrite import backup_sources
 from commuter.errors import AmbiguousSession, SessionNotFound
 from commuter.model import SessionRef
 
@@ -203,7 +203,7 @@ class ClaudeBackend:
 
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
         """Write an unpacked session where `claude --continue` in the target project finds it."""
-        from commuter.backends.claude_import import place
+        from commuter.backends.claude.place import place
 
         return place(self.settings, source, options)
 

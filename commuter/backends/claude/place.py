@@ -18,10 +18,11 @@ from typing import BinaryIO
 
 import orjson
 
-from commuter import config, fsutil, lineage
+from commuter import config, fsutil
 from commuter.backends import ImportSource
-from commuter.backends.claude_memory import MemoryWrite, host_tag, plan_memory
-from commuter.backends.claude_paths import (
+from commuter.backends.claude import lineage
+from commuter.backends.claude.memory import MemoryWrite, host_tag, plan_memory
+from commuter.backends.claude.paths import (
     ClaudeDirs,
     check_session_id,
     claude_project_folder,
@@ -29,7 +30,7 @@ from commuter.backends.claude_paths import (
     is_safe_slug,
     read_entrypoint,
 )
-from commuter.backends.claude_rewrite import Rewriter, backup_hash
+from commuter.backends.claude.rewrite import Rewriter, backup_hash
 from commuter.errors import BackendError, BundleError, SessionBusy
 from commuter.fsutil import atomic_write_bytes
 from commuter.model import ImportOptions, ImportResult
@@ -250,7 +251,7 @@ def _decide(
 def _check_busy(dirs: ClaudeDirs, plan: _Plan, options: ImportOptions) -> _Plan:
     """SessionBusy if `plan` rewrites a transcript a running claude is writing to."""
     if plan.action in ("updated", "replaced") and not options.dry_run:
-        from commuter.procs import session_busy
+        from commuter.backends.claude.procs import session_busy
 
         reason = session_busy(plan.dest, plan.sid, dirs.sessions_dir)
         if reason:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from commuter.backends.claude_paths import claude_project_folder
+from commuter.backends.claude.paths import claude_project_folder
 from commuter.settings import is_project_dir_name
 
 
