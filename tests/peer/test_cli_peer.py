@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from peerhelp import ALICE, trust
 
+from commuter.errors import ExitStatus
 from commuter.peer.peers import Peers
 from commuter.settings import Settings
 
@@ -39,8 +40,8 @@ def settings_of(env: dict[str, str]) -> Settings:
     return Settings.from_env(env)
 
 
-def one_error_line(result: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert result.returncode == 1, (result.stdout, result.stderr)
+def one_error_line(result: subprocess.CompletedProcess[str], needle: str, status: int = 1) -> None:
+    assert result.returncode == status, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
@@ -174,13 +175,14 @@ def test_send_to_unreachable_peer_fails_fast(tmp_path, unused_tcp_port):
     # aiohttp's "Cannot connect to host ... [Connect call failed ...]" shrinks to its reason,
     # and --address is not suggested to someone who passed it.
     one_error_line(result, f"Error: office is unreachable at 127.0.0.1:{unused_tcp_port} "
-                           "(connection refused); is `commuter serve` running there?")
+                           "(connection refused); is `commuter serve` running there?",
+                   ExitStatus.UNREACHABLE)
     assert result.stderr.strip().endswith("running there?")
     assert time.monotonic() - started < 15
     assert [p for p in settings_of(env).staging_root.rglob("*") if not p.is_dir()] == []
     remembered = run(env, "send", "office", PLAIN)  # mDNS finds nothing: the last address
     one_error_line(remembered, "(connection refused); is `commuter serve` running there? "
-                               "(or pass --address HOST:PORT)")
+                               "(or pass --address HOST:PORT)", ExitStatus.UNREACHABLE)
     assert remembered.stderr.count(f"127.0.0.1:{unused_tcp_port}") == 1
 
 
@@ -221,7 +223,8 @@ async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_
         elapsed = time.monotonic() - started
         result = subprocess.CompletedProcess("send", proc.returncode, out.decode(),
                                              err.decode())
-        one_error_line(result, f"office at {address} did not answer within")
+        one_error_line(result, f"office at {address} did not answer within",
+                       ExitStatus.UNREACHABLE)
         assert held, "send did connect"
         assert elapsed < 10
         assert [p for p in settings_of(env).staging_root.rglob("*") if not p.is_dir()] == []
