@@ -5,8 +5,8 @@ Contract (owned by the core; other layers use only what is here):
   file object and returns its Manifest. With session=None the newest session of `cwd` is taken.
 - import_file(settings, path, options) verifies the whole bundle before writing anything, then
   places the session so `claude --continue` in the target project finds it, and returns an
-  ImportResult. Raises BundleError for bad input, ConsentRequired / SessionBusy where a local
-  file would otherwise be lost.
+  ImportResult. Raises BundleError for bad input, SessionBusy where a running agent would
+  otherwise lose a local file.
 - read_manifest(path) reads only what `inspect` needs.
 - list_sessions(settings) yields SessionRef, newest first.
 """
