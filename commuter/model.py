@@ -1,11 +1,11 @@
 """The values every layer trades in: who made a bundle, what it holds, how an import should
-behave and what it did, a session on this machine. Nothing here imports another commuter
+behave and what it did, a session on this machine. How to resume a placed session is its
+backend's (commuter.backends.resume_command). Nothing here imports another commuter
 module, so every layer can import this one (it is the bottom of the import graph)."""
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -94,18 +94,9 @@ class ImportResult:
     original_session_id: str | None = None
     bundle_digest: str = ""
     origin: str | None = None  # who exported the bundle, and when
-    print_mode: bool = False  # made by `claude -p`: interactive `claude --continue` skips it
     planned: str | None = None  # with action "dry-run": what an import would do (an action)
     last_activity: float | None = None  # when the session was last written at its source
     backend: str = ""  # the backend that placed it (core.import_file fills it in)
-
-    def resume_command(self) -> str:
-        """The command a person runs to continue the session."""
-        return f"cd {shlex.quote(str(self.project_dir))} && claude --resume {self.session_id}"
-
-    def continue_command(self) -> str:
-        """`claude --continue`; for a session made by `claude -p`, the form that finds it."""
-        where = f"cd {shlex.quote(str(self.project_dir))} && "
-        if self.print_mode:
-            return where + "claude -p --continue   (made by claude -p: plain --continue skips it)"
-        return where + "claude --continue"
+    # What the backend noted about the placed session for its own resume/continue lines
+    # (Claude Code: "print_mode", a session made by `claude -p`); no other layer reads it.
+    extra: Mapping[str, object] = field(default_factory=dict, hash=False)

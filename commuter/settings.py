@@ -6,16 +6,14 @@ import getpass
 import os
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import platformdirs
 
 from commuter.errors import ConfigError
-
-# What Claude Code 2.1.332 accepts in CLAUDE_CODE_PROJECT_DIR_NAME (else it is ignored).
-_PROJECT_DIR_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
-_RESERVED_NAME = re.compile(r"\A(?:con|prn|aux|nul|com[0-9]|lpt[0-9])\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +23,6 @@ class Settings:
     home: Path
     config_dir: Path
     data_dir: Path
-    claude_dir: Path
-    claude_json: Path
     mdns_interfaces: tuple[str, ...] | None = None
     hostname: str = field(default_factory=socket.gethostname)
     user: str = "user"
@@ -41,11 +37,13 @@ class Settings:
     ssh_command: str = "ssh"  # $COMMUTER_SSH, like GIT_SSH_COMMAND; sshhop splits it with shlex
     # $COMMUTER_SSH_HOP: this run is `commuter import -` started by the ssh hop of `to HOST`.
     ssh_hop: bool = False
-    # $CLAUDE_CODE_PROJECT_DIR_NAME (Claude Code 2.1.234+): one projects/<name>/ folder for
-    # every project. Claude honours it only beside CLAUDE_CONFIG_DIR and for a plain name.
-    claude_project_dir_name: str | None = None
     # $COMMUTER_MAX_IMPORT_SIZE ("8G", "500M", bytes): the most one import unpacks in all
     max_import_size: int = 4 << 30
+    # The environment as it was read (read-only): each backend takes its own variables from
+    # it (Backend.env_vars names them: CLAUDE_CONFIG_DIR, CODEX_HOME, ...), so that no backend
+    # reads os.environ and a test can hand one a made-up environment.
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False,
+                                   hash=False)
 
     @property
     def config_file(self) -> Path:
@@ -81,7 +79,7 @@ class Settings:
         return staging_for(self.staging_root)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from the process environment (or the mapping given)."""
         env = dict(os.environ if env is None else env)
         home = Path(env.get("HOME") or Path.home())
@@ -96,27 +94,19 @@ class Settings:
             else:
                 config_dir = config_dir or platformdirs.user_config_path("commuter")
                 data_dir = data_dir or platformdirs.user_data_path("commuter")
-        claude_env = env.get("CLAUDE_CONFIG_DIR")
-        claude_dir = Path(claude_env) if claude_env else home / ".claude"
-        claude_json = claude_dir / ".claude.json" if claude_env else home / ".claude.json"
-        dir_name = env.get("CLAUDE_CODE_PROJECT_DIR_NAME") or ""
-        if not (claude_env and is_project_dir_name(dir_name)):
-            dir_name = ""
         interfaces = env.get("COMMUTER_MDNS_INTERFACES")
         return cls(
             home=home,
             config_dir=config_dir,
             data_dir=data_dir,
-            claude_dir=claude_dir,
-            claude_json=claude_json,
             mdns_interfaces=tuple(i.strip() for i in interfaces.split(",") if i.strip())
             if interfaces
             else None,
             user=env.get("USER") or _user(),
             ssh_command=env.get("COMMUTER_SSH", "").strip() or "ssh",
             ssh_hop=env.get("COMMUTER_SSH_HOP") == "1",
-            claude_project_dir_name=dir_name or None,
             max_import_size=_size(env.get("COMMUTER_MAX_IMPORT_SIZE", "").strip() or "4G"),
+            env=MappingProxyType(env),
         )
 
 
@@ -126,11 +116,6 @@ def _size(text: str) -> int:
     if found is None or int(found[1]) == 0:
         raise ConfigError(f"COMMUTER_MAX_IMPORT_SIZE {text[:40]!r} is not a size like 8G or 500M")
     return int(found[1]) << (10 * " KMGT".index(found[2].upper() or " "))
-
-
-def is_project_dir_name(name: str) -> bool:
-    """True for a CLAUDE_CODE_PROJECT_DIR_NAME value Claude Code uses (others it ignores)."""
-    return bool(_PROJECT_DIR_NAME.match(name)) and not _RESERVED_NAME.match(name)
 
 
 def _is_macos() -> bool:

@@ -1,4 +1,5 @@
-"""Shared fixtures: every test runs in a fake HOME with commuter's and Claude's env vars cleared."""
+"""Shared fixtures: every test runs in a fake HOME with commuter's env vars and those of every
+backend (its `env_vars`: CLAUDE_CONFIG_DIR, ...) cleared."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from commuter.backends import all_env_vars
 from commuter.settings import Settings
 
 _CLEARED_PREFIXES = ("XDG_", "COMMUTER_")
-_CLEARED = ("CLAUDE_CONFIG_DIR",)
+_CLEARED = frozenset(all_env_vars())
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ from claude_home import V332, carry, install, transcript
 
 from commuter import config
 from commuter.backends.claude import ClaudeBackend
+from commuter.backends.claude.paths import ClaudeDirs
 from commuter.model import ImportResult
 from commuter.settings import Settings
 
@@ -33,7 +34,7 @@ def named(home: Path, name: str = "shared-name") -> Settings:
 def test_the_variable_counts_only_as_claude_takes_it(env: dict[str, str],
                                                      expected: str | None) -> None:
     settings = Settings.from_env({"HOME": "/h", **env})
-    assert settings.claude_project_dir_name == expected
+    assert ClaudeDirs.of(settings).dir_name == expected
 
 
 def test_sessions_in_the_named_folder_are_found_for_any_project(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from claude_home import (
 from conftest import settings_for
 
 from commuter import config
+from commuter.backends.claude import ClaudeBackend
 from commuter.model import ImportOptions, ImportResult
 from commuter.settings import Settings
 
@@ -442,11 +443,12 @@ def test_continue_hint_fits_how_the_session_was_made(two, tmp_path: Path) -> Non
     # Interactive `claude --continue` skips sessions made by `claude -p` (session-formats §1.4).
     a, _, sa, sb = two
     made_by_p = carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a / "projects" / "my.app")
-    assert made_by_p.print_mode
-    assert made_by_p.continue_command().split(" && ")[1].startswith("claude -p --continue")
+    assert made_by_p.extra["print_mode"]
+    line = ClaudeBackend(sb).continue_command(made_by_p)
+    assert line.split(" && ")[1].startswith("claude -p --continue")
     interactive = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a)
-    assert not interactive.print_mode
-    assert interactive.continue_command().endswith(" && claude --continue")
+    assert not interactive.extra["print_mode"]
+    assert ClaudeBackend(sb).continue_command(interactive).endswith(" && claude --continue")
 
 
 def test_a_fork_gets_its_own_plan_and_leaves_the_local_plan_alone(two, tmp_path: Path) -> None:

@@ -1,9 +1,18 @@
-"""Backend protocol (one per agent CLI), the values it trades in, and the registry."""
+"""Backend protocol (one per agent CLI), the values it trades in, and the registry.
+
+Everything agent-specific is a backend's: where its sessions are, how they are exported and
+placed, the command lines that resume or continue one, what its `--continue` picks, its doctor
+checks, the environment variables it reads and the shape of its session ids. `Backend` is what
+each must define; `BackendExtras` is what one may define, with the defaults the helpers below
+give a backend that does not (so a plug-in can start with the five methods of `Backend`).
+"""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import re
+import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,13 +97,116 @@ class Backend(Protocol):
         ...
 
 
-class Arranges(Protocol):
-    """A backend that can order what one pull placed for its `--continue`-style pick-up."""
+# One line of `commuter doctor`: (what, ok, detail).
+Check = tuple[str, bool, str]
+# What every bundle's session id must be (the bundle reader checks it); a backend may ask for
+# more in `is_session_id` (Claude Code: a UUID).
+SAFE_SESSION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+def is_safe_session_id(text: object) -> bool:
+    """True for a session id any backend may build a file name from (no `/`, no `..`)."""
+    return isinstance(text, str) and bool(SAFE_SESSION_ID.match(text)) and ".." not in text
+
+
+class BackendExtras(Protocol):
+    """What a backend may define beyond `Backend`; each helper below has the default."""
+
+    # Environment variables the backend reads from `settings.env` (tests clear them all).
+    env_vars: ClassVar[tuple[str, ...]]
+
+    def resume_command(self, result: ImportResult) -> str:
+        """The shell line a person runs to resume the placed session."""
+        ...
+
+    def continue_command(self, result: ImportResult) -> str | None:
+        """The shell line that continues the project's newest session, or None."""
+        ...
+
+    def picks_up(self, result: ImportResult) -> bool:
+        """Whether `continue_command` (run now) takes this session."""
+        ...
+
+    def launch_argv(self, result: ImportResult) -> list[str] | None:
+        """What `import` execs on a terminal (in the project dir) to resume it, or None."""
+        ...
+
+    def doctor_checks(self) -> list[Check]:
+        """`commuter doctor` lines about this agent (its CLI, its sessions)."""
+        ...
+
+    def is_session_id(self, text: str) -> bool:
+        """True for an id of this agent's shape (checked before placing one)."""
+        ...
 
     def arrange(self, results: Sequence[ImportResult]) -> None:
         """Several sessions arrived at once: make the pick-up take the one last active at its
         source, not the one that happened to be imported last."""
         ...
+
+
+def _extra(backend: object, name: str) -> Any:
+    member = getattr(backend, name, None)
+    return member if callable(member) else None
+
+
+def backend_of(settings: Settings, result: ImportResult) -> Backend | None:
+    """The backend that placed `result`, or None if it does not load here."""
+    try:
+        return get_backend(result.backend, settings)
+    except BackendError:
+        return None
+
+
+def resume_command(settings: Settings, result: ImportResult) -> str:
+    """The backend's resume line; by default `cd DIR && <name> --resume ID`."""
+    backend = backend_of(settings, result)
+    own = _extra(backend, "resume_command")
+    if own is not None:
+        return str(own(result))
+    tool = getattr(backend, "name", None) or result.backend or "?"
+    return f"cd {shlex.quote(str(result.project_dir))} && {tool} --resume {result.session_id}"
+
+
+def continue_command(settings: Settings, result: ImportResult) -> str | None:
+    """The backend's continue line if its `--continue` would take `result`, else None (also by
+    default: a backend without `continue_command` shows only the resume line)."""
+    backend = backend_of(settings, result)
+    own = _extra(backend, "continue_command")
+    if own is None:
+        return None
+    line: str | None = own(result)
+    if line is None or result.action == "dry-run":
+        return line
+    picks_up = _extra(backend, "picks_up")
+    return line if picks_up is None or picks_up(result) else None
+
+
+def launch_argv(settings: Settings, result: ImportResult) -> list[str] | None:
+    """What to exec on a terminal after an import; None (the default): nothing."""
+    own = _extra(backend_of(settings, result), "launch_argv")
+    argv: list[str] | None = own(result) if own is not None else None
+    return list(argv) if argv else None
+
+
+def doctor_checks(backend: Backend) -> list[Check]:
+    """The backend's doctor lines; by default one saying whether it is installed."""
+    own = _extra(backend, "doctor_checks")
+    if own is not None:
+        return list(own())
+    installed = backend.is_installed()
+    return [(backend.name, installed, "installed" if installed else "not found here")]
+
+
+def accepts_session_id(backend: Backend, text: str) -> bool:
+    """The backend's own id check; by default any safe id."""
+    own = _extra(backend, "is_session_id")
+    return is_safe_session_id(text) and (own is None or bool(own(text)))
+
+
+def env_vars(cls: type) -> tuple[str, ...]:
+    """The environment variables a backend class reads (none by default)."""
+    return tuple(getattr(cls, "env_vars", ()))
 
 
 def arrange_for_continue(settings: Settings, results: Sequence[ImportResult]) -> None:
@@ -107,8 +219,8 @@ def arrange_for_continue(settings: Settings, results: Sequence[ImportResult]) ->
             backend = get_backend(name, settings)
         except BackendError:
             continue
-        arrange = getattr(backend, "arrange", None)
-        if callable(arrange):
+        arrange = _extra(backend, "arrange")
+        if arrange is not None:
             arrange(placed)
 
 
@@ -133,18 +245,34 @@ def backend_names() -> list[str]:
     return [*BUILTIN, *(n for n in _plugin_specs() if n not in BUILTIN)]
 
 
-def get_backend(name: str, settings: Settings) -> Backend:
-    """Construct the backend called `name` (built-ins win over plug-ins of the same name)."""
+def backend_class(name: str) -> type:
+    """The class of the backend called `name` (built-ins win over plug-ins of the same name)."""
     target = BUILTIN.get(name) or _plugin_specs().get(name)
     if target is None:
         raise BackendError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
     module_name, _, attr = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls: type = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise BackendError(f"backend {name!r} failed to load ({exc})") from exc
-    backend: Backend = cls(settings)
+    return cls
+
+
+def get_backend(name: str, settings: Settings) -> Backend:
+    """Construct the backend called `name`."""
+    backend: Backend = backend_class(name)(settings)
     return backend
+
+
+def all_env_vars() -> tuple[str, ...]:
+    """The environment variables of every backend that loads."""
+    found: list[str] = []
+    for name in backend_names():
+        try:
+            found += [v for v in env_vars(backend_class(name)) if v not in found]
+        except BackendError as exc:
+            log.warning("%s", exc)
+    return tuple(found)
 
 
 def all_backends(settings: Settings) -> list[Backend]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 
 import click
 
@@ -16,25 +14,11 @@ from commuter.settings import Settings
 Check = tuple[str, bool, str]
 
 
-def _claude(settings: Settings) -> Check:
-    path = shutil.which("claude")
-    if path is None:
-        return ("claude", False, "claude CLI not on PATH (import works; launching does not)")
-    try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        out = "version unknown"
-    return ("claude", True, f"{path} ({out or 'version unknown'})")
+def _backends(settings: Settings) -> list[Check]:
+    """Every backend's own checks (Claude Code: its CLI, its transcripts)."""
+    from commuter.backends import all_backends, doctor_checks
 
-
-def _claude_dir(settings: Settings) -> Check:
-    projects = settings.claude_dir / "projects"
-    if not projects.is_dir():
-        return ("sessions", False, f"no {projects} yet")
-    count = sum(1 for _ in projects.glob("*/*.jsonl"))
-    return ("sessions", True, f"{count} transcripts under {projects}")
+    return [check for backend in all_backends(settings) for check in doctor_checks(backend)]
 
 
 def _config(settings: Settings) -> Check:
@@ -82,15 +66,15 @@ def _mdns(settings: Settings) -> Check:
     return ("mdns", True, f"zeroconf {zeroconf.__version__} on {where}")
 
 
-CHECKS = (_claude, _claude_dir, _config, _keys, _peers, _mdns)
+CHECKS = (_config, _keys, _peers, _mdns)
 
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
 def doctor(app: AppContext, as_json: bool) -> None:
-    """Show what works here: claude, sessions, config, keys, peers, mDNS."""
-    results = [check(app.settings) for check in CHECKS]
+    """Show what works here: each agent and its sessions, config, keys, peers, mDNS."""
+    results = [*_backends(app.settings), *(check(app.settings) for check in CHECKS)]
     if as_json:
         click.echo(json.dumps([{"check": n, "ok": ok, "detail": d} for n, ok, d in results]))
         return

@@ -16,6 +16,7 @@ import click
 
 from commuter.commands._app import AppContext, one_line_text, pass_app, safe_json, safe_text
 from commuter.errors import BundleError, CommuterError, OutputError
+from commuter.settings import Settings
 
 if TYPE_CHECKING:
     from commuter.model import ImportResult, SessionRef
@@ -164,7 +165,7 @@ def _spool_stdin(staging: Path) -> Path:
 @click.argument("bundle")
 @click.option("--project-dir", type=click.Path(path_type=Path), help="Local project directory.")
 @click.option("--replace", is_flag=True, help="Replace a diverged local copy (after a backup).")
-@click.option("--no-launch", is_flag=True, help="Do not start claude afterwards.")
+@click.option("--no-launch", is_flag=True, help="Do not start the agent afterwards.")
 @click.option("--dry-run", is_flag=True, help="Show what would happen; write nothing.")
 @click.option("--yes", "assume_yes", is_flag=True, help="Take the bundle's project config.")
 @pass_app
@@ -172,7 +173,7 @@ def import_cmd(
     app: AppContext, bundle: str, project_dir: Path | None, replace: bool, no_launch: bool,
     dry_run: bool, assume_yes: bool,
 ) -> None:
-    """Import a bundle (FILE or - for stdin) so `claude --continue` picks it up."""
+    """Import a bundle (FILE or - for stdin) so the agent's `--continue` picks it up."""
     from commuter import core
 
     interactive = app.interactive
@@ -192,13 +193,29 @@ def import_cmd(
     finally:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
-    _report(result)
+    _report(result, app.settings)
     if dry_run or no_launch or result.action == "dry-run":
         return
-    launch = shutil.which("claude")
-    if launch and sys.stdin.isatty() and sys.stdout.isatty():
+    _launch(result, app.settings)
+
+
+def _settings(given: Settings | None) -> Settings:
+    """`given`, else the running command's settings (callers that predate the argument)."""
+    if given is not None:
+        return given
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(AppContext) if ctx is not None else None
+    return app.settings if app is not None else Settings.from_env()
+
+
+def _launch(result: ImportResult, settings: Settings | None = None) -> None:
+    """On a terminal, exec what the session's backend resumes it with (claude --resume ID)."""
+    from commuter.backends import launch_argv
+
+    argv = launch_argv(_settings(settings), result)
+    if argv and sys.stdin.isatty() and sys.stdout.isatty():
         os.chdir(result.project_dir)
-        os.execvp(launch, ["claude", "--resume", result.session_id])
+        os.execvp(argv[0], argv)
 
 
 def _bundle_file(path: Path) -> Path:
@@ -208,9 +225,12 @@ def _bundle_file(path: Path) -> Path:
     return path
 
 
-def _report(result: ImportResult) -> None:
+def _report(result: ImportResult, settings: Settings | None = None) -> None:
     """The import summary; every line goes through safe_text, since the origin, the project
-    path and the warnings carry text from the bundle (or the peer that sent it)."""
+    path and the warnings carry text from the bundle (or the peer that sent it). The resume
+    and continue lines are the backend's."""
+    from commuter.backends import continue_command, resume_command
+
     def say(line: str, err: bool = False) -> None:
         click.echo(safe_text(line), err=err)
 
@@ -238,21 +258,11 @@ def _report(result: ImportResult) -> None:
     else:
         verb = verbs.get(result.action, result.action)
     say(f"{verb}: session {result.session_id} in {result.project_dir}")
-    say(f"resume:   {result.resume_command()}")
-    if result.action == "dry-run" or _newest_here(result.transcript):
-        say(f"continue: {result.continue_command()}")
-
-
-def _newest_here(transcript: Path | None) -> bool:
-    """Whether `claude --continue` in the project takes this transcript (the newest there).
-    False for an older session of a pull that brought several: only `resume` finds it."""
-    if transcript is None:
-        return True
-    try:
-        mine = transcript.stat().st_mtime_ns
-        return all(p.stat().st_mtime_ns <= mine for p in transcript.parent.glob("*.jsonl"))
-    except OSError:
-        return True
+    settings = _settings(settings)
+    say(f"resume:   {resume_command(settings, result)}")
+    line = continue_command(settings, result)  # None: its --continue would take another
+    if line is not None:
+        say(f"continue: {line}")
 
 
 @click.command("inspect")

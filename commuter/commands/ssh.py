@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,8 +90,7 @@ def from_cmd(
 
 
 def _launch(result: ImportResult) -> None:
-    """What `import` does last: on a terminal, resume the session in claude."""
-    launch = shutil.which("claude")
-    if launch and sys.stdin.isatty() and sys.stdout.isatty():
-        os.chdir(result.project_dir)
-        os.execvp(launch, ["claude", "--resume", result.session_id])
+    """What `import` does last: on a terminal, resume the session in its agent."""
+    from commuter.commands.session import _launch as launch
+
+    launch(result)

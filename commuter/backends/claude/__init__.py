@@ -1,11 +1,14 @@
-"""The Claude Code backend: find sessions under ~/.claude and gather everything one consists of."""
+"""The Claude Code backend: find sessions under ~/.claude and gather everything one consists of,
+and what the CLI needs to know about claude (resume/continue lines, doctor checks, ids)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -16,11 +19,13 @@ import orjson
 
 from commuter.backends import ExportPlan, ImportSource
 from commuter.backends.claude.paths import (
+    ENV_VARS,
     ClaudeDirs,
     TranscriptFile,
     claude_project_folder,
     is_safe_name,
     is_safe_slug,
+    is_session_id,
     iter_transcripts,
     project_folders_for,
     read_entrypoint,
@@ -32,6 +37,7 @@ from commuter.errors import AmbiguousSession, SessionNotFound
 from commuter.model import SessionRef
 
 if TYPE_CHECKING:
+    from commuter.backends import Check
     from commuter.model import ImportOptions, ImportResult
     from commuter.settings import Settings
 
@@ -59,6 +65,7 @@ class ClaudeBackend:
     """Claude Code sessions of one (possibly fake) home."""
 
     name: ClassVar[str] = "claude"
+    env_vars: ClassVar[tuple[str, ...]] = ENV_VARS
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -67,6 +74,41 @@ class ClaudeBackend:
     def is_installed(self) -> bool:
         """True if ~/.claude exists or `claude` is on PATH."""
         return self.dirs.root.is_dir() or shutil.which("claude") is not None
+
+    def is_session_id(self, text: str) -> bool:
+        """Claude Code names a session by a UUID."""
+        return is_session_id(text)
+
+    def resume_command(self, result: ImportResult) -> str:
+        """`cd DIR && claude --resume ID`."""
+        return f"cd {shlex.quote(str(result.project_dir))} && claude --resume {result.session_id}"
+
+    def continue_command(self, result: ImportResult) -> str:
+        """`claude --continue`; for a session made by `claude -p`, the form that finds it."""
+        where = f"cd {shlex.quote(str(result.project_dir))} && "
+        if result.extra.get("print_mode"):
+            return where + "claude -p --continue   (made by claude -p: plain --continue skips it)"
+        return where + "claude --continue"
+
+    def picks_up(self, result: ImportResult) -> bool:
+        """Whether `claude --continue` in the project takes this transcript (the newest there).
+        False for an older session of a pull that brought several: only `resume` finds it."""
+        transcript = result.transcript
+        if transcript is None:
+            return True
+        try:
+            mine = transcript.stat().st_mtime_ns
+            return all(p.stat().st_mtime_ns <= mine for p in transcript.parent.glob("*.jsonl"))
+        except OSError:
+            return True
+
+    def launch_argv(self, result: ImportResult) -> list[str] | None:
+        """`claude --resume ID` when claude is on PATH."""
+        return ["claude", "--resume", result.session_id] if shutil.which("claude") else None
+
+    def doctor_checks(self) -> list[Check]:
+        """The claude CLI (and its version), and the transcripts under the projects dir."""
+        return [_claude_cli(), _transcripts(self.dirs)]
 
     def arrange(self, results: Sequence[ImportResult]) -> None:
         """`claude --continue` takes the newest transcript mtime of a project folder: where one
@@ -206,6 +248,27 @@ class ClaudeBackend:
         from commuter.backends.claude.place import place
 
         return place(self.settings, source, options)
+
+
+def _claude_cli() -> Check:
+    path = shutil.which("claude")
+    if path is None:
+        return ("claude", False, "claude CLI not on PATH (import works; launching does not)")
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out = "version unknown"
+    return ("claude", True, f"{path} ({out or 'version unknown'})")
+
+
+def _transcripts(dirs: ClaudeDirs) -> Check:
+    projects = dirs.projects
+    if not projects.is_dir():
+        return ("sessions", False, f"no {projects} yet")
+    count = sum(1 for _ in projects.glob("*/*.jsonl"))
+    return ("sessions", True, f"{count} transcripts under {projects}")
 
 
 def _scan(transcript: Path) -> dict[str, Any]:

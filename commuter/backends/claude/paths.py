@@ -8,11 +8,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from commuter.errors import BackendError
-from commuter.settings import Settings
+
+if TYPE_CHECKING:
+    from commuter.settings import Settings
 
 _HEX = "[0-9a-fA-F]"
 _UUID_RE = re.compile(rf"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}$")
@@ -22,6 +25,13 @@ _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
 HEAD_BYTES = 64 * 1024
 _ENTRY_RE = re.compile(rb'"entrypoint":"([A-Za-z0-9_.-]{1,40})"')
+# What Claude Code 2.1.332 accepts in CLAUDE_CODE_PROJECT_DIR_NAME (else it is ignored).
+_PROJECT_DIR_NAME = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+_RESERVED_NAME = re.compile(r"\A(?:con|prn|aux|nul|com[0-9]|lpt[0-9])\Z", re.IGNORECASE)
+# The variables Claude Code reads that decide where its sessions are.
+CONFIG_DIR_VAR = "CLAUDE_CONFIG_DIR"
+DIR_NAME_VAR = "CLAUDE_CODE_PROJECT_DIR_NAME"
+ENV_VARS = (CONFIG_DIR_VAR, DIR_NAME_VAR)
 
 
 def claude_project_folder(path: str) -> str:
@@ -62,6 +72,11 @@ def check_session_id(value: str) -> str:
     return value
 
 
+def is_project_dir_name(name: str) -> bool:
+    """True for a CLAUDE_CODE_PROJECT_DIR_NAME value Claude Code uses (others it ignores)."""
+    return bool(_PROJECT_DIR_NAME.match(name)) and not _RESERVED_NAME.match(name)
+
+
 def is_safe_name(value: str) -> bool:
     """True for a single harmless file name (task, tool-result, backup names)."""
     return bool(_SAFE_NAME_RE.match(value)) and ".." not in value
@@ -77,13 +92,18 @@ class ClaudeDirs:
     """The Claude Code directories of one machine."""
 
     root: Path
-    # CLAUDE_CODE_PROJECT_DIR_NAME (already checked by Settings): the one folder Claude then
-    # uses for every project's sessions and memory.
+    # CLAUDE_CODE_PROJECT_DIR_NAME (Claude Code 2.1.234+): the one folder Claude then uses for
+    # every project's sessions and memory. It honours it only beside CLAUDE_CONFIG_DIR and for
+    # a plain name (is_project_dir_name).
     dir_name: str | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> ClaudeDirs:
-        return cls(settings.claude_dir, settings.claude_project_dir_name)
+        """The dirs of `settings.home`, moved by CLAUDE_CONFIG_DIR as Claude Code does."""
+        config_dir = settings.env.get(CONFIG_DIR_VAR)
+        root = Path(config_dir) if config_dir else settings.home / ".claude"
+        name = settings.env.get(DIR_NAME_VAR) or ""
+        return cls(root, name if config_dir and is_project_dir_name(name) else None)
 
     @property
     def projects(self) -> Path:

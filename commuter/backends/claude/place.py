@@ -196,7 +196,7 @@ def _result(plan: _Plan, action: str, original: str) -> ImportResult:
         session_id=plan.sid, project_dir=plan.target, action=action,
         transcript=plan.dest, backups=tuple(plan.backups), warnings=tuple(plan.warnings),
         original_session_id=original if plan.sid != original else None,
-        origin=plan.origin or None, print_mode=plan.print_mode,
+        origin=plan.origin or None, extra={"print_mode": plan.print_mode},
         last_activity=plan.last_activity,
     )
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from commuter.backends.claude.paths import claude_project_folder
-from commuter.settings import is_project_dir_name
+from commuter.backends.claude.paths import claude_project_folder, is_project_dir_name
 
 
 def _is_claude(cmdline: list[str], comm: str) -> bool:
