@@ -1,4 +1,8 @@
-"""push and pull over any transport: seal, pick a transport, send; fetch, open, import, ack."""
+"""The application's two flows. push: export, seal, pick a transport, send. receive: every way a
+bundle arrives (pull over folder/relay/LAN inbox, `receive`, `serve --auto-import`,
+`pull --from`, ssh `from`) is a Source whose items go through one path: skip what was imported
+before, fetch, open the seal (a damaged one set aside where it can never heal), import, record
+the digest, ack; then the backends order what arrived for their `--continue` pick-up."""
 
 from __future__ import annotations
 
@@ -9,18 +13,19 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from commuter.errors import (
     BundleError,
     CommuterError,
     ConfigError,
+    NotPaired,
     PeerUnreachable,
     RelayError,
     TransportError,
 )
 from commuter.transports import AUTO_ORDER, Incoming, Receipt, Transport, TransportContext, create
-from commuter.transports.state import PullState
+from commuter.transports.state import PullState, sha256_file
 
 if TYPE_CHECKING:
     from commuter.model import ImportOptions, ImportResult
@@ -48,6 +53,21 @@ class Pulled:
     result: ImportResult | None = None
     error: str | None = None
     retry: bool = True  # with an error: left in place for the next pull
+    exc: CommuterError | None = None  # the error as raised, for one-item commands to re-raise
+
+
+class Source(Protocol):
+    """Where received items come from: every Transport is one; so are the one-item sources of
+    `pull --from`, ssh `from` and `receive` (a LAN inbox entry)."""
+
+    scheme: ClassVar[str]
+    discard_strangers: ClassVar[bool]
+    set_aside_damaged: ClassVar[bool]
+    warnings: list[str]
+
+    async def pending(self) -> list[Incoming]: ...
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path: ...
+    async def ack(self, item: Incoming) -> None: ...
 
 
 def _unreachable(name: str, reason: str) -> CommuterError:
@@ -128,61 +148,91 @@ async def pull_all(
     for name in pull_order(ctx, via):
         async with factory(name, ctx) as transport:
             try:
-                items = await transport.pending()
+                done += await _drain(ctx, transport, options, warn)
             except CommuterError as exc:
                 if via != "auto":
                     raise
                 warn(f"{name}: {exc}")
-                continue
-            finally:
-                _flush(transport, warn)
-            for item in items:
-                pulled = await _pull_one(ctx, transport, item, options, warn)
-                _flush(transport, warn)  # what fetch or ack had to say about this item
-                if pulled is None:
-                    continue
-                if pulled.error is not None:
-                    later = " (left in place; will retry)" if pulled.retry else ""
-                    warn(f"skipping {item.label}: {pulled.error}{later}")
-                done.append(pulled)
+    _arrange(ctx, options, done)
+    return done
+
+
+async def receive_one(
+    ctx: TransportContext, source: Source, options: ImportOptions, *, warn: Warn
+) -> Pulled | None:
+    """The one item a one-item source offers, through the same path as `pull_all`; its
+    error raised again (one line at the CLI). None: nothing to do (imported before)."""
+    done = await _drain(ctx, source, options, warn, quiet=True)
+    _arrange(ctx, options, done)
+    if done and done[0].error is not None:
+        raise done[0].exc or TransportError(done[0].error)
+    return done[0] if done else None
+
+
+async def _drain(
+    ctx: TransportContext, source: Source, options: ImportOptions, warn: Warn, *,
+    quiet: bool = False,
+) -> list[Pulled]:
+    try:
+        items = await source.pending()
+    finally:
+        _flush(source, warn)
+    done: list[Pulled] = []
+    for item in items:
+        pulled = await _pull_one(ctx, source, item, options, warn)
+        _flush(source, warn)  # what fetch or ack had to say about this item
+        if pulled is None:
+            continue
+        if pulled.error is not None and not quiet:
+            later = " (left in place; will retry)" if pulled.retry else ""
+            warn(f"skipping {item.label}: {pulled.error}{later}")
+        done.append(pulled)
+    return done
+
+
+def _arrange(ctx: TransportContext, options: ImportOptions, done: Sequence[Pulled]) -> None:
     if not options.dry_run:
         from commuter.backends import arrange_for_continue
 
         arrange_for_continue(ctx.settings, [p.result for p in done if p.result is not None])
-    return done
 
 
-def _flush(transport: Transport, warn: Warn) -> None:
+def _flush(transport: Source, warn: Warn) -> None:
     for message in transport.warnings:
         warn(message)
     transport.warnings.clear()
 
 
 async def _pull_one(
-    ctx: TransportContext, transport: Transport, item: Incoming, options: ImportOptions,
+    ctx: TransportContext, source: Source, item: Incoming, options: ImportOptions,
     warn: Warn,
 ) -> Pulled | None:
     from commuter import core
     from commuter.peer.seal import open_file
 
-    if transport.discard_strangers and item.sender and not _paired(ctx, item.sender):
+    if source.discard_strangers and item.sender and not _paired(ctx, item.sender):
         if options.dry_run:
             warn(f"{item.label}: from unpaired device {item.sender}; a pull would delete it")
         else:
-            await _ack(transport, item, warn)
+            await _ack(source, item, warn)
             warn(f"{item.label}: deleted, from unpaired device {item.sender} "
                  "(pair with it first, then have it push again)")
         return None
     state = PullState.load(ctx.settings)
-    if state.done(item.digest):
+    if item.digest and state.done(item.digest):
         if not options.dry_run:
-            await _ack(transport, item, warn)  # imported before, the ack was lost: finish it
+            await _ack(source, item, warn)  # imported before, the ack was lost: finish it
         return None
     tmp = Path(tempfile.mkdtemp(prefix="pull-", dir=_staging(ctx)))
-    origin = f"{item.label} (plain bundle, sender not verified)"
-    verified = False
+    # A source whose channel authenticates the other end (the user's own ssh) names it.
+    vouched = getattr(source, "vouched_origin", None)
+    origin = vouched or f"{item.label} (plain bundle, sender not verified)"
+    verified = vouched is not None
+    digest = item.digest
     try:
-        fetched = await transport.fetch(item, tmp)
+        fetched = await source.fetch(item, tmp)
+        if not digest:  # known only once fetched (pull --from, ssh from)
+            digest = await asyncio.to_thread(sha256_file, fetched)
         plain = fetched
         if item.sealed:
             plain = tmp / "opened.commuter"
@@ -190,29 +240,33 @@ async def _pull_one(
                 sender = await asyncio.to_thread(open_file, fetched, plain, ctx.identity,
                                                  is_trusted=ctx.peers.is_trusted)
             except BundleError as exc:
-                if not transport.set_aside_damaged or options.dry_run:
+                if not source.set_aside_damaged or options.dry_run:
                     raise
                 kept = _set_aside(ctx, fetched, item)
-                await _ack(transport, item, warn)
-                return Pulled(item, origin, retry=False,
+                await _ack(source, item, warn)
+                return Pulled(item, origin, retry=False, exc=exc,
                               error=f"{exc}; moved to {kept} and not retried")
+            expected: bytes | None = getattr(source, "expected_sender", None)
+            if expected is not None and sender != expected:  # pull --from: that peer's own
+                raise NotPaired(f"the bundle from {item.label} is sealed by another key")
             peer = ctx.peers.by_key(sender)
             origin = f"{peer.name} ({peer.device_id})" if peer else "an unknown device"
             verified = peer is not None
         opts = dataclasses.replace(options, origin=origin, sender_verified=verified)
         result = await asyncio.to_thread(core.import_file, ctx.settings, plain, opts)
     except CommuterError as exc:
-        return Pulled(item, origin, error=str(exc))
+        return Pulled(item, origin, error=str(exc), exc=exc)
     except OSError as exc:
-        return Pulled(item, origin, error=exc.strerror or str(exc))
+        return Pulled(item, origin, error=exc.strerror or str(exc),
+                      exc=TransportError(f"{item.label}: {exc.strerror or exc}"))
     except Exception as exc:  # a bug (a backend's, a plug-in's): this item only, not the pull
         return Pulled(item, origin, error=f"unexpected {type(exc).__name__}: {exc} "
                                           "(a bug in commuter or a plug-in; please report it)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not options.dry_run:
-        state.mark(item.digest, item.label)
-        await _ack(transport, item, warn)
+        state.mark(digest, item.label)
+        await _ack(source, item, warn)
     return Pulled(item, origin, result)
 
 
@@ -230,9 +284,102 @@ def _paired(ctx: TransportContext, device_id: str) -> bool:
     return any(peer.device_id == device_id for peer in ctx.peers.all())
 
 
-async def _ack(transport: Transport, item: Incoming, warn: Warn) -> None:
+async def _ack(transport: Source, item: Incoming, warn: Warn) -> None:
     try:
         await transport.ack(item)
     except CommuterError as exc:
         # Imported and recorded: the next pull skips it and retries the ack.
         warn(f"{item.label}: imported, but removing it from {transport.scheme} failed ({exc})")
+
+
+# --- one-item sources: the other ways a bundle arrives --------------------------------------
+
+
+class _OneItem:
+    """Base of the one-item sources: no strangers to discard, nothing to set aside."""
+
+    scheme: ClassVar[str]
+    discard_strangers: ClassVar[bool] = False
+    set_aside_damaged: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    async def ack(self, item: Incoming) -> None:
+        return None
+
+
+class PeerFetch(_OneItem):
+    """`pull --from PEER`: the peer's newest session for `cwd`'s project, downloaded sealed;
+    only the peer's own key may have sealed it."""
+
+    scheme: ClassVar[str] = "lan"
+
+    def __init__(self, ctx: TransportContext, peer: Peer, cwd: Path, address: str | None) -> None:
+        super().__init__()
+        self.ctx, self.peer, self.cwd, self.address = ctx, peer, cwd, address
+        self.expected_sender = peer.public_key
+        self._answered = ""
+
+    async def pending(self) -> list[Incoming]:
+        from commuter.peer.client import newest_session
+
+        best, self._answered = await newest_session(
+            self.ctx.settings, self.ctx.identity, self.peer, self.cwd, address=self.address)
+        return [Incoming(self.scheme, best.id, f"{self.peer.name}:{best.id[:8]}", best.size, "",
+                         True, self.peer.device_id)]
+
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        from commuter.peer.client import fetch_one
+
+        return await fetch_one(self.ctx.settings, self.ctx.identity, self.peer, self._answered,
+                               item.id, dst_dir / "bundle.sealed")
+
+
+class SshFetch(_OneItem):
+    """ssh `from HOST`: HOST's newest session of `remote_dir`, a plain bundle carried inside
+    the user's own ssh (the host key checked by ssh): vouched for like a paired peer's."""
+
+    scheme: ClassVar[str] = "ssh"
+
+    def __init__(self, ctx: TransportContext, host: str, remote_dir: str,
+                 remote_command: str | None) -> None:
+        super().__init__()
+        self.ctx, self.host, self.remote_dir, self.remote_command = (
+            ctx, host, remote_dir, remote_command)
+        self.vouched_origin = f"{host} (over ssh)"
+
+    async def pending(self) -> list[Incoming]:
+        return [Incoming(self.scheme, "latest", f"ssh:{self.host}", 0, "", False)]
+
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        from commuter import sshhop
+
+        dst = dst_dir / "bundle.commuter"
+        await asyncio.to_thread(sshhop.fetch_from, self.ctx.settings, self.host,
+                                self.remote_dir, dst, remote_command=self.remote_command)
+        return dst
+
+
+class InboxEntry(_OneItem):
+    """`receive` and `serve --auto-import`: one entry of the LAN inbox, as `pull` would take it
+    (a seal that fails is set aside, the entry removed once imported)."""
+
+    scheme: ClassVar[str] = "lan"
+    set_aside_damaged: ClassVar[bool] = True
+
+    def __init__(self, ctx: TransportContext, entry_id: str) -> None:
+        super().__init__()
+        from commuter.transports.lan import LanTransport
+
+        self._lan = LanTransport(ctx)
+        self.entry_id = entry_id
+
+    async def pending(self) -> list[Incoming]:
+        return [i for i in await self._lan.pending() if i.id == self.entry_id]
+
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        return await self._lan.fetch(item, dst_dir)
+
+    async def ack(self, item: Incoming) -> None:
+        await self._lan.ack(item)

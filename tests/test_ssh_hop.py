@@ -228,6 +228,8 @@ def test_from_fetches_the_hosts_newest_session_for_the_mapped_dir(world: World, 
     carry(w.a, w.b, tmp_path / "carry", session=TOOLS, cwd=w.project_a)
     at_b = transcript(w.b.home, w.project_b, TOOLS)
     _continue(at_b, "continued at B", w.project_b)
+    (w.project_b / ".claude" / "commands").mkdir(parents=True)
+    (w.project_b / ".claude" / "commands" / "b.md").write_text("from B\n")
     at_a = transcript(w.a.home, w.project_a, TOOLS)
     before = at_a.read_bytes()
     got = run(w.env_a, "from", "office", "--no-launch", "--remote-commuter", w.remote_b,
@@ -238,6 +240,8 @@ def test_from_fetches_the_hosts_newest_session_for_the_mapped_dir(world: World, 
     assert f"updated: session {TOOLS} in {w.project_a}" in lines
     assert f"resume:   cd {w.project_a} && claude --resume {TOOLS}" in lines
     assert "continued at B" in at_a.read_text()
+    # inside the user's own ssh: new project config arrives as from a paired peer
+    assert (w.project_a / ".claude" / "commands" / "b.md").read_text() == "from B\n"
     assert _cwds(at_a) == {str(w.project_a)}
     backups = w.a.backups_dir.rglob(f"{TOOLS}.jsonl")
     assert [p.read_bytes() for p in backups] == [before]

@@ -207,26 +207,21 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
 
 
 def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
+    """Import one LAN inbox entry the way `pull` would (pipeline.InboxEntry)."""
     from commuter import core
     from commuter.commands.session import _ask, _report
-    from commuter.peer.inbox import Inbox
-    from commuter.peer.peers import Peers
+    from commuter.commands.transfer import _warn
+    from commuter.pipeline import InboxEntry, receive_one
+    from commuter.transports import TransportContext
 
-    settings = app.settings
-    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
-        plain = Inbox(settings).open(
-            item, _identity(settings), Peers.load(settings), Path(tmp) / "bundle"
-        )
-        interactive = app.interactive and not quiet
-        options = core.ImportOptions(  # Inbox.open checked the seal of a paired peer
-            origin=item.origin, interactive=interactive, ask=_ask if interactive else None,
-            sender_verified=True,
-        )
-        result = core.import_file(settings, plain, options)
-    Inbox(settings).remove(item)
-    click.echo(f"from {safe_text(item.sender_name)} ({item.sender_device_id}):")
-    _report(result)
+    interactive = app.interactive and not quiet
+    options = core.ImportOptions(interactive=interactive, ask=_ask if interactive else None)
+    ctx = TransportContext.load(app.settings)
+    pulled = asyncio.run(receive_one(ctx, InboxEntry(ctx, item.id), options, warn=_warn))
+    if pulled is None or pulled.result is None:
+        return  # imported before (its digest is recorded): the entry is gone now
+    click.echo(f"from {safe_text(pulled.origin)}:")
+    _report(pulled.result)
 
 
 @click.command("serve")

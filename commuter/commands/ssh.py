@@ -69,24 +69,31 @@ def from_cmd(
     no_launch: bool,
 ) -> None:
     """Fetch HOST's newest session of this project over ssh and import it here."""
+    import asyncio
+
     from commuter import core, sshhop
     from commuter.commands.session import _ask, _report
+    from commuter.commands.transfer import _warn
+    from commuter.pipeline import SshFetch, receive_one
+    from commuter.transports import TransportContext
 
     settings = app.settings
     cwd = Path.cwd()
     interactive = app.interactive
-    options = core.ImportOptions(  # over the user's own ssh: as trusted as a paired peer
+    options = core.ImportOptions(
         project_dir=cwd if remote_dir else None, interactive=interactive,
-        ask=_ask if interactive else None, sender_verified=True,
+        ask=_ask if interactive else None,
     )
-    source = remote_dir or sshhop.remote_dir_for(settings, cwd)
-    with sshhop.staging_file(settings, ".ssh-from-") as bundle:
-        sshhop.fetch_from(settings, host, source, bundle, remote_command=remote_commuter)
-        result = core.import_file(settings, bundle, options)
+    where = remote_dir or sshhop.remote_dir_for(settings, cwd)
+    ctx = TransportContext.load(settings)
+    pulled = asyncio.run(receive_one(ctx, SshFetch(ctx, host, where, remote_commuter), options,
+                                     warn=_warn))
     click.echo(f"from {safe_text(host)} via ssh:")
-    _report(result)
+    if pulled is None or pulled.result is None:
+        return
+    _report(pulled.result)
     if not no_launch:
-        _launch(result)
+        _launch(pulled.result)
 
 
 def _launch(result: ImportResult) -> None:

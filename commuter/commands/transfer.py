@@ -14,8 +14,8 @@ from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
     from commuter.model import ImportOptions
+    from commuter.pipeline import Pushed
     from commuter.transports import TransportContext
-    from commuter.transports.flow import Pushed
 
 
 def register(cli: click.Group) -> None:
@@ -45,8 +45,8 @@ def _check_via(via: str) -> None:
 def push_cmd(app: AppContext, session: str | None, to: str | None, via: str, plain: bool) -> None:
     """Export this directory's newest session (or SESSION) and send it."""
     from commuter import core
+    from commuter.pipeline import push_file
     from commuter.transports import TransportContext
-    from commuter.transports.flow import push_file
 
     if plain and to:
         raise click.UsageError("--plain is an unencrypted folder drop; it cannot go --to a peer")
@@ -103,8 +103,8 @@ def pull_cmd(
     """Import every session pending for this machine and print how to resume each."""
     from commuter import core
     from commuter.commands.session import _ask, _report
+    from commuter.pipeline import pull_all
     from commuter.transports import TransportContext
-    from commuter.transports.flow import pull_all
 
     interactive = app.interactive
     options = core.ImportOptions(dry_run=dry_run, interactive=interactive,
@@ -135,19 +135,15 @@ def pull_cmd(
 
 
 def _pull_from(app: AppContext, name: str, address: str | None, options: ImportOptions) -> None:
-    import dataclasses
-
-    from commuter import core
     from commuter.commands.session import _report
-    from commuter.peer.client import fetch_latest
     from commuter.peer.peers import Peers
+    from commuter.pipeline import PeerFetch, receive_one
+    from commuter.transports import TransportContext
 
-    settings = app.settings
-    peer = Peers.load(settings).get(name)
-    # Only the temp dir fetch_latest made is deleted: no path here comes from the peer.
-    with asyncio.run(fetch_latest(settings, peer, Path.cwd(), address=address)) as fetched:
-        opts = dataclasses.replace(options, origin=f"{peer.name} ({peer.device_id})",
-                                   sender_verified=True)
-        result = core.import_file(settings, fetched.path, opts)
+    peer = Peers.load(app.settings).get(name)  # a mistyped name fails before anything else
+    ctx = TransportContext.load(app.settings)
+    source = PeerFetch(ctx, peer, Path.cwd(), address)
+    pulled = asyncio.run(receive_one(ctx, source, options, warn=_warn))
     click.echo(f"from {safe_text(peer.name)} ({peer.device_id}) via lan:")
-    _report(result)
+    if pulled is not None and pulled.result is not None:
+        _report(pulled.result)

@@ -508,19 +508,7 @@ async def fetch_latest(
     me = identity or Identity.load_or_create(settings)
     candidates = await find_addresses(settings, peer, address)
     async with _answering(settings, me, peer, candidates, address is None) as client:
-        sessions, skipped = await client.list_sessions_counted()
-        ranked = [(_project_matches(settings, s.project, cwd), i, s)
-                  for i, s in enumerate(sessions)]
-        ranked = [r for r in ranked if r[0] >= 0]
-        if not ranked:
-            if skipped:
-                raise PeerError(
-                    f"{peer.name} has no usable session for {cwd.name} ({skipped} "
-                    f"malformed {'entry' if skipped == 1 else 'entries'} of its session list "
-                    "skipped)"
-                )
-            raise SessionNotFound(f"{peer.name} has no session for {cwd.name}")
-        _, _, best = min(ranked, key=lambda r: (r[0], r[1]))
+        best = await _newest_of(client, settings, peer, cwd)
         settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmpdir = Path(tempfile.mkdtemp(prefix="fetch-", dir=settings.staging_dir))
         fetched = Fetched(tmpdir / "bundle.commuter", tmpdir, best.id)
@@ -538,6 +526,45 @@ async def fetch_latest(
         sealed.unlink(missing_ok=True)
     _remember(settings, peer, client.address)
     return fetched
+
+
+async def newest_session(
+    settings: Settings, me: Identity, peer: Peer, cwd: Path, *, address: str | None = None,
+) -> tuple[ListedSession, str]:
+    """The peer's newest session for `cwd`'s project and the address that answered."""
+    candidates = await find_addresses(settings, peer, address)
+    async with _answering(settings, me, peer, candidates, address is None) as client:
+        best = await _newest_of(client, settings, peer, cwd)
+    return best, client.address
+
+
+async def _newest_of(
+    client: PeerClient, settings: Settings, peer: Peer, cwd: Path
+) -> ListedSession:
+    sessions, skipped = await client.list_sessions_counted()
+    ranked = [(_project_matches(settings, s.project, cwd), i, s) for i, s in enumerate(sessions)]
+    ranked = [r for r in ranked if r[0] >= 0]
+    if not ranked:
+        if skipped:
+            raise PeerError(
+                f"{peer.name} has no usable session for {cwd.name} ({skipped} "
+                f"malformed {'entry' if skipped == 1 else 'entries'} of its session list "
+                "skipped)"
+            )
+        raise SessionNotFound(f"{peer.name} has no session for {cwd.name}")
+    return min(ranked, key=lambda r: (r[0], r[1]))[2]
+
+
+async def fetch_one(
+    settings: Settings, me: Identity, peer: Peer, address: str, session_id: str, dst: Path, *,
+    limit: int = MAX_FETCH,
+) -> Path:
+    """Download one session of `peer` at `address`, sealed, into `dst` (at most `limit` bytes);
+    the address is remembered as the peer's last."""
+    async with PeerClient(settings, me, peer, address) as client:
+        await client.fetch(session_id, dst, limit=limit)
+    _remember(settings, peer, address)
+    return dst
 
 
 async def join(

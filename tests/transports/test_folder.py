@@ -26,7 +26,7 @@ from transhelp import (
 from commuter import config, core
 from commuter.errors import ConfigError
 from commuter.peer import seal
-from commuter.transports.flow import pull_all, push_file
+from commuter.pipeline import pull_all, push_file
 from commuter.transports.folder import FolderTransport
 
 LEGACY = Path(__file__).parent.parent / "data" / "legacy"

@@ -13,7 +13,7 @@ from commuter import core
 from commuter.peer import seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peers
-from commuter.transports.flow import pull_all
+from commuter.pipeline import pull_all
 
 
 @pytest.fixture

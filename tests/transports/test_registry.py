@@ -13,7 +13,7 @@ from transhelp import context, make_world
 import commuter.transports as registry
 from commuter import core
 from commuter.errors import TransportError, UnknownTransport
-from commuter.transports.flow import pull_all, push_file
+from commuter.pipeline import pull_all, push_file
 from commuter.transports.memory import MemoryHub, MemoryTransport
 
 

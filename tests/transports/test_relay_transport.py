@@ -19,9 +19,9 @@ from commuter.peer import auth, seal
 from commuter.peer.inbox import Inbox
 from commuter.peer.peers import Peers
 from commuter.peer.server import make_app
+from commuter.pipeline import pull_all, push_file
 from commuter.relay.app import make_relay_app
 from commuter.relay.quotas import Limits
-from commuter.transports.flow import pull_all, push_file
 from commuter.transports.relay import RelayTransport
 
 
