@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from commuter import bundle
-from commuter.errors import CommuterError
+from commuter.errors import BundleError, CommuterError
 from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
 from commuter.settings import Settings
 
@@ -91,7 +91,7 @@ def export_to(
 
 def import_file(settings: Settings, path: Path, options: ImportOptions) -> ImportResult:
     """Verify and unpack a bundle (plain or legacy), then place its session here."""
-    from commuter.backends import source_from
+    from commuter.backends import accepts_session_id, source_from
 
     digest = bundle.file_digest(path)
     settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -100,6 +100,9 @@ def import_file(settings: Settings, path: Path, options: ImportOptions) -> Impor
     try:
         manifest = unpacked.manifest
         backend = _backend(settings, manifest.backend)
+        if not accepts_session_id(backend, manifest.session_id):
+            raise BundleError(f"bundle session id {manifest.session_id!r} is not a "
+                              f"{manifest.backend} session id")
         result = backend.place(source_from(manifest, unpacked.root), options)
     finally:
         shutil.rmtree(unpacked.root, ignore_errors=True)

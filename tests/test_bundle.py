@@ -170,7 +170,7 @@ def test_writer_refuses_bad_input(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(BundleError, match="closed"):
         writer.add_bytes("c", b"")
-    with pytest.raises(BundleError, match="not a UUID"):
+    with pytest.raises(BundleError, match="not a valid session id"):
         BundleWriter(io.BytesIO(), make_manifest(session_id="../../etc"))
 
 

@@ -130,9 +130,24 @@ def test_duplicates_and_collisions(tmp_path: Path) -> None:
     refused(tmp_path, craft([entry("a/b", b"1"), entry("A", b"2")]), "collides")
 
 
-def test_session_id_must_be_a_uuid(tmp_path: Path) -> None:
-    for sid in ("../../../../tmp/x", "not-a-uuid", SID + "0", ""):
-        refused(tmp_path, craft([], manifest=manifest_bytes(session_id=sid)), "not a UUID")
+def test_session_id_must_be_a_plain_name(tmp_path: Path) -> None:
+    for sid in ("../../../../tmp/x", "a/b", "a..b", ".hidden", "-x", "", "x" * 129, "a\0b"):
+        refused(tmp_path, craft([], manifest=manifest_bytes(session_id=sid)),
+                "not a valid session id")
+
+
+def test_the_backend_checks_its_own_session_id_shape(tmp_path: Path, settings) -> None:
+    # Any plain name passes the reader (another tool's ids need not be UUIDs); Claude Code's
+    # are, and an import of anything else is refused before anything is written.
+    from commuter import core
+    from commuter.model import ImportOptions
+
+    path = tmp_path / "odd.bundle"
+    path.write_bytes(craft([], manifest=manifest_bytes(session_id=SID + "0")))
+    assert read_manifest(path).session_id == SID + "0"
+    with pytest.raises(BundleError, match="not a claude session id"):
+        core.import_file(settings, path, ImportOptions(project_dir=tmp_path))
+    assert not (settings.home / ".claude").exists()
 
 
 def test_digest_must_match(tmp_path: Path) -> None:

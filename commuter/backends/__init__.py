@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
 import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -99,14 +98,6 @@ class Backend(Protocol):
 
 # One line of `commuter doctor`: (what, ok, detail).
 Check = tuple[str, bool, str]
-# What every bundle's session id must be (the bundle reader checks it); a backend may ask for
-# more in `is_session_id` (Claude Code: a UUID).
-SAFE_SESSION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-
-
-def is_safe_session_id(text: object) -> bool:
-    """True for a session id any backend may build a file name from (no `/`, no `..`)."""
-    return isinstance(text, str) and bool(SAFE_SESSION_ID.match(text)) and ".." not in text
 
 
 class BackendExtras(Protocol):
@@ -199,9 +190,10 @@ def doctor_checks(backend: Backend) -> list[Check]:
 
 
 def accepts_session_id(backend: Backend, text: str) -> bool:
-    """The backend's own id check; by default any safe id."""
+    """The backend's own id check; by default any id the bundle reader let through
+    (bundle.model.is_session_token: a plain file name)."""
     own = _extra(backend, "is_session_id")
-    return is_safe_session_id(text) and (own is None or bool(own(text)))
+    return own is None or bool(own(text))
 
 
 def env_vars(cls: type) -> tuple[str, ...]:

@@ -27,6 +27,9 @@ CHUNK = 1 << 20
 BLOCK = 512
 _ROOT_TAG = b"commuter-bundle-2\0"
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+# Any backend's session id: a file name on its own (no `/`, no `..`); the backend checks its
+# own shape when placing one (Claude Code: a UUID).
+_SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _BACKEND_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_JSON_DEPTH = 64  # arrays/objects in any JSON a bundle carries; real ones nest under 10
@@ -75,6 +78,12 @@ class Unpacked:
 def is_uuid(text: object) -> bool:
     """True for a canonical 36-character UUID string."""
     return isinstance(text, str) and _UUID_RE.fullmatch(text) is not None
+
+
+def is_session_token(text: object) -> bool:
+    """True for a session id a bundle may carry (`[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, no `..`)."""
+    return (isinstance(text, str) and _SESSION_ID_RE.fullmatch(text) is not None
+            and ".." not in text)
 
 
 def check_member_name(name: str) -> str:
@@ -207,8 +216,8 @@ def manifest_from_dict(obj: object, *, members: tuple[Member, ...] = ()) -> Mani
     if not _BACKEND_RE.fullmatch(backend):
         raise BundleError(f"bundle manifest names an invalid backend {backend[:40]!r}")
     sid = _field(obj, "session_id", str, "manifest")
-    if not is_uuid(sid):
-        raise BundleError(f"bundle session id {sid[:80]!r} is not a UUID")
+    if not is_session_token(sid):
+        raise BundleError(f"bundle session id {sid[:80]!r} is not a valid session id")
     project = _field(obj, "project_dir", str, "manifest")
     if not project or "\0" in project or len(project) > 4096:
         raise BundleError("bundle manifest field 'project_dir' is empty or invalid")
