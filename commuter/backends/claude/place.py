@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import filecmp
 import os
-import shutil
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
-from commuter import config, fsutil
+from commuter import fsutil
 from commuter.backends import ImportSource
 from commuter.backends.claude import lineage
 from commuter.backends.claude.memory import MemoryWrite, host_tag, plan_memory
@@ -32,16 +27,24 @@ from commuter.backends.claude.paths import (
 )
 from commuter.backends.claude.rewrite import Rewriter, backup_hash
 from commuter.errors import BackendError, BundleError, SessionBusy
-from commuter.fsutil import atomic_write_bytes
 from commuter.model import ImportOptions, ImportResult
-from commuter.pathmap import PathMap, resolve_target_project
+from commuter.pathmap import PathMap
+from commuter.placing import (
+    Backups,
+    Pending,
+    ProjectConfig,
+    confirm_git_state,
+    project_conflicts,
+    resolve_target,
+    write_project_files,
+)
 from commuter.settings import Settings
 
 SETTINGS = ".claude/settings.json"
 ALLOWED_PROJECT = (SETTINGS, "CLAUDE.md")
-# Export carries project files up to 1 MiB and the session's own history lines; a bundle
-# with more is not one commuter made, and these members are compared and written whole.
-MAX_PROJECT_MEMBER = 1 << 20
+PROJECT_DIRS = (".claude/commands",)
+# Export carries the session's own history lines; a bundle with more is not one commuter
+# made, and the member is read whole.
 MAX_HISTORY_MEMBER = 16 << 20
 SESSION_DIRS = ("subagents", "tool-results", "workflows", "remote-agents")
 MAX_SESSION_DEPTH = 6
@@ -68,29 +71,21 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     incoming = source.member(f"session/{sid}.jsonl")
     if not incoming.is_file():
         raise BundleError(f"bundle has no transcript session/{sid}.jsonl")
-    cfg = config.load(settings)
-    target = resolve_target_project(
-        source.project_dir, override=options.project_dir, config_maps=cfg.path_maps,
-        cwd=Path.cwd(), git=source.git,
-    )
+    where = resolve_target(settings, source, options)
+    target = where.project
     dirs = ClaudeDirs.of(settings)
+    backups = Backups(settings)
     folder = dirs.project_folder(target)
     plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
     plan.origin = source.origin
     plan.last_activity = _when(source.meta.get("last_activity"))
     plan.print_mode = read_entrypoint(incoming) == "sdk-cli"
-    from commuter import gitstate
-
-    git_warnings = gitstate.import_warnings(source.git, target)
-    plan.warnings += git_warnings
-    if git_warnings and not options.dry_run and options.interactive and options.ask is not None:
-        question = "; ".join(git_warnings) + ". Import anyway?"
-        if options.ask(question, ("yes", "no")) != "yes":
-            raise BackendError("import cancelled; nothing was written")
-    pathmap = _pathmap(source, sid, plan.sid, target, dirs, cfg.path_maps)
+    plan.warnings += confirm_git_state(source, target, options)
+    pathmap = _pathmap(source, sid, plan.sid, target, dirs, where.path_maps)
     renames = _file_history_names(source, pathmap)
+    config = project_config(dirs)
     if options.dry_run:
-        plan.warnings += _project_conflicts(source, target, dirs, options)
+        plan.warnings += project_conflicts(source, target, config, options)
         plan.warnings += plan_memory(source, dirs.memory(folder), options,
                                      local_tag=host_tag(settings.hostname), dry_run=True).warnings
         return dataclasses.replace(_result(plan, "dry-run", sid), planned=plan.action)
@@ -101,11 +96,12 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     plan.warnings += memory.warnings
     if plan.action == "unchanged":
         history = _history_lines(source, dirs, Rewriter(pathmap), plan)
-        with _Pending() as pending:
+        with Pending() as pending:
             _write_memory(memory.writes, pending)
             pending.commit()
         _append_history(dirs, history)
-        _project_files(settings, source, dirs, plan, options)
+        write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
+                            warnings=plan.warnings, backed_up=plan.backups)
         os.utime(plan.dest, None)
         return _result(plan, plan.action, sid)
     slugs = _plan_slugs(source, sid, plan.sid)
@@ -113,78 +109,34 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
                         literals=_slug_literals(*slugs) if slugs else ())
     # Everything is rewritten into temp files first: a line the rewriter refuses (bad input)
     # leaves nothing behind. Side files become visible before the transcript that names them.
-    with _Pending() as pending:
+    with Pending() as pending:
         pending.folder(folder)
         fsutil.sweep_temps(folder)
         with pending.writer(plan.dest, fsync=True) as out:
             rewriter.copy(incoming, out)
-        _write_side_files(settings, source, dirs, sid, plan, rewriter, renames, slugs, pending)
+        _write_side_files(backups, source, dirs, sid, plan, rewriter, renames, slugs, pending)
         _write_memory(memory.writes, pending)
         history = _history_lines(source, dirs, rewriter, plan)
         if plan.action in ("updated", "replaced"):
-            plan.backups += _backup_session(settings, plan.dest, plan.sid)
+            plan.backups.append(backups.session(plan.sid, plan.dest, plan.dest.parent / plan.sid))
         pending.commit()
     _append_history(dirs, history)
-    _project_files(settings, source, dirs, plan, options)
+    write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
+                        warnings=plan.warnings, backed_up=plan.backups)
     os.utime(plan.dest, None)
     return _result(plan, plan.action, sid)
 
 
-class _Pending:
-    """Temp files beside their destinations, renamed together by `commit` (the one written
-    first, last); if the block fails before that, the temps and the folders made are removed."""
-
-    def __init__(self) -> None:
-        self._files: list[tuple[str, Path]] = []
-        self._made: list[Path] = []
-        self._done = False
-
-    def __enter__(self) -> _Pending:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._done:
-            return
-        for tmp, _dest in self._files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        for made in reversed(self._made):
-            with contextlib.suppress(OSError):
-                made.rmdir()
-
-    def folder(self, path: Path) -> None:
-        """Make `path` (0700) and any missing parents, remembering which were made."""
-        missing: list[Path] = []
-        at = path
-        while not os.path.lexists(at):
-            missing.append(at)
-            at = at.parent
-        if not at.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(at))
-        for made in reversed(missing):
-            made.mkdir(mode=0o700)
-            os.chmod(made, 0o700)
-            self._made.append(made)
-
-    @contextlib.contextmanager
-    def writer(self, dest: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
-        # Side files are many and small: not fsynced one by one (144 fsyncs cost 0.3 s).
-        self.folder(dest.parent)
-        with fsutil.temp_writer(dest, 0o600, fsync=fsync, parents=False) as (out, tmp):
-            yield out
-        self._files.append((tmp, dest))
-
-    def copy(self, src: Path, dest: Path) -> None:
-        with src.open("rb") as fh, self.writer(dest) as out:
-            shutil.copyfileobj(fh, out, 1 << 20)
-
-    def commit(self) -> None:
-        for tmp, dest in [*self._files[1:], *self._files[:1]]:
-            os.replace(tmp, dest)
-        self._done = True
+def project_config(dirs: ClaudeDirs) -> ProjectConfig:
+    """The project files Claude Code reads, never inside its own config dir."""
+    return ProjectConfig(
+        files=ALLOWED_PROJECT, dirs=PROJECT_DIRS, runs_commands=(SETTINGS,),
+        steers="steers claude", runs="can run commands (hooks)",
+        own_dir=dirs.root, own_dir_name="Claude Code's own config dir",
+    )
 
 
-def _write_memory(writes: list[MemoryWrite], pending: _Pending) -> None:
+def _write_memory(writes: list[MemoryWrite], pending: Pending) -> None:
     for write in writes:
         fsutil.sweep_temps(write.dest.parent)
         with pending.writer(write.dest) as out:
@@ -288,7 +240,7 @@ def _earlier_fork(sid: str, target: Path, dest: Path, incoming: Path) -> _Plan |
 
 def _pathmap(
     source: ImportSource, old_sid: str, new_sid: str, target: Path, dirs: ClaudeDirs,
-    config_maps: list[tuple[str, str]],
+    config_maps: Iterable[tuple[str, str]],
 ) -> PathMap:
     pairs: list[tuple[str, str]] = []
     src_claude = source.meta.get("source_claude_dir")
@@ -327,11 +279,11 @@ def _file_history_names(source: ImportSource, pathmap: PathMap) -> dict[str, str
 
 
 def _write_side_files(
-    settings: Settings,
+    backups: Backups,
     source: ImportSource, dirs: ClaudeDirs, sid: str, plan: _Plan, rewriter: Rewriter,
     renames: dict[str, str],
     slugs: tuple[str, str] | None,
-    pending: _Pending,
+    pending: Pending,
 ) -> None:
     session_prefix = f"session/{sid}/"
     slug = source.meta.get("plan_slug")
@@ -365,7 +317,7 @@ def _write_side_files(
             if name.endswith(".md") and is_safe_slug(stem) and (slug in (None, stem)):
                 dest = dirs.plan(slugs[1] if slugs else stem)  # slugs[0] is stem here
                 if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
-                    plan.backups.append(_backup_file(settings, dest, plan.sid))
+                    plan.backups.append(backups.file(plan.sid, dest))
                 pending.copy(src, dest)
 
 
@@ -384,29 +336,6 @@ def _slug_literals(old: str, new: str) -> list[tuple[bytes, bytes]]:
     """The transcript's `slug` fields and paths of the plan file, renamed."""
     return [(f'"slug":"{old}"'.encode(), f'"slug":"{new}"'.encode()),
             (f"/plans/{old}.md".encode(), f"/plans/{new}.md".encode())]
-
-
-def _backup_dir(settings: Settings, sid: str) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    path = settings.backups_dir / f"{stamp}-{sid}-{uuid.uuid4().hex[:6]}"
-    path.mkdir(parents=True, mode=0o700)
-    return path
-
-
-def _backup_session(settings: Settings, transcript: Path, sid: str) -> list[Path]:
-    """Copy the local transcript (and its session folder) to the backups dir."""
-    folder = _backup_dir(settings, sid)
-    shutil.copy2(transcript, folder / transcript.name)
-    side = transcript.parent / sid
-    if side.is_dir():
-        shutil.copytree(side, folder / sid, symlinks=True)
-    return [folder / transcript.name]
-
-
-def _backup_file(settings: Settings, path: Path, sid: str) -> Path:
-    dest = _backup_dir(settings, sid) / path.name
-    shutil.copy2(path, dest)
-    return dest
 
 
 def _history_lines(
@@ -468,102 +397,3 @@ def _history_key(line: bytes) -> tuple[object, ...]:
     if not isinstance(entry, dict):
         return (line,)
     return (entry.get("timestamp"), entry.get("sessionId"), str(entry.get("display")))
-
-
-def _project_targets(
-    source: ImportSource, target: Path, dirs: ClaudeDirs, warnings: list[str]
-) -> list[tuple[Path, Path, str]]:
-    """(member file, destination, relative name) of the project config a bundle may write."""
-    out: list[tuple[Path, Path, str]] = []
-    root = os.path.realpath(target)
-    claude_root = os.path.realpath(dirs.root)
-    for member in source.members:
-        if not member.startswith("project/"):
-            continue
-        rel = member[len("project/") :]
-        if rel not in ALLOWED_PROJECT and not rel.startswith(".claude/commands/"):
-            continue
-        if ".." in rel.split("/") or rel.startswith("/") or "\\" in rel:
-            continue
-        dest = target / rel
-        real = os.path.realpath(dest)
-        if not real.startswith(root + os.sep):
-            continue
-        if real == claude_root or real.startswith(claude_root + os.sep):
-            # A session of ~ itself: its "project" config is Claude Code's own user config.
-            warnings.append(f"did not write the bundle's {rel}: it would land in Claude Code's "
-                            f"own config dir {dirs.root}")
-            continue
-        src = source.member(member)
-        if src.stat().st_size > MAX_PROJECT_MEMBER:
-            warnings.append(f"did not write the bundle's {rel}: larger than 1 MiB")
-            continue
-        out.append((src, dest, rel))
-    return out
-
-
-def _project_conflicts(
-    source: ImportSource, target: Path, dirs: ClaudeDirs, options: ImportOptions
-) -> list[str]:
-    warnings: list[str] = []
-    for src, dest, rel in _project_targets(source, target, dirs, warnings):
-        if dest.is_file() and not filecmp.cmp(dest, src, shallow=False):
-            warnings.append(f"{rel} differs from the local one (import keeps the local one "
-                            "without --yes)")
-        elif rel == SETTINGS and not dest.exists():
-            warnings.append(f"the bundle brings {rel}, which can run commands (hooks); "
-                            "import writes it only with --yes")
-        elif not dest.exists() and not options.sender_verified:
-            warnings.append(f"the bundle brings {rel} but is not sealed by a paired peer; "
-                            "import writes it only with --yes")
-    return warnings
-
-
-def _project_files(
-    settings: Settings, source: ImportSource, dirs: ClaudeDirs, plan: _Plan,
-    options: ImportOptions,
-) -> None:
-    """Write project config. Replacing a different local file, or adding a settings.json
-    (hooks run commands), takes consent: a yes on a terminal or --yes."""
-    for src, dest, rel in _project_targets(source, plan.target, dirs, plan.warnings):
-        data = src.read_bytes()
-        if dest.is_file() and dest.read_bytes() == data:
-            continue
-        if dest.exists() and not dest.is_file():
-            plan.warnings.append(f"kept your {rel}; it is not a regular file")
-            continue
-        replacing = dest.is_file()
-        asks = replacing or rel == SETTINGS or not options.sender_verified
-        if asks and not _consent(options, rel, replacing):
-            plan.warnings.append(_kept(rel, replacing))
-            continue
-        if replacing:
-            folder = _backup_dir(settings, plan.sid)
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(dest, folder / rel)
-            plan.backups.append(folder / rel)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fsutil.sweep_temps(dest.parent)
-        mode = 0o644 if rel != SETTINGS else 0o600
-        atomic_write_bytes(dest, data, mode)
-
-
-def _kept(rel: str, replacing: bool) -> str:
-    if replacing:
-        return f"kept your {rel}; the bundle's differs (--yes takes it)"
-    if rel == SETTINGS:
-        return f"did not write the bundle's {rel}: it can run commands (hooks); --yes takes it"
-    return (f"did not write the bundle's {rel}: the bundle is not sealed by a paired peer "
-            "(--yes takes it)")
-
-
-def _consent(options: ImportOptions, rel: str, replacing: bool) -> bool:
-    if options.assume_yes:
-        return True
-    if not (options.interactive and options.ask is not None):
-        return False
-    kind = "can run commands (hooks)" if rel == SETTINGS else "steers claude"
-    unsealed = "" if options.sender_verified else " (not sealed by a paired peer)"
-    question = (f"the bundle's {rel} differs from yours and {kind}; replace yours?" if replacing
-                else f"the bundle{unsealed} brings {rel}, which {kind}; write it?")
-    return options.ask(question, ("no", "yes")) == "yes"
