@@ -22,6 +22,7 @@ from commuter.errors import (
     NotPaired,
     PeerUnreachable,
     RelayError,
+    RelayUnreachable,
     TransportError,
 )
 from commuter.transports import AUTO_ORDER, Incoming, Receipt, Transport, TransportContext, create
@@ -70,11 +71,11 @@ class Source(Protocol):
     async def ack(self, item: Incoming) -> None: ...
 
 
-def _unreachable(name: str, reason: str) -> CommuterError:
+def _unreachable(ctx: TransportContext, name: str, reason: str) -> CommuterError:
     if name == "lan":
         return PeerUnreachable(reason)
-    if name == "relay":
-        return RelayError(reason)
+    if name == "relay":  # exit 3 (try later) only if there is a relay to try
+        return RelayUnreachable(reason) if ctx.config.relay else RelayError(reason)
     if name == "folder":
         return ConfigError(reason)
     return TransportError(f"{name}: {reason}")
@@ -105,7 +106,7 @@ async def push_file(
                 reason = await transport.reachable(peers[0] if named else None)
                 if reason is not None:
                     if len(order) == 1:
-                        raise _unreachable(name, reason)
+                        raise _unreachable(ctx, name, reason)
                     skipped.append(f"{name}: {reason}")
                     continue
                 try:

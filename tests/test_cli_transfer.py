@@ -104,7 +104,7 @@ def test_errors_are_one_line_and_write_nothing(world, tmp_path, unused_tcp_port)
     config.set_value(w.a, "relay", (f"http://127.0.0.1:{unused_tcp_port}",))
     one_error_line(run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a),
                    f"Error: the relay at http://127.0.0.1:{unused_tcp_port} is unreachable "
-                   "(connection refused)")
+                   "(connection refused)", status=3)
     one_error_line(run(env_b, "pull", "--via", "relay"), "no relay configured")
     config.unset_value(w.a, "transfer-dir")
     one_error_line(run(env_a, "push", cwd=w.project_a), "no transfer directory configured")

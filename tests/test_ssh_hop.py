@@ -274,10 +274,10 @@ def test_errors_are_one_line_and_leave_nothing_behind(world: World) -> None:
     w = world
     start = time.monotonic()
     down = run(w.env_a, "to", "nowhere", "--remote-commuter", w.remote_b, cwd=w.project_a)
-    one_error_line(down, "cannot reach nowhere over ssh (")
+    one_error_line(down, "cannot reach nowhere over ssh (", status=3)
     assert time.monotonic() - start < 10
     one_error_line(run(w.env_a, "from", "nowhere", cwd=w.project_a),
-                   "cannot reach nowhere over ssh")
+                   "cannot reach nowhere over ssh", status=3)
     for cmd in ("to", "from"):
         missing = run(w.env_a, cmd, "office", "--remote-commuter", "/nonexistent/commuter",
                       cwd=w.project_a)

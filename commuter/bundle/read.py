@@ -393,7 +393,8 @@ def _size(n: int) -> str:
 def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
     """`inspect`'s lines: session, origin, git state and members with sizes.
 
-    The values are the bundle's, unescaped: print each line through `commuter.cli.safe_text`.
+    The values are the bundle's, unescaped: print each line through
+    `commuter.commands._app.safe_text`.
     """
     o = manifest.origin
     fmt = "1 (commuter 0.1/0.2 JSON)" if manifest.format == 1 else str(manifest.format)

@@ -65,8 +65,11 @@ def run(env: dict[str, str], *args: str, cwd: Path | None = None):
     )
 
 
-def one_error_line(result: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert result.returncode == 1, (result.stdout, result.stderr)
+def one_error_line(
+    result: subprocess.CompletedProcess[str], needle: str, status: int = 1
+) -> None:
+    """One error line holding `needle`, exit `status` (3: a peer, relay or host unreachable)."""
+    assert result.returncode == status, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert needle in lines[0], lines[0]
