@@ -1,9 +1,11 @@
 """A second agent tool plugs in through the `commuter.backends.v1` entry points, and the CLI
-(list, export, inspect, import) serves it unchanged next to Claude Code."""
+(list, export, inspect, import, push, pull, doctor) serves it unchanged next to Claude Code:
+the toy backend below is all it takes (its ids are no UUIDs, its resume line is its own)."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import EntryPoint
@@ -14,22 +16,26 @@ import pytest
 from claude_home import TOOLS, install
 from click.testing import CliRunner
 
-from commuter.backends import ExportPlan, ImportSource
+from commuter.backends import ExportPlan, ImportSource, all_env_vars
 from commuter.cli import cli
 from commuter.errors import SessionNotFound
 from commuter.model import ImportOptions, ImportResult, SessionRef
+from commuter.placing import resolve_target
 from commuter.settings import Settings
 
-NOTE_ID = "0a0b0c0d-1111-4222-8333-444455556666"
+NOTE_ID = "note-2026.milk_01"  # not a UUID: a bundle may carry any plain-name id
 
 
 class NotesBackend:
-    """A toy agent: one JSON file per session in ~/.notes, naming its project."""
+    """A toy agent: one JSON file per session in ~/.notes (or $NOTES_HOME), naming its
+    project. Besides the five methods every backend has, it says how to resume a session."""
 
     name: ClassVar[str] = "notes"
+    env_vars: ClassVar[tuple[str, ...]] = ("NOTES_HOME",)
 
     def __init__(self, settings: Settings) -> None:
-        self.root = settings.home / ".notes"
+        self.settings = settings
+        self.root = Path(settings.env.get("NOTES_HOME") or settings.home / ".notes")
 
     def is_installed(self) -> bool:
         return self.root.is_dir()
@@ -54,7 +60,7 @@ class NotesBackend:
                           ((f"session/{ref.session_id}.json", ref.path),))
 
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
-        target = options.project_dir or Path(source.project_dir)
+        target = resolve_target(self.settings, source, options).project  # shared: path-maps
         data = json.loads(source.member(f"session/{source.session_id}.json").read_text())
         data["project"] = str(target)
         dest = self.root / f"{source.session_id}.json"
@@ -63,6 +69,9 @@ class NotesBackend:
             dest.write_text(json.dumps(data))
         return ImportResult(source.session_id, target, "dry-run" if options.dry_run
                             else "created", dest, origin=source.origin or None)
+
+    def resume_command(self, result: ImportResult) -> str:
+        return f"cd {shlex.quote(str(result.project_dir))} && notes open {result.session_id}"
 
 
 @pytest.fixture
@@ -105,8 +114,53 @@ def test_a_plugin_backend_travels_through_the_unchanged_cli(
     imported = run("import", str(out), "--project-dir", str(there), "--no-launch")
     assert imported.exit_code == 0, imported.stderr
     assert f"imported: session {NOTE_ID} in {there}" in imported.stdout
+    assert f"resume:   cd {there} && notes open {NOTE_ID}" in imported.stdout
+    assert "claude" not in imported.stdout and "continue:" not in imported.stdout
     placed = json.loads((home_b / ".notes" / f"{NOTE_ID}.json").read_text())
     assert placed == {"project": str(there), "text": "remember the milk"}
+
+
+def test_a_plugin_session_is_pushed_and_pulled_through_the_folder(
+    notes_plugin: None, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    project = home / "projects" / "my.app"
+    project.mkdir(parents=True)
+    (home / ".notes").mkdir()
+    (home / ".notes" / f"{NOTE_ID}.json").write_text(
+        json.dumps({"project": str(project), "text": "remember the milk"}))
+    assert run("config", "set", "transfer-dir", str(shared)).exit_code == 0
+    pushed = run("push", NOTE_ID, "--via", "folder")
+    assert pushed.exit_code == 0, pushed.stderr
+    assert f"pushed {NOTE_ID[:7]}" in pushed.stdout and "via folder" in pushed.stdout
+    home_b = tmp_path / "B"
+    there = home_b / "work" / "my.app"
+    there.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+    assert run("config", "set", "transfer-dir", str(shared)).exit_code == 0
+    assert run("config", "set", "path-map", str(home / "projects"),
+               str(home_b / "work")).exit_code == 0
+    pulled = run("pull")
+    assert pulled.exit_code == 0, pulled.stderr
+    assert f"imported: session {NOTE_ID} in {there}" in pulled.stdout
+    assert f"resume:   cd {there} && notes open {NOTE_ID}" in pulled.stdout
+    assert "claude" not in pulled.stdout
+    placed = json.loads((home_b / ".notes" / f"{NOTE_ID}.json").read_text())
+    assert placed == {"project": str(there), "text": "remember the milk"}
+    assert run("pull").stdout.strip() == "nothing to pull"
+
+
+def test_a_plugin_brings_its_own_variables_and_doctor_line(
+    notes_plugin: None, home: Path, tmp_path: Path
+) -> None:
+    assert "NOTES_HOME" in all_env_vars() and "CLAUDE_CONFIG_DIR" in all_env_vars()
+    elsewhere = tmp_path / "notes-here"
+    settings = Settings.from_env({"HOME": str(home), "NOTES_HOME": str(elsewhere)})
+    assert NotesBackend(settings).root == elsewhere
+    checks = {c["check"]: c for c in json.loads(run("doctor", "--json").stdout)}
+    assert checks["notes"] == {"check": "notes", "ok": False, "detail": "not found here"}
+    assert "sessions" in checks  # Claude Code's own
 
 
 def test_an_id_prefix_found_in_two_tools_is_ambiguous(
