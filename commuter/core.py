@@ -4,7 +4,7 @@ Contract (owned by the core; other layers use only what is here):
 - export_to(settings, out, session=ID-or-prefix | None, cwd=Path) writes one bundle to a binary
   file object and returns its Manifest. With session=None the newest session of `cwd` is taken.
 - import_file(settings, path, options) verifies the whole bundle before writing anything, then
-  places the session so `claude --continue` in the target project finds it, and returns an
+  has its backend place the session (its `--continue` in the target project finds it) and returns an
   ImportResult. Raises BundleError for bad input, SessionBusy where a running agent would
   otherwise lose a local file.
 - read_manifest(path) reads only what `inspect` needs.
