@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+CHUNK = 1 << 20  # the block every reader and writer of files and bodies moves at a time
 # `.<name>.cm<pid>-<start>.<random>.tmp`: what atomic_writer leaves if its process dies.
 _TEMP = re.compile(r"\..+\.cm(\d+)-(\d+)\.[A-Za-z0-9_]+\.tmp")
 # A per-process staging folder: `p<pid>-<start>`.
@@ -178,6 +179,14 @@ def sweep_staging(root: Path) -> int:
                 path.unlink()
         removed += 1
     return removed
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 hex of a whole file, read in blocks."""
+    import hashlib
+
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def output_problem(path: Path) -> str | None:

@@ -25,8 +25,9 @@ from commuter.errors import (
     RelayUnreachable,
     TransportError,
 )
+from commuter.fsutil import sha256_file
 from commuter.transports import AUTO_ORDER, Incoming, Receipt, Transport, TransportContext, create
-from commuter.transports.state import PullState, sha256_file
+from commuter.transports.state import PullState
 
 if TYPE_CHECKING:
     from commuter.model import ImportOptions, ImportResult

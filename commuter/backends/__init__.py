@@ -9,7 +9,6 @@ give a backend that does not (so a plug-in can start with the five methods of `B
 
 from __future__ import annotations
 
-import importlib
 import logging
 import shlex
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from commuter import plugins
 from commuter.errors import AmbiguousSession, BackendError, SessionNotFound
 from commuter.model import ImportOptions, ImportResult, Manifest, SessionRef
 
@@ -220,33 +220,22 @@ BUILTIN: dict[str, str] = {"claude": "commuter.backends.claude:ClaudeBackend"}
 ENTRY_POINT_GROUP = "commuter.backends.v1"
 
 
-def _plugin_specs() -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    specs: dict[str, str] = {}
-    try:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            specs.setdefault(ep.name, ep.value)
-    except Exception as exc:  # a broken installed distribution must not break commuter
-        log.warning("cannot read %s entry points: %s", ENTRY_POINT_GROUP, exc)
-    return specs
-
-
 def backend_names() -> list[str]:
     """Every backend: built-ins first, then `commuter.backends.v1` plug-ins."""
-    return [*BUILTIN, *(n for n in _plugin_specs() if n not in BUILTIN)]
+    return plugins.names(BUILTIN, ENTRY_POINT_GROUP)
 
 
 def backend_class(name: str) -> type:
     """The class of the backend called `name` (built-ins win over plug-ins of the same name)."""
-    target = BUILTIN.get(name) or _plugin_specs().get(name)
+    target = plugins.spec_of(BUILTIN, ENTRY_POINT_GROUP, name)
     if target is None:
         raise BackendError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
-    module_name, _, attr = target.partition(":")
     try:
-        cls: type = getattr(importlib.import_module(module_name), attr)
+        cls = plugins.load(target)
     except (ImportError, AttributeError) as exc:
         raise BackendError(f"backend {name!r} failed to load ({exc})") from exc
+    if not isinstance(cls, type):
+        raise BackendError(f"backend {name!r} ({target}) is not a class")
     return cls
 
 

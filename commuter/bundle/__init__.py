@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from commuter.bundle.model import (
     BLOCK,
-    CHUNK,
     DEFAULT_LIMITS,
     DIGEST_NAME,
     FORMAT_VERSION,
@@ -39,6 +38,7 @@ from commuter.bundle.read import (
     unpack,
 )
 from commuter.bundle.write import BundleWriter
+from commuter.fsutil import CHUNK
 from commuter.model import Manifest, Member
 
 __all__ = [

@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 import orjson
 
 from commuter.bundle.model import (
-    CHUNK,
     FORMAT_VERSION,
     MAX_JSON_DEPTH,
     Limits,
@@ -28,6 +27,7 @@ from commuter.bundle.model import (
     manifest_from_dict,
 )
 from commuter.errors import BundleError
+from commuter.fsutil import CHUNK
 from commuter.model import Manifest, Member
 
 LEGACY_FORMAT = 1

@@ -23,7 +23,6 @@ MANIFEST_NAME = "manifest.json"
 DIGEST_NAME = "digest.json"
 ZSTD_LEVEL = 1  # level 1 + worker threads: ~0.5 s for 100 MB; level 3 doubles that
 ZSTD_THREADS = min(4, os.cpu_count() or 1)
-CHUNK = 1 << 20
 BLOCK = 512
 _ROOT_TAG = b"commuter-bundle-2\0"
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)

@@ -17,7 +17,6 @@ from typing import BinaryIO
 from commuter.bundle.model import (
     _TAR_KINDS,
     BLOCK,
-    CHUNK,
     DEFAULT_LIMITS,
     DIGEST_NAME,
     MAGIC_PREFIX,
@@ -34,6 +33,7 @@ from commuter.bundle.model import (
     root_digest,
 )
 from commuter.errors import BundleError
+from commuter.fsutil import CHUNK, sha256_file
 from commuter.model import Manifest, Member
 
 _MAX_PAX = 64 << 10
@@ -463,8 +463,7 @@ def is_bundle(path: Path) -> bool:
 
 def file_digest(path: Path) -> str:
     """sha256 hex of the whole file."""
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return sha256_file(path)
 
 
 def describe(manifest: Manifest) -> Lines:

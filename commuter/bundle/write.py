@@ -13,7 +13,6 @@ import orjson
 
 from commuter.bundle.model import (
     BLOCK,
-    CHUNK,
     DEFAULT_LIMITS,
     DIGEST_NAME,
     MAGIC,
@@ -30,6 +29,7 @@ from commuter.bundle.model import (
     root_digest,
 )
 from commuter.errors import BundleError
+from commuter.fsutil import CHUNK
 from commuter.model import Manifest, Member
 
 

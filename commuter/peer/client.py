@@ -24,6 +24,7 @@ from commuter.errors import (
     PeerUnreachable,
     SessionNotFound,
 )
+from commuter.fsutil import CHUNK
 from commuter.http import (
     MAX_MESSAGE,
     client_timeout,
@@ -44,7 +45,6 @@ from commuter.settings import Settings
 # Kept importable from here: the transports and the tests name them so.
 __all__ = ["connect_reason", "loads", "read_capped", "safe_token", "watched_body"]
 
-CHUNK = 1 << 20
 Progress = Callable[[int], None]
 # What this machine downloads from a peer at most: the size a daemon accepts as an upload.
 MAX_FETCH = 2 * 1024**3

@@ -34,7 +34,6 @@ from commuter.peer.protocol import DEFAULT_PORT as DEFAULT_PORT  # commands impo
 from commuter.settings import Settings
 
 MAX_BUNDLE = 2 * 1024**3
-READ_CHUNK = 1 << 20
 
 Log = Callable[[str], None]
 # Runs after a bundle is stored; returns the upload's "status" for the sender ("imported",

@@ -26,6 +26,7 @@ from commuter.errors import (
     RelayError,
     UploadStalled,
 )
+from commuter.fsutil import CHUNK
 from commuter.http import error_middleware
 from commuter.peer import auth
 from commuter.peer.identity import device_id_for, normalize_device_id
@@ -34,7 +35,6 @@ from commuter.relay.quotas import Limits
 from commuter.relay.storage import ITEM_ID, Item, Storage
 
 PROTOCOL = 1
-READ_CHUNK = 1 << 20
 Log = Callable[[str], None]
 
 
@@ -202,7 +202,7 @@ async def _receive(request: web.Request, dst: Path, state: RelayState, token: in
         while True:
             try:
                 async with asyncio.timeout(stall):
-                    chunk = await request.content.read(READ_CHUNK)
+                    chunk = await request.content.read(CHUNK)
             except TimeoutError:
                 raise UploadStalled(f"the upload sent nothing for {stall:g} s; dropped"
                                     ) from None

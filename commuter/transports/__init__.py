@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import abc
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from commuter import plugins
 from commuter.errors import UnknownTransport
 
 if TYPE_CHECKING:
@@ -128,29 +127,18 @@ class Transport(abc.ABC):
         await self.aclose()
 
 
-def _plugin_specs() -> dict[str, str]:
-    specs: dict[str, str] = {}
-    try:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            specs.setdefault(ep.name, ep.value)
-    except Exception as exc:  # a broken installed distribution must not break commuter
-        log.warning("cannot read %s entry points: %s", ENTRY_POINT_GROUP, exc)
-    return specs
-
-
 def names() -> list[str]:
     """Every transport name: built-ins first, then plug-ins."""
-    return [*BUILTIN, *(n for n in _plugin_specs() if n not in BUILTIN)]
+    return plugins.names(BUILTIN, ENTRY_POINT_GROUP)
 
 
 def transport_class(name: str) -> type[Transport]:
     """The Transport class registered as `name` (built-ins win over plug-ins)."""
-    spec = BUILTIN.get(name) or _plugin_specs().get(name)
+    spec = plugins.spec_of(BUILTIN, ENTRY_POINT_GROUP, name)
     if spec is None:
         raise UnknownTransport(f"unknown transport {name!r} (known: {', '.join(names())})")
-    module_name, _, attr = spec.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        cls = plugins.load(spec)
     except (ImportError, AttributeError) as exc:
         log.warning("transport %s (%s) failed to load: %s", name, spec, exc)
         raise UnknownTransport(f"transport {name!r} failed to load ({exc})") from exc

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from commuter.errors import BundleError, ConfigError
-from commuter.fsutil import is_temp_name
+from commuter.fsutil import is_temp_name, sha256_file
 from commuter.peer.identity import is_device_id
 from commuter.peer.peers import Peer
 from commuter.transports import (
@@ -33,7 +33,7 @@ from commuter.transports import (
     Transport,
     TransportContext,
 )
-from commuter.transports.state import PullState, sha256_file
+from commuter.transports.state import PullState
 
 LEGACY_DIR = "pending"
 SETTLE_SECONDS = 2.0

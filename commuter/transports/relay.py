@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from commuter.errors import CommuterError, ConfigError, RelayError, RelayUnreachable, TooLarge
+from commuter.fsutil import CHUNK, sha256_file
 from commuter.http import (
     client_timeout,
     connect_reason,
@@ -22,7 +23,6 @@ from commuter.peer import auth
 from commuter.peer.identity import normalize_device_id
 from commuter.peer.peers import Peer
 from commuter.transports import Incoming, Receipt, Transport, TransportContext
-from commuter.transports.state import CHUNK, sha256_file
 
 PROBE_TIMEOUT = 3.0
 # A relay is untrusted (and plain HTTP can be altered on the way): everything it says is

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,16 +12,6 @@ from commuter.settings import Settings
 
 STATE_FILE = "pulled.json"
 MAX_ENTRIES = 20_000
-CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 hex of a file, read in chunks."""
-    hasher = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
 
 
 class PullState:

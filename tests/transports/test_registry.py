@@ -41,7 +41,9 @@ def test_plugins_come_from_the_versioned_entry_point_group(monkeypatch):
         seen.append(group)
         return eps
 
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
     assert "mem2" in registry.names()
     assert registry.transport_class("mem2") is MemoryTransport
     assert registry.transport_class("folder").__name__ == "FolderTransport"  # built-in wins

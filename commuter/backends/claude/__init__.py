@@ -19,6 +19,7 @@ import orjson
 
 from commuter.backends import ExportPlan, ImportSource
 from commuter.backends.claude.paths import (
+    CWD_RE,
     ENV_VARS,
     ClaudeDirs,
     TranscriptFile,
@@ -34,6 +35,7 @@ from commuter.backends.claude.paths import (
 )
 from commuter.backends.claude.rewrite import backup_sources
 from commuter.errors import AmbiguousSession, SessionNotFound
+from commuter.fsutil import CHUNK
 from commuter.model import SessionRef
 
 if TYPE_CHECKING:
@@ -53,8 +55,6 @@ MAX_SESSION_FILES = 5000
 MAX_MEMORY_DEPTH = 3
 _SLUG_RE = re.compile(rb'"slug":"([A-Za-z0-9_-]{1,200})"')
 _PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")
-_CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
-_CHUNK = 1 << 20
 
 
 # Imports that wrote a transcript `claude --continue` may pick (the newest mtime of a folder).
@@ -277,7 +277,7 @@ def _scan(transcript: Path) -> dict[str, Any]:
     slug: str | None = None
     with transcript.open("rb") as fh:
         # A pattern split across two chunks is missed: the count is for display only.
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(CHUNK):
             messages += chunk.count(b'"type":"user"') + chunk.count(b'"type":"assistant"')
             if slug is None and b'"slug":"' in chunk:
                 match = _SLUG_RE.search(chunk)
@@ -295,7 +295,7 @@ def _tail_cwd(transcript: Path, size: int = 256 * 1024) -> str | None:
         end = fh.tell()
         fh.seek(max(0, end - size))
         data = fh.read()
-    matches = list(_CWD_RE.finditer(data))
+    matches = list(CWD_RE.finditer(data))
     if not matches:
         return None
     try:

@@ -6,10 +6,11 @@ import re
 from enum import Enum
 from pathlib import Path
 
+from commuter.fsutil import CHUNK
+
 # `"uuid":"` cannot match inside a JSON string (its quotes would be escaped there), and
 # "parentUuid" ends in `Uuid"`, not `"uuid"`.
 _UUID_RE = re.compile(rb'"uuid":"([0-9a-fA-F-]{36})"')
-_CHUNK = 1 << 20
 
 
 class Relation(Enum):
@@ -26,7 +27,7 @@ def uuid_chain(path: Path) -> list[bytes]:
     chain: list[bytes] = []
     tail = b""
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(CHUNK):
             data = tail + chunk if tail else chunk
             cut = data.rfind(b"\n") + 1
             tail = data[cut:]
@@ -35,7 +36,7 @@ def uuid_chain(path: Path) -> list[bytes]:
     return chain
 
 
-def first_uuid(path: Path, limit: int = _CHUNK) -> bytes | None:
+def first_uuid(path: Path, limit: int = CHUNK) -> bytes | None:
     """The first entry uuid of a transcript (from its first `limit` bytes), or None."""
     with path.open("rb") as fh:
         head = fh.read(limit)

@@ -22,7 +22,7 @@ _UUID_RE = re.compile(rf"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,199}$")
 _SLUG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,199}$")
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-_CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
+CWD_RE = re.compile(rb'"cwd":"((?:[^"\\]|\\.)*)"')
 HEAD_BYTES = 64 * 1024
 _ENTRY_RE = re.compile(rb'"entrypoint":"([A-Za-z0-9_.-]{1,40})"')
 # What Claude Code 2.1.332 accepts in CLAUDE_CODE_PROJECT_DIR_NAME (else it is ignored).
@@ -170,7 +170,7 @@ def read_head(path: Path, limit: int = HEAD_BYTES) -> TranscriptHead:
         if cwd is not None and prompt is not None:
             break
     if cwd is None:
-        match = _CWD_RE.search(data)
+        match = CWD_RE.search(data)
         if match:
             try:
                 cwd = orjson.loads(b'"' + match.group(1) + b'"')

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from commuter.errors import BundleError
+from commuter.fsutil import CHUNK
 from commuter.pathmap import PathMap
 
 # Keys whose string value is a file-system path; nothing else (prose, output) is touched.
@@ -48,7 +49,6 @@ _RENDERED_LEADS = (b"Primary working directory: ", b"Contents of ", b"create you
                    b"plan file already exists at ")
 _PROMPT_LEADS = (b"memory at `", b"memory system at `", b"directory at `")
 _CWD_KEY = b'"cwd":"'
-_CHUNK = 1 << 20
 # Nesting a parsed line may have: below orjson.dumps' limit (254) and Python's stack.
 MAX_DEPTH = 200
 _SNAPSHOT = b'"file-history-snapshot"'
@@ -380,7 +380,7 @@ class Rewriter:
                     out.write(chunk)
                 return
             tail = b""
-            while chunk := fh.read(_CHUNK):
+            while chunk := fh.read(CHUNK):
                 data = tail + chunk if tail else chunk
                 cut = data.rfind(b"\n") + 1
                 tail = data[cut:]
@@ -446,7 +446,7 @@ def backup_sources(transcript: Path, cwd: str) -> dict[str, str]:
     found: dict[str, str] = {}
     with transcript.open("rb") as fh:
         tail = b""
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(CHUNK):
             data = tail + chunk if tail else chunk
             cut = data.rfind(b"\n") + 1
             tail = data[cut:]
