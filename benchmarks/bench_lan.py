@@ -408,7 +408,7 @@ def summarize(trials: list[Trial], sizes: list[dict[str, Any]]) -> dict[str, Any
                 "sender_peak_mib": _max([t.sender_peak_mib for t in ts]),
                 "receiver_peak_mib": _max([t.receiver_peak_mib for t in ts]),
             }
-        pairs = {}
+        pairs: dict[int, dict[str, float]] = {}
         for t in mine:
             pairs.setdefault(t.rep, {})[t.mode] = t.mib_s
         ratios = [p["commuter"] / p["plain"] for p in pairs.values() if len(p) == 2]

@@ -8,8 +8,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from commuter.backends.claude.paths import claude_project_folder
+
+if TYPE_CHECKING:
+    from commuter.model import ImportOptions, ImportResult
+    from commuter.settings import Settings
 
 DATA = Path(__file__).parent / "data" / "claude" / "home"
 FIXTURE_HOME = "/tmp/rcfix/claude/home"
@@ -153,14 +158,14 @@ class DirSink:
         self.names.append(name)
 
 
-def carry(settings_a: object, settings_b: object, staging: Path, *, session: str | None,
-          cwd: Path, options: object = None) -> object:
+def carry(settings_a: Settings, settings_b: Settings, staging: Path, *, session: str | None,
+          cwd: Path, options: ImportOptions | None = None) -> ImportResult:
     """Export a session at A into a folder and place it at B (no bundle file involved)."""
     from commuter.backends import ImportSource
     from commuter.backends.claude import ClaudeBackend
     from commuter.model import ImportOptions
 
-    a = ClaudeBackend(settings_a)  # type: ignore[arg-type]
+    a = ClaudeBackend(settings_a)
     plan = a.collect(a.find(session, cwd))
     if staging.exists():
         shutil.rmtree(staging)
@@ -170,8 +175,8 @@ def carry(settings_a: object, settings_b: object, staging: Path, *, session: str
         session_id=plan.session_id, project_dir=plan.project_dir, root=staging,
         members=tuple(sink.names), git=plan.git, meta=plan.meta, origin="tester@a",
     )
-    b = ClaudeBackend(settings_b)  # type: ignore[arg-type]
-    return b.place(source, options or ImportOptions(assume_yes=True))  # type: ignore[arg-type]
+    b = ClaudeBackend(settings_b)
+    return b.place(source, options or ImportOptions(assume_yes=True))
 
 
 def deep_line(project: Path, depth: int) -> str:

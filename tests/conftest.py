@@ -4,6 +4,7 @@ backend (its `env_vars`: CLAUDE_CONFIG_DIR, ...) cleared."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,13 @@ def settings(home: Path) -> Settings:
 def settings_for(home: Path) -> Settings:
     """Settings of another fake machine whose HOME is `home` (two-machine tests)."""
     return Settings.from_env({"HOME": str(home), "USER": "tester"})
+
+
+def answering(answer: str, asked: list[str]) -> Callable[[str, tuple[str, ...]], str]:
+    """An ImportOptions.ask that notes each question in `asked` and answers `answer`."""
+
+    def ask(question: str, _choices: tuple[str, ...]) -> str:
+        asked.append(question)
+        return answer
+
+    return ask

@@ -80,7 +80,7 @@ def notes_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real = importlib.metadata.entry_points
 
-    def entry_points(**kw):  # type: ignore[no-untyped-def]
+    def entry_points(**kw):
         if kw.get("group") == "commuter.backends.v1":
             return [EntryPoint("notes", "test_backend_plugin:NotesBackend", kw["group"])]
         return real(**kw)

@@ -203,7 +203,7 @@ def test_legacy_decompressed_size_limit(tmp_path: Path) -> None:
 def test_manifest_git_fields_are_type_checked(tmp_path: Path, git: dict[str, object],
                                               word: str) -> None:
     """inspect met `git.dirty` = 5 as len(5): a TypeError traceback."""
-    good = {"branch": "main", "commit": "a" * 40, "dirty": [], "remote": None}
+    good: dict[str, object] = {"branch": "main", "commit": "a" * 40, "dirty": [], "remote": None}
     refused(tmp_path, craft([], manifest=manifest_bytes(git=dict(good, **git))), word)
 
 

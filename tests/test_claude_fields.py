@@ -68,7 +68,7 @@ def client_texts_left(path: Path, source: str) -> list[str]:
 
 @pytest.fixture(params=FIXTURES, ids=[f.version for f in FIXTURES])
 def fixture(request: pytest.FixtureRequest) -> Fixture:
-    return request.param  # type: ignore[no-any-return]
+    return request.param
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES[0].sessions))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from claude_home import V332, DirSink, carry, deep_line, install, transcript
-from conftest import settings_for
+from conftest import answering, settings_for
 
 from commuter import config
 from commuter.backends import ImportSource
@@ -60,7 +60,7 @@ def test_missing_memory_is_written_without_a_question_from_a_paired_peer(two, tm
     _a, b, *_rest, proj_b = two
     asked: list[str] = []
     res = move(two, tmp_path, ImportOptions(sender_verified=True, interactive=True,
-                                            ask=lambda q, c: asked.append(q) or "no"))
+                                            ask=answering("no", asked)))
     assert files(memory_of(b, proj_b)) == {"MEMORY.md": INDEX, "codeword.md": FACT}
     assert asked == [] and res.action == "created"
 
@@ -132,7 +132,7 @@ def test_memory_from_a_plain_bundle_needs_consent(two, tmp_path: Path) -> None:
     assert any("project memory" in w and "--yes" in w for w in res.warnings)
     questions: list[str] = []
     move(two, tmp_path, ImportOptions(interactive=True,
-                                      ask=lambda q, c: questions.append(q) or "yes"))
+                                      ask=answering("yes", questions)))
     assert len(questions) == 1 and "memory" in questions[0]
     assert files(mem) == {"MEMORY.md": INDEX, "codeword.md": FACT}
 

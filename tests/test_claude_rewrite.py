@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from claude_home import DATA, PLAN, TOOLS
 
@@ -15,7 +17,7 @@ SRC, DST = "/home/me/my proj", "/Users/me/code/my proj"
 SID, NEW = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 
 
-def _line(obj: dict[str, object]) -> bytes:
+def _line(obj: Mapping[str, object]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -118,9 +120,9 @@ def _import_rw(old_sid: str, new_sid: str) -> Rewriter:
     ]), old_sid=old_sid, new_sid=new_sid)
 
 
-def _result_text(entry: dict[str, object]) -> str:
-    blocks = entry["message"]["content"]  # type: ignore[index]
-    return next(b["content"] for b in blocks if b["type"] == "tool_result")  # type: ignore[no-any-return]
+def _result_text(entry: dict[str, Any]) -> str:
+    blocks = entry["message"]["content"]
+    return next(b["content"] for b in blocks if b["type"] == "tool_result")
 
 
 def _same_but(raw: bytes, out: bytes, old: str, new: str) -> None:

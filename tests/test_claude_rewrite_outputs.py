@@ -62,6 +62,7 @@ def test_pointer_names_the_carried_file_at_b(two, tmp_path: Path) -> None:
     assert len(at_a["pointer"]) == 1 and at_a["written"] and at_a["edited"]
     res = carry(sa, sb, tmp_path / "stage", session=TOOLS, cwd=proj_a)
     assert isinstance(res, ImportResult) and res.action == "created"
+    assert res.transcript is not None
     found = _known_paths(res.transcript)
     _check_moved(found, a, b)
     pointer = Path(found["pointer"][0])
@@ -85,6 +86,7 @@ def test_pointer_of_a_fork_names_the_forks_own_file(two, tmp_path: Path) -> None
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
     res = carry(sa, sb, tmp_path / "s2", session=TOOLS, cwd=proj_a)
     assert isinstance(res, ImportResult) and res.action == "forked"
+    assert res.transcript is not None
     found = _known_paths(res.transcript)
     _check_moved(found, a, b)
     pointer = Path(found["pointer"][0])
@@ -95,7 +97,7 @@ def test_pointer_of_a_fork_names_the_forks_own_file(two, tmp_path: Path) -> None
 def test_plan_write_names_the_plan_at_b(two, tmp_path: Path) -> None:
     a, b, sa, sb = two
     res = carry(sa, sb, tmp_path / "stage", session=PLAN, cwd=a / "projects" / "my.app")
-    assert isinstance(res, ImportResult)
+    assert isinstance(res, ImportResult) and res.transcript is not None
     found = _known_paths(res.transcript)
     _check_moved(found, a, b)
     assert [Path(p).is_file() for p in found["written"]] == [True]

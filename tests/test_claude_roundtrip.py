@@ -7,6 +7,7 @@ import os
 import stat
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from claude_home import (
@@ -45,7 +46,7 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def _lines(path: Path) -> list[dict[str, object]]:
+def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_bundle_hostile import bad_size_bundle
@@ -62,7 +63,7 @@ def test_inspect_of_a_negative_tar_size_is_one_line(tmp_path: Path, env) -> None
 
 
 @pytest.fixture
-def legacy_json() -> dict:
+def legacy_json() -> dict[str, Any]:
     return json.loads((LEGACY / "plain.json").read_text())
 
 
@@ -332,8 +333,8 @@ def test_import_without_a_terminal_warns_instead_of_asking(tmp_path: Path, env) 
     (repo / "a.txt").write_text("two\n")
     line = {"type": "user", "uuid": "00000000-0000-4000-8000-000000000001", "sessionId": SID,
             "cwd": str(repo), "message": {"role": "user", "content": "hello"}}
-    git = {"branch": "main", "commit": "c" * 40, "dirty": [], "remote": None,
-           "root_commit": None}
+    git: dict[str, object] = {"branch": "main", "commit": "c" * 40, "dirty": [], "remote": None,
+                              "root_commit": None}
     bundle = tmp_path / "s.bundle"
     bundle.write_bytes(craft([entry(f"session/{SID}.jsonl", json.dumps(line).encode() + b"\n")],
                              manifest=manifest_bytes(project_dir=str(repo), git=git)))

@@ -47,7 +47,8 @@ def test_no_git_binary(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_import_warnings(repo: Path) -> None:
-    snap = {"branch": "feature", "commit": "f" * 40, "dirty": [], "remote": None}
+    snap: dict[str, object] = {"branch": "feature", "commit": "f" * 40, "dirty": [],
+                               "remote": None}
     (repo / "a.txt").write_text("dirty")
     warnings = gitstate.import_warnings(snap, repo)
     assert any("branch feature" in w for w in warnings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import answering
 
 from commuter.backends import ImportSource
 from commuter.model import ImportOptions
@@ -47,7 +48,7 @@ def test_only_the_backends_files_come_and_commands_need_a_yes(tmp_path: Path,
     assert warnings == ["did not write the bundle's .tool/hooks.toml: it can run commands; "
                         "--yes takes it"]
     asked: list[str] = []
-    options = ImportOptions(interactive=True, ask=lambda q, c: asked.append(q) or "yes")
+    options = ImportOptions(interactive=True, ask=answering("yes", asked))
     (target / "AGENTS.md").write_bytes(b"mine")
     warnings, backed_up = write(settings, src, target, options)
     assert warnings == [] and (target / "AGENTS.md").read_bytes() == b"a"

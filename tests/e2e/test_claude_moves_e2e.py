@@ -61,7 +61,7 @@ def rewind(claude_bin: Path, home: Path, cwd: Path, sid: str, message_id: str,
         cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
         proc.stdin.write(json.dumps(request) + "\n")
         proc.stdin.flush()

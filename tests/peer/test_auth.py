@@ -140,7 +140,8 @@ def test_a_nonce_inside_the_window_is_never_evicted_by_a_flood():
 
 
 def test_the_rate_limit_refuses_a_key_over_its_rate_and_replays_cost_nothing():
-    from commuter.peer.auth import RateLimited, Rates
+    from commuter.errors import RateLimited
+    from commuter.peer.auth import Rates
 
     cache = NonceCache(rates=Rates(per_key=1.0, key_burst=5, new_keys=1.0, new_key_burst=2))
     for n in range(5):

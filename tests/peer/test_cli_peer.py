@@ -126,7 +126,8 @@ def test_pair_finds_the_inviter_by_mdns(tmp_path):
     rc, _out, err = _finish(proc)
     assert joined.returncode == 0, joined.stderr
     assert rc == 0, err
-    assert Peers.load(settings_of(home)).get("office").last_address.startswith("127.0.0.1:")
+    address = Peers.load(settings_of(home)).get("office").last_address
+    assert address is not None and address.startswith("127.0.0.1:")
 
 
 def test_join_with_no_invitation_open_is_one_clear_line(tmp_path, unused_tcp_port):
@@ -221,6 +222,7 @@ async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_
             await proc.wait()
             raise
         elapsed = time.monotonic() - started
+        assert proc.returncode is not None
         result = subprocess.CompletedProcess("send", proc.returncode, out.decode(),
                                              err.decode())
         one_error_line(result, f"office at {address} did not answer within",

@@ -107,6 +107,7 @@ async def _pull_from(env: dict[str, str], address: str, cwd: Path):
         proc.kill()
         await proc.wait()
         raise
+    assert proc.returncode is not None
     return subprocess.CompletedProcess("pull", proc.returncode, out.decode(), err.decode())
 
 

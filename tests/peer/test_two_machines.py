@@ -293,7 +293,9 @@ def _remembered(settings, identity, address: str) -> Peer:
     peers = Peers.load(settings)
     peers.touch_address(identity.public_key, address)
     peers.save()
-    return peers.by_key(identity.public_key)
+    peer = peers.by_key(identity.public_key)
+    assert peer is not None
+    return peer
 
 
 @pytest.mark.mdns

@@ -27,6 +27,7 @@ from commuter import config, core
 from commuter.errors import ConfigError
 from commuter.peer import seal
 from commuter.pipeline import pull_all, push_file
+from commuter.transports import Incoming
 from commuter.transports.folder import FolderTransport
 
 LEGACY = Path(__file__).parent.parent / "data" / "legacy"
@@ -185,7 +186,7 @@ def test_partial_and_changing_files_are_not_read(world, tmp_path):
     drop.rename(world.shared / ".hidden.sealed")
     assert pull(world.b) == ([], [])
 
-    async def grow() -> list:
+    async def grow() -> list[Incoming]:
         transport = FolderTransport(context(world.b), settle=5, recheck=0.3)
         growing = world.shared / "growing.sealed"
         growing.write_bytes((world.shared / ".hidden.sealed").read_bytes()[:1000])

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
@@ -272,7 +273,7 @@ async def test_an_import_whose_ack_was_lost_is_acked_not_imported_again(
 class FakeRelay:
     """A hostile relay on loopback: it lists what a test says and serves what it says."""
 
-    def __init__(self, items: list[object], bodies: dict[str, bytes], *,
+    def __init__(self, items: Sequence[object], bodies: dict[str, bytes], *,
                  listing: bytes | None = None) -> None:
         self.items, self.bodies, self.listing = items, bodies, listing
         self.requested: list[str] = []
@@ -310,7 +311,7 @@ class FakeRelay:
         return app
 
 
-def listed(item_id: str, body: bytes, sender: str, size: int | None = None) -> dict:
+def listed(item_id: str, body: bytes, sender: str, size: int | None = None) -> dict[str, object]:
     return {"id": item_id, "mailbox": BOB.device_id, "sender": sender,
             "size": len(body) if size is None else size,
             "digest": hashlib.sha256(body).hexdigest(), "created_at": 0, "expires_at": 0}
