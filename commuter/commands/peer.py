@@ -328,7 +328,7 @@ def send_cmd(
             manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
         size = bundle.stat().st_size
         answer = asyncio.run(_send(settings, me, target, bundle, size, address))
-    sid = getattr(manifest, "session_id", session or "")
+    sid = manifest.session_id
     done = _SEND_RESULT.get(str(answer.get("status")), "delivered")
     click.echo(f"sent session {sid} to {safe_text(target.name)} ({done})")
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from commuter.commands._app import AppContext, one_line_text, pass_app, safe_json, safe_text
-from commuter.errors import BundleError, CommuterError, OutputError
+from commuter.errors import BundleError, OutputError
 from commuter.settings import Settings
 
 if TYPE_CHECKING:
@@ -280,21 +280,8 @@ def inspect_cmd(app: AppContext, bundle: Path) -> None:
         click.echo(safe_text(f"sealed (encrypted for {', '.join(header.recipients) or 'nobody'})"
                              f" from {header.sender_device_id}, created {header.created_at}"))
         return
-    from commuter import core
+    from commuter import bundle as bundles
 
-    manifest = core.read_manifest(bundle)
-    for line in _describe(manifest):
+    # The values in these lines come from the bundle and may hold newlines: safe_text each.
+    for line in bundles.describe(bundles.read_manifest(bundle)):
         click.echo(safe_text(line))
-
-
-def _describe(manifest: Any) -> list[str]:
-    """inspect's lines, raw: the values in them come from the bundle and may hold newlines."""
-    import importlib
-
-    try:
-        describe = getattr(importlib.import_module("commuter.bundle"), "describe", None)
-        if describe is not None:
-            return list(describe(manifest))
-    except (ImportError, CommuterError):
-        pass
-    return [f"session {manifest.session_id} from {manifest.project_dir}"]
