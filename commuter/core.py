@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from commuter import bundle
-from commuter.errors import BundleError, CommuterError
+from commuter.errors import BackendError, BundleError, CommuterError
 from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
 from commuter.settings import Settings
 
@@ -40,19 +40,30 @@ def _backend(settings: Settings, name: str) -> Backend:
     return get_backend(name, settings)
 
 
-def list_sessions(settings: Settings) -> list[SessionRef]:
-    """Every session of every backend on this machine, newest first."""
-    from commuter.backends import all_backends
-
-    refs = [ref for backend in all_backends(settings) for ref in backend.sessions()]
+def list_sessions(settings: Settings, agent: str | None = None) -> list[SessionRef]:
+    """Every session of every backend on this machine (or of `agent`'s), newest first."""
+    refs = [ref for backend in _backends(settings, agent) for ref in backend.sessions()]
     return sorted(refs, key=lambda r: r.updated_at, reverse=True)
 
 
-def find_session(settings: Settings, session: str | None, cwd: Path | None = None) -> SessionRef:
-    """A session by id or unique prefix, or the newest session of `cwd`'s project (any tool)."""
-    from commuter.backends import all_backends, find_in
+def find_session(
+    settings: Settings, session: str | None, cwd: Path | None = None, agent: str | None = None
+) -> SessionRef:
+    """A session by id or unique prefix, or the newest session of `cwd`'s project (of any
+    agent, or of `agent` only)."""
+    from commuter.backends import find_in
 
-    return find_in(all_backends(settings), session, cwd or Path.cwd())
+    return find_in(_backends(settings, agent), session, cwd or Path.cwd())
+
+
+def _backends(settings: Settings, agent: str | None) -> list[Backend]:
+    from commuter.backends import all_backends, backend_names, get_backend
+
+    if agent is None:
+        return all_backends(settings)
+    if agent not in backend_names():
+        raise BackendError(f"unknown agent {agent!r} (known: {', '.join(backend_names())})")
+    return [get_backend(agent, settings)]
 
 
 def make_origin(settings: Settings) -> Origin:
@@ -74,10 +85,11 @@ def make_origin(settings: Settings) -> Origin:
 
 
 def export_to(
-    settings: Settings, out: BinaryIO, *, session: str | None = None, cwd: Path | None = None
+    settings: Settings, out: BinaryIO, *, session: str | None = None, cwd: Path | None = None,
+    agent: str | None = None,
 ) -> Manifest:
     """Write one session as a bundle to `out`; returns the bundle's Manifest."""
-    ref = find_session(settings, session, cwd)
+    ref = find_session(settings, session, cwd, agent)
     plan = _backend(settings, ref.backend).collect(ref)
     manifest = Manifest(
         format=bundle.FORMAT_VERSION, backend=plan.backend, session_id=plan.session_id,

@@ -5,6 +5,7 @@ the toy backend below is all it takes (its ids are no UUIDs, its resume line is 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -212,3 +213,29 @@ def test_a_backend_that_fails_on_one_item_does_not_stop_the_pull(
     assert "unexpected JSONDecodeError" in pulled.stderr
     assert f"session {TOOLS}" in pulled.stdout
     assert not (home_b / ".notes" / f"{NOTE_ID}.json").exists()
+
+
+def test_agent_narrows_list_and_export_to_one_agent(
+    notes_plugin: None, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    project = home / "projects" / "my.app"
+    (home / ".notes").mkdir()
+    note = home / ".notes" / f"{NOTE_ID}.json"
+    note.write_text(json.dumps({"project": str(project), "text": "remember the milk"}))
+    os.utime(note, (2_000_000_000, 2_000_000_000))  # the newest session of the project
+    monkeypatch.chdir(project)
+    human = run("list").stdout.splitlines()
+    assert {line.split()[1] for line in human} == {"claude", "notes"}  # the agent column
+    only = json.loads(run("list", "--json", "--agent", "notes").stdout)
+    assert [d["backend"] for d in only] == ["notes"]
+    newest = tmp_path / "newest.bundle"
+    assert run("export", "--latest", "-o", str(newest)).exit_code == 0
+    assert "backend:   notes" in run("inspect", str(newest)).stdout  # across agents
+    claude = tmp_path / "claude.bundle"
+    assert run("export", "--latest", "--agent", "claude", "-o", str(claude)).exit_code == 0
+    assert "backend:   claude" in run("inspect", str(claude)).stdout
+    wrong = run("export", "--latest", "--agent", "nope", "-o", str(tmp_path / "x"))
+    assert wrong.exit_code == 1
+    assert wrong.stderr.strip() == ("Error: unknown agent 'nope' (known: claude, notes)")
+    assert not (tmp_path / "x").exists()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -77,3 +78,13 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def agent_option(command: _F) -> _F:
+    """`--agent NAME`: only sessions of that agent (claude, codex, gemini or a plug-in's name);
+    without it the newest session of the project across agents is taken."""
+    return click.option("--agent", metavar="NAME",
+                        help="Only sessions of this agent (e.g. claude, codex, gemini).")(command)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.commands._app import AppContext, pass_app, safe_text, stop_on_signals
+from commuter.commands._app import AppContext, agent_option, pass_app, safe_text, stop_on_signals
 from commuter.errors import PairingFailed, PeerError
 
 if TYPE_CHECKING:
@@ -305,9 +305,11 @@ def receive_cmd(
 @click.argument("session", required=False)
 @click.option("--latest", is_flag=True, help="The newest session of this directory (default).")
 @click.option("--address", help="The peer's HOST:PORT (skips mDNS).")
+@agent_option
 @pass_app
 def send_cmd(
-    app: AppContext, peer: str, session: str | None, latest: bool, address: str | None
+    app: AppContext, peer: str, session: str | None, latest: bool, address: str | None,
+    agent: str | None,
 ) -> None:
     """Send a session straight to a paired machine on the LAN."""
     from commuter import core
@@ -325,7 +327,8 @@ def send_cmd(
     with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
         bundle = Path(tmp) / "bundle"
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(),
+                                      agent=agent)
         size = bundle.stat().st_size
         answer = asyncio.run(_send(settings, me, target, bundle, size, address))
     sid = manifest.session_id

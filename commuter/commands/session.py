@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from commuter.commands._app import AppContext, one_line_text, pass_app, safe_json, safe_text
+from commuter.commands._app import (
+    AppContext,
+    agent_option,
+    one_line_text,
+    pass_app,
+    safe_json,
+    safe_text,
+)
 from commuter.errors import BundleError, OutputError
 from commuter.settings import Settings
 
@@ -76,12 +83,13 @@ def _ref_json(ref: SessionRef) -> dict[str, Any]:
 @click.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also list sessions without messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with full ids.")
+@agent_option
 @pass_app
-def list_cmd(app: AppContext, show_all: bool, as_json: bool) -> None:
-    """List sessions on this machine, newest first."""
+def list_cmd(app: AppContext, show_all: bool, as_json: bool, agent: str | None) -> None:
+    """List sessions on this machine (every agent's), newest first."""
     from commuter import core
 
-    refs = [r for r in core.list_sessions(app.settings) if show_all or r.has_messages]
+    refs = [r for r in core.list_sessions(app.settings, agent) if show_all or r.has_messages]
     if as_json:
         click.echo(safe_json(json.dumps([_ref_json(r) for r in refs], indent=2,
                                         ensure_ascii=False)))
@@ -99,8 +107,8 @@ def list_cmd(app: AppContext, show_all: bool, as_json: bool) -> None:
         project = _shorten(project)
         prompt = one_line_text(ref.first_prompt or "")[:60]
         click.echo(
-            f"{shorts[ref.session_id]:<9} {relative_time(ref.updated_at, now):<15} "
-            f"{safe_text(project)}  {prompt}".rstrip()
+            f"{shorts[ref.session_id]:<9} {safe_text(ref.backend):<7} "
+            f"{relative_time(ref.updated_at, now):<15} {safe_text(project)}  {prompt}".rstrip()
         )
 
 
@@ -117,8 +125,11 @@ def _shorten(path: str, width: int = 48) -> str:
 @click.argument("session", required=False)
 @click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
 @click.option("-o", "--output", required=True, help="Bundle file to write, or - for stdout.")
+@agent_option
 @pass_app
-def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) -> None:
+def export_cmd(
+    app: AppContext, session: str | None, latest: bool, output: str, agent: str | None
+) -> None:
     """Write a session (ID, unique prefix, or --latest) to a bundle file."""
     from commuter import core
     from commuter.bundle.read import counted
@@ -130,7 +141,8 @@ def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) 
         if sys.stdout.isatty():
             raise BundleError("refusing to write a bundle to a terminal; use -o FILE or a pipe")
         stream = sys.stdout.buffer
-        manifest = core.export_to(app.settings, stream, session=session, cwd=Path.cwd())
+        manifest = core.export_to(app.settings, stream, session=session, cwd=Path.cwd(),
+                                       agent=agent)
         stream.flush()
     else:
         target = Path(output).expanduser()
@@ -138,7 +150,8 @@ def export_cmd(app: AppContext, session: str | None, latest: bool, output: str) 
         if problem:
             raise OutputError(problem)
         with atomic_writer(target, 0o600, parents=False) as fh:
-            manifest = core.export_to(app.settings, fh, session=session, cwd=Path.cwd())
+            manifest = core.export_to(app.settings, fh, session=session, cwd=Path.cwd(),
+                                       agent=agent)
     click.echo(safe_text(
         f"exported session {manifest.session_id} ({counted(manifest.message_count, 'message')}, "
         f"{counted(len(manifest.members), 'file')}) from {manifest.project_dir}"

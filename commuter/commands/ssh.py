@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.commands._app import AppContext, pass_app, safe_text
+from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
 
 if TYPE_CHECKING:
     from commuter.model import ImportResult
@@ -32,10 +32,11 @@ _REMOTE_HELP = (
 @click.option("--project-dir", "remote_dir", metavar="REMOTE_DIR",
               help="Project directory on HOST (default: HOST's path-maps decide).")
 @click.option("--remote-commuter", metavar="CMD", help=_REMOTE_HELP)
+@agent_option
 @pass_app
 def to_cmd(
     app: AppContext, host: str, session: str | None, latest: bool, remote_dir: str | None,
-    remote_commuter: str | None,
+    remote_commuter: str | None, agent: str | None,
 ) -> None:
     """Send this directory's newest session (or SESSION) to HOST over ssh and import it there."""
     from commuter import core, sshhop
@@ -45,7 +46,8 @@ def to_cmd(
     settings = app.settings
     with sshhop.staging_file(settings, ".ssh-to-") as bundle:
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(),
+                                      agent=agent)
         remote = sshhop.send_to(settings, host, bundle, project_dir=remote_dir,
                                 remote_command=remote_commuter)
     # The remote commuter's own output, line by line, made inert (it is another machine's text).

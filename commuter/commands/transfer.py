@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from commuter.commands._app import AppContext, pass_app, safe_text
+from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,8 +41,12 @@ def _check_via(via: str) -> None:
 @click.option("--via", default="auto", show_default=True, metavar="auto|folder|lan|relay",
               help="Transport; auto tries lan, then relay, then folder.")
 @click.option("--plain", is_flag=True, help="Unencrypted drop into the transfer dir.")
+@agent_option
 @pass_app
-def push_cmd(app: AppContext, session: str | None, to: str | None, via: str, plain: bool) -> None:
+def push_cmd(
+    app: AppContext, session: str | None, to: str | None, via: str, plain: bool,
+    agent: str | None,
+) -> None:
     """Export this directory's newest session (or SESSION) and send it."""
     from commuter import core
     from commuter.pipeline import push_file
@@ -66,7 +70,8 @@ def push_cmd(app: AppContext, session: str | None, to: str | None, via: str, pla
     with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
         bundle = Path(tmp) / "bundle.commuter"
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd())
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(),
+                                      agent=agent)
         pushed = asyncio.run(push_file(ctx, bundle, peers, via, named=bool(to)))
     _report_push(ctx, pushed, str(manifest.session_id), plain)
 
