@@ -49,7 +49,7 @@ def test_stand_in_claude_holding_the_file_is_seen(tmp_path: Path) -> None:
         assert proc.pid in busy_pids(held, DOT_SPACE)
     finally:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # and close its stdout
     assert busy_pids(held, DOT_SPACE) == []
 
 
@@ -85,7 +85,7 @@ def test_update_refused_while_claude_writes(tmp_path: Path) -> None:
         assert at_b.read_bytes() == before
     finally:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # and close its stdout
     assert carry(sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a).action == "updated"
 
 
@@ -108,4 +108,4 @@ def test_a_claude_with_a_project_dir_name_is_seen_in_that_folder(tmp_path: Path)
             assert (proc.pid in busy_pids(held, DOT_SPACE)) is seen
         finally:
             proc.kill()
-            proc.wait(timeout=10)
+            proc.communicate(timeout=10)  # and close its stdout

@@ -122,7 +122,8 @@ def test_a_closed_stdout_pipe_exits_quietly(env) -> None:
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # long before the interpreter has started
-    err = proc.stderr.read()
+    with proc.stderr:
+        err = proc.stderr.read()
     assert proc.wait(TIMEOUT) == 141
     assert err == b""
 

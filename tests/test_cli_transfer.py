@@ -136,7 +136,7 @@ def test_pull_from_a_peer_fetches_its_newest_session_for_this_project(world):
         assert "from alice (" in pulled.stdout and "claude --resume" in pulled.stdout
     finally:
         serve.terminate()
-        serve.wait(timeout=10)
+        serve.communicate(timeout=10)  # and close its pipes
     one_error_line(run(env_b, "pull", "--from", "nobody"), "no paired peer named 'nobody'")
 
 

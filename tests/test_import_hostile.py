@@ -82,7 +82,7 @@ def _leave(folder: Path, home: Path, sid: str, how: str) -> subprocess.Popen[str
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip()
     if how == "die":
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # and close its pipes
     return proc
 
 
@@ -115,7 +115,5 @@ def test_leftovers_of_dead_processes_are_swept_and_live_ones_kept(two, tmp_path)
             == [f"p{fsutil.process_tag_of(live.pid)}"]
         assert transcript(b, proj_b, TOOLS).is_file()
     finally:
-        assert live.stdin is not None
-        live.stdin.close()
-        live.wait(timeout=30)
+        live.communicate(timeout=30)  # closes its stdin: it ends
     assert os.path.exists(folder)

@@ -83,6 +83,8 @@ def rewind(claude_bin: Path, home: Path, cwd: Path, sid: str, message_id: str,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_rewind_after_a_move_restores_the_targets_files(

@@ -68,10 +68,16 @@ def test_pair_send_receive_resume_and_stranger_refused(
          "--host", "127.0.0.1", "--no-mdns"],
         cwd=home_b, env=_env(home_b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert inviter.stdout is not None
-    invite = json.loads(inviter.stdout.readline())
-    ok(commuter(home_a, home_a, "pair", invite["code"], "--address", invite["address"]))
-    assert inviter.wait(timeout=30) == 0
+    try:
+        assert inviter.stdout is not None
+        invite = json.loads(inviter.stdout.readline())
+        ok(commuter(home_a, home_a, "pair", invite["code"], "--address", invite["address"]))
+        _out, err = inviter.communicate(timeout=30)
+    finally:
+        if inviter.poll() is None:
+            inviter.kill()
+            inviter.communicate()
+    assert inviter.returncode == 0, err
 
     # C knows B's key but B never paired with C.
     b_key = Identity.load_or_create(Settings.from_env(_env(home_b))).public_key
@@ -102,6 +108,7 @@ def test_pair_send_receive_resume_and_stranger_refused(
     finally:
         if receiver.poll() is None:
             receiver.kill()
+            receiver.communicate()
     assert receiver.returncode == 0, err
     assert f"claude --resume {sid}" in out
     assert "from a (" in out

@@ -80,6 +80,7 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.communicate(timeout=10)
         raise
     return proc.returncode, out, err
 

@@ -179,7 +179,10 @@ async def test_when_every_connection_is_in_a_request_a_new_one_gets_503(machines
                     break
                 await asyncio.sleep(0.02)
             extra = await _connect(address)
-            answer = await _closed_by_server(extra, 10)
+            try:
+                answer = await _closed_by_server(extra, 10)
+            finally:
+                _close_all([extra])
             assert answer.startswith(b"HTTP/1.1 503 ")
             assert await _closed_now(busy) == []  # the uploads were not cut for it
         finally:

@@ -69,11 +69,16 @@ class RelayProcess:
             raise AssertionError(f"relay did not start: {line!r}")
         return f"http://127.0.0.1:{match.group(1)}"
 
-    def kill(self) -> None:
+    def kill(self) -> int:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
+        return self._finish()
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=10)
+        return self._finish()
+
+    def _finish(self) -> int:
+        """Wait for the relay to end and close its pipes; what it printed is `out` and `err`."""
+        self.out, self.err = self.proc.communicate(timeout=10)
+        return self.proc.returncode
