@@ -17,7 +17,7 @@ import pytest
 from claude_home import TOOLS, install
 from click.testing import CliRunner
 
-from commuter.backends import ExportPlan, ImportSource, all_env_vars
+from commuter.backends import ExportPlan, ImportSource, all_env_vars, backend_names
 from commuter.cli import cli
 from commuter.errors import SessionNotFound
 from commuter.model import ImportOptions, ImportResult, SessionRef
@@ -237,5 +237,6 @@ def test_agent_narrows_list_and_export_to_one_agent(
     assert "backend:   claude" in run("inspect", str(claude)).stdout
     wrong = run("export", "--latest", "--agent", "nope", "-o", str(tmp_path / "x"))
     assert wrong.exit_code == 1
-    assert wrong.stderr.strip() == ("Error: unknown agent 'nope' (known: claude, notes)")
+    known = ", ".join(backend_names())  # claude, the other built-ins, notes
+    assert wrong.stderr.strip() == f"Error: unknown agent 'nope' (known: {known})"
     assert not (tmp_path / "x").exists()
