@@ -10,6 +10,7 @@ if [ ! -x "$PY" ]; then
     exit 1
 fi
 bash scripts/install-claude.sh >/dev/null
+bash scripts/install-codex.sh >/dev/null
 "$PY" -m ruff check commuter tests benchmarks
 "$PY" -m mypy commuter
 # Tests and benchmarks: the same config, relaxed for test code (unannotated tests and fixtures
