@@ -11,6 +11,7 @@ if [ ! -x "$PY" ]; then
 fi
 bash scripts/install-claude.sh >/dev/null
 bash scripts/install-codex.sh >/dev/null
+bash scripts/install-gemini.sh >/dev/null
 "$PY" -m ruff check commuter tests benchmarks
 "$PY" -m mypy commuter
 # Tests and benchmarks: the same config, relaxed for test code (unannotated tests and fixtures

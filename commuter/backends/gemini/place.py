@@ -1,0 +1,295 @@
+"""Place an unpacked Gemini CLI chat: pick the target project's slug folder (gemini's own
+rule), decide by message ids, back up, rewrite paths, write all files together."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from commuter import fsutil
+from commuter.backends import ImportSource
+from commuter.backends.gemini.chat import (
+    SUB_RE,
+    Chat,
+    GeminiDirs,
+    Rewriter,
+    chat_files,
+    claim_slug,
+    file_name,
+    is_session_id,
+    marker,
+    now_iso,
+    parse_time,
+    read_chat,
+    read_projects,
+    slug_of,
+)
+from commuter.errors import BackendError, BundleError
+from commuter.model import ImportOptions, ImportResult
+from commuter.placing import Backups, Pending, confirm_git_state, resolve_target
+from commuter.settings import Settings
+
+
+class Relation(Enum):
+    IDENTICAL = "identical"
+    CONTINUED = "continued"  # the local chat is a prefix of the incoming one
+    LOCAL_NEWER = "local-newer"
+    DIVERGENT = "divergent"
+
+
+def relation(local: list[str], incoming: list[str]) -> Relation:
+    """How two message-id lists of one chat relate. A resume checkpoints the whole list
+    again (`$set.messages`) and may add records between the old ones (a tool result's own
+    `user` record), so "continued" means every local id is kept, in order."""
+    if local == incoming:
+        return Relation.IDENTICAL
+    if _subsequence(local, incoming):
+        return Relation.CONTINUED
+    if _subsequence(incoming, local):
+        return Relation.LOCAL_NEWER
+    return Relation.DIVERGENT
+
+
+def _subsequence(short: list[str], long: list[str]) -> bool:
+    rest = iter(long)
+    return all(any(x == y for y in rest) for x in short)
+
+
+def _real_ids(chat: Chat) -> list[str]:
+    """Message ids without the `<session_context>` one (the same id in every chat)."""
+    from commuter.backends.gemini.chat import _is_context
+
+    return [m for m in chat.ids if not _is_context(chat.messages[m])]
+
+
+@dataclass(slots=True)
+class _Plan:
+    sid: str
+    dest: Path
+    action: str
+    warnings: list[str] = field(default_factory=list)
+    backups: list[Path] = field(default_factory=list)
+
+
+def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
+          options: ImportOptions) -> ImportResult:
+    sid = source.session_id
+    if not is_session_id(sid):
+        raise BundleError(f"bundle names a session id {sid!r} that is not a Gemini CLI one")
+    if not source.project_dir.startswith("/"):
+        raise BundleError(f"bundle names a relative project dir {source.project_dir!r}")
+    names = [n for n in (f"session/{sid}.jsonl", f"session/{sid}.json") if n in source.members]
+    if not names or not source.member(names[0]).is_file():
+        raise BundleError(f"bundle has no chat session/{sid}.jsonl")
+    incoming_path = source.member(names[0])
+    try:
+        incoming = read_chat(incoming_path)
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"bundle's chat does not read as one ({exc})") from exc
+    if incoming.session_id != sid or incoming.kind == "subagent":
+        raise BundleError(f"bundle's chat is not the main chat of session {sid}")
+    subs = [n for n in source.members
+            if n.startswith(f"session/{sid}/") and SUB_RE.match(n.rsplit("/", 1)[1])
+            and n.count("/") == 2 and ".." not in n]
+
+    where = resolve_target(settings, source, options)
+    target = Path(os.path.realpath(where.project))
+    project = str(target)
+    slug = slug_of(dirs, project) or claim_slug(dirs, project)
+    folder = dirs.tmp / slug
+    chats = folder / "chats"
+    if dirs.root.is_symlink() or any(p.is_symlink() for p in (dirs.tmp, folder, chats)):
+        raise BackendError(f"{chats} (or a folder above it) is a symlink; not writing there")
+    plan = _decide(dirs, folder, sid, incoming, incoming_path.suffix, options)
+    plan.warnings += confirm_git_state(source, target, options)
+    if options.dry_run:
+        return dataclasses.replace(_result(plan, project, "dry-run", sid, source),
+                                   planned=plan.action)
+    if plan.action == "unchanged":
+        _defuse_cleanup(dirs, settings, plan)
+        return _result(plan, project, plan.action, sid, source)
+
+    pairs: list[tuple[str, str]] = []
+    meta = source.meta
+    if isinstance(meta.get("source_temp_dir"), str):
+        pairs.append((meta["source_temp_dir"], str(folder)))
+    if isinstance(meta.get("source_gemini_dir"), str):
+        pairs.append((meta["source_gemini_dir"], str(dirs.root)))
+    pairs.append((source.project_dir, project))
+    for a, b in where.path_maps:
+        pairs += [(a, b), (b, a)]
+    rewriter = Rewriter(pairs, old_sid=sid, new_sid=plan.sid)
+    backups = Backups(settings)
+    projects_data = _projects_json(dirs, project, slug)
+    with Pending() as pending:
+        pending.folder(chats)
+        fsutil.sweep_temps(chats)
+        try:
+            with pending.writer(plan.dest, fsync=True) as out:
+                rewriter.copy(incoming_path, out)
+                if plan.dest.suffix == ".jsonl":
+                    # gemini's cleanup deletes chats not updated for 30 days: the import is an
+                    # update here.
+                    out.write(json.dumps({"$set": {"lastUpdated": _later(incoming)}}).encode()
+                              + b"\n")
+            for name in subs:
+                dest = chats / plan.sid / name.rsplit("/", 1)[1]
+                with pending.writer(dest) as out:
+                    rewriter.copy(source.member(name), out)
+        except RecursionError as exc:
+            raise BundleError("bundle's chat nests too deep") from exc
+        for base in (dirs.tmp, dirs.history):
+            if marker(base / slug) is None:
+                with pending.writer(base / slug / ".project_root") as out:
+                    out.write(project.encode())
+        if projects_data is not None:
+            with pending.writer(dirs.projects_json) as out:
+                out.write(projects_data)
+        if plan.action == "created" and plan.dest.is_file():  # a message-less file there
+            plan.backups.append(backups.file(plan.sid, plan.dest))
+        if plan.action in ("updated", "replaced"):
+            plan.backups.append(backups.session(plan.sid, plan.dest, chats / plan.sid))
+        pending.commit()
+    for made in (dirs.projects_json, folder / ".project_root",
+                 dirs.history / slug / ".project_root"):
+        if made.exists():
+            os.chmod(made, 0o600 if made == dirs.projects_json else 0o644)
+    _defuse_cleanup(dirs, settings, plan)
+    return _result(plan, project, plan.action, sid, source)
+
+
+def _later(chat: Chat) -> str:
+    now = now_iso()
+    last = parse_time(chat.last_updated)
+    return chat.last_updated if last is not None and chat.last_updated > now else now
+
+
+def _projects_json(dirs: GeminiDirs, project: str, slug: str) -> bytes | None:
+    """projects.json with `project` → `slug` added (every other entry and key kept), or None
+    when it is there already."""
+    try:
+        data = json.loads(dirs.projects_json.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"{dirs.projects_json} does not read as JSON ({exc}); "
+                           "not changing it") from exc
+    if not isinstance(data, dict):
+        raise BackendError(f"{dirs.projects_json} is not a JSON object; not changing it")
+    projects = data.setdefault("projects", {})
+    if not isinstance(projects, dict):
+        raise BackendError(f"{dirs.projects_json} has no projects object; not changing it")
+    if projects.get(project) == slug and read_projects(dirs).get(project) == slug:
+        return None
+    projects[project] = slug
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _decide(dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: str,
+            options: ImportOptions) -> _Plan:
+    chats = folder / "chats"
+    local = [cf for cf in chat_files(dirs, folder) if cf.chat.session_id == sid]
+    local.sort(key=lambda cf: (cf.chat.has_messages, cf.chat.last_updated), reverse=True)
+    new_ids = _real_ids(incoming)
+    if not local or not local[0].chat.has_messages:
+        # (a local file of this id without messages is moved aside by _defuse_cleanup)
+        return _Plan(sid, chats / file_name(incoming.start_time, sid, suffix), "created")
+    mine = local[0]
+    rel = relation(_real_ids(mine.chat), new_ids)
+    if rel is Relation.IDENTICAL:
+        return _Plan(sid, mine.path, "unchanged")
+    if rel is Relation.LOCAL_NEWER and not options.replace:
+        return _Plan(sid, mine.path, "unchanged",
+                     [f"the local copy of session {sid} is newer than the bundle's; kept it"])
+    action = "updated" if rel is Relation.CONTINUED else "fork"
+    if action == "fork":
+        if options.replace:
+            action = "replaced"
+        elif options.interactive and options.ask is not None:
+            choice = options.ask(
+                f"session {sid} differs from the local copy (both have new messages)",
+                ("fork", "replace", "cancel"))
+            if choice == "cancel":
+                raise BackendError("import cancelled; nothing was written")
+            action = "replaced" if choice == "replace" else "fork"
+    if action != "fork":
+        return _Plan(sid, mine.path, action)
+    earlier = _earlier_fork(dirs, folder, sid, new_ids)
+    if earlier is not None:
+        return earlier
+    taken = {n.rsplit("-", 1)[-1].split(".")[0] for n in _names(chats)}
+    new = str(uuid.uuid4())
+    while new[:8] in taken:
+        new = str(uuid.uuid4())
+    note = ("an import would make a fork with a new id" if options.dry_run
+            else f"imported as a fork {new}")
+    return _Plan(new, chats / file_name(incoming.start_time, new, suffix), "forked",
+                 [f"session {sid} diverged from the local copy; {note}"])
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _earlier_fork(dirs: GeminiDirs, folder: Path, sid: str, new_ids: list[str]) -> _Plan | None:
+    """A fork an earlier import made of this chat (same first message id, another sid)."""
+    if not new_ids:
+        return None
+    for cf in chat_files(dirs, folder):
+        other = _real_ids(cf.chat)
+        if cf.chat.session_id == sid or not other or other[0] != new_ids[0]:
+            continue
+        rel = relation(other, new_ids)
+        fork = str(cf.chat.session_id)
+        if rel is Relation.DIVERGENT:
+            continue
+        if rel is Relation.CONTINUED:
+            return _Plan(fork, cf.path, "updated",
+                         [f"session {sid} diverged from the local copy; updated its fork {fork}"])
+        note = ("is the same as the bundle's" if rel is Relation.IDENTICAL
+                else "is newer than the bundle's; kept it")
+        return _Plan(fork, cf.path, "unchanged",
+                     [f"session {sid} was imported before as the fork {fork}, which {note}"])
+    return None
+
+
+def _defuse_cleanup(dirs: GeminiDirs, settings: Settings, plan: _Plan) -> None:
+    """gemini's start-up cleanup deletes every chat sharing its 8-character short id with a
+    chat file that has no messages (e.g. the file a resume leaves): such files beside the
+    placed chat are moved into commuter's backups, so the placed chat survives."""
+    short = plan.sid[:8]
+    chats = plan.dest.parent
+    for name in sorted(_names(chats)):
+        path = chats / name
+        if (path == plan.dest or not name.startswith("session-")
+                or not name.endswith((f"-{short}.json", f"-{short}.jsonl"))
+                or not path.is_file() or path.is_symlink()):
+            continue
+        try:
+            empty = not read_chat(path).has_messages
+        except (OSError, UnicodeDecodeError, RecursionError):
+            empty = True
+        if empty:
+            plan.backups.append(Backups(settings).file(plan.sid, path))
+            path.unlink()
+            plan.warnings.append(f"moved {name} (no messages; gemini's cleanup would delete "
+                                 "the chat with it) into the backups")
+
+
+def _result(plan: _Plan, project: str, action: str, original: str,
+            source: ImportSource) -> ImportResult:
+    last = parse_time(str(source.meta.get("last_activity") or ""))
+    return ImportResult(
+        session_id=plan.sid, project_dir=Path(project), action=action, transcript=plan.dest,
+        backups=tuple(plan.backups), warnings=tuple(plan.warnings),
+        original_session_id=original if plan.sid != original else None,
+        origin=source.origin or None, last_activity=last.timestamp() if last else None,
+    )

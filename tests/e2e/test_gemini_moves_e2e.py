@@ -1,0 +1,155 @@
+"""The real Gemini CLI (pinned below, installed by scripts/install-gemini.sh) against the fake
+Gemini API of fake_gemini.py: a chat made at home A in a project whose path has a dot and a
+space travels to home B under another path (where gemini already has chats and another
+project of the same folder name), B's `gemini --resume latest` sends the earlier
+conversation, B continues, and A's `--resume <id>` carries both codewords. Its subagent
+chat travels; the imported chat survives gemini's start-up cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from commuter.backends.gemini import GeminiBackend
+from commuter.backends.gemini.chat import read_chat
+from commuter.cli import cli
+from commuter.settings import Settings
+
+from .fake_gemini import FakeGemini, codewords
+
+GEMINI_VERSION = "0.61.0"
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def find_gemini() -> Path:
+    """The pinned gemini; the test fails (never skips) without it."""
+    binary = REPO / ".tools" / f"gemini-{GEMINI_VERSION}" / "node_modules" / ".bin" / "gemini"
+    if not binary.is_file():
+        pytest.fail(f"gemini {GEMINI_VERSION} is not installed at {binary}; run "
+                    "scripts/install-gemini.sh", pytrace=False)
+    return binary
+
+
+@pytest.fixture
+def gemini_bin() -> Path:
+    return find_gemini()
+
+
+@pytest.fixture
+def api() -> Iterator[FakeGemini]:
+    with FakeGemini() as server:
+        yield server
+
+
+def seed(home: Path) -> None:
+    """API-key auth (with the base URL alone gemini picks `gateway` and refuses `-p`), no
+    telemetry or usage statistics."""
+    (home / ".gemini").mkdir(parents=True, exist_ok=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps({
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "privacy": {"usageStatisticsEnabled": False},
+        "telemetry": {"enabled": False},
+    }))
+
+
+def gemini(binary: Path, home: Path, cwd: Path, api: FakeGemini, *args: str) -> str:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TZ": "UTC",
+        "LANG": "C.UTF-8", "GEMINI_API_KEY": "dummy", "GOOGLE_GEMINI_BASE_URL": api.url,
+        "GEMINI_CLI_TRUST_WORKSPACE": "true", "NO_COLOR": "1", "CI": "1",
+    }
+    proc = subprocess.run([str(binary), "--skip-trust", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, f"gemini {args} exited {proc.returncode}: {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def commuter(home: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
+    monkeypatch.setenv("HOME", str(home))
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def backend(home: Path) -> GeminiBackend:
+    return GeminiBackend(Settings.from_env({"HOME": str(home), "USER": "tester"}))
+
+
+def last_chat_words(api: FakeGemini, since: int) -> list[str]:
+    sent = [r for r in api.chats()[since:] if "invoke_agent" in json.dumps(r.body.get("tools"))]
+    assert sent, "gemini sent no conversation request"
+    return codewords(sent[-1].body)
+
+
+def wait_for_a_new_minute(start_time: str) -> None:
+    """gemini's resume names a file after the current minute and, in the chat's own start
+    minute, appends to it instead: the e2e resumes in a later minute, as a person would."""
+    started = datetime.fromisoformat(start_time.replace("Z", "+00:00"))
+    while datetime.now(UTC).strftime("%H%M") == started.strftime("%H%M"):
+        time.sleep(1)
+
+
+def test_a_chat_moves_and_comes_back(
+    gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home_a, home_b = tmp_path / "A", tmp_path / "B"
+    project_a = home_a / "work" / "My App.v2"
+    project_a.mkdir(parents=True)
+    (project_a / "README.md").write_text("# my app\n")
+    seed(home_a)
+    gemini(gemini_bin, home_a, project_a, api, "--yolo", "-p",
+           "Remember the codeword PLUM-9. TOOL:Task:Read the README for me.")
+    [ref] = list(backend(home_a).sessions())
+    sid = ref.session_id
+    assert ref.project == project_a
+    bundle = tmp_path / "a.commuter"
+    commuter(home_a, monkeypatch, "export", sid, "-o", str(bundle))
+
+    # B: gemini has a chat of its own in another project of the same folder name
+    seed(home_b)
+    other_b = home_b / "elsewhere" / "My App.v2"
+    other_b.mkdir(parents=True)
+    gemini(gemini_bin, home_b, other_b, api, "-p", "Remember the codeword FIG-1.")
+    project_b = home_b / "code" / "My App.v2"
+    project_b.mkdir(parents=True)
+    out = commuter(home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b),
+                   "--no-launch")
+    assert f"gemini --resume {sid}" in out
+    projects = json.loads((home_b / ".gemini" / "projects.json").read_text())["projects"]
+    assert projects == {str(other_b): "my-app-v2", str(project_b): "my-app-v2-1"}
+    chats_b = home_b / ".gemini" / "tmp" / "my-app-v2-1" / "chats"
+    [sub] = list((chats_b / sid).glob("*.jsonl"))  # the subagent chat travelled
+    assert json.loads(sub.read_text().splitlines()[0])["directories"] == [str(project_b)]
+
+    # a gemini start in that project (its cleanup runs) leaves the chat; the resume sends it
+    assert ref.path is not None
+    wait_for_a_new_minute(read_chat(ref.path).start_time)
+    listed = gemini(gemini_bin, home_b, project_b, api, "--list-sessions")
+    assert sid in listed or "PLUM-9" in listed
+    seen = len(api.chats())
+    gemini(gemini_bin, home_b, project_b, api, "--resume", "latest", "-p",
+           "Also remember the codeword MELON-5.")
+    words = last_chat_words(api, seen)
+    assert "PLUM-9" in words and "MELON-5" in words and "FIG-1" not in words
+    back = tmp_path / "b.commuter"
+    commuter(home_b, monkeypatch, "export", sid, "-o", str(back))
+
+    # A: the continuation updates A's chat; A's resume carries both codewords
+    out = commuter(home_a, monkeypatch, "import", str(back), "--project-dir", str(project_a),
+                   "--no-launch")
+    assert "updated" in out.lower() or sid in out
+    seen = len(api.chats())
+    gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "Which codewords?")
+    words = last_chat_words(api, seen)
+    assert "PLUM-9" in words and "MELON-5" in words
+    chats_a = home_a / ".gemini" / "tmp" / "my-app-v2" / "chats"
+    assert str(home_b) not in "".join(p.read_text() for p in chats_a.glob("*.jsonl"))

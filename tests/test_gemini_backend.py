@@ -1,0 +1,368 @@
+"""The Gemini CLI backend on copies of real gemini 0.61.0 chats (tests/data/gemini/, see its
+MANIFEST.md): listing, the slug rule, export → import under another path at another home
+(projects.json, markers, path rewrite), continuity by message ids, gemini's start-up cleanup
+and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from commuter.backends.gemini import GeminiBackend
+from commuter.backends.gemini.chat import (
+    GeminiDirs,
+    claim_slug,
+    project_hash,
+    read_chat,
+    slugify,
+)
+from commuter.cli import cli
+from commuter.errors import SessionNotFound
+from commuter.settings import Settings
+
+DATA = Path(__file__).parent / "data" / "gemini" / "home"
+FIXTURE_HOME = "/tmp/rcfix/gemini/home"
+PLAIN = "c2fbb176-8b27-41cf-a3a7-c781c1377d3c"
+TOOLS = "36818c90-ee79-4cf7-8d46-b2b6a3352a88"
+SUBAGENT = "a15cd176-8240-4c95-8ada-e1eeb6eac7cd"
+SUB_CHILD = "95267a7f-4221-4593-a429-0c484d258e07"
+RESUMED = "c3ddfac4-3e0c-4206-9cb4-24075f1d1826"
+DOTSPACE = "9dc73036-af9e-44e2-a6db-52de36067aa0"
+TUI = "bd7e2f24-a3b7-4eb3-b1ac-ed10ff001614"
+
+
+def install(home: Path) -> Path:
+    """Copy the fixture home into `home`, its paths rebased there."""
+    shutil.copytree(DATA, home, dirs_exist_ok=True)
+    for path in sorted(home.rglob("*")):
+        if path.is_file() and (path.suffix in (".jsonl", ".json") or path.name == ".project_root"):
+            text = path.read_text(encoding="utf-8").replace(FIXTURE_HOME, str(home))
+            path.write_text(text, encoding="utf-8")
+    return home
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def backend(home: Path, **env: str) -> GeminiBackend:
+    return GeminiBackend(Settings.from_env({"HOME": str(home), "USER": "tester", **env}))
+
+
+def gemini_cleanup(chats: Path, now: datetime | None = None) -> list[str]:
+    """What gemini 0.61.0 does to a project's chats/ on start (sessionCleanup.ts, default
+    retention 30 days): a session file without messages, or last updated more than 30 days
+    ago, is deleted with every file sharing its 8-character short id (and its subagent
+    folder). Returns the names deleted."""
+    now = now or datetime.now(UTC)
+    names = sorted(n for n in os.listdir(chats) if n.startswith("session-"))
+    doomed: set[str] = set()
+    for name in names:
+        chat = read_chat(chats / name)
+        last = datetime.fromisoformat(chat.last_updated.replace("Z", "+00:00"))
+        if not chat.has_messages or last < now - timedelta(days=30):
+            doomed.add(name.rsplit("-", 1)[1].split(".")[0])
+    gone = []
+    for name in names:
+        if name.rsplit("-", 1)[1].split(".")[0] in doomed:
+            sid = read_chat(chats / name).session_id
+            (chats / name).unlink()
+            shutil.rmtree(chats / str(sid), ignore_errors=True)
+            gone.append(name)
+    return gone
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def test_a_home_without_gemini_has_no_sessions(home: Path) -> None:
+    gem = backend(home)
+    assert list(gem.sessions()) == []
+    assert not gem.is_installed() or shutil.which("gemini")
+    with pytest.raises(SessionNotFound):
+        gem.find(None, home)
+    with pytest.raises(SessionNotFound):
+        gem.find("c2fb", home)
+    assert run("list", "--json").exit_code == 0
+
+
+def test_sessions_lists_each_main_chat_once_with_its_project(home: Path) -> None:
+    install(home)
+    refs = {r.session_id: r for r in backend(home).sessions()}
+    assert set(refs) == {PLAIN, TOOLS, SUBAGENT, RESUMED, DOTSPACE, TUI}  # no subagent chat
+    assert refs[PLAIN].project == home / "projects" / "my.app"
+    assert refs[DOTSPACE].project == home / "projects" / "My Project.v2"
+    assert refs[TUI].first_prompt == "Remember the codeword GRAPE-8."
+    # the resumed chat's second file (no messages) is not what is listed
+    resumed = refs[RESUMED].path
+    assert resumed is not None and resumed.name.startswith("session-2026-11-24T14-07")
+    found = backend(home).find(None, home / "projects" / "My Project.v2")
+    assert found.session_id == DOTSPACE
+    assert backend(home).find("9dc7", home).session_id == DOTSPACE
+
+
+def test_gemini_cli_home_moves_the_data_dir(home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    install(other)
+    assert {r.session_id for r in backend(home, GEMINI_CLI_HOME=str(other)).sessions()} >= {
+        PLAIN}
+    assert list(backend(home).sessions()) == []
+
+
+def test_an_older_sha256_named_folder_is_read(home: Path) -> None:
+    install(home)
+    dirs = GeminiDirs(home / ".gemini")
+    project = str(home / "projects" / "tui_app")
+    legacy = dirs.tmp / project_hash(project)
+    shutil.move(str(dirs.tmp / "tui-app"), legacy)
+    (legacy / ".project_root").unlink()
+    (dirs.history / "tui-app" / ".project_root").unlink()
+    (dirs.root / "projects.json").unlink()
+    refs = {r.session_id: r for r in backend(home).sessions()}
+    assert refs[TUI].project == Path(project)
+    assert backend(home).find(None, Path(project)).session_id == TUI
+
+
+def test_slug_rule() -> None:
+    assert slugify("/x/my.app") == "my-app"
+    assert slugify("/x/My Project.v2") == "my-project-v2"
+    assert slugify("/x/tui_app") == "tui-app"
+    assert slugify("/x/...") == "project"
+
+
+def test_a_slug_owned_by_another_path_gets_a_suffix(home: Path) -> None:
+    install(home)
+    dirs = GeminiDirs(home / ".gemini")
+    assert claim_slug(dirs, "/elsewhere/my.app") == "my-app-1"
+    (dirs.tmp / "my-app-1").mkdir()
+    (dirs.tmp / "my-app-1" / ".project_root").write_text("/third/my.app")
+    assert claim_slug(dirs, "/elsewhere/my.app") == "my-app-2"
+    assert claim_slug(dirs, "/brand/new") == "new"
+
+
+# --- moving ---------------------------------------------------------------------------------
+
+
+def _export(home: Path, sid: str, out: Path) -> None:
+    result = run("export", sid, "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+
+
+def _import(bundle: Path, there: Path, *extra: str):
+    return run("import", str(bundle), "--project-dir", str(there), "--no-launch", *extra)
+
+
+def _home_b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Home B: gemini has chats of its own there and another project named my.app."""
+    home_b = tmp_path / "B"
+    install(home_b)
+    there = home_b / "work" / "my.app"
+    there.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+    return home_b, there
+
+
+def test_export_import_under_another_path_keeps_other_projects(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    bundle = tmp_path / "s.commuter"
+    _export(home, SUBAGENT, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    before = json.loads((home_b / ".gemini" / "projects.json").read_text())["projects"]
+    imported = _import(bundle, there)
+    assert imported.exit_code == 0, imported.stderr
+    assert f"cd {there} && gemini --resume {SUBAGENT}" in imported.stdout
+    projects = json.loads((home_b / ".gemini" / "projects.json").read_text())["projects"]
+    assert projects == {**before, str(there): "my-app-1"}
+    folder = home_b / ".gemini" / "tmp" / "my-app-1"
+    assert (folder / ".project_root").read_text() == str(there)
+    assert (home_b / ".gemini" / "history" / "my-app-1" / ".project_root").read_text() == str(
+        there)
+    chat = folder / "chats" / "session-2026-11-24T14-07-a15cd176.jsonl"
+    text = chat.read_text()
+    assert str(there) in text and str(folder) in text
+    # the source paths are gone from the context, tool args and results; the prompt (prose)
+    # keeps what the person typed
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert str(home) not in json.dumps(lines[1])
+    sub = folder / "chats" / SUBAGENT / f"{SUB_CHILD}.jsonl"
+    head = json.loads(sub.read_text().splitlines()[0])
+    assert head["directories"] == [str(there)] and head["kind"] == "subagent"
+    assert read_chat(chat).session_id == SUBAGENT
+    refs = {r.session_id: r for r in backend(home_b).sessions()}
+    assert refs[SUBAGENT].project == there
+    assert backend(home_b).find(None, there).session_id == SUBAGENT
+    # B's own my.app chats are where they were
+    assert (home_b / ".gemini" / "tmp" / "my-app" / "chats" /
+            "session-2026-11-24T14-07-c2fbb176.jsonl").is_file()
+    assert gemini_cleanup(folder / "chats") == []
+
+
+def test_dot_space_project_and_continuity(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    bundle = tmp_path / "d.commuter"
+    _export(home, DOTSPACE, bundle)
+    home_b = tmp_path / "B"
+    there = home_b / "w" / "Other Name.v3"
+    there.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home_b))
+    first = _import(bundle, there)
+    assert first.exit_code == 0, first.stderr
+    chats = home_b / ".gemini" / "tmp" / "other-name-v3" / "chats"
+    placed = chats / "session-2026-11-24T14-08-9dc73036.jsonl"
+    assert placed.is_file() and "KIWI-314" in placed.read_text()
+    assert "My Project.v2" not in placed.read_text().split("KIWI")[0]
+    again = _import(bundle, there)
+    assert again.exit_code == 0 and "unchanged" in again.stdout.lower() + again.stderr.lower()
+    # B continues the chat; the same bundle coming again changes nothing (local newer)
+    grown = placed.read_text() + json.dumps(
+        {"id": "b-1", "timestamp": "2026-11-25T10:00:00.000Z", "type": "user",
+         "content": [{"text": "more at B"}]}) + "\n"
+    placed.write_text(grown)
+    assert _import(bundle, there).exit_code == 0
+    assert placed.read_text() == grown
+    # ... and B's continued chat back at A: updated after a backup
+    monkeypatch.setenv("HOME", str(home_b))
+    back = tmp_path / "back.commuter"
+    _export(home_b, DOTSPACE, back)
+    monkeypatch.setenv("HOME", str(home))
+    updated = _import(back, home / "projects" / "My Project.v2")
+    assert updated.exit_code == 0, updated.stderr
+    original = home / ".gemini" / "tmp" / "my-project-v2" / "chats" / placed.name
+    assert "more at B" in original.read_text()
+    backups = Settings.from_env({"HOME": str(home)}).backups_dir
+    saved = list(backups.glob(f"*-{DOTSPACE}-*/{placed.name}"))
+    assert len(saved) == 1 and "more at B" not in saved[0].read_text()
+
+
+def test_divergence_keeps_both_as_a_fork(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    bundle = tmp_path / "p.commuter"
+    _export(home, PLAIN, bundle)
+    chat = home / ".gemini" / "tmp" / "my-app" / "chats" / "session-2026-11-24T14-07-c2fbb176.jsonl"
+    mine = chat.read_text()
+    chat.write_text(mine + json.dumps({"id": "a-local", "type": "user", "timestamp": "x",
+                                       "content": [{"text": "local turn"}]}) + "\n")
+    staged = tmp_path / "p2.commuter"
+    # a diverged bundle: the original plus another turn
+    shadow = tmp_path / "shadow"
+    install(shadow)
+    sc = shadow / ".gemini" / "tmp" / "my-app" / "chats" / chat.name
+    sc.write_text(sc.read_text().replace(str(shadow), str(home)) + json.dumps(
+        {"id": "b-remote", "type": "user", "timestamp": "y",
+         "content": [{"text": "remote turn"}]}) + "\n")
+    monkeypatch.setenv("HOME", str(shadow))
+    _export(shadow, PLAIN, staged)
+    monkeypatch.setenv("HOME", str(home))
+    forked = _import(staged, home / "projects" / "my.app")
+    assert forked.exit_code == 0, forked.stderr
+    assert "fork" in forked.stdout + forked.stderr
+    assert "local turn" in chat.read_text()
+    forks = [r for r in backend(home).sessions()
+             if r.first_prompt == "Remember the codeword PINEAPPLE-42." and r.session_id != PLAIN]
+    assert len(forks) == 1
+    fork = forks[0]
+    assert fork.path is not None and "remote turn" in fork.path.read_text()
+    assert fork.path.name.endswith(f"-{fork.session_id[:8]}.jsonl")
+    assert read_chat(fork.path).session_id == fork.session_id
+    # the same diverged bundle again: no second fork
+    assert _import(staged, home / "projects" / "my.app").exit_code == 0
+    assert len([r for r in backend(home).sessions()
+                if r.first_prompt == "Remember the codeword PINEAPPLE-42."]) == 2
+    # gemini's next start takes the resumed chat and its leftover (as it did at the source),
+    # never the fork
+    gone = gemini_cleanup(chat.parent, datetime(2026, 11, 25, tzinfo=UTC))
+    assert sorted(gone) == ["session-2026-11-24T14-07-c3ddfac4.jsonl",
+                            "session-2026-11-24T14-08-c3ddfac4.jsonl"]
+    assert fork.path.is_file() and chat.is_file()
+
+
+def test_an_imported_chat_survives_gemini_cleanup(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    chats_a = home / ".gemini" / "tmp" / "my-app" / "chats"
+    bundle = tmp_path / "r.commuter"
+    _export(home, RESUMED, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    chats = home_b / ".gemini" / "tmp" / "my-app-1" / "chats"
+    chats.mkdir(parents=True)
+    # a message-less file with the same short id (what a resume here left) would take the
+    # imported chat with it on the next gemini start
+    shutil.copy(chats_a / "session-2026-11-24T14-08-c3ddfac4.jsonl",
+                chats / "session-2026-11-24T14-08-c3ddfac4.jsonl")
+    imported = _import(bundle, there)
+    assert imported.exit_code == 0, imported.stderr
+    placed = chats / "session-2026-11-24T14-07-c3ddfac4.jsonl"
+    assert placed.is_file()
+    # even 29 days after the import and long after its last message at the source
+    assert gemini_cleanup(chats, datetime.now(UTC) + timedelta(days=29)) == []
+    assert placed.is_file() and "MANGO-77" in placed.read_text()
+
+
+def test_an_old_chat_is_not_swept_after_import(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    chat = home / ".gemini" / "tmp" / "my-app" / "chats" / "session-2026-11-24T14-07-c2fbb176.jsonl"
+    chat.write_text(chat.read_text().replace("2026-11-24T", "2020-01-01T"))
+    bundle = tmp_path / "o.commuter"
+    _export(home, PLAIN, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    assert _import(bundle, there).exit_code == 0
+    chats = home_b / ".gemini" / "tmp" / "my-app-1" / "chats"
+    assert gemini_cleanup(chats) == []
+    assert (chats / "session-2020-01-01T14-07-c2fbb176.jsonl").is_file()
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_a_broken_projects_json_is_kept_and_nothing_is_written(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    bundle = tmp_path / "p.commuter"
+    _export(home, PLAIN, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    (home_b / ".gemini" / "projects.json").write_text("{broken")
+    result = _import(bundle, there)
+    assert result.exit_code != 0
+    assert "projects.json" in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (home_b / ".gemini" / "projects.json").read_text() == "{broken"
+    assert not (home_b / ".gemini" / "tmp" / "my-app-1" / "chats").exists()
+
+
+def test_placing_checks_ids_and_member_names(home: Path, tmp_path: Path) -> None:
+    from commuter.backends import ImportSource
+    from commuter.errors import BundleError
+    from commuter.model import ImportOptions
+
+    install(home)
+    root = tmp_path / "unpacked"
+    (root / "session" / "x").mkdir(parents=True)
+    src = home / ".gemini" / "tmp" / "my-app" / "chats" / "session-2026-11-24T14-07-c2fbb176.jsonl"
+    shutil.copy(src, root / "session" / "not-a-uuid.jsonl")
+    gem = backend(home)
+    source = ImportSource("not-a-uuid", str(home / "projects" / "my.app"), root,
+                          ("session/not-a-uuid.jsonl",))
+    with pytest.raises(BundleError):
+        gem.place(source, ImportOptions(project_dir=home / "projects" / "my.app"))
+    shutil.copy(src, root / "session" / f"{TOOLS}.jsonl")  # a chat of another session
+    source = ImportSource(TOOLS, str(home / "projects" / "my.app"), root,
+                          (f"session/{TOOLS}.jsonl",))
+    with pytest.raises(BundleError):
+        gem.place(source, ImportOptions(project_dir=home / "projects" / "my.app"))
+    assert not gem.is_session_id("../x") and gem.is_session_id(PLAIN)
