@@ -366,3 +366,70 @@ def test_placing_checks_ids_and_member_names(home: Path, tmp_path: Path) -> None
     with pytest.raises(BundleError):
         gem.place(source, ImportOptions(project_dir=home / "projects" / "my.app"))
     assert not gem.is_session_id("../x") and gem.is_session_id(PLAIN)
+
+
+def test_project_config_travels_with_consent(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    project = home / "projects" / "my.app"
+    (project / "GEMINI.md").write_text("Be brief.\n")
+    (project / ".gemini" / "commands").mkdir(parents=True)
+    (project / ".gemini" / "settings.json").write_text('{"hooks": {}}')
+    (project / ".gemini" / "commands" / "ship.toml").write_text('prompt = "ship it"\n')
+    bundle = tmp_path / "c.commuter"
+    _export(home, PLAIN, bundle)
+    _home_b_dir, there = _home_b(tmp_path, monkeypatch)
+    plain = _import(bundle, there)  # a plain file, not sealed by a paired peer: asks first
+    assert plain.exit_code == 0, plain.stderr
+    assert not (there / "GEMINI.md").exists() and "--yes" in plain.output
+    again = _import(bundle, there, "--yes")
+    assert again.exit_code == 0, again.stderr
+    assert (there / "GEMINI.md").read_text() == "Be brief.\n"
+    assert (there / ".gemini" / "commands" / "ship.toml").is_file()
+    assert oct((there / ".gemini" / "settings.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_chat_of_home_itself_carries_no_gemini_settings(
+    home: Path, tmp_path: Path
+) -> None:
+    from commuter.backends.gemini import _project_members
+
+    install(home)
+    (home / "GEMINI.md").write_text("x")
+    assert _project_members(home, home / ".gemini") == []
+
+
+def test_a_line_nested_too_deep_is_one_error_and_nothing_is_written(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    chat = home / ".gemini" / "tmp" / "my-app" / "chats" / "session-2026-11-24T14-07-c2fbb176.jsonl"
+    deep = '{"id":"deep","type":"user","content":' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    chat.write_text(chat.read_text() + deep)
+    assert PLAIN in {r.session_id for r in backend(home).sessions()}  # listing copes
+    bundle = tmp_path / "deep.commuter"
+    _export(home, PLAIN, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    before = sorted(p.relative_to(home_b) for p in (home_b / ".gemini").rglob("*"))
+    result = _import(bundle, there)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert sorted(p.relative_to(home_b) for p in (home_b / ".gemini").rglob("*")) == before
+
+
+def test_a_symlinked_chats_folder_is_not_written_through(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    bundle = tmp_path / "p.commuter"
+    _export(home, PLAIN, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = home_b / ".gemini" / "tmp" / "my-app-1"
+    folder.mkdir()
+    (folder / "chats").symlink_to(outside)
+    result = _import(bundle, there)
+    assert result.exit_code != 0 and "symlink" in result.stderr
+    assert list(outside.iterdir()) == []

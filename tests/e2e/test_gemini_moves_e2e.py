@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -153,3 +153,51 @@ def test_a_chat_moves_and_comes_back(
     assert "PLUM-9" in words and "MELON-5" in words
     chats_a = home_a / ".gemini" / "tmp" / "my-app-v2" / "chats"
     assert str(home_b) not in "".join(p.read_text() for p in chats_a.glob("*.jsonl"))
+
+
+def _age(chat: Path, days: int) -> None:
+    """Move every time in a chat `days` into the past (as if last used then)."""
+    past = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    lines = []
+    for line in chat.read_text().splitlines():
+        record = json.loads(line)
+        for key in ("startTime", "lastUpdated", "timestamp"):
+            if key in record:
+                record[key] = past
+        if isinstance(record.get("$set"), dict) and "lastUpdated" in record["$set"]:
+            record["$set"]["lastUpdated"] = past
+        lines.append(json.dumps(record))
+    chat.write_text("\n".join(lines) + "\n")
+
+
+def test_an_old_imported_chat_survives_the_next_gemini_start(
+    gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home_a, home_b = tmp_path / "A", tmp_path / "B"
+    project_a = home_a / "work" / "old.app"
+    project_a.mkdir(parents=True)
+    seed(home_a)
+    gemini(gemini_bin, home_a, project_a, api, "-p", "Remember the codeword OLIVE-31.")
+    [ref] = list(backend(home_a).sessions())
+    assert ref.path is not None
+    _age(ref.path, 45)  # last used 45 days ago: past gemini's 30-day retention
+    bundle = tmp_path / "old.commuter"
+    commuter(home_a, monkeypatch, "export", ref.session_id, "-o", str(bundle))
+
+    seed(home_b)
+    project_b = home_b / "code" / "old.app"
+    project_b.mkdir(parents=True)
+    commuter(home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b),
+             "--no-launch")
+    chats = home_b / ".gemini" / "tmp" / "old-app" / "chats"
+    [placed] = list(chats.glob("session-*.jsonl"))
+    # the same aged chat copied in as it is: gemini's next start deletes it (the rule is real)
+    raw = chats / f"session-2020-01-01T00-00-{'f' * 8}.jsonl"
+    raw.write_text(ref.path.read_text().replace(ref.session_id[:8], "f" * 8, 1).replace(
+        ref.session_id, "ffffffff" + ref.session_id[8:]))
+    gemini(gemini_bin, home_b, project_b, api, "-p", "Something else, FIG-2.")
+    assert not raw.exists()
+    assert placed.is_file()  # the imported one survived that start
+    seen = len(api.chats())
+    gemini(gemini_bin, home_b, project_b, api, "--resume", ref.session_id, "-p", "Codeword?")
+    assert "OLIVE-31" in codewords(api.chats()[seen:][-1].body)

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from commuter.settings import Settings
 
 _PREFIX_RE = re.compile(r"^[0-9a-fA-F-]{1,36}$")
+SETTINGS = ".gemini/settings.json"
+PROJECT_FILES = ("GEMINI.md", SETTINGS)
+PROJECT_DIRS = (".gemini/commands",)
+MAX_PROJECT_FILE = 1 << 20
+MAX_PROJECT_FILES = 500
 
 
 class GeminiBackend:
@@ -153,6 +158,7 @@ class GeminiBackend:
                 sub = sub_dir / name
                 if SUB_RE.match(name) and sub.is_file() and not sub.is_symlink():
                     members.append((f"session/{sid}/{name}", sub))
+        members += _project_members(Path(project), self.dirs.root)
         folder = path.parent.parent
         meta = {
             "source_gemini_dir": str(self.dirs.root),
@@ -173,6 +179,39 @@ class GeminiBackend:
         from commuter.backends.gemini.place import place
 
         return place(self.settings, self.dirs, source, options)
+
+
+def _project_members(project: Path, own: Path) -> list[tuple[str, Path | bytes]]:
+    """Project config gemini reads: GEMINI.md, .gemini/settings.json, .gemini/commands/**
+    (regular files up to 1 MiB, UTF-8 names, at most 500); none from gemini's own dir (a chat
+    of ~ itself: its .gemini/ is the user's settings)."""
+    if not project.is_dir() or os.path.realpath(project / ".gemini") == os.path.realpath(own):
+        return []
+    found: list[tuple[str, Path | bytes]] = []
+    for rel in PROJECT_FILES:
+        path = project / rel
+        if path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_PROJECT_FILE:
+            found.append((f"project/{rel}", path))
+    for rel_dir in PROJECT_DIRS:
+        base = project / rel_dir
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for root, dirs, files in os.walk(base):
+            dirs[:] = sorted(d for d in dirs if not Path(root, d).is_symlink())
+            for name in sorted(files):
+                path = Path(root, name)
+                if path.is_symlink() or not path.is_file() or \
+                        path.stat().st_size > MAX_PROJECT_FILE:
+                    continue
+                rel = path.relative_to(project).as_posix()
+                try:
+                    rel.encode("utf-8")
+                except UnicodeEncodeError:
+                    continue
+                found.append((f"project/{rel}", path))
+                if len(found) >= MAX_PROJECT_FILES:
+                    return found
+    return found
 
 
 def _cli() -> Check:

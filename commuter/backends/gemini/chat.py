@@ -231,15 +231,16 @@ def records(path: Path) -> Iterator[Any]:
         if path.suffix == ".json":
             try:
                 yield json.loads(fh.read(MAX_CHAT))
-            except ValueError:
+            except (ValueError, RecursionError):
                 return
             return
         for line in fh:
             if line.strip():
                 try:
-                    yield json.loads(line)
-                except ValueError:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):  # gemini skips a line it cannot parse
                     continue
+                yield record
 
 
 def read_chat(path: Path) -> Chat:

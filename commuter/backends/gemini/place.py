@@ -31,7 +31,15 @@ from commuter.backends.gemini.chat import (
 )
 from commuter.errors import BackendError, BundleError
 from commuter.model import ImportOptions, ImportResult
-from commuter.placing import Backups, Pending, confirm_git_state, resolve_target
+from commuter.placing import (
+    Backups,
+    Pending,
+    ProjectConfig,
+    confirm_git_state,
+    project_conflicts,
+    resolve_target,
+    write_project_files,
+)
 from commuter.settings import Settings
 
 
@@ -103,15 +111,22 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
     slug = slug_of(dirs, project) or claim_slug(dirs, project)
     folder = dirs.tmp / slug
     chats = folder / "chats"
-    if dirs.root.is_symlink() or any(p.is_symlink() for p in (dirs.tmp, folder, chats)):
-        raise BackendError(f"{chats} (or a folder above it) is a symlink; not writing there")
     plan = _decide(dirs, folder, sid, incoming, incoming_path.suffix, options)
+    for path in (dirs.root, dirs.tmp, folder, chats, chats / plan.sid, dirs.history,
+                 dirs.history / slug, dirs.projects_json, plan.dest):
+        if path.is_symlink():
+            raise BackendError(f"{path} is a symlink; not writing through it")
     plan.warnings += confirm_git_state(source, target, options)
+    config = project_config(dirs)
+    backups = Backups(settings)
     if options.dry_run:
+        plan.warnings += project_conflicts(source, target, config, options)
         return dataclasses.replace(_result(plan, project, "dry-run", sid, source),
                                    planned=plan.action)
     if plan.action == "unchanged":
         _defuse_cleanup(dirs, settings, plan)
+        write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
+                            warnings=plan.warnings, backed_up=plan.backups)
         return _result(plan, project, plan.action, sid, source)
 
     pairs: list[tuple[str, str]] = []
@@ -124,7 +139,6 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
     for a, b in where.path_maps:
         pairs += [(a, b), (b, a)]
     rewriter = Rewriter(pairs, old_sid=sid, new_sid=plan.sid)
-    backups = Backups(settings)
     projects_data = _projects_json(dirs, project, slug)
     with Pending() as pending:
         pending.folder(chats)
@@ -160,7 +174,19 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
         if made.exists():
             os.chmod(made, 0o600 if made == dirs.projects_json else 0o644)
     _defuse_cleanup(dirs, settings, plan)
+    write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
+                        warnings=plan.warnings, backed_up=plan.backups)
     return _result(plan, project, plan.action, sid, source)
+
+
+def project_config(dirs: GeminiDirs) -> ProjectConfig:
+    """The project files gemini reads, never inside its own dir (a chat of ~ itself)."""
+    return ProjectConfig(
+        files=("GEMINI.md", ".gemini/settings.json"), dirs=(".gemini/commands",),
+        runs_commands=(".gemini/settings.json",), steers="steers gemini",
+        runs="can run commands (hooks, MCP servers)", own_dir=dirs.root,
+        own_dir_name="Gemini CLI's own dir",
+    )
 
 
 def _later(chat: Chat) -> str:
