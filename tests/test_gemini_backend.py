@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -433,3 +434,42 @@ def test_a_symlinked_chats_folder_is_not_written_through(
     result = _import(bundle, there)
     assert result.exit_code != 0 and "symlink" in result.stderr
     assert list(outside.iterdir()) == []
+
+
+def test_a_running_gemini_in_the_project_blocks_an_update(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    install(home)
+    bundle = tmp_path / "d.commuter"
+    _export(home, DOTSPACE, bundle)
+    project = home / "projects" / "My Project.v2"
+    chat = home / ".gemini" / "tmp" / "my-project-v2" / "chats" / \
+        "session-2026-11-24T14-08-9dc73036.jsonl"
+    before = chat.read_text()
+    chat.write_text("\n".join(before.splitlines()[:4]) + "\n")  # the bundle continues it
+    fake = tmp_path / "bin" / "gemini"  # a stand-in gemini sleeping in the project
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(fake)], cwd=project)
+    try:
+        time.sleep(0.3)
+        busy = _import(bundle, project)
+        assert busy.exit_code != 0 and "gemini is running" in busy.stderr
+        assert len(chat.read_text().splitlines()) == 4
+    finally:
+        proc.kill()
+        proc.wait()
+    done = _import(bundle, project)
+    assert done.exit_code == 0, done.stderr
+    assert len(chat.read_text().splitlines()) == len(before.splitlines()) + 1  # + lastUpdated
+
+
+def test_doctor_and_list_show_gemini(home: Path) -> None:
+    install(home)
+    checks = {c["check"]: c for c in json.loads(run("doctor", "--json").stdout)}
+    assert checks["gemini chats"]["ok"] and "6 in" in checks["gemini chats"]["detail"]
+    listed = json.loads(run("list", "--json").stdout)
+    assert {d["session_id"] for d in listed if d["backend"] == "gemini"} >= {PLAIN, DOTSPACE}

@@ -85,7 +85,7 @@ class GeminiBackend:
     def _chats_check(self) -> Check:
         if not self.dirs.root.is_dir():
             return ("gemini chats", False, f"{self.dirs.root} not found")
-        count = sum(1 for _ in chat_files(self.dirs))
+        count = len(self._unique(list(chat_files(self.dirs))))
         return ("gemini chats", True, f"{count} in {self.dirs.tmp}")
 
     def _ref(self, cf: ChatFile, projects: dict[str, str]) -> SessionRef:

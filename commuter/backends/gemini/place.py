@@ -29,7 +29,7 @@ from commuter.backends.gemini.chat import (
     read_projects,
     slug_of,
 )
-from commuter.errors import BackendError, BundleError
+from commuter.errors import BackendError, BundleError, SessionBusy
 from commuter.model import ImportOptions, ImportResult
 from commuter.placing import (
     Backups,
@@ -117,6 +117,13 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
         if path.is_symlink():
             raise BackendError(f"{path} is a symlink; not writing through it")
     plan.warnings += confirm_git_state(source, target, options)
+    if plan.action in ("updated", "replaced") and not options.dry_run:
+        from commuter.backends.gemini.procs import busy_pids
+
+        pids = busy_pids(project)
+        if pids:
+            raise SessionBusy(f"gemini is running in {project} (pid {pids[0]}) and may be "
+                              f"writing to session {plan.sid}; quit it first, then import again")
     config = project_config(dirs)
     backups = Backups(settings)
     if options.dry_run:
