@@ -473,3 +473,64 @@ def test_doctor_and_list_show_gemini(home: Path) -> None:
     assert checks["gemini chats"]["ok"] and "6 in" in checks["gemini chats"]["detail"]
     listed = json.loads(run("list", "--json").stdout)
     assert {d["session_id"] for d in listed if d["backend"] == "gemini"} >= {PLAIN, DOTSPACE}
+
+
+def test_projects_json_is_written_under_geminis_lock(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    install(home)
+    bundle = tmp_path / "p.commuter"
+    _export(home, PLAIN, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    registry = home_b / ".gemini" / "projects.json"
+    lock = registry.with_name("projects.json.lock")
+    lock.mkdir()  # a running gemini holds the lock and adds an entry before releasing it
+
+    def gemini_writes() -> None:
+        time.sleep(0.5)
+        data = json.loads(registry.read_text())
+        data["projects"]["/somewhere/else"] = "else"
+        registry.write_text(json.dumps(data))
+        lock.rmdir()
+
+    writer = threading.Thread(target=gemini_writes)
+    writer.start()
+    result = _import(bundle, there)
+    writer.join()
+    assert result.exit_code == 0, result.stderr
+    projects = json.loads(registry.read_text())["projects"]
+    assert projects["/somewhere/else"] == "else" and projects[str(there)] == "my-app-1"
+    assert not lock.exists()
+
+
+LEGACY = "0e1d2c3b-4a59-4678-8796-a5b4c3d2e1f0"
+
+
+def test_an_older_whole_file_json_chat_moves(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(home)
+    chats = home / ".gemini" / "tmp" / "my-app" / "chats"
+    chat = read_chat(chats / "session-2026-11-24T14-07-c2fbb176.jsonl")
+    legacy = {"sessionId": LEGACY, "projectHash": chat.project_hash,
+              "startTime": chat.start_time, "lastUpdated": chat.last_updated, "kind": "main",
+              "messages": [chat.messages[m] for m in chat.ids]}
+    (chats / f"session-2026-11-24T14-07-{LEGACY[:8]}.json").write_text(
+        json.dumps(legacy, indent=2))
+    refs = {r.session_id: r for r in backend(home).sessions()}
+    assert refs[LEGACY].first_prompt == "Remember the codeword PINEAPPLE-42."
+    bundle = tmp_path / "l.commuter"
+    _export(home, LEGACY, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    assert _import(bundle, there).exit_code == 0
+    placed = home_b / ".gemini" / "tmp" / "my-app-1" / "chats" / \
+        f"session-2026-11-24T14-07-{LEGACY[:8]}.json"
+    data = json.loads(placed.read_text())
+    assert data["sessionId"] == LEGACY and len(data["messages"]) == 3
+    assert data["lastUpdated"] > chat.last_updated  # gemini's 30-day cleanup counts from here
+    assert str(there) in data["messages"][0]["content"][0]["text"]
+    assert str(home) not in placed.read_text()
+    assert _import(bundle, there).exit_code == 0  # the same again: unchanged
+    assert backend(home_b).find(None, there).session_id == LEGACY

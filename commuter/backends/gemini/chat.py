@@ -398,11 +398,15 @@ class Rewriter:
                                   texts or k in TEXT_KEYS) for k, v in value.items()}
         return value
 
-    def copy(self, src: Path, out: Any) -> None:
-        """Write `src` rewritten to the binary stream `out` (one record a line)."""
+    def copy(self, src: Path, out: Any, touch: str | None = None) -> None:
+        """Write `src` rewritten to the binary stream `out` (one record a line); an older
+        whole-file `.json` chat gets `lastUpdated` = `touch` when given."""
         if src.suffix == ".json":
             for record in records(src):
-                out.write(json.dumps(self.record(record), ensure_ascii=False, indent=2).encode())
+                record = self.record(record)
+                if touch and isinstance(record, dict):
+                    record["lastUpdated"] = touch
+                out.write(json.dumps(record, ensure_ascii=False, indent=2).encode())
             return
         with src.open("rb") as fh:
             for line in fh:

@@ -3,9 +3,11 @@ rule), decide by message ids, back up, rewrite paths, write all files together."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -146,13 +148,13 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
     for a, b in where.path_maps:
         pairs += [(a, b), (b, a)]
     rewriter = Rewriter(pairs, old_sid=sid, new_sid=plan.sid)
-    projects_data = _projects_json(dirs, project, slug)
+    _projects_json(dirs, project, slug)  # a projects.json we would not change: stop here
     with Pending() as pending:
         pending.folder(chats)
         fsutil.sweep_temps(chats)
         try:
             with pending.writer(plan.dest, fsync=True) as out:
-                rewriter.copy(incoming_path, out)
+                rewriter.copy(incoming_path, out, touch=_later(incoming))
                 if plan.dest.suffix == ".jsonl":
                     # gemini's cleanup deletes chats not updated for 30 days: the import is an
                     # update here.
@@ -168,18 +170,15 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
             if marker(base / slug) is None:
                 with pending.writer(base / slug / ".project_root") as out:
                     out.write(project.encode())
-        if projects_data is not None:
-            with pending.writer(dirs.projects_json) as out:
-                out.write(projects_data)
         if plan.action == "created" and plan.dest.is_file():  # a message-less file there
             plan.backups.append(backups.file(plan.sid, plan.dest))
         if plan.action in ("updated", "replaced"):
             plan.backups.append(backups.session(plan.sid, plan.dest, chats / plan.sid))
         pending.commit()
-    for made in (dirs.projects_json, folder / ".project_root",
-                 dirs.history / slug / ".project_root"):
+    for made in (folder / ".project_root", dirs.history / slug / ".project_root"):
         if made.exists():
-            os.chmod(made, 0o600 if made == dirs.projects_json else 0o644)
+            os.chmod(made, 0o644)
+    _register(dirs, project, slug, plan.warnings)
     _defuse_cleanup(dirs, settings, plan)
     write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
                         warnings=plan.warnings, backed_up=plan.backups)
@@ -200,6 +199,47 @@ def _later(chat: Chat) -> str:
     now = now_iso()
     last = parse_time(chat.last_updated)
     return chat.last_updated if last is not None and chat.last_updated > now else now
+
+
+LOCK_STALE = 10.0  # proper-lockfile's default: an older lock is a dead writer's
+LOCK_WAIT = 5.0
+
+
+def _register(dirs: GeminiDirs, project: str, slug: str, warnings: list[str]) -> None:
+    """Add `project` → `slug` to projects.json under gemini's own lock (proper-lockfile: the
+    directory `projects.json.lock`), re-read inside it so an entry a running gemini just
+    added is kept; written to a temp file and renamed. Without it gemini still finds the
+    chat by the folder's `.project_root`, so a failure here is a warning."""
+    lock = dirs.projects_json.with_name(dirs.projects_json.name + ".lock")
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            os.mkdir(lock)
+            break
+        except FileExistsError:
+            try:
+                stale = time.time() - lock.stat().st_mtime > LOCK_STALE
+            except OSError:
+                continue
+            if stale:
+                with contextlib.suppress(OSError):
+                    os.rmdir(lock)
+                continue
+            if time.monotonic() > deadline:
+                warnings.append(f"{dirs.projects_json} stayed locked; gemini finds the chat "
+                                "by its folder's .project_root")
+                return
+            time.sleep(0.05)
+    try:
+        data = _projects_json(dirs, project, slug)
+        if data is not None:
+            fsutil.sweep_temps(dirs.root)
+            fsutil.atomic_write_bytes(dirs.projects_json, data, 0o600)
+    except (BackendError, OSError) as exc:
+        warnings.append(f"did not register the project in {dirs.projects_json} ({exc})")
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(lock)
 
 
 def _projects_json(dirs: GeminiDirs, project: str, slug: str) -> bytes | None:
