@@ -201,3 +201,29 @@ def test_an_old_imported_chat_survives_the_next_gemini_start(
     seen = len(api.chats())
     gemini(gemini_bin, home_b, project_b, api, "--resume", ref.session_id, "-p", "Codeword?")
     assert "OLIVE-31" in codewords(api.chats()[seen:][-1].body)
+
+
+def test_a_recorded_tool_chat_resumes_with_its_paths_translated(
+    gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_gemini_backend import TOOLS, install  # real 0.61.0 chats, rebased to home A
+
+    home_a, home_b = tmp_path / "A", tmp_path / "B"
+    install(home_a)
+    bundle = tmp_path / "tools.commuter"
+    commuter(home_a, monkeypatch, "export", TOOLS, "-o", str(bundle))
+    seed(home_b)
+    project_b = home_b / "code" / "tool box.app"
+    project_b.mkdir(parents=True)
+    commuter(home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b),
+             "--no-launch")
+    seen = len(api.chats())
+    gemini(gemini_bin, home_b, project_b, api, "--resume", TOOLS, "-p", "What did you do?")
+    body = [r for r in api.chats()[seen:] if r.body.get("tools")][-1].body
+    sent = json.dumps(body["contents"])
+    assert f"{project_b}/a.txt" in sent and f"{project_b}/notes/new.txt" in sent
+    for content in body["contents"]:
+        for part in content.get("parts", []):
+            if str(part.get("text", "")).startswith("Tool tour."):
+                continue  # the prompt as typed: prose, left as it was
+            assert str(home_a) not in json.dumps(part), part
