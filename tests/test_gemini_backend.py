@@ -534,3 +534,30 @@ def test_an_older_whole_file_json_chat_moves(
     assert str(home) not in placed.read_text()
     assert _import(bundle, there).exit_code == 0  # the same again: unchanged
     assert backend(home_b).find(None, there).session_id == LEGACY
+
+
+def test_the_rewriter_keeps_prose_and_respects_path_boundaries() -> None:
+    from commuter.backends.gemini.chat import Rewriter
+
+    rw = Rewriter([("/a/my.app", "/b/app"), ("/a/.gemini/tmp/my-app", "/b/.gemini/tmp/app")])
+    record = {
+        "id": "1", "type": "gemini", "content": "I read /a/my.app/x",  # the model's text
+        "toolCalls": [{"name": "read_file", "args": {"file_path": "/a/my.app/x",
+                                                     "pattern": "/a/my.app/x"},
+                       "result": [{"functionResponse": {"response": {
+                           "output": "see /a/my.app/y and /a/my.app2/z, '/a/my.app'"}}}],
+                       "resultDisplay": "wrote /a/my.app/n.txt"}],
+    }
+    out = rw.record(record)
+    assert out["content"] == "I read /a/my.app/x"
+    call = out["toolCalls"][0]
+    assert call["args"] == {"file_path": "/b/app/x", "pattern": "/a/my.app/x"}
+    assert call["result"][0]["functionResponse"]["response"]["output"] == (
+        "see /b/app/y and /a/my.app2/z, '/b/app'")
+    assert call["resultDisplay"] == "wrote /b/app/n.txt"
+    context = {"$set": {"messages": [{"id": "c", "type": "user", "content": [{"text": (
+        "<session_context>\nThe project's temporary directory is: /a/.gemini/tmp/my-app\n"
+        "  - /a/my.app\n/a/my.app/\n")}]}]}}
+    text = rw.record(context)["$set"]["messages"][0]["content"][0]["text"]
+    assert "/b/.gemini/tmp/app\n" in text and "  - /b/app\n/b/app/\n" in text
+    assert "/a/" not in text
