@@ -202,7 +202,11 @@ def test_dot_space_project_and_skills_root(two, tmp_path: Path) -> None:
     assert str(a / ".codex" / "skills") not in text
     assert str(b / ".codex" / "skills" / ".system") in text
     assert row(b, DOT_SPACE)["cwd"] == str(dst)  # type: ignore[index]
-    assert CodexBackend(sb).picks_up(res)
+    backend = CodexBackend(sb)
+    assert backend.picks_up(res)
+    assert backend.continue_command(res) == f"cd '{dst}' && codex exec resume --last"
+    assert backend.resume_command(res) == f"cd '{dst}' && codex resume {DOT_SPACE}"
+    assert backend.launch_argv(res) == ["codex", "resume", DOT_SPACE]
 
 
 def test_subagent_threads_travel(two, tmp_path: Path) -> None:

@@ -4,11 +4,16 @@ fake Responses API on loopback; the other side continues, and the thread comes b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
+import select
+import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,23 +58,30 @@ def fake() -> Iterator[FakeOpenAI]:
         yield server
 
 
-def setup_home(home: Path, fake: FakeOpenAI) -> Path:
+def setup_home(home: Path, fake: FakeOpenAI, trusted: tuple[Path, ...] = ()) -> Path:
     """A HOME whose codex talks only to the fake server (no update check, no analytics)."""
     (home / ".codex").mkdir(parents=True)
     (home / ".codex" / "config.toml").write_text(
         'model = "gpt-mock"\nmodel_provider = "mock"\ncheck_for_update_on_startup = false\n'
         "[analytics]\nenabled = false\n"
         f'[model_providers.mock]\nname = "Mock"\nbase_url = "{fake.base_url}"\n'
-        'wire_api = "responses"\nenv_key = "MOCK_API_KEY"\n')
+        'wire_api = "responses"\nenv_key = "MOCK_API_KEY"\n'
+        + "".join(f'[projects.{json.dumps(str(p))}]\ntrust_level = "trusted"\n'
+                  for p in trusted))
     return home
+
+
+def codex_env(home: Path) -> dict[str, str]:
+    dead = "http://127.0.0.1:9"  # anything not on loopback goes nowhere
+    return {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TZ": "UTC",
+            "LANG": "C.UTF-8", "MOCK_API_KEY": "dummy", "HTTPS_PROXY": dead,
+            "HTTP_PROXY": dead, "ALL_PROXY": dead, "NO_PROXY": "127.0.0.1,localhost",
+            "TERM": "xterm-256color"}
 
 
 def run_codex(codex: Path, home: Path, cwd: Path, *args: str) -> str:
     """`codex exec ARGS` in `cwd`; returns the thread id it reports."""
-    dead = "http://127.0.0.1:9"  # anything not on loopback goes nowhere
-    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TZ": "UTC",
-           "LANG": "C.UTF-8", "MOCK_API_KEY": "dummy", "HTTPS_PROXY": dead,
-           "HTTP_PROXY": dead, "ALL_PROXY": dead, "NO_PROXY": "127.0.0.1,localhost"}
+    env = codex_env(home)
     proc = subprocess.run([str(codex), "exec", "--skip-git-repo-check", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=180,
                           stdin=subprocess.DEVNULL)
@@ -77,6 +89,65 @@ def run_codex(codex: Path, home: Path, cwd: Path, *args: str) -> str:
     found = SESSION_ID.search(proc.stderr + proc.stdout)
     assert found, proc.stderr[-2000:]
     return found.group(1)
+
+
+def stop_daemons(home: Path) -> None:
+    """End the app-server daemon the interactive UI started for this HOME (by the pids in its
+    pid files, and only a process whose executable lies under this HOME)."""
+    for pid_file in (home / ".codex" / "app-server-daemon").glob("*.pid"):
+        try:
+            pid = int(json.loads(pid_file.read_text())["pid"])
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if exe.startswith(str(home) + "/"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def run_tui(codex: Path, home: Path, cwd: Path, fake: FakeOpenAI, *args: str,
+            prompt: str = "What was the codeword?") -> list[str]:
+    """The interactive `codex ARGS` on a pseudo-terminal in `cwd`: types `prompt` and
+    returns the codewords of the first request it sends."""
+    before = len(fake.requests)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes codex
+        try:
+            os.chdir(cwd)
+            os.execve(str(codex), [str(codex), *args], codex_env(home))
+        finally:
+            os._exit(127)
+
+    def pump(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                return
+            if b"\x1b[6n" in data:  # where is the cursor? (a terminal answers)
+                os.write(fd, b"\x1b[1;1R")
+
+    try:
+        pump(5)
+        os.write(fd, prompt.encode())
+        pump(1)
+        os.write(fd, b"\r")
+        end = time.monotonic() + 30
+        while len(fake.requests) == before and time.monotonic() < end:
+            pump(0.5)
+        assert len(fake.requests) > before, "the interactive codex sent no request"
+        pump(2)  # let it write the turn out
+        return codewords(fake.requests[before])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+        stop_daemons(home)
 
 
 def commuter(monkeypatch: pytest.MonkeyPatch, home: Path, *args: str):
@@ -141,3 +212,42 @@ def test_codex_thread_moves_and_resumes_both_ways(
     finally:
         conn.close()
     assert cwd == str(proj_a) and rollout_path.startswith(str(a / ".codex" / "sessions"))
+
+    # Both go on alone: B's version comes to A as a fork with a new id that codex resumes,
+    # A's own thread unchanged.
+    assert run_codex(codex, a, proj_a, "resume", tid, "Only here: PEAR-5.") == tid
+    assert run_codex(codex, b, proj_b, "resume", tid, "Only there: PLUM-6.") == tid
+    third = tmp_path / "t3.bundle"
+    commuter(monkeypatch, b, "export", tid, "-o", str(third))
+    out = commuter(monkeypatch, a, "import", str(third), "--project-dir", str(proj_a),
+                   "--no-launch").stdout
+    fork = re.search(r"codex resume ([0-9a-f-]{36})", out)
+    assert fork and fork.group(1) != tid, out
+    assert run_codex(codex, a, proj_a, "resume", fork.group(1), "Which?") == fork.group(1)
+    assert codewords(fake.requests[-1]) == ["KIWI-314", "MANGO-77", "PLUM-6"]
+    assert run_codex(codex, a, proj_a, "resume", tid, "And here?") == tid
+    assert codewords(fake.requests[-1]) == ["KIWI-314", "MANGO-77", "PEAR-5"]
+
+
+def test_interactive_codex_resume_finds_the_imported_thread(
+    codex: Path, fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread made in the interactive UI (the only kind its `resume --last` offers; `exec`
+    threads are left out there) is resumed by the interactive UI at the other home."""
+    proj_a = tmp_path / "A" / "code" / "My Project.v2"
+    proj_b = tmp_path / "B" / "work" / "other place.d"
+    a = setup_home(tmp_path / "A", fake, trusted=(proj_a,))
+    b = setup_home(tmp_path / "B", fake, trusted=(proj_b,))
+    proj_a.mkdir(parents=True)
+    proj_b.mkdir(parents=True)
+    run_codex(codex, b, proj_b, "Remember the codeword OWNB-7.")
+    assert run_tui(codex, a, proj_a, fake, prompt="Remember the codeword KIWI-314.") == [
+        "KIWI-314"]
+    made = list((a / ".codex" / "sessions").rglob("rollout-*.jsonl"))
+    assert len(made) == 1
+    tid = made[0].name[-len("0000000-0000-0000-0000-000000000000.jsonl") - 1: -len(".jsonl")]
+    bundle = tmp_path / "t.bundle"
+    commuter(monkeypatch, a, "export", tid, "-o", str(bundle))
+    commuter(monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b), "--no-launch")
+    assert run_tui(codex, b, proj_b, fake, "resume", tid) == ["KIWI-314"]
+    assert run_tui(codex, b, proj_b, fake, "resume", "--last") == ["KIWI-314"]

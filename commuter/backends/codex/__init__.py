@@ -143,7 +143,10 @@ class CodexBackend:
         return f"cd {shlex.quote(str(result.project_dir))} && codex resume {result.session_id}"
 
     def continue_command(self, result: ImportResult) -> str | None:
-        return f"cd {shlex.quote(str(result.project_dir))} && codex resume --last"
+        # The interactive `codex resume --last` offers only interactive threads.
+        command = "codex exec resume --last" if result.extra.get("source") == "exec" \
+            else "codex resume --last"
+        return f"cd {shlex.quote(str(result.project_dir))} && {command}"
 
     def picks_up(self, result: ImportResult) -> bool:
         return db.newest_in(self.home, str(result.project_dir)) == result.session_id

@@ -237,6 +237,7 @@ def place(
         except ValueError:
             last_ts = None
     common: dict[str, Any] = {
+        "extra": {"source": _source_kind(main.row)},
         "session_id": main.new_id, "project_dir": target.project,
         "original_session_id": main.old_id if main.new_id != main.old_id else None,
         "origin": source.origin or None, "last_activity": last_ts,
@@ -280,3 +281,9 @@ def place(
             w.commit()
     return result_of(action=action, transcript=main.dest, backups=tuple(backups),
                      warnings=tuple(warnings), **common)
+
+
+def _source_kind(row: dict[str, Any]) -> str:
+    """`exec` for a thread `codex exec` made (the interactive `codex resume --last` leaves
+    those out), else `interactive`."""
+    return "exec" if row.get("source") == "exec" else "interactive"
