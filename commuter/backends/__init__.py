@@ -217,6 +217,7 @@ def arrange_for_continue(settings: Settings, results: Sequence[ImportResult]) ->
 
 
 BUILTIN: dict[str, str] = {"claude": "commuter.backends.claude:ClaudeBackend"}
+BUILTIN["codex"] = "commuter.backends.codex:CodexBackend"
 BUILTIN["gemini"] = "commuter.backends.gemini:GeminiBackend"
 ENTRY_POINT_GROUP = "commuter.backends.v1"
 

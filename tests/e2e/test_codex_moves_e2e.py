@@ -118,9 +118,11 @@ def run_tui(codex: Path, home: Path, cwd: Path, fake: FakeOpenAI, *args: str,
         finally:
             os._exit(127)
 
-    def pump(seconds: float) -> None:
+    seen = bytearray()
+
+    def pump(seconds: float, until: bytes | None = None) -> None:
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (until and until in seen):
             ready, _, _ = select.select([fd], [], [], 0.1)
             if not ready:
                 continue
@@ -128,15 +130,18 @@ def run_tui(codex: Path, home: Path, cwd: Path, fake: FakeOpenAI, *args: str,
                 data = os.read(fd, 65536)
             except OSError:
                 return
+            seen.extend(data)
             if b"\x1b[6n" in data:  # where is the cursor? (a terminal answers)
                 os.write(fd, b"\x1b[1;1R")
 
     try:
-        pump(5)
+        # Ready for input once it sets the terminal title to idle (OSC 7501 state=idle).
+        pump(90, until=b"state=idle")
+        pump(1)
         os.write(fd, prompt.encode())
         pump(1)
         os.write(fd, b"\r")
-        end = time.monotonic() + 30
+        end = time.monotonic() + 90
         while len(fake.requests) == before and time.monotonic() < end:
             pump(0.5)
         assert len(fake.requests) > before, "the interactive codex sent no request"
