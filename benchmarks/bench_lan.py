@@ -110,8 +110,10 @@ def _lines(rng: random.Random, sid: str) -> Any:
             "sessionId": sid,
             "cwd": "/home/bench/projects/app0",
             "timestamp": f"2026-05-{1 + n % 28:02d}T12:{n % 60:02d}:00.000Z",
-            "message": {"role": "user" if n % 2 else "assistant",
-                        "content": [{"type": "text", "text": f"step {n}: {payload}"}]},
+            "message": {
+                "role": "user" if n % 2 else "assistant",
+                "content": [{"type": "text", "text": f"step {n}: {payload}"}],
+            },
         }
         parent = me
         yield (json.dumps(entry, separators=(",", ":")) + "\n").encode()
@@ -135,10 +137,16 @@ def make_bundle(out: Path, mib: float, seed: int, scratch: Path) -> dict[str, An
 
     sid = str(uuid.UUID(int=random.Random(seed).getrandbits(128), version=4))
     manifest = bundle.Manifest(
-        format=bundle.FORMAT_VERSION, backend="claude", session_id=sid,
-        project_dir="/home/bench/projects/app0", created_at="2026-05-09T12:00:00+00:00",
+        format=bundle.FORMAT_VERSION,
+        backend="claude",
+        session_id=sid,
+        project_dir="/home/bench/projects/app0",
+        created_at="2026-05-09T12:00:00+00:00",
         origin=Origin("bench", "bench", "2026-05-09T12:00:00+00:00", "bench"),
-        message_count=0, git=None, meta={}, members=(),
+        message_count=0,
+        git=None,
+        meta={},
+        members=(),
     )
     sample = scratch / "sample.jsonl"
     _write_jsonl(sample, 2 * MIB, seed, sid)
@@ -252,7 +260,11 @@ class Server:
         self.log = log
         self._fh = log.open("wb")
         self.proc = subprocess.Popen(
-            cmd, env=env, stdin=subprocess.DEVNULL, stdout=self._fh, stderr=self._fh,
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._fh,
+            stderr=self._fh,
             start_new_session=True,
         )
         deadline = time.monotonic() + READY_TIMEOUT
@@ -295,9 +307,20 @@ def run_sender(mode: str, bundle: Path, address: str, env: dict[str, str], work:
     log = work / f"send-{mode}.log"
     with log.open("wb") as fh:
         p = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "_send", mode, str(bundle), address,
-             str(result)],
-            env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, timeout=SEND_TIMEOUT,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "_send",
+                mode,
+                str(bundle),
+                address,
+                str(result),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=fh,
+            timeout=SEND_TIMEOUT,
         )
     if p.returncode != 0 or not result.exists():
         text = log.read_text(errors="replace")[-3000:]
@@ -340,9 +363,20 @@ def trial_commuter(m: Machines, bundle: Path, info: dict[str, Any], rep: int, wo
     address = f"127.0.0.1:{port}"
     env_r = home_env(m.receiver)
     server = Server(
-        [sys.executable, "-m", "commuter", "serve", "--no-mdns", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env_r, f"http://{address}/v1/info", work / "serve-commuter.log",
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "serve",
+            "--no-mdns",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env_r,
+        f"http://{address}/v1/info",
+        work / "serve-commuter.log",
     )
     try:
         sent = run_sender("commuter", bundle, address, home_env(m.sender), work)
@@ -366,7 +400,9 @@ def trial_plain(bundle: Path, info: dict[str, Any], rep: int, work: Path) -> Tri
     env = home_env(work / "home-plain")
     server = Server(
         [sys.executable, str(Path(__file__).resolve()), "_plain_server", str(port), str(dst)],
-        env, f"http://{address}/ready", work / "serve-plain.log",
+        env,
+        f"http://{address}/ready",
+        work / "serve-plain.log",
     )
     try:
         sent = run_sender("plain", bundle, address, env, work)
@@ -384,8 +420,12 @@ def _trial(mode: str, info: dict[str, Any], rep: int, sent: Any, receiver: float
     seconds = float(sent["seconds"])
     kib = sent["peak_kib"]
     return Trial(
-        mode=mode, size_mib=round(info["mib"], 2), rep=rep, seconds=seconds,
-        mib_s=info["mib"] / seconds, sender_peak_mib=None if kib is None else kib / 1024,
+        mode=mode,
+        size_mib=round(info["mib"], 2),
+        rep=rep,
+        seconds=seconds,
+        mib_s=info["mib"] / seconds,
+        sender_peak_mib=None if kib is None else kib / 1024,
         receiver_peak_mib=receiver,
     )
 
@@ -424,11 +464,14 @@ def summarize(trials: list[Trial], sizes: list[dict[str, Any]]) -> dict[str, Any
     out["memory_growth_mib"] = growth
     commuter_growth = [g for k, g in growth.items() if k.startswith("commuter") and g is not None]
     out["targets"] = {
-        "ratio": {"target": TARGET_RATIO, "value": big["ratio"],
-                  "met": big["ratio"] >= TARGET_RATIO},
+        "ratio": {
+            "target": TARGET_RATIO,
+            "value": big["ratio"],
+            "met": big["ratio"] >= TARGET_RATIO,
+        },
         "memory_flat": {
             "target": f"growth <= {FLAT_SLACK_MIB:g} MiB from {small['bundle_mib']} to "
-                      f"{big['bundle_mib']} MiB",
+            f"{big['bundle_mib']} MiB",
             "value": max(commuter_growth) if commuter_growth else None,
             "met": bool(commuter_growth) and max(commuter_growth) <= FLAT_SLACK_MIB,
         },
@@ -442,19 +485,24 @@ def _fmt(v: float | None, spec: str = ".0f") -> str:
 
 def report(summary: dict[str, Any]) -> None:
     print()
-    print(f"{'bundle':>9} {'path':<9} {'MiB/s':>8} {'seconds':>8} {'sender':>9} {'receiver':>9}"
-          f" {'ratio':>6}")
+    print(
+        f"{'bundle':>9} {'path':<9} {'MiB/s':>8} {'seconds':>8} {'sender':>9} {'receiver':>9}"
+        f" {'ratio':>6}"
+    )
     for row in summary["sizes"]:
         for mode in ("commuter", "plain"):
             r = row[mode]
             ratio = f"{row['ratio']:.2f}" if mode == "commuter" else ""
-            print(f"{row['bundle_mib']:>5.1f} MiB {mode:<9} {r['mib_s']:>8.0f} "
-                  f"{r['seconds']:>8.3f} {_fmt(r['sender_peak_mib']):>5} MiB "
-                  f"{_fmt(r['receiver_peak_mib']):>5} MiB {ratio:>6}")
+            print(
+                f"{row['bundle_mib']:>5.1f} MiB {mode:<9} {r['mib_s']:>8.0f} "
+                f"{r['seconds']:>8.3f} {_fmt(r['sender_peak_mib']):>5} MiB "
+                f"{_fmt(r['receiver_peak_mib']):>5} MiB {ratio:>6}"
+            )
     print("(MiB/s: median; peaks: VmHWM, largest over the repetitions)")
     g = summary["memory_growth_mib"]
-    print("peak growth small -> big: " + ", ".join(f"{k} {_fmt(v, '+.1f')} MiB"
-                                                   for k, v in g.items()))
+    print(
+        "peak growth small -> big: " + ", ".join(f"{k} {_fmt(v, '+.1f')} MiB" for k, v in g.items())
+    )
     for name, t in summary["targets"].items():
         value = t["value"]
         shown = "-" if value is None else f"{value:.2f}"
@@ -471,8 +519,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=100.0, help="the big bundle, MiB (default 100)")
-    ap.add_argument("--small-mb", type=float, default=None,
-                    help="the small bundle, MiB (default a quarter of --mb)")
+    ap.add_argument(
+        "--small-mb",
+        type=float,
+        default=None,
+        help="the small bundle, MiB (default a quarter of --mb)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="uploads per path and size")
     ap.add_argument("--seed", type=int, default=20261125)
     ap.add_argument("--work-dir", type=Path, help="where the temp dir goes (default: $TMPDIR)")
@@ -495,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
             info = make_bundle(path, mib, opts.seed + i, work)
             info["sha256"] = sha256_file(path)
             sizes.append(info)
-            print(f"bundle {info['mib']:.1f} MiB (transcript {info['transcript_bytes'] / MIB:.1f}"
-                  f" MiB) made in {time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"bundle {info['mib']:.1f} MiB (transcript {info['transcript_bytes'] / MIB:.1f}"
+                f" MiB) made in {time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
             for rep in range(opts.repeat):
                 order = ("commuter", "plain") if rep % 2 == 0 else ("plain", "commuter")
                 for mode in order:
@@ -505,15 +560,21 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         t = trial_plain(path, info, rep, work)
                     trials.append(t)
-                    print(f"  {t.size_mib:6.1f} MiB {mode:<9} rep {rep}: {t.mib_s:7.0f} MiB/s "
-                          f"sender {_fmt(t.sender_peak_mib)} MiB, receiver "
-                          f"{_fmt(t.receiver_peak_mib)} MiB", flush=True)
+                    print(
+                        f"  {t.size_mib:6.1f} MiB {mode:<9} rep {rep}: {t.mib_s:7.0f} MiB/s "
+                        f"sender {_fmt(t.sender_peak_mib)} MiB, receiver "
+                        f"{_fmt(t.receiver_peak_mib)} MiB",
+                        flush=True,
+                    )
             path.unlink()
         summary = summarize(trials, sizes)
         report(summary)
         result = {
-            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                        "platform": sys.platform},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "platform": sys.platform,
+            },
             "bundles": [{k: v for k, v in s.items() if k != "path"} for s in sizes],
             "trials": [asdict(t) for t in trials],
             **summary,

@@ -37,9 +37,27 @@ def start_relay(data_dir: Path, home: Path) -> tuple[subprocess.Popen[str], str]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
     env["HOME"] = str(home)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "commuter", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
-         "--data-dir", str(data_dir), "--mailbox-items", "1000", "--sender-items", "1000"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "relay",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--mailbox-items",
+            "1000",
+            "--sender-items",
+            "1000",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -133,9 +151,12 @@ def main() -> None:
     ok = [r for r in results if not isinstance(r, BaseException)]
     moved = sum(r["received"] for r in ok) * 2  # each byte went up and came down
     report = {
-        "clients": args.clients, "bundle_mb": args.mb, "errors": [repr(e) for e in errors],
+        "clients": args.clients,
+        "bundle_mb": args.mb,
+        "errors": [repr(e) for e in errors],
         "received_all": all(r["items"] == 1 for r in ok) and len(ok) == args.clients,
-        "wall_s": round(wall, 3), "throughput_mb_s": round(moved / wall / 2**20, 1),
+        "wall_s": round(wall, 3),
+        "throughput_mb_s": round(moved / wall / 2**20, 1),
         "max_push_s": round(max((r["push_s"] for r in ok), default=0), 3),
         "max_pull_s": round(max((r["pull_s"] for r in ok), default=0), 3),
         "relay_peak_rss_mb": round(rss, 1),

@@ -28,8 +28,18 @@ if TYPE_CHECKING:
     from commuter.backends import Backend
 
 __all__ = [
-    "ImportOptions", "ImportResult", "Manifest", "Origin", "SessionRef", "bundle_digest",
-    "export_to", "find_session", "import_file", "is_bundle", "list_sessions", "make_origin",
+    "ImportOptions",
+    "ImportResult",
+    "Manifest",
+    "Origin",
+    "SessionRef",
+    "bundle_digest",
+    "export_to",
+    "find_session",
+    "import_file",
+    "is_bundle",
+    "list_sessions",
+    "make_origin",
     "read_manifest",
 ]
 
@@ -79,22 +89,36 @@ def make_origin(settings: Settings) -> Origin:
     except (ImportError, CommuterError):
         device_id = None
     return Origin(
-        hostname=settings.hostname, user=settings.user, created_at=_now(),
-        commuter_version=__version__, device_id=device_id,
+        hostname=settings.hostname,
+        user=settings.user,
+        created_at=_now(),
+        commuter_version=__version__,
+        device_id=device_id,
     )
 
 
 def export_to(
-    settings: Settings, out: BinaryIO, *, session: str | None = None, cwd: Path | None = None,
+    settings: Settings,
+    out: BinaryIO,
+    *,
+    session: str | None = None,
+    cwd: Path | None = None,
     agent: str | None = None,
 ) -> Manifest:
     """Write one session as a bundle to `out`; returns the bundle's Manifest."""
     ref = find_session(settings, session, cwd, agent)
     plan = _backend(settings, ref.backend).collect(ref)
     manifest = Manifest(
-        format=bundle.FORMAT_VERSION, backend=plan.backend, session_id=plan.session_id,
-        project_dir=plan.project_dir, created_at=_now(), origin=make_origin(settings),
-        message_count=plan.message_count, git=plan.git, meta=plan.meta, members=(),
+        format=bundle.FORMAT_VERSION,
+        backend=plan.backend,
+        session_id=plan.session_id,
+        project_dir=plan.project_dir,
+        created_at=_now(),
+        origin=make_origin(settings),
+        message_count=plan.message_count,
+        git=plan.git,
+        meta=plan.meta,
+        members=(),
     )
     writer = bundle.BundleWriter(out, manifest)
     plan.write_members(writer)
@@ -113,8 +137,9 @@ def import_file(settings: Settings, path: Path, options: ImportOptions) -> Impor
         manifest = unpacked.manifest
         backend = _backend(settings, manifest.backend)
         if not accepts_session_id(backend, manifest.session_id):
-            raise BundleError(f"bundle session id {manifest.session_id!r} is not a "
-                              f"{manifest.backend} session id")
+            raise BundleError(
+                f"bundle session id {manifest.session_id!r} is not a {manifest.backend} session id"
+            )
         result = backend.place(source_from(manifest, unpacked.root), options)
     finally:
         shutil.rmtree(unpacked.root, ignore_errors=True)

@@ -77,8 +77,9 @@ def is_dead(pid: int, start: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o600, *, fsync: bool = True,
-                  parents: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: Path, mode: int = 0o600, *, fsync: bool = True, parents: bool = True
+) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces `path` only if the block completes.
 
     Missing parent folders are created unless `parents` is False. The rename replaces whatever
@@ -91,14 +92,16 @@ def atomic_writer(path: Path, mode: int = 0o600, *, fsync: bool = True,
 
 
 @contextlib.contextmanager
-def temp_writer(path: Path, mode: int = 0o600, *, fsync: bool = True,
-                parents: bool = True) -> Iterator[tuple[BinaryIO, str]]:
+def temp_writer(
+    path: Path, mode: int = 0o600, *, fsync: bool = True, parents: bool = True
+) -> Iterator[tuple[BinaryIO, str]]:
     """Yield (file, temp path) beside `path`; the temp file is complete, `mode`d and fsynced
     (if asked) after the block, and removed if the block fails. The caller renames it."""
     if parents:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.cm{process_tag()}.", suffix=".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.cm{process_tag()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh, tmp
@@ -216,8 +219,12 @@ def output_problem(path: Path) -> str | None:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+    for test, name in (
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return name
     return "special file"

@@ -19,7 +19,12 @@ def _git(cwd: Path, *args: str) -> str | None:
     env["GIT_OPTIONAL_LOCKS"] = "0"
     try:
         proc = subprocess.run(
-            [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=_TIMEOUT, env=env,
+            [exe, *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            env=env,
             check=False,
         )
     except (OSError, subprocess.SubprocessError):

@@ -77,8 +77,9 @@ def error_middleware(
             )
         except web.HTTPException as exc:
             if exc.status >= 400:
-                return web.json_response({"error": "http", "message": exc.reason},
-                                         status=exc.status)
+                return web.json_response(
+                    {"error": "http", "message": exc.reason}, status=exc.status
+                )
             raise
 
     return errors
@@ -95,7 +96,8 @@ def client_timeout(
     import aiohttp
 
     return aiohttp.ClientTimeout(
-        total=total, sock_connect=settings.connect_timeout,
+        total=total,
+        sock_connect=settings.connect_timeout,
         sock_read=settings.stall_timeout if read is None else read,
     )
 
@@ -142,7 +144,11 @@ def loads(data: bytes) -> Any:
 
 
 def error_from(
-    status: int, body: bytes | None, *, where: str, fallback: type[CommuterError],
+    status: int,
+    body: bytes | None,
+    *,
+    where: str,
+    fallback: type[CommuterError],
     prefix: str = "",
 ) -> CommuterError:
     """The error a `{"error": code, "message": text}` answer names, as the class registered

@@ -83,8 +83,13 @@ def _unreachable(ctx: TransportContext, name: str, reason: str) -> CommuterError
 
 
 async def push_file(
-    ctx: TransportContext, bundle: Path, peers: Sequence[Peer], via: str = "auto", *,
-    named: bool = False, factory: Factory = create,
+    ctx: TransportContext,
+    bundle: Path,
+    peers: Sequence[Peer],
+    via: str = "auto",
+    *,
+    named: bool = False,
+    factory: Factory = create,
 ) -> Pushed:
     """Seal `bundle` to `peers` (plain if none) and send it: `via`, or lan -> relay -> folder."""
     from commuter.peer.seal import seal_file
@@ -99,8 +104,9 @@ async def push_file(
     try:
         if peers:
             sealed = staging / "bundle.sealed"
-            await asyncio.to_thread(seal_file, bundle, sealed, ctx.identity,
-                                    [p.public_key for p in peers])
+            await asyncio.to_thread(
+                seal_file, bundle, sealed, ctx.identity, [p.public_key for p in peers]
+            )
         skipped: list[str] = []
         for name in order:
             async with factory(name, ctx) as transport:
@@ -142,8 +148,12 @@ def pull_order(ctx: TransportContext, via: str) -> tuple[str, ...]:
 
 
 async def pull_all(
-    ctx: TransportContext, options: ImportOptions, via: str = "auto", *,
-    warn: Warn, factory: Factory = create,
+    ctx: TransportContext,
+    options: ImportOptions,
+    via: str = "auto",
+    *,
+    warn: Warn,
+    factory: Factory = create,
 ) -> list[Pulled]:
     """Import every bundle pending for this machine once; ack each only after its import."""
     done: list[Pulled] = []
@@ -172,7 +182,11 @@ async def receive_one(
 
 
 async def _drain(
-    ctx: TransportContext, source: Source, options: ImportOptions, warn: Warn, *,
+    ctx: TransportContext,
+    source: Source,
+    options: ImportOptions,
+    warn: Warn,
+    *,
     quiet: bool = False,
 ) -> list[Pulled]:
     try:
@@ -206,7 +220,10 @@ def _flush(transport: Source, warn: Warn) -> None:
 
 
 async def _pull_one(
-    ctx: TransportContext, source: Source, item: Incoming, options: ImportOptions,
+    ctx: TransportContext,
+    source: Source,
+    item: Incoming,
+    options: ImportOptions,
     warn: Warn,
 ) -> Pulled | None:
     from commuter import core
@@ -217,8 +234,10 @@ async def _pull_one(
             warn(f"{item.label}: from unpaired device {item.sender}; a pull would delete it")
         else:
             await _ack(source, item, warn)
-            warn(f"{item.label}: deleted, from unpaired device {item.sender} "
-                 "(pair with it first, then have it push again)")
+            warn(
+                f"{item.label}: deleted, from unpaired device {item.sender} "
+                "(pair with it first, then have it push again)"
+            )
         return None
     state = PullState.load(ctx.settings)
     if item.digest and state.done(item.digest):
@@ -239,15 +258,21 @@ async def _pull_one(
         if item.sealed:
             plain = tmp / "opened.commuter"
             try:
-                sender = await asyncio.to_thread(open_file, fetched, plain, ctx.identity,
-                                                 is_trusted=ctx.peers.is_trusted)
+                sender = await asyncio.to_thread(
+                    open_file, fetched, plain, ctx.identity, is_trusted=ctx.peers.is_trusted
+                )
             except BundleError as exc:
                 if not source.set_aside_damaged or options.dry_run:
                     raise
                 kept = _set_aside(ctx, fetched, item)
                 await _ack(source, item, warn)
-                return Pulled(item, origin, retry=False, exc=exc,
-                              error=f"{exc}; moved to {kept} and not retried")
+                return Pulled(
+                    item,
+                    origin,
+                    retry=False,
+                    exc=exc,
+                    error=f"{exc}; moved to {kept} and not retried",
+                )
             expected: bytes | None = getattr(source, "expected_sender", None)
             if expected is not None and sender != expected:  # pull --from: that peer's own
                 raise NotPaired(f"the bundle from {item.label} is sealed by another key")
@@ -259,11 +284,19 @@ async def _pull_one(
     except CommuterError as exc:
         return Pulled(item, origin, error=str(exc), exc=exc)
     except OSError as exc:
-        return Pulled(item, origin, error=exc.strerror or str(exc),
-                      exc=TransportError(f"{item.label}: {exc.strerror or exc}"))
+        return Pulled(
+            item,
+            origin,
+            error=exc.strerror or str(exc),
+            exc=TransportError(f"{item.label}: {exc.strerror or exc}"),
+        )
     except Exception as exc:  # a bug (a backend's, a plug-in's): this item only, not the pull
-        return Pulled(item, origin, error=f"unexpected {type(exc).__name__}: {exc} "
-                                          "(a bug in commuter or a plug-in; please report it)")
+        return Pulled(
+            item,
+            origin,
+            error=f"unexpected {type(exc).__name__}: {exc} "
+            "(a bug in commuter or a plug-in; please report it)",
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not options.dry_run:
@@ -327,15 +360,31 @@ class PeerFetch(_OneItem):
         from commuter.peer.client import newest_session
 
         best, self._answered = await newest_session(
-            self.ctx.settings, self.ctx.identity, self.peer, self.cwd, address=self.address)
-        return [Incoming(self.scheme, best.id, f"{self.peer.name}:{best.id[:8]}", best.size, "",
-                         True, self.peer.device_id)]
+            self.ctx.settings, self.ctx.identity, self.peer, self.cwd, address=self.address
+        )
+        return [
+            Incoming(
+                self.scheme,
+                best.id,
+                f"{self.peer.name}:{best.id[:8]}",
+                best.size,
+                "",
+                True,
+                self.peer.device_id,
+            )
+        ]
 
     async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
         from commuter.peer.client import fetch_one
 
-        return await fetch_one(self.ctx.settings, self.ctx.identity, self.peer, self._answered,
-                               item.id, dst_dir / "bundle.sealed")
+        return await fetch_one(
+            self.ctx.settings,
+            self.ctx.identity,
+            self.peer,
+            self._answered,
+            item.id,
+            dst_dir / "bundle.sealed",
+        )
 
 
 class SshFetch(_OneItem):
@@ -344,11 +393,16 @@ class SshFetch(_OneItem):
 
     scheme: ClassVar[str] = "ssh"
 
-    def __init__(self, ctx: TransportContext, host: str, remote_dir: str,
-                 remote_command: str | None) -> None:
+    def __init__(
+        self, ctx: TransportContext, host: str, remote_dir: str, remote_command: str | None
+    ) -> None:
         super().__init__()
         self.ctx, self.host, self.remote_dir, self.remote_command = (
-            ctx, host, remote_dir, remote_command)
+            ctx,
+            host,
+            remote_dir,
+            remote_command,
+        )
         self.vouched_origin = f"{host} (over ssh)"
 
     async def pending(self) -> list[Incoming]:
@@ -358,8 +412,14 @@ class SshFetch(_OneItem):
         from commuter import sshhop
 
         dst = dst_dir / "bundle.commuter"
-        await asyncio.to_thread(sshhop.fetch_from, self.ctx.settings, self.host,
-                                self.remote_dir, dst, remote_command=self.remote_command)
+        await asyncio.to_thread(
+            sshhop.fetch_from,
+            self.ctx.settings,
+            self.host,
+            self.remote_dir,
+            dst,
+            remote_command=self.remote_command,
+        )
         return dst
 
 

@@ -49,8 +49,11 @@ def resolve_target(settings: Settings, source: ImportSource, options: ImportOpti
 
     maps = tuple(config.load(settings).path_maps)
     project = resolve_target_project(
-        source.project_dir, override=options.project_dir, config_maps=maps,
-        cwd=Path.cwd(), git=source.git,
+        source.project_dir,
+        override=options.project_dir,
+        config_maps=maps,
+        cwd=Path.cwd(),
+        git=source.git,
     )
     return Target(project, maps)
 
@@ -153,8 +156,10 @@ def project_targets(
             continue
         if own is not None and (real == own or real.startswith(own + os.sep)):
             # A session of ~ itself: its "project" config is the agent's own user config.
-            warnings.append(f"did not write the bundle's {rel}: it would land in "
-                            f"{spec.own_dir_name} {spec.own_dir}")
+            warnings.append(
+                f"did not write the bundle's {rel}: it would land in "
+                f"{spec.own_dir_name} {spec.own_dir}"
+            )
             continue
         src = source.member(member)
         if src.stat().st_size > MAX_PROJECT_MEMBER:
@@ -171,20 +176,31 @@ def project_conflicts(
     warnings: list[str] = []
     for f in project_targets(source, target, spec, warnings):
         if f.dest.is_file() and not filecmp.cmp(f.dest, f.src, shallow=False):
-            warnings.append(f"{f.rel} differs from the local one (import keeps the local one "
-                            "without --yes)")
+            warnings.append(
+                f"{f.rel} differs from the local one (import keeps the local one without --yes)"
+            )
         elif f.rel in spec.runs_commands and not f.dest.exists():
-            warnings.append(f"the bundle brings {f.rel}, which {spec.runs}; "
-                            "import writes it only with --yes")
+            warnings.append(
+                f"the bundle brings {f.rel}, which {spec.runs}; import writes it only with --yes"
+            )
         elif not f.dest.exists() and not options.sender_verified:
-            warnings.append(f"the bundle brings {f.rel} but is not sealed by a paired peer; "
-                            "import writes it only with --yes")
+            warnings.append(
+                f"the bundle brings {f.rel} but is not sealed by a paired peer; "
+                "import writes it only with --yes"
+            )
     return warnings
 
 
 def write_project_files(
-    source: ImportSource, target: Path, spec: ProjectConfig, options: ImportOptions, *,
-    backups: Backups, sid: str, warnings: list[str], backed_up: list[Path],
+    source: ImportSource,
+    target: Path,
+    spec: ProjectConfig,
+    options: ImportOptions,
+    *,
+    backups: Backups,
+    sid: str,
+    warnings: list[str],
+    backed_up: list[Path],
 ) -> None:
     """Write project config. Replacing a different local file, adding one that runs commands,
     or adding any from a bundle not sealed by a paired peer takes consent (a yes on a
@@ -215,8 +231,10 @@ def kept(rel: str, replacing: bool, spec: ProjectConfig) -> str:
         return f"kept your {rel}; the bundle's differs (--yes takes it)"
     if rel in spec.runs_commands:
         return f"did not write the bundle's {rel}: it {spec.runs}; --yes takes it"
-    return (f"did not write the bundle's {rel}: the bundle is not sealed by a paired peer "
-            "(--yes takes it)")
+    return (
+        f"did not write the bundle's {rel}: the bundle is not sealed by a paired peer "
+        "(--yes takes it)"
+    )
 
 
 def consent(options: ImportOptions, rel: str, replacing: bool, spec: ProjectConfig) -> bool:
@@ -227,8 +245,11 @@ def consent(options: ImportOptions, rel: str, replacing: bool, spec: ProjectConf
         return False
     kind = spec.runs if rel in spec.runs_commands else spec.steers
     unsealed = "" if options.sender_verified else " (not sealed by a paired peer)"
-    question = (f"the bundle's {rel} differs from yours and {kind}; replace yours?" if replacing
-                else f"the bundle{unsealed} brings {rel}, which {kind}; write it?")
+    question = (
+        f"the bundle's {rel} differs from yours and {kind}; replace yours?"
+        if replacing
+        else f"the bundle{unsealed} brings {rel}, which {kind}; write it?"
+    )
     return options.ask(question, ("no", "yes")) == "yes"
 
 

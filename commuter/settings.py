@@ -42,8 +42,9 @@ class Settings:
     # The environment as it was read (read-only): each backend takes its own variables from
     # it (Backend.env_vars names them: CLAUDE_CONFIG_DIR, CODEX_HOME, ...), so that no backend
     # reads os.environ and a test can hand one a made-up environment.
-    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False,
-                                   hash=False)
+    env: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, hash=False
+    )
 
     @property
     def config_file(self) -> Path:

@@ -24,8 +24,17 @@ SSH_HOP_VAR = "COMMUTER_SSH_HOP"
 
 # No prompts, no TTY, a bounded connect, and a dead link noticed within a minute.
 SSH_OPTIONS = (
-    "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-    "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR",
+    "-T",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "ServerAliveInterval=15",
+    "-o",
+    "ServerAliveCountMax=4",
+    "-o",
+    "LogLevel=ERROR",
 )
 DEFAULT_REMOTE = 'PATH="$HOME/.local/bin:$PATH" commuter'
 SSH_FAILED = 255  # ssh's own failure (connect, auth, lost link)
@@ -95,7 +104,11 @@ def staging_file(settings: Settings, prefix: str) -> Iterator[Path]:
 
 
 def send_to(
-    settings: Settings, host: str, bundle_path: Path, *, project_dir: str | None = None,
+    settings: Settings,
+    host: str,
+    bundle_path: Path,
+    *,
+    project_dir: str | None = None,
     remote_command: str | None = None,
 ) -> RemoteOutput:
     """Import `bundle_path` on `host` (`commuter import - --no-launch`); its output."""
@@ -114,7 +127,11 @@ def send_to(
 
 
 def fetch_from(
-    settings: Settings, host: str, remote_dir: str, dst: Path, *,
+    settings: Settings,
+    host: str,
+    remote_dir: str,
+    dst: Path,
+    *,
     remote_command: str | None = None,
 ) -> RemoteOutput:
     """Write `host`'s newest session of `remote_dir` as a bundle into `dst` (streamed)."""
@@ -164,4 +181,4 @@ def _last_line(text: str) -> str:
     if not lines:
         return ""
     last = lines[-1]
-    return last[len("Error: "):] if last.startswith("Error: ") else last
+    return last[len("Error: ") :] if last.startswith("Error: ") else last

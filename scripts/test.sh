@@ -13,6 +13,7 @@ bash scripts/install-claude.sh >/dev/null
 bash scripts/install-codex.sh >/dev/null
 bash scripts/install-gemini.sh >/dev/null
 "$PY" -m ruff check commuter tests benchmarks
+"$PY" -m ruff format --check commuter tests benchmarks
 "$PY" -m mypy commuter
 # Tests and benchmarks: the same config, relaxed for test code (unannotated tests and fixtures
 # are fine, their bodies are still checked). tests/ is no package: each file is a top-level

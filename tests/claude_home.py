@@ -30,15 +30,20 @@ UNICODE = "e24202a2-58e0-498f-910a-77e7ab7f29ca"
 LONG = "e333d12f-c0d1-47d8-8f70-36b270b551ca"
 
 
-LONG_REL = "projects/" + "/".join(
-    f"segment_with.dots-and_underscores{i:02d}" for i in range(7)
-)
+LONG_REL = "projects/" + "/".join(f"segment_with.dots-and_underscores{i:02d}" for i in range(7))
 PROJECTS = (
-    "projects/my.app", "projects/My Project.v2", "projects/tui_app", "projects/café_ünï 日本",
+    "projects/my.app",
+    "projects/My Project.v2",
+    "projects/tui_app",
+    "projects/café_ünï 日本",
     LONG_REL,
 )
-_PROJECT_OF = {"dot-space": "projects/My Project.v2", "interactive": "projects/tui_app",
-               "unicode": "projects/café_ünï 日本", "long-path": LONG_REL}
+_PROJECT_OF = {
+    "dot-space": "projects/My Project.v2",
+    "interactive": "projects/tui_app",
+    "unicode": "projects/café_ünï 日本",
+    "long-path": LONG_REL,
+}
 
 
 @dataclass(frozen=True)
@@ -57,23 +62,37 @@ class Fixture:
 
 
 V197 = Fixture(
-    "2.1.197", DATA, FIXTURE_HOME,
-    {"plain": PLAIN, "tools": TOOLS, "subagent": SUBAGENT, "resumed": RESUMED, "plan": PLAN,
-     "dot-space": DOT_SPACE, "interactive": INTERACTIVE, "unicode": UNICODE, "long-path": LONG},
+    "2.1.197",
+    DATA,
+    FIXTURE_HOME,
+    {
+        "plain": PLAIN,
+        "tools": TOOLS,
+        "subagent": SUBAGENT,
+        "resumed": RESUMED,
+        "plan": PLAN,
+        "dot-space": DOT_SPACE,
+        "interactive": INTERACTIVE,
+        "unicode": UNICODE,
+        "long-path": LONG,
+    },
     ("projects/my.app/a.txt",),
 )
 V332 = Fixture(
-    "2.1.332", Path(__file__).parent / "data" / "claude-2.1.332" / "home",
+    "2.1.332",
+    Path(__file__).parent / "data" / "claude-2.1.332" / "home",
     "/tmp/rcfix332/claude/home",
-    {"plain": "068f6110-501d-443d-aac7-33214e923d6b",
-     "tools": "4ddad64f-3589-41bd-b655-e6ac6737249e",
-     "subagent": "2774dc16-710c-4b25-b9fa-6af356585479",
-     "resumed": "c36a5525-3cae-4f17-a05e-5d3e3470b946",
-     "plan": "c0d4c97d-7cf6-432b-bc51-ecabaacfab77",
-     "dot-space": "db184e77-007a-4e1d-b567-4a16f49bf382",
-     "interactive": "9f5fdef2-7242-446a-aa1a-818b60fa871e",
-     "unicode": "44ffd83d-2934-476f-a35b-c701d2001de9",
-     "long-path": "81be7c3e-4d37-463f-b719-0ba161925246"},
+    {
+        "plain": "068f6110-501d-443d-aac7-33214e923d6b",
+        "tools": "4ddad64f-3589-41bd-b655-e6ac6737249e",
+        "subagent": "2774dc16-710c-4b25-b9fa-6af356585479",
+        "resumed": "c36a5525-3cae-4f17-a05e-5d3e3470b946",
+        "plan": "c0d4c97d-7cf6-432b-bc51-ecabaacfab77",
+        "dot-space": "db184e77-007a-4e1d-b567-4a16f49bf382",
+        "interactive": "9f5fdef2-7242-446a-aa1a-818b60fa871e",
+        "unicode": "44ffd83d-2934-476f-a35b-c701d2001de9",
+        "long-path": "81be7c3e-4d37-463f-b719-0ba161925246",
+    },
     ("projects/my.app/a.txt",),
 )
 FIXTURES = (V197, V332)
@@ -113,13 +132,16 @@ def install(home: Path, fixture: Fixture = V197) -> Path:
         if target != folder:
             folder.rename(target)
     # Paths into a project folder (persisted output, memory) name the old folder: fix them.
-    folders = [(claude_project_folder(f"{fixture.home}/{rel}"),
-                claude_project_folder(f"{new}/{rel}")) for rel in PROJECTS]
+    folders = [
+        (claude_project_folder(f"{fixture.home}/{rel}"), claude_project_folder(f"{new}/{rel}"))
+        for rel in PROJECTS
+    ]
     for path in projects.rglob("*.jsonl"):
         text = path.read_text(encoding="utf-8")
         for old_folder, new_folder in folders:
-            text = text.replace(f"{new}/.claude/projects/{old_folder}/",
-                                f"{new}/.claude/projects/{new_folder}/")
+            text = text.replace(
+                f"{new}/.claude/projects/{old_folder}/", f"{new}/.claude/projects/{new_folder}/"
+            )
         path.write_text(text, encoding="utf-8")
     for old, repl in renames.items():
         for backup in (home / ".claude" / "file-history").rglob(old):
@@ -158,8 +180,15 @@ class DirSink:
         self.names.append(name)
 
 
-def carry(settings_a: Settings, settings_b: Settings, staging: Path, *, session: str | None,
-          cwd: Path, options: ImportOptions | None = None) -> ImportResult:
+def carry(
+    settings_a: Settings,
+    settings_b: Settings,
+    staging: Path,
+    *,
+    session: str | None,
+    cwd: Path,
+    options: ImportOptions | None = None,
+) -> ImportResult:
     """Export a session at A into a folder and place it at B (no bundle file involved)."""
     from commuter.backends import ImportSource
     from commuter.backends.claude import ClaudeBackend
@@ -172,8 +201,13 @@ def carry(settings_a: Settings, settings_b: Settings, staging: Path, *, session:
     sink = DirSink(staging)
     plan.write_members(sink)
     source = ImportSource(
-        session_id=plan.session_id, project_dir=plan.project_dir, root=staging,
-        members=tuple(sink.names), git=plan.git, meta=plan.meta, origin="tester@a",
+        session_id=plan.session_id,
+        project_dir=plan.project_dir,
+        root=staging,
+        members=tuple(sink.names),
+        git=plan.git,
+        meta=plan.meta,
+        origin="tester@a",
     )
     b = ClaudeBackend(settings_b)
     return b.place(source, options or ImportOptions(assume_yes=True))
@@ -181,9 +215,16 @@ def carry(settings_a: Settings, settings_b: Settings, staging: Path, *, session:
 
 def deep_line(project: Path, depth: int) -> str:
     """A tool-result line in a key order that makes the rewriter parse it, nested `depth` deep."""
-    block = {"content": f"File created successfully at: {project}/x.txt", "tool_use_id": "t1",
-             "type": "tool_result"}
-    entry = {"type": "user", "message": {"role": "user", "content": [block]}, "sessionId": TOOLS,
-             "uuid": "00000000-0000-4000-8000-00000000dee9"}
+    block = {
+        "content": f"File created successfully at: {project}/x.txt",
+        "tool_use_id": "t1",
+        "type": "tool_result",
+    }
+    entry = {
+        "type": "user",
+        "message": {"role": "user", "content": [block]},
+        "sessionId": TOOLS,
+        "uuid": "00000000-0000-4000-8000-00000000dee9",
+    }
     text = json.dumps(entry, separators=(",", ":"))
     return text[:-1] + ',"deep":' + "[" * depth + "]" * depth + "}"

@@ -44,21 +44,37 @@ class NotesBackend:
     def sessions(self) -> Iterator[SessionRef]:
         for path in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
             data = json.loads(path.read_text())
-            yield SessionRef("notes", path.stem, Path(data["project"]),
-                             datetime.fromtimestamp(path.stat().st_mtime, UTC), path,
-                             path.stat().st_size, data["text"])
+            yield SessionRef(
+                "notes",
+                path.stem,
+                Path(data["project"]),
+                datetime.fromtimestamp(path.stat().st_mtime, UTC),
+                path,
+                path.stat().st_size,
+                data["text"],
+            )
 
     def find(self, session: str | None, cwd: Path) -> SessionRef:
-        refs = [r for r in self.sessions()
-                if (r.session_id.startswith(session) if session else r.project == cwd)]
+        refs = [
+            r
+            for r in self.sessions()
+            if (r.session_id.startswith(session) if session else r.project == cwd)
+        ]
         if not refs:
             raise SessionNotFound(f"no notes session {session or cwd}")
         return max(refs, key=lambda r: r.updated_at)
 
     def collect(self, ref: SessionRef) -> ExportPlan:
         assert ref.path is not None and ref.project is not None
-        return ExportPlan("notes", ref.session_id, str(ref.project), 1, None, {},
-                          ((f"session/{ref.session_id}.json", ref.path),))
+        return ExportPlan(
+            "notes",
+            ref.session_id,
+            str(ref.project),
+            1,
+            None,
+            {},
+            ((f"session/{ref.session_id}.json", ref.path),),
+        )
 
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
         target = resolve_target(self.settings, source, options).project  # shared: path-maps
@@ -68,8 +84,13 @@ class NotesBackend:
         if not options.dry_run:
             self.root.mkdir(parents=True, exist_ok=True)
             dest.write_text(json.dumps(data))
-        return ImportResult(source.session_id, target, "dry-run" if options.dry_run
-                            else "created", dest, origin=source.origin or None)
+        return ImportResult(
+            source.session_id,
+            target,
+            "dry-run" if options.dry_run else "created",
+            dest,
+            origin=source.origin or None,
+        )
 
     def resume_command(self, result: ImportResult) -> str:
         return f"cd {shlex.quote(str(result.project_dir))} && notes open {result.session_id}"
@@ -100,7 +121,8 @@ def test_a_plugin_backend_travels_through_the_unchanged_cli(
     project = home / "projects" / "my.app"
     (home / ".notes").mkdir()
     (home / ".notes" / f"{NOTE_ID}.json").write_text(
-        json.dumps({"project": str(project), "text": "remember the milk"}))
+        json.dumps({"project": str(project), "text": "remember the milk"})
+    )
     listed = json.loads(run("list", "--json").stdout)
     assert {d["backend"] for d in listed} == {"claude", "notes"}
     assert run("export", TOOLS[:8], "-o", str(tmp_path / "c.bundle")).exit_code == 0
@@ -130,7 +152,8 @@ def test_a_plugin_session_is_pushed_and_pulled_through_the_folder(
     project.mkdir(parents=True)
     (home / ".notes").mkdir()
     (home / ".notes" / f"{NOTE_ID}.json").write_text(
-        json.dumps({"project": str(project), "text": "remember the milk"}))
+        json.dumps({"project": str(project), "text": "remember the milk"})
+    )
     assert run("config", "set", "transfer-dir", str(shared)).exit_code == 0
     pushed = run("push", NOTE_ID, "--via", "folder")
     assert pushed.exit_code == 0, pushed.stderr
@@ -140,8 +163,10 @@ def test_a_plugin_session_is_pushed_and_pulled_through_the_folder(
     there.mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home_b))
     assert run("config", "set", "transfer-dir", str(shared)).exit_code == 0
-    assert run("config", "set", "path-map", str(home / "projects"),
-               str(home_b / "work")).exit_code == 0
+    assert (
+        run("config", "set", "path-map", str(home / "projects"), str(home_b / "work")).exit_code
+        == 0
+    )
     pulled = run("pull")
     assert pulled.exit_code == 0, pulled.stderr
     assert f"imported: session {NOTE_ID} in {there}" in pulled.stdout
@@ -187,7 +212,8 @@ def test_a_backend_that_fails_on_one_item_does_not_stop_the_pull(
     shared.mkdir()
     (home / ".notes").mkdir()
     (home / ".notes" / f"{NOTE_ID}.json").write_text(
-        json.dumps({"project": str(home / "projects" / "my.app"), "text": "t"}))
+        json.dumps({"project": str(home / "projects" / "my.app"), "text": "t"})
+    )
     assert run("config", "set", "transfer-dir", str(shared)).exit_code == 0
     monkeypatch.chdir(home / "projects" / "my.app")
     assert run("export", NOTE_ID, "-o", str(shared / "a-notes.commuter")).exit_code == 0

@@ -39,18 +39,29 @@ REAL = Path(__file__).parent / "data" / "claude" / "home" / ".claude" / "project
 
 def make_manifest(**changes: object) -> Manifest:
     base = Manifest(
-        format=FORMAT_VERSION, backend="claude", session_id=SID, project_dir="/home/a/proj",
+        format=FORMAT_VERSION,
+        backend="claude",
+        session_id=SID,
+        project_dir="/home/a/proj",
         created_at="2026-05-01T10:00:00Z",
         origin=Origin("laptop", "alice", "2026-05-01T10:00:00Z", "0.3.0", "dev-1234"),
-        message_count=7, git={"branch": "main", "commit": "a" * 40, "dirty": ["x.py"],
-                              "remote": "git@example.com:a/b.git", "root_commit": "b" * 40},
-        meta={"first_prompt": "hello", "file_history": {}}, members=(),
+        message_count=7,
+        git={
+            "branch": "main",
+            "commit": "a" * 40,
+            "dirty": ["x.py"],
+            "remote": "git@example.com:a/b.git",
+            "root_commit": "b" * 40,
+        },
+        meta={"first_prompt": "hello", "file_history": {}},
+        members=(),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
-def write_bundle(path: Path, files: dict[str, bytes], manifest: Manifest | None = None,
-                 tmp: Path | None = None) -> Manifest:
+def write_bundle(
+    path: Path, files: dict[str, bytes], manifest: Manifest | None = None, tmp: Path | None = None
+) -> Manifest:
     """A bundle at `path` with `files` (half added from disk, half from memory)."""
     src = (tmp or path.parent) / "src"
     src.mkdir(exist_ok=True)
@@ -85,8 +96,10 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     written = write_bundle(path, FILES)
     assert [m.name for m in written.members] == list(FILES)
     assert written.members[0] == Member(
-        f"session/{SID}.jsonl", len(FILES[f"session/{SID}.jsonl"]),
-        hashlib.sha256(FILES[f"session/{SID}.jsonl"]).hexdigest())
+        f"session/{SID}.jsonl",
+        len(FILES[f"session/{SID}.jsonl"]),
+        hashlib.sha256(FILES[f"session/{SID}.jsonl"]).hexdigest(),
+    )
     assert path.read_bytes().startswith(MAGIC)
     unpacked = unpack(path, tmp_path / "staging")
     assert unpacked.manifest == written
@@ -102,8 +115,14 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
 
 def test_manifest_fields_survive(tmp_path: Path) -> None:
     path = tmp_path / "s.bundle"
-    m = make_manifest(meta={"source_home": "/home/a", "file_history": {"file-history/x@v1": "/a"},
-                            "n": [1, 2.5, None, True]}, git=None)
+    m = make_manifest(
+        meta={
+            "source_home": "/home/a",
+            "file_history": {"file-history/x@v1": "/a"},
+            "n": [1, 2.5, None, True],
+        },
+        git=None,
+    )
     written = write_bundle(path, {"history.jsonl": b""}, m)
     got = read_manifest(path)
     assert got == written
@@ -126,7 +145,7 @@ def test_stdlib_tar_can_list_it(tmp_path: Path) -> None:
     """The payload is an ordinary zstd-compressed PAX tar (debuggable with zstd and tar)."""
     path = tmp_path / "s.bundle"
     write_bundle(path, FILES)
-    raw = path.read_bytes()[len(MAGIC):]
+    raw = path.read_bytes()[len(MAGIC) :]
     tar_bytes = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         names = tar.getnames()
@@ -150,8 +169,18 @@ def test_writer_refuses_bad_input(tmp_path: Path) -> None:
     out = io.BytesIO()
     writer = BundleWriter(out, make_manifest())
     writer.add_bytes("a/b", b"1")
-    for bad in ("../x", "/etc/passwd", "a//b", "a\\b", "a/./b", "", "manifest.json",
-                "digest.json", "a\0b", "x/.."):
+    for bad in (
+        "../x",
+        "/etc/passwd",
+        "a//b",
+        "a\\b",
+        "a/./b",
+        "",
+        "manifest.json",
+        "digest.json",
+        "a\0b",
+        "x/..",
+    ):
         with pytest.raises(BundleError):
             writer.add_bytes(bad, b"")
     with pytest.raises(BundleError, match="twice"):
@@ -208,9 +237,21 @@ def test_describe_lists_what_inspect_shows(tmp_path: Path) -> None:
     lines = describe(read_manifest(path))
     text = str(lines)
     assert isinstance(lines, list) and text == "\n".join(lines)
-    for want in (SID, "claude", "/home/a/proj", "alice@laptop", "dev-1234", "0.3.0",
-                 "messages:  7", "main @ aaaaaaaaaaaa", "1 file dirty", "git@example.com:a/b.git",
-                 "10 files,", "history.jsonl", "hello"):
+    for want in (
+        SID,
+        "claude",
+        "/home/a/proj",
+        "alice@laptop",
+        "dev-1234",
+        "0.3.0",
+        "messages:  7",
+        "main @ aaaaaaaaaaaa",
+        "1 file dirty",
+        "git@example.com:a/b.git",
+        "10 files,",
+        "history.jsonl",
+        "hello",
+    ):
         assert want in text, want
     many = make_manifest(members=tuple(Member(f"m{i}", i, "0" * 64) for i in range(100)))
     assert "… and 60 more" in str(describe(many))
@@ -230,15 +271,27 @@ def test_staging_parent_is_created_and_left_clean(tmp_path: Path) -> None:
 # --- legacy 0.1/0.2 JSON bundles (made by the real commuter 0.2.0 from tests/data/claude) ------
 
 
-@pytest.mark.parametrize(("name", "sid", "folder", "config"), [
-    ("plain.json", SID, "-tmp-rcfix-claude-home-projects-my-app", True),
-    ("tools.json.gz", "9f4898fa-a375-40c5-b92d-3ec70555dff2",
-     "-tmp-rcfix-claude-home-projects-my-app", True),
-    ("unicode.json", "e24202a2-58e0-498f-910a-77e7ab7f29ca",
-     "-tmp-rcfix-claude-home-projects-caf---n----", False),
-])
-def test_legacy_bundles_unpack_to_the_same_layout(tmp_path: Path, name: str, sid: str,
-                                                  folder: str, config: bool) -> None:
+@pytest.mark.parametrize(
+    ("name", "sid", "folder", "config"),
+    [
+        ("plain.json", SID, "-tmp-rcfix-claude-home-projects-my-app", True),
+        (
+            "tools.json.gz",
+            "9f4898fa-a375-40c5-b92d-3ec70555dff2",
+            "-tmp-rcfix-claude-home-projects-my-app",
+            True,
+        ),
+        (
+            "unicode.json",
+            "e24202a2-58e0-498f-910a-77e7ab7f29ca",
+            "-tmp-rcfix-claude-home-projects-caf---n----",
+            False,
+        ),
+    ],
+)
+def test_legacy_bundles_unpack_to_the_same_layout(
+    tmp_path: Path, name: str, sid: str, folder: str, config: bool
+) -> None:
     unpacked = unpack(LEGACY / name, tmp_path / "staging")
     m = unpacked.manifest
     assert (m.format, m.backend, m.session_id) == (1, "claude", sid)
@@ -269,8 +322,17 @@ def test_legacy_import_through_the_cli(tmp_path: Path, home: Path) -> None:
 
     project = home / "code" / "my.app"
     project.mkdir(parents=True)
-    result = CliRunner().invoke(cli, ["import", str(LEGACY / "plain.json"), "--project-dir",
-                                      str(project), "--no-launch", "--yes"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "import",
+            str(LEGACY / "plain.json"),
+            "--project-dir",
+            str(project),
+            "--no-launch",
+            "--yes",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert SID in result.stdout
     placed = list((home / ".claude" / "projects").rglob(f"{SID}.jsonl"))
@@ -284,8 +346,7 @@ def test_legacy_validation(tmp_path: Path) -> None:
     cases = {
         "newer": (good.replace(b'"version": "1.0"', b'"version": "2.0"'), "not supported"),
         "sid": (good.replace(SID.encode(), b"../../../etc/passwd"), "not a UUID"),
-        "conv": (good.replace(b'"conversation": [', b'"conversation": 5, "x": ['),
-                 "conversation"),
+        "conv": (good.replace(b'"conversation": [', b'"conversation": 5, "x": ['), "conversation"),
         "trunc": (good[: len(good) // 2], "not valid JSON"),
     }
     for key, (data, message) in cases.items():

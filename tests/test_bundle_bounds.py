@@ -60,8 +60,12 @@ def peak_rss_mb(script: str, *args: str) -> tuple[float, str]:
         print("PEAK", re.search(r"VmHWM:\\s*(\\d+) kB", status)[1])
     """)
     result = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=90,
-        env={"PYTHONPATH": package_root, "PATH": "/usr/bin:/bin"}, check=False,
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={"PYTHONPATH": package_root, "PATH": "/usr/bin:/bin"},
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     peak = int(result.stdout.rsplit("PEAK", 1)[1]) / 1024
@@ -100,13 +104,13 @@ def deep_names_bundle(count: int, shared: bool) -> bytes:
     manifest = manifest_bytes()
     parts = [MAGIC]
     for name, data in [("manifest.json", manifest)] + [
-        ((f"x/{'a/' * 2040}{i}" if shared else f"x{i}/{'a/' * 2040}f"), b"")
-        for i in range(count)
+        ((f"x/{'a/' * 2040}{i}" if shared else f"x{i}/{'a/' * 2040}f"), b"") for i in range(count)
     ]:
         info = tarfile.TarInfo(name)
         info.size = len(data)
-        parts.append(cobj.compress(info.tobuf(tarfile.PAX_FORMAT) + data
-                                   + b"\0" * (-len(data) % 512)))
+        parts.append(
+            cobj.compress(info.tobuf(tarfile.PAX_FORMAT) + data + b"\0" * (-len(data) % 512))
+        )
     parts.append(cobj.compress(bytes(1024)) + cobj.flush())
     return b"".join(parts)
 
@@ -134,8 +138,12 @@ def test_deep_member_names_cost_linear_time_and_bounded_memory(tmp_path: Path) -
 
 
 def test_member_names_must_fit_in_the_digest(tmp_path: Path) -> None:
-    refused(tmp_path, craft([entry(f"n{i:03}", b"") for i in range(10)]), "digest may hold",
-            Limits(max_digest=700))
+    refused(
+        tmp_path,
+        craft([entry(f"n{i:03}", b"") for i in range(10)]),
+        "digest may hold",
+        Limits(max_digest=700),
+    )
 
 
 # --- 7: legacy gzip bomb and memory ---------------------------------------------------------
@@ -173,8 +181,9 @@ def test_legacy_json_is_converted_one_entry_at_a_time(tmp_path: Path) -> None:
     obj["session"]["conversation"] = []
     text = json.dumps(obj).encode()
     dense = b'{"type":"user","a":[' + b",".join([b"[]"] * 1000) + b"]}"
-    text = text.replace(b'"conversation": []', b'"conversation": ['
-                        + b",".join([dense] * 14_000) + b"]")
+    text = text.replace(
+        b'"conversation": []', b'"conversation": [' + b",".join([dense] * 14_000) + b"]"
+    )
     path = tmp_path / "dense.json"
     path.write_bytes(text)
     assert len(text) > 40 << 20
@@ -193,37 +202,58 @@ def test_legacy_decompressed_size_limit(tmp_path: Path) -> None:
 # --- 11: wrong types and deep nesting, refused at the boundary ------------------------------
 
 
-@pytest.mark.parametrize(("git", "word"), [
-    ({"dirty": 5}, "'dirty' must be array"), ({"dirty": True}, "'dirty' must be array"),
-    ({"dirty": "x.py"}, "'dirty' must be array"), ({"dirty": [1]}, "only strings"),
-    ({"branch": 3}, "'branch' must be string or null"), ({"commit": []}, "'commit'"),
-    ({"remote": {}}, "'remote'"), ({"root_commit": 1.5}, "'root_commit'"),
-    ({"subdir": False}, "'subdir'"),
-])
-def test_manifest_git_fields_are_type_checked(tmp_path: Path, git: dict[str, object],
-                                              word: str) -> None:
+@pytest.mark.parametrize(
+    ("git", "word"),
+    [
+        ({"dirty": 5}, "'dirty' must be array"),
+        ({"dirty": True}, "'dirty' must be array"),
+        ({"dirty": "x.py"}, "'dirty' must be array"),
+        ({"dirty": [1]}, "only strings"),
+        ({"branch": 3}, "'branch' must be string or null"),
+        ({"commit": []}, "'commit'"),
+        ({"remote": {}}, "'remote'"),
+        ({"root_commit": 1.5}, "'root_commit'"),
+        ({"subdir": False}, "'subdir'"),
+    ],
+)
+def test_manifest_git_fields_are_type_checked(
+    tmp_path: Path, git: dict[str, object], word: str
+) -> None:
     """inspect met `git.dirty` = 5 as len(5): a TypeError traceback."""
     good: dict[str, object] = {"branch": "main", "commit": "a" * 40, "dirty": [], "remote": None}
     refused(tmp_path, craft([], manifest=manifest_bytes(git=dict(good, **git))), word)
 
 
-@pytest.mark.parametrize(("meta", "word"), [
-    ({"first_prompt": 5}, "'first_prompt'"), ({"file_history": []}, "'file_history'"),
-    ({"file_history": {"file-history/x@v1": 3}}, "only strings"),
-    ({"plan_slug": ["a"]}, "'plan_slug'"), ({"source_claude_dir": 1}, "'source_claude_dir'"),
-    ({"last_activity": {}}, "'last_activity'"), ({"entrypoint": True}, "'entrypoint'"),
-])
-def test_manifest_meta_fields_are_type_checked(tmp_path: Path, meta: dict[str, object],
-                                               word: str) -> None:
+@pytest.mark.parametrize(
+    ("meta", "word"),
+    [
+        ({"first_prompt": 5}, "'first_prompt'"),
+        ({"file_history": []}, "'file_history'"),
+        ({"file_history": {"file-history/x@v1": 3}}, "only strings"),
+        ({"plan_slug": ["a"]}, "'plan_slug'"),
+        ({"source_claude_dir": 1}, "'source_claude_dir'"),
+        ({"last_activity": {}}, "'last_activity'"),
+        ({"entrypoint": True}, "'entrypoint'"),
+    ],
+)
+def test_manifest_meta_fields_are_type_checked(
+    tmp_path: Path, meta: dict[str, object], word: str
+) -> None:
     refused(tmp_path, craft([], manifest=manifest_bytes(meta=meta)), word)
 
 
 def test_unknown_manifest_fields_may_hold_any_json(tmp_path: Path) -> None:
     """A backend may add its own fields to git and meta; nothing in commuter reads them."""
     path = tmp_path / "ok.bundle"
-    path.write_bytes(craft([], manifest=manifest_bytes(
-        git={"branch": None, "commit": None, "dirty": [], "stash": [1, {"x": None}]},
-        meta={"plugin": {"n": [1, 2.5, True]}, "file_history": {}})))
+    path.write_bytes(
+        craft(
+            [],
+            manifest=manifest_bytes(
+                git={"branch": None, "commit": None, "dirty": [], "stash": [1, {"x": None}]},
+                meta={"plugin": {"n": [1, 2.5, True]}, "file_history": {}},
+            ),
+        )
+    )
     manifest = read_manifest(path)
     assert manifest.git is not None and manifest.git["stash"] == [1, {"x": None}]
 
@@ -246,8 +276,11 @@ def nested(depth: int) -> object:
 
 
 def test_manifest_nested_too_deep_is_refused(tmp_path: Path) -> None:
-    refused(tmp_path, craft([], manifest=manifest_bytes(meta={"x": nested(100)})),
-            "nested more than 64 levels")
+    refused(
+        tmp_path,
+        craft([], manifest=manifest_bytes(meta={"x": nested(100)})),
+        "nested more than 64 levels",
+    )
     deep = b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}"  # past orjson's own limit too
     refused(tmp_path, craft([], manifest=deep), "manifest")
     path = tmp_path / "ok.bundle"
@@ -258,6 +291,7 @@ def test_manifest_nested_too_deep_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("where", ["conversation", "settings_json", "source", "unknown"])
 def test_legacy_nested_too_deep_is_refused(tmp_path: Path, where: str) -> None:
     """A conversation entry or settings_json ~1000 deep was a RecursionError traceback."""
+
     def change(obj: dict[str, object]) -> None:
         deep = nested(1000)
         session = obj["session"]
@@ -268,6 +302,7 @@ def test_legacy_nested_too_deep_is_refused(tmp_path: Path, where: str) -> None:
             session["config"]["settings_json"] = deep
         else:
             obj[where] = deep
+
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(5000)  # only so that json.dumps can write the test's input
     try:
@@ -335,8 +370,13 @@ def test_legacy_duplicate_keys_take_the_last_value(tmp_path: Path) -> None:
 
 def test_import_size_cap_from_the_environment(tmp_path: Path) -> None:
     assert Settings.from_env({"HOME": str(tmp_path)}).max_import_size == 4 << 30
-    for text, size in (("8G", 8 << 30), ("500M", 500 << 20), ("64k", 64 << 10),
-                       ("1000", 1000), ("2GiB", 2 << 30)):
+    for text, size in (
+        ("8G", 8 << 30),
+        ("500M", 500 << 20),
+        ("64k", 64 << 10),
+        ("1000", 1000),
+        ("2GiB", 2 << 30),
+    ):
         env = {"HOME": str(tmp_path), "COMMUTER_MAX_IMPORT_SIZE": text}
         assert Settings.from_env(env).max_import_size == size
     for text in ("0", "-1", "lots", "1.5G"):
@@ -347,6 +387,10 @@ def test_import_size_cap_from_the_environment(tmp_path: Path) -> None:
 def test_import_size_cap_counts_declared_and_decompressed_bytes(tmp_path: Path) -> None:
     limits = Limits().for_import(50_000)
     assert (limits.max_total, limits.max_member) == (50_000, 50_000)
-    message = refused(tmp_path, craft([entry("a", b"x" * 30_000), entry("b", b"y" * 30_000)]),
-                      "size limits", limits)
+    message = refused(
+        tmp_path,
+        craft([entry("a", b"x" * 30_000), entry("b", b"y" * 30_000)]),
+        "size limits",
+        limits,
+    )
     assert "50000 in all" in message and "COMMUTER_MAX_IMPORT_SIZE" in message

@@ -45,17 +45,28 @@ def manifest_bytes(**changes: object) -> bytes:
     return orjson.dumps(manifest_to_dict(make_manifest(**changes)))
 
 
-def craft(entries: list[T], *, manifest: bytes | None = None, digest: object = "auto",
-          magic: bytes = MAGIC, list_extra: tuple[Member, ...] = (), skip: str = "") -> bytes:
+def craft(
+    entries: list[T],
+    *,
+    manifest: bytes | None = None,
+    digest: object = "auto",
+    magic: bytes = MAGIC,
+    list_extra: tuple[Member, ...] = (),
+    skip: str = "",
+) -> bytes:
     """A bundle made by hand: manifest.json, `entries`, then a digest (computed unless given)."""
     manifest = manifest_bytes() if manifest is None else manifest
     buf = io.BytesIO()
-    members = [Member(i.name, len(d), hashlib.sha256(d).hexdigest())
-               for i, d in entries if i.name != skip] + list(list_extra)
+    members = [
+        Member(i.name, len(d), hashlib.sha256(d).hexdigest()) for i, d in entries if i.name != skip
+    ] + list(list_extra)
     msha = hashlib.sha256(manifest).hexdigest()
     if digest == "auto":
-        digest = {"manifest_sha256": msha, "members": [[m.name, m.size, m.sha256] for m in members],
-                  "root": root_digest(msha, members)}
+        digest = {
+            "manifest_sha256": msha,
+            "members": [[m.name, m.size, m.sha256] for m in members],
+            "root": root_digest(msha, members),
+        }
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info, _ = entry("manifest.json", manifest)
         tar.addfile(info, io.BytesIO(manifest))
@@ -102,19 +113,39 @@ def test_crafted_good_bundle_is_accepted(tmp_path: Path) -> None:
     assert [m.name for m in read_manifest(path).members] == ["a/b.txt", "c"]
 
 
-@pytest.mark.parametrize("name", [
-    "../evil", "a/../../evil", "/etc/passwd", "/abs", "a\\..\\b", "C:/x", "a//b", "./a",
-    "a/.", "x\x00y", "x\ny", "", "manifest.json",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../evil",
+        "a/../../evil",
+        "/etc/passwd",
+        "/abs",
+        "a\\..\\b",
+        "C:/x",
+        "a//b",
+        "./a",
+        "a/.",
+        "x\x00y",
+        "x\ny",
+        "",
+        "manifest.json",
+    ],
+)
 def test_bad_member_names(tmp_path: Path, name: str) -> None:
     refused(tmp_path, craft([entry(name, b"x")]), "bundle")
 
 
-@pytest.mark.parametrize(("kind", "word"), [
-    (tarfile.SYMTYPE, "symlink"), (tarfile.LNKTYPE, "hardlink"), (tarfile.DIRTYPE, "directory"),
-    (tarfile.CHRTYPE, "character device"), (tarfile.BLKTYPE, "block device"),
-    (tarfile.FIFOTYPE, "fifo"),
-])
+@pytest.mark.parametrize(
+    ("kind", "word"),
+    [
+        (tarfile.SYMTYPE, "symlink"),
+        (tarfile.LNKTYPE, "hardlink"),
+        (tarfile.DIRTYPE, "directory"),
+        (tarfile.CHRTYPE, "character device"),
+        (tarfile.BLKTYPE, "block device"),
+        (tarfile.FIFOTYPE, "fifo"),
+    ],
+)
 def test_non_regular_members(tmp_path: Path, kind: bytes, word: str) -> None:
     refused(tmp_path, craft([entry("session/x", kind=kind, link="../../etc/passwd")]), word)
 
@@ -132,8 +163,9 @@ def test_duplicates_and_collisions(tmp_path: Path) -> None:
 
 def test_session_id_must_be_a_plain_name(tmp_path: Path) -> None:
     for sid in ("../../../../tmp/x", "a/b", "a..b", ".hidden", "-x", "", "x" * 129, "a\0b"):
-        refused(tmp_path, craft([], manifest=manifest_bytes(session_id=sid)),
-                "not a valid session id")
+        refused(
+            tmp_path, craft([], manifest=manifest_bytes(session_id=sid)), "not a valid session id"
+        )
 
 
 def test_the_backend_checks_its_own_session_id_shape(tmp_path: Path, settings) -> None:
@@ -158,11 +190,17 @@ def test_digest_must_match(tmp_path: Path) -> None:
     refused(tmp_path, craft([entry("a", b"1")], digest={"members": 3}), "malformed")
     sha = hashlib.sha256(b"2").hexdigest()
     msha = hashlib.sha256(manifest_bytes()).hexdigest()
-    wrong = {"manifest_sha256": msha, "members": [["a", 1, sha]],
-             "root": root_digest(msha, [Member("a", 1, sha)])}
+    wrong = {
+        "manifest_sha256": msha,
+        "members": [["a", 1, sha]],
+        "root": root_digest(msha, [Member("a", 1, sha)]),
+    }
     refused(tmp_path, craft([entry("a", b"1")], digest=wrong), "sha256 mismatch")
-    wrong_root = {"manifest_sha256": msha, "members": [["a", 1, hashlib.sha256(b"1").hexdigest()]],
-                  "root": "0" * 64}
+    wrong_root = {
+        "manifest_sha256": msha,
+        "members": [["a", 1, hashlib.sha256(b"1").hexdigest()]],
+        "root": "0" * 64,
+    }
     refused(tmp_path, craft([entry("a", b"1")], digest=wrong_root), "root sha256")
     bad_manifest = dict(wrong_root, manifest_sha256="0" * 64)
     refused(tmp_path, craft([], digest=bad_manifest), "manifest is corrupt")
@@ -184,19 +222,37 @@ def test_manifest_must_come_first_and_be_well_formed(tmp_path: Path) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.addfile(entry("a", b"1")[0], io.BytesIO(b"1"))
-    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue()),
-            "does not start with manifest.json")
+    refused(
+        tmp_path,
+        MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue()),
+        "does not start with manifest.json",
+    )
     refused(tmp_path, craft([], manifest=b"{nope"), "not valid JSON")
     refused(tmp_path, craft([], manifest=b"[1, 2]"), "JSON object")
     full = orjson.loads(manifest_bytes())
-    for key in ("format", "backend", "session_id", "project_dir", "created_at", "origin",
-                "message_count", "git", "meta"):
+    for key in (
+        "format",
+        "backend",
+        "session_id",
+        "project_dir",
+        "created_at",
+        "origin",
+        "message_count",
+        "git",
+        "meta",
+    ):
         missing = {k: v for k, v in full.items() if k != key}
         refused(tmp_path, craft([], manifest=orjson.dumps(missing)), f"'{key}' is missing")
-    for key, value, word in (("format", "2", "integer"), ("format", True, "integer"),
-                             ("message_count", "7", "integer"), ("meta", [], "object"),
-                             ("git", "main", "object or null"), ("origin", None, "object"),
-                             ("session_id", 5, "string"), ("project_dir", "", "empty")):
+    for key, value, word in (
+        ("format", "2", "integer"),
+        ("format", True, "integer"),
+        ("message_count", "7", "integer"),
+        ("meta", [], "object"),
+        ("git", "main", "object or null"),
+        ("origin", None, "object"),
+        ("session_id", 5, "string"),
+        ("project_dir", "", "empty"),
+    ):
         refused(tmp_path, craft([], manifest=orjson.dumps(dict(full, **{key: value}))), word)
     origin = dict(full["origin"], hostname=3)
     refused(tmp_path, craft([], manifest=orjson.dumps(dict(full, origin=origin))), "hostname")
@@ -216,22 +272,41 @@ def test_random_bytes_empty_file_and_bad_headers(tmp_path: Path) -> None:
     refused(tmp_path, MAGIC, "truncated")
     refused(tmp_path, b"COMMUTER-BUNDLE x\n" + b"\0" * 100, "bad COMMUTER-BUNDLE header")
     refused(tmp_path, b"COMMUTER-BUNDLE 2", "header")
-    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(b"\x01" * 2048),
-            "bad tar header")
+    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(b"\x01" * 2048), "bad tar header")
 
 
 def test_truncated_at_many_points(tmp_path: Path) -> None:
     data = good_bundle(tmp_path)
-    for cut in sorted({1, 10, len(MAGIC), len(MAGIC) + 5, 100, len(data) // 3, len(data) // 2,
-                       len(data) - 100, len(data) - 5, len(data) - 1}):
+    for cut in sorted(
+        {
+            1,
+            10,
+            len(MAGIC),
+            len(MAGIC) + 5,
+            100,
+            len(data) // 3,
+            len(data) // 2,
+            len(data) - 100,
+            len(data) - 5,
+            len(data) - 1,
+        }
+    ):
         refused(tmp_path, data[:cut])
 
 
 def test_flipped_bytes_are_caught(tmp_path: Path) -> None:
     data = good_bundle(tmp_path)
     rng = random.Random(11)
-    offsets = {0, 3, len(MAGIC) - 1, len(MAGIC), len(MAGIC) + 4, len(data) // 2, len(data) - 1,
-               len(data) - 4}
+    offsets = {
+        0,
+        3,
+        len(MAGIC) - 1,
+        len(MAGIC),
+        len(MAGIC) + 4,
+        len(data) // 2,
+        len(data) - 1,
+        len(data) - 4,
+    }
     offsets |= {rng.randrange(len(MAGIC), len(data)) for _ in range(25)}
     for offset in sorted(offsets):
         bad = bytearray(data)
@@ -329,15 +404,17 @@ def test_pax_and_gnu_name_tricks(tmp_path: Path) -> None:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         tar.addfile(entry("manifest.json", manifest)[0], io.BytesIO(manifest))
         tar.addfile(entry("x" * 200 + "/../../evil", b"")[0])
-    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue()),
-            "GNU long name")
+    refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(buf.getvalue()), "GNU long name")
 
 
 def _size_field(header: bytes, size: int) -> bytes:
     """`header` with its size written base-256 (GNU binary) and its checksum fixed."""
     block = bytearray(header)
-    block[124:136] = (b"\xff" + ((1 << 88) + size).to_bytes(11, "big") if size < 0
-                      else b"\x80" + size.to_bytes(11, "big"))
+    block[124:136] = (
+        b"\xff" + ((1 << 88) + size).to_bytes(11, "big")
+        if size < 0
+        else b"\x80" + size.to_bytes(11, "big")
+    )
     return _fix_checksum(block)
 
 
@@ -350,9 +427,12 @@ def _fix_checksum(block: bytearray) -> bytes:
 def bad_size_bundle(size: int) -> bytes:
     """A bundle whose first member's size field says `size`, followed by 64 MiB of zeros."""
     manifest = manifest_bytes()
-    tar = (entry("manifest.json", manifest)[0].tobuf(tarfile.PAX_FORMAT) + manifest
-           + b"\0" * (-len(manifest) % 512)
-           + _size_field(tarfile.TarInfo("session/x").tobuf(tarfile.USTAR_FORMAT), size))
+    tar = (
+        entry("manifest.json", manifest)[0].tobuf(tarfile.PAX_FORMAT)
+        + manifest
+        + b"\0" * (-len(manifest) % 512)
+        + _size_field(tarfile.TarInfo("session/x").tobuf(tarfile.USTAR_FORMAT), size)
+    )
     cobj = zstandard.ZstdCompressor(level=3).compressobj()
     parts = [cobj.compress(tar)]
     zeros = b"\0" * (1 << 20)
@@ -361,8 +441,9 @@ def bad_size_bundle(size: int) -> bytes:
 
 
 @pytest.mark.parametrize("size", [-1, -1000, -(1 << 80), 1 << 80])
-def test_negative_or_absurd_tar_size_is_refused_in_bounded_memory(tmp_path: Path,
-                                                                  size: int) -> None:
+def test_negative_or_absurd_tar_size_is_refused_in_bounded_memory(
+    tmp_path: Path, size: int
+) -> None:
     """A base-256 size field can decode to a negative number; it once meant "read it all"."""
     data = bad_size_bundle(size)
     assert len(data) < 10_000
@@ -392,9 +473,9 @@ def test_tar_header_fuzz_only_ever_raises_commuter_errors(tmp_path: Path) -> Non
     writer.add_bytes("project/CLAUDE.md", b"# hi\n" * 200)
     writer.add_bytes("history.jsonl", b'{"display":"x"}\n')
     writer.close()
-    tar = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue()[len(MAGIC):]))
+    tar = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue()[len(MAGIC) :]))
     plain = tar.read()
-    headers = [i for i in range(0, len(plain), 512) if plain[i + 257:i + 262] == b"ustar"]
+    headers = [i for i in range(0, len(plain), 512) if plain[i + 257 : i + 262] == b"ustar"]
     assert len(headers) == 5  # manifest, 3 members, digest
     rng = random.Random(20260501)
     path = tmp_path / "fuzz.bundle"
@@ -410,13 +491,32 @@ def test_tar_header_fuzz_only_ever_raises_commuter_errors(tmp_path: Path) -> Non
             for _ in range(rng.randint(1, 3)):
                 at = rng.choice(headers)
                 touched.add(at)
-                offset = rng.choice([rng.randrange(512), 124 + rng.randrange(12), 124, 156,
-                                     rng.randrange(100), 345 + rng.randrange(155)])
-                mutated[at + offset] = rng.choice([0, 0x80, 0xFF, 0x20, ord("-"), ord("7"),
-                                                   ord("/"), ord("."), rng.randrange(256)])
+                offset = rng.choice(
+                    [
+                        rng.randrange(512),
+                        124 + rng.randrange(12),
+                        124,
+                        156,
+                        rng.randrange(100),
+                        345 + rng.randrange(155),
+                    ]
+                )
+                mutated[at + offset] = rng.choice(
+                    [
+                        0,
+                        0x80,
+                        0xFF,
+                        0x20,
+                        ord("-"),
+                        ord("7"),
+                        ord("/"),
+                        ord("."),
+                        rng.randrange(256),
+                    ]
+                )
             if rng.random() < 0.85:  # mostly past the checksum, to reach the parser behind it
                 for at in touched:
-                    mutated[at:at + 512] = _fix_checksum(mutated[at:at + 512])
+                    mutated[at : at + 512] = _fix_checksum(mutated[at : at + 512])
             path.write_bytes(MAGIC + cctx.compress(bytes(mutated)))
             try:
                 read_manifest(path, limits=limits)
@@ -438,6 +538,11 @@ def test_member_name_that_is_not_utf8(tmp_path: Path) -> None:
     block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
     block[8] = 0xFF  # "project/\xff.md"
     manifest = manifest_bytes()
-    tar = (entry("manifest.json", manifest)[0].tobuf(tarfile.PAX_FORMAT) + manifest
-           + b"\0" * (-len(manifest) % 512) + _fix_checksum(block) + bytes(1024))
+    tar = (
+        entry("manifest.json", manifest)[0].tobuf(tarfile.PAX_FORMAT)
+        + manifest
+        + b"\0" * (-len(manifest) % 512)
+        + _fix_checksum(block)
+        + bytes(1024)
+    )
     refused(tmp_path, MAGIC + zstandard.ZstdCompressor().compress(tar), "not valid UTF-8")

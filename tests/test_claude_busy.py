@@ -35,8 +35,9 @@ def _stand_in(tmp_path: Path, held: Path) -> subprocess.Popen[str]:
     script = tmp_path / "bin" / "claude"
     script.parent.mkdir(exist_ok=True)
     script.write_text(STAND_IN)
-    proc = subprocess.Popen([sys.executable, str(script), str(held)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(held)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -101,8 +102,13 @@ def test_a_claude_with_a_project_dir_name_is_seen_in_that_folder(tmp_path: Path)
     script.write_text("import time\nprint('ready', flush=True)\ntime.sleep(30)\n")
     env = {**os.environ, "CLAUDE_CONFIG_DIR": str(tmp_path), "CLAUDE_CODE_PROJECT_DIR_NAME": "team"}
     for extra, seen in (({}, True), ({"CLAUDE_CONFIG_DIR": ""}, False)):
-        proc = subprocess.Popen([sys.executable, str(script), "--continue"], cwd=tmp_path / "bin",
-                                env={**env, **extra}, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), "--continue"],
+            cwd=tmp_path / "bin",
+            env={**env, **extra},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
             assert (proc.pid in busy_pids(held, DOT_SPACE)) is seen

@@ -17,22 +17,31 @@ from commuter.settings import Settings
 
 
 def named(home: Path, name: str = "shared-name") -> Settings:
-    return Settings.from_env({"HOME": str(home), "USER": "tester",
-                              "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-                              "CLAUDE_CODE_PROJECT_DIR_NAME": name})
+    return Settings.from_env(
+        {
+            "HOME": str(home),
+            "USER": "tester",
+            "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+            "CLAUDE_CODE_PROJECT_DIR_NAME": name,
+        }
+    )
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "team_x-1"}, "team_x-1"),
-    ({"CLAUDE_CODE_PROJECT_DIR_NAME": "team"}, None),  # without CLAUDE_CONFIG_DIR: ignored
-    ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "bad.name"}, None),
-    ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "../up"}, None),
-    ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "NUL"}, None),
-    ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "x" * 65}, None),
-    ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": ""}, None),
-])
-def test_the_variable_counts_only_as_claude_takes_it(env: dict[str, str],
-                                                     expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "team_x-1"}, "team_x-1"),
+        ({"CLAUDE_CODE_PROJECT_DIR_NAME": "team"}, None),  # without CLAUDE_CONFIG_DIR: ignored
+        ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "bad.name"}, None),
+        ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "../up"}, None),
+        ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "NUL"}, None),
+        ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": "x" * 65}, None),
+        ({"CLAUDE_CONFIG_DIR": "/c", "CLAUDE_CODE_PROJECT_DIR_NAME": ""}, None),
+    ],
+)
+def test_the_variable_counts_only_as_claude_takes_it(
+    env: dict[str, str], expected: str | None
+) -> None:
     settings = Settings.from_env({"HOME": "/h", **env})
     assert ClaudeDirs.of(settings).dir_name == expected
 
@@ -57,19 +66,30 @@ def test_a_session_is_placed_in_the_named_folder_with_its_paths(tmp_path: Path) 
     sb = named(b)
     config.set_value(sb, "path-map", (str(a / "projects"), str(b / "work")))
     sid = V332.sessions["tools"]
-    res = carry(Settings.from_env({"HOME": str(a), "USER": "t"}), sb, tmp_path / "stage",
-                session=sid, cwd=proj_a)
+    res = carry(
+        Settings.from_env({"HOME": str(a), "USER": "t"}),
+        sb,
+        tmp_path / "stage",
+        session=sid,
+        cwd=proj_a,
+    )
     assert isinstance(res, ImportResult)
     folder = b / ".claude" / "projects" / "shared-name"
     assert res.transcript == folder / f"{sid}.jsonl"
     entries = [json.loads(x) for x in res.transcript.read_text().splitlines()]
-    persisted = [e["toolUseResult"]["persistedOutputPath"] for e in entries
-                 if isinstance(e.get("toolUseResult"), dict)
-                 and "persistedOutputPath" in e["toolUseResult"]]
+    persisted = [
+        e["toolUseResult"]["persistedOutputPath"]
+        for e in entries
+        if isinstance(e.get("toolUseResult"), dict) and "persistedOutputPath" in e["toolUseResult"]
+    ]
     assert persisted == [str(folder / sid / "tool-results" / Path(persisted[0]).name)]
     assert Path(persisted[0]).is_file()
-    prompts = [t for e in entries if e.get("attachment", {}).get("type") == "prompt_snapshot"
-               for t in e["attachment"]["systemPrompt"]]
+    prompts = [
+        t
+        for e in entries
+        if e.get("attachment", {}).get("type") == "prompt_snapshot"
+        for t in e["attachment"]["systemPrompt"]
+    ]
     assert any(f"memory at `{folder}/memory/`" in t for t in prompts)
     # ...and `commuter export` there finds it again from the project.
     ref = ClaudeBackend(sb).find(None, proj_b)

@@ -61,8 +61,11 @@ def client_texts_left(path: Path, source: str) -> list[str]:
         texts = [r.get("content", "") for r in entry.get("rendered") or [] if isinstance(r, dict)]
         if isinstance(attachment, dict) and isinstance(attachment.get("systemPrompt"), list):
             texts += attachment["systemPrompt"]
-        left += [f"{kind(entry)}: …{t[t.find(source) - 60:t.find(source)]}" for t in texts
-                 if isinstance(t, str) and source in t]
+        left += [
+            f"{kind(entry)}: …{t[t.find(source) - 60 : t.find(source)]}"
+            for t in texts
+            if isinstance(t, str) and source in t
+        ]
     return left
 
 
@@ -72,8 +75,7 @@ def fixture(request: pytest.FixtureRequest) -> Fixture:
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES[0].sessions))
-def test_no_source_path_left_in_any_path_field(fixture: Fixture, name: str,
-                                               tmp_path: Path) -> None:
+def test_no_source_path_left_in_any_path_field(fixture: Fixture, name: str, tmp_path: Path) -> None:
     a = install(tmp_path / "home-a", fixture)
     b = tmp_path / "office"
     rel = fixture.project(name)
@@ -111,8 +113,12 @@ def test_332_paths_and_texts_name_the_target(tmp_path: Path) -> None:
     assert env["attachment"]["snapshot"]["workingDirectory"] == str(proj_b)
     assert f" - Primary working directory: {proj_b}\n" in env["rendered"][0]["content"]
     folder_b = b / ".claude" / "projects" / claude_project_folder(str(proj_b))
-    prompts = [t for e in entries if kind(e) == "attachment:prompt_snapshot"
-               for t in e["attachment"]["systemPrompt"]]
+    prompts = [
+        t
+        for e in entries
+        if kind(e) == "attachment:prompt_snapshot"
+        for t in e["attachment"]["systemPrompt"]
+    ]
     assert any(f"file-based memory at `{folder_b}/memory/`" in t for t in prompts)
     deltas = [e for e in entries if e["type"] == "file-history-delta"]
     assert {d["backup"]["realParentDir"] for d in deltas} == {str(proj_b), str(proj_b / "notes")}
@@ -122,10 +128,12 @@ def test_332_paths_and_texts_name_the_target(tmp_path: Path) -> None:
     assert {d["backup"]["backupFileName"] for d in deltas} == {new_name, None}
     assert (b / ".claude" / "file-history" / sid / new_name).is_file()
     # The request copies (never sent again) keep their text and hash.
-    blob_a = [x for x in transcript(a, proj_a, sid).read_text().splitlines()
-              if '"api-request-blob"' in x]
-    blob_b = [x for x in transcript(b, proj_b, sid).read_text().splitlines()
-              if '"api-request-blob"' in x]
+    blob_a = [
+        x for x in transcript(a, proj_a, sid).read_text().splitlines() if '"api-request-blob"' in x
+    ]
+    blob_b = [
+        x for x in transcript(b, proj_b, sid).read_text().splitlines() if '"api-request-blob"' in x
+    ]
     assert blob_a == blob_b
 
 
@@ -143,24 +151,35 @@ def test_the_newer_clients_session_folders_travel_translated(tmp_path: Path) -> 
     nested.parent.mkdir(parents=True)
     shutil.copy(agent, nested)
     (side_a / "workflows").mkdir()
-    (side_a / "workflows" / "run-1.json").write_text(json.dumps(
-        {"cwd": str(proj_a), "transcript_path": str(nested)}, separators=(",", ":")))
+    (side_a / "workflows" / "run-1.json").write_text(
+        json.dumps({"cwd": str(proj_a), "transcript_path": str(nested)}, separators=(",", ":"))
+    )
     (side_a / "remote-agents").mkdir()
     (side_a / "remote-agents" / "remote-agent-r1.meta.json").write_text(
-        json.dumps({"cwd": str(proj_a), "title": "review"}, separators=(",", ":")))
+        json.dumps({"cwd": str(proj_a), "title": "review"}, separators=(",", ":"))
+    )
     (side_a / "workflows" / "link.json").symlink_to(tmp_path / "elsewhere.json")
     carry(sa, sb, tmp_path / "stage", session=sid, cwd=proj_a)
     side_b = transcript(b, proj_b, sid).parent / sid
     got = sorted(p.relative_to(side_b).as_posix() for p in side_b.rglob("*") if p.is_file())
-    assert got == sorted([f"subagents/{agent.name}", f"subagents/{agent.stem}.meta.json",
-                          "subagents/workflows/run-1/agent-b0b.jsonl", "workflows/run-1.json",
-                          "remote-agents/remote-agent-r1.meta.json"])
+    assert got == sorted(
+        [
+            f"subagents/{agent.name}",
+            f"subagents/{agent.stem}.meta.json",
+            "subagents/workflows/run-1/agent-b0b.jsonl",
+            "workflows/run-1.json",
+            "remote-agents/remote-agent-r1.meta.json",
+        ]
+    )
     for path in side_b.rglob("*.json*"):
         assert path_fields_left(path, str(a)) == [], path
         assert client_texts_left(path, str(a)) == [], path
     run = json.loads((side_b / "workflows" / "run-1.json").read_text())
-    assert run == {"cwd": str(proj_b),
-                   "transcript_path": str(side_b / "subagents/workflows/run-1/agent-b0b.jsonl")}
+    assert run == {
+        "cwd": str(proj_b),
+        "transcript_path": str(side_b / "subagents/workflows/run-1/agent-b0b.jsonl"),
+    }
     nested_b = side_b / "subagents" / "workflows" / "run-1" / "agent-b0b.jsonl"
     assert {json.loads(x).get("cwd") for x in nested_b.read_text().splitlines()} - {None} == {
-        str(proj_b)}
+        str(proj_b)
+    }

@@ -43,8 +43,9 @@ def two(tmp_path: Path) -> tuple[Path, Path, Settings, Settings, Path, Path]:
     return a, b, sa, sb, proj_a, proj_b
 
 
-def move(two, tmp_path: Path, options: ImportOptions = VERIFIED,
-         session: str = PLAIN) -> ImportResult:
+def move(
+    two, tmp_path: Path, options: ImportOptions = VERIFIED, session: str = PLAIN
+) -> ImportResult:
     _a, _b, sa, sb, proj_a, _proj_b = two
     res = carry(sa, sb, tmp_path / "stage", session=session, cwd=proj_a, options=options)
     assert isinstance(res, ImportResult)
@@ -52,15 +53,21 @@ def move(two, tmp_path: Path, options: ImportOptions = VERIFIED,
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_missing_memory_is_written_without_a_question_from_a_paired_peer(two, tmp_path) -> None:
     _a, b, *_rest, proj_b = two
     asked: list[str] = []
-    res = move(two, tmp_path, ImportOptions(sender_verified=True, interactive=True,
-                                            ask=answering("no", asked)))
+    res = move(
+        two,
+        tmp_path,
+        ImportOptions(sender_verified=True, interactive=True, ask=answering("no", asked)),
+    )
     assert files(memory_of(b, proj_b)) == {"MEMORY.md": INDEX, "codeword.md": FACT}
     assert asked == [] and res.action == "created"
 
@@ -101,7 +108,7 @@ def test_a_memory_file_that_differs_is_kept_beside_the_local_one_once(two, tmp_p
     assert got["codeword.from-a.md"] == FACT  # the bundle's origin is tester@a
     index = got["MEMORY.md"]
     assert index.startswith(local_index)
-    added = index[len(local_index):].decode().splitlines()
+    added = index[len(local_index) :].decode().splitlines()
     assert len(added) == 1 and "](codeword.from-a.md)" in added[0]
     assert any("codeword.from-a.md" in w for w in res.warnings)
     # The same bundle again: nothing more.
@@ -118,7 +125,8 @@ def test_a_differing_index_gains_only_the_links_it_lacks(two, tmp_path: Path) ->
     (mem / "MEMORY.md").write_bytes(b"- [Codeword](codeword.md) - mine\n")
     move(two, tmp_path)
     assert (mem / "MEMORY.md").read_bytes() == (
-        b"- [Codeword](codeword.md) - mine\n- [Deploy](deploy.md) - how\n")
+        b"- [Codeword](codeword.md) - mine\n- [Deploy](deploy.md) - how\n"
+    )
     assert (mem / "deploy.md").read_bytes() == b"deploy with make\n"
     assert (mem / "codeword.md").read_bytes() == FACT
 
@@ -131,8 +139,7 @@ def test_memory_from_a_plain_bundle_needs_consent(two, tmp_path: Path) -> None:
     assert not mem.exists() or files(mem) == {}
     assert any("project memory" in w and "--yes" in w for w in res.warnings)
     questions: list[str] = []
-    move(two, tmp_path, ImportOptions(interactive=True,
-                                      ask=answering("yes", questions)))
+    move(two, tmp_path, ImportOptions(interactive=True, ask=answering("yes", questions)))
     assert len(questions) == 1 and "memory" in questions[0]
     assert files(mem) == {"MEMORY.md": INDEX, "codeword.md": FACT}
 
@@ -163,12 +170,24 @@ def test_hostile_memory_names_write_nothing_outside(two, tmp_path: Path) -> None
     stage = tmp_path / "stage"
     sink = DirSink(stage)
     plan.write_members(sink)
-    for name in ("memory/../../../evil.md", "memory/a/../../evil.md", "memory/run.sh",
-                 "memory/.hidden.md", "memory/a/b/c/d/e.md"):
+    for name in (
+        "memory/../../../evil.md",
+        "memory/a/../../evil.md",
+        "memory/run.sh",
+        "memory/.hidden.md",
+        "memory/a/b/c/d/e.md",
+    ):
         sink.add_bytes(name.replace("..", "dots"), b"x")  # the file exists in the stage...
         sink.names[-1] = name  # ...but the member list names it as the bundle says
-    source = ImportSource(session_id=PLAIN, project_dir=plan.project_dir, root=stage,
-                          members=tuple(sink.names), git=None, meta=plan.meta, origin="t@a")
+    source = ImportSource(
+        session_id=PLAIN,
+        project_dir=plan.project_dir,
+        root=stage,
+        members=tuple(sink.names),
+        git=None,
+        meta=plan.meta,
+        origin="t@a",
+    )
     ClaudeBackend(sb).place(source, VERIFIED)
     assert files(memory_of(b, proj_b)) == {"MEMORY.md": INDEX, "codeword.md": FACT}
     assert not list(b.rglob("evil.md")) and not list(tmp_path.glob("evil.md"))
@@ -186,12 +205,20 @@ def test_a_refused_bundle_leaves_no_memory(two, tmp_path: Path) -> None:
 
 def test_memory_lands_in_the_named_project_folder(two, tmp_path: Path) -> None:
     _a, b, sa, _sb, proj_a, _proj_b = two
-    sb = Settings.from_env({"HOME": str(b), "USER": "t", "CLAUDE_CONFIG_DIR": str(b / ".claude"),
-                            "CLAUDE_CODE_PROJECT_DIR_NAME": "team"})
+    sb = Settings.from_env(
+        {
+            "HOME": str(b),
+            "USER": "t",
+            "CLAUDE_CONFIG_DIR": str(b / ".claude"),
+            "CLAUDE_CODE_PROJECT_DIR_NAME": "team",
+        }
+    )
     config.set_value(sb, "path-map", (str(proj_a.parent), str(b / "work")))
     carry(sa, sb, tmp_path / "stage", session=PLAIN, cwd=proj_a, options=VERIFIED)
     assert files(b / ".claude" / "projects" / "team" / "memory") == {
-        "MEMORY.md": INDEX, "codeword.md": FACT}
+        "MEMORY.md": INDEX,
+        "codeword.md": FACT,
+    }
 
 
 def test_this_machines_own_copy_coming_back_is_not_added_again(two, tmp_path: Path) -> None:
@@ -204,8 +231,9 @@ def test_this_machines_own_copy_coming_back_is_not_added_again(two, tmp_path: Pa
     # Back home (its host tag is "a" there): the office's copy of home's file is not added.
     sa = Settings.from_env({"HOME": str(a), "USER": "t"})
     sa = type(sa)(**{**{f: getattr(sa, f) for f in sa.__dataclass_fields__}, "hostname": "a"})
-    sb_office = type(sb)(**{**{f: getattr(sb, f) for f in sb.__dataclass_fields__},
-                            "hostname": "office"})
+    sb_office = type(sb)(
+        **{**{f: getattr(sb, f) for f in sb.__dataclass_fields__}, "hostname": "office"}
+    )
     config.set_value(sa, "path-map", (str(a / "projects"), str(b / "work")))
     shutil.rmtree(tmp_path / "stage")
     carry(sb_office, sa, tmp_path / "stage", session=PLAIN, cwd=proj_b, options=VERIFIED)

@@ -95,8 +95,13 @@ def test_find_by_prefix_and_latest(home: Path, settings: Settings) -> None:
         backend.find("0000000", home)
     with pytest.raises(SessionNotFound):
         backend.find("../etc", home)
-    target = home / ".claude" / "projects" / claude_project_folder(
-        str(home / "projects" / "my.app")) / f"{TOOLS}.jsonl"
+    target = (
+        home
+        / ".claude"
+        / "projects"
+        / claude_project_folder(str(home / "projects" / "my.app"))
+        / f"{TOOLS}.jsonl"
+    )
     os.utime(target, (2e9, 2e9))
     assert backend.find(None, home / "projects" / "my.app").session_id == TOOLS
     with pytest.raises(SessionNotFound):
@@ -112,7 +117,8 @@ def test_claude_config_dir_and_symlinked_cwd(tmp_path: Path, home: Path) -> None
     folder = custom / "projects" / claude_project_folder(str(real))
     folder.mkdir(parents=True)
     (folder / f"{TOOLS}.jsonl").write_text(
-        '{"type":"user","cwd":"' + str(real) + '","message":{"content":"hi"}}\n')
+        '{"type":"user","cwd":"' + str(real) + '","message":{"content":"hi"}}\n'
+    )
     settings = Settings.from_env({"HOME": str(home), "CLAUDE_CONFIG_DIR": str(custom)})
     backend = ClaudeBackend(settings)
     assert [r.session_id for r in backend.sessions()] == [TOOLS]

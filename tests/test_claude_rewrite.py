@@ -39,13 +39,22 @@ def test_cwd_only_line_is_spliced_and_key_order_kept() -> None:
 
 def test_path_fields_rewritten_prose_untouched() -> None:
     entry = {
-        "type": "assistant", "cwd": SRC,
-        "message": {"content": [
-            {"type": "text", "text": f"I will edit {SRC}/a.txt"},
-            {"type": "tool_use", "input": {"file_path": f"{SRC}/a.txt", "command": f"cat {SRC}/a"}},
-        ]},
-        "toolUseResult": {"filePath": f"{SRC}/a.txt", "stdout": f"{SRC}/a.txt",
-                          "file": {"filePath": f"{SRC}/b"}},
+        "type": "assistant",
+        "cwd": SRC,
+        "message": {
+            "content": [
+                {"type": "text", "text": f"I will edit {SRC}/a.txt"},
+                {
+                    "type": "tool_use",
+                    "input": {"file_path": f"{SRC}/a.txt", "command": f"cat {SRC}/a"},
+                },
+            ]
+        },
+        "toolUseResult": {
+            "filePath": f"{SRC}/a.txt",
+            "stdout": f"{SRC}/a.txt",
+            "file": {"filePath": f"{SRC}/b"},
+        },
     }
     out = json.loads(_rw().line(_line(entry)))
     blocks = out["message"]["content"]
@@ -67,11 +76,19 @@ def test_not_a_segment_boundary() -> None:
 
 
 def test_session_id_and_backup_names() -> None:
-    snap = {"type": "file-history-snapshot", "snapshot": {"trackedFileBackups": {
-        "a.txt": {"backupFileName": "aaaa@v1", "version": 1},
-        f"{SRC}/abs.txt": {"backupFileName": None}}}, "sessionId": SID}
-    out = json.loads(_rw(old_sid=SID, new_sid=NEW, backup_names={"aaaa@v1": "bbbb@v1"})
-                     .line(_line(snap)))
+    snap = {
+        "type": "file-history-snapshot",
+        "snapshot": {
+            "trackedFileBackups": {
+                "a.txt": {"backupFileName": "aaaa@v1", "version": 1},
+                f"{SRC}/abs.txt": {"backupFileName": None},
+            }
+        },
+        "sessionId": SID,
+    }
+    out = json.loads(
+        _rw(old_sid=SID, new_sid=NEW, backup_names={"aaaa@v1": "bbbb@v1"}).line(_line(snap))
+    )
     tracked = out["snapshot"]["trackedFileBackups"]
     assert tracked["a.txt"]["backupFileName"] == "bbbb@v1"
     assert f"{DST}/abs.txt" in tracked and out["sessionId"] == NEW
@@ -79,9 +96,15 @@ def test_session_id_and_backup_names() -> None:
 
 def test_backup_sources_resolves_relative_keys(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_bytes(_line({"type": "user", "cwd": SRC}) + _line(
-        {"type": "file-history-snapshot",
-         "snapshot": {"trackedFileBackups": {"a.txt": {"backupFileName": "h@v1"}}}}))
+    path.write_bytes(
+        _line({"type": "user", "cwd": SRC})
+        + _line(
+            {
+                "type": "file-history-snapshot",
+                "snapshot": {"trackedFileBackups": {"a.txt": {"backupFileName": "h@v1"}}},
+            }
+        )
+    )
     assert backup_sources(path, SRC) == {"h@v1": f"{SRC}/a.txt"}
     assert len(backup_hash("/x")) == 16
 
@@ -112,12 +135,18 @@ def _fixture_line(sid: str, needle: str) -> bytes:
 def _import_rw(old_sid: str, new_sid: str) -> Rewriter:
     """The map claude_import builds for a session moving from the fixture's home to B."""
     folder = f"{FIX_HOME}/.claude/projects/{FIX_FOLDER}"
-    return Rewriter(PathMap.of([
-        (f"{folder}/{old_sid}", f"{B_CLAUDE}/projects/{B_FOLDER}/{new_sid}"),
-        (folder, f"{B_CLAUDE}/projects/{B_FOLDER}"),
-        (f"{FIX_HOME}/.claude", B_CLAUDE),
-        (FIX_PROJ, B_PROJ),
-    ]), old_sid=old_sid, new_sid=new_sid)
+    return Rewriter(
+        PathMap.of(
+            [
+                (f"{folder}/{old_sid}", f"{B_CLAUDE}/projects/{B_FOLDER}/{new_sid}"),
+                (folder, f"{B_CLAUDE}/projects/{B_FOLDER}"),
+                (f"{FIX_HOME}/.claude", B_CLAUDE),
+                (FIX_PROJ, B_PROJ),
+            ]
+        ),
+        old_sid=old_sid,
+        new_sid=new_sid,
+    )
 
 
 def _result_text(entry: dict[str, Any]) -> str:
@@ -141,12 +170,20 @@ def test_edit_and_write_confirmations_are_translated() -> None:
     tail = " (file state is current in your context \u2014 no need to Read it back)"
     edit = _fixture_line(TOOLS, "has been updated successfully")
     out = rw.line(edit)
-    _same_but(edit, out, f"The file {FIX_PROJ}/a.txt has been updated successfully.{tail}",
-              f"The file {B_PROJ}/a.txt has been updated successfully.{tail}")
+    _same_but(
+        edit,
+        out,
+        f"The file {FIX_PROJ}/a.txt has been updated successfully.{tail}",
+        f"The file {B_PROJ}/a.txt has been updated successfully.{tail}",
+    )
     assert json.loads(out)["toolUseResult"]["filePath"] == f"{B_PROJ}/a.txt"
     write = _fixture_line(TOOLS, "File created successfully")
-    _same_but(write, rw.line(write), f"{CREATED}{FIX_PROJ}/notes/new.txt{tail}",
-              f"{CREATED}{B_PROJ}/notes/new.txt{tail}")
+    _same_but(
+        write,
+        rw.line(write),
+        f"{CREATED}{FIX_PROJ}/notes/new.txt{tail}",
+        f"{CREATED}{B_PROJ}/notes/new.txt{tail}",
+    )
     # The plan file lives in the claude dir: it goes to B's claude dir, where plans/ lands.
     plan = _fixture_line(PLAN, "File created successfully")
     assert _result_text(json.loads(rw.line(plan))).startswith(
@@ -162,37 +199,97 @@ def test_persisted_output_pointer_follows_the_file_to_the_new_session() -> None:
         entry = json.loads(out)
         want = f"{B_CLAUDE}/projects/{B_FOLDER}/{new_sid}/tool-results/bnn70ygf6.txt"
         text = _result_text(entry)
-        assert text.startswith(
-            f"<persisted-output>\n{TOO_LARGE}{want}\n\nPreview"
-        )
+        assert text.startswith(f"<persisted-output>\n{TOO_LARGE}{want}\n\nPreview")
         assert text.split("\n", 3)[3] == _result_text(json.loads(raw)).split("\n", 3)[3]
         assert entry["toolUseResult"]["persistedOutputPath"] == want
         assert out.endswith(b"\n") and out.count(b"\n") == 1
         # Byte-exact elsewhere: only the two paths, the cwd and the session id changed.
-        assert len(out) - len(raw) == 2 * (len(want) - len(
-            f"{FIX_HOME}/.claude/projects/{FIX_FOLDER}/{old}/tool-results/bnn70ygf6.txt"
-        )) + len(B_PROJ) - len(FIX_PROJ)
+        assert len(out) - len(raw) == 2 * (
+            len(want)
+            - len(f"{FIX_HOME}/.claude/projects/{FIX_FOLDER}/{old}/tool-results/bnn70ygf6.txt")
+        ) + len(B_PROJ) - len(FIX_PROJ)
 
 
 def test_fixed_texts_in_prose_or_output_are_untouched() -> None:
     rw = _rw()
     lines = [
         # a prompt, a queue-operation and the model's text that merely read like the formats
-        _line({"type": "user", "message": {"role": "user", "content":
-              f"The file {SRC}/a.txt has been updated successfully."}}),
+        _line(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": f"The file {SRC}/a.txt has been updated successfully.",
+                },
+            }
+        ),
         _line({"type": "queue-operation", "content": f"File created successfully at: {SRC}/b"}),
-        _line({"type": "assistant", "message": {"content": [{"type": "text", "text":
-              f"File created successfully at: {SRC}/b"}]}}),
+        _line(
+            {
+                "type": "assistant",
+                "message": {
+                    "content": [{"type": "text", "text": f"File created successfully at: {SRC}/b"}]
+                },
+            }
+        ),
         # command output naming the path mid-text, or a result not at the format's start
-        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
-              "content": f"log: Full output saved to: {SRC}/x\nThe file {SRC}/y"}]}}),
-        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
-              "content": f"ok. The file {SRC}/a.txt has been updated successfully."}]}}),
+        _line(
+            {
+                "type": "user",
+                "message": {
+                    "content": [
+                        {
+                            "tool_use_id": "t",
+                            "type": "tool_result",
+                            "content": f"log: Full output saved to: {SRC}/x\nThe file {SRC}/y",
+                        }
+                    ]
+                },
+            }
+        ),
+        _line(
+            {
+                "type": "user",
+                "message": {
+                    "content": [
+                        {
+                            "tool_use_id": "t",
+                            "type": "tool_result",
+                            "content": f"ok. The file {SRC}/a.txt has been updated successfully.",
+                        }
+                    ]
+                },
+            }
+        ),
         # the format, but a path outside the map or not at a segment boundary
-        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
-              "content": f"File created successfully at: {SRC}ect/a"}]}}),
-        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
-              "content": "The file /etc/hosts has been updated successfully."}]}}),
+        _line(
+            {
+                "type": "user",
+                "message": {
+                    "content": [
+                        {
+                            "tool_use_id": "t",
+                            "type": "tool_result",
+                            "content": f"File created successfully at: {SRC}ect/a",
+                        }
+                    ]
+                },
+            }
+        ),
+        _line(
+            {
+                "type": "user",
+                "message": {
+                    "content": [
+                        {
+                            "tool_use_id": "t",
+                            "type": "tool_result",
+                            "content": "The file /etc/hosts has been updated successfully.",
+                        }
+                    ]
+                },
+            }
+        ),
     ]
     for raw in lines:
         assert rw.line(raw) == raw
@@ -202,15 +299,30 @@ def test_fixed_texts_in_prose_or_output_are_untouched() -> None:
 def test_fixed_texts_in_other_layouts_are_parsed() -> None:
     rw = _rw()
     pointer = f"<persisted-output>\nOutput too large (61KB). Full output saved to: {SRC}/o.txt\n\n"
-    preview = "Preview (first 2KB):\n\"q\"\n</persisted-output>"
-    entry = {"type": "user", "cwd": SRC, "message": {"content": [
-        {"type": "tool_result", "tool_use_id": "t", "content": [
-            {"type": "text", "text": pointer + preview}]},
-        {"content": f"The file {SRC}/a.txt has been updated.", "type": "tool_result",
-         "is_error": False},
-        {"tool_use_id": "u", "type": "tool_result",
-         "content": f"File created successfully at: {SRC}/n.txt"},
-    ]}}
+    preview = 'Preview (first 2KB):\n"q"\n</persisted-output>'
+    entry = {
+        "type": "user",
+        "cwd": SRC,
+        "message": {
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t",
+                    "content": [{"type": "text", "text": pointer + preview}],
+                },
+                {
+                    "content": f"The file {SRC}/a.txt has been updated.",
+                    "type": "tool_result",
+                    "is_error": False,
+                },
+                {
+                    "tool_use_id": "u",
+                    "type": "tool_result",
+                    "content": f"File created successfully at: {SRC}/n.txt",
+                },
+            ]
+        },
+    }
     blocks = json.loads(_rw().line(_line(entry)))["message"]["content"]
     assert blocks[0]["content"][0]["text"].startswith(
         f"<persisted-output>\nOutput too large (61KB). Full output saved to: {DST}/o.txt\n\n"
@@ -224,18 +336,45 @@ def test_block_of_many_lines_matches_line_by_line() -> None:
     rw = _rw(old_sid=SID, new_sid=NEW)
     lines = [
         _line({"cwd": SRC, "sessionId": SID}),
-        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
-              "content": f"{CREATED}{SRC}/\u00e9 \"q\".txt (file state is current in your"
-                         " context)"}]}, "toolUseResult": {"filePath": f"{SRC}/x"}}),
+        _line(
+            {
+                "type": "user",
+                "message": {
+                    "content": [
+                        {
+                            "tool_use_id": "t",
+                            "type": "tool_result",
+                            "content": f'{CREATED}{SRC}/\u00e9 "q".txt (file state is current '
+                            "in your context)",
+                        }
+                    ]
+                },
+                "toolUseResult": {"filePath": f"{SRC}/x"},
+            }
+        ),
         _line({"type": "user", "message": {"content": f"The file {SRC}/a has been updated."}}),
-        _line({"type": "user", "message": {"content": [{"tool_use_id": "t", "type": "tool_result",
-              "content": f"The file {SRC}/a has been updated successfully."}]}}),
+        _line(
+            {
+                "type": "user",
+                "message": {
+                    "content": [
+                        {
+                            "tool_use_id": "t",
+                            "type": "tool_result",
+                            "content": f"The file {SRC}/a has been updated successfully.",
+                        }
+                    ]
+                },
+            }
+        ),
     ]
     joined = b"".join(lines)
     assert rw.block(joined) == b"".join(rw.line(x) for x in lines)
     out = [json.loads(x) for x in rw.block(joined).splitlines()]
-    assert _result_text(out[1]) == (f"File created successfully at: {DST}/\u00e9 \"q\".txt"
-                                    " (file state is current in your context)")
+    assert _result_text(out[1]) == (
+        f'File created successfully at: {DST}/\u00e9 "q".txt'
+        " (file state is current in your context)"
+    )
     assert out[2]["message"]["content"] == f"The file {SRC}/a has been updated."
     assert _result_text(out[3]) == f"The file {DST}/a has been updated successfully."
 
@@ -253,14 +392,32 @@ def test_claude_code_layout_is_spliced_without_parsing_the_line(monkeypatch) -> 
 
 # Claude Code 2.1.332 records and the texts it renders itself (resent on a resume).
 def test_environment_snapshot_and_its_rendered_text() -> None:
-    entry = {"type": "attachment", "attachment": {"type": "environment", "snapshot": {
-        "workingDirectory": SRC, "additionalWorkingDirectories": [SRC + "/lib", "/opt/x"],
-        "isGitRepo": True}}, "rendered": [{"content": (
-            "<system-reminder>\n# Environment\nYou have been invoked in the following "
-            f"environment: \n - Primary working directory: {SRC}\n - Platform: linux\n"
-            f"</system-reminder>")}, {"content": (
-                f"# Environment update\n - Primary working directory: {SRC}/sub (was /opt/x)")}],
-        "cwd": SRC}
+    entry = {
+        "type": "attachment",
+        "attachment": {
+            "type": "environment",
+            "snapshot": {
+                "workingDirectory": SRC,
+                "additionalWorkingDirectories": [SRC + "/lib", "/opt/x"],
+                "isGitRepo": True,
+            },
+        },
+        "rendered": [
+            {
+                "content": (
+                    "<system-reminder>\n# Environment\nYou have been invoked in the following "
+                    f"environment: \n - Primary working directory: {SRC}\n - Platform: linux\n"
+                    f"</system-reminder>"
+                )
+            },
+            {
+                "content": (
+                    f"# Environment update\n - Primary working directory: {SRC}/sub (was /opt/x)"
+                )
+            },
+        ],
+        "cwd": SRC,
+    }
     out = json.loads(_rw().line(_line(entry)))
     snap = out["attachment"]["snapshot"]
     assert snap["workingDirectory"] == DST
@@ -272,36 +429,61 @@ def test_environment_snapshot_and_its_rendered_text() -> None:
 def test_the_recorded_system_prompt_names_the_new_memory_folder() -> None:
     mem = SRC + "/.claude/projects/-x/memory/"
     prompt = f"# Memory\n\nYou have a persistent file-based memory at `{mem}`. This directory"
-    entry = {"type": "attachment", "attachment": {"type": "prompt_snapshot",
-                                                  "systemPrompt": ["intro", prompt]}}
+    entry = {
+        "type": "attachment",
+        "attachment": {"type": "prompt_snapshot", "systemPrompt": ["intro", prompt]},
+    }
     out = json.loads(_rw().line(_line(entry)))
-    assert out["attachment"]["systemPrompt"] == [
-        "intro", prompt.replace(SRC, DST)]
+    assert out["attachment"]["systemPrompt"] == ["intro", prompt.replace(SRC, DST)]
 
 
 def test_the_same_words_elsewhere_are_prose() -> None:
-    text = (f" - Primary working directory: {SRC}\nYou have a persistent file-based memory at "
-            f"`{SRC}/m/`.\nContents of {SRC}/CLAUDE.md (project instructions)")
+    text = (
+        f" - Primary working directory: {SRC}\nYou have a persistent file-based memory at "
+        f"`{SRC}/m/`.\nContents of {SRC}/CLAUDE.md (project instructions)"
+    )
     prompt = _line({"type": "user", "message": {"role": "user", "content": text}})
-    blob = _line({"type": "api-request-blob", "hash": "ab", "message": {
-        "role": "system", "content": [{"type": "text", "text": text}]}})
+    blob = _line(
+        {
+            "type": "api-request-blob",
+            "hash": "ab",
+            "message": {"role": "system", "content": [{"type": "text", "text": text}]},
+        }
+    )
     said = _line({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}})
     for raw in (prompt, blob, said):
         assert _rw().line(raw) == raw
 
 
 def test_loaded_instructions_and_plan_file_texts() -> None:
-    entry = {"type": "attachment", "attachment": {"type": "instructions", "files": [
-        {"path": f"{SRC}/CLAUDE.md", "content": "be brief"}]}, "rendered": [{"content": (
-            f"Codebase instructions.\n\nContents of {SRC}/CLAUDE.md (project instructions, "
-            "checked in):\n\nbe brief")}]}
+    entry = {
+        "type": "attachment",
+        "attachment": {
+            "type": "instructions",
+            "files": [{"path": f"{SRC}/CLAUDE.md", "content": "be brief"}],
+        },
+        "rendered": [
+            {
+                "content": (
+                    f"Codebase instructions.\n\nContents of {SRC}/CLAUDE.md (project instructions, "
+                    "checked in):\n\nbe brief"
+                )
+            }
+        ],
+    }
     out = json.loads(_rw().line(_line(entry)))
     assert out["attachment"]["files"][0]["path"] == f"{DST}/CLAUDE.md"
     assert f"Contents of {DST}/CLAUDE.md (project" in out["rendered"][0]["content"]
-    plan = {"type": "attachment", "attachment": {"type": "plan_mode",
-                                                 "planFilePath": f"{SRC}/plans/p.md"},
-            "rendered": [{"content": f"No plan file exists yet. You should create your plan "
-                                     f"at {SRC}/plans/p.md using the Write tool."}]}
+    plan = {
+        "type": "attachment",
+        "attachment": {"type": "plan_mode", "planFilePath": f"{SRC}/plans/p.md"},
+        "rendered": [
+            {
+                "content": f"No plan file exists yet. You should create your plan "
+                f"at {SRC}/plans/p.md using the Write tool."
+            }
+        ],
+    }
     out = json.loads(_rw().line(_line(plan)))
     assert out["attachment"]["planFilePath"] == f"{DST}/plans/p.md"
     assert f"create your plan at {DST}/plans/p.md using" in out["rendered"][0]["content"]
@@ -309,13 +491,22 @@ def test_loaded_instructions_and_plan_file_texts() -> None:
 
 def test_file_history_delta_backup_renamed_and_its_folder_translated(tmp_path: Path) -> None:
     old, new = backup_hash(f"{SRC}/a.txt") + "@v1", backup_hash(f"{DST}/a.txt") + "@v1"
-    delta = {"type": "file-history-delta", "messageId": "m2", "snapshotMessageId": "m1",
-             "trackingPath": "a.txt", "backup": {"backupFileName": old, "version": 1,
-                                                 "realParentDir": SRC}}
-    created = {**delta, "trackingPath": f"{SRC}/notes/n.txt", "backup": {
-        "backupFileName": None, "version": 1, "realParentDir": SRC + "/notes"}}
-    out = [json.loads(x) for x in _rw(backup_names={old: new}).block(
-        _line(delta) + _line(created)).splitlines()]
+    delta = {
+        "type": "file-history-delta",
+        "messageId": "m2",
+        "snapshotMessageId": "m1",
+        "trackingPath": "a.txt",
+        "backup": {"backupFileName": old, "version": 1, "realParentDir": SRC},
+    }
+    created = {
+        **delta,
+        "trackingPath": f"{SRC}/notes/n.txt",
+        "backup": {"backupFileName": None, "version": 1, "realParentDir": SRC + "/notes"},
+    }
+    out = [
+        json.loads(x)
+        for x in _rw(backup_names={old: new}).block(_line(delta) + _line(created)).splitlines()
+    ]
     assert out[0]["backup"] == {"backupFileName": new, "version": 1, "realParentDir": DST}
     assert out[0]["trackingPath"] == "a.txt"
     assert out[1]["trackingPath"] == f"{DST}/notes/n.txt"

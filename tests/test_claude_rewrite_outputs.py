@@ -78,11 +78,17 @@ def test_pointer_of_a_fork_names_the_forks_own_file(two, tmp_path: Path) -> None
     a, b, sa, sb = two
     proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
     carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=proj_a)
-    for path, text in ((transcript(a, proj_a, TOOLS), "only at A"),
-                       (transcript(b, proj_b, TOOLS), "only at B")):
+    for path, text in (
+        (transcript(a, proj_a, TOOLS), "only at A"),
+        (transcript(b, proj_b, TOOLS), "only at B"),
+    ):
         with path.open("a", encoding="utf-8") as fh:
-            entry = {"type": "user", "uuid": str(uuid.uuid4()), "sessionId": TOOLS,
-                     "message": {"role": "user", "content": text}}
+            entry = {
+                "type": "user",
+                "uuid": str(uuid.uuid4()),
+                "sessionId": TOOLS,
+                "message": {"role": "user", "content": text},
+            }
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
     res = carry(sa, sb, tmp_path / "s2", session=TOOLS, cwd=proj_a)
     assert isinstance(res, ImportResult) and res.action == "forked"

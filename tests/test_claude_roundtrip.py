@@ -65,12 +65,17 @@ def test_tools_session_moves_whole_and_translated(two, tmp_path: Path) -> None:
     # prose is untouched: the prompt still names the source path
     prompt = next(e for e in entries if e.get("type") == "queue-operation" and "content" in e)
     assert str(proj_a / "a.txt") in str(prompt["content"])
-    reads = [e for e in entries if isinstance(e.get("toolUseResult"), dict)
-             and "file" in e["toolUseResult"]]
+    reads = [
+        e
+        for e in entries
+        if isinstance(e.get("toolUseResult"), dict) and "file" in e["toolUseResult"]
+    ]
     assert reads[0]["toolUseResult"]["file"]["filePath"] == str(proj_b / "a.txt")
-    persisted = [e["toolUseResult"]["persistedOutputPath"] for e in entries
-                 if isinstance(e.get("toolUseResult"), dict)
-                 and "persistedOutputPath" in e["toolUseResult"]]
+    persisted = [
+        e["toolUseResult"]["persistedOutputPath"]
+        for e in entries
+        if isinstance(e.get("toolUseResult"), dict) and "persistedOutputPath" in e["toolUseResult"]
+    ]
     assert persisted and Path(persisted[0]).is_file()
     assert Path(persisted[0]).parent == dest.parent / TOOLS / "tool-results"
     # file history: recomputed names, snapshots rewritten
@@ -93,8 +98,11 @@ def test_subagents_plan_and_history_travel(two, tmp_path: Path) -> None:
     carry(sa, sb, tmp_path / "s2", session=PLAN, cwd=a)
     plan = b / ".claude" / "plans" / "plan-a-small-refactor-transient-snowglobe.md"
     assert plan.is_file()
-    paths = {e["attachment"]["planFilePath"] for e in _lines(transcript(b, proj_b, PLAN))
-             if isinstance(e.get("attachment"), dict) and "planFilePath" in e["attachment"]}
+    paths = {
+        e["attachment"]["planFilePath"]
+        for e in _lines(transcript(b, proj_b, PLAN))
+        if isinstance(e.get("attachment"), dict) and "planFilePath" in e["attachment"]
+    }
     assert paths == {str(plan)}
     res = carry(sa, sb, tmp_path / "s3", session=INTERACTIVE, cwd=a)
     history = _lines(b / ".claude" / "history.jsonl")
@@ -109,9 +117,14 @@ def test_continue_at_b_then_back_updates_a_with_backup(two, tmp_path: Path) -> N
     carry(sa, sb, tmp_path / "s1", session=DOT_SPACE, cwd=a)
     at_b = transcript(b, proj_b, DOT_SPACE)
     last = _lines(at_b)[-1]
-    extra = {"parentUuid": last.get("uuid"), "type": "user", "uuid": str(uuid.uuid4()),
-             "cwd": str(proj_b), "sessionId": DOT_SPACE,
-             "message": {"role": "user", "content": "continued at B"}}
+    extra = {
+        "parentUuid": last.get("uuid"),
+        "type": "user",
+        "uuid": str(uuid.uuid4()),
+        "cwd": str(proj_b),
+        "sessionId": DOT_SPACE,
+        "message": {"role": "user", "content": "continued at B"},
+    }
     with at_b.open("a", encoding="utf-8") as fh:
         fh.write(_dumps(extra) + "\n")
     os.utime(at_b, (2e9, 2e9))
@@ -134,8 +147,17 @@ def test_divergent_import_forks_with_new_id(two, tmp_path: Path) -> None:
     at_b = transcript(b, proj_b, DOT_SPACE)
     for path, text in ((at_a, "only at A"), (at_b, "only at B")):
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": DOT_SPACE,
-                                 "message": {"role": "user", "content": text}}) + "\n")
+            fh.write(
+                _dumps(
+                    {
+                        "type": "user",
+                        "uuid": str(uuid.uuid4()),
+                        "sessionId": DOT_SPACE,
+                        "message": {"role": "user", "content": text},
+                    }
+                )
+                + "\n"
+            )
     local_before = at_b.read_bytes()
     res = carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a)
     assert res.action == "forked" and res.original_session_id == DOT_SPACE
@@ -143,8 +165,9 @@ def test_divergent_import_forks_with_new_id(two, tmp_path: Path) -> None:
     assert at_b.read_bytes() == local_before
     forked = _lines(transcript(b, proj_b, res.session_id))
     assert {e["sessionId"] for e in forked if "sessionId" in e} == {res.session_id}
-    replaced = carry(sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a,
-                     options=ImportOptions(replace=True))
+    replaced = carry(
+        sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a, options=ImportOptions(replace=True)
+    )
     assert replaced.action == "replaced" and replaced.backups
     assert _lines(at_b)[-1]["message"]["content"] == "only at A"
 
@@ -158,8 +181,17 @@ def test_a_diverged_session_arriving_again_reuses_its_fork(two, tmp_path: Path) 
 
     def say(path: Path, text: str) -> None:
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": DOT_SPACE,
-                             "message": {"role": "user", "content": text}}) + "\n")
+            fh.write(
+                _dumps(
+                    {
+                        "type": "user",
+                        "uuid": str(uuid.uuid4()),
+                        "sessionId": DOT_SPACE,
+                        "message": {"role": "user", "content": text},
+                    }
+                )
+                + "\n"
+            )
 
     say(at_a, "only at A")
     say(at_b, "only at B")
@@ -177,7 +209,8 @@ def test_a_diverged_session_arriving_again_reuses_its_fork(two, tmp_path: Path) 
     assert _lines(fork)[-1]["message"]["content"] == "A went on"
     assert {e["sessionId"] for e in _lines(fork) if "sessionId" in e} == {first.session_id}
     assert sorted(p.name for p in proj_b_folder(b, proj_b).glob("*.jsonl")) == sorted(
-        [f"{DOT_SPACE}.jsonl", f"{first.session_id}.jsonl"])
+        [f"{DOT_SPACE}.jsonl", f"{first.session_id}.jsonl"]
+    )
     assert "only at B" in at_b.read_text()
 
 
@@ -213,8 +246,9 @@ def test_project_config_needs_consent(two, tmp_path: Path) -> None:
     assert (proj_b / ".claude" / "settings.json").read_text() == "{}"
     assert any("settings.json" in w for w in res.warnings)
     assert (proj_b / ".claude" / "commands" / "go.md").read_text() == "go\n"
-    res2 = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a,
-                 options=ImportOptions(assume_yes=True))
+    res2 = carry(
+        sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a, options=ImportOptions(assume_yes=True)
+    )
     assert "rm -rf" in (proj_b / ".claude" / "settings.json").read_text()
     assert any(p.name == "settings.json" and p.read_text() == "{}" for p in res2.backups)
 
@@ -233,11 +267,14 @@ def test_plain_bundle_writes_no_project_config_without_consent(two, tmp_path: Pa
     assert res.action == "created"
     assert not (proj_b / "CLAUDE.md").exists()
     assert not (proj_b / ".claude").exists()
-    assert ("did not write the bundle's CLAUDE.md: the bundle is not sealed by a paired peer "
-            "(--yes takes it)") in res.warnings
+    assert (
+        "did not write the bundle's CLAUDE.md: the bundle is not sealed by a paired peer "
+        "(--yes takes it)"
+    ) in res.warnings
     assert any(".claude/commands/go.md" in w and "not sealed" in w for w in res.warnings)
-    dry = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a,
-                options=ImportOptions(dry_run=True))
+    dry = carry(
+        sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a, options=ImportOptions(dry_run=True)
+    )
     assert any("CLAUDE.md" in w and "not sealed by a paired peer" in w for w in dry.warnings)
     asked: list[str] = []
 
@@ -245,14 +282,22 @@ def test_plain_bundle_writes_no_project_config_without_consent(two, tmp_path: Pa
         asked.append(question)
         return "yes" if "CLAUDE.md" in question else "no"
 
-    carry(sa, sb, tmp_path / "s3", session=INTERACTIVE, cwd=a,
-          options=ImportOptions(interactive=True, ask=yes_to_claude_md))
-    assert ("the bundle (not sealed by a paired peer) brings CLAUDE.md, which steers claude; "
-            "write it?") in asked
+    carry(
+        sa,
+        sb,
+        tmp_path / "s3",
+        session=INTERACTIVE,
+        cwd=a,
+        options=ImportOptions(interactive=True, ask=yes_to_claude_md),
+    )
+    assert (
+        "the bundle (not sealed by a paired peer) brings CLAUDE.md, which steers claude; write it?"
+    ) in asked
     assert (proj_b / "CLAUDE.md").read_text() == "from A\n"
     assert not (proj_b / ".claude" / "commands" / "go.md").exists()
-    carry(sa, sb, tmp_path / "s4", session=INTERACTIVE, cwd=a,
-          options=ImportOptions(assume_yes=True))
+    carry(
+        sa, sb, tmp_path / "s4", session=INTERACTIVE, cwd=a, options=ImportOptions(assume_yes=True)
+    )
     assert (proj_b / ".claude" / "commands" / "go.md").read_text() == "go\n"
 
 
@@ -282,13 +327,26 @@ def test_a_new_settings_file_needs_consent_too(two, tmp_path: Path) -> None:
         asked.append(question)
         return "no"
 
-    carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a,
-          options=ImportOptions(interactive=True, ask=no, sender_verified=True))
-    assert asked == ["the bundle brings .claude/settings.json, which can run commands (hooks); "
-                     "write it?"]
+    carry(
+        sa,
+        sb,
+        tmp_path / "s2",
+        session=INTERACTIVE,
+        cwd=a,
+        options=ImportOptions(interactive=True, ask=no, sender_verified=True),
+    )
+    assert asked == [
+        "the bundle brings .claude/settings.json, which can run commands (hooks); write it?"
+    ]
     assert not (proj_b / ".claude" / "settings.json").exists()
-    carry(sa, sb, tmp_path / "s3", session=INTERACTIVE, cwd=a,
-          options=ImportOptions(interactive=True, ask=lambda q, c: "yes"))
+    carry(
+        sa,
+        sb,
+        tmp_path / "s3",
+        session=INTERACTIVE,
+        cwd=a,
+        options=ImportOptions(interactive=True, ask=lambda q, c: "yes"),
+    )
     assert "curl evil" in (proj_b / ".claude" / "settings.json").read_text()
 
 
@@ -302,8 +360,9 @@ def test_a_different_claude_md_is_kept_then_replaced_with_yes_after_a_backup(
     res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a, options=ImportOptions())
     assert (proj_b / "CLAUDE.md").read_text() == "mine at B\n"
     assert "kept your CLAUDE.md; the bundle's differs (--yes takes it)" in res.warnings
-    res = carry(sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a,
-                options=ImportOptions(assume_yes=True))
+    res = carry(
+        sa, sb, tmp_path / "s2", session=INTERACTIVE, cwd=a, options=ImportOptions(assume_yes=True)
+    )
     assert (proj_b / "CLAUDE.md").read_text() == "from A\n"
     assert [p.read_text() for p in res.backups if p.name == "CLAUDE.md"] == ["mine at B\n"]
 
@@ -312,8 +371,14 @@ def test_project_config_never_lands_in_claudes_own_config_dir(two, tmp_path: Pat
     # A session whose project is ~ itself: its ~/.claude/settings.json is the user's global one.
     a, b, sa, sb = two
     _project_config_at_a(a)
-    res = carry(sa, sb, tmp_path / "s1", session=INTERACTIVE, cwd=a,
-                options=ImportOptions(assume_yes=True, project_dir=b))
+    res = carry(
+        sa,
+        sb,
+        tmp_path / "s1",
+        session=INTERACTIVE,
+        cwd=a,
+        options=ImportOptions(assume_yes=True, project_dir=b),
+    )
     assert res.project_dir == b
     assert not (b / ".claude" / "settings.json").exists()
     assert not (b / ".claude" / "commands").exists()
@@ -333,9 +398,15 @@ def test_oversized_project_member_is_not_written(two, tmp_path: Path) -> None:
     sink = DirSink(tmp_path / "stage")
     plan.write_members(sink)
     (tmp_path / "stage" / "project" / "CLAUDE.md").write_bytes(b"x" * (2 << 20))  # hostile
-    source = ImportSource(session_id=plan.session_id, project_dir=plan.project_dir,
-                          root=tmp_path / "stage", members=tuple(sink.names), git=plan.git,
-                          meta=plan.meta, origin="t@a")
+    source = ImportSource(
+        session_id=plan.session_id,
+        project_dir=plan.project_dir,
+        root=tmp_path / "stage",
+        members=tuple(sink.names),
+        git=plan.git,
+        meta=plan.meta,
+        origin="t@a",
+    )
     res = ClaudeBackend(sb).place(source, ImportOptions(assume_yes=True))
     assert not (b / "code" / "tui_app" / "CLAUDE.md").exists()
     assert "did not write the bundle's CLAUDE.md: larger than 1 MiB" in res.warnings
@@ -357,8 +428,7 @@ def test_history_is_appended_not_rewritten(two, tmp_path: Path) -> None:
 
 def test_dry_run_writes_nothing(two, tmp_path: Path) -> None:
     a, b, sa, sb = two
-    res = carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a,
-                options=ImportOptions(dry_run=True))
+    res = carry(sa, sb, tmp_path / "s1", session=TOOLS, cwd=a, options=ImportOptions(dry_run=True))
     assert res.action == "dry-run"
     assert not (b / ".claude").exists()
 
@@ -395,11 +465,23 @@ def test_interactive_choices(two, tmp_path: Path) -> None:
         return "cancel"
 
     with pytest.raises(BackendError, match="cancelled"):
-        carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a,
-              options=ImportOptions(interactive=True, ask=cancel))
+        carry(
+            sa,
+            sb,
+            tmp_path / "s2",
+            session=DOT_SPACE,
+            cwd=a,
+            options=ImportOptions(interactive=True, ask=cancel),
+        )
     assert asked and at_b.read_bytes() == local
-    res = carry(sa, sb, tmp_path / "s3", session=DOT_SPACE, cwd=a,
-                options=ImportOptions(interactive=True, ask=lambda q, c: "replace"))
+    res = carry(
+        sa,
+        sb,
+        tmp_path / "s3",
+        session=DOT_SPACE,
+        cwd=a,
+        options=ImportOptions(interactive=True, ask=lambda q, c: "replace"),
+    )
     assert res.action == "replaced" and at_b.read_bytes() != local
 
 
@@ -415,9 +497,13 @@ def test_hostile_names_write_nothing_outside(tmp_path: Path) -> None:
     sid = "11111111-1111-4111-8111-111111111111"
     names = {
         f"session/{sid}.jsonl": b'{"type":"user","uuid":"u","cwd":"/src"}\n',
-        "tasks/..json": b"x", "tasks/.hidden.json": b"x", "plans/evil.sh": b"x",
-        f"session/{sid}/subagents/..": b"x", f"session/{sid}/other/x.txt": b"x",
-        "project/.git/config": b"x", "project/.claude/../../escape.md": b"x",
+        "tasks/..json": b"x",
+        "tasks/.hidden.json": b"x",
+        "plans/evil.sh": b"x",
+        f"session/{sid}/subagents/..": b"x",
+        f"session/{sid}/other/x.txt": b"x",
+        "project/.git/config": b"x",
+        "project/.claude/../../escape.md": b"x",
         "file-history/..": b"x",
     }
     for name, data in names.items():
@@ -426,8 +512,13 @@ def test_hostile_names_write_nothing_outside(tmp_path: Path) -> None:
         path.write_bytes(data)
     members = tuple(n for n in names if ".." not in n) + tuple(n for n in names if ".." in n)
     backend = ClaudeBackend(settings_for(b))
-    src = ImportSource(session_id=sid, project_dir="/src", root=stage, members=members,
-                       meta={"plan_slug": "../../evil"})
+    src = ImportSource(
+        session_id=sid,
+        project_dir="/src",
+        root=stage,
+        members=members,
+        meta={"plan_slug": "../../evil"},
+    )
     res = backend.place(src, ImportOptions(project_dir=proj, assume_yes=True))
     assert res.action == "created"
     written = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()}
@@ -436,8 +527,10 @@ def test_hostile_names_write_nothing_outside(tmp_path: Path) -> None:
     assert written == {f".claude/projects/{claude_project_folder(str(proj))}/{sid}.jsonl"}
     for bad_sid in ("../../etc", "x" * 36):
         with pytest.raises(BackendError, match="invalid session id"):
-            backend.place(ImportSource(session_id=bad_sid, project_dir="/src", root=stage,
-                                       members=()), ImportOptions(project_dir=proj))
+            backend.place(
+                ImportSource(session_id=bad_sid, project_dir="/src", root=stage, members=()),
+                ImportOptions(project_dir=proj),
+            )
 
 
 def test_continue_hint_fits_how_the_session_was_made(two, tmp_path: Path) -> None:
@@ -462,8 +555,18 @@ def test_a_fork_gets_its_own_plan_and_leaves_the_local_plan_alone(two, tmp_path:
 
     def say(path: Path, text: str) -> None:
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(_dumps({"type": "user", "uuid": str(uuid.uuid4()), "sessionId": PLAN,
-                             "slug": slug, "message": {"role": "user", "content": text}}) + "\n")
+            fh.write(
+                _dumps(
+                    {
+                        "type": "user",
+                        "uuid": str(uuid.uuid4()),
+                        "sessionId": PLAN,
+                        "slug": slug,
+                        "message": {"role": "user", "content": text},
+                    }
+                )
+                + "\n"
+            )
 
     say(at_a, "only at A")
     say(at_b, "only at B")
@@ -478,8 +581,11 @@ def test_a_fork_gets_its_own_plan_and_leaves_the_local_plan_alone(two, tmp_path:
     assert own.read_text() == "# the plan as A changed it\n"
     fork = _lines(transcript(b, b / "code" / "my.app", res.session_id))
     assert {e["slug"] for e in fork if "slug" in e} == {own.stem}
-    paths = {e["attachment"]["planFilePath"] for e in fork
-             if isinstance(e.get("attachment"), dict) and "planFilePath" in e["attachment"]}
+    paths = {
+        e["attachment"]["planFilePath"]
+        for e in fork
+        if isinstance(e.get("attachment"), dict) and "planFilePath" in e["attachment"]
+    }
     assert paths == {str(own)}
     # A goes on: the same fork is updated, with the same plan file, and B's plan still stands.
     say(at_a, "A went on")

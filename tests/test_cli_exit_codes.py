@@ -32,15 +32,24 @@ TIMEOUT = 60
 
 def env_for(home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+    }
     env.update(HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1")
     return env
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "commuter", *args], env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "commuter", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
 
 
 def one_line(stderr: str) -> str:
@@ -56,16 +65,20 @@ def test_the_statuses_are_httpie_style_numbers():
 
 
 def test_only_the_unreachable_errors_have_their_own_status():
-    classes = [v for v in vars(errors).values()
-               if isinstance(v, type) and issubclass(v, CommuterError)]
+    classes = [
+        v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, CommuterError)
+    ]
     special = {c for c in classes if c.exit_code is not ExitStatus.ERROR}
     assert special == {PeerUnreachable, RelayUnreachable}
     assert all(isinstance(c.exit_code, ExitStatus) for c in classes)
 
 
 def test_every_error_with_a_code_of_its_own_is_in_the_registry():
-    classes = [v for v in vars(errors).values()
-               if isinstance(v, type) and issubclass(v, CommuterError) and "code" in vars(v)]
+    classes = [
+        v
+        for v in vars(errors).values()
+        if isinstance(v, type) and issubclass(v, CommuterError) and "code" in vars(v)
+    ]
     assert sorted(ERRORS_BY_CODE) == sorted(c.code for c in classes)
     assert all(ERRORS_BY_CODE[c.code] is c for c in classes)
     assert ERRORS_BY_CODE["not-paired"] is errors.NotPaired  # not a hint-only subclass
@@ -83,15 +96,18 @@ def _toy(raised: BaseException) -> click.Group:
     return toy
 
 
-@pytest.mark.parametrize(("raised", "status"), [
-    (ConfigError("no relay configured"), 1),
-    (UnknownPeer("no paired peer named 'x'"), 1),
-    (RelayError("the relay at http://r sent a malformed reply"), 1),
-    (FileNotFoundError(2, "No such file or directory", "/nowhere"), 1),
-    (PeerUnreachable("bob is unreachable at 10.0.0.2:47474 (connection refused)"), 3),
-    (RelayUnreachable("the relay at http://r is unreachable (connection refused)"), 3),
-    (KeyboardInterrupt(), 130),
-])
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (ConfigError("no relay configured"), 1),
+        (UnknownPeer("no paired peer named 'x'"), 1),
+        (RelayError("the relay at http://r sent a malformed reply"), 1),
+        (FileNotFoundError(2, "No such file or directory", "/nowhere"), 1),
+        (PeerUnreachable("bob is unreachable at 10.0.0.2:47474 (connection refused)"), 3),
+        (RelayUnreachable("the relay at http://r is unreachable (connection refused)"), 3),
+        (KeyboardInterrupt(), 130),
+    ],
+)
 def test_each_failure_exits_with_its_status_and_one_line(raised, status):
     result = CliRunner().invoke(_toy(raised), ["fail"])
     assert result.exit_code == status, result.output
@@ -102,8 +118,11 @@ def test_each_failure_exits_with_its_status_and_one_line(raised, status):
 
 def test_usage_errors_exit_2(tmp_path):
     env = env_for(tmp_path / "home")
-    for args in (("no-such-command",), ("list", "--no-such-option"),
-                 ("push", "--plain", "--to", "office")):
+    for args in (
+        ("no-such-command",),
+        ("list", "--no-such-option"),
+        ("push", "--plain", "--to", "office"),
+    ):
         result = run(env, *args)
         assert result.returncode == ExitStatus.USAGE, (args, result.stderr)
         assert "Traceback" not in result.stderr
@@ -140,8 +159,15 @@ async def test_ctrl_c_exits_130_with_one_line(tmp_path):
     address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "commuter", "pair", "7-orbit-lemon-piano", "--address",
-            address, env=env_for(tmp_path / "home"), stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "commuter",
+            "pair",
+            "7-orbit-lemon-piano",
+            "--address",
+            address,
+            env=env_for(tmp_path / "home"),
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         try:

@@ -20,18 +20,32 @@ LEGACY = Path(__file__).parent / "data" / "legacy"
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+    }
     env.update(HOME=str(home), USER="tester")
     env.update(extra)
     return env
 
 
-def run(env: dict[str, str], *args: str, cwd: Path | None = None,
-        stdin: int | None = subprocess.DEVNULL, timeout: float = TIMEOUT):
+def run(
+    env: dict[str, str],
+    *args: str,
+    cwd: Path | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    timeout: float = TIMEOUT,
+):
     return subprocess.run(
-        [sys.executable, "-m", "commuter", *args], env=env, capture_output=True, text=True,
-        timeout=timeout, cwd=cwd, stdin=stdin, check=False,
+        [sys.executable, "-m", "commuter", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=stdin,
+        check=False,
     )
 
 
@@ -72,8 +86,18 @@ def test_claude_dir_that_is_a_file_is_one_line(tmp_path: Path, env, legacy_json)
     (home / ".claude").write_text("not a folder")
     project = tmp_path / "proj"
     project.mkdir()
-    line = one_error_line(run(env, "import", str(LEGACY / "plain.json"), "--project-dir",
-                              str(project), "--no-launch", "--yes"), "Not a directory")
+    line = one_error_line(
+        run(
+            env,
+            "import",
+            str(LEGACY / "plain.json"),
+            "--project-dir",
+            str(project),
+            "--no-launch",
+            "--yes",
+        ),
+        "Not a directory",
+    )
     assert str(home / ".claude") in line
     assert (home / ".claude").read_text() == "not a folder"
 
@@ -83,20 +107,22 @@ def test_oserror_format_names_the_path(env) -> None:
     from commuter.cli import _one_line
 
     exc = FileNotFoundError(2, "No such file or directory", "/x/a\nb\x1b[31m")
-    assert _one_line(exc, "export") == (
-        "export: No such file or directory (/x/a\\x0ab\\x1b[31m)")
+    assert _one_line(exc, "export") == ("export: No such file or directory (/x/a\\x0ab\\x1b[31m)")
     assert _one_line(OSError("plain"), None) == "commuter: plain"
 
 
-def test_legacy_bundle_with_lone_surrogates_is_one_line(tmp_path: Path, env,
-                                                       legacy_json) -> None:
+def test_legacy_bundle_with_lone_surrogates_is_one_line(tmp_path: Path, env, legacy_json) -> None:
     legacy_json["session"]["config"]["claude_md"] = "\udcff"
     path = tmp_path / "surr.json"
     path.write_text(json.dumps(legacy_json))  # ensure_ascii: the surrogate is a \udcff escape
     for command in ("inspect", "import"):
-        one_error_line(run(env, command, str(path), "--no-launch", "--yes")
-                       if command == "import" else run(env, command, str(path)),
-                       "claude_md", "lone surrogate")
+        one_error_line(
+            run(env, command, str(path), "--no-launch", "--yes")
+            if command == "import"
+            else run(env, command, str(path)),
+            "claude_md",
+            "lone surrogate",
+        )
     assert not (Path(env["HOME"]) / ".claude").exists()
 
 
@@ -117,9 +143,13 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_closed_stdout_pipe_exits_quietly(env) -> None:
     """`commuter config show | head -0`: no traceback and no error line for a broken pipe."""
-    proc = subprocess.Popen([sys.executable, "-m", "commuter", "config", "show"], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commuter", "config", "show"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # long before the interpreter has started
     with proc.stderr:
@@ -139,13 +169,18 @@ def evil_bundle(tmp_path: Path) -> Path:
 
     from commuter.model import Origin
 
-    line = {"type": "user", "uuid": "00000000-0000-4000-8000-000000000001",
-            "sessionId": SID, "cwd": "/home/a/proj",
-            "message": {"role": "user", "content": f"hi {EVIL}"}}
+    line = {
+        "type": "user",
+        "uuid": "00000000-0000-4000-8000-000000000001",
+        "sessionId": SID,
+        "cwd": "/home/a/proj",
+        "message": {"role": "user", "content": f"hi {EVIL}"},
+    }
     data = json.dumps(line).encode() + b"\n"
     manifest = manifest_bytes(
         origin=Origin(EVIL, "alice\x07", "2026-05-01T10:00:00Z\x1b]0;title\x07", "0.3.0", None),
-        project_dir="/home/a/proj\x1b[2J", meta={"first_prompt": EVIL, "file_history": {}},
+        project_dir="/home/a/proj\x1b[2J",
+        meta={"first_prompt": EVIL, "file_history": {}},
         git={**make_manifest().git, "branch": "main\nwarning: fake\x1b[0m"},  # type: ignore[dict-item]
     )
     path = tmp_path / "evil.bundle"
@@ -173,8 +208,7 @@ def test_import_and_list_escape_what_the_bundle_says(tmp_path: Path, env) -> Non
     project = tmp_path / "proj"
     project.mkdir()
     bundle = evil_bundle(tmp_path)
-    result = run(env, "import", str(bundle), "--project-dir", str(project), "--no-launch",
-                 "--yes")
+    result = run(env, "import", str(bundle), "--project-dir", str(project), "--no-launch", "--yes")
     assert result.returncode == 0, result.stderr
     assert_inert(result)
     assert "exported: " in result.stdout and "evil\\x1b[31mhost\\x0a" in result.stdout
@@ -228,12 +262,14 @@ def test_export_refuses_a_symlink_and_leaves_both_ends(tmp_path: Path, exporter)
 
 def test_export_does_not_create_missing_folders(tmp_path: Path, exporter) -> None:
     target = tmp_path / "missing" / "deeper" / "x.bundle"
-    one_error_line(export(exporter, target, tmp_path),
-                   f"no such directory: {tmp_path / 'missing' / 'deeper'}")
+    one_error_line(
+        export(exporter, target, tmp_path), f"no such directory: {tmp_path / 'missing' / 'deeper'}"
+    )
     assert not (tmp_path / "missing").exists()
     (tmp_path / "afile").write_text("")
-    one_error_line(export(exporter, tmp_path / "afile" / "x.bundle", tmp_path),
-                   "is not a directory")
+    one_error_line(
+        export(exporter, tmp_path / "afile" / "x.bundle", tmp_path), "is not a directory"
+    )
     one_error_line(export(exporter, tmp_path, tmp_path), "is a directory")
 
 
@@ -248,8 +284,14 @@ def test_export_leaves_a_command_file_whose_name_is_not_utf8_at_home(
     target = tmp_path / "x.bundle"
     result = export(exporter, target, tmp_path)
     assert result.returncode == 0, result.stderr
-    shown = subprocess.run([sys.executable, "-m", "commuter", "inspect", str(target)],
-                           env=exporter, capture_output=True, text=True, timeout=60, check=False)
+    shown = subprocess.run(
+        [sys.executable, "-m", "commuter", "inspect", str(target)],
+        env=exporter,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert "project/.claude/commands/fine.md" in shown.stdout
     assert "\\udcff" not in shown.stdout and "\\xff" not in shown.stdout
 
@@ -277,28 +319,43 @@ def test_config_show_and_unset(tmp_path: Path, env) -> None:
     assert json.loads(run(env, "config", "show", "--json").stdout) == {}
     assert not config_file.exists()
     drop = tmp_path / "drop"
-    for args in (("path-map", "/home/me/p", "/Users/me/code"), ("transfer-dir", str(drop)),
-                 ("relay", "https://relay.example/"), ("name", "office")):
+    for args in (
+        ("path-map", "/home/me/p", "/Users/me/code"),
+        ("transfer-dir", str(drop)),
+        ("relay", "https://relay.example/"),
+        ("name", "office"),
+    ):
         result = run(env, "config", "set", *args)
         assert result.returncode == 0 and result.stdout == f"{args[0]} set\n", result.stderr
     shown = run(env, "config", "show").stdout.splitlines()
-    assert shown[1:] == ["path-map: /home/me/p <-> /Users/me/code",
-                         f"transfer-dir: {drop}", "relay: https://relay.example", "name: office"]
+    assert shown[1:] == [
+        "path-map: /home/me/p <-> /Users/me/code",
+        f"transfer-dir: {drop}",
+        "relay: https://relay.example",
+        "name: office",
+    ]
     assert json.loads(run(env, "config", "show", "--json").stdout) == {
-        "path-map": [["/home/me/p", "/Users/me/code"]], "transfer-dir": str(drop),
-        "relay": "https://relay.example", "name": "office"}
+        "path-map": [["/home/me/p", "/Users/me/code"]],
+        "transfer-dir": str(drop),
+        "relay": "https://relay.example",
+        "name": "office",
+    }
     for key in ("relay", "path-map"):
         result = run(env, "config", "unset", key)
         assert result.returncode == 0 and result.stdout == f"{key} unset\n", result.stderr
     assert json.loads(run(env, "config", "show", "--json").stdout) == {
-        "transfer-dir": str(drop), "name": "office"}
+        "transfer-dir": str(drop),
+        "name": "office",
+    }
     assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
     one_error_line(run(env, "config", "unset", "colour"), "unknown key 'colour'")
     assert json.loads(config_file.read_text()) == {"transfer-dir": str(drop), "name": "office"}
 
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"path-map": 5}',
-                                  '{"path-map": [["only-one"]]}', '{"path-map": [1]}'])
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", "[1, 2]", '{"path-map": 5}', '{"path-map": [["only-one"]]}', '{"path-map": [1]}'],
+)
 def test_config_show_of_a_broken_file_is_one_line(env, text: str) -> None:
     shown = run(env, "config", "show")
     config_file = Path(shown.stdout.splitlines()[0].removeprefix("config file: "))
@@ -313,8 +370,13 @@ def test_config_show_of_a_broken_file_is_one_line(env, text: str) -> None:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", *args], cwd=cwd,
-                   check=True, capture_output=True, timeout=TIMEOUT)
+    subprocess.run(
+        ["git", "-c", "user.email=a@b", "-c", "user.name=a", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
 
 
 def test_import_without_a_terminal_warns_instead_of_asking(tmp_path: Path, env) -> None:
@@ -332,16 +394,34 @@ def test_import_without_a_terminal_warns_instead_of_asking(tmp_path: Path, env) 
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "one")
     (repo / "a.txt").write_text("two\n")
-    line = {"type": "user", "uuid": "00000000-0000-4000-8000-000000000001", "sessionId": SID,
-            "cwd": str(repo), "message": {"role": "user", "content": "hello"}}
-    git: dict[str, object] = {"branch": "main", "commit": "c" * 40, "dirty": [], "remote": None,
-                              "root_commit": None}
+    line = {
+        "type": "user",
+        "uuid": "00000000-0000-4000-8000-000000000001",
+        "sessionId": SID,
+        "cwd": str(repo),
+        "message": {"role": "user", "content": "hello"},
+    }
+    git: dict[str, object] = {
+        "branch": "main",
+        "commit": "c" * 40,
+        "dirty": [],
+        "remote": None,
+        "root_commit": None,
+    }
     bundle = tmp_path / "s.bundle"
-    bundle.write_bytes(craft([entry(f"session/{SID}.jsonl", json.dumps(line).encode() + b"\n")],
-                             manifest=manifest_bytes(project_dir=str(repo), git=git)))
+    bundle.write_bytes(
+        craft(
+            [entry(f"session/{SID}.jsonl", json.dumps(line).encode() + b"\n")],
+            manifest=manifest_bytes(project_dir=str(repo), git=git),
+        )
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "commuter", "import", str(bundle), "--no-launch"], env=env,
-        cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "commuter", "import", str(bundle), "--no-launch"],
+        env=env,
+        cwd=repo,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -362,8 +442,14 @@ def test_import_without_a_terminal_warns_instead_of_asking(tmp_path: Path, env) 
 def test_the_import_size_cap_comes_from_the_environment(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     project.mkdir()
-    args = ("import", str(LEGACY / "plain.json"), "--project-dir", str(project), "--no-launch",
-            "--yes")
+    args = (
+        "import",
+        str(LEGACY / "plain.json"),
+        "--project-dir",
+        str(project),
+        "--no-launch",
+        "--yes",
+    )
     small = env_for(tmp_path / "home", COMMUTER_MAX_IMPORT_SIZE="1k")
     one_error_line(run(small, *args), "COMMUTER_MAX_IMPORT_SIZE")
     assert not (tmp_path / "home" / ".claude").exists()

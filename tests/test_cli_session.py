@@ -30,8 +30,9 @@ def one_line_error(result) -> str:
 @pytest.fixture
 def machine(home: Path) -> Path:
     install(home)
-    files = sorted(p for p in (home / ".claude" / "projects").rglob("*.jsonl")
-                   if "subagents" not in p.parts)
+    files = sorted(
+        p for p in (home / ".claude" / "projects").rglob("*.jsonl") if "subagents" not in p.parts
+    )
     for i, path in enumerate(files):
         os.utime(path, (1_700_000_000 + i * 60, 1_700_000_000 + i * 60))
     return home
@@ -58,7 +59,8 @@ def test_list_human_and_json(machine: Path) -> None:
 def test_list_hides_empty_sessions_unless_all(machine: Path) -> None:
     folder = transcript(machine, machine / "projects" / "my.app", TOOLS).parent
     (folder / "00000000-0000-4000-8000-000000000000.jsonl").write_text(
-        '{"type":"queue-operation","operation":"enqueue"}\n')
+        '{"type":"queue-operation","operation":"enqueue"}\n'
+    )
     assert "0000000" not in run("list").stdout
     assert "0000000" in run("list", "--all").stdout
 
@@ -67,12 +69,12 @@ def test_short_ids_are_unique_prefixes() -> None:
     from commuter.commands.session import short_ids
 
     got = short_ids(["abcdef0123", "abcdef0199", "zzzzzzzzzz"])
-    assert got == {"abcdef0123": "abcdef012", "abcdef0199": "abcdef019",
-                   "zzzzzzzzzz": "zzzzzzz"}
+    assert got == {"abcdef0123": "abcdef012", "abcdef0199": "abcdef019", "zzzzzzzzzz": "zzzzzzz"}
 
 
-def test_export_errors_are_one_line(machine: Path, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_errors_are_one_line(
+    machine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "x.bundle"
     assert "not found" in one_line_error(run("export", "0000000", "-o", str(out)))
@@ -99,16 +101,18 @@ def bundle_mod():
     return pytest.importorskip("commuter.bundle")
 
 
-def test_export_import_round_trip_cli(bundle_mod, machine: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_import_round_trip_cli(
+    bundle_mod, machine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proj_a = machine / "projects" / "my.app"
     monkeypatch.chdir(proj_a)
     out = tmp_path / "s.bundle"
     result = run("export", TOOLS[:8], "-o", str(out))
     assert result.exit_code == 0, result.stderr
     assert out.is_file() and bundle_mod.is_bundle(out)
-    assert re.search(rf"^exported session {TOOLS} \(\d+ messages, \d+ files\) from ",
-                     result.stderr), result.stderr
+    assert re.search(
+        rf"^exported session {TOOLS} \(\d+ messages, \d+ files\) from ", result.stderr
+    ), result.stderr
     assert TOOLS in run("inspect", str(out)).stdout
     home_b = tmp_path / "B"
     proj_b = home_b / "code" / "my.app"
@@ -128,8 +132,9 @@ def test_export_import_round_trip_cli(bundle_mod, machine: Path, tmp_path: Path,
     assert again.exit_code == 0 and "unchanged" in again.stdout
 
 
-def test_import_from_stdin(bundle_mod, machine: Path, tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_from_stdin(
+    bundle_mod, machine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(machine / "projects" / "My Project.v2")
     out = tmp_path / "s.bundle"
     assert run("export", "--latest", "-o", str(out)).exit_code == 0
@@ -137,24 +142,25 @@ def test_import_from_stdin(bundle_mod, machine: Path, tmp_path: Path,
     proj_b = home_b / "p"
     proj_b.mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home_b))
-    result = run("import", "-", "--project-dir", str(proj_b), "--no-launch",
-                 input=out.read_bytes())
+    result = run("import", "-", "--project-dir", str(proj_b), "--no-launch", input=out.read_bytes())
     assert result.exit_code == 0, result.stderr
     assert transcript(home_b, proj_b, DOT_SPACE).is_file()
     staging = home_b / ".local" / "share" / "commuter" / "staging"
     assert [p for p in staging.rglob("*") if not p.is_dir()] == []
 
 
-def test_garbage_bundle_is_one_line_and_writes_nothing(bundle_mod, tmp_path: Path,
-                                                       home: Path) -> None:
+def test_garbage_bundle_is_one_line_and_writes_nothing(
+    bundle_mod, tmp_path: Path, home: Path
+) -> None:
     bad = tmp_path / "bad.bundle"
     bad.write_bytes(b"not a bundle at all" * 10)
     one_line_error(run("import", str(bad), "--no-launch"))
     assert not (home / ".claude").exists()
 
 
-def test_dry_run_says_what_the_import_would_do(bundle_mod, machine: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dry_run_says_what_the_import_would_do(
+    bundle_mod, machine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(machine / "projects" / "my.app")
     out = tmp_path / "s.bundle"
     assert run("export", TOOLS[:8], "-o", str(out)).exit_code == 0
@@ -173,16 +179,27 @@ def test_dry_run_says_what_the_import_would_do(bundle_mod, machine: Path, tmp_pa
     assert dry() == f"would leave unchanged: session {TOOLS} in {proj_b}"
     at_b = transcript(home_b, proj_b, TOOLS)
     with at_b.open("a") as fh:  # B goes on with its own message: the bundle now diverges
-        fh.write(json.dumps({"type": "user", "uuid": "1" * 8 + "-1111-4111-8111-" + "1" * 12,
-                             "sessionId": TOOLS, "message": {"content": "B"}},
-                            separators=(",", ":")) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    "type": "user",
+                    "uuid": "1" * 8 + "-1111-4111-8111-" + "1" * 12,
+                    "sessionId": TOOLS,
+                    "message": {"content": "B"},
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
     # and B lacks the bundle's last entry: neither chain is a prefix of the other
     lines = at_b.read_text().splitlines()
     del lines[max(i for i, line in enumerate(lines[:-1]) if '"uuid"' in line)]
     at_b.write_text("\n".join(lines) + "\n")
     result = run("import", str(out), "--project-dir", str(proj_b), "--dry-run")
-    assert f"would import as a fork: session {TOOLS} in {proj_b} (a new id is chosen at import)" \
+    assert (
+        f"would import as a fork: session {TOOLS} in {proj_b} (a new id is chosen at import)"
         in result.stdout
+    )
     assert "resume:" not in result.stdout
     assert "an import would make a fork with a new id" in result.stderr
     assert sorted(p.name for p in at_b.parent.glob("*.jsonl")) == [f"{TOOLS}.jsonl"]

@@ -97,14 +97,20 @@ def test_push_through_a_relay_restarted_before_the_pull(world, tmp_path):
 def test_errors_are_one_line_and_write_nothing(world, tmp_path, unused_tcp_port):
     w, env_a, env_b = world
     one_error_line(run(env_a, "push", "--to", "nobody", cwd=w.project_a), "no paired peer")
-    one_error_line(run(env_a, "push", "--via", "pigeon", cwd=w.project_a),
-                   "unknown transport 'pigeon'")
-    one_error_line(run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a),
-                   "no relay is configured")
+    one_error_line(
+        run(env_a, "push", "--via", "pigeon", cwd=w.project_a), "unknown transport 'pigeon'"
+    )
+    one_error_line(
+        run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a),
+        "no relay is configured",
+    )
     config.set_value(w.a, "relay", (f"http://127.0.0.1:{unused_tcp_port}",))
-    one_error_line(run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a),
-                   f"Error: the relay at http://127.0.0.1:{unused_tcp_port} is unreachable "
-                   "(connection refused)", status=3)
+    one_error_line(
+        run(env_a, "push", "--to", "bob", "--via", "relay", cwd=w.project_a),
+        f"Error: the relay at http://127.0.0.1:{unused_tcp_port} is unreachable "
+        "(connection refused)",
+        status=3,
+    )
     one_error_line(run(env_b, "pull", "--via", "relay"), "no relay configured")
     config.unset_value(w.a, "transfer-dir")
     one_error_line(run(env_a, "push", cwd=w.project_a), "no transfer directory configured")
@@ -119,9 +125,20 @@ def test_pull_from_a_peer_fetches_its_newest_session_for_this_project(world):
 
     w, env_a, env_b = world
     serve = subprocess.Popen(
-        [sys.executable, "-m", "commuter", "serve", "--host", "127.0.0.1", "--port", "0",
-         "--no-mdns"],
-        env={**env_a, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-mdns",
+        ],
+        env={**env_a, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -130,8 +147,15 @@ def test_pull_from_a_peer_fetches_its_newest_session_for_this_project(world):
         line = serve.stdout.readline() if ready else ""
         port = re.search(r":(\d+)\s*$", line.strip())
         assert port, line
-        pulled = run(env_b, "pull", "--from", "alice", "--address", f"127.0.0.1:{port.group(1)}",
-                     cwd=w.project_b)
+        pulled = run(
+            env_b,
+            "pull",
+            "--from",
+            "alice",
+            "--address",
+            f"127.0.0.1:{port.group(1)}",
+            cwd=w.project_b,
+        )
         assert pulled.returncode == 0, pulled.stderr
         assert "from alice (" in pulled.stdout and "claude --resume" in pulled.stdout
     finally:
@@ -156,8 +180,12 @@ def tiny_disk(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root to mount a tmpfs")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
-                          capture_output=True, timeout=30, check=False)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode(errors='replace')}")
     try:

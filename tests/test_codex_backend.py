@@ -64,8 +64,11 @@ def install(home: Path) -> Path:
     for path in (home / ".codex" / "sessions").rglob("*.jsonl"):
         path.write_bytes(path.read_bytes().replace(FIXTURE_HOME.encode(), str(home).encode()))
     with _db(home / ".codex" / "state_5.sqlite") as conn:
-        conn.execute("UPDATE threads SET rollout_path = replace(rollout_path, ?, ?), "
-                     "cwd = replace(cwd, ?, ?)", (FIXTURE_HOME, str(home)) * 2)
+        conn.execute(
+            "UPDATE threads SET rollout_path = replace(rollout_path, ?, ?), "
+            "cwd = replace(cwd, ?, ?)",
+            (FIXTURE_HOME, str(home)) * 2,
+        )
     return home
 
 
@@ -104,13 +107,17 @@ def two(tmp_path: Path):
     for tid in (TOOLS, PARENT, CHILD, DOT_SPACE, PLAIN):
         rollout(b, tid).unlink()
     with _db(b / ".codex" / "state_5.sqlite") as conn:
-        conn.execute("DELETE FROM threads WHERE id IN (?, ?, ?, ?, ?)",
-                     (TOOLS, PARENT, CHILD, DOT_SPACE, PLAIN))
+        conn.execute(
+            "DELETE FROM threads WHERE id IN (?, ?, ?, ?, ?)",
+            (TOOLS, PARENT, CHILD, DOT_SPACE, PLAIN),
+        )
         conn.execute("DELETE FROM thread_spawn_edges")
     with _db(b / ".codex" / "thread_history_1.sqlite") as conn:
         for table in ("thread_items", "thread_turns", "thread_history_projection_state"):
-            conn.execute(f"DELETE FROM {table} WHERE thread_id IN (?, ?, ?, ?, ?)",
-                         (TOOLS, PARENT, CHILD, DOT_SPACE, PLAIN))
+            conn.execute(
+                f"DELETE FROM {table} WHERE thread_id IN (?, ?, ?, ?, ?)",
+                (TOOLS, PARENT, CHILD, DOT_SPACE, PLAIN),
+            )
     (b / "work" / "my.app").mkdir(parents=True)
     (b / "work" / "My Project.v2").mkdir(parents=True)
     return a, b, settings_for(a), settings_for(b)
@@ -164,12 +171,19 @@ def test_tools_thread_moves_translated_prose_kept(two, tmp_path: Path) -> None:
     meta = got[0]["payload"]
     assert meta["cwd"] == str(dst) and meta["runtime_workspace_roots"] == [str(dst)]
     assert {e["payload"]["cwd"] for e in got if e["type"] == "turn_context"} == {str(dst)}
-    env = next(p["text"] for e in got if e["type"] == "response_item"
-               for p in e["payload"].get("content") or [] if p.get("text", "").startswith(
-                   "<environment_context>"))
+    env = next(
+        p["text"]
+        for e in got
+        if e["type"] == "response_item"
+        for p in e["payload"].get("content") or []
+        if p.get("text", "").startswith("<environment_context>")
+    )
     assert f"<cwd>{dst}</cwd>" in env and str(src) not in env
-    calls = [json.loads(e["payload"]["arguments"])["cmd"] for e in got
-             if e["payload"].get("type") == "function_call"]
+    calls = [
+        json.loads(e["payload"]["arguments"])["cmd"]
+        for e in got
+        if e["payload"].get("type") == "function_call"
+    ]
     assert f"*** Update File: {dst}/a.txt" in calls[1]
     assert f"*** Add File: {dst}/notes/new.txt" in calls[2]
     assert calls[0] == f"cat {dst}/a.txt"
@@ -181,8 +195,9 @@ def test_tools_thread_moves_translated_prose_kept(two, tmp_path: Path) -> None:
     # prose: the prompt, the model's words, tool output still name the source path
     prompt = next(i for i in items if i["type"] == "UserMessage")["content"][0]["text"]
     assert f"TOOL:Read:{src}/a.txt" in prompt
-    outputs = " ".join(e["payload"]["output"] for e in got
-                       if e["payload"].get("type") == "function_call_output")
+    outputs = " ".join(
+        e["payload"]["output"] for e in got if e["payload"].get("type") == "function_call_output"
+    )
     stdout = [i.get("stdout", "") for i in items if i["type"] == "FileChange"]
     assert str(src) in stdout[0]
     assert str(dst) not in outputs
@@ -219,8 +234,9 @@ def test_subagent_threads_travel(two, tmp_path: Path) -> None:
     r = row(b, CHILD)
     assert r is not None and r["thread_source"] == "subagent" and r["rollout_path"] == str(child)
     with _db(b / ".codex" / "state_5.sqlite") as conn:
-        edges = conn.execute("SELECT parent_thread_id, child_thread_id FROM thread_spawn_edges"
-                             ).fetchall()
+        edges = conn.execute(
+            "SELECT parent_thread_id, child_thread_id FROM thread_spawn_edges"
+        ).fetchall()
     assert edges == [(PARENT, CHILD)]
 
 
@@ -248,14 +264,16 @@ def test_continuity_same_continuation_divergence(two, tmp_path: Path) -> None:
     with src.open("a") as fh:
         fh.write(json.dumps(extra) + "\n")
     with _db(b / ".codex" / "thread_history_1.sqlite") as conn:
-        conn.execute("INSERT OR REPLACE INTO thread_history_projection_state "
-                     "VALUES (?, 1, 1)", (PLAIN,))
+        conn.execute(
+            "INSERT OR REPLACE INTO thread_history_projection_state VALUES (?, 1, 1)", (PLAIN,)
+        )
     res = carry(sa, sb, stage, PLAIN, project_dir=dst)
     assert res.action == "updated" and res.backups and res.backups[0].is_file()
     assert len(lines(rollout(b, PLAIN))) == len(lines(src))
     with _db(b / ".codex" / "thread_history_1.sqlite") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM thread_history_projection_state "
-                            "WHERE thread_id = ?", (PLAIN,)).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT COUNT(*) FROM thread_history_projection_state WHERE thread_id = ?", (PLAIN,)
+        ).fetchone() == (0,)
     # B continues on its own, A too: divergent → a fork with a new id, both kept
     mine = rollout(b, PLAIN)
     extra["timestamp"] = "2026-11-26T00:00:00.000Z"
@@ -290,15 +308,24 @@ def test_dry_run_writes_nothing(two, tmp_path: Path) -> None:
 
 def test_rewriter_leaves_unknown_and_prose_lines_alone() -> None:
     rw = Rewriter(PathMap.of([("/a/p", "/b/q")]))
-    prose = (b'{"timestamp":"t","ordinal":1,"type":"response_item","payload":{"type":"message",'
-             b'"role":"user","content":[{"type":"input_text","text":"see /a/p/x"}]}}\n')
+    prose = (
+        b'{"timestamp":"t","ordinal":1,"type":"response_item","payload":{"type":"message",'
+        b'"role":"user","content":[{"type":"input_text","text":"see /a/p/x"}]}}\n'
+    )
     assert rw.line(prose) == prose
     assert rw.line(b"not json\n") == b"not json\n"
     meta = b'{"type":"session_meta","payload":{"cwd":"/a/pp","runtime_workspace_roots":["/a/p"]}}'
-    assert json.loads(rw.line(meta))["payload"] == {"cwd": "/a/pp",
-                                                   "runtime_workspace_roots": ["/b/q"]}
-    call = {"type": "response_item", "payload": {"type": "function_call", "arguments": json.dumps(
-        {"cmd": "cd /a/p && cat /a/pp/x /a/p/y", "workdir": "/a/p"})}}
+    assert json.loads(rw.line(meta))["payload"] == {
+        "cwd": "/a/pp",
+        "runtime_workspace_roots": ["/b/q"],
+    }
+    call = {
+        "type": "response_item",
+        "payload": {
+            "type": "function_call",
+            "arguments": json.dumps({"cmd": "cd /a/p && cat /a/pp/x /a/p/y", "workdir": "/a/p"}),
+        },
+    }
     args = json.loads(json.loads(rw.line(json.dumps(call).encode()))["payload"]["arguments"])
     assert args == {"cmd": "cd /b/q && cat /a/pp/x /b/q/y", "workdir": "/b/q"}
 
@@ -324,8 +351,9 @@ def test_hostile_ids_and_members_are_refused(two, tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="not a UUID"):
         backend.place(_source(tmp_path, "x; DROP TABLE threads", {}, {}), opts)
     line = rollout(b, RESUMED).read_bytes()
-    bad = _source(tmp_path, PLAIN, {}, {f"session/{PLAIN}.jsonl": line,
-                                        "subagents/../../evil.jsonl": b"{}"})
+    bad = _source(
+        tmp_path, PLAIN, {}, {f"session/{PLAIN}.jsonl": line, "subagents/../../evil.jsonl": b"{}"}
+    )
     with pytest.raises(BackendError, match="subagent"):
         backend.place(bad, opts)
     rows = {"codex_threads": {PLAIN: {"id": PLAIN, "title": ["not", "text"]}}}
@@ -337,14 +365,23 @@ def test_hostile_ids_and_members_are_refused(two, tmp_path: Path) -> None:
 def test_hostile_row_cannot_inject_sql(two, tmp_path: Path) -> None:
     _a, b, _sa, sb = two
     evil = "x'); DROP TABLE threads; --"
-    meta = {"codex_threads": {PLAIN: {
-        "id": PLAIN, "title": evil, "cwd) VALUES (1); DROP TABLE threads; --": "x",
-        "rollout_path": "/etc/passwd"}},
+    meta = {
+        "codex_threads": {
+            PLAIN: {
+                "id": PLAIN,
+                "title": evil,
+                "cwd) VALUES (1); DROP TABLE threads; --": "x",
+                "rollout_path": "/etc/passwd",
+            }
+        },
         "codex_rollout_names": {PLAIN: "../../../../evil.jsonl"},
-        "codex_edges": [["a'; DROP TABLE threads;--", PLAIN, "open"]]}
+        "codex_edges": [["a'; DROP TABLE threads;--", PLAIN, "open"]],
+    }
     data = rollout(b, RESUMED).read_bytes().replace(RESUMED.encode(), PLAIN.encode())
-    res = CodexBackend(sb).place(_source(tmp_path, PLAIN, meta, {f"session/{PLAIN}.jsonl": data}),
-                                 ImportOptions(project_dir=b / "work" / "my.app"))
+    res = CodexBackend(sb).place(
+        _source(tmp_path, PLAIN, meta, {f"session/{PLAIN}.jsonl": data}),
+        ImportOptions(project_dir=b / "work" / "my.app"),
+    )
     r = row(b, PLAIN)
     assert r is not None and r["title"] == evil
     assert r["rollout_path"] == str(res.transcript)  # ours, never the bundle's
@@ -359,11 +396,17 @@ def test_a_thread_a_running_codex_holds_is_not_replaced(two, tmp_path: Path) -> 
     carry(sa, sb, stage, PLAIN, project_dir=dst)
     held = rollout(b, PLAIN)
     with rollout(a, PLAIN).open("a") as fh:
-        fh.write('{"timestamp":"2026-12-01T00:00:00Z","ordinal":99,"type":"event_msg",'
-                 '"payload":{"type":"task_started"}}\n')
+        fh.write(
+            '{"timestamp":"2026-12-01T00:00:00Z","ordinal":99,"type":"event_msg",'
+            '"payload":{"type":"task_started"}}\n'
+        )
     code = "import sys, time; f = open(sys.argv[1], 'rb'); print('ok', flush=True); time.sleep(60)"
-    proc = subprocess.Popen(["codex", "-c", code, str(held)], executable=sys.executable,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["codex", "-c", code, str(held)],
+        executable=sys.executable,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ok"
         before = held.read_bytes()

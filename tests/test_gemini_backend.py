@@ -111,8 +111,7 @@ def test_sessions_lists_each_main_chat_once_with_its_project(home: Path) -> None
 def test_gemini_cli_home_moves_the_data_dir(home: Path, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     install(other)
-    assert {r.session_id for r in backend(home, GEMINI_CLI_HOME=str(other)).sessions()} >= {
-        PLAIN}
+    assert {r.session_id for r in backend(home, GEMINI_CLI_HOME=str(other)).sessions()} >= {PLAIN}
     assert list(backend(home).sessions()) == []
 
 
@@ -184,8 +183,7 @@ def test_export_import_under_another_path_keeps_other_projects(
     assert projects == {**before, str(there): "my-app-1"}
     folder = home_b / ".gemini" / "tmp" / "my-app-1"
     assert (folder / ".project_root").read_text() == str(there)
-    assert (home_b / ".gemini" / "history" / "my-app-1" / ".project_root").read_text() == str(
-        there)
+    assert (home_b / ".gemini" / "history" / "my-app-1" / ".project_root").read_text() == str(there)
     chat = folder / "chats" / "session-2026-11-24T14-07-a15cd176.jsonl"
     text = chat.read_text()
     assert str(there) in text and str(folder) in text
@@ -201,8 +199,9 @@ def test_export_import_under_another_path_keeps_other_projects(
     assert refs[SUBAGENT].project == there
     assert backend(home_b).find(None, there).session_id == SUBAGENT
     # B's own my.app chats are where they were
-    assert (home_b / ".gemini" / "tmp" / "my-app" / "chats" /
-            "session-2026-11-24T14-07-c2fbb176.jsonl").is_file()
+    assert (
+        home_b / ".gemini" / "tmp" / "my-app" / "chats" / "session-2026-11-24T14-07-c2fbb176.jsonl"
+    ).is_file()
     assert gemini_cleanup(folder / "chats") == []
 
 
@@ -225,9 +224,18 @@ def test_dot_space_project_and_continuity(
     again = _import(bundle, there)
     assert again.exit_code == 0 and "unchanged" in again.stdout.lower() + again.stderr.lower()
     # B continues the chat; the same bundle coming again changes nothing (local newer)
-    grown = placed.read_text() + json.dumps(
-        {"id": "b-1", "timestamp": "2026-11-25T10:00:00.000Z", "type": "user",
-         "content": [{"text": "more at B"}]}) + "\n"
+    grown = (
+        placed.read_text()
+        + json.dumps(
+            {
+                "id": "b-1",
+                "timestamp": "2026-11-25T10:00:00.000Z",
+                "type": "user",
+                "content": [{"text": "more at B"}],
+            }
+        )
+        + "\n"
+    )
     placed.write_text(grown)
     assert _import(bundle, there).exit_code == 0
     assert placed.read_text() == grown
@@ -253,16 +261,30 @@ def test_divergence_keeps_both_as_a_fork(
     _export(home, PLAIN, bundle)
     chat = home / ".gemini" / "tmp" / "my-app" / "chats" / "session-2026-11-24T14-07-c2fbb176.jsonl"
     mine = chat.read_text()
-    chat.write_text(mine + json.dumps({"id": "a-local", "type": "user", "timestamp": "x",
-                                       "content": [{"text": "local turn"}]}) + "\n")
+    chat.write_text(
+        mine
+        + json.dumps(
+            {"id": "a-local", "type": "user", "timestamp": "x", "content": [{"text": "local turn"}]}
+        )
+        + "\n"
+    )
     staged = tmp_path / "p2.commuter"
     # a diverged bundle: the original plus another turn
     shadow = tmp_path / "shadow"
     install(shadow)
     sc = shadow / ".gemini" / "tmp" / "my-app" / "chats" / chat.name
-    sc.write_text(sc.read_text().replace(str(shadow), str(home)) + json.dumps(
-        {"id": "b-remote", "type": "user", "timestamp": "y",
-         "content": [{"text": "remote turn"}]}) + "\n")
+    sc.write_text(
+        sc.read_text().replace(str(shadow), str(home))
+        + json.dumps(
+            {
+                "id": "b-remote",
+                "type": "user",
+                "timestamp": "y",
+                "content": [{"text": "remote turn"}],
+            }
+        )
+        + "\n"
+    )
     monkeypatch.setenv("HOME", str(shadow))
     _export(shadow, PLAIN, staged)
     monkeypatch.setenv("HOME", str(home))
@@ -270,8 +292,11 @@ def test_divergence_keeps_both_as_a_fork(
     assert forked.exit_code == 0, forked.stderr
     assert "fork" in forked.stdout + forked.stderr
     assert "local turn" in chat.read_text()
-    forks = [r for r in backend(home).sessions()
-             if r.first_prompt == "Remember the codeword PINEAPPLE-42." and r.session_id != PLAIN]
+    forks = [
+        r
+        for r in backend(home).sessions()
+        if r.first_prompt == "Remember the codeword PINEAPPLE-42." and r.session_id != PLAIN
+    ]
     assert len(forks) == 1
     fork = forks[0]
     assert fork.path is not None and "remote turn" in fork.path.read_text()
@@ -279,13 +304,23 @@ def test_divergence_keeps_both_as_a_fork(
     assert read_chat(fork.path).session_id == fork.session_id
     # the same diverged bundle again: no second fork
     assert _import(staged, home / "projects" / "my.app").exit_code == 0
-    assert len([r for r in backend(home).sessions()
-                if r.first_prompt == "Remember the codeword PINEAPPLE-42."]) == 2
+    assert (
+        len(
+            [
+                r
+                for r in backend(home).sessions()
+                if r.first_prompt == "Remember the codeword PINEAPPLE-42."
+            ]
+        )
+        == 2
+    )
     # gemini's next start takes the resumed chat and its leftover (as it did at the source),
     # never the fork
     gone = gemini_cleanup(chat.parent, datetime(2026, 11, 25, tzinfo=UTC))
-    assert sorted(gone) == ["session-2026-11-24T14-07-c3ddfac4.jsonl",
-                            "session-2026-11-24T14-08-c3ddfac4.jsonl"]
+    assert sorted(gone) == [
+        "session-2026-11-24T14-07-c3ddfac4.jsonl",
+        "session-2026-11-24T14-08-c3ddfac4.jsonl",
+    ]
     assert fork.path.is_file() and chat.is_file()
 
 
@@ -301,8 +336,10 @@ def test_an_imported_chat_survives_gemini_cleanup(
     chats.mkdir(parents=True)
     # a message-less file with the same short id (what a resume here left) would take the
     # imported chat with it on the next gemini start
-    shutil.copy(chats_a / "session-2026-11-24T14-08-c3ddfac4.jsonl",
-                chats / "session-2026-11-24T14-08-c3ddfac4.jsonl")
+    shutil.copy(
+        chats_a / "session-2026-11-24T14-08-c3ddfac4.jsonl",
+        chats / "session-2026-11-24T14-08-c3ddfac4.jsonl",
+    )
     imported = _import(bundle, there)
     assert imported.exit_code == 0, imported.stderr
     placed = chats / "session-2026-11-24T14-07-c3ddfac4.jsonl"
@@ -357,13 +394,15 @@ def test_placing_checks_ids_and_member_names(home: Path, tmp_path: Path) -> None
     src = home / ".gemini" / "tmp" / "my-app" / "chats" / "session-2026-11-24T14-07-c2fbb176.jsonl"
     shutil.copy(src, root / "session" / "not-a-uuid.jsonl")
     gem = backend(home)
-    source = ImportSource("not-a-uuid", str(home / "projects" / "my.app"), root,
-                          ("session/not-a-uuid.jsonl",))
+    source = ImportSource(
+        "not-a-uuid", str(home / "projects" / "my.app"), root, ("session/not-a-uuid.jsonl",)
+    )
     with pytest.raises(BundleError):
         gem.place(source, ImportOptions(project_dir=home / "projects" / "my.app"))
     shutil.copy(src, root / "session" / f"{TOOLS}.jsonl")  # a chat of another session
-    source = ImportSource(TOOLS, str(home / "projects" / "my.app"), root,
-                          (f"session/{TOOLS}.jsonl",))
+    source = ImportSource(
+        TOOLS, str(home / "projects" / "my.app"), root, (f"session/{TOOLS}.jsonl",)
+    )
     with pytest.raises(BundleError):
         gem.place(source, ImportOptions(project_dir=home / "projects" / "my.app"))
     assert not gem.is_session_id("../x") and gem.is_session_id(PLAIN)
@@ -391,9 +430,7 @@ def test_project_config_travels_with_consent(
     assert oct((there / ".gemini" / "settings.json").stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_chat_of_home_itself_carries_no_gemini_settings(
-    home: Path, tmp_path: Path
-) -> None:
+def test_a_chat_of_home_itself_carries_no_gemini_settings(home: Path, tmp_path: Path) -> None:
     from commuter.backends.gemini import _project_members
 
     install(home)
@@ -446,8 +483,14 @@ def test_a_running_gemini_in_the_project_blocks_an_update(
     bundle = tmp_path / "d.commuter"
     _export(home, DOTSPACE, bundle)
     project = home / "projects" / "My Project.v2"
-    chat = home / ".gemini" / "tmp" / "my-project-v2" / "chats" / \
-        "session-2026-11-24T14-08-9dc73036.jsonl"
+    chat = (
+        home
+        / ".gemini"
+        / "tmp"
+        / "my-project-v2"
+        / "chats"
+        / "session-2026-11-24T14-08-9dc73036.jsonl"
+    )
     before = chat.read_text()
     chat.write_text("\n".join(before.splitlines()[:4]) + "\n")  # the bundle continues it
     fake = tmp_path / "bin" / "gemini"  # a stand-in gemini sleeping in the project
@@ -514,19 +557,29 @@ def test_an_older_whole_file_json_chat_moves(
     install(home)
     chats = home / ".gemini" / "tmp" / "my-app" / "chats"
     chat = read_chat(chats / "session-2026-11-24T14-07-c2fbb176.jsonl")
-    legacy = {"sessionId": LEGACY, "projectHash": chat.project_hash,
-              "startTime": chat.start_time, "lastUpdated": chat.last_updated, "kind": "main",
-              "messages": [chat.messages[m] for m in chat.ids]}
-    (chats / f"session-2026-11-24T14-07-{LEGACY[:8]}.json").write_text(
-        json.dumps(legacy, indent=2))
+    legacy = {
+        "sessionId": LEGACY,
+        "projectHash": chat.project_hash,
+        "startTime": chat.start_time,
+        "lastUpdated": chat.last_updated,
+        "kind": "main",
+        "messages": [chat.messages[m] for m in chat.ids],
+    }
+    (chats / f"session-2026-11-24T14-07-{LEGACY[:8]}.json").write_text(json.dumps(legacy, indent=2))
     refs = {r.session_id: r for r in backend(home).sessions()}
     assert refs[LEGACY].first_prompt == "Remember the codeword PINEAPPLE-42."
     bundle = tmp_path / "l.commuter"
     _export(home, LEGACY, bundle)
     home_b, there = _home_b(tmp_path, monkeypatch)
     assert _import(bundle, there).exit_code == 0
-    placed = home_b / ".gemini" / "tmp" / "my-app-1" / "chats" / \
-        f"session-2026-11-24T14-07-{LEGACY[:8]}.json"
+    placed = (
+        home_b
+        / ".gemini"
+        / "tmp"
+        / "my-app-1"
+        / "chats"
+        / f"session-2026-11-24T14-07-{LEGACY[:8]}.json"
+    )
     data = json.loads(placed.read_text())
     assert data["sessionId"] == LEGACY and len(data["messages"]) == 3
     assert data["lastUpdated"] > chat.last_updated  # gemini's 30-day cleanup counts from here
@@ -541,23 +594,51 @@ def test_the_rewriter_keeps_prose_and_respects_path_boundaries() -> None:
 
     rw = Rewriter([("/a/my.app", "/b/app"), ("/a/.gemini/tmp/my-app", "/b/.gemini/tmp/app")])
     record = {
-        "id": "1", "type": "gemini", "content": "I read /a/my.app/x",  # the model's text
-        "toolCalls": [{"name": "read_file", "args": {"file_path": "/a/my.app/x",
-                                                     "pattern": "/a/my.app/x"},
-                       "result": [{"functionResponse": {"response": {
-                           "output": "see /a/my.app/y and /a/my.app2/z, '/a/my.app'"}}}],
-                       "resultDisplay": "wrote /a/my.app/n.txt"}],
+        "id": "1",
+        "type": "gemini",
+        "content": "I read /a/my.app/x",  # the model's text
+        "toolCalls": [
+            {
+                "name": "read_file",
+                "args": {"file_path": "/a/my.app/x", "pattern": "/a/my.app/x"},
+                "result": [
+                    {
+                        "functionResponse": {
+                            "response": {"output": "see /a/my.app/y and /a/my.app2/z, '/a/my.app'"}
+                        }
+                    }
+                ],
+                "resultDisplay": "wrote /a/my.app/n.txt",
+            }
+        ],
     }
     out = rw.record(record)
     assert out["content"] == "I read /a/my.app/x"
     call = out["toolCalls"][0]
     assert call["args"] == {"file_path": "/b/app/x", "pattern": "/a/my.app/x"}
     assert call["result"][0]["functionResponse"]["response"]["output"] == (
-        "see /b/app/y and /a/my.app2/z, '/b/app'")
+        "see /b/app/y and /a/my.app2/z, '/b/app'"
+    )
     assert call["resultDisplay"] == "wrote /b/app/n.txt"
-    context = {"$set": {"messages": [{"id": "c", "type": "user", "content": [{"text": (
-        "<session_context>\nThe project's temporary directory is: /a/.gemini/tmp/my-app\n"
-        "  - /a/my.app\n/a/my.app/\n")}]}]}}
+    context = {
+        "$set": {
+            "messages": [
+                {
+                    "id": "c",
+                    "type": "user",
+                    "content": [
+                        {
+                            "text": (
+                                "<session_context>\nThe project's temporary directory is: "
+                                "/a/.gemini/tmp/my-app\n"
+                                "  - /a/my.app\n/a/my.app/\n"
+                            )
+                        }
+                    ],
+                }
+            ]
+        }
+    }
     text = rw.record(context)["$set"]["messages"][0]["content"][0]["text"]
     assert "/b/.gemini/tmp/app\n" in text and "  - /b/app\n/b/app/\n" in text
     assert "/a/" not in text

@@ -11,8 +11,12 @@ from commuter import gitstate
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", *args], cwd=cwd,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=a@b", "-c", "user.name=a", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -47,8 +51,7 @@ def test_no_git_binary(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_import_warnings(repo: Path) -> None:
-    snap: dict[str, object] = {"branch": "feature", "commit": "f" * 40, "dirty": [],
-                               "remote": None}
+    snap: dict[str, object] = {"branch": "feature", "commit": "f" * 40, "dirty": [], "remote": None}
     (repo / "a.txt").write_text("dirty")
     warnings = gitstate.import_warnings(snap, repo)
     assert any("branch feature" in w for w in warnings)

@@ -39,18 +39,29 @@ async def test_every_error_keeps_its_class_and_message_across_the_network(aiohtt
 
 async def test_a_relay_error_is_prefixed_and_an_unknown_code_is_the_fallback(aiohttp_client):
     client = await aiohttp_client(_app(QuotaExceeded("mailbox full"), []))
-    got = await http.read_error(await client.post("/x"), where="the relay", fallback=RelayError,
-                                prefix="relay: ")
+    got = await http.read_error(
+        await client.post("/x"), where="the relay", fallback=RelayError, prefix="relay: "
+    )
     assert type(got) is QuotaExceeded and str(got) == "relay: mailbox full"
-    unknown = http.error_from(418, b'{"error": "teapot", "message": "short and stout"}',
-                              where="bob", fallback=RelayError)
+    unknown = http.error_from(
+        418, b'{"error": "teapot", "message": "short and stout"}', where="bob", fallback=RelayError
+    )
     assert type(unknown) is RelayError and str(unknown) == "short and stout"
 
 
-@pytest.mark.parametrize("body", [
-    None, b"", b"<html>bad gateway</html>", b"[" * 100_000, b'{"error": 1, "message": "x"}',
-    b'{"error": "relay-full"}', b'["error", "message"]', b"\xff\xfe",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        b"",
+        b"<html>bad gateway</html>",
+        b"[" * 100_000,
+        b'{"error": 1, "message": "x"}',
+        b'{"error": "relay-full"}',
+        b'["error", "message"]',
+        b"\xff\xfe",
+    ],
+)
 def test_a_body_that_is_not_an_error_answer_is_the_fallback_naming_the_status(body):
     got = http.error_from(502, body, where="the relay at http://r", fallback=RelayError)
     assert type(got) is RelayError and str(got) == "the relay at http://r answered HTTP 502"
@@ -70,8 +81,12 @@ async def test_an_error_body_past_the_cap_is_not_read(aiohttp_client):
 
 def test_a_remote_message_is_shown_printable_and_cut():
     said = http.error_from(
-        400, ('{"error": "peer", "message": "\\u001b]0;pwned\\u0007\\n\\u202e' + "z" * 999 + '"}'
-              ).encode(), where="bob", fallback=PeerError,
+        400,
+        (
+            '{"error": "peer", "message": "\\u001b]0;pwned\\u0007\\n\\u202e' + "z" * 999 + '"}'
+        ).encode(),
+        where="bob",
+        fallback=PeerError,
     )
     text = str(said)
     assert text.startswith("?]0;pwned???z") and text.endswith("z…")
@@ -92,8 +107,7 @@ async def test_http_errors_are_json_too(aiohttp_client):
 
 
 async def test_a_stalled_upload_answer_closes_the_connection(aiohttp_client):
-    client = await aiohttp_client(_app(UploadStalled("dropped"), [],
-                                       close_after=(UploadStalled,)))
+    client = await aiohttp_client(_app(UploadStalled("dropped"), [], close_after=(UploadStalled,)))
     resp = await client.post("/x")
     assert resp.status == 408 and resp.headers.get("Connection", "").lower() == "close"
     plain = await aiohttp_client(_app(UploadStalled("dropped"), []))
@@ -101,11 +115,17 @@ async def test_a_stalled_upload_answer_closes_the_connection(aiohttp_client):
     assert resp.status == 408 and resp.headers.get("Connection", "").lower() != "close"
 
 
-@pytest.mark.parametrize(("raised", "status", "line"), [
-    (OSError(errno.EMFILE, "Too many open files"), 503,
-     "cannot answer POST /x: Too many open files"),
-    (ConnectionResetError(), 400, "POST /x: connection lost mid-request"),
-])
+@pytest.mark.parametrize(
+    ("raised", "status", "line"),
+    [
+        (
+            OSError(errno.EMFILE, "Too many open files"),
+            503,
+            "cannot answer POST /x: Too many open files",
+        ),
+        (ConnectionResetError(), 400, "POST /x: connection lost mid-request"),
+    ],
+)
 async def test_a_server_side_failure_is_one_log_line_and_an_answer(
     aiohttp_client, raised, status, line
 ):

@@ -38,8 +38,14 @@ def test_a_deeply_nested_line_is_refused_and_nothing_is_written(two, tmp_path, d
     with transcript(a, proj_a, TOOLS).open("a") as fh:
         fh.write(deep_line(proj_a, depth) + "\n")
     with pytest.raises(BundleError, match="nested deeper than"):
-        carry(sa, sb, tmp_path / "stage", session=TOOLS, cwd=proj_a,
-              options=ImportOptions(assume_yes=True))
+        carry(
+            sa,
+            sb,
+            tmp_path / "stage",
+            session=TOOLS,
+            cwd=proj_a,
+            options=ImportOptions(assume_yes=True),
+        )
     assert files_under(b / ".claude") == []  # no orphaned tool-results or file-history
     assert [p for p in (b / ".claude").rglob("*") if p.is_dir()] == []
 
@@ -78,8 +84,12 @@ sys.stdin.read()  # stay alive until the test closes stdin
 
 
 def _leave(folder: Path, home: Path, sid: str, how: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", _LEAVE, str(folder), str(home), sid, how],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LEAVE, str(folder), str(home), sid, how],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip()
     if how == "die":
         proc.communicate(timeout=30)  # and close its pipes
@@ -110,9 +120,11 @@ def test_leftovers_of_dead_processes_are_swept_and_live_ones_kept(two, tmp_path)
         left = sorted(p.name for p in folder.glob(".*.tmp"))
         assert len(left) == 2 and stranger.name in left
         assert any(".other.jsonl.cm" in name for name in left)  # the live writer's
-        assert [p.name for p in staging_root.iterdir()
-                if p.name.startswith("p") and (p / "unpack-x").exists()] \
-            == [f"p{fsutil.process_tag_of(live.pid)}"]
+        assert [
+            p.name
+            for p in staging_root.iterdir()
+            if p.name.startswith("p") and (p / "unpack-x").exists()
+        ] == [f"p{fsutil.process_tag_of(live.pid)}"]
         assert transcript(b, proj_b, TOOLS).is_file()
     finally:
         live.communicate(timeout=30)  # closes its stdin: it ends

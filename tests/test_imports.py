@@ -28,8 +28,13 @@ MODULES = _modules()
 
 
 def _import_alone(name: str) -> tuple[str, int, str]:
-    done = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {name}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return name, done.returncode, done.stderr
 
 

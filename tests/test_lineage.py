@@ -9,8 +9,12 @@ from commuter.backends.claude.lineage import Relation, compare_chains, compare_f
 
 
 def _write(path: Path, uuids: list[str]) -> Path:
-    lines = [json.dumps({"type": "user", "uuid": u, "message": {"content": '"uuid":"x"'}},
-                        separators=(",", ":")) for u in uuids]
+    lines = [
+        json.dumps(
+            {"type": "user", "uuid": u, "message": {"content": '"uuid":"x"'}}, separators=(",", ":")
+        )
+        for u in uuids
+    ]
     path.write_text("\n".join([*lines, '{"type":"last-prompt"}']) + "\n")
     return path
 

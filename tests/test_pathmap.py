@@ -32,38 +32,55 @@ def test_longest_prefix_wins_and_both_directions() -> None:
 def test_resolution_order(tmp_path: Path) -> None:
     local = tmp_path / "local"
     local.mkdir()
-    got = resolve_target_project("/nowhere/app", override=local, config_maps=[], cwd=tmp_path,
-                                 git=None)
+    got = resolve_target_project(
+        "/nowhere/app", override=local, config_maps=[], cwd=tmp_path, git=None
+    )
     assert got == local
     with pytest.raises(BackendError, match="not a directory"):
-        resolve_target_project("/nowhere", override=tmp_path / "x", config_maps=[],
-                               cwd=tmp_path, git=None)
+        resolve_target_project(
+            "/nowhere", override=tmp_path / "x", config_maps=[], cwd=tmp_path, git=None
+        )
     (local / "app").mkdir()
-    got = resolve_target_project("/nowhere/app", override=None,
-                                 config_maps=[("/nowhere", str(local))], cwd=tmp_path, git=None)
+    got = resolve_target_project(
+        "/nowhere/app",
+        override=None,
+        config_maps=[("/nowhere", str(local))],
+        cwd=tmp_path,
+        git=None,
+    )
     assert got == local / "app"
     with pytest.raises(BackendError, match="does not exist here"):
-        resolve_target_project("/nowhere/zzz", override=None,
-                               config_maps=[("/nowhere", str(local))], cwd=tmp_path, git=None)
-    assert resolve_target_project(str(local), override=None, config_maps=[], cwd=tmp_path,
-                                  git=None) == local
+        resolve_target_project(
+            "/nowhere/zzz",
+            override=None,
+            config_maps=[("/nowhere", str(local))],
+            cwd=tmp_path,
+            git=None,
+        )
+    assert (
+        resolve_target_project(str(local), override=None, config_maps=[], cwd=tmp_path, git=None)
+        == local
+    )
     with pytest.raises(BackendError, match="path-map"):
-        resolve_target_project("/nowhere/app", override=None, config_maps=[], cwd=tmp_path,
-                               git=None)
+        resolve_target_project(
+            "/nowhere/app", override=None, config_maps=[], cwd=tmp_path, git=None
+        )
 
 
 def test_symlinked_project_dir_is_resolved(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    got = resolve_target_project("/x", override=tmp_path / "link", config_maps=[],
-                                 cwd=tmp_path, git=None)
+    got = resolve_target_project(
+        "/x", override=tmp_path / "link", config_maps=[], cwd=tmp_path, git=None
+    )
     assert got == real
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_same_repo_guess_uses_cwd_repo_root_and_subdir(tmp_path: Path) -> None:
@@ -79,8 +96,9 @@ def test_same_repo_guess_uses_cwd_repo_root_and_subdir(tmp_path: Path) -> None:
     assert snap is not None and snap["subdir"] == "sub" and snap["branch"] == "main"
     clone = tmp_path / "clone"
     _git(tmp_path, "clone", "-q", str(src), str(clone))
-    got = resolve_target_project("/elsewhere/src/sub", override=None, config_maps=[],
-                                 cwd=clone, git=snap)
+    got = resolve_target_project(
+        "/elsewhere/src/sub", override=None, config_maps=[], cwd=clone, git=snap
+    )
     assert got == clone / "sub"
 
 
@@ -88,7 +106,11 @@ def test_a_source_that_exists_here_wins_over_a_map_to_nowhere(tmp_path: Path) ->
     # A bundle this machine made, imported back (a restore): the map points at the other side.
     local = tmp_path / "projects" / "app"
     local.mkdir(parents=True)
-    got = resolve_target_project(str(local), override=None,
-                                 config_maps=[(str(tmp_path / "projects"), "/elsewhere/code")],
-                                 cwd=tmp_path, git=None)
+    got = resolve_target_project(
+        str(local),
+        override=None,
+        config_maps=[(str(tmp_path / "projects"), "/elsewhere/code")],
+        cwd=tmp_path,
+        git=None,
+    )
     assert got == local

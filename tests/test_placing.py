@@ -13,8 +13,12 @@ from commuter.model import ImportOptions
 from commuter.placing import Backups, Pending, ProjectConfig, project_conflicts, write_project_files
 from commuter.settings import Settings
 
-SPEC = ProjectConfig(files=("AGENTS.md", ".tool/hooks.toml"), dirs=(".tool/prompts",),
-                     runs_commands=(".tool/hooks.toml",), steers="steers the tool")
+SPEC = ProjectConfig(
+    files=("AGENTS.md", ".tool/hooks.toml"),
+    dirs=(".tool/prompts",),
+    runs_commands=(".tool/hooks.toml",),
+    steers="steers the tool",
+)
 
 
 def source(tmp_path: Path, files: dict[str, bytes]) -> ImportSource:
@@ -28,25 +32,47 @@ def source(tmp_path: Path, files: dict[str, bytes]) -> ImportSource:
 def write(settings: Settings, src: ImportSource, target: Path, options: ImportOptions):
     warnings: list[str] = []
     backed_up: list[Path] = []
-    write_project_files(src, target, SPEC, options, backups=Backups(settings), sid="s1",
-                        warnings=warnings, backed_up=backed_up)
+    write_project_files(
+        src,
+        target,
+        SPEC,
+        options,
+        backups=Backups(settings),
+        sid="s1",
+        warnings=warnings,
+        backed_up=backed_up,
+    )
     return warnings, backed_up
 
 
-def test_only_the_backends_files_come_and_commands_need_a_yes(tmp_path: Path,
-                                                             settings: Settings) -> None:
+def test_only_the_backends_files_come_and_commands_need_a_yes(
+    tmp_path: Path, settings: Settings
+) -> None:
     target = tmp_path / "proj"
     target.mkdir()
-    src = source(tmp_path, {"AGENTS.md": b"a", ".tool/hooks.toml": b"h",
-                            ".tool/prompts/x.md": b"p", "CLAUDE.md": b"c", ".tool/other": b"o"})
+    src = source(
+        tmp_path,
+        {
+            "AGENTS.md": b"a",
+            ".tool/hooks.toml": b"h",
+            ".tool/prompts/x.md": b"p",
+            "CLAUDE.md": b"c",
+            ".tool/other": b"o",
+        },
+    )
     dry = project_conflicts(src, target, SPEC, ImportOptions(sender_verified=True))
-    assert dry == ["the bundle brings .tool/hooks.toml, which can run commands; "
-                   "import writes it only with --yes"]
+    assert dry == [
+        "the bundle brings .tool/hooks.toml, which can run commands; "
+        "import writes it only with --yes"
+    ]
     warnings, _ = write(settings, src, target, ImportOptions(sender_verified=True))
-    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) \
-        == [".tool/prompts/x.md", "AGENTS.md"]
-    assert warnings == ["did not write the bundle's .tool/hooks.toml: it can run commands; "
-                        "--yes takes it"]
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
+        ".tool/prompts/x.md",
+        "AGENTS.md",
+    ]
+    assert warnings == [
+        "did not write the bundle's .tool/hooks.toml: it can run commands; --yes takes it"
+    ]
     asked: list[str] = []
     options = ImportOptions(interactive=True, ask=answering("yes", asked))
     (target / "AGENTS.md").write_bytes(b"mine")

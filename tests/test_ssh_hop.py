@@ -60,8 +60,13 @@ def _free_port() -> int:
 
 
 def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)],
-                   check=True, timeout=30, stdin=subprocess.DEVNULL, capture_output=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)],
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
 
 
 def _ready(proc: subprocess.Popen[bytes], port: int) -> bool:
@@ -121,7 +126,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(port)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
             )
         if _ready(proc, port):
             break
@@ -151,10 +158,18 @@ def _remote_commuter(home: Path) -> str:
     words = [
         # Not `env -i`: sshd's environment is a fresh login's anyway, and what the hop exports
         # for the far side (COMMUTER_SSH_HOP) must reach it.
-        "env", "PATH=/usr/local/bin:/usr/bin:/bin", "LC_ALL=C.UTF-8", "USER=tester",
-        f"HOME={home}", f"XDG_CONFIG_HOME={home}/.config", f"XDG_DATA_HOME={home}/.local/share",
-        f"XDG_STATE_HOME={home}/.local/state", f"XDG_CACHE_HOME={home}/.cache",
-        sys.executable, "-m", "commuter",
+        "env",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "LC_ALL=C.UTF-8",
+        "USER=tester",
+        f"HOME={home}",
+        f"XDG_CONFIG_HOME={home}/.config",
+        f"XDG_DATA_HOME={home}/.local/share",
+        f"XDG_STATE_HOME={home}/.local/state",
+        f"XDG_CACHE_HOME={home}/.cache",
+        sys.executable,
+        "-m",
+        "commuter",
     ]
     return shlex.join(words)
 
@@ -180,9 +195,14 @@ def _to(w: World, *args: str) -> subprocess.CompletedProcess[str]:
 def _continue(path: Path, text: str, cwd: Path) -> None:
     """Append one user turn to a transcript, chained to its last entry (as claude would)."""
     last = [json.loads(line) for line in path.read_text().splitlines() if '"uuid"' in line][-1]
-    entry = {"parentUuid": last["uuid"], "type": "user", "uuid": str(uuid.uuid4()),
-             "cwd": str(cwd), "sessionId": last.get("sessionId"),
-             "message": {"role": "user", "content": text}}
+    entry = {
+        "parentUuid": last["uuid"],
+        "type": "user",
+        "uuid": str(uuid.uuid4()),
+        "cwd": str(cwd),
+        "sessionId": last.get("sessionId"),
+        "message": {"role": "user", "content": text},
+    }
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
@@ -232,8 +252,9 @@ def test_from_fetches_the_hosts_newest_session_for_the_mapped_dir(world: World, 
     (w.project_b / ".claude" / "commands" / "b.md").write_text("from B\n")
     at_a = transcript(w.a.home, w.project_a, TOOLS)
     before = at_a.read_bytes()
-    got = run(w.env_a, "from", "office", "--no-launch", "--remote-commuter", w.remote_b,
-              cwd=w.project_a)
+    got = run(
+        w.env_a, "from", "office", "--no-launch", "--remote-commuter", w.remote_b, cwd=w.project_a
+    )
     assert got.returncode == 0, got.stderr
     lines = got.stdout.splitlines()
     assert lines[0] == "from office via ssh:"
@@ -276,24 +297,37 @@ def test_errors_are_one_line_and_leave_nothing_behind(world: World) -> None:
     down = run(w.env_a, "to", "nowhere", "--remote-commuter", w.remote_b, cwd=w.project_a)
     one_error_line(down, "cannot reach nowhere over ssh (", status=3)
     assert time.monotonic() - start < 10
-    one_error_line(run(w.env_a, "from", "nowhere", cwd=w.project_a),
-                   "cannot reach nowhere over ssh", status=3)
+    one_error_line(
+        run(w.env_a, "from", "nowhere", cwd=w.project_a), "cannot reach nowhere over ssh", status=3
+    )
     for cmd in ("to", "from"):
-        missing = run(w.env_a, cmd, "office", "--remote-commuter", "/nonexistent/commuter",
-                      cwd=w.project_a)
+        missing = run(
+            w.env_a, cmd, "office", "--remote-commuter", "/nonexistent/commuter", cwd=w.project_a
+        )
         one_error_line(missing, "--remote-commuter")
         assert "commuter not found on office" in missing.stderr
     empty = w.b.home / "code" / "empty"
     empty.mkdir()
-    for remote_dir, needle in ((str(empty), "no Claude Code session"),
-                               ("/nonexistent/dir", "/nonexistent/dir")):
-        failed = run(w.env_a, "from", "office", "--project-dir", remote_dir,
-                     "--remote-commuter", w.remote_b, cwd=w.project_a)
+    for remote_dir, needle in (
+        (str(empty), "no Claude Code session"),
+        ("/nonexistent/dir", "/nonexistent/dir"),
+    ):
+        failed = run(
+            w.env_a,
+            "from",
+            "office",
+            "--project-dir",
+            remote_dir,
+            "--remote-commuter",
+            w.remote_b,
+            cwd=w.project_a,
+        )
         one_error_line(failed, needle)
         assert "on office: " in failed.stderr
     for fake, needle in (("true", "bundle is empty"), ("echo", "not a commuter bundle")):
-        one_error_line(run(w.env_a, "from", "office", "--remote-commuter", fake,
-                           cwd=w.project_a), needle)
+        one_error_line(
+            run(w.env_a, "from", "office", "--remote-commuter", fake, cwd=w.project_a), needle
+        )
     bad = dict(w.env_a, COMMUTER_SSH="ssh 'unbalanced")
     one_error_line(run(bad, "to", "office", cwd=w.project_a), "COMMUTER_SSH")
     assert _staging_empty(w.a)

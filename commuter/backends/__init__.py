@@ -286,8 +286,9 @@ def find_in(backends: list[Backend], session: str | None, cwd: Path) -> SessionR
         raise first_error or SessionNotFound(f"session {session or 'for ' + str(cwd)} not found")
     if session is not None and len(found) > 1:
         shown = ", ".join(f"{r.backend}:{r.session_id[:12]}" for r in found)
-        raise AmbiguousSession(f"{session} matches sessions of several tools ({shown}); "
-                               "give more characters")
+        raise AmbiguousSession(
+            f"{session} matches sessions of several tools ({shown}); give more characters"
+        )
     return max(found, key=lambda r: r.updated_at)
 
 

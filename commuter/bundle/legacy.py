@@ -45,7 +45,7 @@ _MAX_SETTINGS = 1 << 20  # settings_json's text; json.dumps(indent=2) multiplies
 
 
 def sniff_head(head: bytes) -> str | None:
-    """"legacy" / "legacy-gzip" if these first bytes look like a 0.1/0.2 JSON bundle."""
+    """ "legacy" / "legacy-gzip" if these first bytes look like a 0.1/0.2 JSON bundle."""
     kind = "legacy"
     if head.startswith(_GZIP):
         try:
@@ -80,7 +80,7 @@ def _load(path: Path, limits: Limits, gzipped: bool) -> bytes | bytearray:
         data = bytearray(total)
         with gzip.open(path, "rb") as fh, memoryview(data) as view:
             got = 0
-            while got < total and (n := fh.readinto(view[got:got + CHUNK])):
+            while got < total and (n := fh.readinto(view[got : got + CHUNK])):
                 got += n
             if got < total or fh.read(1):
                 raise BundleError("legacy bundle changed while it was being read")
@@ -126,8 +126,10 @@ class _Cursor:
             return start, self.pos
         found = _nested(MAX_JSON_DEPTH - depth).match(self.data, start)
         if found is None:
-            raise BundleError(f"legacy bundle is not valid JSON, or is nested more than "
-                              f"{MAX_JSON_DEPTH} levels deep (at byte {start})")
+            raise BundleError(
+                f"legacy bundle is not valid JSON, or is nested more than "
+                f"{MAX_JSON_DEPTH} levels deep (at byte {start})"
+            )
         self.pos = found.end()
         return start, self.pos
 
@@ -210,8 +212,9 @@ class _Budget:
         # what the parsed objects may take at most: 4 bytes a character, ~128 a container/item
         cost = 4 * (end - start) + 128 * sum(data.count(c, start, end) for c in b"{[,")
         if cost > self.left:
-            raise BundleError(f"legacy bundle {what} is too large to read "
-                              f"(over {self.limit >> 20} MiB in memory)")
+            raise BundleError(
+                f"legacy bundle {what} is too large to read (over {self.limit >> 20} MiB in memory)"
+            )
         self.left -= cost
         with memoryview(data) as view:
             try:
@@ -247,8 +250,9 @@ def _utf8(text: str, where: str) -> bytes:
     try:
         return text.encode()
     except UnicodeEncodeError:
-        raise BundleError(f"legacy bundle field {where!r} is not valid Unicode text "
-                          "(lone surrogate)") from None
+        raise BundleError(
+            f"legacy bundle field {where!r} is not valid Unicode text (lone surrogate)"
+        ) from None
 
 
 def _config_members(config: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
@@ -259,8 +263,9 @@ def _config_members(config: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
         for part in json.JSONEncoder(indent=2).iterencode(config["settings_json"]):
             size += len(part)
             if size > _MAX_SETTINGS:  # the indentation of deep nesting multiplies the text
-                raise BundleError(f"legacy bundle field 'settings_json' is over "
-                                  f"{_MAX_SETTINGS} bytes as text")
+                raise BundleError(
+                    f"legacy bundle field 'settings_json' is over {_MAX_SETTINGS} bytes as text"
+                )
             parts.append(part)
         yield "project/.claude/settings.json", ("".join(parts) + "\n").encode()
     if "claude_md" in config:
@@ -315,8 +320,9 @@ class _Sink:
         if self.root is not None:
             dest = self.root / name
             dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fh = os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                                   0o600), "wb")
+            fh = os.fdopen(
+                os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb"
+            )
         try:
             for chunk in chunks:
                 size += len(chunk)
@@ -366,25 +372,29 @@ def read_legacy(path: Path, root: Path | None, limits: Limits, *, gzipped: bool)
     data = _load(path, limits, gzipped)
     cur = _Cursor(data)
     if cur.peek() != ord("{"):
-        raise BundleError("not a commuter bundle (legacy JSON without \"tool\": \"commuter\")")
+        raise BundleError('not a commuter bundle (legacy JSON without "tool": "commuter")')
     spans, session_spans, conversation = _outline(cur)
     budget = _Budget(_PARSE_BUDGET)
     obj = {key: budget.parse(data, span, f"field {key!r}") for key, span in spans.items()}
     if obj.get("tool") != "commuter":
-        raise BundleError("not a commuter bundle (legacy JSON without \"tool\": \"commuter\")")
+        raise BundleError('not a commuter bundle (legacy JSON without "tool": "commuter")')
     version = obj.get("version")
     if not isinstance(version, str) or not re.fullmatch(r"1(\.\d+)?", version):
-        raise BundleError(f"legacy bundle version {str(version)[:20]!r} is not supported "
-                          "(expected \"1.0\")")
+        raise BundleError(
+            f'legacy bundle version {str(version)[:20]!r} is not supported (expected "1.0")'
+        )
     backend = _BACKENDS.get(_text(obj.get("backend")) or "claude-code")
     if backend is None:
-        raise BundleError(f"legacy bundle backend {str(obj.get('backend'))[:40]!r} "
-                          "is not supported")
+        raise BundleError(
+            f"legacy bundle backend {str(obj.get('backend'))[:40]!r} is not supported"
+        )
     if session_spans is None:  # missing, or not an object
         _refuse(obj, "session", dict, "")
-    session = {key: budget.parse(data, span, f"field 'session.{key}'")
-               for key, span in session_spans.items()
-               if key != "conversation" or conversation is None}
+    session = {
+        key: budget.parse(data, span, f"field 'session.{key}'")
+        for key, span in session_spans.items()
+        if key != "conversation" or conversation is None
+    }
     sid = _get(session, "id", str, "session.")
     if not is_uuid(sid):
         raise BundleError(f"bundle session id {sid[:80]!r} is not a UUID")
@@ -402,21 +412,31 @@ def read_legacy(path: Path, root: Path | None, limits: Limits, *, gzipped: bool)
     for name in (transcript, *(name for name, _ in files)):
         names.add(check_member_name(name))
     count = session.get("message_count")
-    manifest = manifest_from_dict({
-        "format": FORMAT_VERSION, "backend": backend, "session_id": sid, "project_dir": project,
-        "created_at": _text(obj.get("exported_at")), "origin": _origin(obj),
-        "message_count": count if type(count) is int and count >= 0 else 0,
-        "git": _git(obj.get("git_snapshot")), "meta": _meta(obj, session, version),
-    })
+    manifest = manifest_from_dict(
+        {
+            "format": FORMAT_VERSION,
+            "backend": backend,
+            "session_id": sid,
+            "project_dir": project,
+            "created_at": _text(obj.get("exported_at")),
+            "origin": _origin(obj),
+            "message_count": count if type(count) is int and count >= 0 else 0,
+            "git": _git(obj.get("git_snapshot")),
+            "meta": _meta(obj, session, version),
+        }
+    )
     sink = _Sink(root, limits)
     stats = {"messages": 0}
     sink.add(transcript, _transcript(cur, conversation, stats))
     for name, content in files:
         sink.add(name, [content])
     return dataclasses.replace(
-        manifest, format=LEGACY_FORMAT, members=tuple(sink.members),
+        manifest,
+        format=LEGACY_FORMAT,
+        members=tuple(sink.members),
         message_count=manifest.message_count
-        if type(count) is int and count >= 0 else stats["messages"],
+        if type(count) is int and count >= 0
+        else stats["messages"],
     )
 
 
@@ -424,13 +444,16 @@ def _origin(obj: dict[str, Any]) -> dict[str, Any]:
     source = obj.get("source")
     if not isinstance(source, dict):
         source = {}
-    extra = {k: _text(source[k]) for k in ("os", "backend_version")
-             if isinstance(source.get(k), str)}
+    extra = {
+        k: _text(source[k]) for k in ("os", "backend_version") if isinstance(source.get(k), str)
+    }
     return {
         "hostname": _text(source.get("hostname")) or "?",
         "user": _text(source.get("username")) or "?",
-        "created_at": _text(obj.get("exported_at")), "commuter_version": "0.1/0.2",
-        "device_id": None, "extra": extra,
+        "created_at": _text(obj.get("exported_at")),
+        "commuter_version": "0.1/0.2",
+        "device_id": None,
+        "extra": extra,
     }
 
 
@@ -439,10 +462,13 @@ def _git(snap: object) -> dict[str, Any] | None:
         return None
     dirty = snap.get("dirty_files")
     return {
-        "branch": _text(snap.get("branch")) or None, "commit": _text(snap.get("commit")) or None,
+        "branch": _text(snap.get("branch")) or None,
+        "commit": _text(snap.get("commit")) or None,
         "dirty": [_text(d) for d in dirty if isinstance(d, str)][:200]
-        if isinstance(dirty, list) else [],
-        "remote": None, "root_commit": None,
+        if isinstance(dirty, list)
+        else [],
+        "remote": None,
+        "root_commit": None,
     }
 
 

@@ -34,11 +34,17 @@ _BACKEND_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 MAX_JSON_DEPTH = 64  # arrays/objects in any JSON a bundle carries; real ones nest under 10
 IMPORT_SIZE_HINT = "COMMUTER_MAX_IMPORT_SIZE raises the cap on imports"
 _TAR_KINDS = {
-    tarfile.DIRTYPE: "directory", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
-    tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
-    tarfile.FIFOTYPE: "fifo", tarfile.CONTTYPE: "contiguous file",
-    tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link",
-    tarfile.GNUTYPE_SPARSE: "sparse file", tarfile.XGLTYPE: "global pax header",
+    tarfile.DIRTYPE: "directory",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+    tarfile.FIFOTYPE: "fifo",
+    tarfile.CONTTYPE: "contiguous file",
+    tarfile.GNUTYPE_LONGNAME: "GNU long name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long link",
+    tarfile.GNUTYPE_SPARSE: "sparse file",
+    tarfile.XGLTYPE: "global pax header",
 }
 
 
@@ -56,8 +62,9 @@ class Limits:
 
     def for_import(self, max_size: int) -> Limits:
         """These limits with `max_size` as the cap on one import's total (and one member's)."""
-        return dataclasses.replace(self, max_total=max_size,
-                                   max_member=min(self.max_member, max_size))
+        return dataclasses.replace(
+            self, max_total=max_size, max_member=min(self.max_member, max_size)
+        )
 
 
 DEFAULT_LIMITS = Limits()
@@ -81,8 +88,7 @@ def is_uuid(text: object) -> bool:
 
 def is_session_token(text: object) -> bool:
     """True for a session id a bundle may carry (`[A-Za-z0-9][A-Za-z0-9._-]{0,127}`, no `..`)."""
-    return (isinstance(text, str) and _SESSION_ID_RE.fullmatch(text) is not None
-            and ".." not in text)
+    return isinstance(text, str) and _SESSION_ID_RE.fullmatch(text) is not None and ".." not in text
 
 
 def check_member_name(name: str) -> str:
@@ -135,8 +141,10 @@ class MemberNames:
             raise BundleError(f"{self._what} has more than {self._limits.max_members} members")
         self._digest += len(name.encode("utf-8", "surrogateescape")) + _DIGEST_ENTRY
         if self._digest > self._limits.max_digest:
-            raise BundleError(f"{self._what} member names add up to more than its digest may "
-                              f"hold ({self._limits.max_digest} bytes)")
+            raise BundleError(
+                f"{self._what} member names add up to more than its digest may "
+                f"hold ({self._limits.max_digest} bytes)"
+            )
         *folders, last = name.casefold().split("/")
         parent = 0
         for part in folders:  # a refused name adds no node: a new folder has no file below it
@@ -144,8 +152,9 @@ class MemberNames:
             if node is None:
                 self._folders += 1
                 if self._folders > self._limits.max_members:
-                    raise BundleError(f"{self._what} has more than "
-                                      f"{self._limits.max_members} folders")
+                    raise BundleError(
+                        f"{self._what} has more than {self._limits.max_members} folders"
+                    )
                 node = self._nodes[(parent, part)] = self._folders
             elif node == _FILE:
                 raise BundleError(f"{shown} collides with another member")
@@ -162,9 +171,11 @@ class MemberNames:
 def check_size(name: str, size: int, total: int, limits: Limits, what: str = "bundle") -> None:
     """BundleError if member `name` of `size` bytes, making `total` so far, is over the limits."""
     if size > limits.max_member or total > limits.max_total:
-        raise BundleError(f"{what} member {name[:200]!r} ({size} bytes) exceeds the size limits "
-                          f"({limits.max_member} bytes per member, {limits.max_total} in all; "
-                          f"{IMPORT_SIZE_HINT})")
+        raise BundleError(
+            f"{what} member {name[:200]!r} ({size} bytes) exceeds the size limits "
+            f"({limits.max_member} bytes per member, {limits.max_total} in all; "
+            f"{IMPORT_SIZE_HINT})"
+        )
 
 
 def check_depth(obj: object, what: str, limit: int = MAX_JSON_DEPTH) -> None:
@@ -181,8 +192,15 @@ def check_depth(obj: object, what: str, limit: int = MAX_JSON_DEPTH) -> None:
 
 
 def _typename(value: object) -> str:
-    return {dict: "object", list: "array", str: "string", int: "integer", bool: "boolean",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        int: "integer",
+        bool: "boolean",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -200,8 +218,10 @@ def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
 def check_format(fmt: int) -> None:
     """BundleError unless this commuter can read bundle format `fmt`."""
     if fmt > FORMAT_VERSION:
-        raise BundleError(f"bundle format {fmt} is newer than this commuter supports "
-                          f"({FORMAT_VERSION}); upgrade commuter")
+        raise BundleError(
+            f"bundle format {fmt} is newer than this commuter supports "
+            f"({FORMAT_VERSION}); upgrade commuter"
+        )
     if fmt < FORMAT_VERSION:
         raise BundleError(f"bundle format {fmt} is not a valid format for this file layout")
 
@@ -230,24 +250,45 @@ def manifest_from_dict(obj: object, *, members: tuple[Member, ...] = ()) -> Mani
     _check_fields(meta, _META_FIELDS, "meta")
     check_depth(obj, "bundle manifest")
     return Manifest(
-        format=obj["format"], backend=backend, session_id=sid, project_dir=project,
+        format=obj["format"],
+        backend=backend,
+        session_id=sid,
+        project_dir=project,
         created_at=_field(obj, "created_at", str, "manifest"),
         origin=origin_from_dict(_field(obj, "origin", dict, "manifest")),
-        message_count=count, git=git, meta=meta, members=members,
+        message_count=count,
+        git=git,
+        meta=meta,
+        members=members,
     )
 
 
 _OPTIONAL_TEXT = (str, type(None))
 # the fields commuter reads; a backend may add others, which nothing here reads
 _GIT_FIELDS: dict[str, tuple[type, ...]] = {
-    "branch": _OPTIONAL_TEXT, "commit": _OPTIONAL_TEXT, "remote": _OPTIONAL_TEXT,
-    "root_commit": _OPTIONAL_TEXT, "subdir": _OPTIONAL_TEXT, "dirty": (list,),
+    "branch": _OPTIONAL_TEXT,
+    "commit": _OPTIONAL_TEXT,
+    "remote": _OPTIONAL_TEXT,
+    "root_commit": _OPTIONAL_TEXT,
+    "subdir": _OPTIONAL_TEXT,
+    "dirty": (list,),
 }
 _META_FIELDS: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys((
-        "source_claude_dir", "source_home", "source_project_folder", "plan_slug",
-        "first_prompt", "last_activity", "entrypoint", "started_at", "lineage_hash",
-        "legacy_version"), _OPTIONAL_TEXT),
+    **dict.fromkeys(
+        (
+            "source_claude_dir",
+            "source_home",
+            "source_project_folder",
+            "plan_slug",
+            "first_prompt",
+            "last_activity",
+            "entrypoint",
+            "started_at",
+            "lineage_hash",
+            "legacy_version",
+        ),
+        _OPTIONAL_TEXT,
+    ),
     "file_history": (dict,),
 }
 
@@ -277,7 +318,8 @@ def origin_from_dict(obj: dict[str, Any]) -> Origin:
         created_at=_field(obj, "created_at", str, "origin"),
         commuter_version=_field(obj, "commuter_version", str, "origin"),
         device_id=_field(obj, "device_id", (str, type(None)), "origin")
-        if "device_id" in obj else None,
+        if "device_id" in obj
+        else None,
         extra=dict(extra),
     )
 
@@ -286,13 +328,22 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
     """manifest.json's content: everything but the members (known only at the end)."""
     origin = manifest.origin
     return {
-        "format": manifest.format, "backend": manifest.backend,
-        "session_id": manifest.session_id, "project_dir": manifest.project_dir,
+        "format": manifest.format,
+        "backend": manifest.backend,
+        "session_id": manifest.session_id,
+        "project_dir": manifest.project_dir,
         "created_at": manifest.created_at,
-        "origin": {"hostname": origin.hostname, "user": origin.user,
-                   "created_at": origin.created_at, "commuter_version": origin.commuter_version,
-                   "device_id": origin.device_id, "extra": dict(origin.extra)},
-        "message_count": manifest.message_count, "git": manifest.git, "meta": manifest.meta,
+        "origin": {
+            "hostname": origin.hostname,
+            "user": origin.user,
+            "created_at": origin.created_at,
+            "commuter_version": origin.commuter_version,
+            "device_id": origin.device_id,
+            "extra": dict(origin.extra),
+        },
+        "message_count": manifest.message_count,
+        "git": manifest.git,
+        "meta": manifest.meta,
     }
 
 
@@ -310,8 +361,13 @@ def root_digest(manifest_sha256: str, members: tuple[Member, ...] | list[Member]
     h = hashlib.sha256(_ROOT_TAG)
     h.update(bytes.fromhex(manifest_sha256))
     for m in members:
-        h.update(m.name.encode("utf-8", "surrogateescape") + b"\0" + str(m.size).encode()
-                 + b"\0" + bytes.fromhex(m.sha256))
+        h.update(
+            m.name.encode("utf-8", "surrogateescape")
+            + b"\0"
+            + str(m.size).encode()
+            + b"\0"
+            + bytes.fromhex(m.sha256)
+        )
     return h.hexdigest()
 
 

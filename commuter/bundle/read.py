@@ -49,7 +49,7 @@ _PAX_SIZE_RE = re.compile(r"[0-9]{1,15}")
 
 
 def sniff(path: Path) -> str | None:
-    """"plain", "legacy" or "legacy-gzip" from the first bytes of `path`; None otherwise."""
+    """ "plain", "legacy" or "legacy-gzip" from the first bytes of `path`; None otherwise."""
     try:
         with path.open("rb") as fh:
             head = fh.read(4096)
@@ -86,7 +86,7 @@ def _read_magic(fh: BinaryIO) -> None:
     line = fh.readline(64)
     if not line.startswith(MAGIC_PREFIX) or not line.endswith(b"\n"):
         raise BundleError("not a commuter bundle (no COMMUTER-BUNDLE header)")
-    version = line[len(MAGIC_PREFIX):-1]
+    version = line[len(MAGIC_PREFIX) : -1]
     if not version.isdigit() or len(version) > 6:
         raise BundleError("not a commuter bundle (bad COMMUTER-BUNDLE header)")
     check_format(int(version))
@@ -149,9 +149,9 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         if space < 0 or not length.isdigit():
             raise BundleError("bundle has a malformed pax header")
         end = pos + int(length)
-        if end > len(data) or end <= space + 1 or data[end - 1:end] != b"\n":
+        if end > len(data) or end <= space + 1 or data[end - 1 : end] != b"\n":
             raise BundleError("bundle has a malformed pax header")
-        key, sep, value = data[space + 1:end - 1].partition(b"=")
+        key, sep, value = data[space + 1 : end - 1].partition(b"=")
         if not sep:
             raise BundleError("bundle has a malformed pax header")
         records[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
@@ -177,14 +177,15 @@ def _next_header(src: _Source) -> tuple[str, int] | None:
         if info.type == tarfile.XHDTYPE:
             if pax is not None or info.size > _MAX_PAX:
                 raise BundleError("bundle has an oversized or repeated pax header")
-            pax = _parse_pax(src.exact(info.size + _padding(info.size))[:info.size])
+            pax = _parse_pax(src.exact(info.size + _padding(info.size))[: info.size])
             continue
         pax = pax or {}
         name = pax.get("path", info.name)
         if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
             kind = _TAR_KINDS.get(info.type, f"entry of type {info.type!r}")
-            raise BundleError(f"bundle member {name[:200]!r} is a {kind}; "
-                              "only regular files are allowed")
+            raise BundleError(
+                f"bundle member {name[:200]!r} is a {kind}; only regular files are allowed"
+            )
         link = pax.get("linkpath", info.linkname)
         if link:
             raise BundleError(f"bundle member {name[:200]!r} has a link target {link[:200]!r}")
@@ -215,7 +216,7 @@ class _Sink:
         if self.fd >= 0:
             view = memoryview(data)
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
 
     def _drain(self, chunks: queue.Queue[bytes | None]) -> None:
         while (data := chunks.get()) is not None:
@@ -324,8 +325,9 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
         raise BundleError("bundle does not start with manifest.json")
     size = first[1]
     if size > limits.max_manifest:
-        raise BundleError(f"bundle manifest is {size} bytes, over the "
-                          f"{limits.max_manifest} byte limit")
+        raise BundleError(
+            f"bundle manifest is {size} bytes, over the {limits.max_manifest} byte limit"
+        )
     data = src.exact(size + _padding(size))[:size]
     manifest_sha = hashlib.sha256(data).hexdigest()
     manifest = manifest_from_dict(_loads(data, "manifest"))
@@ -360,8 +362,13 @@ def _check_digest(obj: object, manifest_sha: str, seen: dict[str, Member]) -> tu
         raise BundleError("bundle digest is malformed")
     listed: dict[str, tuple[int, str]] = {}
     for entry in obj["members"]:
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
-                and type(entry[1]) is int and isinstance(entry[2], str)):
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and isinstance(entry[0], str)
+            and type(entry[1]) is int
+            and isinstance(entry[2], str)
+        ):
             raise BundleError("bundle digest has a malformed member entry")
         if entry[0] in listed:
             raise BundleError(f"bundle digest lists {entry[0][:200]!r} twice")
@@ -414,8 +421,10 @@ def describe_lines(manifest: Manifest, *, max_members: int = 40) -> list[str]:
         commit = str(git.get("commit") or "?")[:12]
         dirty = git.get("dirty") or []
         state = f"{counted(len(dirty), 'file')} dirty" if dirty else "clean"
-        lines.append(f"git:       {git.get('branch') or '?'} @ {commit}, {state}"
-                     + (f", remote {git['remote']}" if git.get("remote") else ""))
+        lines.append(
+            f"git:       {git.get('branch') or '?'} @ {commit}, {state}"
+            + (f", remote {git['remote']}" if git.get("remote") else "")
+        )
     else:
         lines.append("git:       (not a git repository)")
     total = sum(m.size for m in manifest.members)
@@ -434,6 +443,7 @@ def counted(n: int, noun: str) -> str:
 
 
 # --- the entry points ------------------------------------------------------------------------
+
 
 def unpack(path: Path, staging_parent: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unpacked:
     """Verify a bundle (plain or legacy JSON) completely while unpacking it into staging.

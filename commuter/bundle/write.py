@@ -36,19 +36,28 @@ from commuter.model import Manifest, Member
 class BundleWriter:
     """Streams a bundle to `out`: magic line, then zstd(tar(manifest, members..., digest))."""
 
-    def __init__(self, out: BinaryIO, manifest: Manifest, *, level: int = ZSTD_LEVEL,
-                 threads: int = ZSTD_THREADS, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        manifest: Manifest,
+        *,
+        level: int = ZSTD_LEVEL,
+        threads: int = ZSTD_THREADS,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         data = orjson.dumps(manifest_to_dict(manifest), option=orjson.OPT_INDENT_2)
         if len(data) > limits.max_manifest:
-            raise BundleError(f"bundle manifest is {len(data)} bytes, over the "
-                              f"{limits.max_manifest} byte limit")
+            raise BundleError(
+                f"bundle manifest is {len(data)} bytes, over the {limits.max_manifest} byte limit"
+            )
         self._manifest = manifest_from_dict(orjson.loads(data))
         self._out = out
         self._limits = limits
         import zstandard  # here, so `commuter list` never loads it
 
         self._cobj = zstandard.ZstdCompressor(
-            level=level, write_checksum=True, threads=threads).compressobj()
+            level=level, write_checksum=True, threads=threads
+        ).compressobj()
         self._members: list[Member] = []
         self._names = MemberNames(limits)
         self._total = 0
@@ -108,13 +117,18 @@ class BundleWriter:
         if self._closed:
             raise BundleError("bundle writer is already closed")
         self._closed = True
-        digest = orjson.dumps({
-            "manifest_sha256": self._manifest_sha,
-            "members": [[m.name, m.size, m.sha256] for m in self._members],
-            "root": root_digest(self._manifest_sha, self._members),
-        })
-        self._emit(_tar_header(DIGEST_NAME, len(digest)) + digest
-                   + b"\0" * (_padding(len(digest)) + 2 * BLOCK))
+        digest = orjson.dumps(
+            {
+                "manifest_sha256": self._manifest_sha,
+                "members": [[m.name, m.size, m.sha256] for m in self._members],
+                "root": root_digest(self._manifest_sha, self._members),
+            }
+        )
+        self._emit(
+            _tar_header(DIGEST_NAME, len(digest))
+            + digest
+            + b"\0" * (_padding(len(digest)) + 2 * BLOCK)
+        )
         self._out.write(self._cobj.flush())
         self._out.flush()
         return dataclasses.replace(self._manifest, members=tuple(self._members))

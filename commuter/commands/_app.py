@@ -86,5 +86,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def agent_option(command: _F) -> _F:
     """`--agent NAME`: only sessions of that agent (claude, codex, gemini or a plug-in's name);
     without it the newest session of the project across agents is taken."""
-    return click.option("--agent", metavar="NAME",
-                        help="Only sessions of this agent (e.g. claude, codex, gemini).")(command)
+    return click.option(
+        "--agent", metavar="NAME", help="Only sessions of this agent (e.g. claude, codex, gemini)."
+    )(command)

@@ -54,8 +54,11 @@ def _echo_json(data: Any) -> None:
 def id_cmd(app: AppContext, as_json: bool) -> None:
     """This machine's name, device id and key fingerprint."""
     me = _identity(app.settings)
-    data = {"name": machine_name(app.settings), "device_id": me.device_id,
-            "fingerprint": me.fingerprint}
+    data = {
+        "name": machine_name(app.settings),
+        "device_id": me.device_id,
+        "fingerprint": me.fingerprint,
+    }
     if as_json:
         _echo_json(data)
         return
@@ -67,16 +70,27 @@ def id_cmd(app: AppContext, as_json: bool) -> None:
 @click.command("pair")
 @click.argument("code", required=False)
 @click.option("--address", help="Join: the inviter's HOST:PORT (skips mDNS).")
-@click.option("--timeout", type=click.FloatRange(1, 600), default=300.0, show_default=True,
-              help="Invite: seconds to wait for the other machine (at most 600).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 600),
+    default=300.0,
+    show_default=True,
+    help="Invite: seconds to wait for the other machine (at most 600).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Invite: first stdout line is JSON.")
 @click.option("--host", help="Invite: listen on this address only (default: all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Invite: listen port.")
 @click.option("--no-mdns", is_flag=True, help="Do not use mDNS.")
 @pass_app
 def pair_cmd(
-    app: AppContext, code: str | None, address: str | None, timeout: float, as_json: bool,
-    host: str | None, port: int, no_mdns: bool,
+    app: AppContext,
+    code: str | None,
+    address: str | None,
+    timeout: float,
+    as_json: bool,
+    host: str | None,
+    port: int,
+    no_mdns: bool,
 ) -> None:
     """Pair with another machine: print a one-time code, or join with CODE."""
     if code is None:
@@ -84,8 +98,15 @@ def pair_cmd(
     else:
         peer = asyncio.run(_join(app.settings, code, address, not no_mdns))
     if as_json:
-        _echo_json({"paired": {"name": peer.name, "device_id": peer.device_id,
-                               "address": peer.last_address}})
+        _echo_json(
+            {
+                "paired": {
+                    "name": peer.name,
+                    "device_id": peer.device_id,
+                    "address": peer.last_address,
+                }
+            }
+        )
     else:
         click.echo(f"paired with {safe_text(peer.name)} ({peer.device_id})")
 
@@ -103,9 +124,7 @@ async def _invite(
     name = machine_name(settings)
     code = pairing.make_code()
     invite = Invite(settings, me, name, code, time.time() + wait)
-    runner, bound = await start_site(
-        make_pair_app(invite), host or None, port, limits=PAIR_LIMITS
-    )
+    runner, bound = await start_site(make_pair_app(invite), host or None, port, limits=PAIR_LIMITS)
     try:
         wildcard = not host or host in ("0.0.0.0", "::")
         shown_host = local_addresses(settings)[0] if wildcard or not host else host
@@ -113,8 +132,15 @@ async def _invite(
         advert = advertise_invite(settings, name, code.nameplate, bound) if mdns else None
         async with advert or contextlib.nullcontext():
             if as_json:
-                _echo_json({"code": str(code), "address": address, "name": name,
-                            "device_id": me.device_id, "expires_in": wait})
+                _echo_json(
+                    {
+                        "code": str(code),
+                        "address": address,
+                        "name": name,
+                        "device_id": me.device_id,
+                        "expires_in": wait,
+                    }
+                )
             else:
                 click.echo(f"pairing code: {code}")
                 run_line = f"on the other machine run:  commuter pair {code}"
@@ -185,13 +211,29 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
     ids = {p.device_id for p in paired}
     online = {s.device_id: s.address for s in seen}
     if as_json:
-        _echo_json({
-            "paired": [{"name": p.name, "device_id": p.device_id, "last_address": p.last_address,
-                        "paired_at": p.paired_at, "online": online.get(p.device_id)}
-                       for p in paired],
-            "seen": [{"name": s.name, "device_id": s.device_id, "address": s.address,
-                      "paired": s.device_id in ids} for s in seen],
-        })
+        _echo_json(
+            {
+                "paired": [
+                    {
+                        "name": p.name,
+                        "device_id": p.device_id,
+                        "last_address": p.last_address,
+                        "paired_at": p.paired_at,
+                        "online": online.get(p.device_id),
+                    }
+                    for p in paired
+                ],
+                "seen": [
+                    {
+                        "name": s.name,
+                        "device_id": s.device_id,
+                        "address": s.address,
+                        "paired": s.device_id in ids,
+                    }
+                    for s in seen
+                ],
+            }
+        )
         return
     click.echo("paired:" if paired else "paired: none (run `commuter pair`)")
     for p in paired:
@@ -202,8 +244,10 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
         click.echo("on the LAN now:" if seen else "on the LAN now: none seen")
         for s in seen:
             mark = "paired" if s.device_id in ids else "not paired"
-            click.echo(f"  {safe_text(s.name):<16} {safe_text(s.device_id or '?')}  "
-                       f"{safe_text(str(s.address))}  ({mark})")
+            click.echo(
+                f"  {safe_text(s.name):<16} {safe_text(s.device_id or '?')}  "
+                f"{safe_text(str(s.address))}  ({mark})"
+            )
 
 
 def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
@@ -252,9 +296,15 @@ def serve_cmd(
         # Ctrl-C or SIGTERM: stop serving, withdraw the mDNS record, exit 0.
         stop = stop_on_signals()
         await serve(
-            app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
-            port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
-            on_received=on_received, log=lambda msg: click.echo(safe_text(msg)), stop=stop,
+            app.settings,
+            _identity(app.settings),
+            name=machine_name(app.settings),
+            host=host,
+            port=DEFAULT_PORT if port is None else port,
+            mdns=not no_mdns,
+            on_received=on_received,
+            log=lambda msg: click.echo(safe_text(msg)),
+            stop=stop,
         )
         click.echo("stopped")
 
@@ -262,8 +312,12 @@ def serve_cmd(
 
 
 @click.command("receive")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
-              help="Give up after this many seconds (default: wait forever).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Give up after this many seconds (default: wait forever).",
+)
 @click.option("--host", help="Listen on this address only (default: all interfaces).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen port.")
 @click.option("--no-mdns", is_flag=True, help="Do not advertise on the LAN.")
@@ -288,10 +342,16 @@ def receive_cmd(
             return "receiving"
 
         await serve(
-            app.settings, _identity(app.settings), name=machine_name(app.settings), host=host,
-            port=DEFAULT_PORT if port is None else port, mdns=not no_mdns,
-            on_received=on_received, log=lambda msg: click.echo(safe_text(msg)),
-            stop=stop, run_for=timeout,
+            app.settings,
+            _identity(app.settings),
+            name=machine_name(app.settings),
+            host=host,
+            port=DEFAULT_PORT if port is None else port,
+            mdns=not no_mdns,
+            on_received=on_received,
+            log=lambda msg: click.echo(safe_text(msg)),
+            stop=stop,
+            run_for=timeout,
         )
 
     asyncio.run(run())
@@ -308,7 +368,11 @@ def receive_cmd(
 @agent_option
 @pass_app
 def send_cmd(
-    app: AppContext, peer: str, session: str | None, latest: bool, address: str | None,
+    app: AppContext,
+    peer: str,
+    session: str | None,
+    latest: bool,
+    address: str | None,
     agent: str | None,
 ) -> None:
     """Send a session straight to a paired machine on the LAN."""
@@ -327,8 +391,7 @@ def send_cmd(
     with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
         bundle = Path(tmp) / "bundle"
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(),
-                                      agent=agent)
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(), agent=agent)
         size = bundle.stat().st_size
         answer = asyncio.run(_send(settings, me, target, bundle, size, address))
     sid = manifest.session_id
@@ -358,6 +421,11 @@ async def _send(
     with Progress(transient=True) as bar:
         task = bar.add_task(f"to {peer.name}", total=size)
         return await client.send_file(
-            settings, me, peer, bundle, where, lambda n: bar.advance(task, n),
+            settings,
+            me,
+            peer,
+            bundle,
+            where,
+            lambda n: bar.advance(task, n),
             suggest_address=suggest,
         )

@@ -42,39 +42,87 @@ def relay_group() -> None:
 @relay_group.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Listen address.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="Where queued bundles live (default: DATA_DIR/relay).")
-@click.option("--max-bundle-mb", type=click.IntRange(1), default=512, show_default=True,
-              help="Largest bundle accepted.")
-@click.option("--ttl", default="7d", show_default=True,
-              help="Delete bundles not fetched within this long (e.g. 72h, 7d).")
-@click.option("--mailbox-mb", type=click.IntRange(1), default=2048, show_default=True,
-              help="Quota per recipient.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Where queued bundles live (default: DATA_DIR/relay).",
+)
+@click.option(
+    "--max-bundle-mb",
+    type=click.IntRange(1),
+    default=512,
+    show_default=True,
+    help="Largest bundle accepted.",
+)
+@click.option(
+    "--ttl",
+    default="7d",
+    show_default=True,
+    help="Delete bundles not fetched within this long (e.g. 72h, 7d).",
+)
+@click.option(
+    "--mailbox-mb",
+    type=click.IntRange(1),
+    default=2048,
+    show_default=True,
+    help="Quota per recipient.",
+)
 @click.option("--mailbox-items", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--sender-mb", type=click.IntRange(1), default=4096, show_default=True,
-              help="Quota per sender.")
+@click.option(
+    "--sender-mb", type=click.IntRange(1), default=4096, show_default=True, help="Quota per sender."
+)
 @click.option("--sender-items", type=click.IntRange(1), default=400, show_default=True)
-@click.option("--sender-mailbox-mb", type=click.IntRange(1), default=1024, show_default=True,
-              help="Quota of one sender in one mailbox.")
+@click.option(
+    "--sender-mailbox-mb",
+    type=click.IntRange(1),
+    default=1024,
+    show_default=True,
+    help="Quota of one sender in one mailbox.",
+)
 @click.option("--sender-mailbox-items", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--max-total-mb", type=click.IntRange(1), default=20480, show_default=True,
-              help="Everything the relay stores (507 when full).")
-@click.option("--sweep", default="60s", show_default=True, hidden=True,
-              help="How often expired bundles are swept.")
+@click.option(
+    "--max-total-mb",
+    type=click.IntRange(1),
+    default=20480,
+    show_default=True,
+    help="Everything the relay stores (507 when full).",
+)
+@click.option(
+    "--sweep",
+    default="60s",
+    show_default=True,
+    hidden=True,
+    help="How often expired bundles are swept.",
+)
 @pass_app
 def relay_serve_cmd(
-    app: AppContext, host: str, port: int, data_dir: Path | None, max_bundle_mb: int, ttl: str,
-    mailbox_mb: int, mailbox_items: int, sender_mb: int, sender_items: int,
-    sender_mailbox_mb: int, sender_mailbox_items: int, max_total_mb: int, sweep: str,
+    app: AppContext,
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    max_bundle_mb: int,
+    ttl: str,
+    mailbox_mb: int,
+    mailbox_items: int,
+    sender_mb: int,
+    sender_items: int,
+    sender_mailbox_mb: int,
+    sender_mailbox_items: int,
+    max_total_mb: int,
+    sweep: str,
 ) -> None:
     """Serve the relay until interrupted (put it behind a TLS reverse proxy)."""
     from commuter.relay.quotas import MB, Limits
 
     limits = Limits(
-        max_bundle=max_bundle_mb * MB, ttl=parse_duration(ttl),
-        mailbox_items=mailbox_items, mailbox_bytes=mailbox_mb * MB,
-        sender_items=sender_items, sender_bytes=sender_mb * MB,
-        sender_mailbox_items=sender_mailbox_items, sender_mailbox_bytes=sender_mailbox_mb * MB,
+        max_bundle=max_bundle_mb * MB,
+        ttl=parse_duration(ttl),
+        mailbox_items=mailbox_items,
+        mailbox_bytes=mailbox_mb * MB,
+        sender_items=sender_items,
+        sender_bytes=sender_mb * MB,
+        sender_mailbox_items=sender_mailbox_items,
+        sender_mailbox_bytes=sender_mailbox_mb * MB,
         total_bytes=max_total_mb * MB,
         sweep_interval=min(parse_duration(sweep), 3600.0),
     )

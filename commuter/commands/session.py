@@ -91,8 +91,9 @@ def list_cmd(app: AppContext, show_all: bool, as_json: bool, agent: str | None) 
 
     refs = [r for r in core.list_sessions(app.settings, agent) if show_all or r.has_messages]
     if as_json:
-        click.echo(safe_json(json.dumps([_ref_json(r) for r in refs], indent=2,
-                                        ensure_ascii=False)))
+        click.echo(
+            safe_json(json.dumps([_ref_json(r) for r in refs], indent=2, ensure_ascii=False))
+        )
         return
     if not refs:
         click.echo("no sessions found", err=True)
@@ -141,8 +142,9 @@ def export_cmd(
         if sys.stdout.isatty():
             raise BundleError("refusing to write a bundle to a terminal; use -o FILE or a pipe")
         stream = sys.stdout.buffer
-        manifest = core.export_to(app.settings, stream, session=session, cwd=Path.cwd(),
-                                       agent=agent)
+        manifest = core.export_to(
+            app.settings, stream, session=session, cwd=Path.cwd(), agent=agent
+        )
         stream.flush()
     else:
         target = Path(output).expanduser()
@@ -150,12 +152,17 @@ def export_cmd(
         if problem:
             raise OutputError(problem)
         with atomic_writer(target, 0o600, parents=False) as fh:
-            manifest = core.export_to(app.settings, fh, session=session, cwd=Path.cwd(),
-                                       agent=agent)
-    click.echo(safe_text(
-        f"exported session {manifest.session_id} ({counted(manifest.message_count, 'message')}, "
-        f"{counted(len(manifest.members), 'file')}) from {manifest.project_dir}"
-        + (f" to {output}" if output != "-" else "")), err=True,
+            manifest = core.export_to(
+                app.settings, fh, session=session, cwd=Path.cwd(), agent=agent
+            )
+    click.echo(
+        safe_text(
+            f"exported session {manifest.session_id} "
+            f"({counted(manifest.message_count, 'message')}, "
+            f"{counted(len(manifest.members), 'file')}) from {manifest.project_dir}"
+            + (f" to {output}" if output != "-" else "")
+        ),
+        err=True,
     )
 
 
@@ -183,16 +190,25 @@ def _spool_stdin(staging: Path) -> Path:
 @click.option("--yes", "assume_yes", is_flag=True, help="Take the bundle's project config.")
 @pass_app
 def import_cmd(
-    app: AppContext, bundle: str, project_dir: Path | None, replace: bool, no_launch: bool,
-    dry_run: bool, assume_yes: bool,
+    app: AppContext,
+    bundle: str,
+    project_dir: Path | None,
+    replace: bool,
+    no_launch: bool,
+    dry_run: bool,
+    assume_yes: bool,
 ) -> None:
     """Import a bundle (FILE or - for stdin) so the agent's `--continue` picks it up."""
     from commuter import core
 
     interactive = app.interactive
     options = core.ImportOptions(
-        project_dir=project_dir, replace=replace, dry_run=dry_run, assume_yes=assume_yes,
-        interactive=interactive, ask=_ask if interactive else None,
+        project_dir=project_dir,
+        replace=replace,
+        dry_run=dry_run,
+        assume_yes=assume_yes,
+        interactive=interactive,
+        ask=_ask if interactive else None,
         # Piped in by `commuter to` over the user's own ssh: as trusted as a paired peer's.
         sender_verified=bundle == "-" and app.settings.ssh_hop,
     )
@@ -252,20 +268,28 @@ def _report(result: ImportResult, settings: Settings | None = None) -> None:
     for backup in result.backups:
         say(f"backup: {backup}", err=True)
     verbs = {
-        "created": "imported", "updated": "updated", "unchanged": "unchanged",
-        "forked": "imported as a fork", "replaced": "replaced",
+        "created": "imported",
+        "updated": "updated",
+        "unchanged": "unchanged",
+        "forked": "imported as a fork",
+        "replaced": "replaced",
     }
     would = {
-        "created": "would import", "updated": "would update", "unchanged": "would leave unchanged",
-        "forked": "would import as a fork", "replaced": "would replace",
+        "created": "would import",
+        "updated": "would update",
+        "unchanged": "would leave unchanged",
+        "forked": "would import as a fork",
+        "replaced": "would replace",
     }
     if result.origin:
         say(f"exported: {result.origin}")
     if result.action == "dry-run":
         planned = result.planned or "created"
         if planned == "forked":  # the fork's id is drawn at import: no command to show yet
-            say(f"would import as a fork: session {result.original_session_id} "
-                f"in {result.project_dir} (a new id is chosen at import)")
+            say(
+                f"would import as a fork: session {result.original_session_id} "
+                f"in {result.project_dir} (a new id is chosen at import)"
+            )
             return
         verb = would.get(planned, f"would do {planned}")
     else:
@@ -290,8 +314,12 @@ def inspect_cmd(app: AppContext, bundle: Path) -> None:
         seal = None  # type: ignore[assignment]
     if seal is not None and seal.is_sealed(bundle):
         header = seal.read_header(bundle)  # unauthenticated until opened: escape it all
-        click.echo(safe_text(f"sealed (encrypted for {', '.join(header.recipients) or 'nobody'})"
-                             f" from {header.sender_device_id}, created {header.created_at}"))
+        click.echo(
+            safe_text(
+                f"sealed (encrypted for {', '.join(header.recipients) or 'nobody'})"
+                f" from {header.sender_device_id}, created {header.created_at}"
+            )
+        )
         return
     from commuter import bundle as bundles
 

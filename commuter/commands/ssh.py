@@ -29,14 +29,23 @@ _REMOTE_HELP = (
 @click.argument("host")
 @click.argument("session", required=False)
 @click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
-@click.option("--project-dir", "remote_dir", metavar="REMOTE_DIR",
-              help="Project directory on HOST (default: HOST's path-maps decide).")
+@click.option(
+    "--project-dir",
+    "remote_dir",
+    metavar="REMOTE_DIR",
+    help="Project directory on HOST (default: HOST's path-maps decide).",
+)
 @click.option("--remote-commuter", metavar="CMD", help=_REMOTE_HELP)
 @agent_option
 @pass_app
 def to_cmd(
-    app: AppContext, host: str, session: str | None, latest: bool, remote_dir: str | None,
-    remote_commuter: str | None, agent: str | None,
+    app: AppContext,
+    host: str,
+    session: str | None,
+    latest: bool,
+    remote_dir: str | None,
+    remote_commuter: str | None,
+    agent: str | None,
 ) -> None:
     """Send this directory's newest session (or SESSION) to HOST over ssh and import it there."""
     from commuter import core, sshhop
@@ -46,10 +55,10 @@ def to_cmd(
     settings = app.settings
     with sshhop.staging_file(settings, ".ssh-to-") as bundle:
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(),
-                                      agent=agent)
-        remote = sshhop.send_to(settings, host, bundle, project_dir=remote_dir,
-                                remote_command=remote_commuter)
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(), agent=agent)
+        remote = sshhop.send_to(
+            settings, host, bundle, project_dir=remote_dir, remote_command=remote_commuter
+        )
     # The remote commuter's own output, line by line, made inert (it is another machine's text).
     for line in remote.stderr.splitlines():
         click.echo(safe_text(line), err=True)
@@ -60,14 +69,21 @@ def to_cmd(
 
 @click.command("from")
 @click.argument("host")
-@click.option("--project-dir", "remote_dir", metavar="REMOTE_DIR",
-              help="Project directory on HOST (default: this directory through your "
-                   "path-maps); when given, the session comes into this directory.")
+@click.option(
+    "--project-dir",
+    "remote_dir",
+    metavar="REMOTE_DIR",
+    help="Project directory on HOST (default: this directory through your "
+    "path-maps); when given, the session comes into this directory.",
+)
 @click.option("--remote-commuter", metavar="CMD", help=_REMOTE_HELP)
 @click.option("--no-launch", is_flag=True, help="Do not start claude afterwards.")
 @pass_app
 def from_cmd(
-    app: AppContext, host: str, remote_dir: str | None, remote_commuter: str | None,
+    app: AppContext,
+    host: str,
+    remote_dir: str | None,
+    remote_commuter: str | None,
     no_launch: bool,
 ) -> None:
     """Fetch HOST's newest session of this project over ssh and import it here."""
@@ -83,13 +99,15 @@ def from_cmd(
     cwd = Path.cwd()
     interactive = app.interactive
     options = core.ImportOptions(
-        project_dir=cwd if remote_dir else None, interactive=interactive,
+        project_dir=cwd if remote_dir else None,
+        interactive=interactive,
         ask=_ask if interactive else None,
     )
     where = remote_dir or sshhop.remote_dir_for(settings, cwd)
     ctx = TransportContext.load(settings)
-    pulled = asyncio.run(receive_one(ctx, SshFetch(ctx, host, where, remote_commuter), options,
-                                     warn=_warn))
+    pulled = asyncio.run(
+        receive_one(ctx, SshFetch(ctx, host, where, remote_commuter), options, warn=_warn)
+    )
     click.echo(f"from {safe_text(host)} via ssh:")
     if pulled is None or pulled.result is None:
         return

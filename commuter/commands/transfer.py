@@ -38,13 +38,22 @@ def _check_via(via: str) -> None:
 @click.command("push")
 @click.argument("session", required=False)
 @click.option("--to", "to", metavar="PEER", help="Send to this paired machine.")
-@click.option("--via", default="auto", show_default=True, metavar="auto|folder|lan|relay",
-              help="Transport; auto tries lan, then relay, then folder.")
+@click.option(
+    "--via",
+    default="auto",
+    show_default=True,
+    metavar="auto|folder|lan|relay",
+    help="Transport; auto tries lan, then relay, then folder.",
+)
 @click.option("--plain", is_flag=True, help="Unencrypted drop into the transfer dir.")
 @agent_option
 @pass_app
 def push_cmd(
-    app: AppContext, session: str | None, to: str | None, via: str, plain: bool,
+    app: AppContext,
+    session: str | None,
+    to: str | None,
+    via: str,
+    plain: bool,
     agent: str | None,
 ) -> None:
     """Export this directory's newest session (or SESSION) and send it."""
@@ -70,8 +79,7 @@ def push_cmd(
     with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
         bundle = Path(tmp) / "bundle.commuter"
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(),
-                                      agent=agent)
+            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(), agent=agent)
         pushed = asyncio.run(push_file(ctx, bundle, peers, via, named=bool(to)))
     _report_push(ctx, pushed, str(manifest.session_id), plain)
 
@@ -81,8 +89,10 @@ def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: 
     for reason in pushed.skipped:
         click.echo(f"note: skipped {safe_text(reason)}", err=True)
     if not pushed.sealed and not plain:
-        _warn("no paired machine, so this bundle is NOT encrypted: anyone who can read "
-              f"{receipt.location} can read the conversation (run `commuter pair`)")
+        _warn(
+            "no paired machine, so this bundle is NOT encrypted: anyone who can read "
+            f"{receipt.location} can read the conversation (run `commuter pair`)"
+        )
     short = session_id[:7]
     if receipt.transport == "folder":
         where = str(Path(receipt.location).parent)
@@ -95,10 +105,19 @@ def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: 
 
 
 @click.command("pull")
-@click.option("--via", default="auto", show_default=True, metavar="auto|folder|lan|relay",
-              help="Read only this transport (default: every configured one).")
-@click.option("--from", "from_peer", metavar="PEER",
-              help="Fetch this paired machine's newest session for this directory.")
+@click.option(
+    "--via",
+    default="auto",
+    show_default=True,
+    metavar="auto|folder|lan|relay",
+    help="Read only this transport (default: every configured one).",
+)
+@click.option(
+    "--from",
+    "from_peer",
+    metavar="PEER",
+    help="Fetch this paired machine's newest session for this directory.",
+)
 @click.option("--address", metavar="HOST:PORT", help="With --from: the peer's address.")
 @click.option("--dry-run", is_flag=True, help="Show what would be imported; change nothing.")
 @pass_app
@@ -112,8 +131,9 @@ def pull_cmd(
     from commuter.transports import TransportContext
 
     interactive = app.interactive
-    options = core.ImportOptions(dry_run=dry_run, interactive=interactive,
-                                 ask=_ask if interactive else None)
+    options = core.ImportOptions(
+        dry_run=dry_run, interactive=interactive, ask=_ask if interactive else None
+    )
     if from_peer is not None:
         if via not in ("auto", "lan"):
             raise click.UsageError(
@@ -133,8 +153,12 @@ def pull_cmd(
         _report(p.result)
     if not pulled:
         lan_only = via == "auto" and not ctx.config.relay and ctx.config.transfer_dir is None
-        click.echo("nothing to pull (no transfer-dir or relay configured; only bundles sent "
-                   "over the LAN arrive)" if lan_only else "nothing to pull")
+        click.echo(
+            "nothing to pull (no transfer-dir or relay configured; only bundles sent "
+            "over the LAN arrive)"
+            if lan_only
+            else "nothing to pull"
+        )
     elif not imported:
         click.echo(f"nothing imported ({len(pulled)} skipped, see warnings)")
 

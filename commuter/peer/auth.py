@@ -95,6 +95,7 @@ class Rates:
 
 DEFAULT_RATES = Rates()
 
+
 class _Bucket:
     __slots__ = ("stamp", "tokens")
 
@@ -117,8 +118,12 @@ class NonceCache:
 
     PRUNE_EVERY = 60.0
 
-    def __init__(self, max_skew: float = MAX_SKEW, path: Path | None = None,
-                 rates: Rates | None = DEFAULT_RATES) -> None:
+    def __init__(
+        self,
+        max_skew: float = MAX_SKEW,
+        path: Path | None = None,
+        rates: Rates | None = DEFAULT_RATES,
+    ) -> None:
         self.max_skew = max_skew
         self.rates = rates
         self.path = path
@@ -143,8 +148,9 @@ class NonceCache:
             with self._lock:
                 self._check_and_add(key, nonce, now)
         except sqlite3.Error as exc:
-            raise NonceStoreError(f"cannot record the request's nonce in {self.path}: {exc}"
-                                  ) from exc
+            raise NonceStoreError(
+                f"cannot record the request's nonce in {self.path}: {exc}"
+            ) from exc
 
     def _check_and_add(self, key: bytes, nonce: str, now: float) -> None:
         if now - self._pruned >= min(self.PRUNE_EVERY, self.max_skew):
@@ -157,8 +163,9 @@ class NonceCache:
             self._seen[(key, nonce)] = expires
             self._order.append((expires, (key, nonce)))
         else:
-            self._db.execute("INSERT OR REPLACE INTO nonces VALUES (?, ?, ?)",
-                             (key, nonce, expires))
+            self._db.execute(
+                "INSERT OR REPLACE INTO nonces VALUES (?, ?, ?)", (key, nonce, expires)
+            )
 
     def close(self) -> None:
         if self._db is not None:
@@ -175,8 +182,9 @@ class NonceCache:
         if self._db is None:
             expires = self._seen.get((key, nonce))
         else:
-            row = self._db.execute("SELECT expires FROM nonces WHERE key = ? AND nonce = ?",
-                                   (key, nonce)).fetchone()
+            row = self._db.execute(
+                "SELECT expires FROM nonces WHERE key = ? AND nonce = ?", (key, nonce)
+            ).fetchone()
             expires = None if row is None else float(row[0])
         return expires is not None and expires > now
 
@@ -238,8 +246,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         # fsync per request (a power cut may lose the last ones).
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE IF NOT EXISTS nonces (key BLOB NOT NULL, nonce TEXT NOT NULL,"
-                   " expires REAL NOT NULL, PRIMARY KEY (key, nonce))")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS nonces (key BLOB NOT NULL, nonce TEXT NOT NULL,"
+            " expires REAL NOT NULL, PRIMARY KEY (key, nonce))"
+        )
         db.execute("CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires)")
     except BaseException:
         db.close()

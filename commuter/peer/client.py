@@ -59,8 +59,13 @@ def parse_address(text: str) -> tuple[str, int]:
     """("host", port) from "host:port" or "[v6]:port"; ConfigError if malformed."""
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if (not sep or not _is_host(host) or not port.isascii() or not port.isdigit()
-            or not 0 < int(port) < 65536):
+    if (
+        not sep
+        or not _is_host(host)
+        or not port.isascii()
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
         raise ConfigError(f"{text!r} is not an address (expected HOST:PORT)")
     return host, int(port)
 
@@ -114,8 +119,9 @@ def _listed(entry: Any) -> ListedSession | None:
     project, updated, size = entry.get("project"), entry.get("updated_at"), entry.get("size")
     if sid is None or backend is None:
         return None
-    if project is not None and not (isinstance(project, str) and 0 < len(project) <= 4096
-                                    and "\0" not in project):
+    if project is not None and not (
+        isinstance(project, str) and 0 < len(project) <= 4096 and "\0" not in project
+    ):
         return None
     if not isinstance(updated, str) or len(updated) > 64:
         return None
@@ -128,7 +134,12 @@ class PeerClient:
     """Signed requests to one paired peer's `commuter serve` (use `async with`)."""
 
     def __init__(
-        self, settings: Settings, identity: Identity, peer: Peer, address: str, *,
+        self,
+        settings: Settings,
+        identity: Identity,
+        peer: Peer,
+        address: str,
+        *,
         suggest_address: bool = False,
     ) -> None:
         self.settings = settings
@@ -214,9 +225,9 @@ class PeerClient:
                     method, url, data=data, headers=headers, timeout=timeout
                 ) as resp:
                     if resp.status >= 400:
-                        raise self._refusal(await read_error(
-                            resp, where=self.peer.name, fallback=PeerError
-                        ))
+                        raise self._refusal(
+                            await read_error(resp, where=self.peer.name, fallback=PeerError)
+                        )
                     if dst is None:
                         reply = await read_capped(resp, max_reply)
                         if reply is None:
@@ -296,8 +307,11 @@ class PeerClient:
         header = await asyncio.to_thread(read_header, sealed_path)
         size = (await asyncio.to_thread(sealed_path.stat)).st_size
         data = await self._request(
-            "POST", "/v1/bundles", body=_chunks(sealed_path, progress),
-            digest=auth.sealed_body_digest(header.digest), length=size,
+            "POST",
+            "/v1/bundles",
+            body=_chunks(sealed_path, progress),
+            digest=auth.sealed_body_digest(header.digest),
+            length=size,
         )
         return self._upload_answer(data)
 
@@ -309,7 +323,9 @@ class PeerClient:
         sealer = Sealer(self.identity, [self.peer.public_key])
         size = (await asyncio.to_thread(plain_path.stat)).st_size
         data = await self._request(
-            "POST", "/v1/bundles", body=sealed_chunks(plain_path, sealer, progress),
+            "POST",
+            "/v1/bundles",
+            body=sealed_chunks(plain_path, sealer, progress),
             digest=auth.sealed_body_digest(sealer.digest),
             length=sealed_size(size, len(sealer.prefix)),
         )
@@ -366,9 +382,7 @@ async def _chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]
             yield chunk
 
 
-async def find_addresses(
-    settings: Settings, peer: Peer, explicit: str | None = None
-) -> list[str]:
+async def find_addresses(settings: Settings, peer: Peer, explicit: str | None = None) -> list[str]:
     """Where to try a peer, in order: --address alone; else what mDNS finds for its device
     id, then its last known address (if different). PeerUnreachable if there is nothing."""
     if explicit:
@@ -383,8 +397,7 @@ async def find_addresses(
     candidates = [a for a in (found, peer.last_address) if a]
     if not candidates:
         raise PeerUnreachable(
-            f"cannot find {peer.name} on the LAN and no address is known; "
-            "pass --address HOST:PORT"
+            f"cannot find {peer.name} on the LAN and no address is known; pass --address HOST:PORT"
         )
     return list(dict.fromkeys(candidates))
 
@@ -396,7 +409,10 @@ async def find_address(settings: Settings, peer: Peer, explicit: str | None = No
 
 @contextlib.asynccontextmanager
 async def _answering(
-    settings: Settings, identity: Identity, peer: Peer, addresses: Sequence[str],
+    settings: Settings,
+    identity: Identity,
+    peer: Peer,
+    addresses: Sequence[str],
     suggest_address: bool,
 ) -> AsyncIterator[PeerClient]:
     """A client on the first of `addresses` where `peer` answers the probe (an mDNS answer
@@ -498,8 +514,13 @@ class Fetched:
 
 
 async def fetch_latest(
-    settings: Settings, peer: Peer, cwd: Path, *, address: str | None = None,
-    identity: Identity | None = None, limit: int = MAX_FETCH,
+    settings: Settings,
+    peer: Peer,
+    cwd: Path,
+    *,
+    address: str | None = None,
+    identity: Identity | None = None,
+    limit: int = MAX_FETCH,
 ) -> Fetched:
     """Download the peer's newest session for `cwd`'s project (at most `limit` bytes) and
     open it; the caller closes the result."""
@@ -529,7 +550,12 @@ async def fetch_latest(
 
 
 async def newest_session(
-    settings: Settings, me: Identity, peer: Peer, cwd: Path, *, address: str | None = None,
+    settings: Settings,
+    me: Identity,
+    peer: Peer,
+    cwd: Path,
+    *,
+    address: str | None = None,
 ) -> tuple[ListedSession, str]:
     """The peer's newest session for `cwd`'s project and the address that answered."""
     candidates = await find_addresses(settings, peer, address)
@@ -556,7 +582,13 @@ async def _newest_of(
 
 
 async def fetch_one(
-    settings: Settings, me: Identity, peer: Peer, address: str, session_id: str, dst: Path, *,
+    settings: Settings,
+    me: Identity,
+    peer: Peer,
+    address: str,
+    session_id: str,
+    dst: Path,
+    *,
     limit: int = MAX_FETCH,
 ) -> Path:
     """Download one session of `peer` at `address`, sealed, into `dst` (at most `limit` bytes);
@@ -627,4 +659,3 @@ async def join(
     peers.add(peer)
     peers.save()
     return peer
-

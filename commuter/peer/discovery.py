@@ -202,15 +202,22 @@ def advertise_peer(
 ) -> Advertiser:
     """The `commuter serve` advertisement: TXT id, name and protocol version."""
     return Advertiser(
-        settings, service_type=SERVICE, label=name, port=port,
-        properties={"id": device_id, "name": name, "v": PROTOCOL_VERSION}, log=log,
+        settings,
+        service_type=SERVICE,
+        label=name,
+        port=port,
+        properties={"id": device_id, "name": name, "v": PROTOCOL_VERSION},
+        log=log,
     )
 
 
 def advertise_invite(settings: Settings, name: str, nameplate: int, port: int) -> Advertiser:
     """The `commuter pair` advertisement: the code's public nameplate, never the secret words."""
     return Advertiser(
-        settings, service_type=PAIR_SERVICE, label=f"{name}-pair-{nameplate}", port=port,
+        settings,
+        service_type=PAIR_SERVICE,
+        label=f"{name}-pair-{nameplate}",
+        port=port,
         properties={"nameplate": str(nameplate), "name": name, "v": PROTOCOL_VERSION},
     )
 
@@ -271,7 +278,10 @@ async def resolve(settings: Settings, peer: Peer, timeout: float) -> str | None:
     return next((s.address for s in found if s.device_id == peer.device_id), None)
 
 
-async def find_invite(settings: Settings, nameplate: int, timeout: float  # noqa: ASYNC109
+async def find_invite(
+    settings: Settings,
+    nameplate: int,
+    timeout: float,  # noqa: ASYNC109
 ) -> str | None:
     """The address of an open pairing invite with this nameplate, or None."""
     wanted = str(nameplate)

@@ -120,13 +120,9 @@ class PairingSession:
             self._key = bytes(self._spake.finish(theirs))
         except Exception as exc:  # spake2 raises bare AssertionError/ValueError on bad input
             raise PairingFailed("pairing failed: malformed key-exchange message") from exc
-        joiner, inviter = (
-            (self._mine, theirs) if self.role == "joiner" else (theirs, self._mine)
-        )
+        joiner, inviter = (self._mine, theirs) if self.role == "joiner" else (theirs, self._mine)
         self._transcript = hashlib.sha256(
-            b"\n".join(
-                (PROTOCOL, str(self.code.nameplate).encode(), _b64(joiner), _b64(inviter))
-            )
+            b"\n".join((PROTOCOL, str(self.code.nameplate).encode(), _b64(joiner), _b64(inviter)))
         ).digest()
 
     def _derive(self, label: bytes) -> bytes:
@@ -170,8 +166,9 @@ class PairingSession:
             name = _clean_name(data["name"])
             addresses = tuple(str(a) for a in data.get("addresses") or ())[:MAX_ADDRESSES]
             port = data.get("port")
-            if len(key) != 32 or (port is not None and not (isinstance(port, int)
-                                                            and 0 < port < 65536)):
+            if len(key) != 32 or (
+                port is not None and not (isinstance(port, int) and 0 < port < 65536)
+            ):
                 raise ValueError("bad key or port")
         except (CryptoError, ValueError, KeyError, TypeError) as exc:
             raise PairingFailed("pairing failed: the other side's reply is malformed") from exc

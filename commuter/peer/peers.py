@@ -102,8 +102,10 @@ class Peers:
     def _unknown(self, wanted: str) -> str:
         names = {p.name.casefold(): p.name for p in self._peers}
         if not names:
-            return (f"no paired peer named {wanted!r} "
-                    "(this machine has no paired peers; run `commuter pair`)")
+            return (
+                f"no paired peer named {wanted!r} "
+                "(this machine has no paired peers; run `commuter pair`)"
+            )
         close = difflib.get_close_matches(wanted.casefold(), list(names), n=1)
         if close:
             return f"no paired peer named {wanted!r}; did you mean {names[close[0]]!r}?"

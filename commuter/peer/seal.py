@@ -234,9 +234,7 @@ def verify_file(src: Path, me: Identity, *, is_trusted: Callable[[bytes], bool])
     return opener.header.sender
 
 
-def _opener(
-    fin: BinaryIO, me: Identity, is_trusted: Callable[[bytes], bool] | None
-) -> Opener:
+def _opener(fin: BinaryIO, me: Identity, is_trusted: Callable[[bytes], bool] | None) -> Opener:
     header = read_header_from(fin)
     if is_trusted is not None and not is_trusted(header.sender):
         raise NotPaired(f"sealed bundle from unpaired device {header.sender_device_id}")

@@ -81,7 +81,12 @@ def make_app(
     """The /v1 peer API; `on_received` runs after a bundle is stored (e.g. auto-import)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
     app[STATE] = ServerState(
-        settings, identity, peers, name or settings.hostname, max_body, on_received,
+        settings,
+        identity,
+        peers,
+        name or settings.hostname,
+        max_body,
+        on_received,
         log or (lambda _msg: None),
         # Persistent: a request captured before a restart is still refused after it.
         nonces=auth.NonceCache(path=settings.state_dir / auth.NONCE_DB),
@@ -135,7 +140,11 @@ async def _verified_get(request: web.Request) -> Peer:
     st = request.app[STATE]
     peer = _paired_sender(st, request)
     auth.verify_headers(
-        request.headers, request.method, request.raw_path, auth.EMPTY_SHA256, st.nonces,
+        request.headers,
+        request.method,
+        request.raw_path,
+        auth.EMPTY_SHA256,
+        st.nonces,
         audience=st.identity.device_id,
     )
     return peer
@@ -236,8 +245,12 @@ async def _receive_sealed(
     rest = await body.exactly(seal.header_size(start) + 64)
     header = seal.parse_header(start, rest)
     auth.verify_headers(
-        request.headers, "POST", request.raw_path, auth.sealed_body_digest(header.digest),
-        st.nonces, audience=st.identity.device_id,
+        request.headers,
+        "POST",
+        request.raw_path,
+        auth.sealed_body_digest(header.digest),
+        st.nonces,
+        audience=st.identity.device_id,
     )
     if header.sender != peer.public_key:
         raise BadSignature("bundle is sealed by another key than the request's signer")
@@ -414,9 +427,7 @@ async def handle_pair_confirm(request: web.Request) -> web.Response:
     if session is None or invite.result.done():
         raise PairingFailed("pairing failed: no pairing attempt in progress")
     try:
-        mac, blob = pairing.parse_confirm_message(
-            await _json_body(request, invite.body_timeout)
-        )
+        mac, blob = pairing.parse_confirm_message(await _json_body(request, invite.body_timeout))
         session.check_confirmation(mac)
         info = session.open_info(blob)
     except PairingFailed as exc:
@@ -431,8 +442,10 @@ async def handle_pair_confirm(request: web.Request) -> web.Response:
     from commuter.peer.discovery import local_addresses
 
     mine = pairing.PeerInfo(
-        invite.name, invite.identity.public_key,
-        tuple(local_addresses(invite.settings)), invite.serve_port,
+        invite.name,
+        invite.identity.public_key,
+        tuple(local_addresses(invite.settings)),
+        invite.serve_port,
     )
     peers = Peers.load(invite.settings)
     if peers.name_taken(peer) is not None:
@@ -484,8 +497,7 @@ def connection_cap(wanted: int) -> int:
     return max(2, min(wanted, (soft - _FD_RESERVE) // 2))
 
 
-_BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                b"Connection: close\r\n\r\n")
+_BUSY_ANSWER = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class _Gate:
@@ -505,7 +517,8 @@ class _Gate:
 
     @web.middleware
     async def middleware(
-        self, request: web.Request,
+        self,
+        request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         transport = request.transport
@@ -605,8 +618,11 @@ async def start_site(
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
     else:
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False,
-            keepalive_timeout=limits.idle_timeout, shutdown_timeout=limits.shutdown_timeout,
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=limits.idle_timeout,
+            shutdown_timeout=limits.shutdown_timeout,
         )
         gate = _Gate(runner, connection_cap(limits.max_connections))
         app.middlewares.append(gate.middleware)

@@ -60,8 +60,9 @@ def _log_of(request: web.Request) -> Log:
 errors_middleware = error_middleware(_log_of, close_after=(UploadStalled,))
 
 
-def make_relay_app(data_dir: Path, limits: Limits | None = None, log: Log | None = None, *,
-                   exclusive: bool = False) -> web.Application:
+def make_relay_app(
+    data_dir: Path, limits: Limits | None = None, log: Log | None = None, *, exclusive: bool = False
+) -> web.Application:
     """The relay app over `data_dir` (recovered at once: partial uploads are dropped).
 
     `exclusive` (the `relay serve` process): hold the data dir's lock until cleanup, so a
@@ -112,8 +113,14 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
 async def handle_health(request: web.Request) -> web.Response:
     """Public: the relay is up; its limits."""
     state = request.app[STATE]
-    return web.json_response({"service": "commuter-relay", "protocol": PROTOCOL, "status": "ok",
-                              "limits": state.limits.public()})
+    return web.json_response(
+        {
+            "service": "commuter-relay",
+            "protocol": PROTOCOL,
+            "status": "ok",
+            "limits": state.limits.public(),
+        }
+    )
 
 
 def _mailbox(request: web.Request) -> str:
@@ -131,8 +138,9 @@ def _owner(request: web.Request, body_sha256: str = auth.EMPTY_SHA256) -> str:
     """The mailbox, after checking the request is signed by its owner's key."""
     state = request.app[STATE]
     box = _mailbox(request)
-    key = auth.verify_headers(request.headers, request.method, request.raw_path, body_sha256,
-                              state.nonces)
+    key = auth.verify_headers(
+        request.headers, request.method, request.raw_path, body_sha256, state.nonces
+    )
     if device_id_for(key) != box:
         raise MailboxForbidden("this mailbox belongs to another device")
     state.storage.expire()
@@ -159,8 +167,7 @@ async def handle_upload(request: web.Request) -> web.Response:
     state.storage.expire()
     # The declared length must fit, but only bytes that arrive are held against the quotas
     # (a slow or silent uploader holds what it sent, and is dropped after body_stall).
-    token = quotas.start_upload(state.storage, state.limits, box, sender,
-                                request.content_length)
+    token = quotas.start_upload(state.storage, state.limits, box, sender, request.content_length)
     tmp = state.storage.temp_path()
     try:
         digest, size = await _receive(request, tmp, state, token)
@@ -177,8 +184,9 @@ async def handle_upload(request: web.Request) -> web.Response:
         if header.sender != key:
             raise BadSignature("the bundle is sealed by another key than the uploader's")
         quotas.finish_upload(state.storage, state.limits, token)
-        item = await asyncio.to_thread(state.storage.commit, tmp, box, sender, digest, size,
-                                       state.limits.ttl)
+        item = await asyncio.to_thread(
+            state.storage.commit, tmp, box, sender, digest, size, state.limits.ttl
+        )
     except UploadStalled:
         state.log(f"upload for {box} from {sender} stalled; dropped")
         raise
@@ -186,12 +194,15 @@ async def handle_upload(request: web.Request) -> web.Response:
         state.storage.release(token)
         await asyncio.to_thread(tmp.unlink, True)
     state.log(f"stored {item.id} for {box} from {sender} ({size} bytes)")
-    return web.json_response({"id": item.id, "size": item.size, "digest": item.digest,
-                              "expires_at": item.expires_at}, status=201)
+    return web.json_response(
+        {"id": item.id, "size": item.size, "digest": item.digest, "expires_at": item.expires_at},
+        status=201,
+    )
 
 
-async def _receive(request: web.Request, dst: Path, state: RelayState, token: int
-                   ) -> tuple[str, int]:
+async def _receive(
+    request: web.Request, dst: Path, state: RelayState, token: int
+) -> tuple[str, int]:
     """Stream the body to `dst`, each chunk counted against the quotas before it is written;
     UploadStalled if nothing arrives for `body_stall` seconds."""
     hasher = hashlib.sha256()
@@ -204,8 +215,7 @@ async def _receive(request: web.Request, dst: Path, state: RelayState, token: in
                 async with asyncio.timeout(stall):
                     chunk = await request.content.read(CHUNK)
             except TimeoutError:
-                raise UploadStalled(f"the upload sent nothing for {stall:g} s; dropped"
-                                    ) from None
+                raise UploadStalled(f"the upload sent nothing for {stall:g} s; dropped") from None
             if not chunk:
                 break
             quotas.receive(state.storage, state.limits, token, len(chunk))
@@ -231,8 +241,9 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
     box = _owner(request)
     item = _item(request, box)
     path = request.app[STATE].storage.path(item)
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream",
-                                           "X-Commuter-Digest": item.digest})
+    return web.FileResponse(
+        path, headers={"Content-Type": "application/octet-stream", "X-Commuter-Digest": item.digest}
+    )
 
 
 async def handle_delete(request: web.Request) -> web.Response:
@@ -242,4 +253,3 @@ async def handle_delete(request: web.Request) -> web.Response:
     request.app[STATE].storage.delete(item)
     request.app[STATE].log(f"delivered {item.id} to {box}")
     return web.json_response({"deleted": item.id})
-

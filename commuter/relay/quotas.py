@@ -33,8 +33,12 @@ class Limits:
 
     def public(self) -> dict[str, float]:
         """The limits a client may plan with (shown by GET /)."""
-        return {"max_bundle": self.max_bundle, "ttl": self.ttl,
-                "mailbox_items": self.mailbox_items, "mailbox_bytes": self.mailbox_bytes}
+        return {
+            "max_bundle": self.max_bundle,
+            "ttl": self.ttl,
+            "mailbox_items": self.mailbox_items,
+            "mailbox_bytes": self.mailbox_bytes,
+        }
 
 
 def check_size(limits: Limits, size: int) -> None:
@@ -45,8 +49,9 @@ def check_size(limits: Limits, size: int) -> None:
         )
 
 
-def check_quota(storage: Storage, limits: Limits, mailbox: str, sender: str, size: int, *,
-                new_item: bool = True) -> None:
+def check_quota(
+    storage: Storage, limits: Limits, mailbox: str, sender: str, size: int, *, new_item: bool = True
+) -> None:
     """QuotaExceeded (StorageFull for the whole relay) if `size` more bytes, and one more
     item if `new_item`, would pass a quota. Uploads in progress count as Storage.usage says."""
     more = 1 if new_item else 0
@@ -73,8 +78,9 @@ def check_quota(storage: Storage, limits: Limits, mailbox: str, sender: str, siz
         raise StorageFull("the relay's storage is full; try again after recipients pull")
 
 
-def start_upload(storage: Storage, limits: Limits, mailbox: str, sender: str,
-                 declared: int | None) -> int:
+def start_upload(
+    storage: Storage, limits: Limits, mailbox: str, sender: str, declared: int | None
+) -> int:
     """Check that an upload of `declared` bytes (None: unknown) could fit, then count it as
     in progress with 0 bytes: it holds only what arrives (`receive`) until `storage.release`.
     No await between check and reservation, so concurrent uploads cannot pass a quota."""

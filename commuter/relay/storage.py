@@ -126,8 +126,9 @@ class Storage:
         if res is not None:
             self._count(res.mailbox, res.sender, -1, -res.size, box_item=res.final)
 
-    def _count(self, mailbox: str, sender: str, items: int, nbytes: int, *,
-               box_item: bool = True) -> None:
+    def _count(
+        self, mailbox: str, sender: str, items: int, nbytes: int, *, box_item: bool = True
+    ) -> None:
         for key in _usage_keys(mailbox, sender):
             self._add(key, items if box_item or key[0] != "box" else 0, nbytes)
 
@@ -166,9 +167,13 @@ class Storage:
         try:
             data = json.loads(meta.read_text(encoding="utf-8"))
             item = Item(
-                id=str(data["id"]), mailbox=str(data["mailbox"]), sender=str(data["sender"]),
-                size=int(data["size"]), digest=str(data["digest"]),
-                created_at=float(data["created_at"]), expires_at=float(data["expires_at"]),
+                id=str(data["id"]),
+                mailbox=str(data["mailbox"]),
+                sender=str(data["sender"]),
+                size=int(data["size"]),
+                digest=str(data["digest"]),
+                created_at=float(data["created_at"]),
+                expires_at=float(data["expires_at"]),
             )
             sealed = meta.with_suffix(SEALED)
             if item.id != meta.stem or sealed.stat().st_size != item.size:
@@ -190,8 +195,13 @@ class Storage:
         """Move a verified upload into `mailbox` (sealed file first, meta last)."""
         now = time.time()
         item = Item(
-            id=f"{int(now):010d}-{secrets.token_hex(8)}", mailbox=mailbox, sender=sender,
-            size=size, digest=digest, created_at=now, expires_at=now + ttl,
+            id=f"{int(now):010d}-{secrets.token_hex(8)}",
+            mailbox=mailbox,
+            sender=sender,
+            size=size,
+            digest=digest,
+            created_at=now,
+            expires_at=now + ttl,
         )
         box = self.boxes_dir / mailbox
         box.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -49,8 +49,9 @@ class TransportContext:
         from commuter.peer.identity import Identity
         from commuter.peer.peers import Peers
 
-        return cls(settings, Identity.load_or_create(settings), config.load(settings),
-                   Peers.load(settings))
+        return cls(
+            settings, Identity.load_or_create(settings), config.load(settings), Peers.load(settings)
+        )
 
 
 @dataclass(frozen=True, slots=True)

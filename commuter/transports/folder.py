@@ -59,8 +59,12 @@ class FolderTransport(Transport):
     scheme = "folder"
 
     def __init__(
-        self, ctx: TransportContext, *, root: Path | None = None,
-        settle: float = SETTLE_SECONDS, recheck: float = RECHECK_SECONDS,
+        self,
+        ctx: TransportContext,
+        *,
+        root: Path | None = None,
+        settle: float = SETTLE_SECONDS,
+        recheck: float = RECHECK_SECONDS,
     ) -> None:
         super().__init__(ctx)
         self._root = root
@@ -124,8 +128,9 @@ class FolderTransport(Transport):
         if not is_seal:
             # Our own plain drop must not come back to us on the next pull.
             self.state.mark(digest, f"pushed {name}")
-        return Receipt(self.scheme, name, tuple(p.name for p in to), str(target),
-                       target.stat().st_size)
+        return Receipt(
+            self.scheme, name, tuple(p.name for p in to), str(target), target.stat().st_size
+        )
 
     def _candidates(self) -> list[tuple[Path, bool]]:
         root = self.root
@@ -178,14 +183,18 @@ class FolderTransport(Transport):
                 header = seal.read_header(path)
                 if me.device_id not in header.recipients:
                     return None  # another machine's drop: not ours to read or touch
-                found = _Found(path, True, False, header.recipients == (me.device_id,),
-                               header.sender_device_id, tuple(header.recipients))
+                found = _Found(
+                    path,
+                    True,
+                    False,
+                    header.recipients == (me.device_id,),
+                    header.sender_device_id,
+                    tuple(header.recipients),
+                )
             elif legacy or path.suffix == PLAIN_SUFFIX or core.is_bundle(path):
                 found = _Found(path, False, legacy, False, None)
             else:
-                self.warnings.append(
-                    f"skipping {path}: not a commuter bundle (left in place)"
-                )
+                self.warnings.append(f"skipping {path}: not a commuter bundle (left in place)")
                 return None
             digest = sha256_file(path)
         except BundleError as exc:
@@ -197,8 +206,16 @@ class FolderTransport(Transport):
         if self.state.done(digest):
             return None
         self._found[rel] = found
-        return Incoming(self.scheme, rel, rel, path.stat().st_size, digest, found.sealed,
-                        found.sender, found.legacy)
+        return Incoming(
+            self.scheme,
+            rel,
+            rel,
+            path.stat().st_size,
+            digest,
+            found.sealed,
+            found.sender,
+            found.legacy,
+        )
 
     async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
         """Copy the file out of the shared folder; refuse it if it changed meanwhile."""
@@ -237,8 +254,10 @@ class FolderTransport(Transport):
             os.close(os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
         except FileExistsError:
             if not _is_regular(mine):
-                self.warnings.append(f"not marking {found.path} as imported here: {mine} "
-                                     "exists and is not a plain file (left in place)")
+                self.warnings.append(
+                    f"not marking {found.path} as imported here: {mine} "
+                    "exists and is not a plain file (left in place)"
+                )
                 return
         except OSError as exc:
             self.warnings.append(f"cannot mark {found.path} as imported here: {exc.strerror}")

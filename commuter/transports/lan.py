@@ -21,7 +21,10 @@ class LanTransport(Transport):
     set_aside_damaged = True
 
     def __init__(
-        self, ctx: TransportContext, *, address: str | None = None,
+        self,
+        ctx: TransportContext,
+        *,
+        address: str | None = None,
         probe_timeout: float = PROBE_TIMEOUT,
     ) -> None:
         super().__init__(ctx)
@@ -92,16 +95,22 @@ class LanTransport(Transport):
             if peers.by_key(peer.public_key) is not None:
                 peers.touch_address(peer.public_key, address)
                 peers.save()
-        return Receipt(self.scheme, item_id, tuple(p.name for p in to), ", ".join(where),
-                       size)
+        return Receipt(self.scheme, item_id, tuple(p.name for p in to), ", ".join(where), size)
 
     async def pending(self) -> list[Incoming]:
         """Bundles `commuter serve` received and did not import yet."""
         items = await asyncio.to_thread(Inbox(self.ctx.settings).pending)
         self._items = {item.id: item for item in items}
         return [
-            Incoming(self.scheme, item.id, f"inbox:{item.id}", item.size, item.digest, True,
-                     item.sender_device_id)
+            Incoming(
+                self.scheme,
+                item.id,
+                f"inbox:{item.id}",
+                item.size,
+                item.digest,
+                True,
+                item.sender_device_id,
+            )
             for item in items
         ]
 

@@ -59,8 +59,13 @@ class MemoryTransport(Transport):
         self._check()
         box = self.hub.boxes.get(self.ctx.identity.device_id, {})
         return [
-            Incoming(self.scheme, item_id, f"memory:{item_id}", len(data),
-                     hashlib.sha256(data).hexdigest())
+            Incoming(
+                self.scheme,
+                item_id,
+                f"memory:{item_id}",
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+            )
             for item_id, data in box.items()
         ]
 

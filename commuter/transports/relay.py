@@ -58,8 +58,9 @@ class RelayTransport(Transport):
     scheme = "relay"
     discard_strangers = True  # anyone who knows a device id can fill its mailbox's quota
 
-    def __init__(self, ctx: TransportContext, *, url: str | None = None,
-                 probe_timeout: float = PROBE_TIMEOUT) -> None:
+    def __init__(
+        self, ctx: TransportContext, *, url: str | None = None, probe_timeout: float = PROBE_TIMEOUT
+    ) -> None:
         super().__init__(ctx)
         self._url = (url or ctx.config.relay or "").rstrip("/") or None
         self.probe_timeout = probe_timeout
@@ -92,10 +93,18 @@ class RelayTransport(Transport):
             )
         return RelayUnreachable(f"the relay at {self.url} is unreachable ({connect_reason(exc)})")
 
-    async def _request(self, method: str, path: str, *, body: Any = None,
-                       digest: str = auth.EMPTY_SHA256, length: int | None = None,
-                       dst: Path | None = None, max_bytes: int = 0,
-                       signed: bool = True) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        digest: str = auth.EMPTY_SHA256,
+        length: int | None = None,
+        dst: Path | None = None,
+        max_bytes: int = 0,
+        signed: bool = True,
+    ) -> Any:
         """The relay's JSON answer (at most MAX_JSON bytes); with `dst`, the body written there
         instead (at most `max_bytes`: RelayError as soon as more arrives)."""
         import aiohttp
@@ -113,11 +122,16 @@ class RelayTransport(Transport):
         try:
             async with deadline:
                 data = None if body is None else watched_body(body, deadline, self.ctx.settings)
-                async with http.request(method, URL(self.url + path, encoded=True), data=data,
-                                        headers=headers) as resp:
+                async with http.request(
+                    method, URL(self.url + path, encoded=True), data=data, headers=headers
+                ) as resp:
                     if resp.status >= 400:
-                        raise await read_error(resp, where=f"the relay at {self.url}",
-                                               fallback=RelayError, prefix="relay: ")
+                        raise await read_error(
+                            resp,
+                            where=f"the relay at {self.url}",
+                            fallback=RelayError,
+                            prefix="relay: ",
+                        )
                     if dst is None:
                         raw = await read_capped(resp, MAX_JSON)
                         if raw is None:
@@ -129,8 +143,9 @@ class RelayTransport(Transport):
             raise
         except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
             if deadline.expired():
-                raise RelayUnreachable(f"the relay at {self.url} took nothing of the upload "
-                                       f"for {stall:g} s") from exc
+                raise RelayUnreachable(
+                    f"the relay at {self.url} took nothing of the upload for {stall:g} s"
+                ) from exc
             raise self._down(exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise self._down(exc) from exc
@@ -138,8 +153,9 @@ class RelayTransport(Transport):
             raise RelayError(f"the relay at {self.url} sent a malformed reply") from exc
 
     async def _download(self, resp: Any, dst: Path, max_bytes: int) -> None:
-        too_big = RelayError(f"the relay at {self.url} sent more than the {max_bytes} bytes "
-                             "it listed; dropped")
+        too_big = RelayError(
+            f"the relay at {self.url} sent more than the {max_bytes} bytes it listed; dropped"
+        )
         if resp.content_length is not None and resp.content_length > max_bytes:
             raise too_big
         size = 0
@@ -159,8 +175,9 @@ class RelayTransport(Transport):
     async def health(self) -> dict[str, Any]:
         """GET / of the relay (cached): status and limits."""
         if self._health is None:
-            data = await asyncio.wait_for(self._request("GET", "/", signed=False),
-                                          self.probe_timeout)
+            data = await asyncio.wait_for(
+                self._request("GET", "/", signed=False), self.probe_timeout
+            )
             if not isinstance(data, dict) or data.get("service") != "commuter-relay":
                 raise RelayError(f"{self.url} is not a commuter relay")
             if not isinstance(data.get("limits", {}), dict):
@@ -193,12 +210,19 @@ class RelayTransport(Transport):
         digest, size = await asyncio.to_thread(_digest_size, sealed)
         limit = await self._max_bundle()
         if limit and size > limit:
-            raise TooLarge(f"bundle is {size // 2**20 + 1} MB, the relay at {self.url} accepts "
-                           f"at most {limit // 2**20} MB")
+            raise TooLarge(
+                f"bundle is {size // 2**20 + 1} MB, the relay at {self.url} accepts "
+                f"at most {limit // 2**20} MB"
+            )
         ids = []
         for peer in to:
-            answer = await self._request("POST", f"/v1/mailbox/{peer.device_id}",
-                                         body=_chunks(sealed), digest=digest, length=size)
+            answer = await self._request(
+                "POST",
+                f"/v1/mailbox/{peer.device_id}",
+                body=_chunks(sealed),
+                digest=digest,
+                length=size,
+            )
             item_id = answer.get("id") if isinstance(answer, dict) else None
             ids.append(item_id if isinstance(item_id, str) and ITEM_ID.match(item_id) else "?")
         return Receipt(self.scheme, ",".join(ids), tuple(p.name for p in to), self.url, size)

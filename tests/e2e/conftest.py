@@ -18,8 +18,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session", params=CLAUDE_VERSIONS, ids=[f"claude-{v}" for v in
-                                                                CLAUDE_VERSIONS])
+@pytest.fixture(
+    scope="session", params=CLAUDE_VERSIONS, ids=[f"claude-{v}" for v in CLAUDE_VERSIONS]
+)
 def claude_bin(request: pytest.FixtureRequest) -> Path:
     """Path of each pinned Claude Code version in turn (every e2e test runs once per version);
     fails (never skips) when one is missing."""

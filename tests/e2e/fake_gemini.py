@@ -74,8 +74,12 @@ def _from_schema(schema: Any) -> Any:
 
 
 def tool_names(body: dict[str, Any]) -> set[str]:
-    return {str(d.get("name")) for tool in body.get("tools", []) or []
-            for d in tool.get("functionDeclarations", []) or [] if isinstance(d, dict)}
+    return {
+        str(d.get("name"))
+        for tool in body.get("tools", []) or []
+        for d in tool.get("functionDeclarations", []) or []
+        if isinstance(d, dict)
+    }
 
 
 def _call(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -104,10 +108,10 @@ def _response(body: dict[str, Any], json_mode: bool) -> dict[str, Any]:
     else:
         parts = [{"text": json.dumps(_from_schema(schema)) if json_mode else reply_text(body)}]
     return {
-        "candidates": [{"content": {"role": "model", "parts": parts},
-                        "finishReason": "STOP", "index": 0}],
-        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 3,
-                          "totalTokenCount": 13},
+        "candidates": [
+            {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+        ],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 3, "totalTokenCount": 13},
         "modelVersion": "fake-gemini",
     }
 
@@ -156,8 +160,9 @@ class FakeGemini:
                     data = json.dumps(_response(request.body, request.json_mode)).encode()
                     self._send(200, data, "application/json")
                 else:
-                    self._send(404, b'{"error": {"code": 404, "message": "fake"}}',
-                               "application/json")
+                    self._send(
+                        404, b'{"error": {"code": 404, "message": "fake"}}', "application/json"
+                    )
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -99,22 +99,34 @@ class FakeOpenAI:
             def _stream(self) -> None:
                 rid = f"resp_{uuid.uuid4().hex[:24]}"
                 mid = f"msg_{uuid.uuid4().hex[:24]}"
-                item = {"type": "message", "role": "assistant", "id": mid, "status": "completed",
-                        "content": [{"type": "output_text", "text": REPLY, "annotations": []}]}
-                usage = {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
-                         "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0},
-                         "total_tokens": 13}
+                item = {
+                    "type": "message",
+                    "role": "assistant",
+                    "id": mid,
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": REPLY, "annotations": []}],
+                }
+                usage = {
+                    "input_tokens": 10,
+                    "input_tokens_details": {"cached_tokens": 0},
+                    "output_tokens": 3,
+                    "output_tokens_details": {"reasoning_tokens": 0},
+                    "total_tokens": 13,
+                }
                 events = [
-                    ("response.created", {"type": "response.created",
-                                          "response": {"id": rid}}),
-                    ("response.output_item.done", {"type": "response.output_item.done",
-                                                   "output_index": 0, "item": item}),
-                    ("response.completed", {"type": "response.completed",
-                                            "response": {"id": rid, "usage": usage}}),
+                    ("response.created", {"type": "response.created", "response": {"id": rid}}),
+                    (
+                        "response.output_item.done",
+                        {"type": "response.output_item.done", "output_index": 0, "item": item},
+                    ),
+                    (
+                        "response.completed",
+                        {"type": "response.completed", "response": {"id": rid, "usage": usage}},
+                    ),
                 ]
                 payload = b"".join(
-                    f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-                    for name, data in events)
+                    f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Content-Length", str(len(payload)))
@@ -123,8 +135,9 @@ class FakeOpenAI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-openai", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -34,32 +34,59 @@ pytestmark = pytest.mark.e2e
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8", "COMMUTER_MDNS_INTERFACES": "127.0.0.1"}
+    return {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "COMMUTER_MDNS_INTERFACES": "127.0.0.1",
+    }
 
 
 def commuter(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "commuter", *args], cwd=cwd, env=_env(home),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "commuter", *args],
+        cwd=cwd,
+        env=_env(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, f"{proc.args}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
-def rewind(claude_bin: Path, home: Path, cwd: Path, sid: str, message_id: str,
-           base_url: str) -> dict[str, object]:
+def rewind(
+    claude_bin: Path, home: Path, cwd: Path, sid: str, message_id: str, base_url: str
+) -> dict[str, object]:
     """Ask `claude -p --resume sid` (stream-json, as the Agent SDK does) to rewind the files
     to their state before `message_id`; return its control response."""
     seed_claude_json(home, trusted=[cwd])
     env = claude_env(home, base_url, {"CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING": "1"})
-    request = {"type": "control_request", "request_id": "rw1",
-               "request": {"subtype": "rewind_files", "user_message_id": message_id}}
+    request = {
+        "type": "control_request",
+        "request_id": "rw1",
+        "request": {"subtype": "rewind_files", "user_message_id": message_id},
+    }
     proc = subprocess.Popen(
-        [str(claude_bin), "-p", "--resume", sid, "--input-format", "stream-json",
-         "--output-format", "stream-json", "--verbose"],
-        cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [
+            str(claude_bin),
+            "-p",
+            "--resume",
+            sid,
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
@@ -99,8 +126,9 @@ def test_rewind_after_a_move_restores_the_targets_files(
     sid = fixture.sessions["tools"]
     bundle = tmp_path / "s.bundle"
     commuter(home_a, proj_a, "export", sid, "-o", str(bundle))
-    commuter(home_b, proj_b, "config", "set", "path-map", str(home_a / "projects"),
-             str(home_b / "code"))
+    commuter(
+        home_b, proj_b, "config", "set", "path-map", str(home_a / "projects"), str(home_b / "code")
+    )
     commuter(home_b, proj_b, "import", str(bundle), "--no-launch")
     for rel in ("a.txt", "notes/new.txt"):  # the project as the session left it, at B
         (proj_b / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -135,8 +163,7 @@ def test_memory_written_at_home_is_in_the_office_after_a_pull(
     proj_a, proj_b = home_a / "projects" / "my.app", home_b / "code" / "my.app"
     for d in (proj_a, proj_b, shared):
         d.mkdir(parents=True)
-    check(run_claude(claude_bin, home_a, proj_a, ["-p", "Remember KIWI-314."],
-                     fake_model.base_url))
+    check(run_claude(claude_bin, home_a, proj_a, ["-p", "Remember KIWI-314."], fake_model.base_url))
     [transcript_a] = session_files(home_a, proj_a)
     sid = transcript_a.stem
     # What the agent would have saved at home (the fake model does not call tools).
@@ -146,13 +173,16 @@ def test_memory_written_at_home_is_in_the_office_after_a_pull(
     (memory_a / "MEMORY.md").write_text(index, encoding="utf-8")
     (memory_a / "deploy.md").write_text(
         "---\nname: deploy\ndescription: deploys\nmetadata:\n  type: project\n---\n\n"
-        "Deploy with `make ship`; codeword MEMO-55.\n", encoding="utf-8")
+        "Deploy with `make ship`; codeword MEMO-55.\n",
+        encoding="utf-8",
+    )
 
     _pair(home_a, "home", home_b, "office")
     for home in (home_a, home_b):
         commuter(home, home, "config", "set", "transfer-dir", str(shared))
-    commuter(home_b, proj_b, "config", "set", "path-map", str(home_a / "projects"),
-             str(home_b / "code"))
+    commuter(
+        home_b, proj_b, "config", "set", "path-map", str(home_a / "projects"), str(home_b / "code")
+    )
     commuter(home_a, proj_a, "push")
     pulled = commuter(home_b, proj_b, "pull")
     assert f"claude --resume {sid}" in pulled.stdout
@@ -162,14 +192,16 @@ def test_memory_written_at_home_is_in_the_office_after_a_pull(
     assert got == {p.name: p.read_bytes() for p in memory_a.iterdir()}
 
     fake_model.clear()
-    out = check(run_claude(claude_bin, home_b, proj_b, ["-p", "--continue", "Which codeword?"],
-                           fake_model.base_url))
+    out = check(
+        run_claude(
+            claude_bin, home_b, proj_b, ["-p", "--continue", "Which codeword?"], fake_model.base_url
+        )
+    )
     assert out.stdout.strip().startswith("Codewords seen: KIWI-314")
     [request] = fake_model.snapshot()
     if version_tuple(claude_version(claude_bin)) >= (2, 1, 332):
         # 2.1.332 loads the project's MEMORY.md into the conversation, from the office's folder,
         # and nothing it sends names a path of the home machine.
         texts = list(message_texts(request))
-        assert any(f"Contents of {memory_b}/MEMORY.md" in t and index.strip() in t
-                   for t in texts)
+        assert any(f"Contents of {memory_b}/MEMORY.md" in t and index.strip() in t for t in texts)
         assert str(home_a) not in json.dumps(request)

@@ -40,8 +40,10 @@ def codex(request: pytest.FixtureRequest) -> Path:
     """Each pinned Codex CLI (scripts/install-codex.sh); fails, never skips, when missing."""
     path = codex_bin(request.param)
     if not path.is_file():
-        pytest.fail(f"codex {request.param} not installed at {path}: run "
-                    "scripts/install-codex.sh", pytrace=False)
+        pytest.fail(
+            f"codex {request.param} not installed at {path}: run scripts/install-codex.sh",
+            pytrace=False,
+        )
     return path
 
 
@@ -66,25 +68,39 @@ def setup_home(home: Path, fake: FakeOpenAI, trusted: tuple[Path, ...] = ()) -> 
         "[analytics]\nenabled = false\n"
         f'[model_providers.mock]\nname = "Mock"\nbase_url = "{fake.base_url}"\n'
         'wire_api = "responses"\nenv_key = "MOCK_API_KEY"\n'
-        + "".join(f'[projects.{json.dumps(str(p))}]\ntrust_level = "trusted"\n'
-                  for p in trusted))
+        + "".join(f'[projects.{json.dumps(str(p))}]\ntrust_level = "trusted"\n' for p in trusted)
+    )
     return home
 
 
 def codex_env(home: Path) -> dict[str, str]:
     dead = "http://127.0.0.1:9"  # anything not on loopback goes nowhere
-    return {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TZ": "UTC",
-            "LANG": "C.UTF-8", "MOCK_API_KEY": "dummy", "HTTPS_PROXY": dead,
-            "HTTP_PROXY": dead, "ALL_PROXY": dead, "NO_PROXY": "127.0.0.1,localhost",
-            "TERM": "xterm-256color"}
+    return {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TZ": "UTC",
+        "LANG": "C.UTF-8",
+        "MOCK_API_KEY": "dummy",
+        "HTTPS_PROXY": dead,
+        "HTTP_PROXY": dead,
+        "ALL_PROXY": dead,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "TERM": "xterm-256color",
+    }
 
 
 def run_codex(codex: Path, home: Path, cwd: Path, *args: str) -> str:
     """`codex exec ARGS` in `cwd`; returns the thread id it reports."""
     env = codex_env(home)
-    proc = subprocess.run([str(codex), "exec", "--skip-git-repo-check", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=180,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(codex), "exec", "--skip-git-repo-check", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = SESSION_ID.search(proc.stderr + proc.stdout)
     assert found, proc.stderr[-2000:]
@@ -105,8 +121,14 @@ def stop_daemons(home: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def run_tui(codex: Path, home: Path, cwd: Path, fake: FakeOpenAI, *args: str,
-            prompt: str = "What was the codeword?") -> list[str]:
+def run_tui(
+    codex: Path,
+    home: Path,
+    cwd: Path,
+    fake: FakeOpenAI,
+    *args: str,
+    prompt: str = "What was the codeword?",
+) -> list[str]:
     """The interactive `codex ARGS` on a pseudo-terminal in `cwd`: types `prompt` and
     returns the codewords of the first request it sends."""
     before = len(fake.requests)
@@ -182,8 +204,9 @@ def test_codex_thread_moves_and_resumes_both_ways(
 
     bundle = tmp_path / "t1.bundle"
     commuter(monkeypatch, a, "export", tid, "-o", str(bundle))
-    out = commuter(monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b),
-                   "--no-launch").stdout
+    out = commuter(
+        monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b), "--no-launch"
+    ).stdout
     assert f"codex resume {tid}" in out
 
     # resume by id at B: the earlier conversation is sent, in B's project
@@ -192,8 +215,10 @@ def test_codex_thread_moves_and_resumes_both_ways(
     sent = last_request_text(fake)
     assert f"<cwd>{proj_b}</cwd>" in sent and str(proj_a) not in sent
     # --last in B's project takes it (newest there), B's own thread is still there
-    assert run_codex(codex, b, proj_b, "resume", "--last",
-                     "Remember also the codeword MANGO-77.") == tid
+    assert (
+        run_codex(codex, b, proj_b, "resume", "--last", "Remember also the codeword MANGO-77.")
+        == tid
+    )
     assert codewords(fake.requests[-1]) == ["KIWI-314", "MANGO-77"]
     assert run_codex(codex, b, proj_b, "resume", own, "And yours?") == own
     assert codewords(fake.requests[-1]) == ["OWNB-7"]
@@ -202,8 +227,9 @@ def test_codex_thread_moves_and_resumes_both_ways(
 
     back = tmp_path / "t2.bundle"
     commuter(monkeypatch, b, "export", tid, "-o", str(back))
-    out = commuter(monkeypatch, a, "import", str(back), "--project-dir", str(proj_a),
-                   "--no-launch").stdout
+    out = commuter(
+        monkeypatch, a, "import", str(back), "--project-dir", str(proj_a), "--no-launch"
+    ).stdout
     assert "updated" in out or "continued" in out, out
     assert run_codex(codex, a, proj_a, "resume", "--last", "Both codewords?") == tid
     assert codewords(fake.requests[-1]) == ["KIWI-314", "MANGO-77"]
@@ -213,7 +239,8 @@ def test_codex_thread_moves_and_resumes_both_ways(
     conn = sqlite3.connect(f"file:{a / '.codex' / 'state_5.sqlite'}?mode=ro", uri=True)
     try:
         rollout_path, cwd = conn.execute(
-            "SELECT rollout_path, cwd FROM threads WHERE id = ?", (tid,)).fetchone()
+            "SELECT rollout_path, cwd FROM threads WHERE id = ?", (tid,)
+        ).fetchone()
     finally:
         conn.close()
     assert cwd == str(proj_a) and rollout_path.startswith(str(a / ".codex" / "sessions"))
@@ -224,8 +251,9 @@ def test_codex_thread_moves_and_resumes_both_ways(
     assert run_codex(codex, b, proj_b, "resume", tid, "Only there: PLUM-6.") == tid
     third = tmp_path / "t3.bundle"
     commuter(monkeypatch, b, "export", tid, "-o", str(third))
-    out = commuter(monkeypatch, a, "import", str(third), "--project-dir", str(proj_a),
-                   "--no-launch").stdout
+    out = commuter(
+        monkeypatch, a, "import", str(third), "--project-dir", str(proj_a), "--no-launch"
+    ).stdout
     fork = re.search(r"codex resume ([0-9a-f-]{36})", out)
     assert fork and fork.group(1) != tid, out
     assert run_codex(codex, a, proj_a, "resume", fork.group(1), "Which?") == fork.group(1)
@@ -246,11 +274,10 @@ def test_interactive_codex_resume_finds_the_imported_thread(
     proj_a.mkdir(parents=True)
     proj_b.mkdir(parents=True)
     run_codex(codex, b, proj_b, "Remember the codeword OWNB-7.")
-    assert run_tui(codex, a, proj_a, fake, prompt="Remember the codeword KIWI-314.") == [
-        "KIWI-314"]
+    assert run_tui(codex, a, proj_a, fake, prompt="Remember the codeword KIWI-314.") == ["KIWI-314"]
     made = list((a / ".codex" / "sessions").rglob("rollout-*.jsonl"))
     assert len(made) == 1
-    tid = made[0].name[-len("0000000-0000-0000-0000-000000000000.jsonl") - 1: -len(".jsonl")]
+    tid = made[0].name[-len("0000000-0000-0000-0000-000000000000.jsonl") - 1 : -len(".jsonl")]
     bundle = tmp_path / "t.bundle"
     commuter(monkeypatch, a, "export", tid, "-o", str(bundle))
     commuter(monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b), "--no-launch")

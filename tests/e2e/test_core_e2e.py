@@ -62,8 +62,17 @@ def test_export_import_continue_and_back(
     assert bundle.is_file()
     assert b"KIWI-314" not in bundle.read_bytes()[:64]  # a container, not a raw transcript
 
-    ok(commuter(home_b, proj_b, "config", "set", "path-map", str(home_a / "projects"),
-                str(home_b / "code")))
+    ok(
+        commuter(
+            home_b,
+            proj_b,
+            "config",
+            "set",
+            "path-map",
+            str(home_a / "projects"),
+            str(home_b / "code"),
+        )
+    )
     imported = ok(commuter(home_b, proj_b, "import", str(bundle), "--no-launch"))
     assert f"claude --resume {sid}" in imported.stdout
     [transcript_b] = session_files(home_b, proj_b)
@@ -73,20 +82,35 @@ def test_export_import_continue_and_back(
     assert cwds == {str(proj_b)}
 
     fake_model.clear()
-    out = check(run_claude(claude_bin, home_b, proj_b, ["-p", "--continue", "Which codeword?"],
-                           fake_model.base_url))
+    out = check(
+        run_claude(
+            claude_bin, home_b, proj_b, ["-p", "--continue", "Which codeword?"], fake_model.base_url
+        )
+    )
     assert out.stdout.strip() == "Codewords seen: KIWI-314."
     assert fake_model.session_ids() == [sid]
 
     # B carries on and pushes through the shared folder; A pulls and continues with both.
-    check(run_claude(claude_bin, home_b, proj_b, ["-p", "--continue", "Also PEAR-9."],
-                     fake_model.base_url))
+    check(
+        run_claude(
+            claude_bin, home_b, proj_b, ["-p", "--continue", "Also PEAR-9."], fake_model.base_url
+        )
+    )
     for home in (home_a, home_b):
         ok(commuter(home, home, "config", "set", "transfer-dir", str(shared)))
     pushed = ok(commuter(home_b, proj_b, "push"))
     assert "folder" in (pushed.stdout + pushed.stderr)
-    ok(commuter(home_a, proj_a, "config", "set", "path-map", str(home_a / "projects"),
-                str(home_b / "code")))
+    ok(
+        commuter(
+            home_a,
+            proj_a,
+            "config",
+            "set",
+            "path-map",
+            str(home_a / "projects"),
+            str(home_b / "code"),
+        )
+    )
     pulled = ok(commuter(home_a, proj_a, "pull"))
     assert f"claude --resume {sid}" in pulled.stdout
     backups = list((home_a / ".local" / "share" / "commuter" / "backups").rglob("*.jsonl"))
@@ -94,8 +118,15 @@ def test_export_import_continue_and_back(
     assert session_files(home_a, proj_a) == [transcript_a]
 
     fake_model.clear()
-    out = check(run_claude(claude_bin, home_a, proj_a, ["-p", "--continue", "Which codewords?"],
-                           fake_model.base_url))
+    out = check(
+        run_claude(
+            claude_bin,
+            home_a,
+            proj_a,
+            ["-p", "--continue", "Which codewords?"],
+            fake_model.base_url,
+        )
+    )
     assert out.stdout.strip() == "Codewords seen: KIWI-314, PEAR-9."
     assert fake_model.session_ids() == [sid]
 
@@ -115,17 +146,35 @@ def test_import_with_project_dir_and_stdin(
     check(run_claude(claude_bin, home_a, proj_a, ["-p", "Remember FIG-7."], fake_model.base_url))
     exported = subprocess.run(
         [sys.executable, "-m", "commuter", "export", "--latest", "-o", "-"],
-        cwd=proj_a, env={"HOME": str(home_a), "PATH": os.environ["PATH"]},
-        capture_output=True, timeout=60, check=True,
+        cwd=proj_a,
+        env={"HOME": str(home_a), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        timeout=60,
+        check=True,
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "commuter", "import", "-", "--project-dir", str(proj_b),
-         "--no-launch"],
-        cwd=home_b, env={"HOME": str(home_b), "PATH": os.environ["PATH"]},
-        input=exported.stdout, capture_output=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "import",
+            "-",
+            "--project-dir",
+            str(proj_b),
+            "--no-launch",
+        ],
+        cwd=home_b,
+        env={"HOME": str(home_b), "PATH": os.environ["PATH"]},
+        input=exported.stdout,
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     fake_model.clear()
-    out = check(run_claude(claude_bin, home_b, proj_b, ["-p", "--continue", "Codeword?"],
-                           fake_model.base_url))
+    out = check(
+        run_claude(
+            claude_bin, home_b, proj_b, ["-p", "--continue", "Codeword?"], fake_model.base_url
+        )
+    )
     assert out.stdout.strip() == "Codewords seen: FIG-7."

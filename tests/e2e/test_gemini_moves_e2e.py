@@ -34,8 +34,10 @@ def find_gemini() -> Path:
     """The pinned gemini; the test fails (never skips) without it."""
     binary = REPO / ".tools" / f"gemini-{GEMINI_VERSION}" / "node_modules" / ".bin" / "gemini"
     if not binary.is_file():
-        pytest.fail(f"gemini {GEMINI_VERSION} is not installed at {binary}; run "
-                    "scripts/install-gemini.sh", pytrace=False)
+        pytest.fail(
+            f"gemini {GEMINI_VERSION} is not installed at {binary}; run scripts/install-gemini.sh",
+            pytrace=False,
+        )
     return binary
 
 
@@ -54,21 +56,38 @@ def seed(home: Path) -> None:
     """API-key auth (with the base URL alone gemini picks `gateway` and refuses `-p`), no
     telemetry or usage statistics."""
     (home / ".gemini").mkdir(parents=True, exist_ok=True)
-    (home / ".gemini" / "settings.json").write_text(json.dumps({
-        "security": {"auth": {"selectedType": "gemini-api-key"}},
-        "privacy": {"usageStatisticsEnabled": False},
-        "telemetry": {"enabled": False},
-    }))
+    (home / ".gemini" / "settings.json").write_text(
+        json.dumps(
+            {
+                "security": {"auth": {"selectedType": "gemini-api-key"}},
+                "privacy": {"usageStatisticsEnabled": False},
+                "telemetry": {"enabled": False},
+            }
+        )
+    )
 
 
 def gemini(binary: Path, home: Path, cwd: Path, api: FakeGemini, *args: str) -> str:
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TZ": "UTC",
-        "LANG": "C.UTF-8", "GEMINI_API_KEY": "dummy", "GOOGLE_GEMINI_BASE_URL": api.url,
-        "GEMINI_CLI_TRUST_WORKSPACE": "true", "NO_COLOR": "1", "CI": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TZ": "UTC",
+        "LANG": "C.UTF-8",
+        "GEMINI_API_KEY": "dummy",
+        "GOOGLE_GEMINI_BASE_URL": api.url,
+        "GEMINI_CLI_TRUST_WORKSPACE": "true",
+        "NO_COLOR": "1",
+        "CI": "1",
     }
-    proc = subprocess.run([str(binary), "--skip-trust", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(
+        [str(binary), "--skip-trust", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.returncode == 0, f"gemini {args} exited {proc.returncode}: {proc.stderr[-2000:]}"
     return proc.stdout
 
@@ -106,8 +125,15 @@ def test_a_chat_moves_and_comes_back(
     project_a.mkdir(parents=True)
     (project_a / "README.md").write_text("# my app\n")
     seed(home_a)
-    gemini(gemini_bin, home_a, project_a, api, "--yolo", "-p",
-           "Remember the codeword PLUM-9. TOOL:Task:Read the README for me.")
+    gemini(
+        gemini_bin,
+        home_a,
+        project_a,
+        api,
+        "--yolo",
+        "-p",
+        "Remember the codeword PLUM-9. TOOL:Task:Read the README for me.",
+    )
     [ref] = list(backend(home_a).sessions())
     sid = ref.session_id
     assert ref.project == project_a
@@ -121,8 +147,9 @@ def test_a_chat_moves_and_comes_back(
     gemini(gemini_bin, home_b, other_b, api, "-p", "Remember the codeword FIG-1.")
     project_b = home_b / "code" / "My App.v2"
     project_b.mkdir(parents=True)
-    out = commuter(home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b),
-                   "--no-launch")
+    out = commuter(
+        home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b), "--no-launch"
+    )
     assert f"gemini --resume {sid}" in out
     projects = json.loads((home_b / ".gemini" / "projects.json").read_text())["projects"]
     assert projects == {str(other_b): "my-app-v2", str(project_b): "my-app-v2-1"}
@@ -136,16 +163,25 @@ def test_a_chat_moves_and_comes_back(
     listed = gemini(gemini_bin, home_b, project_b, api, "--list-sessions")
     assert sid in listed or "PLUM-9" in listed
     seen = len(api.chats())
-    gemini(gemini_bin, home_b, project_b, api, "--resume", "latest", "-p",
-           "Also remember the codeword MELON-5.")
+    gemini(
+        gemini_bin,
+        home_b,
+        project_b,
+        api,
+        "--resume",
+        "latest",
+        "-p",
+        "Also remember the codeword MELON-5.",
+    )
     words = last_chat_words(api, seen)
     assert "PLUM-9" in words and "MELON-5" in words and "FIG-1" not in words
     back = tmp_path / "b.commuter"
     commuter(home_b, monkeypatch, "export", sid, "-o", str(back))
 
     # A: the continuation updates A's chat; A's resume carries both codewords
-    out = commuter(home_a, monkeypatch, "import", str(back), "--project-dir", str(project_a),
-                   "--no-launch")
+    out = commuter(
+        home_a, monkeypatch, "import", str(back), "--project-dir", str(project_a), "--no-launch"
+    )
     assert "updated" in out.lower() or sid in out
     seen = len(api.chats())
     gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "Which codewords?")
@@ -187,14 +223,18 @@ def test_an_old_imported_chat_survives_the_next_gemini_start(
     seed(home_b)
     project_b = home_b / "code" / "old.app"
     project_b.mkdir(parents=True)
-    commuter(home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b),
-             "--no-launch")
+    commuter(
+        home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b), "--no-launch"
+    )
     chats = home_b / ".gemini" / "tmp" / "old-app" / "chats"
     [placed] = list(chats.glob("session-*.jsonl"))
     # the same aged chat copied in as it is: gemini's next start deletes it (the rule is real)
     raw = chats / f"session-2020-01-01T00-00-{'f' * 8}.jsonl"
-    raw.write_text(ref.path.read_text().replace(ref.session_id[:8], "f" * 8, 1).replace(
-        ref.session_id, "ffffffff" + ref.session_id[8:]))
+    raw.write_text(
+        ref.path.read_text()
+        .replace(ref.session_id[:8], "f" * 8, 1)
+        .replace(ref.session_id, "ffffffff" + ref.session_id[8:])
+    )
     gemini(gemini_bin, home_b, project_b, api, "-p", "Something else, FIG-2.")
     assert not raw.exists()
     assert placed.is_file()  # the imported one survived that start
@@ -215,8 +255,9 @@ def test_a_recorded_tool_chat_resumes_with_its_paths_translated(
     seed(home_b)
     project_b = home_b / "code" / "tool box.app"
     project_b.mkdir(parents=True)
-    commuter(home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b),
-             "--no-launch")
+    commuter(
+        home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b), "--no-launch"
+    )
     seen = len(api.chats())
     gemini(gemini_bin, home_b, project_b, api, "--resume", TOOLS, "-p", "What did you do?")
     body = [r for r in api.chats()[seen:] if r.body.get("tools")][-1].body

@@ -32,8 +32,14 @@ def _env(home: Path) -> dict[str, str]:
 
 def commuter(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "commuter", *args], cwd=cwd, env=_env(home),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "commuter", *args],
+        cwd=cwd,
+        env=_env(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -61,12 +67,29 @@ def test_pair_send_receive_resume_and_stranger_refused(
 
     ok(commuter(home_a, home_a, "config", "set", "name", "a"))
     ok(commuter(home_b, home_b, "config", "set", "name", "b"))
-    ok(commuter(home_b, home_b, "config", "set", "path-map", str(home_a / "src"),
-                str(home_b / "work")))
+    ok(
+        commuter(
+            home_b, home_b, "config", "set", "path-map", str(home_a / "src"), str(home_b / "work")
+        )
+    )
     inviter = subprocess.Popen(
-        [sys.executable, "-m", "commuter", "pair", "--json", "--timeout", "60",
-         "--host", "127.0.0.1", "--no-mdns"],
-        cwd=home_b, env=_env(home_b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "pair",
+            "--json",
+            "--timeout",
+            "60",
+            "--host",
+            "127.0.0.1",
+            "--no-mdns",
+        ],
+        cwd=home_b,
+        env=_env(home_b),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert inviter.stdout is not None
@@ -87,17 +110,33 @@ def test_pair_send_receive_resume_and_stranger_refused(
 
     port = _free_port()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "commuter", "receive", "--timeout", "90", "--host", "127.0.0.1",
-         "--port", str(port), "--no-mdns"],
-        cwd=home_b, env=_env(home_b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "receive",
+            "--timeout",
+            "90",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-mdns",
+        ],
+        cwd=home_b,
+        env=_env(home_b),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         stdin=subprocess.DEVNULL,
     )
     try:
         assert receiver.stdout is not None
         assert "serving as b" in receiver.stdout.readline()
         address = f"127.0.0.1:{port}"
-        check(run_claude(claude_bin, home_c, home_c, ["-p", "Remember EVIL-1."],
-                         fake_model.base_url))
+        check(
+            run_claude(claude_bin, home_c, home_c, ["-p", "Remember EVIL-1."], fake_model.base_url)
+        )
         refused = commuter(home_c, home_c, "send", "b", "--latest", "--address", address)
         assert refused.returncode == 1
         [line] = refused.stderr.strip().splitlines()
@@ -116,7 +155,10 @@ def test_pair_send_receive_resume_and_stranger_refused(
     assert transcript_b.stem == sid
 
     fake_model.clear()
-    resumed = check(run_claude(claude_bin, home_b, proj_b, ["-p", "--continue", "Which codeword?"],
-                               fake_model.base_url))
+    resumed = check(
+        run_claude(
+            claude_bin, home_b, proj_b, ["-p", "--continue", "Which codeword?"], fake_model.base_url
+        )
+    )
     assert resumed.stdout.strip() == "Codewords seen: LIME-55."
     assert fake_model.session_ids() == [sid]

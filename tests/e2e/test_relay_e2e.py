@@ -34,8 +34,14 @@ def _env(home: Path) -> dict[str, str]:
 
 def commuter(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "commuter", *args], cwd=cwd, env=_env(home),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "commuter", *args],
+        cwd=cwd,
+        env=_env(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, f"{proc.args}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -61,8 +67,11 @@ def test_push_through_relay_pull_and_continue(
     proj_home, proj_office = home / "src" / "app", office / "work" / "app"
     for d in (proj_home, proj_office):
         d.mkdir(parents=True)
-    check(run_claude(claude_bin, home, proj_home, ["-p", f"Remember {CODEWORD}."],
-                     fake_model.base_url))
+    check(
+        run_claude(
+            claude_bin, home, proj_home, ["-p", f"Remember {CODEWORD}."], fake_model.base_url
+        )
+    )
     [transcript] = session_files(home, proj_home)
     sid = transcript.stem
 
@@ -87,7 +96,14 @@ def test_push_through_relay_pull_and_continue(
     assert transcript_office.stem == sid
 
     fake_model.clear()
-    resumed = check(run_claude(claude_bin, office, proj_office,
-                               ["-p", "--continue", "Which codeword?"], fake_model.base_url))
+    resumed = check(
+        run_claude(
+            claude_bin,
+            office,
+            proj_office,
+            ["-p", "--continue", "Which codeword?"],
+            fake_model.base_url,
+        )
+    )
     assert resumed.stdout.strip() == f"Codewords seen: {CODEWORD}."
     assert fake_model.session_ids() == [sid]

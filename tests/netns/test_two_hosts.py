@@ -56,8 +56,9 @@ class Background:
                 if needle in line:
                     return line
             if exited or time.monotonic() > deadline:
-                pytest.fail(f"no {needle!r} line (exit code {self.proc.returncode}):\n"
-                            f"{self.text()}")
+                pytest.fail(
+                    f"no {needle!r} line (exit code {self.proc.returncode}):\n{self.text()}"
+                )
             time.sleep(0.05)
 
     def finish(self) -> int:
@@ -90,8 +91,11 @@ class Host:
     started: list[Background] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+        }
         env.update(HOME=str(self.home), USER="tester", COMMUTER_MDNS_INTERFACES=self.address)
         return env
 
@@ -101,8 +105,14 @@ class Host:
     def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """`commuter ARGS` in this namespace; asserts it exits 0."""
         result = subprocess.run(
-            self.argv(*args), env=self.env(), cwd=cwd or self.home, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+            self.argv(*args),
+            env=self.env(),
+            cwd=cwd or self.home,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
         )
         assert result.returncode == 0, (self.ns, args, result.stdout, result.stderr)
         return result
@@ -112,8 +122,12 @@ class Host:
         out, err = self.logs / f"{self.ns}-{label}.out", self.logs / f"{self.ns}-{label}.err"
         with out.open("wb") as fout, err.open("wb") as ferr:
             proc = subprocess.Popen(
-                self.argv(*args), env=self.env(), cwd=self.home, stdin=subprocess.DEVNULL,
-                stdout=fout, stderr=ferr,
+                self.argv(*args),
+                env=self.env(),
+                cwd=self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=fout,
+                stderr=ferr,
             )
         self.started.append(Background(proc, out, err))
         return self.started[-1]

@@ -87,10 +87,23 @@ class ServeProcess:
 
     def __init__(self, env: dict[str, str], *extra: str, startup: float = 20.0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "commuter", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--no-mdns", *extra],
-            env={**env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "commuter",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-mdns",
+                *extra,
+            ],
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], startup)

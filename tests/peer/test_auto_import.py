@@ -28,8 +28,11 @@ READY_TIMEOUT = 30.0
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+    }
     env.update(HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1")
     return env
 
@@ -72,9 +75,22 @@ def serve_b(machines, tmp_path: Path, unused_tcp_port: int) -> Iterator[tuple[st
     log = tmp_path / "serve-b.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "commuter", "serve", "--auto-import", "--no-mdns",
-             "--host", "127.0.0.1", "--port", str(unused_tcp_port)],
-            env=_env(sb.home), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            [
+                sys.executable,
+                "-m",
+                "commuter",
+                "serve",
+                "--auto-import",
+                "--no-mdns",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(unused_tcp_port),
+            ],
+            env=_env(sb.home),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
         )
     try:
         _wait_ready(proc, address, log)
@@ -116,9 +132,7 @@ async def test_sent_session_is_imported_on_arrival_and_the_inbox_is_emptied(
     assert "Traceback" not in text
 
 
-async def test_a_bundle_that_cannot_be_imported_stays_in_the_inbox(
-    machines, serve_b, tmp_path
-):
+async def test_a_bundle_that_cannot_be_imported_stays_in_the_inbox(machines, serve_b, tmp_path):
     sa, sb, bob_key = machines
     address, log = serve_b
     # Sealed correctly by a paired sender, so the daemon stores it, but not a bundle inside.
@@ -144,9 +158,20 @@ def test_serve_stops_quietly_on_sigterm_and_ctrl_c(machines, tmp_path, unused_tc
     err = tmp_path / "serve.err"
     with log.open("wb") as out, err.open("wb") as errors:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "commuter", "serve", "--host", "127.0.0.1",
-             "--port", str(unused_tcp_port)],
-            env=_env(sb.home), stdin=subprocess.DEVNULL, stdout=out, stderr=errors,
+            [
+                sys.executable,
+                "-m",
+                "commuter",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(unused_tcp_port),
+            ],
+            env=_env(sb.home),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=errors,
         )
     try:
         _wait_ready(proc, address, log)

@@ -22,8 +22,11 @@ TIMEOUT = 60
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+    }
     env.update(HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1")
     env.update(extra)
     return env
@@ -31,8 +34,13 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
 
 def run(env: dict[str, str], *args: str, cwd: Path | None = None):
     return subprocess.run(
-        [sys.executable, "-m", "commuter", *args], env=env, capture_output=True, text=True,
-        timeout=TIMEOUT, cwd=cwd, check=False,
+        [sys.executable, "-m", "commuter", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -65,7 +73,10 @@ def test_id_prints_name_device_id_and_fingerprint(tmp_path):
 def _invite(env: dict[str, str], *extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "commuter", "pair", "--json", "--timeout", "30", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -135,8 +146,9 @@ def test_join_with_no_invitation_open_is_one_clear_line(tmp_path, unused_tcp_por
     home = env_for(tmp_path / "home", COMMUTER_MDNS_INTERFACES="127.0.0.1")
     started = time.monotonic()
     result = run(home, "pair", "7-orbit-lemon-piano", "--address", f"127.0.0.1:{unused_tcp_port}")
-    one_error_line(result, f"no pairing invitation is open at 127.0.0.1:{unused_tcp_port} "
-                           "(connection refused)")
+    one_error_line(
+        result, f"no pairing invitation is open at 127.0.0.1:{unused_tcp_port} (connection refused)"
+    )
     assert time.monotonic() - started < 15
     assert not (settings_of(home).config_dir / "peers.json").exists()
 
@@ -149,8 +161,11 @@ def test_bad_code_is_one_clear_line(tmp_path):
 def test_a_mistyped_peer_name_is_one_line_with_a_suggestion(tmp_path):
     env = env_for(tmp_path / "home")
     trust(settings_of(env), "office", ALICE)
-    for wrong, args in (("offce", ("unpair", "offce")), ("Ofice", ("send", "Ofice", "--latest")),
-                        ("offfice", ("pull", "--from", "offfice"))):
+    for wrong, args in (
+        ("offce", ("unpair", "offce")),
+        ("Ofice", ("send", "Ofice", "--latest")),
+        ("offfice", ("pull", "--from", "offfice")),
+    ):
         result = run(env, *args)
         one_error_line(result, f"Error: no paired peer named {wrong!r}; did you mean 'office'?")
         assert result.stderr.count("(") == 0 and "pair` first" not in result.stderr
@@ -161,9 +176,10 @@ def test_a_mistyped_peer_name_is_one_line_with_a_suggestion(tmp_path):
 
 
 def test_send_to_unpaired_name_is_one_clear_line(tmp_path):
-    one_error_line(run(env_for(tmp_path / "home"), "send", "nobody", "--latest"),
-                   "no paired peer named 'nobody' (this machine has no paired peers; "
-                   "run `commuter pair`)")
+    one_error_line(
+        run(env_for(tmp_path / "home"), "send", "nobody", "--latest"),
+        "no paired peer named 'nobody' (this machine has no paired peers; run `commuter pair`)",
+    )
 
 
 def test_send_to_unreachable_peer_fails_fast(tmp_path, unused_tcp_port):
@@ -176,15 +192,21 @@ def test_send_to_unreachable_peer_fails_fast(tmp_path, unused_tcp_port):
     result = run(env, "send", "office", PLAIN, "--address", f"127.0.0.1:{unused_tcp_port}")
     # aiohttp's "Cannot connect to host ... [Connect call failed ...]" shrinks to its reason,
     # and --address is not suggested to someone who passed it.
-    one_error_line(result, f"Error: office is unreachable at 127.0.0.1:{unused_tcp_port} "
-                           "(connection refused); is `commuter serve` running there?",
-                   ExitStatus.UNREACHABLE)
+    one_error_line(
+        result,
+        f"Error: office is unreachable at 127.0.0.1:{unused_tcp_port} "
+        "(connection refused); is `commuter serve` running there?",
+        ExitStatus.UNREACHABLE,
+    )
     assert result.stderr.strip().endswith("running there?")
     assert time.monotonic() - started < 15
     assert [p for p in settings_of(env).staging_root.rglob("*") if not p.is_dir()] == []
     remembered = run(env, "send", "office", PLAIN)  # mDNS finds nothing: the last address
-    one_error_line(remembered, "(connection refused); is `commuter serve` running there? "
-                               "(or pass --address HOST:PORT)", ExitStatus.UNREACHABLE)
+    one_error_line(
+        remembered,
+        "(connection refused); is `commuter serve` running there? (or pass --address HOST:PORT)",
+        ExitStatus.UNREACHABLE,
+    )
     assert remembered.stderr.count(f"127.0.0.1:{unused_tcp_port}") == 1
 
 
@@ -213,8 +235,17 @@ async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_
         trust(settings_of(env), "office", ALICE)
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "commuter", "send", "office", PLAIN, "--address", address,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "commuter",
+            "send",
+            "office",
+            PLAIN,
+            "--address",
+            address,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
@@ -224,10 +255,8 @@ async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_
             raise
         elapsed = time.monotonic() - started
         assert proc.returncode is not None
-        result = subprocess.CompletedProcess("send", proc.returncode, out.decode(),
-                                             err.decode())
-        one_error_line(result, f"office at {address} did not answer within",
-                       ExitStatus.UNREACHABLE)
+        result = subprocess.CompletedProcess("send", proc.returncode, out.decode(), err.decode())
+        one_error_line(result, f"office at {address} did not answer within", ExitStatus.UNREACHABLE)
         assert held, "send did connect"
         assert elapsed < 10
         assert [p for p in settings_of(env).staging_root.rglob("*") if not p.is_dir()] == []
@@ -241,8 +270,9 @@ async def test_send_to_a_peer_that_never_answers_is_one_line_within_seconds(tmp_
 def test_receive_timeout_is_one_error_line(tmp_path):
     env = env_for(tmp_path / "home")
     started = time.monotonic()
-    result = run(env, "receive", "--timeout", "1", "--host", "127.0.0.1", "--port", "0",
-                 "--no-mdns")
+    result = run(
+        env, "receive", "--timeout", "1", "--host", "127.0.0.1", "--port", "0", "--no-mdns"
+    )
     one_error_line(result, "no bundle arrived within 1 s")
     assert time.monotonic() - started < 15
     assert "serving as" in result.stdout  # the daemon's own line goes to stdout
@@ -268,16 +298,32 @@ def test_pair_with_a_hello_whose_body_never_comes_ends_on_time_and_says_so(tmp_p
     env = env_for(tmp_path / "office")
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "commuter", "pair", "--json", "--timeout", "2", "--host",
-         "127.0.0.1", "--no-mdns"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "pair",
+            "--json",
+            "--timeout",
+            "2",
+            "--host",
+            "127.0.0.1",
+            "--no-mdns",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.stdout is not None
     invite = json.loads(proc.stdout.readline() or "{}")
     host, port = invite["address"].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as joiner:
-        joiner.sendall(b"POST /pair/v1/hello HTTP/1.1\r\nHost: office\r\n"
-                       b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        joiner.sendall(
+            b"POST /pair/v1/hello HTTP/1.1\r\nHost: office\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
         try:
             out, err = proc.communicate(timeout=40)
         except subprocess.TimeoutExpired:
@@ -286,7 +332,8 @@ def test_pair_with_a_hello_whose_body_never_comes_ends_on_time_and_says_so(tmp_p
             raise
     elapsed = time.monotonic() - started
     result = subprocess.CompletedProcess("pair", proc.returncode, out, err)
-    one_error_line(result, "pairing failed: a joiner connected but did not finish within 2 s "
-                           "(code expired)")
+    one_error_line(
+        result, "pairing failed: a joiner connected but did not finish within 2 s (code expired)"
+    )
     assert elapsed < 15
     assert not (settings_of(env).config_dir / "peers.json").exists()

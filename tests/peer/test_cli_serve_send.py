@@ -34,8 +34,11 @@ def test_a_peer_that_unpaired_this_machine_is_explained_from_this_side(machines,
             run(home, "send", "office", PLAIN, "--address", server.address),
             run(home, "pull", "--from", "office", "--address", server.address, cwd=tmp_path),
         ):
-            one_error_line(result, "office does not accept this machine (it is not paired with "
-                                   "it any more); run `commuter pair` on both machines")
+            one_error_line(
+                result,
+                "office does not accept this machine (it is not paired with "
+                "it any more); run `commuter pair` on both machines",
+            )
             assert "sender" not in result.stderr and "pair` first" not in result.stderr
     finally:
         server.kill()

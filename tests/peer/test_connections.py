@@ -32,10 +32,19 @@ async def daemon(settings, limits: server.Limits):
     trust(settings, "alice", ALICE)
     lines: list[str] = []
     stop = asyncio.Event()
-    task = asyncio.create_task(server.serve(
-        settings, BOB, name="bob", host="127.0.0.1", port=0, mdns=False, log=lines.append,
-        stop=stop, limits=limits,
-    ))
+    task = asyncio.create_task(
+        server.serve(
+            settings,
+            BOB,
+            name="bob",
+            host="127.0.0.1",
+            port=0,
+            mdns=False,
+            log=lines.append,
+            stop=stop,
+            limits=limits,
+        )
+    )
     try:
         for _ in range(500):  # until it says where it listens (bounded)
             found = [m for ln in lines if (m := re.search(r":(\d+)$", ln))]
@@ -141,9 +150,12 @@ def _upload_head(tmp: Path, address: str) -> tuple[bytes, bytes]:
     data = sealed_payload(tmp, ALICE, BOB, size=3 << 20).read_bytes()
     digest = auth.sealed_body_digest(seal.read_header_from(io.BytesIO(data)).digest)
     headers = auth.sign_headers(ALICE, "POST", "/v1/bundles", digest, audience=BOB.device_id)
-    head = (f"POST /v1/bundles HTTP/1.1\r\nHost: {address}\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n")
+    head = (
+        f"POST /v1/bundles HTTP/1.1\r\nHost: {address}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    )
     return head.encode(), data
 
 
@@ -198,20 +210,38 @@ def test_a_daemon_with_64_file_descriptors_keeps_serving_its_peer(tmp_path):
     settings = machine(home)
     give_identity(settings, BOB)
     trust(settings, "alice", ALICE)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
-    env.update(HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1",
-               PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+    }
+    env.update(
+        HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1", PYTHONUNBUFFERED="1"
+    )
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
     def limit_fds() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "commuter", "serve", "--host", "127.0.0.1", "--port", "0",
-         "--no-mdns"],
-        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, preexec_fn=limit_fds,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-mdns",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit_fds,
     )
     try:
         assert proc.stdout is not None
@@ -220,8 +250,9 @@ def test_a_daemon_with_64_file_descriptors_keeps_serving_its_peer(tmp_path):
         port = re.search(r":(\d+)\s*$", line.strip())
         assert port, line
         address = f"127.0.0.1:{port.group(1)}"
-        alice = dataclasses.replace(machine(tmp_path / "alice"), stall_timeout=10.0,
-                                    reply_timeout=10.0)
+        alice = dataclasses.replace(
+            machine(tmp_path / "alice"), stall_timeout=10.0, reply_timeout=10.0
+        )
         answer = asyncio.run(_flood_then_ask(alice, address, 80))
         assert answer == []
     finally:
@@ -252,10 +283,12 @@ async def test_running_out_of_descriptors_is_one_line_not_a_traceback(machines, 
     async with daemon(bob, server.Limits()) as (address, lines):
         loop = asyncio.get_running_loop()
         for _ in range(3):  # what asyncio reports each time accept() fails with EMFILE
-            loop.call_exception_handler({
-                "message": "socket.accept() out of system resource",
-                "exception": OSError(errno.EMFILE, "Too many open files"),
-            })
+            loop.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(errno.EMFILE, "Too many open files"),
+                }
+            )
         assert await _paired_request(alice, address) == []
     said = [ln for ln in lines if "file descriptors" in ln]
     assert said == ["out of file descriptors (Too many open files): new connections wait"]

@@ -42,8 +42,13 @@ async def test_readvertises_when_addresses_change(tmp_path):
     settings = machine(tmp_path / "a")
     current = ["127.0.0.2"]
     advert = discovery.Advertiser(
-        settings, service_type=discovery.SERVICE, label="moving", port=40113,
-        properties={"id": ALICE.device_id}, poll_interval=0.1, addresses=lambda _s: list(current),
+        settings,
+        service_type=discovery.SERVICE,
+        label="moving",
+        port=40113,
+        properties={"id": ALICE.device_id},
+        poll_interval=0.1,
+        addresses=lambda _s: list(current),
     )
     async with advert:
         peer = Peer.new("moving", ALICE.public_key)
@@ -82,9 +87,14 @@ async def test_recreates_its_mdns_sockets_when_unpinned_addresses_change(tmp_pat
 
     current = ["127.0.0.2"]
     advert = discovery.Advertiser(
-        unpinned, service_type=discovery.SERVICE, label="roaming", port=40114,
-        properties={"id": ALICE.device_id}, poll_interval=0.1,
-        addresses=lambda _s: list(current), zeroconf=loopback_zeroconf,
+        unpinned,
+        service_type=discovery.SERVICE,
+        label="roaming",
+        port=40114,
+        properties={"id": ALICE.device_id},
+        poll_interval=0.1,
+        addresses=lambda _s: list(current),
+        zeroconf=loopback_zeroconf,
     )
     peer = Peer.new("roaming", ALICE.public_key)
     async with advert:
@@ -110,8 +120,13 @@ async def test_a_failing_address_poll_is_logged_once_and_polling_goes_on(tmp_pat
         return list(current)
 
     advert = discovery.Advertiser(
-        settings, service_type=discovery.SERVICE, label="flaky", port=40115,
-        properties={"id": ALICE.device_id}, poll_interval=0.05, addresses=addresses,
+        settings,
+        service_type=discovery.SERVICE,
+        label="flaky",
+        port=40115,
+        properties={"id": ALICE.device_id},
+        poll_interval=0.05,
+        addresses=addresses,
         log=logged.append,
     )
     peer = Peer.new("flaky", ALICE.public_key)
@@ -145,9 +160,15 @@ async def test_new_sockets_that_fail_to_open_are_retried(tmp_path):
 
     current = ["127.0.0.2"]
     advert = discovery.Advertiser(
-        dataclasses.replace(pinned, mdns_interfaces=None), service_type=discovery.SERVICE,
-        label="retry", port=40116, properties={"id": ALICE.device_id}, poll_interval=0.05,
-        addresses=lambda _s: list(current), zeroconf=loopback_zeroconf, log=logged.append,
+        dataclasses.replace(pinned, mdns_interfaces=None),
+        service_type=discovery.SERVICE,
+        label="retry",
+        port=40116,
+        properties={"id": ALICE.device_id},
+        poll_interval=0.05,
+        addresses=lambda _s: list(current),
+        zeroconf=loopback_zeroconf,
+        log=logged.append,
     )
     peer = Peer.new("retry", ALICE.public_key)
     async with advert:

@@ -24,8 +24,15 @@ class FakePeer:
     """An aiohttp app answering as ALICE: /v1/info, a listing it chooses, and a bundle body
     it chooses; it records what was asked and how much of the body got out."""
 
-    def __init__(self, sessions: list[object], body: bytes = b"", *, length: int | None = None,
-                 stream: int = 0, answer: object = None) -> None:
+    def __init__(
+        self,
+        sessions: list[object],
+        body: bytes = b"",
+        *,
+        length: int | None = None,
+        stream: int = 0,
+        answer: object = None,
+    ) -> None:
         self.answer = {"sessions": sessions} if answer is None else answer
         self.body = body
         self.length = length
@@ -70,8 +77,14 @@ class FakePeer:
 
 
 def _entry(sid: object, project: object, size: object = 100, **extra: object) -> dict[str, object]:
-    return {"id": sid, "backend": "claude", "project": project,
-            "updated_at": "2026-01-01T00:00:00+00:00", "size": size, **extra}
+    return {
+        "id": sid,
+        "backend": "claude",
+        "project": project,
+        "updated_at": "2026-01-01T00:00:00+00:00",
+        "size": size,
+        **extra,
+    }
 
 
 def _tree(root: Path) -> list[str]:
@@ -90,16 +103,29 @@ def bob(tmp_path: Path):
 
 
 def _env(settings, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+    }
     env.update(HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1")
     return env
 
 
 async def _pull_from(env: dict[str, str], address: str, cwd: Path):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "commuter", "pull", "--from", "alice", "--address", address,
-        env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "commuter",
+        "pull",
+        "--from",
+        "alice",
+        "--address",
+        address,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
@@ -126,8 +152,9 @@ async def test_a_traversal_session_id_deletes_and_writes_nothing_outside_staging
     sealed = tmp_path / "replayed.sealed"
     seal.seal_file(plain, sealed, ALICE, [BOB.public_key])
     traversal = "../" * 40 + str(victim / "x").lstrip("/")
-    fake = FakePeer([_entry(traversal, str(project))], sealed.read_bytes(),
-                    length=sealed.stat().st_size)
+    fake = FakePeer(
+        [_entry(traversal, str(project))], sealed.read_bytes(), length=sealed.stat().st_size
+    )
     server = await aiohttp_server(fake.app())
 
     result = await _pull_from(_env(settings, settings.home), f"127.0.0.1:{server.port}", project)
@@ -137,17 +164,33 @@ async def test_a_traversal_session_id_deletes_and_writes_nothing_outside_staging
     assert result.returncode == 1, result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "alice has no usable session for proj (1 malformed entry of its session list" \
-        in lines[0]
+    assert "alice has no usable session for proj (1 malformed entry of its session list" in lines[0]
     assert "Traceback" not in result.stderr
     assert fake.fetched == []  # the id never reached a URL either
     assert _staged(settings) == []
 
 
-@pytest.mark.parametrize("sid", [
-    "../x", "a/b", "a\\b", "", ".hidden", "-rf", "a..b", "x" * 129, "%2e%2e", "a?b=1", "a#b",
-    "a\x00b", "é", 7, None, ["a"],
-])
+@pytest.mark.parametrize(
+    "sid",
+    [
+        "../x",
+        "a/b",
+        "a\\b",
+        "",
+        ".hidden",
+        "-rf",
+        "a..b",
+        "x" * 129,
+        "%2e%2e",
+        "a?b=1",
+        "a#b",
+        "a\x00b",
+        "é",
+        7,
+        None,
+        ["a"],
+    ],
+)
 def test_a_listing_entry_with_an_unsafe_id_is_skipped(sid):
     good = _entry("9f4898fa-a375-40c5-b92d-3ec70555dff2", "/p")
     sessions, skipped = client.parse_listing({"sessions": [_entry(sid, "/p"), good]})
@@ -155,11 +198,22 @@ def test_a_listing_entry_with_an_unsafe_id_is_skipped(sid):
     assert skipped == 1
 
 
-@pytest.mark.parametrize("bad", [
-    {"size": None}, {"size": -1}, {"size": "100"}, {"size": True}, {"size": 1.5},
-    {"size": 1 << 60}, {"backend": "../claude"}, {"project": 5}, {"project": "a\x00b"},
-    {"project": "/" * 5000}, {"updated_at": None},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"size": None},
+        {"size": -1},
+        {"size": "100"},
+        {"size": True},
+        {"size": 1.5},
+        {"size": 1 << 60},
+        {"backend": "../claude"},
+        {"project": 5},
+        {"project": "a\x00b"},
+        {"project": "/" * 5000},
+        {"updated_at": None},
+    ],
+)
 def test_a_listing_entry_without_sane_fields_is_skipped(bad):
     entry = {**_entry("abc", "/p"), **bad}
     assert client.parse_listing({"sessions": [entry]}) == ([], 1)
@@ -171,8 +225,9 @@ async def test_a_reply_that_is_no_listing_is_one_peer_error(aiohttp_server, bob,
     server = await aiohttp_server(FakePeer([], answer=answer).app())
     alice = Peers.load(settings).get("alice")
     with pytest.raises(PeerError, match="alice sent a malformed session list"):
-        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
-                                  identity=BOB)
+        await client.fetch_latest(
+            settings, alice, project, address=f"127.0.0.1:{server.port}", identity=BOB
+        )
 
 
 async def test_fetch_refuses_an_unsafe_id_before_any_request(bob, tmp_path, unused_tcp_port):
@@ -195,8 +250,9 @@ async def test_a_download_that_does_not_announce_its_size_is_not_read(aiohttp_se
     server = await aiohttp_server(fake.app())
     alice = Peers.load(settings).get("alice")
     with pytest.raises(PeerError, match="alice sent a bundle without announcing its size"):
-        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
-                                  identity=BOB)
+        await client.fetch_latest(
+            settings, alice, project, address=f"127.0.0.1:{server.port}", identity=BOB
+        )
     # Socket buffers hold a few MiB at most: the rest was never read.
     assert fake.sent < 32 << 20
     assert _staged(settings) == []
@@ -207,10 +263,17 @@ async def test_a_download_over_the_limit_is_refused_before_it_is_read(aiohttp_se
     fake = FakePeer([_entry("abc", str(project), 100)], length=64 << 20, stream=64 << 20)
     server = await aiohttp_server(fake.app())
     alice = Peers.load(settings).get("alice")
-    with pytest.raises(PeerError, match="offers a bundle of 67108864 bytes; this machine takes "
-                                        "at most 1048576"):
-        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
-                                  identity=BOB, limit=1 << 20)
+    with pytest.raises(
+        PeerError, match="offers a bundle of 67108864 bytes; this machine takes at most 1048576"
+    ):
+        await client.fetch_latest(
+            settings,
+            alice,
+            project,
+            address=f"127.0.0.1:{server.port}",
+            identity=BOB,
+            limit=1 << 20,
+        )
     assert fake.sent < 32 << 20
     assert _staged(settings) == []
 
@@ -222,8 +285,9 @@ async def test_the_default_limit_refuses_a_bundle_a_daemon_would_not_take(aiohtt
     server = await aiohttp_server(fake.app())
     alice = Peers.load(settings).get("alice")
     with pytest.raises(PeerError, match="this machine takes at most 2147483648"):
-        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
-                                  identity=BOB)
+        await client.fetch_latest(
+            settings, alice, project, address=f"127.0.0.1:{server.port}", identity=BOB
+        )
     assert fake.sent < 32 << 20
     assert _staged(settings) == []
 
@@ -234,13 +298,22 @@ async def test_an_oversized_json_reply_is_refused(aiohttp_server, bob):
     server = await aiohttp_server(fake.app())
     alice = Peers.load(settings).get("alice")
     with pytest.raises(PeerError, match="alice sent a reply larger than"):
-        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
-                                  identity=BOB)
+        await client.fetch_latest(
+            settings, alice, project, address=f"127.0.0.1:{server.port}", identity=BOB
+        )
 
 
-@pytest.mark.parametrize("address", [
-    "evil.example/v1/x?:80", "a@b:80", "host name:80", "[::1]/x:80", "1.2.3.4#:80", "h:८०",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "evil.example/v1/x?:80",
+        "a@b:80",
+        "host name:80",
+        "[::1]/x:80",
+        "1.2.3.4#:80",
+        "h:८०",
+    ],
+)
 def test_an_address_that_would_change_the_url_is_refused(address):
     from commuter.errors import ConfigError
 
@@ -248,11 +321,16 @@ def test_an_address_that_would_change_the_url_is_refused(address):
         client.parse_address(address)
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ({"status": "stored", "id": "20260101T000000-abc-123", "digest": "ab12"},
-     {"status": "stored", "id": "20260101T000000-abc-123", "digest": "ab12"}),
-    ({"status": "\x1b[2Jimported", "id": "../../x", "digest": 5, "extra": "y"}, {}),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            {"status": "stored", "id": "20260101T000000-abc-123", "digest": "ab12"},
+            {"status": "stored", "id": "20260101T000000-abc-123", "digest": "ab12"},
+        ),
+        ({"status": "\x1b[2Jimported", "id": "../../x", "digest": 5, "extra": "y"}, {}),
+    ],
+)
 async def test_an_upload_answer_keeps_only_plain_token_fields(
     aiohttp_server, bob, tmp_path, answer, expected
 ):
@@ -322,8 +400,9 @@ async def test_json_nested_too_deep_is_a_malformed_reply(aiohttp_server, bob, pa
     server = await aiohttp_server(app)
     alice = Peers.load(settings).get("alice")
     with pytest.raises(PeerError, match="malformed"):
-        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
-                                  identity=BOB)
+        await client.fetch_latest(
+            settings, alice, project, address=f"127.0.0.1:{server.port}", identity=BOB
+        )
 
 
 async def test_an_error_answer_nested_too_deep_is_a_plain_peer_error(aiohttp_server, bob):
@@ -339,5 +418,6 @@ async def test_an_error_answer_nested_too_deep_is_a_plain_peer_error(aiohttp_ser
     server = await aiohttp_server(app)
     alice = Peers.load(settings).get("alice")
     with pytest.raises(PeerError, match="alice answered HTTP 403"):
-        await client.fetch_latest(settings, alice, project, address=f"127.0.0.1:{server.port}",
-                                  identity=BOB)
+        await client.fetch_latest(
+            settings, alice, project, address=f"127.0.0.1:{server.port}", identity=BOB
+        )

@@ -123,9 +123,12 @@ async def test_a_slow_hello_in_flight_spends_the_code_for_every_other_hello(aioh
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         writer.write(
-            b"POST /pair/v1/hello HTTP/1.1\r\nHost: " + address.encode()
+            b"POST /pair/v1/hello HTTP/1.1\r\nHost: "
+            + address.encode()
             + b"\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body[:10].encode()
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body[:10].encode()
         )
         await writer.drain()
         for _ in range(100):  # until the listener has taken up the slow hello (bounded)
@@ -153,8 +156,9 @@ async def test_a_hello_that_is_not_json_still_spends_the_code(aiohttp_client, tw
     assert resp.status == 403
     with pytest.raises(PairingFailed, match="not JSON"):
         await asyncio.wait_for(asyncio.shield(invite.result), 5)
-    resp = await http.post("/pair/v1/hello", json=pairing.hello_request(
-        code, pairing.PairingSession(code, "joiner")))
+    resp = await http.post(
+        "/pair/v1/hello", json=pairing.hello_request(code, pairing.PairingSession(code, "joiner"))
+    )
     assert resp.status == 403 and "already used" in (await resp.json())["message"]
 
 
@@ -195,8 +199,10 @@ async def test_a_hello_whose_body_stops_coming_ends_the_invite(aiohttp_server, t
     server = await aiohttp_server(make_pair_app(invite))
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
-        writer.write(b"POST /pair/v1/hello HTTP/1.1\r\nHost: office\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        writer.write(
+            b"POST /pair/v1/hello HTTP/1.1\r\nHost: office\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
         await writer.drain()
         with pytest.raises(PairingFailed, match="the joiner's message did not arrive within 1 s"):
             await asyncio.wait_for(asyncio.shield(invite.result), 20)
@@ -211,8 +217,9 @@ async def test_a_hello_nested_too_deep_is_not_json(aiohttp_client, two):
     office, _home = two
     invite = Invite(office, ALICE, "office", pairing.make_code(), time.time() + 60)
     http = await aiohttp_client(make_pair_app(invite))
-    resp = await http.post("/pair/v1/hello", data=b"[" * 30_000,
-                           headers={"Content-Type": "application/json"})
+    resp = await http.post(
+        "/pair/v1/hello", data=b"[" * 30_000, headers={"Content-Type": "application/json"}
+    )
     assert resp.status == 403
     assert "not JSON" in (await resp.json())["message"]
     with pytest.raises(PairingFailed, match="not JSON"):

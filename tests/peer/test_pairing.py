@@ -98,8 +98,10 @@ def test_garbage_key_exchange_message_is_a_pairing_failure():
         session.finish(b"garbage")
 
 
-@pytest.mark.parametrize("data", [None, [], {}, {"v": 2}, {"v": 1, "nameplate": "7"},
-                                  {"v": 1, "nameplate": 7, "spake": "%%%"}])
+@pytest.mark.parametrize(
+    "data",
+    [None, [], {}, {"v": 2}, {"v": 1, "nameplate": "7"}, {"v": 1, "nameplate": 7, "spake": "%%%"}],
+)
 def test_malformed_hello_is_refused(data):
     with pytest.raises(PairingFailed, match="malformed"):
         pairing.parse_hello_request(data)

@@ -114,8 +114,9 @@ async def test_replayed_request_gets_401(client, bob_settings, tmp_path):
 async def test_tampered_ciphertext_is_refused(client, bob_settings, tmp_path):
     data = bytearray(sealed_payload(tmp_path, ALICE, BOB).read_bytes())
     data[-5] ^= 1
-    await _refused(client, bob_settings, bytes(data), signed_upload(ALICE, bytes(data)), 400,
-                   "bad-bundle")
+    await _refused(
+        client, bob_settings, bytes(data), signed_upload(ALICE, bytes(data)), 400, "bad-bundle"
+    )
 
 
 async def test_garbage_body_is_refused(client, bob_settings):
@@ -204,8 +205,7 @@ async def test_frames_spliced_from_another_seal_are_refused(client, bob_settings
     two = sealed_payload(tmp_path, ALICE, BOB).read_bytes()
     head = _frame_starts(one)[0]
     spliced = one[:head] + two[_frame_starts(two)[0] :]
-    await _refused(client, bob_settings, spliced, signed_upload(ALICE, spliced), 400,
-                   "bad-bundle")
+    await _refused(client, bob_settings, spliced, signed_upload(ALICE, spliced), 400, "bad-bundle")
 
 
 def _frame_starts(data: bytes) -> list[int]:
@@ -286,8 +286,12 @@ def pids():
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     yield int(dead.stdout), live.pid
     live.kill()
@@ -304,11 +308,17 @@ async def test_startup_removes_what_a_killed_daemon_left_in_the_inbox(
     settings = machine(tmp_path / "bob")
     inbox = settings.inbox_dir
     inbox.mkdir(parents=True)
-    leftovers = [f".incoming.cm{dead_pid}-0.0123456789abcdef.tmp",  # killed mid-body
-                 ".incoming-0123456789abcdef.tmp"]  # an earlier version's, hours old
-    kept = [f".incoming.cm{live_pid}-0.fedcba9876543210.tmp",  # a live daemon's upload
-            ".incoming-fedcba9876543210.tmp",  # untagged but fresh: maybe still running
-            ".incoming-notmine.tmp", "notes.txt", "20260101T000000-abc.sealed"]
+    leftovers = [
+        f".incoming.cm{dead_pid}-0.0123456789abcdef.tmp",  # killed mid-body
+        ".incoming-0123456789abcdef.tmp",
+    ]  # an earlier version's, hours old
+    kept = [
+        f".incoming.cm{live_pid}-0.fedcba9876543210.tmp",  # a live daemon's upload
+        ".incoming-fedcba9876543210.tmp",  # untagged but fresh: maybe still running
+        ".incoming-notmine.tmp",
+        "notes.txt",
+        "20260101T000000-abc.sealed",
+    ]
     for name in leftovers + kept:
         (inbox / name).write_bytes(b"x" * 1000)
     hours_ago = time.time() - 3 * 3600

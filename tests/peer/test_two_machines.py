@@ -87,9 +87,7 @@ async def test_big_send_is_sealed_on_the_fly_and_arrives_whole(aiohttp_server, w
     assert opened.read_bytes() == payload.read_bytes()
 
 
-async def test_big_send_from_an_unpaired_machine_gets_the_refusal(
-    aiohttp_server, world, tmp_path
-):
+async def test_big_send_from_an_unpaired_machine_gets_the_refusal(aiohttp_server, world, tmp_path):
     sa, sb = world
     server = await aiohttp_server(make_app(sb, BOB, Peers.load(sb), name="bob"))
     payload = tmp_path / "big.bundle"
@@ -169,10 +167,18 @@ async def test_serve_advertises_and_send_finds_it_by_mdns(world, tmp_path, unuse
     async def on_received(item, peer):
         got.append((item, peer))
 
-    task = asyncio.create_task(serve(
-        sb, BOB, name="bob", host="127.0.0.1", port=unused_tcp_port, on_received=on_received,
-        stop=stop, run_for=30,
-    ))
+    task = asyncio.create_task(
+        serve(
+            sb,
+            BOB,
+            name="bob",
+            host="127.0.0.1",
+            port=unused_tcp_port,
+            on_received=on_received,
+            stop=stop,
+            run_for=30,
+        )
+    )
     try:
         bob = Peers.load(sa).get("bob")
         address = None
@@ -220,7 +226,11 @@ async def test_session_listing_carries_no_conversation_text(aiohttp_client, worl
     listing = (await resp.json())["sessions"]
     assert listing, "the fixture home has sessions"
     assert {key for entry in listing for key in entry} == {
-        "id", "backend", "project", "updated_at", "size"
+        "id",
+        "backend",
+        "project",
+        "updated_at",
+        "size",
     }
     shown = json.dumps(listing, ensure_ascii=False)
     prompts = {r.first_prompt for r in core.list_sessions(sa) if r.first_prompt}

@@ -53,9 +53,24 @@ class RelayProcess:
         env["HOME"] = str(env_home)
         env_home.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "commuter", "relay", "serve", "--host", "127.0.0.1",
-             "--port", "0", "--data-dir", str(data_dir), *extra],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "commuter",
+                "relay",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.url = self._wait_url()
 

@@ -197,9 +197,11 @@ async def test_concurrent_uploads_cannot_pass_the_quotas_together(
     assert sorted(a.status for a in answers) == [201] * 2 + [429] * 18
     assert len(stored_files(data_dir)) == 4  # two items, .sealed + .json each
     by_bytes = await aiohttp_client(
-        make_relay_app(tmp_path / "r2", Limits(sender_bytes=3 * len(bodies[0]) + 10)))
-    answers = await asyncio.gather(*(upload(by_bytes, ALICE, EVE, sealed_bytes(
-        tmp_path, ALICE, [EVE])) for _ in range(10)))
+        make_relay_app(tmp_path / "r2", Limits(sender_bytes=3 * len(bodies[0]) + 10))
+    )
+    answers = await asyncio.gather(
+        *(upload(by_bytes, ALICE, EVE, sealed_bytes(tmp_path, ALICE, [EVE])) for _ in range(10))
+    )
     assert sorted(a.status for a in answers) == [201] * 3 + [429] * 7
     assert list((tmp_path / "r2" / "tmp").iterdir()) == []
 

@@ -30,13 +30,14 @@ def relays():
 
 def files_under(path: Path) -> list[str]:
     """Every file under `path` but the nonce store (which outlives uploads on purpose)."""
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*")
-                  if p.is_file() and not p.name.startswith(auth.NONCE_DB))
+    return sorted(
+        str(p.relative_to(path))
+        for p in path.rglob("*")
+        if p.is_file() and not p.name.startswith(auth.NONCE_DB)
+    )
 
 
-async def test_relay_killed_mid_upload_keeps_nothing_and_the_retry_works(
-    relays, tmp_path
-):
+async def test_relay_killed_mid_upload_keeps_nothing_and_the_retry_works(relays, tmp_path):
     data_dir = tmp_path / "relay-data"
     relay = RelayProcess(data_dir, tmp_path / "relayhome")
     relays.append(relay)
@@ -85,13 +86,27 @@ def test_relay_serve_refuses_a_bad_ttl(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
     env["HOME"] = str(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "commuter", "relay", "serve", "--ttl", "soon",
-         "--data-dir", str(tmp_path / "d")],
-        env=env, capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "relay",
+            "serve",
+            "--ttl",
+            "soon",
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: 'soon' is not a duration (like 3600, 90m, 72h, 7d)"]
+        "Error: 'soon' is not a duration (like 3600, 90m, 72h, 7d)"
+    ]
 
 
 def test_a_second_relay_on_the_same_data_dir_is_refused(relays, tmp_path):
@@ -101,9 +116,24 @@ def test_a_second_relay_on_the_same_data_dir_is_refused(relays, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
     env["HOME"] = str(tmp_path / "relayhome")
     second = subprocess.run(
-        [sys.executable, "-m", "commuter", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
-         "--data-dir", str(data_dir)],
-        env=env, capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "commuter",
+            "relay",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert second.returncode == 1
     assert second.stderr.strip().splitlines() == [f"Error: another relay is using {data_dir}"]
@@ -136,8 +166,9 @@ def test_a_client_gone_mid_upload_is_one_log_line_and_leaves_nothing(relays, tmp
 
 
 async def test_relay_serve_size_cap_and_ttl_flags(relays, tmp_path):
-    relay = RelayProcess(tmp_path / "relay-data", tmp_path / "relayhome",
-                         "--max-bundle-mb", "1", "--ttl", "2s")
+    relay = RelayProcess(
+        tmp_path / "relay-data", tmp_path / "relayhome", "--max-bundle-mb", "1", "--ttl", "2s"
+    )
     relays.append(relay)
     path = box(BOB)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -145,12 +176,16 @@ async def test_relay_serve_size_cap_and_ttl_flags(relays, tmp_path):
             limits = (await resp.json())["limits"]
         assert limits["max_bundle"] == 1 << 20 and limits["ttl"] == 2
         big = sealed_bytes(tmp_path, ALICE, [BOB], size=2 << 20)
-        async with http.post(relay.url + path, data=io.BytesIO(big),  # bytes > 1 MiB: a warning
-                             headers=signed(ALICE, "POST", path, big)) as resp:
+        async with http.post(
+            relay.url + path,
+            data=io.BytesIO(big),  # bytes > 1 MiB: a warning
+            headers=signed(ALICE, "POST", path, big),
+        ) as resp:
             assert resp.status == 413
         small = sealed_bytes(tmp_path, ALICE, [BOB])
-        async with http.post(relay.url + path, data=small,
-                             headers=signed(ALICE, "POST", path, small)) as resp:
+        async with http.post(
+            relay.url + path, data=small, headers=signed(ALICE, "POST", path, small)
+        ) as resp:
             assert resp.status == 201
         await asyncio.sleep(2.5)
         async with http.get(relay.url + path, headers=signed(BOB, "GET", path)) as resp:
@@ -159,20 +194,31 @@ async def test_relay_serve_size_cap_and_ttl_flags(relays, tmp_path):
 
 
 async def test_relay_serve_per_sender_mailbox_and_total_cap_flags(relays, tmp_path):
-    relay = RelayProcess(tmp_path / "relay-data", tmp_path / "relayhome",
-                         "--sender-mailbox-items", "1", "--max-total-mb", "1")
+    relay = RelayProcess(
+        tmp_path / "relay-data",
+        tmp_path / "relayhome",
+        "--sender-mailbox-items",
+        "1",
+        "--max-total-mb",
+        "1",
+    )
     relays.append(relay)
     path = box(BOB)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         big = sealed_bytes(tmp_path, ALICE, [BOB], size=3 << 19)  # 1.5 MiB > the 1 MiB total
-        async with http.post(relay.url + path, data=io.BytesIO(big),  # bytes > 1 MiB: a warning
-                             headers=signed(ALICE, "POST", path, big)) as resp:
+        async with http.post(
+            relay.url + path,
+            data=io.BytesIO(big),  # bytes > 1 MiB: a warning
+            headers=signed(ALICE, "POST", path, big),
+        ) as resp:
             assert resp.status == 507
         small = sealed_bytes(tmp_path, ALICE, [BOB])
-        async with http.post(relay.url + path, data=small,
-                             headers=signed(ALICE, "POST", path, small)) as resp:
+        async with http.post(
+            relay.url + path, data=small, headers=signed(ALICE, "POST", path, small)
+        ) as resp:
             assert resp.status == 201
         again = sealed_bytes(tmp_path, ALICE, [BOB])
-        async with http.post(relay.url + path, data=again,
-                             headers=signed(ALICE, "POST", path, again)) as resp:
+        async with http.post(
+            relay.url + path, data=again, headers=signed(ALICE, "POST", path, again)
+        ) as resp:
             assert resp.status == 429  # one item of alice's waits in bob's mailbox already

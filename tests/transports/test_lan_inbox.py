@@ -40,8 +40,9 @@ def received(world, tmp_path, *, damage: bool = False):
 
 def pull(settings, **kw):
     warnings: list[str] = []
-    done = asyncio.run(pull_all(context(settings), core.ImportOptions(**kw), via="lan",
-                                warn=warnings.append))
+    done = asyncio.run(
+        pull_all(context(settings), core.ImportOptions(**kw), via="lan", warn=warnings.append)
+    )
     return done, warnings
 
 

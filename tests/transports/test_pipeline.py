@@ -30,8 +30,9 @@ def world(tmp_path):
 def one(settings, source_of, **kw):
     ctx = context(settings)
     warnings: list[str] = []
-    pulled = asyncio.run(receive_one(ctx, source_of(ctx), core.ImportOptions(**kw),
-                                     warn=warnings.append))
+    pulled = asyncio.run(
+        receive_one(ctx, source_of(ctx), core.ImportOptions(**kw), warn=warnings.append)
+    )
     return pulled, warnings
 
 
@@ -55,20 +56,35 @@ def test_a_damaged_inbox_entry_is_set_aside_as_pull_does(world, tmp_path):
     assert stat.S_IMODE(world.b.rejected_dir.stat().st_mode) == 0o700
     assert Inbox(world.b).pending() == []
     # and pull, the other way in, finds nothing left to retry
-    assert asyncio.run(pull_all(context(world.b), core.ImportOptions(), via="lan",
-                                warn=lambda m: None)) == []
+    assert (
+        asyncio.run(
+            pull_all(context(world.b), core.ImportOptions(), via="lan", warn=lambda m: None)
+        )
+        == []
+    )
 
 
 async def _peer_serving(aiohttp_server, body: bytes, sid: str = TOOLS):
     async def sessions(_request: web.Request) -> web.Response:
-        return web.json_response({"sessions": [
-            {"id": sid, "backend": "claude", "project": "/x/my.app",
-             "updated_at": "2026-12-01T00:00:00Z", "size": len(body)}]})
+        return web.json_response(
+            {
+                "sessions": [
+                    {
+                        "id": sid,
+                        "backend": "claude",
+                        "project": "/x/my.app",
+                        "updated_at": "2026-12-01T00:00:00Z",
+                        "size": len(body),
+                    }
+                ]
+            }
+        )
 
     async def bundle(_request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/octet-stream")
 
     app = web.Application()
+
     async def info(_request: web.Request) -> web.Response:
         return web.json_response({"device_id": ALICE.device_id, "name": "alice"})
 
@@ -111,8 +127,9 @@ async def test_pull_from_refuses_a_bundle_sealed_by_another_paired_key(
     trust(world.b, "carol", CAROL)  # paired too, but not the peer we asked
     server = await _peer_serving(aiohttp_server, _sealed_by(world, tmp_path, CAROL))
     ctx = context(world.b)
-    source = PeerFetch(ctx, Peers.load(world.b).get("alice"), world.project_b,
-                       f"127.0.0.1:{server.port}")
+    source = PeerFetch(
+        ctx, Peers.load(world.b).get("alice"), world.project_b, f"127.0.0.1:{server.port}"
+    )
     with pytest.raises(NotPaired, match="sealed by another key"):
         await receive_one(ctx, source, core.ImportOptions(), warn=lambda m: None)
     assert not transcript(world.b.home, world.project_b, TOOLS).exists()

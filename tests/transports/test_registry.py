@@ -31,10 +31,13 @@ def test_unknown_transport_names_the_known_ones():
 
 
 def test_plugins_come_from_the_versioned_entry_point_group(monkeypatch):
-    eps = [EntryPoint("mem2", "commuter.transports.memory:MemoryTransport",
-                      registry.ENTRY_POINT_GROUP),
-           EntryPoint("broken", "no.such.module:Thing", registry.ENTRY_POINT_GROUP),
-           EntryPoint("folder", "no.such.module:Thing", registry.ENTRY_POINT_GROUP)]
+    eps = [
+        EntryPoint(
+            "mem2", "commuter.transports.memory:MemoryTransport", registry.ENTRY_POINT_GROUP
+        ),
+        EntryPoint("broken", "no.such.module:Thing", registry.ENTRY_POINT_GROUP),
+        EntryPoint("folder", "no.such.module:Thing", registry.ENTRY_POINT_GROUP),
+    ]
     seen = []
 
     def fake_entry_points(group):
@@ -66,8 +69,11 @@ def test_memory_transport_carries_a_push_to_a_pull(tmp_path: Path):
     pushed = asyncio.run(push_file(ctx_a, bundle, ctx_a.peers.all(), "memory", factory=factory))
     assert pushed.receipt.transport == "memory" and pushed.receipt.recipients == ("bob",)
     warnings: list[str] = []
-    [done] = asyncio.run(pull_all(context(world.b), core.ImportOptions(), "memory",
-                                  warn=warnings.append, factory=factory))
+    [done] = asyncio.run(
+        pull_all(
+            context(world.b), core.ImportOptions(), "memory", warn=warnings.append, factory=factory
+        )
+    )
     assert done.result is not None and done.result.session_id == TOOLS
     assert hub.boxes[context(world.b).identity.device_id] == {}
     hub.down = True

@@ -139,9 +139,7 @@ async def test_auto_falls_back_to_the_folder(world, tmp_path):
     assert done.result is not None
 
 
-async def test_lan_push_when_the_peer_answers_then_pull_from_inbox(
-    aiohttp_server, world, tmp_path
-):
+async def test_lan_push_when_the_peer_answers_then_pull_from_inbox(aiohttp_server, world, tmp_path):
     server = await aiohttp_server(make_app(world.b, BOB, Peers.load(world.b), name="bob"))
     peers = Peers.load(world.a)
     peers.touch_address(BOB.public_key, f"127.0.0.1:{server.port}")
@@ -215,8 +213,9 @@ async def test_a_relay_that_never_answers_fails_in_seconds(world, tmp_path, sile
         config.set_value(s, "relay", (f"http://127.0.0.1:{silent_port}",))
     started = asyncio.get_running_loop().time()
     with pytest.raises(RelayError, match="did not answer"):
-        await asyncio.wait_for(pull_all(context(world.b), core.ImportOptions(), "relay",
-                                        warn=lambda m: None), 30)
+        await asyncio.wait_for(
+            pull_all(context(world.b), core.ImportOptions(), "relay", warn=lambda m: None), 30
+        )
     with pytest.raises(RelayError, match="did not answer"):
         await asyncio.wait_for(push(world, tmp_path, via="relay"), 30)
     assert asyncio.get_running_loop().time() - started < 15
@@ -228,8 +227,9 @@ async def test_a_relay_that_stops_taking_an_upload_fails_after_the_stall_bound(
     from aiohttp import web
 
     async def health(request):
-        return web.json_response({"service": "commuter-relay", "status": "ok",
-                                  "limits": {"max_bundle": 1 << 30}})
+        return web.json_response(
+            {"service": "commuter-relay", "status": "ok", "limits": {"max_bundle": 1 << 30}}
+        )
 
     release = asyncio.Event()
 
@@ -273,8 +273,9 @@ async def test_an_import_whose_ack_was_lost_is_acked_not_imported_again(
 class FakeRelay:
     """A hostile relay on loopback: it lists what a test says and serves what it says."""
 
-    def __init__(self, items: Sequence[object], bodies: dict[str, bytes], *,
-                 listing: bytes | None = None) -> None:
+    def __init__(
+        self, items: Sequence[object], bodies: dict[str, bytes], *, listing: bytes | None = None
+    ) -> None:
         self.items, self.bodies, self.listing = items, bodies, listing
         self.requested: list[str] = []
         self.sent = 0  # bytes of item bodies written to a client
@@ -283,8 +284,9 @@ class FakeRelay:
         from aiohttp import web
 
         async def health(request):
-            return web.json_response({"service": "commuter-relay", "status": "ok",
-                                      "limits": {"max_bundle": 1 << 30}})
+            return web.json_response(
+                {"service": "commuter-relay", "status": "ok", "limits": {"max_bundle": 1 << 30}}
+            )
 
         async def listing(request):
             if self.listing is not None:
@@ -312,9 +314,15 @@ class FakeRelay:
 
 
 def listed(item_id: str, body: bytes, sender: str, size: int | None = None) -> dict[str, object]:
-    return {"id": item_id, "mailbox": BOB.device_id, "sender": sender,
-            "size": len(body) if size is None else size,
-            "digest": hashlib.sha256(body).hexdigest(), "created_at": 0, "expires_at": 0}
+    return {
+        "id": item_id,
+        "mailbox": BOB.device_id,
+        "sender": sender,
+        "size": len(body) if size is None else size,
+        "digest": hashlib.sha256(body).hexdigest(),
+        "created_at": 0,
+        "expires_at": 0,
+    }
 
 
 async def fake_relay(aiohttp_server, world, relay: FakeRelay):
@@ -340,12 +348,14 @@ async def test_listed_ids_never_become_paths_and_bad_items_stop_no_good_one(
     escaped = world.b.data_dir / "escaped.sealed"
     good = sealed_export(world, tmp_path)
     good_id = "1700000000-0123456789abcdef"
-    items = [listed(str(victim.with_suffix("")), b"x", ALICE.device_id),
-             listed("../../escaped", b"x", ALICE.device_id),
-             listed("1700000000-00000000000000a%2F..", b"x", ALICE.device_id),
-             listed("1700000000-0000000000000001", b"x", "not/a device"),
-             listed("1700000000-0000000000000002", b"x", ALICE.device_id, size=-5),
-             listed(good_id, good, ALICE.device_id)]
+    items = [
+        listed(str(victim.with_suffix("")), b"x", ALICE.device_id),
+        listed("../../escaped", b"x", ALICE.device_id),
+        listed("1700000000-00000000000000a%2F..", b"x", ALICE.device_id),
+        listed("1700000000-0000000000000001", b"x", "not/a device"),
+        listed("1700000000-0000000000000002", b"x", ALICE.device_id, size=-5),
+        listed(good_id, good, ALICE.device_id),
+    ]
     relay = FakeRelay(items, {good_id: good})
     await fake_relay(aiohttp_server, world, relay)
     done, warnings = await pull(world.b)
@@ -363,11 +373,15 @@ async def test_a_listing_entry_of_the_wrong_shape_is_skipped_not_fatal(
 ):
     good = sealed_export(world, tmp_path)
     good_id = "1700000000-0123456789abcdef"
-    items = ["junk", {"id": "1700000000-0000000000000003", "size": True}, None,
-             {**listed("1700000000-0000000000000004", b"x", ALICE.device_id), "digest": 7},
-             # Larger than the relay's own max_bundle (1 GiB): never downloaded.
-             listed("1700000000-0000000000000005", b"x", ALICE.device_id, size=2 << 30),
-             listed(good_id, good, ALICE.device_id)]
+    items = [
+        "junk",
+        {"id": "1700000000-0000000000000003", "size": True},
+        None,
+        {**listed("1700000000-0000000000000004", b"x", ALICE.device_id), "digest": 7},
+        # Larger than the relay's own max_bundle (1 GiB): never downloaded.
+        listed("1700000000-0000000000000005", b"x", ALICE.device_id, size=2 << 30),
+        listed(good_id, good, ALICE.device_id),
+    ]
     await fake_relay(aiohttp_server, world, FakeRelay(items, {good_id: good}))
     done, warnings = await pull(world.b)
     [imported] = [d for d in done if d.result is not None]
@@ -381,8 +395,9 @@ async def test_a_download_longer_than_listed_is_cut_off_and_deleted(
     # Old pulls streamed the whole body to staging before any check (3 GiB for 100 listed).
     item_id = "1700000000-00000000000000ff"
     body = b"y" * 100
-    relay = FakeRelay([listed(item_id, body, ALICE.device_id)],
-                      {item_id: body + os.urandom(1 << 20) * 96})
+    relay = FakeRelay(
+        [listed(item_id, body, ALICE.device_id)], {item_id: body + os.urandom(1 << 20) * 96}
+    )
     await fake_relay(aiohttp_server, world, relay)
     [failed], _ = await pull(world.b)
     assert relay.sent < 48 << 20  # cut off early: far less than the 97 MiB it would send
@@ -390,8 +405,15 @@ async def test_a_download_longer_than_listed_is_cut_off_and_deleted(
     assert list(world.b.staging_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("listing", [b"[" * 200_000, b'{"items": {"a": 1}}', b"\xff\xfe",
-                                     b'{"items": [' + b'{"id": "x"},' * 400_000 + b"{}]}"])
+@pytest.mark.parametrize(
+    "listing",
+    [
+        b"[" * 200_000,
+        b'{"items": {"a": 1}}',
+        b"\xff\xfe",
+        b'{"items": [' + b'{"id": "x"},' * 400_000 + b"{}]}",
+    ],
+)
 async def test_a_malformed_listing_is_one_clear_error(aiohttp_server, world, listing):
     await fake_relay(aiohttp_server, world, FakeRelay([], {}, listing=listing))
     with pytest.raises(RelayError, match=r"malformed|oversized"):
@@ -406,8 +428,9 @@ async def test_an_error_message_from_the_relay_is_printable(aiohttp_server, worl
 
     async def refuse(request):
         await request.read()
-        return web.json_response({"error": "relay-full", "message": "\x1b]0;pwned\x07" + "z" * 999},
-                                 status=429)
+        return web.json_response(
+            {"error": "relay-full", "message": "\x1b]0;pwned\x07" + "z" * 999}, status=429
+        )
 
     app = web.Application()
     app.router.add_get("/", health)

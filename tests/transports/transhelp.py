@@ -29,8 +29,11 @@ TIMEOUT = 60
 def env_for(home: Path, **extra: str) -> dict[str, str]:
     """A subprocess environment for a fake machine whose HOME is `home`."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "COMMUTER_")) and k != "CLAUDE_CONFIG_DIR"
+    }
     env.update(HOME=str(home), USER="tester", COMMUTER_MDNS_INTERFACES="127.0.0.1")
     env.update(extra)
     return env
@@ -60,14 +63,17 @@ def context(settings: Settings) -> TransportContext:
 
 def run(env: dict[str, str], *args: str, cwd: Path | None = None):
     return subprocess.run(
-        [sys.executable, "-m", "commuter", *args], env=env, capture_output=True, text=True,
-        timeout=TIMEOUT, cwd=cwd, check=False,
+        [sys.executable, "-m", "commuter", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        check=False,
     )
 
 
-def one_error_line(
-    result: subprocess.CompletedProcess[str], needle: str, status: int = 1
-) -> None:
+def one_error_line(result: subprocess.CompletedProcess[str], needle: str, status: int = 1) -> None:
     """One error line holding `needle`, exit `status` (3: a peer, relay or host unreachable)."""
     assert result.returncode == status, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()

@@ -213,9 +213,13 @@ class ClaudeBackend:
             members.append(("history.jsonl", history))
         members += _project_members(Path(project))
         # The project's auto-memory (Claude Code 2.1.x): shared by every session of the folder.
-        memory = [(rel, path) for rel, path in _tree(self.dirs.memory(transcript.parent),
-                                                     MAX_MEMORY_DEPTH, MAX_PROJECT_FILES)
-                  if rel.endswith(".md") and path.stat().st_size <= MAX_PROJECT_FILE]
+        memory = [
+            (rel, path)
+            for rel, path in _tree(
+                self.dirs.memory(transcript.parent), MAX_MEMORY_DEPTH, MAX_PROJECT_FILES
+            )
+            if rel.endswith(".md") and path.stat().st_size <= MAX_PROJECT_FILE
+        ]
         members += [(f"memory/{rel}", path) for rel, path in memory]
         git = None
         if Path(project).is_dir():
@@ -399,5 +403,3 @@ def _is_utf8(name: str) -> bool:
     except UnicodeEncodeError:  # undecodable bytes, kept by the filesystem decoder as surrogates
         return False
     return True
-
-

@@ -55,8 +55,14 @@ def origin_tag(origin: str) -> str:
     return host_tag(who.rpartition("@")[2] if who else "")
 
 
-def plan_memory(source: ImportSource, memory_dir: Path, options: ImportOptions, *,
-                local_tag: str = "", dry_run: bool = False) -> MemoryPlan:
+def plan_memory(
+    source: ImportSource,
+    memory_dir: Path,
+    options: ImportOptions,
+    *,
+    local_tag: str = "",
+    dry_run: bool = False,
+) -> MemoryPlan:
     """What to write into this project's memory folder for `source` (nothing is written)."""
     plan = MemoryPlan()
     incoming = _incoming(source, plan.warnings)
@@ -87,8 +93,10 @@ def plan_memory(source: ImportSource, memory_dir: Path, options: ImportOptions, 
             if theirs != data:
                 writes[memory_dir / beside] = data
             links.append((rel, beside))
-            plan.warnings.append(f"memory/{rel} differs from the local one: kept yours, the "
-                                 f"bundle's is memory/{beside} (linked from {INDEX})")
+            plan.warnings.append(
+                f"memory/{rel} differs from the local one: kept yours, the "
+                f"bundle's is memory/{beside} (linked from {INDEX})"
+            )
     index = _index(memory_dir, incoming.get(INDEX), links, plan.warnings)
     if index is not None:
         writes[memory_dir / INDEX] = index
@@ -96,11 +104,13 @@ def plan_memory(source: ImportSource, memory_dir: Path, options: ImportOptions, 
         return plan
     if not options.sender_verified and not _consent(options, len(writes), dry_run):
         did = "import writes" if dry_run else "did not write"
-        plan.warnings.append(f"{did} the bundle's project memory ({len(writes)} file(s)) "
-                             "only with --yes: the bundle is not sealed by a paired peer"
-                             if dry_run else
-                             f"{did} the bundle's project memory ({len(writes)} file(s)): "
-                             "the bundle is not sealed by a paired peer (--yes takes it)")
+        plan.warnings.append(
+            f"{did} the bundle's project memory ({len(writes)} file(s)) "
+            "only with --yes: the bundle is not sealed by a paired peer"
+            if dry_run
+            else f"{did} the bundle's project memory ({len(writes)} file(s)): "
+            "the bundle is not sealed by a paired peer (--yes takes it)"
+        )
         return plan
     plan.writes = [MemoryWrite(dest, data) for dest, data in writes.items()]
     return plan
@@ -113,8 +123,11 @@ def _incoming(source: ImportSource, warnings: list[str]) -> dict[str, bytes]:
             continue
         rel = member[len("memory/") :]
         parts = rel.split("/")
-        if (not rel.endswith(".md") or len(parts) > MAX_MEMORY_DEPTH + 1
-                or not all(is_safe_name(p) for p in parts)):
+        if (
+            not rel.endswith(".md")
+            or len(parts) > MAX_MEMORY_DEPTH + 1
+            or not all(is_safe_name(p) for p in parts)
+        ):
             continue
         if len(found) >= MAX_MEMORY_FILES:
             warnings.append(f"skipped the bundle's memory files beyond {MAX_MEMORY_FILES}")
@@ -149,8 +162,9 @@ def _local(memory_dir: Path, dest: Path) -> bytes | None:
     return dest.read_bytes()
 
 
-def _index(memory_dir: Path, incoming: bytes | None, links: list[tuple[str, str]],
-           warnings: list[str]) -> bytes | None:
+def _index(
+    memory_dir: Path, incoming: bytes | None, links: list[tuple[str, str]], warnings: list[str]
+) -> bytes | None:
     """The new MEMORY.md, or None to leave it: the local one plus the incoming one's links it
     lacks and a link to each file placed beside a local one."""
     try:
@@ -169,8 +183,10 @@ def _index(memory_dir: Path, incoming: bytes | None, links: list[tuple[str, str]
                 linked.update(targets)
     for rel, beside in links:
         if beside.encode() not in linked:
-            added.append(f"- [{rel} ({beside.split('.from-')[-1][:-3]})]({beside}) — that "
-                         f"machine's version of {rel}, which differs from this one's".encode())
+            added.append(
+                f"- [{rel} ({beside.split('.from-')[-1][:-3]})]({beside}) — that "
+                f"machine's version of {rel}, which differs from this one's".encode()
+            )
             linked.add(beside.encode())
     if not added:
         return None if local is not None or incoming is None else incoming
@@ -184,7 +200,8 @@ def _consent(options: ImportOptions, count: int, dry_run: bool) -> bool:
         return True
     if dry_run or not (options.interactive and options.ask is not None):
         return False
-    question = (f"the bundle (not sealed by a paired peer) brings {count} project memory "
-                "file(s), which steer claude; write them?")
+    question = (
+        f"the bundle (not sealed by a paired peer) brings {count} project memory "
+        "file(s), which steer claude; write them?"
+    )
     return options.ask(question, ("no", "yes")) == "yes"
-

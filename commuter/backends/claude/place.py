@@ -86,13 +86,19 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     config = project_config(dirs)
     if options.dry_run:
         plan.warnings += project_conflicts(source, target, config, options)
-        plan.warnings += plan_memory(source, dirs.memory(folder), options,
-                                     local_tag=host_tag(settings.hostname), dry_run=True).warnings
+        plan.warnings += plan_memory(
+            source,
+            dirs.memory(folder),
+            options,
+            local_tag=host_tag(settings.hostname),
+            dry_run=True,
+        ).warnings
         return dataclasses.replace(_result(plan, "dry-run", sid), planned=plan.action)
     # Memory is decided (and consent asked) before anything is written, and written with
     # the session's files: all or nothing.
-    memory = plan_memory(source, dirs.memory(folder), options,
-                         local_tag=host_tag(settings.hostname))
+    memory = plan_memory(
+        source, dirs.memory(folder), options, local_tag=host_tag(settings.hostname)
+    )
     plan.warnings += memory.warnings
     if plan.action == "unchanged":
         history = _history_lines(source, dirs, Rewriter(pathmap), plan)
@@ -100,13 +106,26 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
             _write_memory(memory.writes, pending)
             pending.commit()
         _append_history(dirs, history)
-        write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
-                            warnings=plan.warnings, backed_up=plan.backups)
+        write_project_files(
+            source,
+            target,
+            config,
+            options,
+            backups=backups,
+            sid=plan.sid,
+            warnings=plan.warnings,
+            backed_up=plan.backups,
+        )
         os.utime(plan.dest, None)
         return _result(plan, plan.action, sid)
     slugs = _plan_slugs(source, sid, plan.sid)
-    rewriter = Rewriter(pathmap, old_sid=sid, new_sid=plan.sid, backup_names=renames,
-                        literals=_slug_literals(*slugs) if slugs else ())
+    rewriter = Rewriter(
+        pathmap,
+        old_sid=sid,
+        new_sid=plan.sid,
+        backup_names=renames,
+        literals=_slug_literals(*slugs) if slugs else (),
+    )
     # Everything is rewritten into temp files first: a line the rewriter refuses (bad input)
     # leaves nothing behind. Side files become visible before the transcript that names them.
     with Pending() as pending:
@@ -121,8 +140,16 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
             plan.backups.append(backups.session(plan.sid, plan.dest, plan.dest.parent / plan.sid))
         pending.commit()
     _append_history(dirs, history)
-    write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
-                        warnings=plan.warnings, backed_up=plan.backups)
+    write_project_files(
+        source,
+        target,
+        config,
+        options,
+        backups=backups,
+        sid=plan.sid,
+        warnings=plan.warnings,
+        backed_up=plan.backups,
+    )
     os.utime(plan.dest, None)
     return _result(plan, plan.action, sid)
 
@@ -130,9 +157,13 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
 def project_config(dirs: ClaudeDirs) -> ProjectConfig:
     """The project files Claude Code reads, never inside its own config dir."""
     return ProjectConfig(
-        files=ALLOWED_PROJECT, dirs=PROJECT_DIRS, runs_commands=(SETTINGS,),
-        steers="steers claude", runs="can run commands (hooks)",
-        own_dir=dirs.root, own_dir_name="Claude Code's own config dir",
+        files=ALLOWED_PROJECT,
+        dirs=PROJECT_DIRS,
+        runs_commands=(SETTINGS,),
+        steers="steers claude",
+        runs="can run commands (hooks)",
+        own_dir=dirs.root,
+        own_dir_name="Claude Code's own config dir",
     )
 
 
@@ -145,10 +176,15 @@ def _write_memory(writes: list[MemoryWrite], pending: Pending) -> None:
 
 def _result(plan: _Plan, action: str, original: str) -> ImportResult:
     return ImportResult(
-        session_id=plan.sid, project_dir=plan.target, action=action,
-        transcript=plan.dest, backups=tuple(plan.backups), warnings=tuple(plan.warnings),
+        session_id=plan.sid,
+        project_dir=plan.target,
+        action=action,
+        transcript=plan.dest,
+        backups=tuple(plan.backups),
+        warnings=tuple(plan.warnings),
         original_session_id=original if plan.sid != original else None,
-        origin=plan.origin or None, extra={"print_mode": plan.print_mode},
+        origin=plan.origin or None,
+        extra={"print_mode": plan.print_mode},
         last_activity=plan.last_activity,
     )
 
@@ -165,7 +201,12 @@ def _when(text: object) -> float | None:
 
 
 def _decide(
-    settings: Settings, dirs: ClaudeDirs, sid: str, target: Path, dest: Path, incoming: Path,
+    settings: Settings,
+    dirs: ClaudeDirs,
+    sid: str,
+    target: Path,
+    dest: Path,
+    incoming: Path,
     options: ImportOptions,
 ) -> _Plan:
     if not dest.exists():
@@ -174,8 +215,13 @@ def _decide(
     if relation is lineage.Relation.IDENTICAL:
         return _Plan(sid, target, dest, "unchanged")
     if relation is lineage.Relation.LOCAL_NEWER and not options.replace:
-        return _Plan(sid, target, dest, "unchanged",
-                     [f"the local copy of session {sid} is newer than the bundle's; kept it"])
+        return _Plan(
+            sid,
+            target,
+            dest,
+            "unchanged",
+            [f"the local copy of session {sid} is newer than the bundle's; kept it"],
+        )
     action = "updated" if relation is lineage.Relation.CONTINUED else "fork"
     if action == "fork":
         if options.replace:
@@ -193,10 +239,18 @@ def _decide(
         if earlier is not None:
             return _check_busy(dirs, earlier, options)
         new = str(uuid.uuid4())
-        note = ("an import would make a fork with a new id" if options.dry_run
-                else f"imported as a fork {new}")
-        return _Plan(new, target, dest.with_name(f"{new}.jsonl"), "forked",
-                     [f"session {sid} diverged from the local copy; {note}"])
+        note = (
+            "an import would make a fork with a new id"
+            if options.dry_run
+            else f"imported as a fork {new}"
+        )
+        return _Plan(
+            new,
+            target,
+            dest.with_name(f"{new}.jsonl"),
+            "forked",
+            [f"session {sid} diverged from the local copy; {note}"],
+        )
     return _check_busy(dirs, _Plan(sid, target, dest, action), options)
 
 
@@ -229,17 +283,34 @@ def _earlier_fork(sid: str, target: Path, dest: Path, incoming: Path) -> _Plan |
         if relation is lineage.Relation.DIVERGENT:
             continue
         if relation is lineage.Relation.CONTINUED:
-            return _Plan(fork, target, other, "updated",
-                         [f"session {sid} diverged from the local copy; updated its fork {fork}"])
-        note = ("is the same as the bundle's" if relation is lineage.Relation.IDENTICAL
-                else "is newer than the bundle's; kept it")
-        return _Plan(fork, target, other, "unchanged",
-                     [f"session {sid} was imported before as the fork {fork}, which {note}"])
+            return _Plan(
+                fork,
+                target,
+                other,
+                "updated",
+                [f"session {sid} diverged from the local copy; updated its fork {fork}"],
+            )
+        note = (
+            "is the same as the bundle's"
+            if relation is lineage.Relation.IDENTICAL
+            else "is newer than the bundle's; kept it"
+        )
+        return _Plan(
+            fork,
+            target,
+            other,
+            "unchanged",
+            [f"session {sid} was imported before as the fork {fork}, which {note}"],
+        )
     return None
 
 
 def _pathmap(
-    source: ImportSource, old_sid: str, new_sid: str, target: Path, dirs: ClaudeDirs,
+    source: ImportSource,
+    old_sid: str,
+    new_sid: str,
+    target: Path,
+    dirs: ClaudeDirs,
     config_maps: Iterable[tuple[str, str]],
 ) -> PathMap:
     pairs: list[tuple[str, str]] = []
@@ -280,7 +351,11 @@ def _file_history_names(source: ImportSource, pathmap: PathMap) -> dict[str, str
 
 def _write_side_files(
     backups: Backups,
-    source: ImportSource, dirs: ClaudeDirs, sid: str, plan: _Plan, rewriter: Rewriter,
+    source: ImportSource,
+    dirs: ClaudeDirs,
+    sid: str,
+    plan: _Plan,
+    rewriter: Rewriter,
     renames: dict[str, str],
     slugs: tuple[str, str] | None,
     pending: Pending,
@@ -288,14 +363,21 @@ def _write_side_files(
     session_prefix = f"session/{sid}/"
     slug = source.meta.get("plan_slug")
     side = plan.dest.parent / plan.sid
-    fsutil.sweep_temps(*(side / sub for sub in SESSION_DIRS), dirs.file_history(plan.sid),
-                       dirs.tasks(plan.sid), dirs.root / "plans")
+    fsutil.sweep_temps(
+        *(side / sub for sub in SESSION_DIRS),
+        dirs.file_history(plan.sid),
+        dirs.tasks(plan.sid),
+        dirs.root / "plans",
+    )
     for member in source.members:
         src = source.member(member)
         if member.startswith(session_prefix):
             parts = member[len(session_prefix) :].split("/")
-            if (parts[0] not in SESSION_DIRS or not 2 <= len(parts) <= MAX_SESSION_DEPTH + 2
-                    or not all(is_safe_name(p) for p in parts)):
+            if (
+                parts[0] not in SESSION_DIRS
+                or not 2 <= len(parts) <= MAX_SESSION_DEPTH + 2
+                or not all(is_safe_name(p) for p in parts)
+            ):
                 continue
             dest = side.joinpath(*parts)
             if parts[-1].endswith((".jsonl", ".json")):  # transcripts, meta, workflow state
@@ -334,8 +416,10 @@ def _plan_slugs(source: ImportSource, sid: str, new_sid: str) -> tuple[str, str]
 
 def _slug_literals(old: str, new: str) -> list[tuple[bytes, bytes]]:
     """The transcript's `slug` fields and paths of the plan file, renamed."""
-    return [(f'"slug":"{old}"'.encode(), f'"slug":"{new}"'.encode()),
-            (f"/plans/{old}.md".encode(), f"/plans/{new}.md".encode())]
+    return [
+        (f'"slug":"{old}"'.encode(), f'"slug":"{new}"'.encode()),
+        (f"/plans/{old}.md".encode(), f"/plans/{new}.md".encode()),
+    ]
 
 
 def _history_lines(
@@ -384,7 +468,7 @@ def _append_history(dirs: ClaudeDirs, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 

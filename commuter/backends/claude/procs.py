@@ -70,9 +70,7 @@ def busy_pids(transcript: Path, session_id: str, proc: Path = Path("/proc")) -> 
 def _folder_of(base: Path, cwd: str) -> str:
     """The project folder a claude process uses: CLAUDE_CODE_PROJECT_DIR_NAME from its
     environment when CLAUDE_CONFIG_DIR is set there too (as Claude honours it), else cwd's."""
-    env = dict(
-        item.split(b"=", 1) for item in _read(base / "environ").split(b"\0") if b"=" in item
-    )
+    env = dict(item.split(b"=", 1) for item in _read(base / "environ").split(b"\0") if b"=" in item)
     name = env.get(b"CLAUDE_CODE_PROJECT_DIR_NAME", b"").decode(errors="replace")
     if env.get(b"CLAUDE_CONFIG_DIR") and is_project_dir_name(name):
         return name

@@ -17,12 +17,30 @@ from commuter.pathmap import PathMap
 # Keys whose string value is a file-system path; nothing else (prose, output) is touched.
 PATH_KEYS = frozenset(
     {
-        "cwd", "file_path", "filePath", "path", "notebook_path", "notebookPath", "planFilePath",
-        "persistedOutputPath", "relocatedCwd", "worktreePath", "project", "directory",
-        "outputFile", "output_file", "transcript_path", "absolutePath", "originalCwd",
+        "cwd",
+        "file_path",
+        "filePath",
+        "path",
+        "notebook_path",
+        "notebookPath",
+        "planFilePath",
+        "persistedOutputPath",
+        "relocatedCwd",
+        "worktreePath",
+        "project",
+        "directory",
+        "outputFile",
+        "output_file",
+        "transcript_path",
+        "absolutePath",
+        "originalCwd",
         # Claude Code 2.1.332: environment snapshots, file-history backups, worktree-state.
-        "workingDirectory", "realParentDir", "trackingPath", "scratchpadDirectory",
-        "preEnterOriginalCwd", "extensionRoot",
+        "workingDirectory",
+        "realParentDir",
+        "trackingPath",
+        "scratchpadDirectory",
+        "preEnterOriginalCwd",
+        "extensionRoot",
     }
 )
 _PATH_KEYS_B = frozenset(k.encode() for k in PATH_KEYS)
@@ -45,8 +63,12 @@ _PROMPT_TEXTS = (
     re.compile(r"(?:a private directory|a shared team directory) at `(/[^`\n]+)`"),
 )
 # Words right before such a path (a hit makes the line parsed), as JSON bytes.
-_RENDERED_LEADS = (b"Primary working directory: ", b"Contents of ", b"create your plan at ",
-                   b"plan file already exists at ")
+_RENDERED_LEADS = (
+    b"Primary working directory: ",
+    b"Contents of ",
+    b"create your plan at ",
+    b"plan file already exists at ",
+)
 _PROMPT_LEADS = (b"memory at `", b"memory system at `", b"directory at `")
 _CWD_KEY = b'"cwd":"'
 # Nesting a parsed line may have: below orjson.dumps' limit (254) and Python's stack.
@@ -404,8 +426,9 @@ def _add_client_line(data: bytes, pos: int, lines: set[tuple[int, int]]) -> None
         lines.add(line)
 
 
-def _mark_lines(data: bytes, needle: bytes, lines: set[tuple[int, int]], *, near_start: bool,
-                then: bytes = b"") -> None:
+def _mark_lines(
+    data: bytes, needle: bytes, lines: set[tuple[int, int]], *, near_start: bool, then: bytes = b""
+) -> None:
     """Add the lines holding `needle` (within a line's first 120 bytes if `near_start`;
     followed by `then` if given) to `lines`."""
     start = data.find(needle)

@@ -64,8 +64,17 @@ class CodexBackend:
             when = datetime.fromtimestamp(ms / 1000 if isinstance(ms, int) else st.st_mtime, UTC)
             cwd = (row or {}).get("cwd") or meta.get("cwd")
             prompt = (row or {}).get("first_user_message") or (row or {}).get("title") or None
-            refs.append(SessionRef(self.name, tid, Path(cwd) if isinstance(cwd, str) else None,
-                                   when, path, st.st_size, prompt))
+            refs.append(
+                SessionRef(
+                    self.name,
+                    tid,
+                    Path(cwd) if isinstance(cwd, str) else None,
+                    when,
+                    path,
+                    st.st_size,
+                    prompt,
+                )
+            )
         refs.sort(key=lambda r: r.updated_at, reverse=True)
         yield from refs
 
@@ -73,8 +82,9 @@ class CodexBackend:
         refs = list(self.sessions())
         if session is None:
             here = os.path.realpath(cwd)
-            mine = [r for r in refs
-                    if r.project is not None and os.path.realpath(r.project) == here]
+            mine = [
+                r for r in refs if r.project is not None and os.path.realpath(r.project) == here
+            ]
             if not mine:
                 raise SessionNotFound(f"no codex session in {cwd}")
             return mine[0]
@@ -85,8 +95,9 @@ class CodexBackend:
         if not hits:
             raise SessionNotFound(f"codex session {session} not found")
         if len(hits) > 1:
-            raise AmbiguousSession(f"{session} matches {len(hits)} codex sessions; "
-                                   "give more characters")
+            raise AmbiguousSession(
+                f"{session} matches {len(hits)} codex sessions; give more characters"
+            )
         return hits[0]
 
     def collect(self, ref: SessionRef) -> ExportPlan:
@@ -131,8 +142,9 @@ class CodexBackend:
             "codex_edges": kept,
             "codex_rollout_names": names,
         }
-        return ExportPlan(self.name, ref.session_id, project, count_messages(ref.path), git,
-                          meta, tuple(members))
+        return ExportPlan(
+            self.name, ref.session_id, project, count_messages(ref.path), git, meta, tuple(members)
+        )
 
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
         return place(self.home, self.settings, source, options)
@@ -144,8 +156,11 @@ class CodexBackend:
 
     def continue_command(self, result: ImportResult) -> str | None:
         # The interactive `codex resume --last` offers only interactive threads.
-        command = "codex exec resume --last" if result.extra.get("source") == "exec" \
+        command = (
+            "codex exec resume --last"
+            if result.extra.get("source") == "exec"
             else "codex resume --last"
+        )
         return f"cd {shlex.quote(str(result.project_dir))} && {command}"
 
     def picks_up(self, result: ImportResult) -> bool:

@@ -18,23 +18,59 @@ HISTORY_DB = "thread_history_1.sqlite"
 
 # The `threads` columns of 0.169.0 a bundle may carry (names are ours, never the bundle's).
 COLUMNS: tuple[str, ...] = (
-    "id", "rollout_path", "created_at", "updated_at", "source", "model_provider", "cwd",
-    "title", "sandbox_policy", "approval_mode", "tokens_used", "has_user_event", "archived",
-    "archived_at", "git_sha", "git_branch", "git_origin_url", "cli_version",
-    "first_user_message", "agent_nickname", "agent_role", "memory_mode", "model",
-    "reasoning_effort", "agent_path", "created_at_ms", "updated_at_ms", "thread_source",
-    "preview", "recency_at", "recency_at_ms", "history_mode", "name", "originator",
+    "id",
+    "rollout_path",
+    "created_at",
+    "updated_at",
+    "source",
+    "model_provider",
+    "cwd",
+    "title",
+    "sandbox_policy",
+    "approval_mode",
+    "tokens_used",
+    "has_user_event",
+    "archived",
+    "archived_at",
+    "git_sha",
+    "git_branch",
+    "git_origin_url",
+    "cli_version",
+    "first_user_message",
+    "agent_nickname",
+    "agent_role",
+    "memory_mode",
+    "model",
+    "reasoning_effort",
+    "agent_path",
+    "created_at_ms",
+    "updated_at_ms",
+    "thread_source",
+    "preview",
+    "recency_at",
+    "recency_at_ms",
+    "history_mode",
+    "name",
+    "originator",
 )
 # NOT NULL columns without a default in 0.169.0, and what a row lacking them gets.
 REQUIRED: dict[str, object] = {
-    "created_at": 0, "updated_at": 0, "source": "exec", "model_provider": "openai",
-    "title": "", "sandbox_policy": "{}", "approval_mode": "never",
+    "created_at": 0,
+    "updated_at": 0,
+    "source": "exec",
+    "model_provider": "openai",
+    "title": "",
+    "sandbox_policy": "{}",
+    "approval_mode": "never",
 }
 # Tables of thread_history_1.sqlite holding a projection of one thread's rollout (byte offsets
 # into it): dropped when the rollout is replaced, so codex projects it again (as its own
 # rebuild does).
 HISTORY_TABLES: tuple[str, ...] = (
-    "thread_items", "thread_turns", "thread_realtime_items", "thread_history_projection_state",
+    "thread_items",
+    "thread_turns",
+    "thread_realtime_items",
+    "thread_history_projection_state",
 )
 _DELETE_HISTORY = {t: f"DELETE FROM {t} WHERE thread_id = ?" for t in HISTORY_TABLES}
 TIMEOUT = 5.0
@@ -66,7 +102,8 @@ def read_edges(codex_home: Path) -> list[tuple[str, str, str]]:
     try:
         with contextlib.closing(_ro(path)) as conn:
             rows = conn.execute(
-                "SELECT parent_thread_id, child_thread_id, status FROM thread_spawn_edges")
+                "SELECT parent_thread_id, child_thread_id, status FROM thread_spawn_edges"
+            )
             return [(str(a), str(b), str(c)) for a, b, c in rows]
     except sqlite3.Error:
         return []
@@ -105,8 +142,9 @@ class Writer:
             self.history = self._open(self.home / HISTORY_DB)
         except sqlite3.Error as exc:
             self.rollback()
-            raise BackendError(f"codex database busy or unreadable ({exc}); "
-                               "nothing was written") from exc
+            raise BackendError(
+                f"codex database busy or unreadable ({exc}); nothing was written"
+            ) from exc
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection | None:
@@ -120,12 +158,16 @@ class Writer:
         if self.state is None:
             return
         have = {str(r[1]) for r in self.state.execute("PRAGMA table_info(threads)")}
-        values = {**{k: v for k, v in REQUIRED.items() if k in have}, **{
-            k: v for k, v in row.items() if k in have and k in COLUMNS and v is not None}}
+        values = {
+            **{k: v for k, v in REQUIRED.items() if k in have},
+            **{k: v for k, v in row.items() if k in have and k in COLUMNS and v is not None},
+        }
         names = [k for k in COLUMNS if k in values]  # names from our fixed list only
-        sql = (f"INSERT INTO threads ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-               f"ON CONFLICT(id) DO UPDATE SET "
-               + ", ".join(f"{k} = excluded.{k}" for k in names if k != "id"))
+        sql = (
+            f"INSERT INTO threads ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT(id) DO UPDATE SET "
+            + ", ".join(f"{k} = excluded.{k}" for k in names if k != "id")
+        )
         self.state.execute(sql, [values[k] for k in names])
 
     def edge(self, parent: str, child: str, status: str) -> None:
@@ -135,13 +177,16 @@ class Writer:
             "INSERT INTO thread_spawn_edges (parent_thread_id, child_thread_id, status) "
             "VALUES (?, ?, ?) ON CONFLICT(child_thread_id) DO UPDATE SET "
             "parent_thread_id = excluded.parent_thread_id, status = excluded.status",
-            (parent, child, status))
+            (parent, child, status),
+        )
 
     def forget_history(self, thread_id: str) -> None:
         if self.history is None:
             return
-        have = {str(r[0]) for r in self.history.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        have = {
+            str(r[0])
+            for r in self.history.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         for table, sql in _DELETE_HISTORY.items():
             if table in have:
                 self.history.execute(sql, (thread_id,))
@@ -187,7 +232,9 @@ def newest_in(codex_home: Path, cwd: str) -> str | None:
             row = conn.execute(
                 "SELECT id FROM threads WHERE cwd = ? AND archived = 0 "
                 "AND COALESCE(thread_source, 'user') != 'subagent' "
-                "ORDER BY updated_at_ms DESC, updated_at DESC LIMIT 1", (cwd,)).fetchone()
+                "ORDER BY updated_at_ms DESC, updated_at DESC LIMIT 1",
+                (cwd,),
+            ).fetchone()
     except sqlite3.Error:
         return None
     return str(row[0]) if row else None

@@ -14,7 +14,8 @@ from commuter.settings import Settings
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 ROLLOUT_RE = re.compile(
-    r"rollout-(\d{4})-(\d{2})-(\d{2})T\d{2}-\d{2}-\d{2}-(" + UUID_RE.pattern + r")\.jsonl")
+    r"rollout-(\d{4})-(\d{2})-(\d{2})T\d{2}-\d{2}-\d{2}-(" + UUID_RE.pattern + r")\.jsonl"
+)
 HEAD_LIMIT = 4 << 20  # the session_meta line carries the base instructions (~20 KB)
 
 
@@ -62,10 +63,10 @@ def count_messages(path: Path) -> int:
     n = 0
     with path.open("rb") as fh:
         for line in fh:
-            if b'"type":"response_item"' in line and b'"type":"message"' in line and (
-                b'"role":"user"' in line or b'"role":"assistant"' in line
+            if (
+                b'"type":"response_item"' in line
+                and b'"type":"message"' in line
+                and (b'"role":"user"' in line or b'"role":"assistant"' in line)
             ):
                 n += 1
     return n
-
-

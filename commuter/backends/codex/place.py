@@ -107,9 +107,12 @@ def _threads_of(source: ImportSource) -> list[Thread]:
     threads = [Thread(source.session_id, source.member(main))]
     for member in source.members:
         if member.startswith("subagents/"):
-            tid = member[len("subagents/"):].removesuffix(".jsonl")
-            if (not member.endswith(".jsonl") or not UUID_RE.fullmatch(tid)
-                    or tid == source.session_id):
+            tid = member[len("subagents/") :].removesuffix(".jsonl")
+            if (
+                not member.endswith(".jsonl")
+                or not UUID_RE.fullmatch(tid)
+                or tid == source.session_id
+            ):
                 raise BackendError(f"bundle member {member!r} is no codex subagent rollout")
             threads.append(Thread(tid, source.member(member)))
     return threads
@@ -136,16 +139,28 @@ def _base_row(source: ImportSource, t: Thread) -> dict[str, Any]:
 
     prompt = text(source.meta, "first_prompt", "")
     src = meta.get("source")
-    return db.clean_row({
-        "source": src if isinstance(src, str) else orjson.dumps(src).decode() if src else "exec",
-        "model_provider": text(meta, "model_provider", "openai"),
-        "cli_version": text(meta, "cli_version", ""),
-        "thread_source": text(meta, "thread_source", None),
-        "created_at": stamp, "updated_at": stamp, "created_at_ms": stamp * 1000,
-        "updated_at_ms": stamp * 1000, "recency_at": stamp, "recency_at_ms": stamp * 1000,
-        "title": prompt, "first_user_message": prompt, "preview": prompt,
-        "history_mode": text(meta, "history_mode", "legacy"),
-    })
+    return db.clean_row(
+        {
+            "source": src
+            if isinstance(src, str)
+            else orjson.dumps(src).decode()
+            if src
+            else "exec",
+            "model_provider": text(meta, "model_provider", "openai"),
+            "cli_version": text(meta, "cli_version", ""),
+            "thread_source": text(meta, "thread_source", None),
+            "created_at": stamp,
+            "updated_at": stamp,
+            "created_at_ms": stamp * 1000,
+            "updated_at_ms": stamp * 1000,
+            "recency_at": stamp,
+            "recency_at_ms": stamp * 1000,
+            "title": prompt,
+            "first_user_message": prompt,
+            "preview": prompt,
+            "history_mode": text(meta, "history_mode", "legacy"),
+        }
+    )
 
 
 def _text(meta: dict[str, Any], key: str) -> str | None:
@@ -180,8 +195,9 @@ def place(
     action = "created"
     if main.local is not None:
         rel = relation(main.local.read_bytes(), main.data)
-        action = {"same": "unchanged", "continuation": "updated",
-                  "behind": "unchanged"}.get(rel, "")
+        action = {"same": "unchanged", "continuation": "updated", "behind": "unchanged"}.get(
+            rel, ""
+        )
         if rel == "behind":
             warnings.append("the local copy of this thread is newer than the bundle's; kept it")
         if not action:
@@ -189,9 +205,11 @@ def place(
             if options.replace:
                 action = "replaced"
             elif options.interactive and options.ask is not None and not options.dry_run:
-                choice = options.ask("this thread differs from the local one; keep both (fork), "
-                                     "replace the local one, or cancel?",
-                                     ("fork", "replace", "cancel"))
+                choice = options.ask(
+                    "this thread differs from the local one; keep both (fork), "
+                    "replace the local one, or cancel?",
+                    ("fork", "replace", "cancel"),
+                )
                 if choice == "cancel":
                     raise BackendError("import cancelled; nothing was written")
                 action = "forked" if choice == "fork" else "replaced"
@@ -238,22 +256,32 @@ def place(
             last_ts = None
     common: dict[str, Any] = {
         "extra": {"source": _source_kind(main.row)},
-        "session_id": main.new_id, "project_dir": target.project,
+        "session_id": main.new_id,
+        "project_dir": target.project,
         "original_session_id": main.old_id if main.new_id != main.old_id else None,
-        "origin": source.origin or None, "last_activity": last_ts,
+        "origin": source.origin or None,
+        "last_activity": last_ts,
     }
     if options.dry_run:
-        return result_of(action="dry-run", planned=action, transcript=main.dest,
-                         warnings=tuple(warnings), **common)
+        return result_of(
+            action="dry-run",
+            planned=action,
+            transcript=main.dest,
+            warnings=tuple(warnings),
+            **common,
+        )
 
     writing = [t for t in threads if t.action in ("created", "updated", "replaced", "forked")]
     replacing = [t for t in writing if t.local is not None]
     for t in replacing:
-        busy = procs.busy_pids([t.local, home / "thread-writer-locks" / f"{t.new_id}.lock"]
-                               if t.local else [])
+        busy = procs.busy_pids(
+            [t.local, home / "thread-writer-locks" / f"{t.new_id}.lock"] if t.local else []
+        )
         if busy:
-            raise BackendError(f"codex (pid {busy[0]}) has thread {t.new_id} open; close it "
-                               "and import again (nothing was written)")
+            raise BackendError(
+                f"codex (pid {busy[0]}) has thread {t.new_id} open; close it "
+                "and import again (nothing was written)"
+            )
     backups: list[Path] = []
     if replacing:
         box = placing.Backups(settings)
@@ -273,14 +301,23 @@ def place(
                 if t in writing:  # a projection of another rollout under this id: stale
                     w.forget_history(t.new_id)
             for edge in source.meta.get("codex_edges") or []:
-                if (isinstance(edge, list) and len(edge) == 3
-                        and all(isinstance(e, str) for e in edge)
-                        and edge[0] in ids and edge[1] in ids):
+                if (
+                    isinstance(edge, list)
+                    and len(edge) == 3
+                    and all(isinstance(e, str) for e in edge)
+                    and edge[0] in ids
+                    and edge[1] in ids
+                ):
                     w.edge(ids[edge[0]], ids[edge[1]], edge[2][:32])
             pending.commit()
             w.commit()
-    return result_of(action=action, transcript=main.dest, backups=tuple(backups),
-                     warnings=tuple(warnings), **common)
+    return result_of(
+        action=action,
+        transcript=main.dest,
+        backups=tuple(backups),
+        warnings=tuple(warnings),
+        **common,
+    )
 
 
 def _source_kind(row: dict[str, Any]) -> str:

@@ -63,7 +63,7 @@ class Rewriter:
     def url(self, value: Any) -> Any:
         if not isinstance(value, str) or not value.startswith("file://"):
             return value
-        local = unquote(value[len("file://"):])
+        local = unquote(value[len("file://") :])
         new = self.paths.apply(local)
         return value if new == local else "file://" + quote(new)
 
@@ -111,8 +111,13 @@ class Rewriter:
         other XML texts it renders (workspace roots), the skills roots under its home."""
         if depth > 8:
             return
-        items = state.items() if isinstance(state, dict) else enumerate(state) \
-            if isinstance(state, list) else ()
+        items = (
+            state.items()
+            if isinstance(state, dict)
+            else enumerate(state)
+            if isinstance(state, list)
+            else ()
+        )
         for key, value in list(items):
             if isinstance(value, (dict, list)):
                 self._world(value, depth + 1)
@@ -174,8 +179,11 @@ class Rewriter:
             elif isinstance(item.get("command"), str):
                 item["command"] = self.text(item["command"])
             if "cwd" in item:
-                item["cwd"] = self.url(item["cwd"]) if str(item["cwd"]).startswith("file://") \
+                item["cwd"] = (
+                    self.url(item["cwd"])
+                    if str(item["cwd"]).startswith("file://")
                     else self.path(item["cwd"])
+                )
             self._parsed(item.get("parsed_cmd"))
         elif kind == "FileChange" and isinstance(item.get("changes"), dict):
             item["changes"] = self._changes(item["changes"])

@@ -72,8 +72,11 @@ class GeminiBackend:
         if result.transcript is None:
             return True
         folder = result.transcript.parent.parent
-        newest = max((cf for cf in chat_files(self.dirs, folder) if cf.chat.has_messages),
-                     key=lambda cf: cf.chat.start_time, default=None)
+        newest = max(
+            (cf for cf in chat_files(self.dirs, folder) if cf.chat.has_messages),
+            key=lambda cf: cf.chat.start_time,
+            default=None,
+        )
         return newest is None or newest.chat.session_id == result.session_id
 
     def launch_argv(self, result: ImportResult) -> list[str] | None:
@@ -94,9 +97,13 @@ class GeminiBackend:
         if when is None:
             when = datetime.fromtimestamp(cf.path.stat().st_mtime, UTC)
         return SessionRef(
-            backend=self.name, session_id=str(cf.chat.session_id),
-            project=Path(project) if project else None, updated_at=when, path=cf.path,
-            size=cf.path.stat().st_size, first_prompt=cf.chat.first_prompt(),
+            backend=self.name,
+            session_id=str(cf.chat.session_id),
+            project=Path(project) if project else None,
+            updated_at=when,
+            path=cf.path,
+            size=cf.path.stat().st_size,
+            first_prompt=cf.chat.first_prompt(),
             has_messages=cf.chat.has_messages,
         )
 
@@ -107,7 +114,9 @@ class GeminiBackend:
             sid = str(cf.chat.session_id)
             old = best.get(sid)
             if old is None or (cf.chat.has_messages, cf.chat.last_updated) > (
-                    old.chat.has_messages, old.chat.last_updated):
+                old.chat.has_messages,
+                old.chat.last_updated,
+            ):
                 best[sid] = cf
         return list(best.values())
 
@@ -121,22 +130,30 @@ class GeminiBackend:
         projects = read_projects(self.dirs)
         if session is None:
             project = os.path.realpath(cwd)
-            files = [cf for folder in folders_for(self.dirs, project)
-                     for cf in chat_files(self.dirs, folder) if cf.chat.has_messages]
+            files = [
+                cf
+                for folder in folders_for(self.dirs, project)
+                for cf in chat_files(self.dirs, folder)
+                if cf.chat.has_messages
+            ]
             if not files:
                 raise SessionNotFound(f"no Gemini CLI chat for {project}")
             return self._ref(max(files, key=lambda cf: cf.chat.last_updated), projects)
         prefix = session.strip().lower()
         if not _PREFIX_RE.match(prefix):
             raise SessionNotFound(f"session {session!r} not found")
-        matches = [cf for cf in self._unique(list(chat_files(self.dirs)))
-                   if str(cf.chat.session_id).startswith(prefix)]
+        matches = [
+            cf
+            for cf in self._unique(list(chat_files(self.dirs)))
+            if str(cf.chat.session_id).startswith(prefix)
+        ]
         if not matches:
             raise SessionNotFound(f"session {session} not found in {self.dirs.tmp}")
         if len(matches) > 1:
             shown = ", ".join(sorted(str(cf.chat.session_id)[:12] for cf in matches)[:5])
             raise AmbiguousSession(
-                f"{session} matches {len(matches)} sessions ({shown}); give more characters")
+                f"{session} matches {len(matches)} sessions ({shown}); give more characters"
+            )
         return self._ref(matches[0], projects)
 
     def collect(self, ref: SessionRef) -> ExportPlan:
@@ -200,8 +217,11 @@ def _project_members(project: Path, own: Path) -> list[tuple[str, Path | bytes]]
             dirs[:] = sorted(d for d in dirs if not Path(root, d).is_symlink())
             for name in sorted(files):
                 path = Path(root, name)
-                if path.is_symlink() or not path.is_file() or \
-                        path.stat().st_size > MAX_PROJECT_FILE:
+                if (
+                    path.is_symlink()
+                    or not path.is_file()
+                    or path.stat().st_size > MAX_PROJECT_FILE
+                ):
                     continue
                 rel = path.relative_to(project).as_posix()
                 try:
@@ -219,8 +239,9 @@ def _cli() -> Check:
     if found is None:
         return ("gemini cli", False, "gemini not on PATH")
     try:
-        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=20,
-                             check=False).stdout.strip()
+        out = subprocess.run(
+            [found, "--version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         out = ""
     return ("gemini cli", True, f"{found} {out}".strip())

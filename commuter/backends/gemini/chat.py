@@ -84,8 +84,10 @@ def slug_of(dirs: GeminiDirs, project: str) -> str | None:
     """The slug gemini uses for `project` if it has one here (projects.json when the markers
     agree, else any tmp/ or history/ folder whose marker names it)."""
     slug = read_projects(dirs).get(project)
-    if slug and SLUG_RE.match(slug) and all(
-        marker(base / slug) in (None, project) for base in (dirs.tmp, dirs.history)
+    if (
+        slug
+        and SLUG_RE.match(slug)
+        and all(marker(base / slug) in (None, project) for base in (dirs.tmp, dirs.history))
     ):
         return slug
     for base in (dirs.tmp, dirs.history):
@@ -110,8 +112,10 @@ def claim_slug(dirs: GeminiDirs, project: str) -> str:
         owners = [marker(b / candidate) for b in (dirs.tmp, dirs.history)]
         if any(o is not None and o != project for o in owners):
             continue
-        if any((b / candidate).exists() and not (b / candidate).is_dir()
-               for b in (dirs.tmp, dirs.history)):
+        if any(
+            (b / candidate).exists() and not (b / candidate).is_dir()
+            for b in (dirs.tmp, dirs.history)
+        ):
             continue
         return candidate
     raise RuntimeError("no free gemini slug")  # pragma: no cover
@@ -139,8 +143,8 @@ class Chat:
         for mid in self.ids:
             msg = self.messages[mid]
             if msg.get("type") == "gemini" and (
-                    _text(msg.get("content")).strip() or msg.get("toolCalls")
-                    or msg.get("thoughts")):
+                _text(msg.get("content")).strip() or msg.get("toolCalls") or msg.get("thoughts")
+            ):
                 return True
             if msg.get("type") == "user" and not _is_context(msg):
                 return True
@@ -160,8 +164,9 @@ class Chat:
         for mid in self.ids:
             msg = self.messages[mid]
             if _is_context(msg):
-                found = re.search(r"\*\*Workspace Directories:\*\*\n\s+- (/[^\n]*)",
-                                  _text(msg.get("content")))
+                found = re.search(
+                    r"\*\*Workspace Directories:\*\*\n\s+- (/[^\n]*)", _text(msg.get("content"))
+                )
                 if found:
                     return found.group(1)
         return None
@@ -171,8 +176,11 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content
-                       if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return ""
 
 
@@ -259,8 +267,10 @@ def parse_time(text: str) -> datetime | None:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{datetime.now(UTC).microsecond // 1000:03d}Z"
+    return (
+        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{datetime.now(UTC).microsecond // 1000:03d}Z"
+    )
 
 
 def file_name(start_time: str, sid: str, suffix: str = ".jsonl") -> str:
@@ -337,8 +347,20 @@ def folders_for(dirs: GeminiDirs, project: str) -> list[Path]:
 # --- rewrite ----------------------------------------------------------------------------------
 
 # Keys whose string value is a path (tool args, subagent folders).
-PATH_KEYS = frozenset({"file_path", "dir_path", "path", "absolute_path", "directory",
-                       "directories", "cwd", "workspace", "paths", "include_directories"})
+PATH_KEYS = frozenset(
+    {
+        "file_path",
+        "dir_path",
+        "path",
+        "absolute_path",
+        "directory",
+        "directories",
+        "cwd",
+        "workspace",
+        "paths",
+        "include_directories",
+    }
+)
 # Subtrees whose texts gemini's own tools wrote (output of tools, their display): paths in
 # them are translated wherever they stand.
 TEXT_KEYS = frozenset({"functionResponse", "resultDisplay", "result"})
@@ -358,7 +380,8 @@ class Rewriter:
         if self.pairs:
             alternatives = "|".join(re.escape(s) for s, _ in self.pairs)
             self._re: re.Pattern[str] | None = re.compile(
-                rf"(?<![\w./-])({alternatives})(?=$|[/\s\"'`:),;\]}}>])")
+                rf"(?<![\w./-])({alternatives})(?=$|[/\s\"'`:),;\]}}>])"
+            )
         else:
             self._re = None
         self._map = dict(self.pairs)
@@ -366,7 +389,7 @@ class Rewriter:
     def path(self, text: str) -> str:
         for src, dst in self.pairs:
             if text == src or text.startswith(src + "/"):
-                return dst + text[len(src):]
+                return dst + text[len(src) :]
         return text
 
     def text(self, text: str) -> str:
@@ -379,8 +402,11 @@ class Rewriter:
             if self.new_sid and record.get("sessionId") == self.old_sid:
                 record = {**record, "sessionId": self.new_sid}
             update = record.get("$set")
-            if (isinstance(update, dict) and self.new_sid
-                    and update.get("sessionId") == self.old_sid):
+            if (
+                isinstance(update, dict)
+                and self.new_sid
+                and update.get("sessionId") == self.old_sid
+            ):
                 record = {**record, "$set": {**update, "sessionId": self.new_sid}}
         return self._walk(record, key=None, texts=False)
 
@@ -394,8 +420,10 @@ class Rewriter:
         if isinstance(value, list):
             return [self._walk(v, key, texts) for v in value]
         if isinstance(value, dict):
-            return {k: self._walk(v, k if not isinstance(v, (dict,)) else None,
-                                  texts or k in TEXT_KEYS) for k, v in value.items()}
+            return {
+                k: self._walk(v, k if not isinstance(v, (dict,)) else None, texts or k in TEXT_KEYS)
+                for k, v in value.items()
+            }
         return value
 
     def copy(self, src: Path, out: Any, touch: str | None = None) -> None:
@@ -417,5 +445,9 @@ class Rewriter:
                 except ValueError:
                     out.write(line if line.endswith(b"\n") else line + b"\n")
                     continue
-                out.write(json.dumps(self.record(record), ensure_ascii=False,
-                                     separators=(",", ":")).encode() + b"\n")
+                out.write(
+                    json.dumps(
+                        self.record(record), ensure_ascii=False, separators=(",", ":")
+                    ).encode()
+                    + b"\n"
+                )

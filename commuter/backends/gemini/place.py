@@ -86,8 +86,9 @@ class _Plan:
     backups: list[Path] = field(default_factory=list)
 
 
-def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
-          options: ImportOptions) -> ImportResult:
+def place(
+    settings: Settings, dirs: GeminiDirs, source: ImportSource, options: ImportOptions
+) -> ImportResult:
     sid = source.session_id
     if not is_session_id(sid):
         raise BundleError(f"bundle names a session id {sid!r} that is not a Gemini CLI one")
@@ -103,9 +104,14 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
         raise BundleError(f"bundle's chat does not read as one ({exc})") from exc
     if incoming.session_id != sid or incoming.kind == "subagent":
         raise BundleError(f"bundle's chat is not the main chat of session {sid}")
-    subs = [n for n in source.members
-            if n.startswith(f"session/{sid}/") and SUB_RE.match(n.rsplit("/", 1)[1])
-            and n.count("/") == 2 and ".." not in n]
+    subs = [
+        n
+        for n in source.members
+        if n.startswith(f"session/{sid}/")
+        and SUB_RE.match(n.rsplit("/", 1)[1])
+        and n.count("/") == 2
+        and ".." not in n
+    ]
 
     where = resolve_target(settings, source, options)
     target = Path(os.path.realpath(where.project))
@@ -114,8 +120,17 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
     folder = dirs.tmp / slug
     chats = folder / "chats"
     plan = _decide(dirs, folder, sid, incoming, incoming_path.suffix, options)
-    for path in (dirs.root, dirs.tmp, folder, chats, chats / plan.sid, dirs.history,
-                 dirs.history / slug, dirs.projects_json, plan.dest):
+    for path in (
+        dirs.root,
+        dirs.tmp,
+        folder,
+        chats,
+        chats / plan.sid,
+        dirs.history,
+        dirs.history / slug,
+        dirs.projects_json,
+        plan.dest,
+    ):
         if path.is_symlink():
             raise BackendError(f"{path} is a symlink; not writing through it")
     plan.warnings += confirm_git_state(source, target, options)
@@ -124,18 +139,29 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
 
         pids = busy_pids(project)
         if pids:
-            raise SessionBusy(f"gemini is running in {project} (pid {pids[0]}) and may be "
-                              f"writing to session {plan.sid}; quit it first, then import again")
+            raise SessionBusy(
+                f"gemini is running in {project} (pid {pids[0]}) and may be "
+                f"writing to session {plan.sid}; quit it first, then import again"
+            )
     config = project_config(dirs)
     backups = Backups(settings)
     if options.dry_run:
         plan.warnings += project_conflicts(source, target, config, options)
-        return dataclasses.replace(_result(plan, project, "dry-run", sid, source),
-                                   planned=plan.action)
+        return dataclasses.replace(
+            _result(plan, project, "dry-run", sid, source), planned=plan.action
+        )
     if plan.action == "unchanged":
         _defuse_cleanup(dirs, settings, plan)
-        write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
-                            warnings=plan.warnings, backed_up=plan.backups)
+        write_project_files(
+            source,
+            target,
+            config,
+            options,
+            backups=backups,
+            sid=plan.sid,
+            warnings=plan.warnings,
+            backed_up=plan.backups,
+        )
         return _result(plan, project, plan.action, sid, source)
 
     pairs: list[tuple[str, str]] = []
@@ -158,8 +184,9 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
                 if plan.dest.suffix == ".jsonl":
                     # gemini's cleanup deletes chats not updated for 30 days: the import is an
                     # update here.
-                    out.write(json.dumps({"$set": {"lastUpdated": _later(incoming)}}).encode()
-                              + b"\n")
+                    out.write(
+                        json.dumps({"$set": {"lastUpdated": _later(incoming)}}).encode() + b"\n"
+                    )
             for name in subs:
                 dest = chats / plan.sid / name.rsplit("/", 1)[1]
                 with pending.writer(dest) as out:
@@ -180,17 +207,28 @@ def place(settings: Settings, dirs: GeminiDirs, source: ImportSource,
             os.chmod(made, 0o644)
     _register(dirs, project, slug, plan.warnings)
     _defuse_cleanup(dirs, settings, plan)
-    write_project_files(source, target, config, options, backups=backups, sid=plan.sid,
-                        warnings=plan.warnings, backed_up=plan.backups)
+    write_project_files(
+        source,
+        target,
+        config,
+        options,
+        backups=backups,
+        sid=plan.sid,
+        warnings=plan.warnings,
+        backed_up=plan.backups,
+    )
     return _result(plan, project, plan.action, sid, source)
 
 
 def project_config(dirs: GeminiDirs) -> ProjectConfig:
     """The project files gemini reads, never inside its own dir (a chat of ~ itself)."""
     return ProjectConfig(
-        files=("GEMINI.md", ".gemini/settings.json"), dirs=(".gemini/commands",),
-        runs_commands=(".gemini/settings.json",), steers="steers gemini",
-        runs="can run commands (hooks, MCP servers)", own_dir=dirs.root,
+        files=("GEMINI.md", ".gemini/settings.json"),
+        dirs=(".gemini/commands",),
+        runs_commands=(".gemini/settings.json",),
+        steers="steers gemini",
+        runs="can run commands (hooks, MCP servers)",
+        own_dir=dirs.root,
         own_dir_name="Gemini CLI's own dir",
     )
 
@@ -226,8 +264,10 @@ def _register(dirs: GeminiDirs, project: str, slug: str, warnings: list[str]) ->
                     os.rmdir(lock)
                 continue
             if time.monotonic() > deadline:
-                warnings.append(f"{dirs.projects_json} stayed locked; gemini finds the chat "
-                                "by its folder's .project_root")
+                warnings.append(
+                    f"{dirs.projects_json} stayed locked; gemini finds the chat "
+                    "by its folder's .project_root"
+                )
                 return
             time.sleep(0.05)
     try:
@@ -250,8 +290,9 @@ def _projects_json(dirs: GeminiDirs, project: str, slug: str) -> bytes | None:
     except FileNotFoundError:
         data = {}
     except (OSError, ValueError) as exc:
-        raise BackendError(f"{dirs.projects_json} does not read as JSON ({exc}); "
-                           "not changing it") from exc
+        raise BackendError(
+            f"{dirs.projects_json} does not read as JSON ({exc}); not changing it"
+        ) from exc
     if not isinstance(data, dict):
         raise BackendError(f"{dirs.projects_json} is not a JSON object; not changing it")
     projects = data.setdefault("projects", {})
@@ -263,8 +304,9 @@ def _projects_json(dirs: GeminiDirs, project: str, slug: str) -> bytes | None:
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def _decide(dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: str,
-            options: ImportOptions) -> _Plan:
+def _decide(
+    dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: str, options: ImportOptions
+) -> _Plan:
     chats = folder / "chats"
     local = [cf for cf in chat_files(dirs, folder) if cf.chat.session_id == sid]
     local.sort(key=lambda cf: (cf.chat.has_messages, cf.chat.last_updated), reverse=True)
@@ -277,8 +319,12 @@ def _decide(dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: st
     if rel is Relation.IDENTICAL:
         return _Plan(sid, mine.path, "unchanged")
     if rel is Relation.LOCAL_NEWER and not options.replace:
-        return _Plan(sid, mine.path, "unchanged",
-                     [f"the local copy of session {sid} is newer than the bundle's; kept it"])
+        return _Plan(
+            sid,
+            mine.path,
+            "unchanged",
+            [f"the local copy of session {sid} is newer than the bundle's; kept it"],
+        )
     action = "updated" if rel is Relation.CONTINUED else "fork"
     if action == "fork":
         if options.replace:
@@ -286,7 +332,8 @@ def _decide(dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: st
         elif options.interactive and options.ask is not None:
             choice = options.ask(
                 f"session {sid} differs from the local copy (both have new messages)",
-                ("fork", "replace", "cancel"))
+                ("fork", "replace", "cancel"),
+            )
             if choice == "cancel":
                 raise BackendError("import cancelled; nothing was written")
             action = "replaced" if choice == "replace" else "fork"
@@ -299,10 +346,17 @@ def _decide(dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: st
     new = str(uuid.uuid4())
     while new[:8] in taken:
         new = str(uuid.uuid4())
-    note = ("an import would make a fork with a new id" if options.dry_run
-            else f"imported as a fork {new}")
-    return _Plan(new, chats / file_name(incoming.start_time, new, suffix), "forked",
-                 [f"session {sid} diverged from the local copy; {note}"])
+    note = (
+        "an import would make a fork with a new id"
+        if options.dry_run
+        else f"imported as a fork {new}"
+    )
+    return _Plan(
+        new,
+        chats / file_name(incoming.start_time, new, suffix),
+        "forked",
+        [f"session {sid} diverged from the local copy; {note}"],
+    )
 
 
 def _names(folder: Path) -> list[str]:
@@ -325,12 +379,23 @@ def _earlier_fork(dirs: GeminiDirs, folder: Path, sid: str, new_ids: list[str]) 
         if rel is Relation.DIVERGENT:
             continue
         if rel is Relation.CONTINUED:
-            return _Plan(fork, cf.path, "updated",
-                         [f"session {sid} diverged from the local copy; updated its fork {fork}"])
-        note = ("is the same as the bundle's" if rel is Relation.IDENTICAL
-                else "is newer than the bundle's; kept it")
-        return _Plan(fork, cf.path, "unchanged",
-                     [f"session {sid} was imported before as the fork {fork}, which {note}"])
+            return _Plan(
+                fork,
+                cf.path,
+                "updated",
+                [f"session {sid} diverged from the local copy; updated its fork {fork}"],
+            )
+        note = (
+            "is the same as the bundle's"
+            if rel is Relation.IDENTICAL
+            else "is newer than the bundle's; kept it"
+        )
+        return _Plan(
+            fork,
+            cf.path,
+            "unchanged",
+            [f"session {sid} was imported before as the fork {fork}, which {note}"],
+        )
     return None
 
 
@@ -342,9 +407,13 @@ def _defuse_cleanup(dirs: GeminiDirs, settings: Settings, plan: _Plan) -> None:
     chats = plan.dest.parent
     for name in sorted(_names(chats)):
         path = chats / name
-        if (path == plan.dest or not name.startswith("session-")
-                or not name.endswith((f"-{short}.json", f"-{short}.jsonl"))
-                or not path.is_file() or path.is_symlink()):
+        if (
+            path == plan.dest
+            or not name.startswith("session-")
+            or not name.endswith((f"-{short}.json", f"-{short}.jsonl"))
+            or not path.is_file()
+            or path.is_symlink()
+        ):
             continue
         try:
             empty = not read_chat(path).has_messages
@@ -353,16 +422,24 @@ def _defuse_cleanup(dirs: GeminiDirs, settings: Settings, plan: _Plan) -> None:
         if empty:
             plan.backups.append(Backups(settings).file(plan.sid, path))
             path.unlink()
-            plan.warnings.append(f"moved {name} (no messages; gemini's cleanup would delete "
-                                 "the chat with it) into the backups")
+            plan.warnings.append(
+                f"moved {name} (no messages; gemini's cleanup would delete "
+                "the chat with it) into the backups"
+            )
 
 
-def _result(plan: _Plan, project: str, action: str, original: str,
-            source: ImportSource) -> ImportResult:
+def _result(
+    plan: _Plan, project: str, action: str, original: str, source: ImportSource
+) -> ImportResult:
     last = parse_time(str(source.meta.get("last_activity") or ""))
     return ImportResult(
-        session_id=plan.sid, project_dir=Path(project), action=action, transcript=plan.dest,
-        backups=tuple(plan.backups), warnings=tuple(plan.warnings),
+        session_id=plan.sid,
+        project_dir=Path(project),
+        action=action,
+        transcript=plan.dest,
+        backups=tuple(plan.backups),
+        warnings=tuple(plan.warnings),
         original_session_id=original if plan.sid != original else None,
-        origin=source.origin or None, last_activity=last.timestamp() if last else None,
+        origin=source.origin or None,
+        last_activity=last.timestamp() if last else None,
     )
