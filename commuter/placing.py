@@ -309,3 +309,64 @@ class Pending:
         for tmp, dest in [*self._files[1:], *self._files[:1]]:
             os.replace(tmp, dest)
         self._done = True
+
+
+def project_members(
+    project: Path,
+    files: tuple[str, ...],
+    dirs: tuple[str, ...],
+    *,
+    max_size: int = 1 << 20,
+    max_count: int = 500,
+) -> list[tuple[str, Path | bytes]]:
+    """Export side of a backend's project config: `project/<rel>` members for the regular
+    `files` and everything under `dirs` (no symlinks followed, each at most `max_size`, names
+    UTF-8, at most `max_count` in all)."""
+    if not project.is_dir():
+        return []
+    found: list[tuple[str, Path | bytes]] = []
+    for rel in files:
+        path = project / rel
+        if path.is_file() and not path.is_symlink() and path.stat().st_size <= max_size:
+            found.append((f"project/{rel}", path))
+    for rel_dir in dirs:
+        base = project / rel_dir
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for root, subdirs, names in os.walk(base):
+            subdirs[:] = sorted(d for d in subdirs if not Path(root, d).is_symlink())
+            for name in sorted(names):
+                path = Path(root, name)
+                if path.is_symlink() or not path.is_file() or path.stat().st_size > max_size:
+                    continue
+                rel = path.relative_to(project).as_posix()
+                if not _is_utf8(rel):  # a bundle member name must be UTF-8: leave it home
+                    continue
+                found.append((f"project/{rel}", path))
+                if len(found) >= max_count:
+                    return found
+    return found
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by the filesystem decoder as surrogates
+        return False
+    return True
+
+
+def divergence_action(sid: str, options: ImportOptions) -> str:
+    """What to do with a session both sides went on with: "replaced" (--replace, or a yes on
+    the terminal) or "fork"; BackendError on cancel (nothing written)."""
+    if options.replace:
+        return "replaced"
+    if options.interactive and options.ask is not None:
+        choice = options.ask(
+            f"session {sid} differs from the local copy (both have new messages)",
+            ("fork", "replace", "cancel"),
+        )
+        if choice == "cancel":
+            raise BackendError("import cancelled; nothing was written")
+        return "replaced" if choice == "replace" else "fork"
+    return "fork"

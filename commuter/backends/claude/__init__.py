@@ -371,35 +371,8 @@ def _history_lines(history: Path, sid: str) -> bytes:
 
 def _project_members(project: Path) -> list[tuple[str, Path | bytes]]:
     """Project config Claude reads: .claude/settings.json, CLAUDE.md, .claude/commands/**."""
-    if not project.is_dir():
-        return []
-    found: list[tuple[str, Path | bytes]] = []
-    for rel in PROJECT_FILES:
-        path = project / rel
-        if path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_PROJECT_FILE:
-            found.append((f"project/{rel}", path))
-    for rel_dir in PROJECT_DIRS:
-        base = project / rel_dir
-        if not base.is_dir() or base.is_symlink():
-            continue
-        for root, dirs, files in os.walk(base):
-            dirs[:] = sorted(d for d in dirs if not Path(root, d).is_symlink())
-            for name in sorted(files):
-                path = Path(root, name)
-                if path.is_symlink() or path.stat().st_size > MAX_PROJECT_FILE:
-                    continue
-                rel = path.relative_to(project).as_posix()
-                if not _is_utf8(rel):  # a bundle member name must be UTF-8: leave it home
-                    continue
-                found.append((f"project/{rel}", path))
-                if len(found) >= MAX_PROJECT_FILES:
-                    return found
-    return found
+    from commuter.placing import project_members
 
-
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes, kept by the filesystem decoder as surrogates
-        return False
-    return True
+    return project_members(
+        project, PROJECT_FILES, PROJECT_DIRS, max_size=MAX_PROJECT_FILE, max_count=MAX_PROJECT_FILES
+    )

@@ -26,7 +26,7 @@ from commuter.backends.claude.paths import (
     read_entrypoint,
 )
 from commuter.backends.claude.rewrite import Rewriter, backup_hash
-from commuter.errors import BackendError, BundleError, SessionBusy
+from commuter.errors import BundleError, SessionBusy
 from commuter.model import ImportOptions, ImportResult
 from commuter.pathmap import PathMap
 from commuter.placing import (
@@ -34,6 +34,7 @@ from commuter.placing import (
     Pending,
     ProjectConfig,
     confirm_git_state,
+    divergence_action,
     project_conflicts,
     resolve_target,
     write_project_files,
@@ -222,18 +223,9 @@ def _decide(
             "unchanged",
             [f"the local copy of session {sid} is newer than the bundle's; kept it"],
         )
-    action = "updated" if relation is lineage.Relation.CONTINUED else "fork"
-    if action == "fork":
-        if options.replace:
-            action = "replaced"
-        elif options.interactive and options.ask is not None:
-            choice = options.ask(
-                f"session {sid} differs from the local copy (both have new messages)",
-                ("fork", "replace", "cancel"),
-            )
-            if choice == "cancel":
-                raise BackendError("import cancelled; nothing was written")
-            action = "replaced" if choice == "replace" else "fork"
+    action = (
+        "updated" if relation is lineage.Relation.CONTINUED else divergence_action(sid, options)
+    )
     if action == "fork":
         earlier = _earlier_fork(sid, target, dest, incoming)
         if earlier is not None:

@@ -204,34 +204,11 @@ def _project_members(project: Path, own: Path) -> list[tuple[str, Path | bytes]]
     of ~ itself: its .gemini/ is the user's settings)."""
     if not project.is_dir() or os.path.realpath(project / ".gemini") == os.path.realpath(own):
         return []
-    found: list[tuple[str, Path | bytes]] = []
-    for rel in PROJECT_FILES:
-        path = project / rel
-        if path.is_file() and not path.is_symlink() and path.stat().st_size <= MAX_PROJECT_FILE:
-            found.append((f"project/{rel}", path))
-    for rel_dir in PROJECT_DIRS:
-        base = project / rel_dir
-        if not base.is_dir() or base.is_symlink():
-            continue
-        for root, dirs, files in os.walk(base):
-            dirs[:] = sorted(d for d in dirs if not Path(root, d).is_symlink())
-            for name in sorted(files):
-                path = Path(root, name)
-                if (
-                    path.is_symlink()
-                    or not path.is_file()
-                    or path.stat().st_size > MAX_PROJECT_FILE
-                ):
-                    continue
-                rel = path.relative_to(project).as_posix()
-                try:
-                    rel.encode("utf-8")
-                except UnicodeEncodeError:
-                    continue
-                found.append((f"project/{rel}", path))
-                if len(found) >= MAX_PROJECT_FILES:
-                    return found
-    return found
+    from commuter.placing import project_members
+
+    return project_members(
+        project, PROJECT_FILES, PROJECT_DIRS, max_size=MAX_PROJECT_FILE, max_count=MAX_PROJECT_FILES
+    )
 
 
 def _cli() -> Check:

@@ -38,6 +38,7 @@ from commuter.placing import (
     Pending,
     ProjectConfig,
     confirm_git_state,
+    divergence_action,
     project_conflicts,
     resolve_target,
     write_project_files,
@@ -325,18 +326,7 @@ def _decide(
             "unchanged",
             [f"the local copy of session {sid} is newer than the bundle's; kept it"],
         )
-    action = "updated" if rel is Relation.CONTINUED else "fork"
-    if action == "fork":
-        if options.replace:
-            action = "replaced"
-        elif options.interactive and options.ask is not None:
-            choice = options.ask(
-                f"session {sid} differs from the local copy (both have new messages)",
-                ("fork", "replace", "cancel"),
-            )
-            if choice == "cancel":
-                raise BackendError("import cancelled; nothing was written")
-            action = "replaced" if choice == "replace" else "fork"
+    action = "updated" if rel is Relation.CONTINUED else divergence_action(sid, options)
     if action != "fork":
         return _Plan(sid, mine.path, action)
     earlier = _earlier_fork(dirs, folder, sid, new_ids)
