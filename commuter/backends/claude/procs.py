@@ -8,20 +8,13 @@ from pathlib import Path
 import orjson
 
 from commuter.backends.claude.paths import claude_project_folder, is_project_dir_name
+from commuter.procscan import PROC, Process, others, read_small
 
 
 def _is_claude(cmdline: list[str], comm: str) -> bool:
     if comm == "claude":
         return True
     return any(os.path.basename(arg) == "claude" for arg in cmdline[:2])
-
-
-def _read(path: Path, limit: int = 65536) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(limit)
-    except OSError:
-        return b""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -34,61 +27,36 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def busy_pids(transcript: Path, session_id: str, proc: Path = Path("/proc")) -> list[int]:
+def busy_pids(transcript: Path, session_id: str, proc: Path = PROC) -> list[int]:
     """Pids of claude processes that hold `transcript` open or run that session in its folder."""
-    found: list[int] = []
-    try:
-        entries = [e for e in os.scandir(proc) if e.name.isdigit()]
-    except OSError:
-        return found
-    target = os.path.realpath(transcript)
+    target = {os.path.realpath(transcript)}
     folder = transcript.parent.name
-    me = os.getpid()
-    for entry in entries:
-        pid = int(entry.name)
-        if pid == me:
+    found: list[int] = []
+    for p in others(proc):
+        cmdline = p.cmdline()
+        if not _is_claude(cmdline, p.comm()):
             continue
-        base = Path(entry.path)
-        cmdline = [a.decode(errors="replace") for a in _read(base / "cmdline").split(b"\0") if a]
-        comm = _read(base / "comm").decode(errors="replace").strip()
-        if not _is_claude(cmdline, comm):
+        if p.holds_open(target):
+            found.append(p.pid)
             continue
-        if _holds_open(base, target):
-            found.append(pid)
+        cwd = p.cwd()
+        if cwd is None:
             continue
-        try:
-            cwd = os.readlink(base / "cwd")
-        except OSError:
-            continue
-        if _folder_of(base, cwd) == folder and (
+        if _folder_of(p, cwd) == folder and (
             session_id in " ".join(cmdline) or "--continue" in cmdline or "-c" in cmdline
         ):
-            found.append(pid)
+            found.append(p.pid)
     return found
 
 
-def _folder_of(base: Path, cwd: str) -> str:
+def _folder_of(p: Process, cwd: str) -> str:
     """The project folder a claude process uses: CLAUDE_CODE_PROJECT_DIR_NAME from its
     environment when CLAUDE_CONFIG_DIR is set there too (as Claude honours it), else cwd's."""
-    env = dict(item.split(b"=", 1) for item in _read(base / "environ").split(b"\0") if b"=" in item)
+    env = p.environ()
     name = env.get(b"CLAUDE_CODE_PROJECT_DIR_NAME", b"").decode(errors="replace")
     if env.get(b"CLAUDE_CONFIG_DIR") and is_project_dir_name(name):
         return name
     return claude_project_folder(cwd)
-
-
-def _holds_open(base: Path, target: str) -> bool:
-    try:
-        fds = list(os.scandir(base / "fd"))
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(fd.path) == target:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def named_in_sessions_dir(sessions_dir: Path, session_id: str) -> bool:
@@ -99,7 +67,7 @@ def named_in_sessions_dir(sessions_dir: Path, session_id: str) -> bool:
         return False
     needle = session_id.encode()
     for path in files:
-        data = _read(path)
+        data = read_small(path)
         if needle not in data:
             continue
         pid: object = None

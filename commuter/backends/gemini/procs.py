@@ -9,39 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-def _read(path: Path, limit: int = 65536) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(limit)
-    except OSError:
-        return b""
+from commuter.procscan import PROC, others
 
 
 def is_gemini(cmdline: list[str]) -> bool:
     return any(os.path.basename(arg) in ("gemini", "gemini.js") for arg in cmdline[:2])
 
 
-def busy_pids(project: str, proc: Path = Path("/proc")) -> list[int]:
+def busy_pids(project: str, proc: Path = PROC) -> list[int]:
     """Pids of gemini processes running in `project` (a realpath)."""
-    found: list[int] = []
-    try:
-        entries = [e for e in os.scandir(proc) if e.name.isdigit()]
-    except OSError:
-        return found
-    me = os.getpid()
-    for entry in entries:
-        pid = int(entry.name)
-        if pid == me:
-            continue
-        base = Path(entry.path)
-        cmdline = [a.decode(errors="replace") for a in _read(base / "cmdline").split(b"\0") if a]
-        if not is_gemini(cmdline):
-            continue
-        try:
-            cwd = os.readlink(base / "cwd")
-        except OSError:
-            continue
-        if cwd == project:
-            found.append(pid)
-    return found
+    return [p.pid for p in others(proc) if is_gemini(p.cmdline()) and p.cwd() == project]
