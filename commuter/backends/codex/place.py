@@ -3,21 +3,24 @@ the rollouts through placing.Pending and their rows in one SQLite transaction.""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
 from commuter import placing
 from commuter.backends.codex import db, procs
-from commuter.backends.codex.paths import ROLLOUT_RE, UUID_RE, rollouts, row_path
+from commuter.backends.codex.paths import HEAD_LIMIT, ROLLOUT_RE, UUID_RE, rollouts, row_path
 from commuter.backends.codex.rewrite import Rewriter
 from commuter.errors import BackendError
+from commuter.fsutil import CHUNK
 from commuter.model import ImportOptions, ImportResult
 from commuter.pathmap import PathMap
 
@@ -34,36 +37,39 @@ def uuid7() -> str:
     return str(uuid.UUID(bytes=bytes(raw)))
 
 
-def _keys(data: bytes) -> list[tuple[Any, ...]]:
-    """Each rollout line's identity (timestamp, ordinal, type): unchanged by path rewrites."""
-    out: list[tuple[Any, ...]] = []
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            out.append((line,))
-            continue
-        if isinstance(obj, dict):
-            payload = obj.get("payload")
-            sub = payload.get("type") if isinstance(payload, dict) else None
-            out.append((obj.get("timestamp"), obj.get("ordinal"), obj.get("type"), sub))
-        else:
-            out.append((line,))
-    return out
+_END = object()
 
 
-def relation(local: bytes, incoming: bytes) -> str:
+def _keys(path: Path) -> Iterator[tuple[Any, ...]]:
+    """Each rollout line's identity (timestamp, ordinal, type): unchanged by path rewrites.
+    Read a line at a time (a rollout may be hundreds of MB)."""
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield (line.rstrip(b"\r\n"),)
+                continue
+            if isinstance(obj, dict):
+                payload = obj.get("payload")
+                sub = payload.get("type") if isinstance(payload, dict) else None
+                yield (obj.get("timestamp"), obj.get("ordinal"), obj.get("type"), sub)
+            else:
+                yield (line.rstrip(b"\r\n"),)
+
+
+def relation(local: Path, incoming: Path) -> str:
     """same | continuation (incoming extends local) | behind (local extends it) | divergent."""
-    a, b = _keys(local), _keys(incoming)
-    if a == b:
-        return "same"
-    if b[: len(a)] == a:
-        return "continuation"
-    if a[: len(b)] == b:
-        return "behind"
-    return "divergent"
+    for a, b in itertools.zip_longest(_keys(local), _keys(incoming), fillvalue=_END):
+        if a is _END:
+            return "continuation"
+        if b is _END:
+            return "behind"
+        if a != b:
+            return "divergent"
+    return "same"
 
 
 @dataclass
@@ -72,7 +78,6 @@ class Thread:
 
     old_id: str
     member: Path
-    data: bytes = b""
     new_id: str = ""
     dest: Path | None = None
     local: Path | None = None
@@ -124,7 +129,8 @@ def _base_row(source: ImportSource, t: Thread) -> dict[str, Any]:
     if row is not None:
         return db.clean_row(row)
     # No row at the source (a fresh ~/.codex there): what codex's own backfill takes.
-    first = t.data.split(b"\n", 1)[0]
+    with t.member.open("rb") as fh:
+        first = fh.readline(HEAD_LIMIT)
     try:
         meta = orjson.loads(first).get("payload") or {}
     except (orjson.JSONDecodeError, AttributeError):
@@ -182,9 +188,6 @@ def place(
     pairs += list(PathMap.from_config(target.path_maps).pairs)
     paths = PathMap.of(pairs)
     rewriter = Rewriter(paths, PathMap.of([(src_home, str(home))]) if src_home else None)
-    for t in threads:
-        with t.member.open("rb") as fh:
-            t.data = b"".join(rewriter.line(line) for line in fh)
 
     rows = db.read_threads(home)
     files = rollouts(home)
@@ -194,7 +197,7 @@ def place(
     main = threads[0]
     action = "created"
     if main.local is not None:
-        rel = relation(main.local.read_bytes(), main.data)
+        rel = relation(main.local, main.member)
         action = {"same": "unchanged", "continuation": "updated", "behind": "unchanged"}.get(
             rel, ""
         )
@@ -218,8 +221,6 @@ def place(
     if action == "forked":
         ids = {t.old_id: uuid7() for t in threads}
         for t in threads:
-            for old, new in ids.items():
-                t.data = t.data.replace(old.encode(), new.encode())
             t.local = None
     for t in threads:
         t.new_id = ids[t.old_id]
@@ -228,7 +229,7 @@ def place(
         elif t.local is None:
             t.action = "created"
         else:
-            rel = relation(t.local.read_bytes(), t.data)
+            rel = relation(t.local, t.member)
             t.action = "unchanged" if rel in ("same", "behind") else "updated"
         if t.local is not None:
             t.dest = t.local
@@ -271,6 +272,8 @@ def place(
             **common,
         )
 
+    # A fork's rollouts name each other by id (parent_thread_id, the spawn source): renamed.
+    renames = [(old.encode(), new.encode()) for old, new in ids.items() if old != new]
     writing = [t for t in threads if t.action in ("created", "updated", "replaced", "forked")]
     replacing = [t for t in writing if t.local is not None]
     for t in replacing:
@@ -292,7 +295,7 @@ def place(
         for t in writing:
             assert t.dest is not None
             with pending.writer(t.dest, fsync=t is main) as out:
-                out.write(t.data)
+                _copy(t.member, out, rewriter, renames)
         with db.writing(home) as w:
             for t in threads:
                 known = (rows.get(t.new_id) or {}).get("rollout_path")
@@ -318,6 +321,27 @@ def place(
         warnings=tuple(warnings),
         **common,
     )
+
+
+def _copy(
+    member: Path, out: BinaryIO, rewriter: Rewriter, renames: list[tuple[bytes, bytes]]
+) -> None:
+    """The member's lines, translated (and a fork's ids renamed), streamed into `out` in
+    batches (memory stays flat whatever the rollout's size)."""
+    batch: list[bytes] = []
+    size = 0
+    with member.open("rb") as fh:
+        for raw in fh:
+            line = rewriter.line(raw)
+            for old, new in renames:
+                line = line.replace(old, new)
+            batch.append(line)
+            size += len(line)
+            if size >= CHUNK:
+                out.write(b"".join(batch))
+                batch, size = [], 0
+    if batch:
+        out.write(b"".join(batch))
 
 
 def _source_kind(row: dict[str, Any]) -> str:
