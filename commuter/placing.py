@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -356,15 +356,65 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def divergence_action(sid: str, options: ImportOptions) -> str:
+@dataclass(frozen=True, slots=True)
+class Sides:
+    """The two copies of a diverged session, for the fork / replace / cancel question: each
+    one's message count and last prompt, and how many local messages `replace` discards."""
+
+    local_messages: int
+    local_prompt: str | None
+    incoming_messages: int
+    incoming_prompt: str | None
+    discarded: int
+
+
+def _prompt_text(text: str | None, width: int = 60) -> str:
+    if not text:
+        return "(no prompt)"
+    flat = " ".join(text.split())
+    if len(flat) > width:  # cut at a word boundary, never mid-word
+        flat = flat[:width].rsplit(" ", 1)[0] + " …"
+    return f'"{flat}"'
+
+
+def divergence_question(sid: str, origin: str | None, sides: Sides | None) -> str:
+    """The question asked on a terminal when both copies of `sid` went on (several lines)."""
+    where = f" from {origin}" if origin else ""
+    lines = [f"the bundle{where} holds session {sid}; both it and the local copy have new messages"]
+    if sides is not None:
+
+        def count(n: int) -> str:
+            return f"{n} message{'s' if n != 1 else ''}"
+
+        lines += [
+            f"  here:   {count(sides.local_messages)}, last prompt "
+            f"{_prompt_text(sides.local_prompt)}",
+            f"  bundle: {count(sides.incoming_messages)}, last prompt "
+            f"{_prompt_text(sides.incoming_prompt)}",
+        ]
+        lost = f"discards the {count(sides.discarded)} only here" if sides.discarded else "discards"
+    else:
+        lost = "discards"
+    lines += [
+        "  fork:    keep both; the bundle's copy becomes a new session beside this one",
+        f"  replace: the bundle's copy replaces this one ({lost}; a backup is kept)",
+        "  cancel:  write nothing",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def divergence_action(
+    sid: str, options: ImportOptions, sides: Callable[[], Sides | None] | None = None
+) -> str:
     """What to do with a session both sides went on with: "replaced" (--replace, or a yes on
-    the terminal) or "fork"; BackendError on cancel (nothing written)."""
+    the terminal) or "fork"; BackendError on cancel (nothing written). `sides` (called only
+    when the question is asked) describes the two copies for the question."""
     if options.replace:
         return "replaced"
     if options.interactive and options.ask is not None:
+        described = sides() if sides is not None else None
         choice = options.ask(
-            f"session {sid} differs from the local copy (both have new messages)",
-            ("fork", "replace", "cancel"),
+            divergence_question(sid, options.origin, described), ("fork", "replace", "cancel")
         )
         if choice == "cancel":
             raise BackendError("import cancelled; nothing was written")

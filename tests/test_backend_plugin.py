@@ -251,7 +251,7 @@ def test_agent_narrows_list_and_export_to_one_agent(
     note.write_text(json.dumps({"project": str(project), "text": "remember the milk"}))
     os.utime(note, (2_000_000_000, 2_000_000_000))  # the newest session of the project
     monkeypatch.chdir(project)
-    human = run("list").stdout.splitlines()
+    human = run("list").stdout.splitlines()[1:]  # below the header
     assert {line.split()[1] for line in human} == {"claude", "notes"}  # the agent column
     only = json.loads(run("list", "--json", "--agent", "notes").stdout)
     assert [d["backend"] for d in only] == ["notes"]

@@ -39,9 +39,10 @@ def machine(home: Path) -> Path:
 
 
 def test_list_human_and_json(machine: Path) -> None:
-    result = run("list")
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["list"])
     assert result.exit_code == 0
-    lines = result.stdout.strip().splitlines()
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.split() == ["ID", "AGENT", "UPDATED", "MSGS", "PROJECT", "FIRST", "PROMPT"]
     assert len(lines) == 9
     assert all(len(line.split()[0]) >= 7 for line in lines)
     assert "~/projects/" in result.stdout and "ago" in result.stdout

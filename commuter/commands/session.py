@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +24,11 @@ from commuter.commands._app import (
     safe_json,
     safe_text,
 )
-from commuter.errors import BundleError, OutputError
+from commuter.errors import BundleError, CommuterError, OutputError
 from commuter.settings import Settings
 
 if TYPE_CHECKING:
+    from commuter.forks import Fork
     from commuter.model import ImportResult, SessionRef
 
 
@@ -67,7 +70,27 @@ def relative_time(when: datetime, now: datetime | None = None) -> str:
     return "just now"
 
 
-def _ref_json(ref: SessionRef) -> dict[str, Any]:
+def age(when: datetime, now: datetime) -> str:
+    """A short age for the listing's column: 'just now', '12 min ago', '5 h ago', '3 days ago',
+    '6 wk ago', '11 mo ago', '3 yr ago'."""
+    seconds = int((now - when).total_seconds())
+    for unit, size in (
+        ("yr", 365 * 86400),
+        ("mo", 30 * 86400),
+        ("wk", 7 * 86400),
+        ("days", 86400),
+        ("h", 3600),
+        ("min", 60),
+    ):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {'day' if unit == 'days' and n == 1 else unit} ago"
+    return "just now"
+
+
+def _ref_json(
+    ref: SessionRef, fork: Fork | None = None, messages: int | None = None
+) -> dict[str, Any]:
     return {
         "backend": ref.backend,
         "session_id": ref.session_id,
@@ -77,49 +100,225 @@ def _ref_json(ref: SessionRef) -> dict[str, Any]:
         "size": ref.size,
         "first_prompt": ref.first_prompt,
         "has_messages": ref.has_messages,
+        "message_count": messages,
+        "fork_of": fork.origin_id if fork else None,
+        "fork_from": fork.origin_host if fork else None,
     }
+
+
+def project_root(settings: Settings, cwd: Path, refs: Sequence[SessionRef] | None = None) -> Path:
+    """The project `cwd` belongs to, found as git finds its repository: the nearest folder at
+    or above `cwd` that has sessions, not above the git root (which is the answer if no
+    folder on the way has sessions) nor up to HOME from below it; else `cwd` itself."""
+    from commuter import core
+
+    here = Path(os.path.realpath(cwd))
+    if refs is None:
+        refs = core.list_sessions(settings)
+    projects = {os.path.realpath(r.project) for r in refs if r.project is not None}
+    home = Path(os.path.realpath(settings.home))
+    for folder in (here, *here.parents):
+        if folder == home and folder != here:
+            break  # a session started in ~ is not every folder's under it
+        if str(folder) in projects or (folder / ".git").exists():
+            return folder
+    return here
+
+
+def here_dir(settings: Settings, agent: str | None = None) -> Path:
+    """The current directory's project root (`project_root`), for the commands that take
+    the newest session of "this project" (export, push, send)."""
+    from commuter import core
+
+    return project_root(settings, Path.cwd(), core.list_sessions(settings, agent))
+
+
+def _in_project(ref: SessionRef, root: Path) -> bool:
+    if ref.project is None:
+        return False
+    project = Path(os.path.realpath(ref.project))
+    return project == root or root in project.parents
+
+
+COUNTS_FILE = "message-counts.json"
+
+
+def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, int | None]:
+    """Each session's message count (None where its backend cannot count), from the
+    backend's `message_count` and cached in state_dir by size and time, so that a listing
+    reads a transcript whole only when it changed."""
+    from commuter.backends import get_backend
+    from commuter.fsutil import atomic_write_text
+
+    path = settings.state_dir / COUNTS_FILE
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    fresh: dict[str, list[Any]] = {}
+    out: dict[str, int | None] = {}
+    for ref in refs:
+        key = f"{ref.backend}:{ref.session_id}"
+        stamp = [ref.size, ref.updated_at.isoformat()]
+        hit = cache.get(key)
+        if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stamp and isinstance(hit[2], int):
+            out[key] = hit[2]
+            fresh[key] = hit
+            continue
+        try:
+            counter = getattr(get_backend(ref.backend, settings), "message_count", None)
+            count = int(counter(ref)) if counter is not None else None
+        except (OSError, ValueError, CommuterError):
+            count = None
+        out[key] = count
+        if count is not None:
+            fresh[key] = [*stamp, count]
+    if fresh != cache:
+        with contextlib.suppress(OSError):
+            settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            atomic_write_text(path, json.dumps(fresh) + "\n")
+    return out
+
+
+def _cells(text: str) -> int:
+    """Terminal columns `text` takes (East Asian wide and full-width characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int, right: bool = False) -> str:
+    gap = " " * max(0, width - _cells(text))
+    return gap + text if right else text + gap
+
+
+def _prefix(text: str, width: int) -> str:
+    """The longest start of `text` that fits in `width` columns."""
+    used = 0
+    for i, c in enumerate(text):
+        used += _cells(c)
+        if used > width:
+            return text[:i]
+    return text
+
+
+def _fit_words(text: str, width: int, breaks: str = " ") -> str:
+    """`text` in at most `width` columns, cut after a word (a `breaks` character) and marked
+    `…`; mid-word only when the first word alone is wider than `width`."""
+    if _cells(text) <= width:
+        return text
+    if width <= 1:
+        return "…" if width == 1 else ""
+    cut = _prefix(text, width - 1)
+    whole = len(cut) < len(text) and text[len(cut)] in breaks
+    if not whole:
+        at = max(cut.rfind(b) for b in breaks)
+        if at > 0:
+            cut = cut[: at + 1] if cut[at] != " " else cut[:at]
+    return cut.rstrip() + "…"
+
+
+def _fit_path(path: str, width: int) -> str:
+    """A project path in at most `width` columns: inner segments become `…`, then the head
+    is cut (`…/deep.app`); a last segment too long alone is cut after a `-`, `_` or `.`."""
+    if _cells(path) <= width:
+        return path
+    parts = path.split("/")
+    for keep_head in (2, 1):
+        if len(parts) > keep_head + 1:
+            shortened = "/".join([*parts[:keep_head], "…", parts[-1]])
+            if _cells(shortened) <= width:
+                return shortened
+    last = "…/" + parts[-1]
+    return last if _cells(last) <= width else _fit_words(parts[-1], width, " -_.")
+
+
+def _term_width() -> int:
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
 
 
 @click.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also list sessions without messages.")
+@click.option("--here", is_flag=True, help="Only sessions of this directory's project.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON with full ids.")
 @agent_option
 @pass_app
-def list_cmd(app: AppContext, show_all: bool, as_json: bool, agent: str | None) -> None:
+def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str | None) -> None:
     """List sessions on this machine (every agent's), newest first."""
-    from commuter import core
+    from commuter import core, forks
 
-    refs = [r for r in core.list_sessions(app.settings, agent) if show_all or r.has_messages]
+    settings = app.settings
+    refs = [r for r in core.list_sessions(settings, agent) if show_all or r.has_messages]
+    if here:
+        root = project_root(settings, Path.cwd(), refs)
+        refs = [r for r in refs if _in_project(r, root)]
+    known = forks.all_forks(settings.state_dir)
+    counts = message_counts(settings, refs)
+
+    def fork_of(ref: SessionRef) -> Fork | None:
+        return known.get((ref.backend, ref.session_id))
+
+    def count_of(ref: SessionRef) -> int | None:
+        return counts.get(f"{ref.backend}:{ref.session_id}")
+
     if as_json:
-        click.echo(
-            safe_json(json.dumps([_ref_json(r) for r in refs], indent=2, ensure_ascii=False))
-        )
+        rows = [_ref_json(r, fork_of(r), count_of(r)) for r in refs]
+        click.echo(safe_json(json.dumps(rows, indent=2, ensure_ascii=False)))
         return
     if not refs:
-        click.echo("no sessions found", err=True)
+        click.echo("no sessions found" + (" in this project" if here else ""), err=True)
         return
-    shorts = short_ids([r.session_id for r in refs])
+    shorts = short_ids([r.session_id for r in refs] + [f.origin_id for f in known.values()])
     now = datetime.now(UTC)
-    home = str(app.settings.home)
+    home = str(settings.home)
+    table: list[tuple[str, str, str, str, str, str]] = []
     for ref in refs:
         project = str(ref.project) if ref.project else "?"
         if project == home or project.startswith(home + "/"):
             project = "~" + project[len(home) :]
-        project = _shorten(project)
-        prompt = one_line_text(ref.first_prompt or "")[:60]
-        click.echo(
-            f"{shorts[ref.session_id]:<9} {safe_text(ref.backend):<7} "
-            f"{relative_time(ref.updated_at, now):<15} {safe_text(project)}  {prompt}".rstrip()
+        count = count_of(ref)
+        fork = fork_of(ref)
+        note = ""
+        if fork is not None:
+            origin = shorts.get(fork.origin_id, fork.origin_id[:7])
+            note = f"[fork of {safe_text(origin)} from {one_line_text(fork.origin_host)}] "
+        table.append(
+            (
+                shorts[ref.session_id],
+                safe_text(ref.backend),
+                age(ref.updated_at, now),
+                "-" if count is None else str(count),
+                safe_text(project),
+                note + one_line_text(ref.first_prompt or ""),
+            )
         )
+    header = ("ID", "AGENT", "UPDATED", "MSGS", "PROJECT", "FIRST PROMPT")
+    widths = [max(_cells(header[i]), *(_cells(row[i]) for row in table)) for i in range(4)]
+    fixed = sum(widths) + 2 * 4  # four columns, each followed by two spaces
+    room = _term_width() - fixed
+    longest = max(_cells(header[4]), *(_cells(row[4]) for row in table))
+    # The project takes up to half of what is left (more if the prompts are short).
+    longest_prompt = max(_cells(header[5]), *(_cells(row[5]) for row in table))
+    project_w = min(longest, max(12, room - min(longest_prompt, room // 2) - 2))
+    prompt_w = room - project_w - 2
 
+    def line(row: tuple[str, str, str, str, str, str], bold: bool = False) -> str:
+        cells = [_pad(row[i], widths[i]) for i in range(3)]
+        cells.append(_pad(row[3], widths[3], right=True))
+        cells.append(_pad(_fit_path(row[4], project_w), project_w))
+        text = "  ".join(cells)
+        if prompt_w >= 8:
+            prompt = _fit_words(row[5], prompt_w)
+            if prompt.startswith("[fork of"):
+                end = prompt.find("]") + 1 or len(prompt)
+                prompt = click.style(prompt[:end], fg="cyan") + prompt[end:]
+            text += "  " + prompt
+        text = text.rstrip()
+        return click.style(text, bold=True) if bold else text
 
-def _shorten(path: str, width: int = 48) -> str:
-    """A long project path for the listing: its first two and last segments around `…`
-    (`~/projects/…/deep.app`); `list --json` has the whole path."""
-    parts = path.split("/")
-    if len(path) <= width or len(parts) <= 4:
-        return path
-    return "/".join([*parts[:2], "…", parts[-1]])
+    click.echo(line(header, bold=True))
+    for row in table:
+        click.echo(line(row))
 
 
 @click.command("export")
@@ -138,13 +337,12 @@ def export_cmd(
 
     if session and latest:
         raise click.UsageError("give an ID or --latest, not both")
+    cwd = Path.cwd() if session else here_dir(app.settings, agent)
     if output == "-":
         if sys.stdout.isatty():
             raise BundleError("refusing to write a bundle to a terminal; use -o FILE or a pipe")
         stream = sys.stdout.buffer
-        manifest = core.export_to(
-            app.settings, stream, session=session, cwd=Path.cwd(), agent=agent
-        )
+        manifest = core.export_to(app.settings, stream, session=session, cwd=cwd, agent=agent)
         stream.flush()
     else:
         target = Path(output).expanduser()
@@ -152,9 +350,7 @@ def export_cmd(
         if problem:
             raise OutputError(problem)
         with atomic_writer(target, 0o600, parents=False) as fh:
-            manifest = core.export_to(
-                app.settings, fh, session=session, cwd=Path.cwd(), agent=agent
-            )
+            manifest = core.export_to(app.settings, fh, session=session, cwd=cwd, agent=agent)
     click.echo(
         safe_text(
             f"exported session {manifest.session_id} "

@@ -141,6 +141,10 @@ class ClaudeBackend:
             has_messages=head.has_messages and tf.size > 0,
         )
 
+    def message_count(self, ref: SessionRef) -> int:
+        """User and assistant entries of the transcript (for `list`; it caches the count)."""
+        return _scan(ref.path)["messages"] if ref.path is not None else 0
+
     def sessions(self) -> Iterator[SessionRef]:
         """Every session, newest first (reads only the head of each transcript)."""
         files = sorted(iter_transcripts(self.dirs), key=lambda t: t.mtime, reverse=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from commuter import fsutil
+from commuter import forks, fsutil
 from commuter.backends import ImportSource
 from commuter.backends.claude import lineage
 from commuter.backends.claude.memory import MemoryWrite, host_tag, plan_memory
@@ -33,6 +33,7 @@ from commuter.placing import (
     Backups,
     Pending,
     ProjectConfig,
+    Sides,
     confirm_git_state,
     divergence_action,
     project_conflicts,
@@ -152,7 +153,14 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         backed_up=plan.backups,
     )
     os.utime(plan.dest, None)
+    if plan.action == "forked":  # `list` shows it as "fork of <sid> from <host>"
+        forks.record(settings.state_dir, "claude", plan.sid, sid, _origin_host(source.origin))
     return _result(plan, plan.action, sid)
+
+
+def _origin_host(origin: str) -> str:
+    """The host of an origin text `user@host time` (what core.source_from writes)."""
+    return origin.split(" ", 1)[0].rpartition("@")[2] or "another machine"
 
 
 def project_config(dirs: ClaudeDirs) -> ProjectConfig:
@@ -224,7 +232,9 @@ def _decide(
             [f"the local copy of session {sid} is newer than the bundle's; kept it"],
         )
     action = (
-        "updated" if relation is lineage.Relation.CONTINUED else divergence_action(sid, options)
+        "updated"
+        if relation is lineage.Relation.CONTINUED
+        else divergence_action(sid, options, lambda: _sides(dest, incoming))
     )
     if action == "fork":
         earlier = _earlier_fork(sid, target, dest, incoming)
@@ -244,6 +254,35 @@ def _decide(
             [f"session {sid} diverged from the local copy; {note}"],
         )
     return _check_busy(dirs, _Plan(sid, target, dest, action), options)
+
+
+def _sides(local: Path, incoming: Path) -> Sides:
+    """Message counts and last prompts of both copies, for the divergence question."""
+    from commuter.backends.claude.paths import _prompt_text
+
+    def read(path: Path) -> tuple[list[str], str | None]:
+        ids: list[str] = []
+        prompt: str | None = None
+        with path.open("rb") as fh:
+            for line in fh:
+                if b'"type":"user"' not in line and b'"type":"assistant"' not in line:
+                    continue
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(entry, dict) or entry.get("type") not in ("user", "assistant"):
+                    continue
+                ids.append(str(entry.get("uuid")))
+                if entry.get("type") == "user" and not entry.get("isMeta"):
+                    prompt = _prompt_text(entry.get("message")) or prompt
+        return ids, prompt
+
+    mine, my_prompt = read(local)
+    theirs, their_prompt = read(incoming)
+    known = set(theirs)
+    lost = sum(1 for i in mine if i not in known)
+    return Sides(len(mine), my_prompt, len(theirs), their_prompt, lost)
 
 
 def _check_busy(dirs: ClaudeDirs, plan: _Plan, options: ImportOptions) -> _Plan:

@@ -126,6 +126,15 @@ class GeminiBackend:
         refs = [self._ref(cf, projects) for cf in self._unique(list(chat_files(self.dirs)))]
         yield from sorted(refs, key=lambda r: r.updated_at, reverse=True)
 
+    def message_count(self, ref: SessionRef) -> int:
+        """User and gemini messages of the chat (for `list`; it caches the count)."""
+        from commuter.backends.gemini.chat import read_chat
+
+        chat = read_chat(ref.path) if ref.path is not None else None
+        return (
+            sum(chat.messages[m].get("type") in ("user", "gemini") for m in chat.ids) if chat else 0
+        )
+
     def find(self, session: str | None, cwd: Path) -> SessionRef:
         projects = read_projects(self.dirs)
         if session is None:

@@ -37,6 +37,7 @@ from commuter.placing import (
     Backups,
     Pending,
     ProjectConfig,
+    Sides,
     confirm_git_state,
     divergence_action,
     project_conflicts,
@@ -305,6 +306,26 @@ def _projects_json(dirs: GeminiDirs, project: str, slug: str) -> bytes | None:
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
 
+def _sides(local: Chat, incoming: Chat) -> Sides:
+    """Message counts and last prompts of both chats, for the divergence question."""
+    from commuter.backends.gemini.chat import _text
+
+    def read(chat: Chat) -> tuple[list[str], str | None]:
+        ids = [m for m in chat.ids if chat.messages[m].get("type") in ("user", "gemini")]
+        users = [_text(chat.messages[m].get("content")) for m in ids]
+        prompts = [
+            t
+            for m, t in zip(ids, users, strict=True)
+            if chat.messages[m].get("type") == "user" and t.strip()
+        ]
+        return ids, prompts[-1] if prompts else None
+
+    mine, my_prompt = read(local)
+    theirs, their_prompt = read(incoming)
+    known = set(theirs)
+    return Sides(len(mine), my_prompt, len(theirs), their_prompt, sum(i not in known for i in mine))
+
+
 def _decide(
     dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: str, options: ImportOptions
 ) -> _Plan:
@@ -326,7 +347,11 @@ def _decide(
             "unchanged",
             [f"the local copy of session {sid} is newer than the bundle's; kept it"],
         )
-    action = "updated" if rel is Relation.CONTINUED else divergence_action(sid, options)
+    action = (
+        "updated"
+        if rel is Relation.CONTINUED
+        else divergence_action(sid, options, lambda: _sides(mine.chat, incoming))
+    )
     if action != "fork":
         return _Plan(sid, mine.path, action)
     earlier = _earlier_fork(dirs, folder, sid, new_ids)
