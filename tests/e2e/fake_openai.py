@@ -1,5 +1,8 @@
 """A fake OpenAI Responses API on loopback for the real Codex CLI: it records every request and
-answers each with one assistant message (streamed as server-sent events). Nothing else."""
+answers each with one assistant message (streamed as server-sent events). One scripted tool:
+a user prompt with a line `SPAWN:<task>` makes it call codex's `spawn_agent` (namespace
+`multi_agent_v1`, as the real 0.169.0 rollout records it) with that task, then `wait_agent` on
+the agent id codex returns, then answer; the subagent's own requests get the plain answer."""
 
 from __future__ import annotations
 
@@ -13,6 +16,41 @@ from typing import Any
 
 CODEWORD = re.compile(r"\b[A-Z]+-\d+\b")
 REPLY = "MOCK-REPLY"
+SPAWN = re.compile(r"^SPAWN:(.+)$", re.M)
+NAMESPACE = "multi_agent_v1"
+
+
+def _text_of(item: dict[str, Any]) -> str:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(
+        p["text"] for p in content or [] if isinstance(p, dict) and isinstance(p.get("text"), str)
+    )
+
+
+def next_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The scripted tool call this request gets, or None for the plain answer: spawn_agent
+    after a user prompt with `SPAWN:<task>`, wait_agent after spawn_agent's output."""
+    items = [i for i in body.get("input") or [] if isinstance(i, dict)]
+    if not items:
+        return None
+    last = items[-1]
+    if last.get("type") == "function_call_output":
+        calls = {i.get("call_id"): i for i in items if i.get("type") == "function_call"}
+        call = calls.get(last.get("call_id")) or {}
+        if call.get("name") == "spawn_agent":
+            try:
+                agent = json.loads(last.get("output") or "{}")["agent_id"]
+            except (ValueError, KeyError, TypeError):
+                return None
+            return "wait_agent", {"targets": [agent], "timeout_ms": 60000}
+        return None
+    if last.get("type", "message") == "message" and last.get("role") == "user":
+        found = SPAWN.search(_text_of(last))
+        if found:
+            return "spawn_agent", {"message": found.group(1).strip()}
+    return None
 
 
 def input_texts(body: dict[str, Any]) -> Iterator[str]:
@@ -94,18 +132,28 @@ class FakeOpenAI:
                     return
                 with fake._lock:
                     fake.requests.append(body)
-                self._stream()
+                self._stream(next_call(body))
 
-            def _stream(self) -> None:
+            def _stream(self, call: tuple[str, dict[str, Any]] | None) -> None:
                 rid = f"resp_{uuid.uuid4().hex[:24]}"
                 mid = f"msg_{uuid.uuid4().hex[:24]}"
-                item = {
+                item: dict[str, Any] = {
                     "type": "message",
                     "role": "assistant",
                     "id": mid,
                     "status": "completed",
                     "content": [{"type": "output_text", "text": REPLY, "annotations": []}],
                 }
+                if call is not None:
+                    item = {
+                        "type": "function_call",
+                        "id": f"fc_{uuid.uuid4().hex[:24]}",
+                        "status": "completed",
+                        "name": call[0],
+                        "namespace": NAMESPACE,
+                        "arguments": json.dumps(call[1]),
+                        "call_id": f"call_{uuid.uuid4().hex[:24]}",
+                    }
                 usage = {
                     "input_tokens": 10,
                     "input_tokens_details": {"cached_tokens": 0},

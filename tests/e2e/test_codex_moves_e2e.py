@@ -283,3 +283,96 @@ def test_interactive_codex_resume_finds_the_imported_thread(
     commuter(monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b), "--no-launch")
     assert run_tui(codex, b, proj_b, fake, "resume", tid) == ["KIWI-314"]
     assert run_tui(codex, b, proj_b, fake, "resume", "--last") == ["KIWI-314"]
+
+
+def spawn_tree(home: Path) -> tuple[dict[str, tuple[str, str, str]], list[tuple[str, str]]]:
+    """B's/A's threads (id → thread_source, cwd, rollout_path) and spawn edges, read-only."""
+    conn = sqlite3.connect(f"file:{home / '.codex' / 'state_5.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = {
+            str(r[0]): (str(r[1]), str(r[2]), str(r[3]))
+            for r in conn.execute("SELECT id, thread_source, cwd, rollout_path FROM threads")
+        }
+        edges = [
+            (str(p), str(c))
+            for p, c in conn.execute(
+                "SELECT parent_thread_id, child_thread_id FROM thread_spawn_edges"
+            )
+        ]
+    finally:
+        conn.close()
+    return rows, edges
+
+
+def test_subagent_threads_travel_and_the_parent_resumes(
+    codex: Path, fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real codex spawns a subagent (spawn_agent + wait_agent, scripted by the fake
+    server): its own rollout, its threads row and the spawn edge travel with the parent; at B
+    the parent resumes (and the subagent by its id, with its own conversation); a second
+    subagent B's resumed parent spawns comes back to A with the continuation."""
+    a = setup_home(tmp_path / "A", fake)
+    b = setup_home(tmp_path / "B", fake)
+    proj_a = a / "code" / "My Project.v2"
+    proj_b = b / "work" / "other place.d"
+    proj_a.mkdir(parents=True)
+    proj_b.mkdir(parents=True)
+    own = run_codex(codex, b, proj_b, "Remember the codeword OWNB-7.")
+    parent = run_codex(
+        codex, a, proj_a, "Remember the codeword PARENT-1.\nSPAWN:Remember the codeword CHILD-2."
+    )
+    rows_a, edges_a = spawn_tree(a)
+    children = [c for p, c in edges_a if p == parent]
+    assert len(children) == 1, edges_a
+    child = children[0]
+    assert rows_a[child][0] == "subagent"
+    # what the subagent itself was sent: its task, not the parent's conversation
+    assert any(codewords(r) == ["CHILD-2"] for r in fake.requests)
+
+    bundle = tmp_path / "t1.bundle"
+    commuter(monkeypatch, a, "export", parent, "-o", str(bundle))
+    commuter(monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b), "--no-launch")
+    rows_b, edges_b = spawn_tree(b)
+    assert (parent, child) in edges_b
+    assert rows_b[child][:2] == ("subagent", str(proj_b))
+    child_rollout = Path(rows_b[child][2])
+    assert child_rollout.is_file() and child_rollout.is_relative_to(b / ".codex" / "sessions")
+    assert child_rollout.name == Path(rows_a[child][2]).name
+    assert str(a) not in child_rollout.read_text()
+    # `commuter list` at B shows the parent, never the subagent as a session of its own
+    listed = commuter(monkeypatch, b, "list", "--agent", "codex").stdout
+    assert len(listed.strip().splitlines()) == 3, listed  # a header, the parent, B's own
+
+    assert run_codex(codex, b, proj_b, "resume", parent, "What was the codeword?") == parent
+    assert codewords(fake.requests[-1]) == ["PARENT-1", "CHILD-2"]
+    sent = last_request_text(fake)
+    assert f"<cwd>{proj_b}</cwd>" in sent and str(proj_a) not in sent
+    # a subagent thread resumes by its id too (codex reports its root session's id)
+    assert run_codex(codex, b, proj_b, "resume", child, "And yours?") in (child, parent)
+    assert codewords(fake.requests[-1]) == ["CHILD-2"]
+    assert str(proj_a) not in last_request_text(fake)
+    # B's resumed parent spawns a second subagent; the continuation brings it to A.
+    assert (
+        run_codex(
+            codex, b, proj_b, "resume", parent, "Again.\nSPAWN:Remember the codeword ORCA-3."
+        )
+        == parent
+    )
+    rows_b, edges_b = spawn_tree(b)
+    second = [c for p, c in edges_b if p == parent and c != child]
+    assert len(second) == 1, edges_b
+
+    back = tmp_path / "t2.bundle"
+    commuter(monkeypatch, b, "export", parent, "-o", str(back))
+    out = commuter(
+        monkeypatch, a, "import", str(back), "--project-dir", str(proj_a), "--no-launch"
+    ).stdout
+    assert "updated" in out, out
+    rows_a, edges_a = spawn_tree(a)
+    assert {(parent, child), (parent, second[0])} <= set(edges_a)
+    assert rows_a[second[0]][:2] == ("subagent", str(proj_a))
+    assert Path(rows_a[second[0]][2]).is_relative_to(a / ".codex" / "sessions")
+    assert run_codex(codex, a, proj_a, "resume", "--last", "All of them?") == parent
+    assert codewords(fake.requests[-1]) == ["PARENT-1", "CHILD-2", "ORCA-3"]
+    assert run_codex(codex, a, proj_a, "resume", second[0], "Yours?") in (second[0], parent)
+    assert codewords(fake.requests[-1]) == ["ORCA-3"]
