@@ -333,7 +333,7 @@ def test_subagent_threads_travel_and_the_parent_resumes(
     commuter(monkeypatch, a, "export", parent, "-o", str(bundle))
     commuter(monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b), "--no-launch")
     rows_b, edges_b = spawn_tree(b)
-    assert (parent, child) in edges_b
+    assert (parent, child) in edges_b and own in rows_b
     assert rows_b[child][:2] == ("subagent", str(proj_b))
     child_rollout = Path(rows_b[child][2])
     assert child_rollout.is_file() and child_rollout.is_relative_to(b / ".codex" / "sessions")
@@ -353,9 +353,7 @@ def test_subagent_threads_travel_and_the_parent_resumes(
     assert str(proj_a) not in last_request_text(fake)
     # B's resumed parent spawns a second subagent; the continuation brings it to A.
     assert (
-        run_codex(
-            codex, b, proj_b, "resume", parent, "Again.\nSPAWN:Remember the codeword ORCA-3."
-        )
+        run_codex(codex, b, proj_b, "resume", parent, "Again.\nSPAWN:Remember the codeword ORCA-3.")
         == parent
     )
     rows_b, edges_b = spawn_tree(b)
