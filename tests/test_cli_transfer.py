@@ -113,6 +113,9 @@ def test_errors_are_one_line_and_write_nothing(world, tmp_path, unused_tcp_port)
     )
     one_error_line(run(env_b, "pull", "--via", "relay"), "no relay configured")
     config.unset_value(w.a, "transfer-dir")
+    # Plain push goes through the configured relay; down, and no transfer dir to fall back to.
+    one_error_line(run(env_a, "push", cwd=w.project_a), "is unreachable", status=3)
+    config.unset_value(w.a, "relay")
     one_error_line(run(env_a, "push", cwd=w.project_a), "no transfer directory configured")
     assert list(w.shared.iterdir()) == []
     assert [p for p in w.a.staging_root.rglob("*") if not p.is_dir()] == []

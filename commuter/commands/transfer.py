@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 import click
 
 from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
+from commuter.commands.session import here_dir
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
     from commuter.model import ImportOptions
+    from commuter.peer.peers import Peer
     from commuter.pipeline import Pushed
     from commuter.transports import TransportContext
 
@@ -70,7 +72,10 @@ def push_cmd(
     ctx = TransportContext.load(settings)
     everyone = [] if plain else ctx.peers.all()
     peers = [ctx.peers.get(to)] if to else everyone
-    if not to and via in ("auto", "folder") and ctx.config.transfer_dir is None:
+    # Plain `push` (no --to) goes through the relay when one is configured, as --to does,
+    # and falls back to the transfer dir.
+    by_relay = not to and via == "auto" and bool(ctx.config.relay) and bool(peers)
+    if not to and via in ("auto", "folder") and ctx.config.transfer_dir is None and not by_relay:
         raise ConfigError(
             "no transfer directory configured; run `commuter config set transfer-dir DIR` "
             "(or push --to PEER)"
@@ -78,10 +83,30 @@ def push_cmd(
     settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
         bundle = Path(tmp) / "bundle.commuter"
+        cwd = Path.cwd() if session else here_dir(settings, agent)
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(), agent=agent)
-        pushed = asyncio.run(push_file(ctx, bundle, peers, via, named=bool(to)))
+            manifest = core.export_to(settings, fh, session=session, cwd=cwd, agent=agent)
+        if by_relay:
+            pushed = asyncio.run(_push_relay_first(ctx, bundle, peers))
+        else:
+            pushed = asyncio.run(push_file(ctx, bundle, peers, via, named=bool(to)))
     _report_push(ctx, pushed, str(manifest.session_id), plain)
+
+
+async def _push_relay_first(ctx: TransportContext, bundle: Path, peers: list[Peer]) -> Pushed:
+    """Every paired machine through the relay; the transfer dir if the relay fails."""
+    import dataclasses
+
+    from commuter.errors import CommuterError
+    from commuter.pipeline import push_file
+
+    try:
+        return await push_file(ctx, bundle, peers, "relay")
+    except CommuterError as exc:
+        if ctx.config.transfer_dir is None:
+            raise
+        pushed = await push_file(ctx, bundle, peers, "folder")
+        return dataclasses.replace(pushed, skipped=(f"relay: {exc}", *pushed.skipped))
 
 
 def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: bool) -> None:
@@ -120,9 +145,23 @@ def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: 
 )
 @click.option("--address", metavar="HOST:PORT", help="With --from: the peer's address.")
 @click.option("--dry-run", is_flag=True, help="Show what would be imported; change nothing.")
+@click.option(
+    "--project-dir",
+    type=click.Path(path_type=Path),
+    help="Local project directory for what is pulled (when its path does not exist here).",
+)
+@click.option("--replace", is_flag=True, help="Replace diverged local copies (after a backup).")
+@click.option("--yes", "assume_yes", is_flag=True, help="Take the bundles' project config.")
 @pass_app
 def pull_cmd(
-    app: AppContext, via: str, from_peer: str | None, address: str | None, dry_run: bool
+    app: AppContext,
+    via: str,
+    from_peer: str | None,
+    address: str | None,
+    dry_run: bool,
+    project_dir: Path | None,
+    replace: bool,
+    assume_yes: bool,
 ) -> None:
     """Import every session pending for this machine and print how to resume each."""
     from commuter import core
@@ -132,7 +171,12 @@ def pull_cmd(
 
     interactive = app.interactive
     options = core.ImportOptions(
-        dry_run=dry_run, interactive=interactive, ask=_ask if interactive else None
+        project_dir=project_dir,
+        replace=replace,
+        dry_run=dry_run,
+        assume_yes=assume_yes,
+        interactive=interactive,
+        ask=_ask if interactive else None,
     )
     if from_peer is not None:
         if via not in ("auto", "lan"):

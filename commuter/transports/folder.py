@@ -144,7 +144,14 @@ class FolderTransport(Transport):
 
     async def pending(self) -> list[Incoming]:
         """Complete bundles for this machine that were not imported yet."""
-        if not self.configured or not self.root.is_dir():
+        if not self.configured:
+            return []
+        if not self.root.is_dir():
+            # An unmounted drive or a sync folder not there yet must not look like an empty inbox.
+            self.warnings.append(
+                f"transfer dir {self.root} does not exist or is not a folder "
+                "(is the drive or sync folder mounted?); nothing read from it"
+            )
             return []
         stats: dict[Path, os.stat_result] = {}
         for p, _ in self._candidates():
