@@ -273,14 +273,39 @@ def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen port.")
 @click.option("--no-mdns", is_flag=True, help="Do not advertise on the LAN.")
 @click.option("--auto-import", is_flag=True, help="Import bundles as soon as they arrive.")
+@click.option(
+    "--sync",
+    "sync",
+    is_flag=True,
+    help="Keep every session in step with every paired machine (see docs/sync.md).",
+)
+@click.option(
+    "--quiet",
+    "quiet",
+    type=click.FloatRange(0, 86400),
+    default=None,
+    metavar="S",
+    help="With --sync: send a session once unchanged for S seconds (default 30).",
+)
 @pass_app
 def serve_cmd(
-    app: AppContext, host: str | None, port: int | None, no_mdns: bool, auto_import: bool
+    app: AppContext,
+    host: str | None,
+    port: int | None,
+    no_mdns: bool,
+    auto_import: bool,
+    sync: bool,
+    quiet: float | None,
 ) -> None:
     """Run the peer daemon: receive bundles from paired machines, serve sessions to them."""
     from commuter.errors import CommuterError
     from commuter.peer.server import DEFAULT_PORT, serve
 
+    if quiet is not None and not sync:
+        raise click.UsageError("--quiet goes with --sync")
+    if sync:
+        _serve_sync(app, host, DEFAULT_PORT if port is None else port, not no_mdns, quiet)
+        return
     on_received = None
     if auto_import:
 
@@ -307,6 +332,34 @@ def serve_cmd(
             stop=stop,
         )
         click.echo("stopped")
+
+    asyncio.run(run())
+
+
+def _serve_sync(
+    app: AppContext, host: str | None, port: int, mdns: bool, quiet: float | None
+) -> None:
+    """`serve --sync`: the daemon plus the sync loops (commuter.sync.daemon)."""
+    from commuter.sync.daemon import DEFAULT_QUIET, SyncOptions, serve_sync
+
+    def log(msg: str) -> None:
+        click.echo(safe_text(msg))
+        sys.stdout.flush()
+
+    async def run() -> None:
+        stop = stop_on_signals()
+        await serve_sync(
+            app.settings,
+            _identity(app.settings),
+            name=machine_name(app.settings),
+            host=host,
+            port=port,
+            mdns=mdns,
+            options=SyncOptions(quiet=DEFAULT_QUIET if quiet is None else quiet),
+            log=log,
+            stop=stop,
+        )
+        log("stopped")
 
     asyncio.run(run())
 

@@ -289,6 +289,32 @@ class RelayTransport(Transport):
             raise RelayError(f"relay item {item.id} arrived damaged; will retry next pull")
         return dst
 
+    async def peek(self, item: Incoming, n: int) -> bytes:
+        """The first `n` bytes of an item, for its label (`status`, `pull --dry-run`) without
+        downloading it: an HTTP Range request; of a relay that ignores Range, only `n` bytes
+        are read before the connection is dropped."""
+        import aiohttp
+        from yarl import URL
+
+        path = self._item_path(item)
+        headers = auth.sign_headers(self.ctx.identity, "GET", path, auth.EMPTY_SHA256)
+        headers["Range"] = f"bytes=0-{max(n, 1) - 1}"
+        http = await self._http()
+        out = bytearray()
+        try:
+            async with asyncio.timeout(self.ctx.settings.stall_timeout):
+                url = URL(self.url + path, encoded=True)
+                async with http.get(url, headers=headers) as resp:
+                    if resp.status not in (200, 206):
+                        raise RelayError(f"relay item {item.id}: HTTP {resp.status}")
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        out += chunk
+                        if len(out) >= n:
+                            break
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._down(exc) from exc
+        return bytes(out[:n])
+
     async def ack(self, item: Incoming) -> None:
         """Delete the item from the mailbox (after a successful import)."""
         await self._request("DELETE", self._item_path(item))

@@ -1,0 +1,569 @@
+"""`commuter serve --sync`: the peer daemon plus two loops.
+
+sender:   poll the session stores (watch.Watcher); a session whose transcript has not changed
+          for `quiet` seconds, that no agent process holds and whose version a paired peer
+          does not have yet is exported once and sent to each such peer in the auto order
+          (LAN if it answers, else relay, else folder). A send that fails is queued with a
+          bounded exponential backoff (state.backoff); a peer that contacts us is retried at
+          once. What a peer acknowledged is recorded (state.SyncState), so a restart sends it
+          nothing again.
+receiver: import what waits here (the LAN inbox at once when an upload arrives; relay and
+          folder every `pull_every` seconds) through the pipeline's one receive path. An
+          update of a session a local agent holds, or of one whose project does not exist
+          here, waits (shown by `status`), tried again later, one log line when it starts
+          waiting, none on each retry.
+
+One log line per transfer naming session, project and peer. Every loop sleeps between
+rounds; SIGTERM (the `stop` event) ends them all and `serve` exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from commuter.errors import BackendError, CommuterError, SessionBusy
+from commuter.sync import status_file
+from commuter.sync.state import SyncState, backoff
+from commuter.sync.watch import Seen, Watcher
+
+if TYPE_CHECKING:
+    from commuter.peer.identity import Identity
+    from commuter.peer.inbox import InboxItem
+    from commuter.peer.peers import Peer
+    from commuter.pipeline import Pulled
+    from commuter.settings import Settings
+    from commuter.transports import Incoming, Transport, TransportContext
+
+Log = Callable[[str], None]
+
+DEFAULT_QUIET = 30.0
+SENDS_PER_ROUND = 16  # sessions exported per round: a first sync of thousands spreads out
+BUSY_RECHECK = 5.0  # seconds between looks at a session an agent holds
+HEARTBEAT = 60.0
+_WARN_AGAIN = 3600.0
+_MAX_WARNED = 256
+_ORIGIN_ID = re.compile(r"\(([A-Za-z0-9-]{1,64})\)\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    quiet: float = DEFAULT_QUIET
+    poll: float | None = None  # seconds between polls; default from quiet
+    pull_every: float | None = None  # seconds between relay/folder pulls; default from quiet
+
+    @property
+    def poll_seconds(self) -> float:
+        return self.poll if self.poll is not None else min(max(self.quiet / 4, 0.5), 5.0)
+
+    @property
+    def pull_seconds(self) -> float:
+        return self.pull_every if self.pull_every is not None else min(max(self.quiet, 2.0), 30.0)
+
+
+def short(session_id: str) -> str:
+    return session_id[:8]
+
+
+def project_name(project: str | Path | None) -> str:
+    return str(project) if project else "no project"
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    imported: int = 0
+    warned: dict[str, float] = field(default_factory=dict)
+
+
+class SyncDaemon:
+    """The two loops and what they share; `run` until `stop` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: Identity,
+        options: SyncOptions,
+        *,
+        log: Log,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.options = options
+        self.log = log
+        self.state = SyncState.open(settings)
+        self.watcher = Watcher(settings)
+        self.status = status_file.StatusWriter(settings, quiet=options.quiet)
+        self._arrived = asyncio.Event()
+        self._kick_send = asyncio.Event()
+        self._counters = _Counters()
+        self._next_remote = 0.0
+        self._seen: dict[tuple[str, str], Seen] = {}
+
+    # --- hooks for the peer server ---------------------------------------------------------
+
+    async def on_received(self, item: InboxItem, peer: Peer) -> str | None:
+        """An upload landed in the LAN inbox: the receiver takes it now; the sender is alive,
+        so what waits for it goes now too."""
+        self._arrived.set()
+        if await asyncio.to_thread(self.state.retry_now, peer.device_id):
+            self._kick_send.set()
+        return "queued for import"
+
+    def sync_now(self) -> None:
+        """Look at the stores now (the SessionEnd hook's request)."""
+        self.watcher.force_scan()
+        self._kick_send.set()
+
+    # --- the loops -------------------------------------------------------------------------
+
+    async def run_loops(self, stop: asyncio.Event) -> None:
+        self.status.write(running=True)
+        tasks = [
+            asyncio.create_task(self._loop(stop, self._send_round, self._kick_send, "send")),
+            asyncio.create_task(
+                self._loop(stop, self._receive_round, self._arrived, "receive"),
+            ),
+            asyncio.create_task(self._heartbeat(stop)),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.status.write(running=False)
+            self.state.close()
+
+    async def _loop(
+        self,
+        stop: asyncio.Event,
+        round_: Callable[[], Any],
+        kick: asyncio.Event,
+        what: str,
+    ) -> None:
+        interval = self.options.poll_seconds
+        while not stop.is_set():
+            kick.clear()
+            try:
+                await round_()
+            except (CommuterError, OSError) as exc:
+                self._error(f"{what}: {exc}")
+            except Exception as exc:  # a bug: keep the daemon, say it once
+                self._error(f"{what}: unexpected {type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await _first(stop, kick)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT):
+                    await stop.wait()
+            self.status.write(running=not stop.is_set())
+
+    def _error(self, message: str) -> None:
+        """One line per distinct error an hour (a broken store must not fill the journal)."""
+        self.status.error(message)
+        now = time.monotonic()
+        warned = self._counters.warned
+        if now - warned.get("error:" + message, -1e9) < _WARN_AGAIN:
+            return
+        if len(warned) >= _MAX_WARNED:
+            warned.clear()
+        warned["error:" + message] = now
+        self.log(f"error: {message}")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        warned = self._counters.warned
+        if now - warned.get(key, -1e9) < _WARN_AGAIN:
+            return
+        if len(warned) >= _MAX_WARNED:
+            warned.clear()
+        warned[key] = now
+        self.log(f"warning: {message}")
+
+    def _context(self) -> TransportContext:
+        from commuter.transports import TransportContext
+
+        return TransportContext.load(self.settings)
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def _send_round(self) -> None:
+        seen = await asyncio.to_thread(self.watcher.poll)
+        self._seen = dict(seen)
+        ctx = await asyncio.to_thread(self._context)
+        peers = ctx.peers.all()
+        if not peers:
+            return
+        todo = await asyncio.to_thread(self._due, seen, peers)
+        for entry, wanting in list(todo.values())[:SENDS_PER_ROUND]:
+            await self._send_session(ctx, entry, wanting)
+
+    def _due(
+        self, seen: dict[tuple[str, str], Seen], peers: Sequence[Peer]
+    ) -> dict[tuple[str, str], tuple[Seen, list[Peer]]]:
+        """Sessions quiet long enough that some peer lacks, with those peers (oldest first)."""
+        now = time.time()
+        sent = {p.device_id: self.state.sent_versions(p.device_id) for p in peers}
+        queued = self.state.queued()
+        due: dict[tuple[str, str], tuple[Seen, list[Peer]]] = {}
+        for key, entry in sorted(seen.items(), key=lambda kv: kv[1].mtime):
+            if not entry.ref.has_messages or now - entry.mtime < self.options.quiet:
+                continue
+            for peer in peers:
+                if sent[peer.device_id].get(key) == entry.version:
+                    continue
+                q = queued.get((peer.device_id, *key))
+                if q is not None and q.version == entry.version and q.next_at > now:
+                    continue
+                due.setdefault(key, (entry, []))[1].append(peer)
+        return due
+
+    async def _send_session(self, ctx: TransportContext, entry: Seen, peers: list[Peer]) -> None:
+        from commuter import core
+        from commuter.sync.busy import busy_reason
+
+        ref = entry.ref
+        agent, sid = ref.backend, ref.session_id
+        held = await asyncio.to_thread(busy_reason, self.settings, ref)
+        if held:
+            for peer in peers:
+                self._queue(peer, entry, f"held by a running agent: {held}", delay=BUSY_RECHECK)
+            return
+        staging = Path(tempfile.mkdtemp(prefix="sync-", dir=_staging(self.settings)))
+        try:
+            bundle = staging / "bundle.commuter"
+
+            def export() -> None:
+                with bundle.open("wb") as fh:
+                    core.export_to(self.settings, fh, session=sid, agent=agent)
+
+            try:
+                await asyncio.to_thread(export)
+            except CommuterError as exc:
+                for peer in peers:
+                    self._queue(peer, entry, f"export failed: {exc}")
+                return
+            for peer in peers:
+                await self._send_to(ctx, entry, bundle, peer)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+
+    async def _send_to(self, ctx: TransportContext, entry: Seen, bundle: Path, peer: Peer) -> None:
+        from commuter.pipeline import push_file
+
+        ref = entry.ref
+        self.status.sending(ref.session_id, peer.name)
+        started = time.monotonic()
+        try:
+            pushed = await push_file(ctx, bundle, [peer], "auto", named=True)
+        except CommuterError as exc:
+            self._queue(peer, entry, str(exc))
+            return
+        finally:
+            self.status.sending(None, None)
+        receipt = pushed.receipt
+        await asyncio.to_thread(
+            self.state.mark_sent,
+            peer.device_id,
+            ref.backend,
+            ref.session_id,
+            entry.version,
+            receipt.transport,
+        )
+        self._counters.sent += 1
+        self.status.count(sent=self._counters.sent)
+        took = time.monotonic() - started
+        self.log(
+            f"sent {short(ref.session_id)} ({ref.backend}, {project_name(ref.project)}) "
+            f"to {peer.name} via {receipt.transport}: {receipt.size} bytes in {took:.2f} s"
+        )
+
+    def _queue(self, peer: Peer, entry: Seen, reason: str, *, delay: float | None = None) -> None:
+        ref = entry.ref
+        old = self.state.queued().get((peer.device_id, ref.backend, ref.session_id))
+        q = self.state.queue(
+            peer.device_id, ref.backend, ref.session_id, entry.version, reason, delay=delay
+        )
+        if old is None or old.reason != reason:
+            wait = max(0.0, q.next_at - time.time())
+            self.log(
+                f"queued {short(ref.session_id)} ({ref.backend}, {project_name(ref.project)}) "
+                f"for {peer.name}: {reason} (next try in {wait:.0f} s)"
+            )
+
+    # --- receiving -------------------------------------------------------------------------
+
+    async def _receive_round(self) -> None:
+        from commuter.pipeline import pull_order
+        from commuter.transports import create
+
+        ctx = await asyncio.to_thread(self._context)
+        remote = time.monotonic() >= self._next_remote
+        if remote:
+            self._next_remote = time.monotonic() + self.options.pull_seconds
+        listed: set[str] = set()
+        for name in pull_order(ctx, "auto"):
+            if name != "lan" and not remote:
+                listed |= {k for k in self.state.waiting() if k.startswith(name + ":")}
+                continue
+            async with create(name, ctx) as transport:
+                try:
+                    items = await transport.pending()
+                except CommuterError as exc:
+                    self._warn_once(f"pending:{name}", f"{name}: {exc}")
+                    listed |= {k for k in self.state.waiting() if k.startswith(name + ":")}
+                    continue
+                finally:
+                    self._flush(transport)
+                for item in items:
+                    key = f"{name}:{item.id}"
+                    listed.add(key)
+                    await self._receive_item(ctx, transport, item, key)
+        await asyncio.to_thread(self.state.keep_waiting_only, listed)
+
+    def _flush(self, transport: Transport) -> None:
+        for message in transport.warnings:
+            self._warn_once(message, message)
+        transport.warnings.clear()
+
+    async def _receive_item(
+        self, ctx: TransportContext, transport: Transport, item: Incoming, key: str
+    ) -> None:
+        from commuter.model import ImportOptions
+        from commuter.pipeline import receive_one
+        from commuter.sync.busy import busy_reason
+
+        waiting = self.state.waiting().get(key)
+        now = time.time()
+        if waiting is not None:
+            if waiting.next_at > now:
+                return
+            if waiting.reason.startswith("held by"):
+                local = self._local(waiting.session)
+                held = (
+                    await asyncio.to_thread(busy_reason, self.settings, local.ref)
+                    if local is not None
+                    else None
+                )
+                if held:
+                    self.state.wait(key, *_row(waiting), waiting.reason, delay=BUSY_RECHECK)
+                    return
+        warnings: list[str] = []
+        options = ImportOptions(interactive=False)
+        try:
+            pulled = await receive_one(
+                ctx, _item_source(transport, item), options, warn=warnings.append
+            )
+        except CommuterError as exc:
+            await self._waits(ctx, transport, item, key, exc)
+            return
+        finally:
+            self._flush(transport)
+        for message in warnings:
+            self._warn_once(message, message)
+        self.state.done_waiting(key)
+        if pulled is None or pulled.result is None:
+            return
+        self._imported(ctx, item, pulled)
+
+    def _local(self, session_id: str) -> Seen | None:
+        return next((s for k, s in self._seen.items() if k[1] == session_id), None)
+
+    async def _waits(
+        self,
+        ctx: TransportContext,
+        transport: Transport,
+        item: Incoming,
+        key: str,
+        exc: CommuterError,
+    ) -> None:
+        """An item that could not be imported now: why, and when to look again."""
+        from commuter.sync.label import label_of
+
+        label = await label_of(ctx, transport, item, self.state)
+        session = label.session_id if label else "?"
+        project = label.project if label else "?"
+        text = str(exc)
+        if isinstance(exc, SessionBusy) or _busy_text(text):
+            reason, delay = f"held by a local agent ({text})", BUSY_RECHECK
+        elif isinstance(exc, BackendError) and ("--project-dir" in text or "path-map" in text):
+            reason, delay = f"project {project} does not exist here", None
+        else:
+            reason, delay = text, None
+        sender = _sender_name(ctx, item.sender)
+        old = self.state.waiting().get(key)
+        row = self.state.wait(
+            key, item.transport, sender, session, project, item.size, reason, delay=delay
+        )
+        if old is None or old.reason != reason:
+            self.log(
+                f"waiting: {short(session)} ({project}) from {sender} via {item.transport}: "
+                f"{reason} (next look in {max(0.0, row.next_at - time.time()):.0f} s)"
+            )
+
+    def _imported(self, ctx: TransportContext, item: Incoming, pulled: Pulled) -> None:
+        result = pulled.result
+        assert result is not None
+        peer = _origin_peer(ctx, pulled.origin)
+        self._counters.imported += 1
+        self.status.count(imported=self._counters.imported)
+        who = peer.name if peer else pulled.origin
+        self.log(
+            f"imported {short(result.session_id)} ({result.backend}, {result.project_dir}) "
+            f"from {who} via {item.transport}: {result.action}"
+        )
+        if peer is None or result.transcript is None:
+            return
+        in_step = result.action in ("created", "updated", "replaced", "forked") or (
+            result.action == "unchanged" and not result.warnings
+        )
+        if not in_step:
+            return
+        got = version_of_path(result.transcript)
+        if got is not None:
+            # The sender has this version: sending it back would be an echo.
+            self.state.mark_sent(
+                peer.device_id, result.backend, result.session_id, got, item.transport
+            )
+
+
+def version_of_path(path: Path) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def _row(w: Any) -> tuple[str, str, str, str, int]:
+    return (w.transport, w.sender, w.session, w.project, w.size)
+
+
+def _busy_text(text: str) -> bool:
+    return any(
+        marker in text
+        for marker in ("is writing to session", "names session", "has thread", "quit it first")
+    )
+
+
+def _sender_name(ctx: TransportContext, device_id: str | None) -> str:
+    if not device_id:
+        return "?"
+    peer = next((p for p in ctx.peers.all() if p.device_id == device_id), None)
+    return peer.name if peer else device_id
+
+
+def _origin_peer(ctx: TransportContext, origin: str) -> Peer | None:
+    """The paired peer whose key sealed an item (pipeline names it "name (device id)")."""
+    found = _ORIGIN_ID.search(origin)
+    if found is None:
+        return None
+    return next((p for p in ctx.peers.all() if p.device_id == found.group(1)), None)
+
+
+def _staging(settings: Settings) -> Path:
+    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return settings.staging_dir
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return when any of `events` is set."""
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+class _ItemSource:
+    """One item of a transport as a pipeline Source, so it takes the one receive path."""
+
+    scheme: ClassVar[str] = ""
+    discard_strangers: ClassVar[bool] = False
+    set_aside_damaged: ClassVar[bool] = False
+
+    def __init__(self, transport: Transport, item: Incoming) -> None:
+        self._t = transport
+        self._item = item
+        self.warnings = transport.warnings
+
+    async def pending(self) -> list[Incoming]:
+        return [self._item]
+
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        return await self._t.fetch(item, dst_dir)
+
+    async def ack(self, item: Incoming) -> None:
+        await self._t.ack(item)
+
+
+def _item_source(transport: Transport, item: Incoming) -> _ItemSource:
+    cls = type(transport)
+
+    class One(_ItemSource):
+        scheme = cls.scheme
+        discard_strangers = cls.discard_strangers
+        set_aside_damaged = cls.set_aside_damaged
+
+    return One(transport, item)
+
+
+async def serve_sync(
+    settings: Settings,
+    identity: Identity,
+    *,
+    name: str,
+    host: str | None,
+    port: int,
+    mdns: bool,
+    options: SyncOptions,
+    log: Log,
+    stop: asyncio.Event,
+) -> None:
+    """The peer daemon with sync: serve() and the loops until `stop`."""
+    from commuter.peer.server import serve
+
+    daemon = SyncDaemon(settings, identity, options, log=log)
+    log(f"sync: quiet {options.quiet:g} s, state in {daemon.state.path}")
+    server = asyncio.create_task(
+        serve(
+            settings,
+            identity,
+            name=name,
+            host=host,
+            port=port,
+            mdns=mdns,
+            on_received=daemon.on_received,
+            log=log,
+            stop=stop,
+        )
+    )
+    loops = asyncio.create_task(daemon.run_loops(stop))
+    done, _ = await asyncio.wait({server, loops}, return_when=asyncio.FIRST_COMPLETED)
+    if server in done and server.exception() is not None:
+        stop.set()
+        await loops
+        exc = server.exception()
+        assert exc is not None
+        raise exc
+    stop.set()
+    await asyncio.gather(server, loops)
+
+
+__all__ = ["DEFAULT_QUIET", "SyncDaemon", "SyncOptions", "backoff", "serve_sync"]
