@@ -15,25 +15,29 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from commuter import bundle
-from commuter.errors import BackendError, BundleError, CommuterError
+from commuter.errors import BackendError, BundleError, CommuterError, DeltaBaseMismatch
 from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
 from commuter.settings import Settings
 
 if TYPE_CHECKING:
-    from commuter.backends import Backend
+    from commuter.backends import Backend, ImportSource
 
 __all__ = [
+    "Exported",
     "ImportOptions",
     "ImportResult",
     "Manifest",
     "Origin",
     "SessionRef",
     "bundle_digest",
+    "export_session",
     "export_to",
     "find_session",
     "import_file",
@@ -122,11 +126,74 @@ def export_to(
     )
     writer = bundle.BundleWriter(out, manifest)
     plan.write_members(writer)
-    return writer.close()
+    return writer.close(plan.late())
 
 
-def import_file(settings: Settings, path: Path, options: ImportOptions) -> ImportResult:
-    """Verify and unpack a bundle (plain or legacy), then place its session here."""
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """What `export_session` wrote: the manifest, the session's whole state (member -> size,
+    sha256; for a delta the unchanged members and the whole transcript included), the name of
+    its transcript member ("" if it has none by that name) and whether it is a delta."""
+
+    manifest: Manifest
+    state: dict[str, tuple[int, str]]
+    transcript: str
+    delta: bool
+
+
+def export_session(
+    settings: Settings,
+    out: BinaryIO,
+    ref: SessionRef,
+    *,
+    base: Mapping[str, tuple[int, str]] | None = None,
+) -> Exported:
+    """Write `ref` as a bundle to `out`: whole, or a delta against `base` (a state the
+    receiver acknowledged) when its backend takes deltas and `base` still prefixes it."""
+    from commuter.bundle import delta
+
+    backend = _backend(settings, ref.backend)
+    plan = backend.collect(ref)
+    transcript = f"session/{plan.session_id}.jsonl"
+    members = list(plan.members)
+    if transcript not in dict(members):
+        transcript = ""
+    planned = None
+    if base is not None and transcript and hasattr(backend, "place_delta"):
+        planned = delta.plan(members, transcript, base)
+    manifest = Manifest(
+        format=bundle.FORMAT_VERSION,
+        backend=plan.backend,
+        session_id=plan.session_id,
+        project_dir=plan.project_dir,
+        created_at=_now(),
+        origin=make_origin(settings),
+        message_count=plan.message_count,
+        git=plan.git,
+        meta=plan.meta,
+        members=(),
+        delta=planned.spec.to_dict() if planned is not None else None,
+    )
+    writer = bundle.BundleWriter(out, manifest)
+    for name, src in planned.members if planned is not None else members:
+        if isinstance(src, bytes):
+            writer.add_bytes(name, src)
+        else:
+            writer.add_file(name, src)
+    written = writer.close()
+    sent = {m.name: (m.size, m.sha256) for m in written.members}
+    state = planned.spec.whole(sent) if planned is not None else sent
+    return Exported(written, state, transcript, planned is not None)
+
+
+def import_file(
+    settings: Settings, path: Path, options: ImportOptions, *, sender: str | None = None
+) -> ImportResult:
+    """Verify and unpack a bundle (plain or legacy), then place its session here.
+
+    `sender`: the device id of the paired peer whose seal was checked. Only then is a delta
+    taken (against what this machine imported from that peer, see acks.py), and what an
+    import leaves is recorded as the base of the next delta."""
     from commuter.backends import accepts_session_id, source_from
 
     digest = bundle.file_digest(path)
@@ -140,10 +207,84 @@ def import_file(settings: Settings, path: Path, options: ImportOptions) -> Impor
             raise BundleError(
                 f"bundle session id {manifest.session_id!r} is not a {manifest.backend} session id"
             )
-        result = backend.place(source_from(manifest, unpacked.root), options)
+        source = source_from(manifest, unpacked.root)
+        sent = {m.name: (m.size, m.sha256) for m in manifest.members}
+        if manifest.delta is not None:
+            result, state = _place_delta(settings, backend, manifest, source, options, sender)
+        else:
+            result, state = backend.place(source, options), sent
+        if sender is not None and not options.dry_run:
+            _record_received(settings, sender, manifest, result, state)
     finally:
         shutil.rmtree(unpacked.root, ignore_errors=True)
     return dataclasses.replace(result, bundle_digest=digest, backend=manifest.backend)
+
+
+def _place_delta(
+    settings: Settings,
+    backend: Backend,
+    manifest: Manifest,
+    source: ImportSource,
+    options: ImportOptions,
+    sender: str | None,
+) -> tuple[ImportResult, dict[str, tuple[int, str]]]:
+    """A delta placed on the state it names; DeltaBaseMismatch when this machine does not hold
+    that state as the import from `sender` left it (the sender then sends it whole)."""
+    from commuter import acks
+    from commuter.bundle import delta
+
+    spec = delta.spec_of(manifest)
+    place_delta = getattr(backend, "place_delta", None)
+    if sender is None or not options.sender_verified:
+        raise DeltaBaseMismatch("a delta bundle is taken only from a paired peer's seal")
+    if place_delta is None:
+        raise DeltaBaseMismatch(f"the {manifest.backend} backend here takes no delta bundles")
+    for rec in acks.received(settings.state_dir, sender, manifest.backend, manifest.session_id):
+        held = rec.members.get(spec.transcript)
+        if held == (spec.base_size, spec.base_sha256) and all(
+            rec.members.get(name) == state for name, state in spec.base.items()
+        ):
+            sent = {m.name: (m.size, m.sha256) for m in manifest.members}
+            result: ImportResult = place_delta(source, spec, rec, options)
+            return result, spec.whole(sent)
+    raise DeltaBaseMismatch(
+        f"the delta of session {manifest.session_id} is based on a state this machine did not "
+        "import from the sender"
+    )
+
+
+def _record_received(
+    settings: Settings,
+    sender: str,
+    manifest: Manifest,
+    result: ImportResult,
+    state: Mapping[str, tuple[int, str]],
+) -> None:
+    """What the import left, as the base of the next delta from `sender`: only where the
+    backend says the local transcript now holds exactly the bundle's session."""
+    from commuter import acks
+    from commuter.bundle.delta import prefix_sha256
+
+    transcript = f"session/{manifest.session_id}.jsonl"
+    path = result.transcript
+    if not result.extra.get("in_step") or path is None or transcript not in state:
+        acks.forget_received(settings.state_dir, sender, manifest.backend, manifest.session_id)
+        return
+    size = result.extra.get("in_step_size")
+    sha = prefix_sha256(path, size) if isinstance(size, int) else None
+    if not isinstance(size, int) or sha is None:
+        return
+    acks.record_received(
+        settings.state_dir,
+        sender,
+        manifest.backend,
+        manifest.session_id,
+        state,
+        transcript,
+        path,
+        size,
+        sha,
+    )
 
 
 def read_manifest(path: Path) -> Manifest:

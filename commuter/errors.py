@@ -3,6 +3,7 @@
 CommuterError                     exit 1 unless noted; `code` is its id on the wire
  +-- ConfigError
  +-- BundleError           a bundle is truncated, corrupt, hostile or of a newer format
+ |    +-- DeltaBaseMismatch  a delta bundle's base is not what this machine holds (409)
  +-- OutputError           an output path commuter will not write to (not a regular file, ...)
  +-- BackendError
  |    +-- SessionNotFound
@@ -63,6 +64,13 @@ class ConfigError(CommuterError):
 
 class BundleError(CommuterError):
     code = "bad-bundle"
+
+
+class DeltaBaseMismatch(BundleError):
+    """A delta bundle (only what changed since a base) whose base this machine does not hold
+    as the sender believes: the sender sends the whole session instead (LAN: HTTP 409)."""
+
+    code, http_status = "delta-base", 409
 
 
 class OutputError(CommuterError):

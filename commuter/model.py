@@ -47,6 +47,8 @@ class Manifest:
     git: dict[str, Any] | None
     meta: dict[str, Any]
     members: tuple[Member, ...]
+    # A delta bundle: only what changed since a base the receiver holds (bundle/delta.py).
+    delta: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -19,6 +19,7 @@ from commuter.errors import (
     BundleError,
     CommuterError,
     ConfigError,
+    DeltaBaseMismatch,
     NotPaired,
     PeerUnreachable,
     RelayError,
@@ -26,12 +27,15 @@ from commuter.errors import (
     TransportError,
 )
 from commuter.fsutil import sha256_file
+from commuter.model import SessionRef
 from commuter.transports import AUTO_ORDER, Incoming, Receipt, Transport, TransportContext, create
 from commuter.transports.state import PullState
 
 if TYPE_CHECKING:
+    from commuter.core import Exported
     from commuter.model import ImportOptions, ImportResult
     from commuter.peer.peers import Peer
+    from commuter.settings import Settings
 
 Factory = Callable[[str, TransportContext], Transport]
 Warn = Callable[[str], None]
@@ -39,11 +43,20 @@ Warn = Callable[[str], None]
 
 @dataclass(frozen=True, slots=True)
 class Pushed:
-    """A push: the receipt, and why earlier transports were passed over (auto mode)."""
+    """A push: the receipt, and why earlier transports were passed over (auto mode).
+
+    From `push_session` also: the session, whether what went was a delta, whether a delta was
+    refused and the whole session sent after it, and the device ids of the peers whose import
+    was confirmed (their acknowledged state is now the one sent)."""
 
     receipt: Receipt
     sealed: bool
     skipped: tuple[str, ...] = ()
+    session_id: str = ""
+    agent: str = ""
+    delta: bool = False
+    fell_back: bool = False
+    confirmed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,8 @@ async def push_file(
                     continue
                 try:
                     receipt = await transport.send(sealed, peers)
+                except DeltaBaseMismatch:
+                    raise  # the peer answered: push_session sends the whole session instead
                 except CommuterError as exc:
                     if len(order) == 1:
                         raise
@@ -128,6 +143,123 @@ async def push_file(
         raise TransportError(f"cannot push to {who}: " + "; ".join(skipped))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+async def push_session(
+    ctx: TransportContext,
+    session: SessionRef | str | None,
+    peers: Sequence[Peer],
+    via: str = "auto",
+    *,
+    named: bool = False,
+    factory: Factory = create,
+    agent: str | None = None,
+    cwd: Path | None = None,
+) -> Pushed:
+    """Export a session and send it to `peers` (see `push_file` for `via`, `named`).
+
+    `session`: a SessionRef, an id or unique prefix, or None for the newest of `cwd` (of
+    `agent`'s, if given). When every peer acknowledged the same earlier state of it and that
+    state still prefixes it, only what they lack goes (a delta, bundle/delta.py); a peer that
+    refuses it (DeltaBaseMismatch: LAN answers 409) gets the whole session at once. An ack is
+    recorded for each peer whose end confirmed the import (the LAN answer "imported"); relay
+    and folder give no answer, so their sends build on the last confirmed state, which the
+    receiver keeps (acks.KEEP_RECEIVED states per session) for exactly this."""
+
+    async def deliver(path: Path) -> Pushed:
+        return await push_file(ctx, path, peers, via, named=named, factory=factory)
+
+    return await send_session(ctx, session, peers, deliver, agent=agent, cwd=cwd)
+
+
+Deliver = Callable[[Path], Awaitable[Pushed]]
+
+
+async def send_session(
+    ctx: TransportContext,
+    session: SessionRef | str | None,
+    peers: Sequence[Peer],
+    deliver: Deliver,
+    *,
+    agent: str | None = None,
+    cwd: Path | None = None,
+) -> Pushed:
+    """`push_session` with the sending step given: `deliver(plain bundle path)` seals and
+    sends it and returns a Pushed whose receipt has each peer's status (`send` uses it with
+    the LAN client's progress bar)."""
+    from commuter import acks, core
+
+    settings = ctx.settings
+    if isinstance(session, SessionRef):
+        ref = session
+    else:
+        ref = await asyncio.to_thread(core.find_session, settings, session, cwd, agent)
+    base = _common_base(ctx, ref, peers)
+    staging = Path(tempfile.mkdtemp(prefix="push-", dir=_staging(ctx)))
+    try:
+        path = staging / "bundle.commuter"
+        exported = await asyncio.to_thread(_export, settings, ref, path, base)
+        fell_back = False
+        try:
+            pushed = await deliver(path)
+        except DeltaBaseMismatch:
+            if not exported.delta:
+                raise
+            for peer in peers:
+                acks.forget_ack(settings.state_dir, peer.device_id, ref.backend, ref.session_id)
+            exported = await asyncio.to_thread(_export, settings, ref, path, None)
+            pushed = await deliver(path)
+            fell_back = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    statuses = pushed.receipt.statuses
+    confirmed = tuple(
+        p.device_id for p, status in zip(peers, statuses, strict=False) if status == "imported"
+    )
+    if exported.transcript:
+        for device_id in confirmed:
+            acks.record_ack(
+                settings.state_dir,
+                device_id,
+                ref.backend,
+                ref.session_id,
+                exported.state,
+                exported.transcript,
+            )
+    return dataclasses.replace(
+        pushed,
+        session_id=ref.session_id,
+        agent=ref.backend,
+        delta=exported.delta,
+        fell_back=fell_back,
+        confirmed=confirmed,
+    )
+
+
+def _export(
+    settings: Settings, ref: SessionRef, path: Path, base: dict[str, tuple[int, str]] | None
+) -> Exported:
+    from commuter import core
+
+    with path.open("wb") as fh:
+        return core.export_session(settings, fh, ref, base=base)
+
+
+def _common_base(
+    ctx: TransportContext, ref: SessionRef, peers: Sequence[Peer]
+) -> dict[str, tuple[int, str]] | None:
+    """The state every peer acknowledged of `ref`, if they all hold the same one."""
+    from commuter import acks
+
+    if not peers:
+        return None
+    states = [
+        acks.acked(ctx.settings.state_dir, p.device_id, ref.backend, ref.session_id) for p in peers
+    ]
+    first = states[0]
+    if first is None or any(s is None or s.members != first.members for s in states):
+        return None
+    return first.members
 
 
 def _staging(ctx: TransportContext) -> Path:
@@ -249,6 +381,7 @@ async def _pull_one(
     vouched = getattr(source, "vouched_origin", None)
     origin = vouched or f"{item.label} (plain bundle, sender not verified)"
     verified = vouched is not None
+    device_id: str | None = None  # the paired peer whose seal was checked
     digest = item.digest
     try:
         fetched = await source.fetch(item, tmp)
@@ -279,8 +412,17 @@ async def _pull_one(
             peer = ctx.peers.by_key(sender)
             origin = f"{peer.name} ({peer.device_id})" if peer else "an unknown device"
             verified = peer is not None
+            device_id = peer.device_id if peer else None
         opts = dataclasses.replace(options, origin=origin, sender_verified=verified)
-        result = await asyncio.to_thread(core.import_file, ctx.settings, plain, opts)
+        result = await asyncio.to_thread(
+            core.import_file, ctx.settings, plain, opts, sender=device_id
+        )
+    except DeltaBaseMismatch as exc:
+        # It never applies here: dropped, and the sender's next send is whole (on the LAN it
+        # hears this at once; through relay and folder it builds on its last confirmed state).
+        if not options.dry_run:
+            await _ack(source, item, warn)
+        return Pulled(item, origin, retry=False, exc=exc, error=f"{exc}; dropped it")
     except CommuterError as exc:
         return Pulled(item, origin, error=str(exc), exc=exc)
     except OSError as exc:

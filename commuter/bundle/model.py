@@ -260,7 +260,15 @@ def manifest_from_dict(obj: object, *, members: tuple[Member, ...] = ()) -> Mani
         git=git,
         meta=meta,
         members=members,
+        delta=_delta_field(obj),
     )
+
+
+def _delta_field(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's `delta` object (checked in full by bundle.delta.spec_of), or None."""
+    if obj.get("delta") is None:
+        return None
+    return dict(_field(obj, "delta", dict, "manifest"))
 
 
 _OPTIONAL_TEXT = (str, type(None))
@@ -344,6 +352,7 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
         "message_count": manifest.message_count,
         "git": manifest.git,
         "meta": manifest.meta,
+        **({"delta": manifest.delta} if manifest.delta is not None else {}),
     }
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -429,9 +428,10 @@ def send_cmd(
     agent: str | None,
 ) -> None:
     """Send a session straight to a paired machine on the LAN."""
-    from commuter import core
     from commuter.peer import client
     from commuter.peer.peers import Peers
+    from commuter.pipeline import Pushed, send_session
+    from commuter.transports import Receipt, TransportContext
 
     if session and latest:
         raise click.UsageError("give a session id or --latest, not both")
@@ -440,15 +440,19 @@ def send_cmd(
     if address is not None:
         client.parse_address(address)
     me = _identity(settings)
-    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
-        bundle = Path(tmp) / "bundle"
-        with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(), agent=agent)
-        size = bundle.stat().st_size
-        answer = asyncio.run(_send(settings, me, target, bundle, size, address))
-    sid = manifest.session_id
-    done = _SEND_RESULT.get(str(answer.get("status")), "delivered")
+    ctx = TransportContext.load(settings)
+
+    async def deliver(bundle: Path) -> Pushed:
+        size = (await asyncio.to_thread(bundle.stat)).st_size
+        answer = await _send(settings, me, target, bundle, size, address)
+        status = str(answer.get("status", ""))
+        receipt = Receipt("lan", str(answer.get("id", "")), (target.name,), "", size, (status,))
+        return Pushed(receipt, True)
+
+    # Only what the peer lacks when it confirmed an earlier state (pipeline.send_session).
+    pushed = asyncio.run(send_session(ctx, session, [target], deliver, agent=agent, cwd=Path.cwd()))
+    sid = pushed.session_id
+    done = _SEND_RESULT.get(pushed.receipt.statuses[0], "delivered")
     click.echo(f"sent session {sid} to {safe_text(target.name)} ({done})")
 
 

@@ -63,6 +63,9 @@ class Receipt:
     recipients: tuple[str, ...]
     location: str
     size: int
+    # Per recipient, in order, what its end said it did ("imported", "stored", ...), where the
+    # transport hears back at once (LAN); empty where it cannot (relay, folder).
+    statuses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

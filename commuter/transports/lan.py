@@ -81,6 +81,7 @@ class LanTransport(Transport):
         size = (await asyncio.to_thread(sealed.stat)).st_size
         item_id = ""
         where: list[str] = []
+        statuses: list[str] = []
         for peer in to:
             address = await self.locate(peer)
             if address is None:
@@ -90,12 +91,15 @@ class LanTransport(Transport):
             async with PeerClient(self.ctx.settings, self.ctx.identity, peer, address) as client:
                 answer = await client.upload(sealed)
             item_id = str(answer.get("id", ""))
+            statuses.append(str(answer.get("status", "")))
             where.append(address)
             peers = Peers.load(self.ctx.settings)
             if peers.by_key(peer.public_key) is not None:
                 peers.touch_address(peer.public_key, address)
                 peers.save()
-        return Receipt(self.scheme, item_id, tuple(p.name for p in to), ", ".join(where), size)
+        return Receipt(
+            self.scheme, item_id, tuple(p.name for p in to), ", ".join(where), size, tuple(statuses)
+        )
 
     async def pending(self) -> list[Incoming]:
         """Bundles `commuter serve` received and did not import yet."""
