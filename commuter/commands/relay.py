@@ -48,6 +48,12 @@ def relay_group() -> None:
     help="Where queued bundles live (default: DATA_DIR/relay).",
 )
 @click.option(
+    "--store",
+    metavar="URL",
+    help="Share one PostgreSQL database between relays (postgresql://user@host/db) "
+    "instead of the data dir.",
+)
+@click.option(
     "--max-bundle-mb",
     type=click.IntRange(1),
     default=512,
@@ -94,12 +100,20 @@ def relay_group() -> None:
     hidden=True,
     help="How often expired bundles are swept.",
 )
+@click.option(
+    "--body-stall",
+    default="60s",
+    show_default=True,
+    hidden=True,
+    help="Drop an upload that sends nothing for this long.",
+)
 @pass_app
 def relay_serve_cmd(
     app: AppContext,
     host: str,
     port: int,
     data_dir: Path | None,
+    store: str | None,
     max_bundle_mb: int,
     ttl: str,
     mailbox_mb: int,
@@ -110,6 +124,7 @@ def relay_serve_cmd(
     sender_mailbox_items: int,
     max_total_mb: int,
     sweep: str,
+    body_stall: str,
 ) -> None:
     """Serve the relay until interrupted (put it behind a TLS reverse proxy)."""
     from commuter.relay.quotas import MB, Limits
@@ -125,29 +140,40 @@ def relay_serve_cmd(
         sender_mailbox_bytes=sender_mailbox_mb * MB,
         total_bytes=max_total_mb * MB,
         sweep_interval=min(parse_duration(sweep), 3600.0),
+        body_stall=min(parse_duration(body_stall), 3600.0),
     )
+    if store is not None:
+        if data_dir is not None:
+            raise ConfigError("--store and --data-dir exclude each other (the store holds all)")
+        from commuter.relay.pgstore import check_url
+
+        check_url(store)
+        asyncio.run(_serve(None, store, host, port, limits))
+        return
     root = (data_dir or app.settings.data_dir / "relay").expanduser()
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise ConfigError(f"cannot create relay data dir {root}: {exc.strerror}") from exc
-    asyncio.run(_serve(root, host, port, limits))
+    asyncio.run(_serve(root, None, host, port, limits))
 
 
-async def _serve(root: Path, host: str, port: int, limits: Limits) -> None:
+async def _serve(
+    root: Path | None, store: str | None, host: str, port: int, limits: Limits
+) -> None:
     from commuter.peer.server import start_site
-    from commuter.relay.app import make_relay_app
+    from commuter.relay.app import STATE, make_relay_app
 
     def log(message: str) -> None:
         click.echo(message)
         sys.stdout.flush()
 
-    app = make_relay_app(root, limits, log, exclusive=True)
-    runner, bound = await start_site(app, host, port)
+    app = make_relay_app(root, limits, log, exclusive=True, store=store)
+    runner, bound = await start_site(app, host, port)  # a store that cannot start: one error
     stop = stop_on_signals()
     try:
         shown = f"[{host}]" if ":" in host else host
-        log(f"relay serving on http://{shown}:{bound} (data in {root})")
+        log(f"relay serving on http://{shown}:{bound} ({app[STATE].store.describe()})")
         await stop.wait()
     finally:
         await runner.cleanup()

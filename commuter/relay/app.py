@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -30,9 +31,10 @@ from commuter.fsutil import CHUNK
 from commuter.http import error_middleware
 from commuter.peer import auth
 from commuter.peer.identity import device_id_for, normalize_device_id
-from commuter.relay import quotas
+from commuter.peer.seal import MAGIC, SealHeader, header_size, parse_header
 from commuter.relay.quotas import Limits
-from commuter.relay.storage import ITEM_ID, Item, Storage
+from commuter.relay.storage import ITEM_ID, Item
+from commuter.relay.store import FileStore, RelayStore, Upload
 
 PROTOCOL = 1
 Log = Callable[[str], None]
@@ -42,10 +44,9 @@ Log = Callable[[str], None]
 class RelayState:
     """What the handlers share."""
 
-    storage: Storage
+    store: RelayStore
     limits: Limits
     log: Log
-    nonces: auth.NonceCache = field(default_factory=auth.NonceCache)  # the app's persists
 
 
 STATE = web.AppKey("relay_state", RelayState)
@@ -60,22 +61,40 @@ def _log_of(request: web.Request) -> Log:
 errors_middleware = error_middleware(_log_of, close_after=(UploadStalled,))
 
 
-def make_relay_app(
-    data_dir: Path, limits: Limits | None = None, log: Log | None = None, *, exclusive: bool = False
-) -> web.Application:
-    """The relay app over `data_dir` (recovered at once: partial uploads are dropped).
+def open_store(
+    spec: str | None, data_dir: Path | None, limits: Limits, *, exclusive: bool = False
+) -> RelayStore:
+    """The store `relay serve --store SPEC` names: a postgresql:// URL (PgStore), or the
+    file store over `data_dir` (recovered at once: partial uploads are dropped)."""
+    if spec is not None:
+        from commuter.relay.pgstore import PgStore
 
-    `exclusive` (the `relay serve` process): hold the data dir's lock until cleanup, so a
-    second relay started on it fails instead of deleting this one's uploads in progress.
+        return PgStore(spec, limits)
+    if data_dir is None:
+        raise ValueError("the file store needs a data dir")
+    return FileStore(data_dir, limits, exclusive=exclusive)
+
+
+def make_relay_app(
+    data_dir: Path | None = None,
+    limits: Limits | None = None,
+    log: Log | None = None,
+    *,
+    exclusive: bool = False,
+    store: str | RelayStore | None = None,
+) -> web.Application:
+    """The relay app over `data_dir` (the file store), or over `store` (a RelayStore, or a
+    postgresql:// URL); a store's own limits win over `limits`.
+
+    `exclusive` (the `relay serve` process on a data dir): hold the data dir's lock until
+    cleanup, so a second relay started on it fails instead of deleting this one's uploads in
+    progress. A PostgreSQL store needs no lock: any number of relays share its database.
     """
-    storage = Storage(data_dir)
-    if exclusive:
-        storage.lock()
-    storage.recover()
-    limits = limits or Limits()
-    # Nonces persist in the data dir: a request captured before a restart is refused after it.
-    nonces = auth.NonceCache(path=data_dir / auth.NONCE_DB, rates=limits.rates)
-    state = RelayState(storage, limits, log or (lambda _msg: None), nonces)
+    if isinstance(store, RelayStore):
+        chosen = store
+    else:
+        chosen = open_store(store, data_dir, limits or Limits(), exclusive=exclusive)
+    state = RelayState(chosen, chosen.limits, log or (lambda _msg: None))
     app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
     app[STATE] = state
     app.router.add_get("/", handle_health)
@@ -83,31 +102,34 @@ def make_relay_app(
     app.router.add_get("/v1/mailbox/{box}", handle_list)
     app.router.add_get("/v1/mailbox/{box}/{item}", handle_download)
     app.router.add_delete("/v1/mailbox/{box}/{item}", handle_delete)
-    app.cleanup_ctx.append(_sweeper)
-    app.on_cleanup.append(_unlock)
+    app.cleanup_ctx.append(_lifetime)
     return app
 
 
-async def _unlock(app: web.Application) -> None:
-    app[STATE].nonces.close()
-    app[STATE].storage.unlock()
-
-
-async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    """Start the store (connect, migrate), sweep it on a timer, close it at the end."""
     state = app[STATE]
+    await state.store.start()
 
     async def loop() -> None:
         while True:
             await asyncio.sleep(state.limits.sweep_interval)
-            gone = state.storage.expire()
+            try:
+                gone = await state.store.sweep()
+            except RelayError as exc:
+                state.log(f"sweep failed: {exc}")
+                continue
             if gone:
                 state.log(f"expired {gone} bundle(s)")
 
     task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await state.store.close()
 
 
 async def handle_health(request: web.Request) -> web.Response:
@@ -134,122 +156,161 @@ def _mailbox(request: web.Request) -> str:
     return box
 
 
-def _owner(request: web.Request, body_sha256: str = auth.EMPTY_SHA256) -> str:
+async def _verify(request: web.Request, body_sha256: str) -> bytes:
+    """The request's key, after its signature, freshness, nonce (on every relay of the
+    store) and rate are checked."""
+    store = request.app[STATE].store
+    key = auth.verify_headers(
+        request.headers, request.method, request.raw_path, body_sha256, store.nonces
+    )
+    await store.claim_nonce(key, request.headers[auth.H_NONCE], time.time())
+    return key
+
+
+async def _owner(request: web.Request) -> str:
     """The mailbox, after checking the request is signed by its owner's key."""
     state = request.app[STATE]
     box = _mailbox(request)
-    key = auth.verify_headers(
-        request.headers, request.method, request.raw_path, body_sha256, state.nonces
-    )
+    key = await _verify(request, auth.EMPTY_SHA256)
     if device_id_for(key) != box:
         raise MailboxForbidden("this mailbox belongs to another device")
-    state.storage.expire()
+    await state.store.expire()
     return box
 
 
-def _item(request: web.Request, box: str) -> Item:
+async def _item(request: web.Request, box: str) -> Item:
     item_id = request.match_info["item"]
-    item = request.app[STATE].storage.get(box, item_id) if ITEM_ID.match(item_id) else None
+    item = await request.app[STATE].store.get(box, item_id) if ITEM_ID.match(item_id) else None
     if item is None:
         raise ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
     return item
 
 
 async def handle_upload(request: web.Request) -> web.Response:
-    """A sealed bundle for the mailbox's owner, streamed to disk while hashed."""
+    """A sealed bundle for the mailbox's owner, streamed into the store while hashed."""
     state = request.app[STATE]
     box = _mailbox(request)
     claimed = request.headers.get(auth.H_DIGEST, "")
     # Signature, freshness, nonce and rate first: a stranger's upload is refused before any
     # byte lands.
-    key = auth.verify_headers(request.headers, "POST", request.raw_path, claimed, state.nonces)
+    key = await _verify(request, claimed)
     sender = device_id_for(key)
-    state.storage.expire()
     # The declared length must fit, but only bytes that arrive are held against the quotas
     # (a slow or silent uploader holds what it sent, and is dropped after body_stall).
-    token = quotas.start_upload(state.storage, state.limits, box, sender, request.content_length)
-    tmp = state.storage.temp_path()
+    upload = await state.store.begin_upload(box, sender, request.content_length)
     try:
-        digest, size = await _receive(request, tmp, state, token)
+        digest, head = await _receive(request, upload, state)
         if digest != claimed:
             raise BadSignature("upload does not match its signed digest")
-        from commuter.peer.seal import read_header
-
-        try:
-            header = await asyncio.to_thread(read_header, tmp)
-        except OSError as exc:
-            raise BundleError("upload is not a sealed bundle") from exc
+        header = head.header()
         if box not in header.recipients:
             raise RelayError("the bundle is not sealed to this mailbox's owner")
         if header.sender != key:
             raise BadSignature("the bundle is sealed by another key than the uploader's")
-        quotas.finish_upload(state.storage, state.limits, token)
-        item = await asyncio.to_thread(
-            state.storage.commit, tmp, box, sender, digest, size, state.limits.ttl
-        )
+        item = await upload.commit(digest, state.limits.ttl)
     except UploadStalled:
         state.log(f"upload for {box} from {sender} stalled; dropped")
         raise
     finally:
-        state.storage.release(token)
-        await asyncio.to_thread(tmp.unlink, True)
-    state.log(f"stored {item.id} for {box} from {sender} ({size} bytes)")
+        await upload.close()
+    state.log(f"stored {item.id} for {box} from {sender} ({item.size} bytes)")
     return web.json_response(
         {"id": item.id, "size": item.size, "digest": item.digest, "expires_at": item.expires_at},
         status=201,
     )
 
 
-async def _receive(
-    request: web.Request, dst: Path, state: RelayState, token: int
-) -> tuple[str, int]:
-    """Stream the body to `dst`, each chunk counted against the quotas before it is written;
-    UploadStalled if nothing arrives for `body_stall` seconds."""
+class _Head:
+    """The first bytes of an upload, kept until they hold the seal header (at most
+    seal.MAX_HEADER + 78 bytes), so the header is checked without reading the store back."""
+
+    def __init__(self) -> None:
+        self.lead = len(MAGIC) + 4
+        self.limit = self.lead
+        self.data = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        offset = 0
+        while len(self.data) < self.limit and offset < len(chunk):  # two rounds at most
+            take = chunk[offset : offset + self.limit - len(self.data)]
+            self.data += take
+            offset += len(take)
+            if self.limit == self.lead and len(self.data) == self.lead:
+                try:
+                    self.limit = self.lead + header_size(bytes(self.data)) + 64
+                except BundleError:
+                    return  # not a seal: header() says so
+
+    def header(self) -> SealHeader:
+        """The verified seal header (BundleError if the upload does not start with one)."""
+        return parse_header(bytes(self.data[: self.lead]), bytes(self.data[self.lead :]))
+
+
+async def _receive(request: web.Request, upload: Upload, state: RelayState) -> tuple[str, _Head]:
+    """Stream the body into `upload`, each chunk counted against the quotas before it is
+    kept; UploadStalled if nothing arrives for `body_stall` seconds."""
     hasher = hashlib.sha256()
-    size = 0
+    head = _Head()
     stall = state.limits.body_stall
-    fh = await asyncio.to_thread(dst.open, "wb")
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(stall):
-                    chunk = await request.content.read(CHUNK)
-            except TimeoutError:
-                raise UploadStalled(f"the upload sent nothing for {stall:g} s; dropped") from None
-            if not chunk:
-                break
-            quotas.receive(state.storage, state.limits, token, len(chunk))
-            size += len(chunk)
-            hasher.update(chunk)
-            await asyncio.to_thread(fh.write, chunk)
-    finally:
-        fh.close()
-    if size == 0:
+    while True:
+        try:
+            async with asyncio.timeout(stall):
+                chunk = await request.content.read(CHUNK)
+        except TimeoutError:
+            raise UploadStalled(f"the upload sent nothing for {stall:g} s; dropped") from None
+        if not chunk:
+            break
+        await upload.write(chunk)
+        hasher.update(chunk)
+        head.feed(chunk)
+    if upload.size == 0:
         raise BundleError("empty upload")
-    return hasher.hexdigest(), size
+    return hasher.hexdigest(), head
 
 
 async def handle_list(request: web.Request) -> web.Response:
     """The owner's queued items, oldest first."""
-    box = _owner(request)
-    items = request.app[STATE].storage.items(box)
+    box = await _owner(request)
+    items = await request.app[STATE].store.items(box)
     return web.json_response({"items": [item.public() for item in items]})
 
 
 async def handle_download(request: web.Request) -> web.StreamResponse:
-    """The owner fetches one item's ciphertext."""
-    box = _owner(request)
-    item = _item(request, box)
-    path = request.app[STATE].storage.path(item)
-    return web.FileResponse(
-        path, headers={"Content-Type": "application/octet-stream", "X-Commuter-Digest": item.digest}
-    )
+    """The owner fetches one item's ciphertext (a chunk at a time from the store)."""
+    box = await _owner(request)
+    store = request.app[STATE].store
+    item = await _item(request, box)
+    headers = {"Content-Type": "application/octet-stream", "X-Commuter-Digest": item.digest}
+    path = store.local_path(item)
+    if path is not None:
+        return web.FileResponse(path, headers=headers)
+    chunks = store.read(item)
+    first = await anext(chunks, b"")  # a store error before the answer is a JSON one
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = item.size
+    await resp.prepare(request)
+    sent = len(first)
+    try:
+        await resp.write(first)
+        async for chunk in chunks:
+            sent += len(chunk)
+            await resp.write(chunk)
+    except RelayError as exc:
+        # Gone (expired, deleted) or the store failed mid-answer: the client sees a short
+        # body, which it refuses (length and digest are checked there).
+        request.app[STATE].log(f"download of {item.id} cut off after {sent} bytes: {exc}")
+        resp.force_close()
+        return resp
+    await resp.write_eof()
+    return resp
 
 
 async def handle_delete(request: web.Request) -> web.Response:
     """The owner acknowledges an import: the item is gone for good."""
-    box = _owner(request)
-    item = _item(request, box)
-    request.app[STATE].storage.delete(item)
-    request.app[STATE].log(f"delivered {item.id} to {box}")
+    box = await _owner(request)
+    state = request.app[STATE]
+    item = await _item(request, box)
+    if not await state.store.delete(item):
+        raise ItemNotFound(f"no item {item.id} in this mailbox (expired or already deleted?)")
+    state.log(f"delivered {item.id} to {box}")
     return web.json_response({"deleted": item.id})

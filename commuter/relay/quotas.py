@@ -1,16 +1,22 @@
 """Relay limits (size cap, expiry, quotas per mailbox, sender, sender for one mailbox and
-for the whole relay, request rates, stalled uploads); their errors are in commuter.errors."""
+for the whole relay, request rates, stalled uploads); their errors are in commuter.errors.
+
+Both stores check the same quotas in the same order with the same messages: `quota_table`
+names them, `quota_error` words a refusal. The file store counts in memory (`check_quota`
+and the upload steps below); the PostgreSQL store counts in one table, in the transaction
+that stores the bytes (commuter/relay/pgstore.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from commuter.errors import QuotaExceeded, StorageFull, TooLarge
+from commuter.errors import QuotaExceeded, RelayError, StorageFull, TooLarge
 from commuter.peer.auth import DEFAULT_RATES, Rates
-from commuter.relay.storage import Storage
+from commuter.relay.storage import Storage, UsageKey
 
 MB = 1024 * 1024
 DAY = 86400.0
+UNLIMITED = 1 << 62  # no cap on that count (the relay's item count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,38 @@ class Limits:
         }
 
 
+def quota_table(limits: Limits, mailbox: str, sender: str) -> list[tuple[UsageKey, int, int]]:
+    """(usage key, most items, most bytes) of every quota an upload from `sender` to
+    `mailbox` counts against, in the order they are checked."""
+    return [
+        (("box", mailbox), limits.mailbox_items, limits.mailbox_bytes),
+        (("pair", mailbox, sender), limits.sender_mailbox_items, limits.sender_mailbox_bytes),
+        (("from", sender), limits.sender_items, limits.sender_bytes),
+        (("all",), UNLIMITED, limits.total_bytes),
+    ]
+
+
+def quota_error(kind: str, items: int, used: int) -> RelayError:
+    """The refusal for the quota of kind `kind` (a usage key's first part) holding `items`
+    bundles and `used` bytes."""
+    if kind == "box":
+        return QuotaExceeded(
+            f"the recipient's relay mailbox is full ({items} bundles, {used // MB} MB); "
+            "it empties as the recipient runs `commuter pull`"
+        )
+    if kind == "pair":
+        return QuotaExceeded(
+            f"this machine has too much queued on the relay for that recipient ({items} "
+            f"bundles, {used // MB} MB); wait until it pulls"
+        )
+    if kind == "from":
+        return QuotaExceeded(
+            f"this machine has too much queued on the relay ({items} bundles, {used // MB} MB); "
+            "wait until the recipients pull"
+        )
+    return StorageFull("the relay's storage is full; try again after recipients pull")
+
+
 def check_size(limits: Limits, size: int) -> None:
     """TooLarge if one bundle of `size` bytes is over the cap."""
     if size > limits.max_bundle:
@@ -55,27 +93,10 @@ def check_quota(
     """QuotaExceeded (StorageFull for the whole relay) if `size` more bytes, and one more
     item if `new_item`, would pass a quota. Uploads in progress count as Storage.usage says."""
     more = 1 if new_item else 0
-    n, used = storage.usage(mailbox=mailbox)
-    if n + more > limits.mailbox_items or used + size > limits.mailbox_bytes:
-        raise QuotaExceeded(
-            f"the recipient's relay mailbox is full ({n} bundles, {used // MB} MB); "
-            "it empties as the recipient runs `commuter pull`"
-        )
-    n, used = storage.usage(mailbox=mailbox, sender=sender)
-    if n + more > limits.sender_mailbox_items or used + size > limits.sender_mailbox_bytes:
-        raise QuotaExceeded(
-            f"this machine has too much queued on the relay for that recipient ({n} bundles, "
-            f"{used // MB} MB); wait until it pulls"
-        )
-    n, used = storage.usage(sender=sender)
-    if n + more > limits.sender_items or used + size > limits.sender_bytes:
-        raise QuotaExceeded(
-            f"this machine has too much queued on the relay ({n} bundles, {used // MB} MB); "
-            "wait until the recipients pull"
-        )
-    _, used = storage.usage()
-    if used + size > limits.total_bytes:
-        raise StorageFull("the relay's storage is full; try again after recipients pull")
+    for key, most_items, most_bytes in quota_table(limits, mailbox, sender):
+        n, used = storage.usage_of(key)
+        if n + more > most_items or used + size > most_bytes:
+            raise quota_error(key[0], n, used)
 
 
 def start_upload(
@@ -103,8 +124,5 @@ def finish_upload(storage: Storage, limits: Limits, token: int) -> None:
     res = storage.reservation(token)
     n, used = storage.usage(mailbox=res.mailbox)
     if n + 1 > limits.mailbox_items:
-        raise QuotaExceeded(
-            f"the recipient's relay mailbox is full ({n} bundles, {used // MB} MB); "
-            "it empties as the recipient runs `commuter pull`"
-        )
+        raise quota_error("box", n, used)
     storage.finalize(token)

@@ -221,10 +221,12 @@ class Storage:
     def get(self, mailbox: str, item_id: str) -> Item | None:
         return self._index.get(mailbox, {}).get(item_id)
 
-    def delete(self, item: Item) -> None:
-        """Remove an item (meta first, so a crash leaves at worst an orphan to sweep)."""
+    def delete(self, item: Item) -> bool:
+        """Remove an item (meta first, so a crash leaves at worst an orphan to sweep); False
+        if it was no longer indexed."""
         box = self._index.get(item.mailbox, {})
-        if box.pop(item.id, None) is not None:
+        found = box.pop(item.id, None) is not None
+        if found:
             self._count(item.mailbox, item.sender, -1, -item.size)
         if not box:
             self._index.pop(item.mailbox, None)
@@ -233,6 +235,7 @@ class Storage:
         self.path(item).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             folder.rmdir()
+        return found
 
     def all_items(self) -> Iterator[Item]:
         for box in list(self._index.values()):
@@ -260,4 +263,8 @@ class Storage:
             key = ("from", sender)
         else:
             key = ("all",)
+        return self.usage_of(key)
+
+    def usage_of(self, key: UsageKey) -> tuple[int, int]:
+        """(items, bytes) counted under one of the keys `usage` names."""
         return self._items[key], self._bytes[key]

@@ -1,0 +1,649 @@
+"""The relay store in PostgreSQL (`relay serve --store postgresql://...`): stateless relays.
+
+Any number of relay processes share one database; each keeps nothing of its own but a pool
+of connections and its request-rate buckets. Everything a promise of the relay rests on is
+in the database, changed in transactions:
+
+- relay_items: the visible items (one row each, written in the transaction that completes
+  the upload: the completed marker). relay_chunks: the ciphertext, in rows of at most
+  `chunk_size` (1 MiB) bytes, keyed by a blob number that is never reused.
+- relay_uploads: uploads in progress (their chunks so far, bytes received, last sign of
+  life). An upload's chunks are stored as they arrive but belong to no item until its
+  commit, so a relay killed mid-upload leaves nothing a recipient can see; its row goes
+  stale (no chunk for longer than the stall bound allows) and any relay's sweep drops it.
+- relay_usage: one counter row (items, bytes) per quota key (`box:<id>`, `pair:<id>:<id>`,
+  `from:<id>`, `all`), changed only by relay_charge() inside the transaction that stores or
+  deletes the bytes it counts, which checks and adds under row locks taken in key order:
+  concurrent uploads through different relays cannot pass a quota together, and a quota is
+  one quota whatever relay is asked.
+- relay_nonces: every signed request's (key, nonce) for twice the clock-skew window; a
+  request seen by one relay is refused by every other.
+- relay_schema: the schema version; migrations run at start under an advisory lock.
+
+Clean-up (expiry, stale uploads, old nonces, idle counters) runs on every relay, each batch
+under `pg_try_advisory_xact_lock` with `FOR UPDATE SKIP LOCKED`: one relay sweeps at a time,
+a row being deleted by a recipient's DELETE is skipped, and the one transaction that deletes
+a row is the one that un-counts it.
+
+Durability: the session runs with synchronous_commit=off (chunks, reservations, nonces: a
+database crash can lose the last fraction of a second, and loses it whole, counters and rows
+together); the commit that makes an item visible and the deletion that acknowledges one are
+synchronous, so a 201 or a delete answered is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from commuter.errors import ConfigError, ItemNotFound, RelayError, ReplayedRequest
+from commuter.fsutil import CHUNK
+from commuter.peer import auth
+from commuter.relay import quotas
+from commuter.relay.quotas import UNLIMITED, Limits
+from commuter.relay.storage import Item, UsageKey
+from commuter.relay.store import RelayStore, StoreUnavailable, Throttle, Upload
+
+SCHEMA_VERSION = 1
+# Advisory lock keys (one bigint namespace per database; "cmtrly" + a number).
+LOCK_MIGRATE = 0x636D74726C790001
+LOCK_SWEEP = 0x636D74726C790002
+POOL_SIZE = 16
+BATCH = 500  # rows per clean-up transaction
+MAX_BATCHES = 200  # per sweep: bounded, the next sweep goes on
+SCHEMES = ("postgresql", "postgres")
+
+CHARGE_FN = """
+CREATE FUNCTION relay_charge(keys text[], add_items bigint[], add_bytes bigint[],
+    need_items bigint[], need_bytes bigint[], max_items bigint[], max_bytes bigint[],
+    OUT failed integer, OUT used_items bigint, OUT used_bytes bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    cur_items bigint[] := array_fill(0::bigint, ARRAY[cardinality(keys)]);
+    cur_bytes bigint[] := array_fill(0::bigint, ARRAY[cardinality(keys)]);
+    got_items bigint;
+    got_bytes bigint;
+    r record;
+BEGIN
+    -- Lock every counter row in key order (created if missing): relays charging the same
+    -- keys queue up here, never deadlock.
+    FOR r IN SELECT t.k, t.n FROM unnest(keys) WITH ORDINALITY AS t(k, n) ORDER BY t.k LOOP
+        INSERT INTO relay_usage AS u (key) VALUES (r.k)
+            ON CONFLICT (key) DO UPDATE SET items = u.items
+            RETURNING u.items, u.bytes INTO got_items, got_bytes;
+        cur_items[r.n] := got_items;
+        cur_bytes[r.n] := got_bytes;
+    END LOOP;
+    -- Then check in the caller's order: the first quota that would be passed is named.
+    FOR i IN 1 .. cardinality(keys) LOOP
+        IF cur_items[i] + need_items[i] > max_items[i]
+                OR cur_bytes[i] + need_bytes[i] > max_bytes[i] THEN
+            failed := i;
+            used_items := cur_items[i];
+            used_bytes := cur_bytes[i];
+            RETURN;
+        END IF;
+    END LOOP;
+    UPDATE relay_usage AS u SET items = u.items + d.ai, bytes = u.bytes + d.ab
+        FROM unnest(keys, add_items, add_bytes) AS d(k, ai, ab) WHERE u.key = d.k;
+    failed := 0;
+END
+$fn$
+"""
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            "CREATE TABLE relay_usage (key text PRIMARY KEY,"
+            " items bigint NOT NULL DEFAULT 0, bytes bigint NOT NULL DEFAULT 0)",
+            "CREATE SEQUENCE relay_blob_seq",
+            "CREATE TABLE relay_uploads (blob bigint PRIMARY KEY, mailbox text NOT NULL,"
+            " sender text NOT NULL, received bigint NOT NULL DEFAULT 0,"
+            " chunks integer NOT NULL DEFAULT 0,"
+            " started_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+            " seen_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+            "CREATE INDEX relay_uploads_seen ON relay_uploads (seen_at)",
+            "CREATE TABLE relay_chunks (blob bigint NOT NULL, seq integer NOT NULL,"
+            " data bytea NOT NULL, PRIMARY KEY (blob, seq))",
+            # Ciphertext does not compress: stored out of line without trying.
+            "ALTER TABLE relay_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+            "CREATE TABLE relay_items (mailbox text NOT NULL, id text NOT NULL,"
+            " sender text NOT NULL, size bigint NOT NULL, digest text NOT NULL,"
+            " created_at double precision NOT NULL, expires_at double precision NOT NULL,"
+            " blob bigint NOT NULL UNIQUE, chunks integer NOT NULL, PRIMARY KEY (mailbox, id))",
+            "CREATE INDEX relay_items_expires ON relay_items (expires_at)",
+            "CREATE TABLE relay_nonces (key bytea NOT NULL, nonce text NOT NULL,"
+            " expires double precision NOT NULL, PRIMARY KEY (key, nonce))",
+            "CREATE INDEX relay_nonces_expires ON relay_nonces (expires)",
+            CHARGE_FN,
+        ),
+    ),
+)
+TABLES = ("relay_schema", "relay_usage", "relay_uploads", "relay_chunks", "relay_items",
+          "relay_nonces")  # fmt: skip
+
+NONCE_SQL = """
+INSERT INTO relay_nonces AS n (key, nonce, expires) VALUES ($1, $2, $3)
+ON CONFLICT (key, nonce) DO UPDATE SET expires = EXCLUDED.expires WHERE n.expires <= $4
+RETURNING 1
+"""
+ITEM_COLUMNS = "id, mailbox, sender, size, digest, created_at, expires_at"
+
+
+def check_url(url: str) -> None:
+    """ConfigError unless `url` is a postgresql:// URL naming a host or a socket."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in SCHEMES or not url.isprintable():
+        raise ConfigError("--store takes a PostgreSQL URL: postgresql://USER@HOST[:PORT]/DB")
+
+
+def shown_url(url: str) -> str:
+    """`url` without its password (for logs and errors)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = urllib.parse.quote(parts.username or "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def usage_key(key: UsageKey) -> str:
+    """The relay_usage row of a Storage usage key (device ids hold no ':')."""
+    return ":".join(key)
+
+
+class _DeferredNonces(auth.NonceCache):
+    """What `auth.verify_headers` checks nonces with here: nothing yet; PgStore.claim_nonce
+    does it right after, in the database every relay shares (it is async)."""
+
+    def check_and_add(self, key: bytes, nonce: str, now: float) -> None:
+        return None
+
+
+def _item(row: Any) -> Item:
+    return Item(
+        id=str(row["id"]),
+        mailbox=str(row["mailbox"]),
+        sender=str(row["sender"]),
+        size=int(row["size"]),
+        digest=str(row["digest"]),
+        created_at=float(row["created_at"]),
+        expires_at=float(row["expires_at"]),
+    )
+
+
+class PgStore(RelayStore):
+    """The relay's data in one PostgreSQL database, shared by every relay that names it."""
+
+    def __init__(
+        self,
+        url: str,
+        limits: Limits | None = None,
+        *,
+        chunk_size: int = CHUNK,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        check_url(url)
+        self.url = url
+        self.limits = limits or Limits()
+        self.chunk_size = chunk_size
+        self.pool_size = pool_size
+        self.nonces = _DeferredNonces(rates=None)
+        # Rates stay per process (a token bucket per key in memory): N relays allow N times.
+        self._rates = auth.NonceCache(rates=self.limits.rates)
+        self._pool: Any = None
+        self._expire_gate = Throttle(1.0)
+        stall = self.limits.body_stall
+        # An upload in progress writes a row (chunk or heartbeat) at least every `heartbeat`
+        # seconds while bytes arrive, and is dropped by its relay after `body_stall` without;
+        # a row silent for longer than `stale_after` belongs to a relay that died.
+        self.heartbeat = min(10.0, stall / 2)
+        self.stale_after = stall + self.heartbeat + min(30.0, 2.0 + stall)
+
+    def describe(self) -> str:
+        return f"store {shown_url(self.url)}"
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """Database and connection failures as one StoreUnavailable (503) line."""
+        try:
+            yield
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise StoreUnavailable(f"the relay's database could not {what}: {reason}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, what: str, *, durable: bool = False) -> AsyncIterator[Any]:
+        """A connection from the pool in a transaction (synchronous commit if `durable`)."""
+        if self._pool is None:
+            raise StoreUnavailable("the relay's database is not connected")
+        async with self._guard(what), self._pool.acquire() as conn, conn.transaction():
+            if durable:
+                await conn.execute("SET LOCAL synchronous_commit = on")
+            yield conn
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        async with self._guard(f"be reached at {shown_url(self.url)}"):
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=10,
+                command_timeout=60,
+                server_settings={
+                    "application_name": "commuter-relay",
+                    "synchronous_commit": "off",
+                },
+            )
+        try:
+            async with self._tx("migrate its schema", durable=True) as conn:
+                await migrate(conn)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.close()
+
+    # Counters
+
+    async def _charge(
+        self,
+        conn: Any,
+        mailbox: str,
+        sender: str,
+        *,
+        add_items: Sequence[int],
+        add_bytes: int,
+        need_items: Sequence[int],
+        need_bytes: int,
+        checked: Iterable[str] = ("box", "pair", "from", "all"),
+    ) -> None:
+        """Add (items, bytes) to the four quota keys of (mailbox, sender), after checking
+        the `checked` kinds could take `need_items`/`need_bytes` more: else the quota's
+        error (the transaction is then rolled back by the caller's exit)."""
+        table = quotas.quota_table(self.limits, mailbox, sender)
+        kinds = set(checked)
+        keys = [usage_key(key) for key, _, _ in table]
+        max_items = [most if key[0] in kinds else UNLIMITED for key, most, _ in table]
+        max_bytes = [most if key[0] in kinds else UNLIMITED for key, _, most in table]
+        row = await conn.fetchrow(
+            "SELECT * FROM relay_charge($1, $2, $3, $4, $5, $6, $7)",
+            keys,
+            list(add_items),
+            [add_bytes] * len(keys),
+            list(need_items),
+            [need_bytes] * len(keys),
+            max_items,
+            max_bytes,
+        )
+        if row["failed"]:
+            kind = table[int(row["failed"]) - 1][0][0]
+            raise quotas.quota_error(kind, int(row["used_items"]), int(row["used_bytes"]))
+
+    @staticmethod
+    async def _uncount(conn: Any, deltas: dict[str, list[int]]) -> None:
+        """Subtract what deleted rows held ({key: [items, bytes]}), locks in key order."""
+        if not deltas:
+            return
+        keys = list(deltas)
+        await conn.fetchrow(
+            "SELECT * FROM relay_charge($1, $2, $3, $4, $5, $6, $7)",
+            keys,
+            [-deltas[k][0] for k in keys],
+            [-deltas[k][1] for k in keys],
+            [0] * len(keys),
+            [0] * len(keys),
+            [UNLIMITED] * len(keys),
+            [UNLIMITED] * len(keys),
+        )
+
+    # Nonces
+
+    async def claim_nonce(self, key: bytes, nonce: str, now: float) -> None:
+        expires = now + 2 * self.nonces.max_skew
+        async with self._guard("record the request's nonce"):
+            if self._pool is None:
+                raise StoreUnavailable("the relay's database is not connected")
+            fresh = await self._pool.fetchval(NONCE_SQL, key, nonce, expires, now)
+        if fresh is None:
+            raise ReplayedRequest("replayed request")
+        self._rates.check_and_add(key, nonce, now)  # after the replay check, as auth does
+
+    # Uploads
+
+    async def begin_upload(self, mailbox: str, sender: str, declared: int | None) -> Upload:
+        if declared is not None:
+            quotas.check_size(self.limits, declared)
+        await self.expire()
+        async with self._tx("start the upload") as conn:
+            blob = int(
+                await conn.fetchval(
+                    "INSERT INTO relay_uploads (blob, mailbox, sender)"
+                    " VALUES (nextval('relay_blob_seq'), $1, $2) RETURNING blob",
+                    mailbox,
+                    sender,
+                )
+            )
+            # One of the sender's items from now on; a mailbox slot only at the commit.
+            await self._charge(
+                conn,
+                mailbox,
+                sender,
+                add_items=(0, 1, 1, 1),
+                add_bytes=0,
+                need_items=(1, 1, 1, 1),
+                need_bytes=declared or 1,
+            )
+        return _PgUpload(self, blob, mailbox, sender)
+
+    # Items
+
+    async def items(self, mailbox: str) -> list[Item]:
+        async with self._tx("list the mailbox") as conn:
+            rows = await conn.fetch(
+                f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND expires_at > $2"
+                " ORDER BY id",
+                mailbox,
+                time.time(),
+            )
+        return [_item(row) for row in rows]
+
+    async def get(self, mailbox: str, item_id: str) -> Item | None:
+        async with self._tx("find the item") as conn:
+            row = await conn.fetchrow(
+                f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND id = $2"
+                " AND expires_at > $3",
+                mailbox,
+                item_id,
+                time.time(),
+            )
+        return None if row is None else _item(row)
+
+    async def read(self, item: Item) -> AsyncIterator[bytes]:
+        gone = ItemNotFound(f"item {item.id} was deleted or expired while being sent")
+        async with self._tx("find the item") as conn:
+            row = await conn.fetchrow(
+                "SELECT blob, chunks FROM relay_items WHERE mailbox = $1 AND id = $2",
+                item.mailbox,
+                item.id,
+            )
+        if row is None:
+            raise gone
+        blob, count = int(row["blob"]), int(row["chunks"])
+        for seq in range(count):  # one chunk in memory at a time, a connection per chunk
+            async with self._tx("read the item") as conn:
+                data = await conn.fetchval(
+                    "SELECT data FROM relay_chunks WHERE blob = $1 AND seq = $2", blob, seq
+                )
+            if data is None:
+                raise gone
+            yield bytes(data)
+
+    async def delete(self, item: Item) -> bool:
+        async with self._tx("delete the item", durable=True) as conn:
+            row = await conn.fetchrow(
+                "DELETE FROM relay_items WHERE mailbox = $1 AND id = $2 RETURNING blob, size",
+                item.mailbox,
+                item.id,
+            )
+            if row is None:
+                return False  # another relay's DELETE or the sweep got there first
+            await conn.execute("DELETE FROM relay_chunks WHERE blob = $1", row["blob"])
+            await self._charge(
+                conn,
+                item.mailbox,
+                item.sender,
+                add_items=(-1, -1, -1, -1),
+                add_bytes=-int(row["size"]),
+                need_items=(0, 0, 0, 0),
+                need_bytes=0,
+                checked=(),
+            )
+        return True
+
+    # Clean-up
+
+    async def expire(self, now: float | None = None) -> int:
+        """Delete expired items (at most once a second per process when called without
+        `now`: listings hide them meanwhile)."""
+        if now is None and not self._expire_gate():
+            return 0
+        current = time.time() if now is None else now
+        gone = 0
+        for _ in range(MAX_BATCHES):
+            async with self._tx("expire items") as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_SWEEP):
+                    return gone  # another relay is sweeping right now
+                rows = await conn.fetch(
+                    "DELETE FROM relay_items WHERE blob IN (SELECT blob FROM relay_items"
+                    " WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2"
+                    " FOR UPDATE SKIP LOCKED) RETURNING mailbox, sender, size, blob",
+                    current,
+                    BATCH,
+                )
+                await self._drop(conn, rows, items=1, size="size")
+            gone += len(rows)
+            if len(rows) < BATCH:
+                break
+        return gone
+
+    async def _drop(self, conn: Any, rows: Sequence[Any], *, items: int, size: str) -> None:
+        """The chunks of deleted item or upload rows, and what they counted."""
+        if not rows:
+            return
+        await conn.execute(
+            "DELETE FROM relay_chunks WHERE blob = ANY($1::bigint[])", [r["blob"] for r in rows]
+        )
+        deltas: dict[str, list[int]] = {}
+        for row in rows:
+            for key, _, _ in quotas.quota_table(self.limits, row["mailbox"], row["sender"]):
+                name = usage_key(key)
+                entry = deltas.setdefault(name, [0, 0])
+                # An upload in progress was not yet one of its mailbox's items.
+                entry[0] += 1 if items or key[0] != "box" else 0
+                entry[1] += int(row[size])
+        await self._uncount(conn, deltas)
+
+    async def sweep(self) -> int:
+        """Expiry, then uploads of relays that died, old nonces and idle counters."""
+        gone = await self.expire(time.time())
+        for _ in range(MAX_BATCHES):
+            async with self._tx("drop stale uploads") as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_SWEEP):
+                    break
+                rows = await conn.fetch(
+                    "DELETE FROM relay_uploads WHERE blob IN (SELECT blob FROM relay_uploads"
+                    " WHERE seen_at < clock_timestamp() - make_interval(secs => $1)"
+                    " LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                    " RETURNING mailbox, sender, received, blob",
+                    self.stale_after,
+                    BATCH,
+                )
+                await self._drop(conn, rows, items=0, size="received")
+            if len(rows) < BATCH:
+                break
+        async with self._tx("prune nonces") as conn:
+            if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_SWEEP):
+                await conn.execute(
+                    "DELETE FROM relay_nonces WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
+                    " relay_nonces WHERE expires <= $1 LIMIT 100000))",
+                    time.time(),
+                )
+                await conn.execute(
+                    "DELETE FROM relay_usage WHERE key IN (SELECT key FROM relay_usage"
+                    " WHERE items = 0 AND bytes = 0 AND key <> 'all' LIMIT 100000"
+                    " FOR UPDATE SKIP LOCKED)"
+                )
+        return gone
+
+    async def usage(
+        self, *, mailbox: str | None = None, sender: str | None = None
+    ) -> tuple[int, int]:
+        if mailbox is not None and sender is not None:
+            key: UsageKey = ("pair", mailbox, sender)
+        elif mailbox is not None:
+            key = ("box", mailbox)
+        elif sender is not None:
+            key = ("from", sender)
+        else:
+            key = ("all",)
+        async with self._tx("read usage") as conn:
+            row = await conn.fetchrow(
+                "SELECT items, bytes FROM relay_usage WHERE key = $1", usage_key(key)
+            )
+        return (0, 0) if row is None else (int(row["items"]), int(row["bytes"]))
+
+
+class _PgUpload(Upload):
+    """Chunks of `chunk_size` into relay_chunks as they arrive, each in a transaction that
+    counts it against the quotas; visible as an item only after `commit`."""
+
+    def __init__(self, store: PgStore, blob: int, mailbox: str, sender: str) -> None:
+        self.store, self.blob, self.mailbox, self.sender = store, blob, mailbox, sender
+        self.buf = bytearray()  # at most chunk_size + one read
+        self.seq = 0
+        self.stored = 0
+        self.done = False
+        self.flushed_at = time.monotonic()
+
+    async def write(self, chunk: bytes) -> None:
+        quotas.check_size(self.store.limits, self.size + len(chunk))
+        self.size += len(chunk)
+        self.buf += chunk
+        while len(self.buf) >= self.store.chunk_size:
+            await self._flush(self.store.chunk_size)
+        if self.buf and time.monotonic() - self.flushed_at >= self.store.heartbeat:
+            await self._flush(len(self.buf))  # a slow upload shows it is alive
+
+    async def _flush(self, n: int) -> None:
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        async with self.store._tx("store the upload") as conn:
+            await conn.execute(
+                "INSERT INTO relay_chunks (blob, seq, data) VALUES ($1, $2, $3)",
+                self.blob,
+                self.seq,
+                data,
+            )
+            status = await conn.execute(
+                "UPDATE relay_uploads SET received = received + $2, chunks = chunks + 1,"
+                " seen_at = clock_timestamp() WHERE blob = $1",
+                self.blob,
+                len(data),
+            )
+            if status != "UPDATE 1":
+                raise RelayError("the upload was dropped as stalled; send it again")
+            # Last, so the counter rows every upload shares are locked only until the commit.
+            await self.store._charge(
+                conn,
+                self.mailbox,
+                self.sender,
+                add_items=(0, 0, 0, 0),
+                add_bytes=len(data),
+                need_items=(0, 0, 0, 0),
+                need_bytes=len(data),
+            )
+        self.seq += 1
+        self.stored += len(data)
+        self.flushed_at = time.monotonic()
+
+    async def commit(self, digest: str, ttl: float) -> Item:
+        if self.buf:
+            await self._flush(len(self.buf))
+        now = time.time()
+        item = Item(
+            id=f"{int(now):010d}-{secrets.token_hex(8)}",
+            mailbox=self.mailbox,
+            sender=self.sender,
+            size=self.stored,
+            digest=digest,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        async with self.store._tx("commit the upload", durable=True) as conn:
+            row = await conn.fetchrow(
+                "DELETE FROM relay_uploads WHERE blob = $1 RETURNING received, chunks", self.blob
+            )
+            if row is None or int(row["received"]) != self.stored:
+                raise RelayError("the upload was dropped as stalled; send it again")
+            await conn.execute(
+                "INSERT INTO relay_items (id, mailbox, sender, size, digest, created_at,"
+                " expires_at, blob, chunks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                item.id,
+                item.mailbox,
+                item.sender,
+                item.size,
+                item.digest,
+                item.created_at,
+                item.expires_at,
+                self.blob,
+                int(row["chunks"]),
+            )
+            # Now one of the mailbox's items: the only check left (429 if no slot is free).
+            await self.store._charge(
+                conn,
+                self.mailbox,
+                self.sender,
+                add_items=(1, 0, 0, 0),
+                add_bytes=0,
+                need_items=(1, 0, 0, 0),
+                need_bytes=0,
+                checked=("box",),
+            )
+        self.done = True
+        return item
+
+    async def close(self) -> None:
+        """Drop an uncommitted upload with what it counted (if the database cannot be
+        reached, its row goes stale and a sweep drops it)."""
+        if self.done:
+            return
+        self.done = True
+        self.buf.clear()
+        with contextlib.suppress(StoreUnavailable):
+            async with self.store._tx("drop the upload") as conn:
+                rows = await conn.fetch(
+                    "DELETE FROM relay_uploads WHERE blob = $1"
+                    " RETURNING mailbox, sender, received, blob",
+                    self.blob,
+                )
+                await self.store._drop(conn, rows, items=0, size="received")
+
+
+async def migrate(conn: Any) -> int:
+    """Create or migrate the schema (inside the caller's transaction, under an advisory
+    lock, so relays starting together migrate once); the version now in force."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_MIGRATE)
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS relay_schema (version integer PRIMARY KEY,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    version = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM relay_schema"))
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"the relay database has schema version {version}, newer than this commuter's "
+            f"({SCHEMA_VERSION}); upgrade commuter on this relay"
+        )
+    for number, statements in MIGRATIONS:
+        if number > version:
+            for sql in statements:
+                await conn.execute(sql)
+            await conn.execute("INSERT INTO relay_schema (version) VALUES ($1)", number)
+            version = number
+    return version
