@@ -185,7 +185,12 @@ def test_a_plugin_brings_its_own_variables_and_doctor_line(
     settings = Settings.from_env({"HOME": str(home), "NOTES_HOME": str(elsewhere)})
     assert NotesBackend(settings).root == elsewhere
     checks = {c["check"]: c for c in json.loads(run("doctor", "--json").stdout)}
-    assert checks["notes"] == {"check": "notes", "ok": False, "detail": "not found here"}
+    assert checks["notes"] == {
+        "check": "notes",
+        "ok": False,
+        "status": "info",  # not installed here: information, not a fault
+        "detail": "not found here",
+    }
     assert "sessions" in checks  # Claude Code's own
 
 

@@ -112,3 +112,17 @@ def test_pull_warns_when_the_transfer_dir_is_missing(world):
     pulled = run(env_b, "pull", cwd=w.b.home)
     assert pulled.returncode == 0
     assert f"transfer dir {w.shared} does not exist" in pulled.stderr
+
+
+def test_warnings_are_coloured_on_a_terminal_only(world):
+    from click.testing import CliRunner
+
+    from commuter.cli import cli
+
+    w, _env_a, _env_b = world
+    shutil.rmtree(w.shared)
+    env = {"HOME": str(w.b.home), "USER": "tester"}
+    coloured = CliRunner(env=env).invoke(cli, ["pull", "--via", "folder"], color=True)
+    assert "\x1b[33m\x1b[1mwarning:\x1b[0m transfer dir" in coloured.stderr
+    plain = CliRunner(env=env).invoke(cli, ["pull", "--via", "folder"])
+    assert plain.stderr.startswith("warning: transfer dir") and "\x1b" not in plain.stderr

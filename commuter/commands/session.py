@@ -362,6 +362,12 @@ def export_cmd(
     )
 
 
+def warn_line(message: str) -> None:
+    """`warning: message` on stderr; the label in colour on a terminal (click drops the
+    colour in a pipe)."""
+    click.echo(click.style("warning:", fg="yellow", bold=True) + " " + safe_text(message), err=True)
+
+
 def _ask(question: str, choices: tuple[str, ...]) -> str:
     answer: str = click.prompt(
         question, type=click.Choice(choices), default=choices[0], err=True, show_choices=True
@@ -460,7 +466,7 @@ def _report(result: ImportResult, settings: Settings | None = None) -> None:
         click.echo(safe_text(line), err=err)
 
     for warning in result.warnings:
-        say(f"warning: {warning}", err=True)
+        warn_line(warning)
     for backup in result.backups:
         say(f"backup: {backup}", err=True)
     verbs = {

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
-from commuter.commands.session import here_dir
+from commuter.commands.session import here_dir, warn_line
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ def register(cli: click.Group) -> None:
 
 
 def _warn(message: str) -> None:
-    click.echo(f"warning: {safe_text(message)}", err=True)
+    warn_line(message)
 
 
 def _check_via(via: str) -> None:
@@ -59,8 +58,7 @@ def push_cmd(
     agent: str | None,
 ) -> None:
     """Export this directory's newest session (or SESSION) and send it."""
-    from commuter import core
-    from commuter.pipeline import push_file
+    from commuter.pipeline import push_file, send_session
     from commuter.transports import TransportContext
 
     if plain and to:
@@ -80,17 +78,16 @@ def push_cmd(
             "no transfer directory configured; run `commuter config set transfer-dir DIR` "
             "(or push --to PEER)"
         )
-    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.TemporaryDirectory(dir=settings.staging_dir) as tmp:
-        bundle = Path(tmp) / "bundle.commuter"
-        cwd = Path.cwd() if session else here_dir(settings, agent)
-        with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=cwd, agent=agent)
+    cwd = Path.cwd() if session else here_dir(settings, agent)
+
+    async def deliver(bundle: Path) -> Pushed:
         if by_relay:
-            pushed = asyncio.run(_push_relay_first(ctx, bundle, peers))
-        else:
-            pushed = asyncio.run(push_file(ctx, bundle, peers, via, named=bool(to)))
-    _report_push(ctx, pushed, str(manifest.session_id), plain)
+            return await _push_relay_first(ctx, bundle, peers)
+        return await push_file(ctx, bundle, peers, via, named=bool(to))
+
+    # A delta when every peer confirmed an earlier state of the session (pipeline.send_session).
+    pushed = asyncio.run(send_session(ctx, session, peers, deliver, agent=agent, cwd=cwd))
+    _report_push(ctx, pushed, pushed.session_id, plain)
 
 
 async def _push_relay_first(ctx: TransportContext, bundle: Path, peers: list[Peer]) -> Pushed:
@@ -189,6 +186,12 @@ def pull_cmd(
         raise click.UsageError("--address goes with --from PEER")
     _check_via(via)
     ctx = TransportContext.load(app.settings)
+    if dry_run:  # downloads nothing: each item's label (commuter.sync.pending)
+        from commuter.sync.pending import dry_run_lines
+
+        for line in dry_run_lines(ctx, via, warn=_warn):
+            click.echo(line)
+        return
     pulled = asyncio.run(pull_all(ctx, options, via, warn=_warn))
     imported = [p for p in pulled if p.result is not None]
     for p in imported:
