@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "commuter.commands.peer",
     "commuter.commands.relay",
     "commuter.commands.doctor",
+    "commuter.commands.status",
+    "commuter.commands.service",
 )
 
 

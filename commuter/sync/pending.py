@@ -126,3 +126,40 @@ def human_age(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f} h"
     return f"{seconds / 86400:.0f} d"
+
+
+def dry_run_lines(ctx: TransportContext, via: str, *, warn: Callable[[str], None]) -> list[str]:
+    """What `pull --dry-run` prints: one line per waiting item, from its label; nothing is
+    downloaded, opened past its first frame, imported or acknowledged."""
+    import asyncio
+
+    from commuter import core
+    from commuter.commands._app import safe_text
+
+    items = asyncio.run(list_pending(ctx, via=via, warn=warn))
+    if not items:
+        return ["nothing to pull"]
+    paired = {p.device_id for p in ctx.peers.all()}
+    local = {(r.backend, r.session_id) for r in core.list_sessions(ctx.settings)}
+    lines = []
+    for item in items:
+        where = f"via {item.transport}, {human_size(item.size)}, {human_age(item.age)} old"
+        who = safe_text(item.sender)
+        if item.transport == "relay" and item.sender_id and item.sender_id not in paired:
+            lines.append(f"{item.id}: from unpaired device {who}; a pull would delete it")
+            continue
+        if item.session_id is None:
+            lines.append(
+                f"would import {safe_text(item.id)} from {who} {where} "
+                "(session unknown until it is opened)"
+            )
+            continue
+        known = (item.agent or "", item.session_id) in local
+        what = (
+            "update of the local session (or a fork if both sides went on)" if known else "new here"
+        )
+        lines.append(
+            f"would import {item.session_id} ({item.agent}, {safe_text(item.project or '?')}) "
+            f"from {who} {where}: {what}"
+        )
+    return lines
