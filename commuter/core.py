@@ -159,7 +159,9 @@ def export_session(
     if transcript not in dict(members):
         transcript = ""
     planned = None
-    if base is not None and transcript and hasattr(backend, "place_delta"):
+    scanned = base is not None and bool(transcript) and hasattr(backend, "place_delta")
+    if scanned and base is not None:
+        members = plan.scanned_members()  # a delta is planned from the whole list
         planned = delta.plan(members, transcript, base)
     manifest = Manifest(
         format=bundle.FORMAT_VERSION,
@@ -175,12 +177,15 @@ def export_session(
         delta=planned.spec.to_dict() if planned is not None else None,
     )
     writer = bundle.BundleWriter(out, manifest)
-    for name, src in planned.members if planned is not None else members:
-        if isinstance(src, bytes):
-            writer.add_bytes(name, src)
-        else:
-            writer.add_file(name, src)
-    written = writer.close()
+    if not scanned:
+        plan.write_members(writer)  # one pass: the backend's scan sees the transcript go by
+    else:
+        for name, src in planned.members if planned is not None else members:
+            if isinstance(src, bytes):
+                writer.add_bytes(name, src)
+            else:
+                writer.add_file(name, src)
+    written = writer.close(plan.late())
     sent = {m.name: (m.size, m.sha256) for m in written.members}
     state = planned.spec.whole(sent) if planned is not None else sent
     return Exported(written, state, transcript, planned is not None)

@@ -8,7 +8,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from commuter.backends.claude.paths import claude_project_folder
 
@@ -170,8 +170,11 @@ class DirSink:
         self.root = root
         self.names: list[str] = []
 
-    def add_file(self, name: str, path: Path) -> None:
-        self.add_bytes(name, path.read_bytes())
+    def add_file(self, name: str, path: Path, *, observe: Any = None) -> None:
+        data = path.read_bytes()
+        if observe is not None:
+            observe(data)
+        self.add_bytes(name, data)
 
     def add_bytes(self, name: str, data: bytes) -> None:
         dest = self.root / name

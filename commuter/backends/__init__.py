@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -29,8 +29,23 @@ if TYPE_CHECKING:
 class MemberSink(Protocol):
     """Where a backend's export puts bundle members (bundle.BundleWriter fits)."""
 
-    def add_file(self, name: str, path: Path) -> None: ...
+    def add_file(
+        self, name: str, path: Path, *, observe: Callable[[bytes], None] | None = None
+    ) -> None: ...
     def add_bytes(self, name: str, data: bytes) -> None: ...
+
+
+class MemberScan(Protocol):
+    """What a backend learns from one member in the pass that packs it (so the file is read
+    once): `feed` sees each chunk, `more` names members found through it (packed last),
+    `late` gives the manifest fields found (`message_count`, `meta` keys), which the bundle
+    carries in its digest."""
+
+    member: str
+
+    def feed(self, chunk: bytes) -> None: ...
+    def more(self) -> list[tuple[str, Path | bytes]]: ...
+    def late(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +59,44 @@ class ExportPlan:
     git: dict[str, Any] | None
     meta: dict[str, Any]
     members: tuple[tuple[str, Path | bytes], ...]
+    scan: MemberScan | None = None
 
     def write_members(self, sink: MemberSink) -> None:
-        """Stream every member into `sink`."""
+        """Stream every member into `sink` (the scanned one through `scan.feed`)."""
         for name, src in self.members:
+            if isinstance(src, bytes):
+                sink.add_bytes(name, src)
+            elif self.scan is not None and name == self.scan.member:
+                sink.add_file(name, src, observe=self.scan.feed)
+            else:
+                sink.add_file(name, src)
+        if self.scan is None:
+            return
+        for name, src in self.scan.more():
             if isinstance(src, bytes):
                 sink.add_bytes(name, src)
             else:
                 sink.add_file(name, src)
+        self.meta.update(self.scan.late().get("meta", {}))  # complete once written
+
+    def scanned_members(self) -> list[tuple[str, Path | bytes]]:
+        """Every member, those the scan finds too, for a caller that needs the whole list before
+        packing (a delta): the scanned file is read here, in a pass of its own."""
+        members = list(self.members)
+        if self.scan is None:
+            return members
+        path = dict(members).get(self.scan.member)
+        if isinstance(path, Path):
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    self.scan.feed(chunk)
+        members += self.scan.more()
+        self.meta.update(self.scan.late().get("meta", {}))
+        return members
+
+    def late(self) -> dict[str, Any] | None:
+        """The manifest fields the scan found, once the members are written."""
+        return self.scan.late() if self.scan is not None else None
 
 
 @dataclass(frozen=True, slots=True)

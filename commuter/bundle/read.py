@@ -11,8 +11,9 @@ import shutil
 import tarfile
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from commuter.bundle.model import (
     _TAR_KINDS,
@@ -32,6 +33,7 @@ from commuter.bundle.model import (
     manifest_from_dict,
     root_digest,
 )
+from commuter.bundle.write import with_late
 from commuter.errors import BundleError
 from commuter.fsutil import CHUNK, sha256_file
 from commuter.model import Manifest, Member
@@ -48,6 +50,25 @@ _MAX_SIZE = 1 << 48
 _PAX_SIZE_RE = re.compile(r"[0-9]{1,15}")
 
 
+class ChunkSink(Protocol):
+    """Where a routed member's bytes go as they leave the decompressor (unverified yet)."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class MemberRoute(Protocol):
+    """Chosen once the manifest is read: the members whose bytes go to a sink of the caller's
+    instead of a staging file (None: staging). Nothing a sink gets is verified until the
+    reader returns; a sink must keep it invisible until then (a temp file, renamed after)."""
+
+    def sink(self, name: str, size: int) -> ChunkSink | None: ...
+
+
+# Called with the manifest (members not known yet) before any member is read.
+Router = Callable[[Manifest], MemberRoute | None]
+
+
 def sniff(path: Path) -> str | None:
     """ "plain", "legacy" or "legacy-gzip" from the first bytes of `path`; None otherwise."""
     try:
@@ -62,7 +83,9 @@ def sniff(path: Path) -> str | None:
     return sniff_head(head)
 
 
-def read_any(path: Path, root: Path | None, limits: Limits) -> Manifest:
+def read_any(
+    path: Path, root: Path | None, limits: Limits, router: Router | None = None
+) -> Manifest:
     """Verify the bundle at `path`; unpack its members under `root` unless root is None."""
     kind = sniff(path)
     if kind is None:
@@ -77,7 +100,7 @@ def read_any(path: Path, root: Path | None, limits: Limits) -> Manifest:
 
             return read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
         with path.open("rb") as fh:
-            return read_plain(fh, root, limits)
+            return read_plain(fh, root, limits, router)
     except OSError as exc:
         raise BundleError(f"cannot read or unpack the bundle: {exc.strerror or exc}") from None
 
@@ -198,10 +221,12 @@ def _next_header(src: _Source) -> tuple[str, int] | None:
 
 
 class _Sink:
-    """Hashes (and writes) a member's chunks; on a worker thread for big members."""
+    """Hashes (and writes) a member's chunks; on a worker thread for big members. A routed
+    member's chunks go to the caller's sink on the worker thread and are hashed here."""
 
-    def __init__(self, fd: int, threaded: bool) -> None:
+    def __init__(self, fd: int, threaded: bool, target: ChunkSink | None = None) -> None:
         self.fd = fd
+        self.target = target
         self.hash = hashlib.sha256()
         self.error: BaseException | None = None
         self._queue: queue.Queue[bytes | None] | None = None
@@ -212,6 +237,9 @@ class _Sink:
             self._thread.start()
 
     def _consume(self, data: bytes) -> None:
+        if self.target is not None:
+            self.target.write(data)
+            return
         self.hash.update(data)
         if self.fd >= 0:
             view = memoryview(data)
@@ -227,6 +255,8 @@ class _Sink:
                     self.error = exc
 
     def put(self, data: bytes) -> None:
+        if self.target is not None:
+            self.hash.update(data)  # overlaps the sink's work on the worker thread
         if self._queue is None:
             self._consume(data)
         elif self.error is None:
@@ -239,20 +269,22 @@ class _Sink:
             self._queue = None
         if self.error is not None:
             raise self.error
+        if self.target is not None:
+            self.target.close()
         return self.hash.hexdigest()
 
 
-def _copy(src: _Source, size: int, dest: Path | None) -> str:
-    """Stream `size` bytes through sha256 (into `dest` if given); returns the hex digest."""
+def _copy(src: _Source, size: int, dest: Path | None, target: ChunkSink | None = None) -> str:
+    """Stream `size` bytes through sha256 (into `dest` or `target` if given); the hex digest."""
     fd = -1
-    if dest is not None:
+    if dest is not None and target is None:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             raise BundleError(f"bundle member {dest.name!r} collides with another member") from None
     # decompressing overlaps hashing and writing: zstd, sha256 and write() all drop the GIL
-    sink = _Sink(fd, threaded=size >= _THREAD_MIN)
+    sink = _Sink(fd, threaded=size >= _THREAD_MIN, target=target)
     try:
         left = size
         while left:
@@ -314,8 +346,11 @@ def check_frame(fh: BinaryIO) -> None:
     fh.seek(start)
 
 
-def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
-    """Read a plain bundle from `fh`, verifying everything; members go under `root` if given."""
+def read_plain(
+    fh: BinaryIO, root: Path | None, limits: Limits, router: Router | None = None
+) -> Manifest:
+    """Read a plain bundle from `fh`, verifying everything; members go under `root` if given,
+    or to the sinks `router` picks once it has seen the manifest."""
     _read_magic(fh)
     if fh.seekable():
         check_frame(fh)
@@ -331,6 +366,7 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
     data = src.exact(size + _padding(size))[:size]
     manifest_sha = hashlib.sha256(data).hexdigest()
     manifest = manifest_from_dict(_loads(data, "manifest"))
+    route = router(manifest) if router is not None else None
     seen: dict[str, Member] = {}
     names = MemberNames(limits)
     total = 0
@@ -345,7 +381,8 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
         names.add(name)
         total += size
         check_size(name, size, total, limits)
-        sha = _copy(src, size, None if root is None else root / name)
+        target = route.sink(name, size) if route is not None else None
+        sha = _copy(src, size, None if root is None else root / name, target)
         seen[name] = Member(name, size, sha)
     if size > limits.max_digest:
         raise BundleError(f"bundle digest is {size} bytes, over the {limits.max_digest} limit")
@@ -353,7 +390,10 @@ def read_plain(fh: BinaryIO, root: Path | None, limits: Limits) -> Manifest:
     if _next_header(src) is not None:
         raise BundleError("bundle has members after digest.json")
     src.expect_end()
-    members = _check_digest(_loads(digest, "digest"), manifest_sha, seen)
+    obj = _loads(digest, "digest")
+    members = _check_digest(obj, manifest_sha, seen)
+    if isinstance(obj, dict) and "late" in obj:  # fields the writer knew only at the end
+        manifest = with_late(manifest, obj["late"])
     return dataclasses.replace(manifest, members=members)
 
 
@@ -445,16 +485,23 @@ def counted(n: int, noun: str) -> str:
 # --- the entry points ------------------------------------------------------------------------
 
 
-def unpack(path: Path, staging_parent: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unpacked:
+def unpack(
+    path: Path,
+    staging_parent: Path,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    router: Router | None = None,
+) -> Unpacked:
     """Verify a bundle (plain or legacy JSON) completely while unpacking it into staging.
 
     On any failure nothing stays in staging and one BundleError explains it. The caller
-    removes `root` when done.
+    removes `root` when done. `router` (plain bundles only) may send members elsewhere as
+    they are decompressed: their bytes count as verified only once unpack has returned.
     """
     staging_parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = Path(tempfile.mkdtemp(prefix="unpack-", dir=staging_parent))
     try:
-        manifest = read_any(path, root, limits)
+        manifest = read_any(path, root, limits, router)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import queue
 import stat
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -87,8 +90,14 @@ class BundleWriter:
         self._emit(data + b"\0" * _padding(len(data)))
         self._members.append(Member(name, len(data), hashlib.sha256(data).hexdigest()))
 
-    def add_file(self, name: str, path: Path) -> None:
-        """Add a member from a file, streamed in 1 MiB chunks (its size as it is now)."""
+    def add_file(
+        self, name: str, path: Path, *, observe: Callable[[bytes], None] | None = None
+    ) -> None:
+        """Add a member from a file, streamed in 1 MiB chunks (its size as it is now).
+
+        `observe` sees every chunk as it goes by: a backend counts or scans the file in the
+        same pass that hashes and compresses it, so each source file is read once.
+        """
         try:  # O_NONBLOCK: a fifo put in place of a session file must not hang the export
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -101,29 +110,43 @@ class BundleWriter:
             size = st.st_size
             self._begin(name, size)
             h = hashlib.sha256()
-            left = size
-            while left:
-                chunk = fh.read(min(CHUNK, left))
-                if not chunk:
-                    raise BundleError(f"{path} shrank while it was being bundled")
-                h.update(chunk)
-                self._emit(chunk)
-                left -= len(chunk)
+            scan = _Observer(observe) if observe is not None else None
+            try:
+                left = size
+                while left:
+                    chunk = fh.read(min(CHUNK, left))
+                    if not chunk:
+                        raise BundleError(f"{path} shrank while it was being bundled")
+                    if scan is not None:
+                        scan.put(chunk)
+                    h.update(chunk)  # sha256 and zstd drop the GIL: the scan runs meanwhile
+                    self._emit(chunk)
+                    left -= len(chunk)
+            finally:
+                if scan is not None:
+                    scan.finish()
         self._emit(b"\0" * _padding(size))
         self._members.append(Member(name, size, h.hexdigest()))
 
-    def close(self) -> Manifest:
-        """Write the digest and the end of the stream; returns the manifest with its members."""
+    def close(self, late: Mapping[str, Any] | None = None) -> Manifest:
+        """Write the digest and the end of the stream; returns the manifest with its members.
+
+        `late` holds manifest fields known only once the members went by (`message_count`,
+        `meta` keys): they travel in digest.json and the reader puts them into the manifest.
+        """
         if self._closed:
             raise BundleError("bundle writer is already closed")
         self._closed = True
-        digest = orjson.dumps(
-            {
-                "manifest_sha256": self._manifest_sha,
-                "members": [[m.name, m.size, m.sha256] for m in self._members],
-                "root": root_digest(self._manifest_sha, self._members),
-            }
-        )
+        body: dict[str, Any] = {
+            "manifest_sha256": self._manifest_sha,
+            "members": [[m.name, m.size, m.sha256] for m in self._members],
+            "root": root_digest(self._manifest_sha, self._members),
+        }
+        manifest = self._manifest
+        if late:
+            body["late"] = late_fields(late)
+            manifest = with_late(manifest, body["late"])
+        digest = orjson.dumps(body)
         self._emit(
             _tar_header(DIGEST_NAME, len(digest))
             + digest
@@ -131,7 +154,65 @@ class BundleWriter:
         )
         self._out.write(self._cobj.flush())
         self._out.flush()
-        return dataclasses.replace(self._manifest, members=tuple(self._members))
+        return dataclasses.replace(manifest, members=tuple(self._members))
+
+
+def late_fields(late: Mapping[str, Any]) -> dict[str, Any]:
+    """The late manifest fields as digest.json carries them: `message_count`, `meta`."""
+    out: dict[str, Any] = {}
+    if "message_count" in late:
+        out["message_count"] = late["message_count"]
+    if late.get("meta"):
+        out["meta"] = dict(late["meta"])
+    unknown = set(late) - {"message_count", "meta"}
+    if unknown:
+        raise BundleError(f"unknown late manifest fields {sorted(unknown)}")
+    return out
+
+
+def with_late(manifest: Manifest, late: object) -> Manifest:
+    """`manifest` with the late fields of digest.json put in, checked like the manifest's own
+    (BundleError names a bad one); the members stay."""
+    if not isinstance(late, dict) or set(late) - {"message_count", "meta"}:
+        raise BundleError("bundle digest field 'late' is malformed")
+    fields = manifest_to_dict(manifest)
+    if "message_count" in late:
+        fields["message_count"] = late["message_count"]
+    meta = late.get("meta", {})
+    if not isinstance(meta, dict):
+        raise BundleError("bundle digest field 'late' is malformed")
+    fields["meta"] = {**fields["meta"], **meta}
+    return manifest_from_dict(fields, members=manifest.members)
+
+
+class _Observer:
+    """Runs a member's observer on a worker thread, chunk by chunk, in order."""
+
+    def __init__(self, observe: Callable[[bytes], None]) -> None:
+        self._observe = observe
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self.error is None:  # after an error keep draining so put() never blocks
+                try:
+                    self._observe(chunk)
+                except BaseException as exc:
+                    self.error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(chunk)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _is_regular(mode: int) -> bool:

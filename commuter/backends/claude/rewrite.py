@@ -466,24 +466,57 @@ def backup_sources(transcript: Path, cwd: str) -> dict[str, str]:
 
     Relative keys are taken relative to `cwd` (the session's project dir).
     """
-    found: dict[str, str] = {}
+    scan = BackupSources(cwd)
     with transcript.open("rb") as fh:
-        tail = b""
         while chunk := fh.read(CHUNK):
-            data = tail + chunk if tail else chunk
-            cut = data.rfind(b"\n") + 1
-            tail = data[cut:]
-            for record in (_SNAPSHOT, _DELTA):
-                start = data.find(record, 0, cut)
-                while start != -1:
-                    line_start = data.rfind(b"\n", 0, start) + 1
-                    line_stop = data.find(b"\n", start)
-                    if start - line_start < 120:
-                        _snapshot_sources(data[line_start:line_stop], cwd, found)
-                    start = data.find(record, line_stop, cut)
-        if tail and (_SNAPSHOT in tail[:120] or _DELTA in tail[:120]):
-            _snapshot_sources(tail, cwd, found)
-    return found
+            scan.feed(chunk)
+    return scan.finish()
+
+
+_RECORDS = b'"file-history-'
+
+
+class BackupSources:
+    """`backup_sources` fed chunk by chunk (lines may span chunks), so that the pass that
+    packs a transcript finds them too."""
+
+    def __init__(self, cwd: str) -> None:
+        self.cwd = cwd
+        self.found: dict[str, str] = {}
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        first = chunk.find(b"\n")
+        if first == -1:
+            self._tail += chunk
+            return
+        if self._tail or first:  # the line the last chunk began
+            self._line(self._tail + chunk[:first])
+        cut = chunk.rfind(b"\n") + 1
+        self._tail = chunk[cut:]
+        start = chunk.find(_RECORDS, first, cut)  # one search for both record types
+        while start != -1:
+            line_start = chunk.rfind(b"\n", 0, start) + 1
+            line_stop = chunk.find(b"\n", start)
+            if start - line_start < 120 and (
+                chunk.startswith(_SNAPSHOT, start) or chunk.startswith(_DELTA, start)
+            ):
+                _snapshot_sources(chunk[line_start:line_stop], self.cwd, self.found)
+                start = chunk.find(_RECORDS, line_stop, cut)
+            else:
+                start = chunk.find(_RECORDS, start + 1, cut)
+
+    def _line(self, line: bytes) -> None:
+        if _SNAPSHOT in line[:160] or _DELTA in line[:160]:
+            at = min(i for i in (line.find(_SNAPSHOT), line.find(_DELTA)) if i != -1)
+            if at < 120:
+                _snapshot_sources(line, self.cwd, self.found)
+
+    def finish(self) -> dict[str, str]:
+        tail, self._tail = self._tail, b""
+        if tail:
+            self._line(tail)
+        return self.found
 
 
 def _snapshot_sources(raw: bytes, cwd: str, found: dict[str, str]) -> None:
