@@ -33,7 +33,7 @@ from commuter.backends.claude.paths import (
     read_head,
     real_project_path,
 )
-from commuter.backends.claude.rewrite import backup_sources
+from commuter.backends.claude.rewrite import BackupSources
 from commuter.errors import AmbiguousSession, SessionNotFound
 from commuter.fsutil import CHUNK
 from commuter.model import SessionRef
@@ -188,30 +188,22 @@ class ClaudeBackend:
             raise SessionNotFound(f"session {ref.session_id} has no transcript")
         sid = ref.session_id
         transcript = ref.path
-        scan = _scan(transcript)
-        project = _project_of(scan["cwds"], transcript.parent.name) or (
+        head = read_head(transcript)
+        cwds = [c for c in (head.cwd, _tail_cwd(transcript)) if c]
+        project = _project_of(cwds, transcript.parent.name) or (
             str(ref.project) if ref.project else str(transcript.parent)
         )
-        members: list[tuple[str, Path | bytes]] = [(f"session/{sid}.jsonl", transcript)]
+        member = f"session/{sid}.jsonl"
+        members: list[tuple[str, Path | bytes]] = [(member, transcript)]
         session_dir = transcript.parent / sid
         for sub in SESSION_DIRS:
             for rel, path in _tree(session_dir / sub, MAX_SESSION_DEPTH, MAX_SESSION_FILES):
                 members.append((f"session/{sid}/{sub}/{rel}", path))
-        file_history: dict[str, str] = {}
         backups = _files(self.dirs.file_history(sid))
-        if backups:
-            sources = backup_sources(transcript, project)
-            for path in backups:
-                name = f"file-history/{path.name}"
-                members.append((name, path))
-                if path.name in sources:
-                    file_history[name] = sources[path.name]
+        members += [(f"file-history/{path.name}", path) for path in backups]
         for path in _files(self.dirs.tasks(sid)):
             if path.suffix == ".json":
                 members.append((f"tasks/{path.name}", path))
-        slug = scan["slug"]
-        if slug and is_safe_slug(slug) and self.dirs.plan(slug).is_file():
-            members.append((f"plans/{slug}.md", self.dirs.plan(slug)))
         history = _history_lines(self.dirs.history, sid)
         if history:
             members.append(("history.jsonl", history))
@@ -230,25 +222,25 @@ class ClaudeBackend:
             from commuter import gitstate
 
             git = gitstate.snapshot(Path(project))
-        head = read_head(transcript)
         meta: dict[str, Any] = {
             "source_claude_dir": str(self.dirs.root),
             "source_home": str(self.settings.home),
             "source_project_folder": transcript.parent.name,
-            "file_history": file_history,
-            "plan_slug": slug if slug and is_safe_slug(slug) else None,
             "first_prompt": (head.first_prompt or "")[:200] or None,
             "last_activity": datetime.fromtimestamp(transcript.stat().st_mtime, UTC).isoformat(),
-            "entrypoint": scan["entrypoint"],
+            "entrypoint": read_entrypoint(transcript),
         }
+        # Message count, plan slug and file-history sources come from the pass that packs the
+        # transcript (TranscriptScan): the file is read once; they travel in the digest.
         return ExportPlan(
             backend=self.name,
             session_id=sid,
             project_dir=project,
-            message_count=scan["messages"],
+            message_count=0,
             git=git,
             meta=meta,
             members=tuple(members),
+            scan=TranscriptScan(member, project, [p.name for p in backups], self.dirs),
         )
 
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
@@ -295,6 +287,58 @@ def _scan(transcript: Path) -> dict[str, Any]:
     cwds = [c for c in (head.cwd, tail_cwd) if c]
     entry = read_entrypoint(transcript)
     return {"messages": messages, "slug": slug, "cwds": cwds, "entrypoint": entry}
+
+
+class TranscriptScan:
+    """What export learns from the transcript while it packs it: the message count (user and
+    assistant entries), the plan slug (its file is packed after the transcript) and the path
+    each file-history backup keeps (`meta.file_history`)."""
+
+    def __init__(self, member: str, project: str, backups: list[str], dirs: ClaudeDirs) -> None:
+        self.member = member
+        self.messages = 0
+        self.slug: str | None = None
+        self._backups = backups
+        self._sources = BackupSources(project) if backups else None
+        self._dirs = dirs
+        self._edge = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.messages += _messages(chunk)
+        if self._edge:  # a pattern split across two chunks: in the joint, in neither part
+            head = chunk[:32]
+            self.messages += _messages(self._edge + head) - _messages(self._edge) - _messages(head)
+        self._edge = chunk[-32:]
+        if self.slug is None and b'"slug":"' in chunk:
+            match = _SLUG_RE.search(chunk)
+            self.slug = match.group(1).decode() if match else None
+        if self._sources is not None:
+            self._sources.feed(chunk)
+
+    def _plan(self) -> Path | None:
+        slug = self.slug
+        if slug and is_safe_slug(slug) and self._dirs.plan(slug).is_file():
+            return self._dirs.plan(slug)
+        return None
+
+    def more(self) -> list[tuple[str, Path | bytes]]:
+        plan = self._plan()
+        return [(f"plans/{self.slug}.md", plan)] if plan is not None else []
+
+    def late(self) -> dict[str, Any]:
+        sources = self._sources.finish() if self._sources is not None else {}
+        file_history = {
+            f"file-history/{name}": sources[name] for name in self._backups if name in sources
+        }
+        slug = self.slug if self.slug and is_safe_slug(self.slug) else None
+        return {
+            "message_count": self.messages,
+            "meta": {"file_history": file_history, "plan_slug": slug},
+        }
+
+
+def _messages(data: bytes) -> int:
+    return data.count(b'"type":"user"') + data.count(b'"type":"assistant"')
 
 
 def _tail_cwd(transcript: Path, size: int = 256 * 1024) -> str | None:
