@@ -642,3 +642,120 @@ def test_the_rewriter_keeps_prose_and_respects_path_boundaries() -> None:
     text = rw.record(context)["$set"]["messages"][0]["content"][0]["text"]
     assert "/b/.gemini/tmp/app\n" in text and "  - /b/app\n/b/app/\n" in text
     assert "/a/" not in text
+
+
+# --- which chat `gemini --resume latest` takes --------------------------------------------------
+
+
+def gemini_latest(chats: Path) -> str | None:
+    """The session `gemini --resume latest` takes (0.61.0 getSessionFiles): files
+    `session-*.json(l)` with resumable messages, subagents skipped, per session id the one
+    updated last, sorted by startTime; the last one."""
+    best: dict[str, tuple[datetime, datetime]] = {}
+    for name in sorted(os.listdir(chats)):
+        if not name.startswith("session-") or not name.endswith((".json", ".jsonl")):
+            continue
+        chat = read_chat(chats / name)
+        if not chat.session_id or not chat.has_messages or chat.kind == "subagent":
+            continue
+        start = datetime.fromisoformat(
+            (chat.start_time or chat.last_updated).replace("Z", "+00:00")
+        )
+        last = datetime.fromisoformat((chat.last_updated or chat.start_time).replace("Z", "+00:00"))
+        if chat.session_id not in best or last > best[chat.session_id][1]:
+            best[chat.session_id] = (start, last)
+    return max(best, key=lambda sid: best[sid][0]) if best else None
+
+
+def _own_chat(chats: Path, project: Path, started: datetime) -> tuple[str, Path]:
+    """A chat gemini made at this home (metadata line, a prompt, an answer)."""
+    sid = "0123abcd-1111-4222-8333-444455556666"
+    when = started.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    path = chats / f"session-{started:%Y-%m-%dT%H-%M}-{sid[:8]}.jsonl"
+    records = [
+        {
+            "sessionId": sid,
+            "projectHash": project_hash(str(project)),
+            "startTime": when,
+            "lastUpdated": when,
+            "kind": "main",
+        },
+        {"id": "m1", "timestamp": when, "type": "user", "content": [{"text": "Mine: FIG-1."}]},
+        {"id": "m2", "timestamp": when, "type": "gemini", "content": "OK"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return sid, path
+
+
+def test_resume_latest_takes_the_imported_chat_over_newer_local_ones(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's own chat of the project started after the incoming one (which is the one the person
+    was last in): the import starts after it, so `--resume latest` takes the import, and B's
+    chat is left as it was."""
+    install(home)
+    tools, plain = tmp_path / "t.commuter", tmp_path / "p.commuter"
+    _export(home, TOOLS, tools)
+    _export(home, PLAIN, plain)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    assert _import(tools, there).exit_code == 0
+    [folder] = [
+        p.parent
+        for p in (home_b / ".gemini" / "tmp").glob("*/.project_root")
+        if p.read_text() == str(there)
+    ]
+    chats = folder / "chats"
+    own, own_path = _own_chat(chats, there, datetime.now(UTC) - timedelta(minutes=5))
+    before = own_path.read_bytes()
+    assert gemini_latest(chats) == own
+    result = _import(plain, there)
+    assert result.exit_code == 0, result.stderr
+    assert gemini_latest(chats) == PLAIN
+    assert own_path.read_bytes() == before
+    [placed] = [
+        cf
+        for cf in GeminiBackend(Settings.from_env({"HOME": str(home_b)})).sessions()
+        if cf.session_id == PLAIN
+    ]
+    assert placed.path is not None
+    # the chat's own first line keeps its start; a $set after it moves it (gemini merges it)
+    first = json.loads(placed.path.read_text().splitlines()[0])
+    assert first["startTime"].startswith("2026-11-24T14:07")
+    assert read_chat(placed.path).start_time > read_chat(own_path).start_time
+    # the same bundle again changes nothing, a third import of another chat goes after it
+    assert _import(plain, there).exit_code == 0
+    assert gemini_latest(chats) == PLAIN
+
+
+def test_one_pull_of_several_chats_resumes_the_one_last_active_at_its_source(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from commuter.model import ImportResult
+
+    install(home)
+    tools, plain = tmp_path / "t.commuter", tmp_path / "p.commuter"
+    _export(home, TOOLS, tools)
+    _export(home, PLAIN, plain)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    assert _import(tools, there).exit_code == 0
+    assert _import(plain, there).exit_code == 0
+    b = GeminiBackend(Settings.from_env({"HOME": str(home_b)}))
+    placed = {r.session_id: r.path for r in b.sessions() if r.session_id in (TOOLS, PLAIN)}
+    chats = placed[PLAIN].parent  # type: ignore[union-attr]
+    own, _ = _own_chat(chats, there, datetime.now(UTC) - timedelta(minutes=1))
+    assert gemini_latest(chats) == own
+    # tools was last active at its source after plain, though imported first
+    results = [
+        ImportResult(TOOLS, there, "created", placed[TOOLS], last_activity=2000.0),
+        ImportResult(PLAIN, there, "created", placed[PLAIN], last_activity=1000.0),
+        ImportResult(SUBAGENT, there, "unchanged", None, last_activity=3000.0),
+    ]
+    b.arrange(results)
+    assert gemini_latest(chats) == TOOLS
+    b.arrange(list(reversed(results)))  # the order of the results plays no part
+    assert gemini_latest(chats) == TOOLS
+    results[1] = ImportResult(PLAIN, there, "updated", placed[PLAIN], last_activity=2500.0)
+    b.arrange(results)
+    assert gemini_latest(chats) == PLAIN
+    for path in placed.values():
+        assert path is not None and read_chat(path).has_messages

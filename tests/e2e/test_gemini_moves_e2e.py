@@ -268,3 +268,82 @@ def test_a_recorded_tool_chat_resumes_with_its_paths_translated(
             if str(part.get("text", "")).startswith("Tool tour."):
                 continue  # the prompt as typed: prose, left as it was
             assert str(home_a) not in json.dumps(part), part
+
+
+def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
+    gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's own chat of the project started after the incoming one: B's `--resume latest`
+    still takes the import. Both sides go on; B's version comes back to A as a fork (a new
+    short id beside the origin, whose file name shares the origin's start minute) with both
+    subagent chats; A's `--resume latest` takes the fork, `--resume <origin>` A's own turn."""
+    home_a, home_b = tmp_path / "A", tmp_path / "B"
+    project_a = home_a / "work" / "two chats.app"
+    project_b = home_b / "code" / "two chats.app"
+    for home, project in ((home_a, project_a), (home_b, project_b)):
+        project.mkdir(parents=True)
+        (project / "README.md").write_text("# two chats\n")
+        seed(home)
+    gemini(
+        gemini_bin,
+        home_a,
+        project_a,
+        api,
+        "--yolo",
+        "-p",
+        "Remember the codeword KIWI-1. TOOL:Task:Read the README for me.",
+    )
+    [ref] = list(backend(home_a).sessions())
+    sid = ref.session_id
+    gemini(gemini_bin, home_b, project_b, api, "-p", "Remember the codeword FIG-2.")
+    bundle = tmp_path / "a.commuter"
+    commuter(home_a, monkeypatch, "export", sid, "-o", str(bundle))
+    commuter(
+        home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b), "--no-launch"
+    )
+    seen = len(api.chats())
+    gemini(
+        gemini_bin,
+        home_b,
+        project_b,
+        api,
+        "--yolo",
+        "--resume",
+        "latest",
+        "-p",
+        "Only there: PLUM-6. TOOL:Task:Read it again.",
+    )
+    words = last_chat_words(api, seen)
+    assert "KIWI-1" in words and "PLUM-6" in words and "FIG-2" not in words
+    gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "Only here: PEAR-5.")
+
+    back = tmp_path / "b.commuter"
+    commuter(home_b, monkeypatch, "export", sid, "-o", str(back))
+    out = commuter(
+        home_a, monkeypatch, "import", str(back), "--project-dir", str(project_a), "--no-launch"
+    )
+    assert "fork" in out.lower(), out
+    chats = home_a / ".gemini" / "tmp" / "two-chats-app" / "chats"
+    forks = [r for r in backend(home_a).sessions() if r.session_id != sid]
+    assert len(forks) == 1, forks
+    fork = forks[0].session_id
+    assert fork[:8] != sid[:8]
+    names = sorted(p.name for p in chats.glob("session-*.jsonl"))
+    [fork_file] = [n for n in names if n.endswith(f"-{fork[:8]}.jsonl")]
+    [origin_file] = [n for n in names if n.endswith(f"-{sid[:8]}.jsonl")][:1]
+    assert fork_file != origin_file
+    assert len(list((chats / fork).glob("*.jsonl"))) == 2  # both subagent chats came along
+    assert len(list((chats / sid).glob("*.jsonl"))) == 1  # A's own one, as it was
+
+    seen = len(api.chats())
+    gemini(gemini_bin, home_a, project_a, api, "--resume", "latest", "-p", "Which codewords?")
+    words = last_chat_words(api, seen)
+    assert "KIWI-1" in words and "PLUM-6" in words and "PEAR-5" not in words
+    seen = len(api.chats())
+    gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "And here?")
+    words = last_chat_words(api, seen)
+    assert "KIWI-1" in words and "PEAR-5" in words and "PLUM-6" not in words
+    seen = len(api.chats())
+    gemini(gemini_bin, home_a, project_a, api, "--resume", fork, "-p", "The fork again?")
+    words = last_chat_words(api, seen)
+    assert "PLUM-6" in words and "PEAR-5" not in words

@@ -9,7 +9,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -81,6 +81,13 @@ class GeminiBackend:
 
     def launch_argv(self, result: ImportResult) -> list[str] | None:
         return ["gemini", "--resume", result.session_id] if shutil.which("gemini") else None
+
+    def arrange(self, results: Sequence[ImportResult]) -> None:
+        """One pull placed several chats in a project: `--resume latest` takes the one last
+        active at its source (see place.arrange)."""
+        from commuter.backends.gemini.place import arrange
+
+        arrange(self.dirs, results)
 
     def doctor_checks(self) -> list[Check]:
         return [_cli(), self._chats_check()]

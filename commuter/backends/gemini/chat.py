@@ -197,6 +197,8 @@ def _apply(chat: Chat, record: Any) -> None:
             return
         if isinstance(update.get("lastUpdated"), str):
             chat.last_updated = update["lastUpdated"]
+        if isinstance(update.get("startTime"), str):  # gemini merges any key of a $set
+            chat.start_time = update["startTime"]
         if isinstance(update.get("sessionId"), str):
             chat.session_id = update["sessionId"]
         if isinstance(update.get("messages"), list):
@@ -264,6 +266,12 @@ def parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso_ms(moment: datetime) -> str:
+    """A time as gemini writes it: UTC, milliseconds, `Z`."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def now_iso() -> str:
@@ -426,14 +434,17 @@ class Rewriter:
             }
         return value
 
-    def copy(self, src: Path, out: Any, touch: str | None = None) -> None:
+    def copy(self, src: Path, out: Any, touch: str | None = None, start: str | None = None) -> None:
         """Write `src` rewritten to the binary stream `out` (one record a line); an older
-        whole-file `.json` chat gets `lastUpdated` = `touch` when given."""
+        whole-file `.json` chat gets `lastUpdated` = `touch` and `startTime` = `start` when
+        given."""
         if src.suffix == ".json":
             for record in records(src):
                 record = self.record(record)
                 if touch and isinstance(record, dict):
                     record["lastUpdated"] = touch
+                if start and isinstance(record, dict):
+                    record["startTime"] = start
                 out.write(json.dumps(record, ensure_ascii=False, indent=2).encode())
             return
         with src.open("rb") as fh:

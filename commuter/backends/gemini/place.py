@@ -9,7 +9,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from commuter.backends.gemini.chat import (
     claim_slug,
     file_name,
     is_session_id,
+    iso_ms,
     marker,
     now_iso,
     parse_time,
@@ -176,19 +179,23 @@ def place(
     for a, b in where.path_maps:
         pairs += [(a, b), (b, a)]
     rewriter = Rewriter(pairs, old_sid=sid, new_sid=plan.sid)
+    start = start_after(dirs, chats, plan.sid, incoming.start_time)
     _projects_json(dirs, project, slug)  # a projects.json we would not change: stop here
     with Pending() as pending:
         pending.folder(chats)
         fsutil.sweep_temps(chats)
         try:
             with pending.writer(plan.dest, fsync=True) as out:
-                rewriter.copy(incoming_path, out, touch=_later(incoming))
+                rewriter.copy(incoming_path, out, touch=_later(incoming), start=start)
                 if plan.dest.suffix == ".jsonl":
                     # gemini's cleanup deletes chats not updated for 30 days: the import is an
-                    # update here.
-                    out.write(
-                        json.dumps({"$set": {"lastUpdated": _later(incoming)}}).encode() + b"\n"
-                    )
+                    # update here. `--resume latest` takes the newest startTime: the placed
+                    # chat starts after every other chat of the project (as `claude
+                    # --continue` takes an import, by its mtime).
+                    update = {"lastUpdated": _later(incoming)}
+                    if start:
+                        update["startTime"] = start
+                    out.write(json.dumps({"$set": update}).encode() + b"\n")
             for name in subs:
                 dest = chats / plan.sid / name.rsplit("/", 1)[1]
                 with pending.writer(dest) as out:
@@ -233,6 +240,53 @@ def project_config(dirs: GeminiDirs) -> ProjectConfig:
         own_dir=dirs.root,
         own_dir_name="Gemini CLI's own dir",
     )
+
+
+def start_after(dirs: GeminiDirs, chats: Path, sid: str, start: str) -> str | None:
+    """A startTime for chat `sid` later than every other main chat's in `chats` (what `gemini
+    --resume latest` sorts by), or None when `start` already is."""
+    others = [
+        moment
+        for cf in chat_files(dirs, chats.parent)
+        if cf.chat.session_id != sid and cf.chat.has_messages
+        for moment in [parse_time(cf.chat.start_time)]
+        if moment is not None
+    ]
+    mine = parse_time(start)
+    if not others or (mine is not None and mine > max(others)):
+        return None
+    return iso_ms(max(others) + timedelta(milliseconds=1))
+
+
+_WRITTEN = ("created", "updated", "forked", "replaced")
+
+
+def arrange(dirs: GeminiDirs, results: Sequence[ImportResult]) -> None:
+    """Several chats one pull placed in one project: their startTimes follow the order they
+    were last active at their source (the newest last, so `--resume latest` takes it), each
+    after every other chat there. A `$set` line is appended to each (gemini merges it)."""
+    groups: dict[Path, list[ImportResult]] = {}
+    for res in results:
+        path = res.transcript
+        if res.action in _WRITTEN and path is not None and path.suffix == ".jsonl":
+            groups.setdefault(path.parent, []).append(res)
+    for chats, placed in groups.items():
+        if len(placed) < 2:
+            continue
+        placed.sort(key=lambda res: res.last_activity or 0.0)  # stable: ties keep import order
+        starts = [
+            parse_time(cf.chat.start_time)
+            for cf in chat_files(dirs, chats.parent)
+            if cf.chat.has_messages
+        ]
+        base = max((m for m in starts if m is not None), default=datetime.now(UTC))
+        for n, res in enumerate(placed, 1):
+            assert res.transcript is not None
+            update = {"$set": {"startTime": iso_ms(base + timedelta(milliseconds=n))}}
+            with contextlib.suppress(OSError):
+                fd = os.open(res.transcript, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+                with os.fdopen(fd, "ab") as out:
+                    out.write(json.dumps(update).encode() + b"\n")
 
 
 def _later(chat: Chat) -> str:
