@@ -301,6 +301,11 @@ def test_divergence_keeps_both_as_a_fork(
     fork = forks[0]
     assert fork.path is not None and "remote turn" in fork.path.read_text()
     assert fork.path.name.endswith(f"-{fork.session_id[:8]}.jsonl")
+    # made in its origin's start minute: the same time in its name, its own short id
+    assert fork.path.name.startswith("session-2026-11-24T14-07-") and fork.path != chat
+    assert fork.session_id[:8] not in {
+        n.rsplit("-", 1)[1][:8] for n in os.listdir(chat.parent) if n != fork.path.name
+    }
     assert read_chat(fork.path).session_id == fork.session_id
     # the same diverged bundle again: no second fork
     assert _import(staged, home / "projects" / "my.app").exit_code == 0
