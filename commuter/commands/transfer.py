@@ -87,6 +87,11 @@ def push_cmd(
 
     # A delta when every peer confirmed an earlier state of the session (pipeline.send_session).
     pushed = asyncio.run(send_session(ctx, session, peers, deliver, agent=agent, cwd=cwd))
+    if pushed.receipt.transport == "folder":  # an unread older drop of it is replaced
+        from commuter.transports.folder import supersede
+
+        for name in supersede(ctx, pushed.receipt, pushed.agent, pushed.session_id):
+            click.echo(f"note: removed {safe_text(name)}, an unread older push of it", err=True)
     _report_push(ctx, pushed, pushed.session_id, plain)
 
 
@@ -192,7 +197,11 @@ def pull_cmd(
         for line in dry_run_lines(ctx, via, warn=_warn):
             click.echo(line)
         return
-    pulled = asyncio.run(pull_all(ctx, options, via, warn=_warn))
+    from commuter.transports import create
+    from commuter.transports.newest import newest_factory
+
+    # One item per session and sender: the newest push; the older ones go once it is in.
+    pulled = asyncio.run(pull_all(ctx, options, via, warn=_warn, factory=newest_factory(create)))
     imported = [p for p in pulled if p.result is not None]
     for p in imported:
         click.echo(f"from {safe_text(p.origin)} via {p.item.transport}:")

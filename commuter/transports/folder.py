@@ -298,3 +298,68 @@ def _copy_digest(src: Path, dst: Path) -> str:
             hasher.update(chunk)
             fout.write(chunk)
     return hasher.hexdigest()
+
+
+# --- this machine's own drops: a newer push of a session replaces its older unread one ------
+
+SENT_FILE = "folder-sent.json"
+MAX_SENT = 2_000
+
+
+def _drop_name(name: str) -> bool:
+    """A drop name this module makes (`<stamp>-<digest12>.sealed|.commuter`), nothing else."""
+    import re
+
+    return re.fullmatch(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{12}\.(sealed|commuter)", name) is not None
+
+
+def supersede(ctx: TransportContext, receipt: Receipt, agent: str, session_id: str) -> list[str]:
+    """Record `receipt` (a drop this machine just made for `agent`'s `session_id`) and remove
+    this machine's older drops of the same session to the same recipients that nobody has
+    read yet: no recipient's ack marker beside it, and still the very bytes written (size and
+    sha256 as recorded). Only names from this machine's own record are ever removed. Returns
+    the names removed."""
+    import json
+
+    from commuter.fsutil import atomic_write_text
+
+    if receipt.transport != "folder" or not _drop_name(receipt.item_id):
+        return []
+    root = Path(receipt.location).parent
+    path = ctx.settings.state_dir / SENT_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        sent = {str(k): dict(v) for k, v in raw.get("drops", {}).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        sent = {}
+    mine = root / receipt.item_id
+    digest = sha256_file(mine)
+    key = [str(root), agent, session_id, sorted(receipt.recipients)]
+    removed: list[str] = []
+    for name, entry in list(sent.items()):
+        if not _drop_name(name) or entry.get("key") != key or name == receipt.item_id:
+            continue
+        old = root / name
+        if not _is_regular(old):
+            del sent[name]  # imported (and removed) by its recipients, or gone
+            continue
+        if any(p.name.startswith(f".{name}{ACK_MARK}") for p in root.iterdir()):
+            continue  # read by some recipient: the last one removes it
+        try:
+            same = old.lstat().st_size == entry.get("size") and sha256_file(old) == entry.get(
+                "digest"
+            )
+        except OSError:
+            continue
+        if same:
+            with contextlib.suppress(OSError):
+                old.unlink()
+                removed.append(name)
+            del sent[name]
+    sent[receipt.item_id] = {"key": key, "digest": digest, "size": mine.stat().st_size}
+    if len(sent) > MAX_SENT:
+        for name in sorted(sent)[: len(sent) - MAX_SENT]:  # names start with the UTC stamp
+            del sent[name]
+    ctx.settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write_text(path, json.dumps({"version": 1, "drops": sent}) + "\n")
+    return removed

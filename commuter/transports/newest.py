@@ -1,0 +1,89 @@
+"""The same session pushed twice is one item to pull: of the items one paired sender left for
+this machine for one session, only the newest is imported; the older ones are acked (the
+recipient removes its own mail) once the newest has been imported, never before, so a newest
+that fails leaves everything in place for the next pull.
+
+Items are grouped by what their seal says (commuter.sync.label: the signed sender key, agent
+and session id of the bundle's manifest, checked as an import would), never by what a relay or
+a file name claims; an item without a label (plain, legacy, unreadable) is never grouped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from commuter.errors import CommuterError
+
+if TYPE_CHECKING:
+    from commuter.transports import Incoming, Transport, TransportContext
+
+Factory = Callable[[str, "TransportContext"], "Transport"]
+
+
+def newest_only(transport: Transport) -> Transport:
+    """`transport` whose `pending` offers one item per (sender, agent, session) and whose
+    `ack` of that item also acks the older ones it replaced."""
+    pending: Callable[[], Awaitable[list[Incoming]]] = transport.pending
+    ack: Callable[[Incoming], Awaitable[None]] = transport.ack
+    replaced: dict[str, list[Incoming]] = {}
+
+    async def newest_pending() -> list[Incoming]:
+        from commuter.sync.label import label_of
+
+        items = await pending()
+        replaced.clear()
+        sealed = [i for i in items if i.sealed and i.sender and not i.legacy]
+        senders = [i.sender for i in sealed]
+        twice = [i for i in sealed if senders.count(i.sender) > 1]
+        if not twice:
+            return items
+        groups: dict[tuple[bytes, str, str], list[tuple[str, int, Incoming]]] = {}
+        for index, item in enumerate(items):
+            if item not in twice:
+                continue
+            try:
+                label = await label_of(transport.ctx, transport, item)
+            except (CommuterError, OSError):
+                label = None
+            if label is None or not label.sender_key:
+                continue
+            key = (label.sender_key, label.agent, label.session_id)
+            groups.setdefault(key, []).append((label.created_at, index, item))
+        dropped: set[int] = set()
+        for entries in groups.values():
+            if len(entries) < 2:
+                continue
+            entries.sort(key=lambda e: (e[0], e[1]))
+            *older, (_, _, newest) = entries
+            replaced[newest.id] = [item for _, _, item in older]
+            dropped |= {index for _, index, _ in older}
+        return [item for index, item in enumerate(items) if index not in dropped]
+
+    async def ack_with_replaced(item: Incoming) -> None:
+        await ack(item)
+        for old in replaced.pop(item.id, []):
+            try:
+                await ack(old)
+            except CommuterError as exc:
+                transport.warnings.append(
+                    f"{old.label}: replaced by a newer push, not removed ({exc})"
+                )
+            else:
+                transport.warnings.append(
+                    f"{old.label}: an older push of the same session, replaced by "
+                    f"{item.label}; removed"
+                )
+
+    setattr(transport, "pending", newest_pending)  # noqa: B010 - an instance's own methods
+    setattr(transport, "ack", ack_with_replaced)  # noqa: B010
+    return transport
+
+
+def newest_factory(factory: Factory) -> Factory:
+    """A transport factory (transports.create) whose transports go through `newest_only`."""
+
+    def make(name: str, ctx: TransportContext) -> Transport:
+        return newest_only(factory(name, ctx))
+
+    return make
