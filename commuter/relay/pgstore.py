@@ -393,7 +393,7 @@ class PgStore(RelayStore):
                 )
             if data is None:
                 raise gone
-            yield bytes(data)
+            yield data
 
     async def delete(self, item: Item) -> bool:
         async with self._tx("delete the item", durable=True) as conn:
@@ -516,7 +516,7 @@ class _PgUpload(Upload):
 
     def __init__(self, store: PgStore, blob: int, mailbox: str, sender: str) -> None:
         self.store, self.blob, self.mailbox, self.sender = store, blob, mailbox, sender
-        self.buf = bytearray()  # at most chunk_size + one read
+        self.buf = bytearray()  # at most chunk_size
         self.seq = 0
         self.stored = 0
         self.done = False
@@ -525,15 +525,20 @@ class _PgUpload(Upload):
     async def write(self, chunk: bytes) -> None:
         quotas.check_size(self.store.limits, self.size + len(chunk))
         self.size += len(chunk)
-        self.buf += chunk
-        while len(self.buf) >= self.store.chunk_size:
-            await self._flush(self.store.chunk_size)
+        size = self.store.chunk_size
+        view = memoryview(chunk)
+        while view:  # a round per chunk_size of input: bounded
+            room = size - len(self.buf)
+            self.buf += view[:room]
+            view = view[room:]
+            if len(self.buf) == size:
+                await self._flush()
         if self.buf and time.monotonic() - self.flushed_at >= self.store.heartbeat:
-            await self._flush(len(self.buf))  # a slow upload shows it is alive
+            await self._flush()  # a slow upload shows it is alive
 
-    async def _flush(self, n: int) -> None:
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
+    async def _flush(self) -> None:
+        """The buffer as the next chunk row (passed as it is: no copy of it is made)."""
+        data, n = self.buf, len(self.buf)
         async with self.store._tx("store the upload") as conn:
             await conn.execute(
                 "INSERT INTO relay_chunks (blob, seq, data) VALUES ($1, $2, $3)",
@@ -545,7 +550,7 @@ class _PgUpload(Upload):
                 "UPDATE relay_uploads SET received = received + $2, chunks = chunks + 1,"
                 " seen_at = clock_timestamp() WHERE blob = $1",
                 self.blob,
-                len(data),
+                n,
             )
             if status != "UPDATE 1":
                 raise RelayError("the upload was dropped as stalled; send it again")
@@ -555,17 +560,18 @@ class _PgUpload(Upload):
                 self.mailbox,
                 self.sender,
                 add_items=(0, 0, 0, 0),
-                add_bytes=len(data),
+                add_bytes=n,
                 need_items=(0, 0, 0, 0),
-                need_bytes=len(data),
+                need_bytes=n,
             )
+        self.buf = bytearray()
         self.seq += 1
-        self.stored += len(data)
+        self.stored += n
         self.flushed_at = time.monotonic()
 
     async def commit(self, digest: str, ttl: float) -> Item:
         if self.buf:
-            await self._flush(len(self.buf))
+            await self._flush()
         now = time.time()
         item = Item(
             id=f"{int(now):010d}-{secrets.token_hex(8)}",

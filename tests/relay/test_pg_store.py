@@ -1,0 +1,345 @@
+"""The relay over PostgreSQL: two relays (two apps, each its own pool) on one real database.
+
+Every promise of the file store, and that it holds across relays: a nonce seen by one is
+refused by the other, a quota is one quota, expiry and deletion race safely, an upload is
+visible only once complete, memory per request is bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import time
+import tracemalloc
+
+import asyncpg
+import pytest
+from relayhelp import ALICE, BOB, EVE, box, sealed_bytes, signed, upload
+
+from commuter.errors import ConfigError, ItemNotFound
+from commuter.peer import auth
+from commuter.relay.app import STATE, make_relay_app
+from commuter.relay.pgstore import SCHEMA_VERSION, TABLES, PgStore
+from commuter.relay.quotas import Limits
+
+DATA_TABLES = ("relay_chunks", "relay_items", "relay_uploads")
+
+
+async def query(url: str, sql: str, *args):
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def counts(url: str) -> dict[str, int]:
+    """Rows in the tables that hold bundles and uploads."""
+    return {t: (await query(url, f"SELECT count(*) FROM {t}"))[0][0] for t in DATA_TABLES}
+
+
+async def usage_rows(url: str) -> dict[str, tuple[int, int]]:
+    rows = await query(url, "SELECT key, items, bytes FROM relay_usage")
+    return {r["key"]: (r["items"], r["bytes"]) for r in rows if r["items"] or r["bytes"]}
+
+
+async def relays(aiohttp_client, url: str, limits: Limits | None = None, **store_args):
+    """Two relay apps on one database, as clients (and their apps)."""
+    out = []
+    for _ in range(2):
+        app = make_relay_app(store=PgStore(url, limits or Limits(), **store_args))
+        out.append((await aiohttp_client(app), app))
+    return out
+
+
+async def test_the_schema_is_created_once_versioned_and_a_newer_one_refused(pg_url):
+    stores = [PgStore(pg_url) for _ in range(3)]
+    await asyncio.gather(*(s.start() for s in stores))  # together: one migration
+    try:
+        rows = await query(pg_url, "SELECT version FROM relay_schema")
+        assert [r["version"] for r in rows] == [SCHEMA_VERSION]
+        names = await query(
+            pg_url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'relay_%'"
+        )
+        assert sorted(r["tablename"] for r in names) == sorted(TABLES)
+    finally:
+        for store in stores:
+            await store.close()
+    await query(pg_url, "INSERT INTO relay_schema (version) VALUES (99)")
+    newer = PgStore(pg_url)
+    with pytest.raises(ConfigError, match="schema version 99, newer"):
+        await newer.start()
+    assert newer._pool is None  # closed again
+
+
+async def test_push_through_one_relay_pull_and_ack_through_the_other(
+    aiohttp_client, pg_url, tmp_path
+):
+    (a, _), (b, app_b) = await relays(aiohttp_client, pg_url)
+    body = sealed_bytes(tmp_path, ALICE, [BOB], size=3 * 2**20 + 17)  # four chunks
+    resp = await a.post(
+        box(BOB), data=io.BytesIO(body), headers=signed(ALICE, "POST", box(BOB), body)
+    )
+    assert resp.status == 201, await resp.text()
+    item = (await resp.json())["id"]
+    resp = await b.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+    [listed] = (await resp.json())["items"]
+    assert listed["id"] == item and listed["size"] == len(body)
+    assert listed["digest"] == hashlib.sha256(body).hexdigest()
+    rows = await query(pg_url, "SELECT seq, length(data) AS n FROM relay_chunks ORDER BY seq")
+    assert [r["n"] for r in rows] == [2**20, 2**20, 2**20, len(body) - 3 * 2**20]
+    path = f"{box(BOB)}/{item}"
+    for _ in range(2):  # a download deletes nothing: only the acknowledgement does
+        resp = await b.get(path, headers=signed(BOB, "GET", path))
+        assert resp.status == 200 and await resp.read() == body
+        assert resp.headers["X-Commuter-Digest"] == listed["digest"]
+    assert await app_b[STATE].store.usage(mailbox=BOB.device_id) == (1, len(body))
+    resp = await a.delete(path, headers=signed(BOB, "DELETE", path))
+    assert resp.status == 200
+    resp = await b.delete(path, headers=signed(BOB, "DELETE", path))
+    assert resp.status == 404
+    resp = await b.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+    assert (await resp.json())["items"] == []
+    assert await counts(pg_url) == dict.fromkeys(DATA_TABLES, 0)
+    assert await usage_rows(pg_url) == {}
+
+
+async def test_a_request_seen_by_one_relay_is_refused_by_the_other(
+    aiohttp_client, pg_url, tmp_path
+):
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url)
+    body = sealed_bytes(tmp_path, ALICE, [BOB])
+    headers = signed(ALICE, "POST", box(BOB), body)
+    assert (await a.post(box(BOB), data=body, headers=headers)).status == 201
+    resp = await b.post(box(BOB), data=body, headers=headers)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
+    listing = signed(BOB, "GET", box(BOB))
+    assert (await b.get(box(BOB), headers=listing)).status == 200
+    resp = await a.get(box(BOB), headers=listing)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
+    assert (await counts(pg_url))["relay_items"] == 1
+
+
+async def test_a_relay_restarted_on_the_database_still_refuses_a_replay(
+    aiohttp_client, pg_url, tmp_path
+):
+    body = sealed_bytes(tmp_path, ALICE, [BOB])
+    headers = signed(ALICE, "POST", box(BOB), body)
+    first = await aiohttp_client(make_relay_app(store=PgStore(pg_url)))
+    assert (await first.post(box(BOB), data=body, headers=headers)).status == 201
+    await first.close()
+    second = await aiohttp_client(make_relay_app(store=PgStore(pg_url)))
+    resp = await second.post(box(BOB), data=body, headers=headers)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
+
+
+async def test_quotas_are_one_quota_across_relays(aiohttp_client, pg_url, tmp_path):
+    limits = Limits(mailbox_items=2, sender_items=3)
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, limits)
+    assert (await upload(a, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))).status == 201
+    assert (await upload(b, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))).status == 201
+    resp = await upload(a, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))
+    assert resp.status == 429 and "mailbox is full" in (await resp.json())["message"]
+    assert (await upload(b, ALICE, EVE, sealed_bytes(tmp_path, ALICE, [EVE]))).status == 201
+    resp = await upload(a, ALICE, EVE, sealed_bytes(tmp_path, ALICE, [EVE]))
+    assert resp.status == 429 and "too much queued on the relay (" in (await resp.json())["message"]
+
+
+async def test_per_sender_per_mailbox_and_total_caps_hold_across_relays(
+    aiohttp_client, pg_url, tmp_path
+):
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, Limits(sender_mailbox_items=1))
+    assert (await upload(a, EVE, BOB, sealed_bytes(tmp_path, EVE, [BOB]))).status == 201
+    resp = await upload(b, EVE, BOB, sealed_bytes(tmp_path, EVE, [BOB]))
+    assert resp.status == 429 and "for that recipient" in (await resp.json())["message"]
+    assert (await upload(b, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))).status == 201
+
+
+async def test_the_total_cap_is_one_cap(aiohttp_client, pg_url, tmp_path):
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, Limits(total_bytes=5000))
+    assert (await upload(a, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))).status == 201
+    resp = await upload(b, EVE, ALICE, sealed_bytes(tmp_path, EVE, [ALICE]))
+    assert resp.status == 507 and (await resp.json())["error"] == "relay-storage-full"
+
+
+async def test_concurrent_uploads_through_two_relays_cannot_pass_a_quota_together(
+    aiohttp_client, pg_url, tmp_path
+):
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, Limits(mailbox_items=2))
+    bodies = [sealed_bytes(tmp_path, ALICE, [BOB]) for _ in range(20)]
+    answers = await asyncio.gather(
+        *(upload(a if i % 2 else b, ALICE, BOB, body) for i, body in enumerate(bodies))
+    )
+    assert sorted(r.status for r in answers) == [201] * 2 + [429] * 18
+    assert await counts(pg_url) == {"relay_chunks": 2, "relay_items": 2, "relay_uploads": 0}
+    size = len(bodies[0])
+    (c, _), (d, _) = await relays(
+        aiohttp_client, pg_url, Limits(sender_bytes=2 * size + 3 * size + 10)
+    )
+    answers = await asyncio.gather(
+        *(upload(c if i % 2 else d, ALICE, EVE, sealed_bytes(tmp_path, ALICE, [EVE]))
+          for i in range(10))
+    )  # fmt: skip
+    assert sorted(r.status for r in answers) == [201] * 3 + [429] * 7
+    assert (await counts(pg_url))["relay_uploads"] == 0
+
+
+async def test_refused_uploads_leave_nothing(aiohttp_client, pg_url, tmp_path):
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, Limits(max_bundle=5000))
+    resp = await upload(a, ALICE, BOB, b"plain text conversation")
+    assert resp.status == 400 and (await resp.json())["error"] == "bad-bundle"
+    resp = await upload(b, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [EVE]))
+    assert resp.status == 400 and "not sealed to" in (await resp.json())["message"]
+    resp = await upload(a, EVE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))
+    assert resp.status == 401
+    resp = await upload(b, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB], size=8000))
+    assert resp.status == 413 and (await resp.json())["error"] == "too-large"
+    resp = await b.get(box(BOB), headers=signed(EVE, "GET", box(BOB)))
+    assert resp.status == 403
+    assert await counts(pg_url) == dict.fromkeys(DATA_TABLES, 0)
+    assert await usage_rows(pg_url) == {}
+
+
+async def test_expiry_and_acknowledgements_racing_on_two_relays_count_each_item_once(
+    aiohttp_client, pg_url, tmp_path
+):
+    (a, app_a), (b, app_b) = await relays(aiohttp_client, pg_url, Limits(ttl=60))
+    ids = []
+    for i in range(12):
+        body = sealed_bytes(tmp_path, ALICE, [BOB], size=1000 + i)
+        ids.append((await (await upload(a if i % 2 else b, ALICE, BOB, body)).json())["id"])
+    store_a, store_b = app_a[STATE].store, app_b[STATE].store
+    assert await store_a.expire(now=time.time() + 30) == 0
+    items = await store_a.items(BOB.device_id)
+    later = time.time() + 61
+    results = await asyncio.gather(
+        store_a.expire(now=later),
+        store_b.expire(now=later),
+        *(store_b.delete(item) for item in items[:6]),
+    )
+    expired, deleted = results[0] + results[1], sum(results[2:])
+    assert expired + deleted == 12  # each one gone once, by whichever got its row
+    assert await counts(pg_url) == dict.fromkeys(DATA_TABLES, 0)
+    assert await usage_rows(pg_url) == {}  # nothing counted twice, nothing left counted
+    path = f"{box(BOB)}/{ids[0]}"
+    assert (await a.get(path, headers=signed(BOB, "GET", path))).status == 404
+
+
+async def test_an_expired_item_is_hidden_at_once_and_swept_on_a_timer(
+    aiohttp_client, pg_url, tmp_path
+):
+    limits = Limits(ttl=0.5, sweep_interval=0.2)
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, limits)
+    assert (await upload(a, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))).status == 201
+    await asyncio.sleep(0.6)
+    resp = await b.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+    assert (await resp.json())["items"] == []
+    for _ in range(50):  # bounded: 5 s
+        if (await counts(pg_url))["relay_items"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await counts(pg_url) == dict.fromkeys(DATA_TABLES, 0)
+
+
+async def _stalling_upload(server, sender, to, declared: int, sent: bytes):
+    """A raw POST declaring `declared` bytes that sends `sent` and then nothing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    path = box(to)
+    headers = signed(sender, "POST", path, b"x" * 10)
+    head = f"POST {path} HTTP/1.1\r\nHost: relay\r\nContent-Length: {declared}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(head.encode() + b"\r\n" + sent)
+    await writer.drain()
+    return reader, writer
+
+
+async def _until(check, seconds: float = 15.0) -> bool:
+    for _ in range(int(seconds / 0.05)):  # bounded
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(await check())
+
+
+async def test_an_upload_in_progress_holds_its_bytes_on_every_relay_and_a_stall_is_408(
+    aiohttp_server, aiohttp_client, pg_url, tmp_path
+):
+    limits = Limits(mailbox_bytes=10_000, body_stall=1.5)
+    app_a = make_relay_app(store=PgStore(pg_url, limits, chunk_size=1000))
+    server = await aiohttp_server(app_a)
+    b = await aiohttp_client(make_relay_app(store=PgStore(pg_url, limits, chunk_size=1000)))
+    reader, writer = await _stalling_upload(server, EVE, BOB, 10_000, b"\x00" * 6000)
+    store = app_a[STATE].store
+
+    async def holding() -> bool:
+        return (await store.usage(mailbox=BOB.device_id))[1] >= 6000
+
+    assert await _until(holding)
+    resp = await upload(b, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB], size=5000))
+    assert resp.status == 429  # 6000 held through the other relay + ~5100 would pass 10,000
+    body = sealed_bytes(tmp_path, ALICE, [BOB], size=2000)
+    assert (await upload(b, ALICE, BOB, body)).status == 201
+    answer = await asyncio.wait_for(reader.read(), 30)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    writer.close()
+    assert await counts(pg_url) == {"relay_chunks": 3, "relay_items": 1, "relay_uploads": 0}
+    assert await store.usage() == (1, len(body))
+
+
+async def test_an_item_deleted_mid_download_is_cut_off_not_completed(pg_url, tmp_path):
+    store = PgStore(pg_url, chunk_size=1000)
+    await store.start()
+    try:
+        up = await store.begin_upload(BOB.device_id, ALICE.device_id, None)
+        await up.write(os.urandom(3500))
+        item = await up.commit("0" * 64, 60)
+        await up.close()
+        chunks = store.read(item)
+        assert len(await anext(chunks)) == 1000
+        assert await store.delete(item)
+        with pytest.raises(ItemNotFound):
+            await anext(chunks)
+    finally:
+        await store.close()
+
+
+async def test_memory_per_request_is_bounded_by_the_chunk_size(aiohttp_client, pg_url, tmp_path):
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url)
+    source = tmp_path / "big.sealed"
+    plain = tmp_path / "big"
+    with plain.open("wb") as fh:
+        for _ in range(24):
+            fh.write(os.urandom(2**20))
+    from commuter.peer import seal
+
+    seal.seal_file(plain, source, ALICE, [BOB.public_key])
+    size = source.stat().st_size
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+
+    async def from_file():
+        with source.open("rb") as fh:
+            while chunk := fh.read(2**16):
+                yield chunk
+
+    tracemalloc.start()
+    try:
+        headers = auth.sign_headers(ALICE, "POST", box(BOB), digest)
+        headers["Content-Length"] = str(size)
+        resp = await a.post(box(BOB), data=from_file(), headers=headers)
+        assert resp.status == 201, await resp.text()
+        _, up_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        item = (await resp.json())["id"]
+        path = f"{box(BOB)}/{item}"
+        got = hashlib.sha256()
+        async with b.get(path, headers=signed(BOB, "GET", path)) as resp:
+            async for chunk in resp.content.iter_chunked(2**16):
+                got.update(chunk)
+        _, down_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.hexdigest() == digest
+    # A 24 MiB bundle went up and came down; Python held a few chunks of 1 MiB at a time.
+    assert up_peak < 8 * 2**20 and down_peak < 8 * 2**20, (up_peak, down_peak)
