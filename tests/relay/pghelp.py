@@ -122,11 +122,19 @@ class PgServer:
 
     def psql(self, database: str, sql: str, *, check: bool = True) -> str:
         """Run `sql` through psql (as a client, over TCP); its unaligned output."""
+        where = ["-h", "127.0.0.1", "-p", str(self.port), "-U", ROLE, "-d", database]
         done = subprocess.run(
             [
-                str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", ROLE,
-                "-d", database, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql,
-            ],  # fmt: skip
+                str(self.bin_dir / "psql"),
+                *where,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
             capture_output=True,
             text=True,
             timeout=120,
