@@ -46,9 +46,11 @@ STARTUP = 20.0
 
 
 class RelayProcess:
-    """`commuter relay serve` on 127.0.0.1, a free port, and `data_dir`."""
+    """`commuter relay serve` on 127.0.0.1, a free port, and `data_dir` (None: none given,
+    as with `--store URL` among `extra`)."""
 
-    def __init__(self, data_dir: Path, env_home: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path | None, env_home: Path, *extra: str) -> None:
+        where = [] if data_dir is None else ["--data-dir", str(data_dir)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
         env["HOME"] = str(env_home)
         env_home.mkdir(parents=True, exist_ok=True)
@@ -63,8 +65,7 @@ class RelayProcess:
                 "127.0.0.1",
                 "--port",
                 "0",
-                "--data-dir",
-                str(data_dir),
+                *where,
                 *extra,
             ],
             env=env,
@@ -73,11 +74,13 @@ class RelayProcess:
             text=True,
         )
         self.url = self._wait_url()
+        self.port = int(self.url.rsplit(":", 1)[1])
 
     def _wait_url(self) -> str:
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP)
         line = self.proc.stdout.readline() if ready else ""
+        self.banner = line
         match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         if not match:
             self.kill()
