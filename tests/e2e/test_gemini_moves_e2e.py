@@ -7,8 +7,12 @@ chat travels; the imported chat survives gemini's start-up cleanup."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import select
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -347,3 +351,91 @@ def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     gemini(gemini_bin, home_a, project_a, api, "--resume", fork, "-p", "The fork again?")
     words = last_chat_words(api, seen)
     assert "PLUM-6" in words and "PEAR-5" not in words
+
+
+def gemini_tui(
+    binary: Path, home: Path, cwd: Path, api: FakeGemini, *args: str, prompt: str
+) -> list[str]:
+    """The interactive `gemini ARGS` on a pseudo-terminal in `cwd`: once it reports itself
+    ready (terminal title "◇  Ready"), types `prompt` and returns the codewords of the
+    conversation request it sends."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TZ": "UTC",
+        "LANG": "C.UTF-8",
+        "GEMINI_API_KEY": "dummy",
+        "GOOGLE_GEMINI_BASE_URL": api.url,
+        "GEMINI_CLI_TRUST_WORKSPACE": "true",
+        "TERM": "xterm-256color",
+    }
+    before = len(api.chats())
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes gemini
+        try:
+            os.chdir(cwd)
+            os.execve(str(binary), [str(binary), "--skip-trust", *args], env)
+        finally:
+            os._exit(127)
+    seen = bytearray()
+
+    def pump(seconds: float, until: bytes | None = None) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until in seen):
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                return
+            seen.extend(data)
+            if b"\x1b[6n" in data:  # where is the cursor? (a terminal answers)
+                os.write(fd, b"\x1b[1;1R")
+
+    try:
+        pump(90, until=b"Ready (")
+        assert b"Ready (" in seen, bytes(seen[-2000:])
+        pump(1)
+        os.write(fd, prompt.encode())
+        pump(1)
+        os.write(fd, b"\r")
+        end = time.monotonic() + 90
+        while len(api.chats()) == before and time.monotonic() < end:
+            pump(0.5)
+        pump(2)
+        return last_chat_words(api, before)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def test_interactive_gemini_resume_latest_takes_the_import(
+    gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interactive UI on a pseudo-terminal at B: `gemini --resume latest` (B has a newer
+    chat of its own in the project) and `gemini --resume <id>` send the imported chat."""
+    home_a, home_b = tmp_path / "A", tmp_path / "B"
+    project_a = home_a / "work" / "My App.v2"
+    project_b = home_b / "code" / "other place.d"
+    for home, project in ((home_a, project_a), (home_b, project_b)):
+        project.mkdir(parents=True)
+        seed(home)
+    gemini(gemini_bin, home_a, project_a, api, "-p", "Remember the codeword KIWI-7.")
+    [ref] = list(backend(home_a).sessions())
+    gemini(gemini_bin, home_b, project_b, api, "-p", "Remember the codeword FIG-2.")
+    bundle = tmp_path / "a.commuter"
+    commuter(home_a, monkeypatch, "export", ref.session_id, "-o", str(bundle))
+    commuter(
+        home_b, monkeypatch, "import", str(bundle), "--project-dir", str(project_b), "--no-launch"
+    )
+    words = gemini_tui(
+        gemini_bin, home_b, project_b, api, "--resume", "latest", prompt="What was the codeword?"
+    )
+    assert words == ["KIWI-7"]
+    words = gemini_tui(
+        gemini_bin, home_b, project_b, api, "--resume", ref.session_id, prompt="Once more?"
+    )
+    assert words == ["KIWI-7"]
