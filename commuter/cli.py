@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "commuter.commands.doctor",
     "commuter.commands.status",
     "commuter.commands.service",
+    "commuter.commands.backups",
 )
 
 
@@ -98,7 +99,8 @@ def config_group() -> None:
 @click.argument("values", nargs=-1, required=True)
 @pass_app
 def config_set(app: AppContext, key: str, values: tuple[str, ...]) -> None:
-    """Set KEY: path-map A B | transfer-dir DIR | relay URL | name NAME."""
+    """Set KEY: path-map A B | transfer-dir DIR | relay URL | name NAME | backups-keep N |
+    backups-max-mb M | plain-max-age-days D."""
     from commuter import config
 
     config.set_value(app.settings, key, values)

@@ -11,7 +11,18 @@ from commuter.errors import ConfigError
 from commuter.fsutil import atomic_write_text
 from commuter.settings import Settings
 
-KEYS = ("path-map", "transfer-dir", "relay", "name")
+KEYS = (
+    "path-map",
+    "transfer-dir",
+    "relay",
+    "name",
+    "backups-keep",
+    "backups-max-mb",
+    "plain-max-age-days",
+)
+# Counts and sizes (`config set backups-keep 2`): positive integers; None means the default.
+NUMBERS = {"backups-keep": "backups_keep", "backups-max-mb": "backups_max_mb"}
+NUMBERS["plain-max-age-days"] = "plain_max_age_days"
 
 
 @dataclass(slots=True)
@@ -22,6 +33,9 @@ class Config:
     transfer_dir: Path | None = None
     relay: str | None = None
     name: str | None = None
+    backups_keep: int | None = None
+    backups_max_mb: int | None = None
+    plain_max_age_days: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -33,6 +47,9 @@ class Config:
             data["relay"] = self.relay
         if self.name:
             data["name"] = self.name
+        for key, attr in NUMBERS.items():
+            if getattr(self, attr) is not None:
+                data[key] = getattr(self, attr)
         return data
 
     @classmethod
@@ -44,7 +61,13 @@ class Config:
             transfer_dir=Path(td) if td else None,
             relay=data.get("relay"),
             name=data.get("name"),
+            **{attr: _number(data.get(key)) for key, attr in NUMBERS.items()},
         )
+
+
+def _number(value: object) -> int | None:
+    """A positive integer from the file, else None (the default applies)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def load(settings: Settings) -> Config:
@@ -92,6 +115,11 @@ def set_value(settings: Settings, key: str, values: tuple[str, ...]) -> Config:
         if not name or len(name) > 64 or any(c in name for c in "\n\r\t/\\"):
             raise ConfigError("name must be 1-64 printable characters without slashes")
         config.name = name
+    elif key in NUMBERS:
+        text = values[0].strip()
+        if not text.isdigit() or not 0 < int(text) < 10**9:
+            raise ConfigError(f"{key} must be a positive whole number, got {text[:20]!r}")
+        setattr(config, NUMBERS[key], int(text))
     else:
         raise ConfigError(f"unknown key {key!r} (known: {', '.join(KEYS)})")
     save(settings, config)
@@ -109,6 +137,8 @@ def unset_value(settings: Settings, key: str) -> Config:
         config.relay = None
     elif key == "name":
         config.name = None
+    elif key in NUMBERS:
+        setattr(config, NUMBERS[key], None)
     else:
         raise ConfigError(f"unknown key {key!r} (known: {', '.join(KEYS)})")
     save(settings, config)

@@ -469,6 +469,10 @@ def _report(result: ImportResult, settings: Settings | None = None) -> None:
         warn_line(warning)
     for backup in result.backups:
         say(f"backup: {backup}", err=True)
+    if result.backups:  # an import that made a backup prunes the old ones (backups-keep, -max-mb)
+        from commuter.backups import auto_prune
+
+        auto_prune(_settings(settings))
     verbs = {
         "created": "imported",
         "updated": "updated",
