@@ -38,7 +38,7 @@ def test_three_updates_of_a_big_session_keep_at_most_two_copies(tmp_path: Path) 
     a = install(tmp_path / "A")
     b = tmp_path / "B"
     (b / "code" / "my.app").mkdir(parents=True)
-    sa, sb = settings_for(a), settings_for(b)
+    sb = settings_for(b)
     config.set_value(sb, "path-map", (str(a / "projects"), str(b / "code")))
     at_a = transcript(a, a / "projects" / "my.app", TOOLS)
     _grow(at_a, 2 << 20)  # a "big" session: 2 MB stands in for 100 MB, same ratios
