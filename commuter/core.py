@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from commuter import bundle
 from commuter.errors import BackendError, BundleError, CommuterError, DeltaBaseMismatch
@@ -121,12 +121,42 @@ def export_to(
         origin=make_origin(settings),
         message_count=plan.message_count,
         git=plan.git,
-        meta=plan.meta,
+        meta=_with_fork(settings, plan.backend, plan.session_id, plan.meta),
         members=(),
     )
     writer = bundle.BundleWriter(out, manifest)
     plan.write_members(writer)
     return writer.close(plan.late())
+
+
+def _with_fork(
+    settings: Settings, agent: str, session_id: str, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """`meta` plus `fork_of` / `fork_from` when the session is a recorded fork, so the
+    machine it goes to marks it alike (forks.py)."""
+    from commuter import forks
+
+    fork = forks.lookup(settings.state_dir, agent, session_id)
+    if fork is None:
+        return meta
+    return {**meta, "fork_of": fork.origin_id, "fork_from": fork.origin_host}
+
+
+def _record_fork(settings: Settings, manifest: Manifest, result: ImportResult) -> None:
+    """A session that is a fork where it comes from is marked a fork here too."""
+    from commuter import forks
+    from commuter.bundle.model import is_session_token
+
+    origin, host = manifest.meta.get("fork_of"), manifest.meta.get("fork_from")
+    if (
+        result.action == "created"
+        and result.session_id == manifest.session_id
+        and isinstance(origin, str)
+        and is_session_token(origin)
+        and origin != manifest.session_id
+        and isinstance(host, str)
+    ):
+        forks.record(settings.state_dir, manifest.backend, result.session_id, origin, host[:253])
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +202,7 @@ def export_session(
         origin=make_origin(settings),
         message_count=plan.message_count,
         git=plan.git,
-        meta=plan.meta,
+        meta=_with_fork(settings, plan.backend, plan.session_id, plan.meta),
         members=(),
         delta=planned.spec.to_dict() if planned is not None else None,
     )
@@ -218,6 +248,8 @@ def import_file(
             result, state = _place_delta(settings, backend, manifest, source, options, sender)
         else:
             result, state = backend.place(source, options), sent
+        if not options.dry_run:
+            _record_fork(settings, manifest, result)
         if sender is not None and not options.dry_run:
             _record_received(settings, sender, manifest, result, state)
     finally:

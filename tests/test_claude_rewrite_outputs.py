@@ -88,6 +88,7 @@ def test_pointer_of_a_fork_names_the_forks_own_file(two, tmp_path: Path) -> None
                 "uuid": str(uuid.uuid4()),
                 "sessionId": TOOLS,
                 "message": {"role": "user", "content": text},
+                "timestamp": f"2099-01-01T00:00:0{int(text.endswith('A'))}Z",  # B's began first
             }
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
     res = carry(sa, sb, tmp_path / "s2", session=TOOLS, cwd=proj_a)

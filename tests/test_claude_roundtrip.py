@@ -154,6 +154,8 @@ def test_divergent_import_forks_with_new_id(two, tmp_path: Path) -> None:
                         "uuid": str(uuid.uuid4()),
                         "sessionId": DOT_SPACE,
                         "message": {"role": "user", "content": text},
+                        # B's branch began first: it keeps the id (the convergence rule)
+                        "timestamp": f"2099-01-01T00:00:0{int(path == at_a)}Z",
                     }
                 )
                 + "\n"
@@ -161,7 +163,7 @@ def test_divergent_import_forks_with_new_id(two, tmp_path: Path) -> None:
     local_before = at_b.read_bytes()
     res = carry(sa, sb, tmp_path / "s2", session=DOT_SPACE, cwd=a)
     assert res.action == "forked" and res.original_session_id == DOT_SPACE
-    assert res.session_id != DOT_SPACE and uuid.UUID(res.session_id).version == 4
+    assert res.session_id != DOT_SPACE and uuid.UUID(res.session_id).version == 5
     assert at_b.read_bytes() == local_before
     forked = _lines(transcript(b, proj_b, res.session_id))
     assert {e["sessionId"] for e in forked if "sessionId" in e} == {res.session_id}
@@ -188,6 +190,7 @@ def test_a_diverged_session_arriving_again_reuses_its_fork(two, tmp_path: Path) 
                         "uuid": str(uuid.uuid4()),
                         "sessionId": DOT_SPACE,
                         "message": {"role": "user", "content": text},
+                        "timestamp": f"2099-01-01T00:00:0{int(path == at_a)}Z",
                     }
                 )
                 + "\n"
@@ -563,6 +566,7 @@ def test_a_fork_gets_its_own_plan_and_leaves_the_local_plan_alone(two, tmp_path:
                         "sessionId": PLAN,
                         "slug": slug,
                         "message": {"role": "user", "content": text},
+                        "timestamp": f"2099-01-01T00:00:0{int(path == at_a)}Z",
                     }
                 )
                 + "\n"

@@ -187,6 +187,7 @@ def test_dry_run_says_what_the_import_would_do(
                     "uuid": "1" * 8 + "-1111-4111-8111-" + "1" * 12,
                     "sessionId": TOOLS,
                     "message": {"content": "B"},
+                    "timestamp": "2000-01-01T00:00:00Z",  # B's branch began first: it stays
                 },
                 separators=(",", ":"),
             )
@@ -202,5 +203,5 @@ def test_dry_run_says_what_the_import_would_do(
         in result.stdout
     )
     assert "resume:" not in result.stdout
-    assert "an import would make a fork with a new id" in result.stderr
+    assert "an import would make the fork " in result.stderr
     assert sorted(p.name for p in at_b.parent.glob("*.jsonl")) == [f"{TOOLS}.jsonl"]

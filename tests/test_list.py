@@ -38,6 +38,8 @@ def _say(path: Path, text: str) -> None:
         "uuid": str(uuid.uuid4()),
         "sessionId": DOT_SPACE,
         "message": {"role": "user", "content": text},
+        # what B says began first: B's branch keeps the id (the convergence rule)
+        "timestamp": f"2099-01-01T00:00:0{int('at A' in text)}Z",
     }
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, separators=(",", ":")) + "\n")

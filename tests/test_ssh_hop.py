@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,8 @@ def _continue(path: Path, text: str, cwd: Path) -> None:
         "cwd": str(cwd),
         "sessionId": last.get("sessionId"),
         "message": {"role": "user", "content": text},
+        # as claude writes it: the branch that began first keeps the id when both went on
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, separators=(",", ":")) + "\n")

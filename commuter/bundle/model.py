@@ -294,6 +294,8 @@ _META_FIELDS: dict[str, tuple[type, ...]] = {
             "started_at",
             "lineage_hash",
             "legacy_version",
+            "fork_of",
+            "fork_from",
         ),
         _OPTIONAL_TEXT,
     ),

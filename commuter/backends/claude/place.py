@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from commuter.backends.claude.paths import (
     read_entrypoint,
 )
 from commuter.backends.claude.rewrite import Rewriter, backup_hash
-from commuter.errors import BundleError, SessionBusy
+from commuter.errors import BackendError, BundleError, SessionBusy
 from commuter.model import ImportOptions, ImportResult
 from commuter.pathmap import PathMap
 from commuter.placing import (
@@ -34,6 +36,7 @@ from commuter.placing import (
     Pending,
     ProjectConfig,
     Sides,
+    Target,
     confirm_git_state,
     divergence_action,
     project_conflicts,
@@ -63,22 +66,43 @@ class _Plan:
     origin: str = ""
     print_mode: bool = False
     last_activity: float | None = None
+    # The local transcript will hold exactly the bundle's session under its own id (the base
+    # a later delta from the same sender builds on: core records it).
+    in_step: bool = False
+    # Convergence: the local copy of `sid` moves to this fork id before the bundle takes `sid`.
+    moved_to: str | None = None
+    fork_of: str | None = None  # a fork: the session it split from (default: the bundle's)
 
 
-def place(settings: Settings, source: ImportSource, options: ImportOptions) -> ImportResult:
-    """Decide what to do with the incoming session, then write it (see docs/architecture.md)."""
+def place(
+    settings: Settings,
+    source: ImportSource,
+    options: ImportOptions,
+    *,
+    move_to: str | None = None,
+) -> ImportResult:
+    """Decide what to do with the incoming session, then write it (see docs/architecture.md).
+
+    `move_to`: `source` is this machine's own copy of the session (`_move_local`), to be
+    written again under the fork id `move_to` (no config path-maps: its paths are local)."""
     sid = check_session_id(source.session_id)
     if not source.project_dir.startswith("/"):
         raise BundleError(f"bundle names a relative project dir {source.project_dir!r}")
     incoming = source.member(f"session/{sid}.jsonl")
     if not incoming.is_file():
         raise BundleError(f"bundle has no transcript session/{sid}.jsonl")
-    where = resolve_target(settings, source, options)
+    if move_to is None:
+        where = resolve_target(settings, source, options)
+    else:
+        where = Target(Path(source.project_dir), ())
     target = where.project
     dirs = ClaudeDirs.of(settings)
     backups = Backups(settings)
     folder = dirs.project_folder(target)
-    plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
+    if move_to is None:
+        plan = _decide(settings, dirs, sid, target, folder / f"{sid}.jsonl", incoming, options)
+    else:
+        plan = _move_plan(dirs, sid, move_to, target, folder, incoming)
     plan.origin = source.origin
     plan.last_activity = _when(source.meta.get("last_activity"))
     plan.print_mode = read_entrypoint(incoming) == "sdk-cli"
@@ -120,6 +144,9 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
         )
         os.utime(plan.dest, None)
         return _result(plan, plan.action, sid)
+    if plan.moved_to is not None:  # the local branch goes to its fork first, then X is replaced
+        moved = _move_local(settings, plan, source.origin)
+        plan.backups += moved.backups
     slugs = _plan_slugs(source, sid, plan.sid)
     rewriter = Rewriter(
         pathmap,
@@ -154,7 +181,13 @@ def place(settings: Settings, source: ImportSource, options: ImportOptions) -> I
     )
     os.utime(plan.dest, None)
     if plan.action == "forked":  # `list` shows it as "fork of <sid> from <host>"
-        forks.record(settings.state_dir, "claude", plan.sid, sid, _origin_host(source.origin))
+        forks.record(
+            settings.state_dir,
+            "claude",
+            plan.sid,
+            plan.fork_of or sid,
+            _origin_host(source.origin),
+        )
     return _result(plan, plan.action, sid)
 
 
@@ -193,9 +226,19 @@ def _result(plan: _Plan, action: str, original: str) -> ImportResult:
         warnings=tuple(plan.warnings),
         original_session_id=original if plan.sid != original else None,
         origin=plan.origin or None,
-        extra={"print_mode": plan.print_mode},
+        extra={"print_mode": plan.print_mode, **_in_step(plan, action, original)},
         last_activity=plan.last_activity,
     )
+
+
+def _in_step(plan: _Plan, action: str, original: str) -> dict[str, object]:
+    """`in_step` and the transcript's size, when it now holds exactly the bundle's session."""
+    if not plan.in_step or plan.sid != original or action == "dry-run":
+        return {}
+    try:
+        return {"in_step": True, "in_step_size": plan.dest.stat().st_size}
+    except OSError:
+        return {}
 
 
 def _when(text: object) -> float | None:
@@ -219,10 +262,10 @@ def _decide(
     options: ImportOptions,
 ) -> _Plan:
     if not dest.exists():
-        return _Plan(sid, target, dest, "created")
+        return _Plan(sid, target, dest, "created", in_step=True)
     relation = lineage.compare_files(dest, incoming)
     if relation is lineage.Relation.IDENTICAL:
-        return _Plan(sid, target, dest, "unchanged")
+        return _Plan(sid, target, dest, "unchanged", in_step=True)
     if relation is lineage.Relation.LOCAL_NEWER and not options.replace:
         return _Plan(
             sid,
@@ -231,29 +274,185 @@ def _decide(
             "unchanged",
             [f"the local copy of session {sid} is newer than the bundle's; kept it"],
         )
-    action = (
-        "updated"
-        if relation is lineage.Relation.CONTINUED
-        else divergence_action(sid, options, lambda: _sides(dest, incoming))
+    if relation is lineage.Relation.CONTINUED:
+        return _check_busy(dirs, _Plan(sid, target, dest, "updated", in_step=True), options)
+    asks = options.interactive and options.ask is not None
+    if relation is lineage.Relation.DIVERGENT and not options.replace and not asks:
+        return _converge(dirs, sid, sid, target, dest, incoming, options)
+    action = divergence_action(sid, options, lambda: _sides(dest, incoming))
+    if action == "fork":  # a person chose it: the bundle's branch is the fork
+        div = lineage.divergence(lineage.uuid_chain(dest), lineage.uuid_chain(incoming))
+        entry = div.incoming if div is not None else uuid.uuid4().hex.encode()
+        return _fork(dirs, sid, sid, target, dest, incoming, options, entry, 0)
+    return _check_busy(dirs, _Plan(sid, target, dest, action, in_step=True), options)
+
+
+MAX_CONVERGE_DEPTH = 4  # a fork of a fork of ...: past this, a fork with a fresh id
+
+
+def _converge(
+    dirs: ClaudeDirs,
+    sid: str,
+    local_sid: str,
+    target: Path,
+    dest: Path,
+    incoming: Path,
+    options: ImportOptions,
+    depth: int = 0,
+) -> _Plan:
+    """Non-interactive divergence of the bundle's `sid` from the local `local_sid` (at
+    `dest`): the rule of `lineage.incoming_keeps_id` decides, alike on both machines, which
+    branch keeps the id; the other becomes the fork `lineage.fork_id(local_sid, its first
+    divergent entry)`. When that is the local branch, it is written under the fork id first
+    and the bundle's replaces it (after a backup), unless a claude holds it (SessionBusy:
+    both stay as they are and a later import finishes it)."""
+    chains = lineage.uuid_chain(dest), lineage.uuid_chain(incoming)
+    div = lineage.divergence(*chains)
+    if div is None:  # cannot be: the caller found them divergent
+        raise BundleError(f"session {sid}: the two copies are not divergent")
+    if not lineage.incoming_keeps_id(dest, incoming, div):
+        return _fork(dirs, sid, local_sid, target, dest, incoming, options, div.incoming, depth)
+    fork = lineage.fork_id(local_sid, div.local)
+    note = "an import would move" if options.dry_run else "moved"
+    plan = _Plan(
+        local_sid,
+        target,
+        dest,
+        "replaced",
+        [
+            f"session {local_sid} diverged from the bundle's; the bundle's branch began first, "
+            f"so it keeps the id, and the local branch ({note}) continues as the fork {fork}"
+        ],
+        in_step=local_sid == sid,
+        moved_to=fork,
     )
-    if action == "fork":
-        earlier = _earlier_fork(sid, target, dest, incoming)
-        if earlier is not None:
-            return _check_busy(dirs, earlier, options)
-        new = str(uuid.uuid4())
-        note = (
-            "an import would make a fork with a new id"
-            if options.dry_run
-            else f"imported as a fork {new}"
-        )
+    return _check_busy(dirs, plan, options)
+
+
+def _fork(
+    dirs: ClaudeDirs,
+    sid: str,
+    local_sid: str,
+    target: Path,
+    dest: Path,
+    incoming: Path,
+    options: ImportOptions,
+    entry: bytes,
+    depth: int,
+) -> _Plan:
+    """The bundle's branch as the fork `lineage.fork_id(local_sid, entry)`: made, found again
+    (the same, older, or continued: never a second fork of one divergence), or, when that
+    fork itself went on here too, decided again by the same rule one level down."""
+    fork = lineage.fork_id(local_sid, entry)
+    at = dest.with_name(f"{fork}.jsonl")
+    if depth >= MAX_CONVERGE_DEPTH or (at.exists() and at == dest):
+        fork = str(uuid.uuid4())
+        at = dest.with_name(f"{fork}.jsonl")
+    if at.exists():
+        relation = lineage.compare_files(at, incoming)
+        if relation is lineage.Relation.DIVERGENT:
+            asks = options.interactive and options.ask is not None
+            if not asks:
+                return _converge(dirs, sid, fork, target, at, incoming, options, depth + 1)
+            return _fork(dirs, sid, fork, target, at, incoming, options, entry, depth + 1)
+        if relation is lineage.Relation.CONTINUED:
+            plan = _Plan(
+                fork,
+                target,
+                at,
+                "updated",
+                [f"session {sid} diverged from the local copy; updated its fork {fork}"],
+                fork_of=local_sid,
+            )
+            return _check_busy(dirs, plan, options)
+        which = "is the same as" if relation is lineage.Relation.IDENTICAL else "is newer than"
         return _Plan(
-            new,
+            fork,
             target,
-            dest.with_name(f"{new}.jsonl"),
-            "forked",
-            [f"session {sid} diverged from the local copy; {note}"],
+            at,
+            "unchanged",
+            [f"session {sid} was imported before as the fork {fork}, which {which} the bundle's"],
         )
-    return _check_busy(dirs, _Plan(sid, target, dest, action), options)
+    earlier = _earlier_fork(sid, target, dest, incoming)  # a fork made with a random id
+    if earlier is not None:
+        return _check_busy(dirs, earlier, options)
+    note = "an import would make the fork" if options.dry_run else "imported as the fork"
+    return _Plan(
+        fork,
+        target,
+        at,
+        "forked",
+        [f"session {local_sid} diverged from the local copy; {note} {fork}"],
+        fork_of=local_sid,
+    )
+
+
+def _move_plan(
+    dirs: ClaudeDirs, sid: str, fork: str, target: Path, folder: Path, local: Path
+) -> _Plan:
+    """The local copy of `sid` written again as its fork `fork` (or that fork brought up to
+    date, when an earlier, interrupted move wrote part of it)."""
+    at = folder / f"{fork}.jsonl"
+    if not at.exists():
+        return _Plan(fork, target, at, "forked", fork_of=sid)
+    relation = lineage.compare_files(at, local)
+    if relation is lineage.Relation.CONTINUED:
+        return _check_busy(dirs, _Plan(fork, target, at, "updated", fork_of=sid), ImportOptions())
+    if relation is lineage.Relation.DIVERGENT:
+        raise BackendError(
+            f"session {sid} should continue as the fork {fork}, but {at} holds another "
+            "conversation; kept both as they are"
+        )
+    return _Plan(fork, target, at, "unchanged", fork_of=sid)
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalSource(ImportSource):
+    """This machine's own copy of a session as an ImportSource: members are its files."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def member(self, name: str) -> Path:
+        return self.paths[name]
+
+
+def _move_local(settings: Settings, plan: _Plan, origin: str) -> ImportResult:
+    """Write the local session `plan.sid` again as its fork `plan.moved_to` (a new file; the
+    local one is left to the import that replaces it after a backup) and record the fork."""
+    from commuter.backends.claude import ClaudeBackend
+
+    assert plan.moved_to is not None
+    backend = ClaudeBackend(settings)
+    ref = backend.find(plan.sid, plan.target)
+    if ref.path is None or ref.path.resolve() != plan.dest.resolve():
+        raise BackendError(f"session {plan.sid} is not only at {plan.dest}; kept both as they are")
+    export = backend.collect(ref)
+    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix="move-", dir=settings.staging_dir))
+    try:
+        paths: dict[str, Path] = {}
+        for n, (name, src) in enumerate(export.scanned_members()):
+            if isinstance(src, bytes):
+                path = tmp / f"m{n}"
+                path.write_bytes(src)
+                src = path
+            paths[name] = src
+        local = _LocalSource(
+            session_id=plan.sid,
+            project_dir=str(plan.target),
+            root=tmp,
+            members=tuple(paths),
+            git=export.git,
+            meta=export.meta,
+            origin=origin,
+            paths=paths,
+        )
+        options = ImportOptions(project_dir=plan.target, assume_yes=True, sender_verified=True)
+        result = place(settings, local, options, move_to=plan.moved_to)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    forks.record(settings.state_dir, "claude", plan.moved_to, plan.sid, _origin_host(origin))
+    return result
 
 
 def _sides(local: Path, incoming: Path) -> Sides:
@@ -370,7 +569,7 @@ def _file_history_names(source: ImportSource, pathmap: PathMap) -> dict[str, str
         if not member.startswith("file-history/"):
             continue
         name = member.split("/", 1)[1]
-        absolute = paths.get(member) if isinstance(paths, dict) else None
+        absolute = paths.get(member)
         _stem, sep, version = name.partition("@")
         if not isinstance(absolute, str) or not sep:
             continue
