@@ -491,6 +491,14 @@ async def _first(*events: asyncio.Event) -> None:
             w.cancel()
 
 
+async def _first_done(task: asyncio.Task[None], event: asyncio.Event) -> None:
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
 class _ItemSource:
     """One item of a transport as a pipeline Source, so it takes the one receive path."""
 
@@ -540,7 +548,13 @@ async def serve_sync(
     from commuter.peer.server import serve
 
     daemon = SyncDaemon(settings, identity, options, log=log)
-    log(f"sync: quiet {options.quiet:g} s, state in {daemon.state.path}")
+    serving = asyncio.Event()
+
+    def server_log(message: str) -> None:
+        log(message)
+        if message.startswith("serving as "):
+            serving.set()
+
     server = asyncio.create_task(
         serve(
             settings,
@@ -550,10 +564,13 @@ async def serve_sync(
             port=port,
             mdns=mdns,
             on_received=daemon.on_received,
-            log=log,
+            log=server_log,
             stop=stop,
         )
     )
+    await _first_done(server, serving)
+    if not server.done():
+        log(f"sync: quiet {options.quiet:g} s, state in {daemon.state.path}")
     loops = asyncio.create_task(daemon.run_loops(stop))
     done, _ = await asyncio.wait({server, loops}, return_when=asyncio.FIRST_COMPLETED)
     if server in done and server.exception() is not None:

@@ -1,0 +1,101 @@
+"""`commuter service` files (systemd unit checked by systemd-analyze where it exists, launchd
+plist), install/uninstall touching only its own file; `serve --sync` stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import plistlib
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from peer.peerhelp import ServeProcess
+from transhelp import env_for, run
+
+from commuter.settings import Settings
+from commuter.sync import service
+
+
+def test_install_writes_a_unit_systemd_accepts_under_xdg_config_home(tmp_path):
+    home = tmp_path / "home"
+    env = env_for(home, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    done = run(env, "service", "install", "--no-start", "--quiet", "5")
+    assert done.returncode == 0, done.stderr
+    unit = tmp_path / "xdg" / "systemd" / "user" / "commuter-sync.service"
+    assert f"installed {unit}" in done.stdout
+    assert "systemctl --user daemon-reload && systemctl --user enable --now" in done.stdout
+    text = unit.read_text()
+    assert "Restart=on-failure" in text and "StandardOutput=journal" in text
+    [exec_line] = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    first = exec_line.split('"')[1]
+    assert Path(first).is_absolute() and Path(first).exists()
+    assert '"serve" "--sync" "--quiet" "5"' in exec_line
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze here")
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "commuter-sync.service" not in checked.stderr  # no complaint about our unit
+
+
+def test_the_check_can_fail(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze here")
+    bad = tmp_path / "bad.service"
+    bad.write_text("[Service]\nExecStart=relative/commuter serve\nRestart=sometimes\n")
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", str(bad)], capture_output=True, timeout=60, check=False
+    )
+    assert checked.returncode != 0
+
+
+def test_uninstall_removes_only_its_own_file(tmp_path):
+    env = env_for(tmp_path / "home")
+    unit = tmp_path / "home" / ".config" / "systemd" / "user" / "commuter-sync.service"
+    assert run(env, "service", "install", "--no-start").returncode == 0
+    assert run(env, "service", "uninstall", "--no-stop").returncode == 0
+    assert not unit.exists()
+    unit.write_text("[Service]\nExecStart=/bin/true\n")  # the user's own unit of that name
+    refused = run(env, "service", "install", "--no-start")
+    assert refused.returncode != 0 and "not written by commuter" in refused.stderr
+    refused = run(env, "service", "uninstall", "--no-stop")
+    assert refused.returncode != 0 and unit.read_text().startswith("[Service]")
+
+
+def test_a_path_with_spaces_and_percent_is_quoted_for_systemd():
+    assert service._systemd_quote('/a b/%h/$X"\\') == '"/a b/%%h/$$X\\"\\\\"'
+
+
+def test_launchd_plist(tmp_path):
+    settings = Settings.from_env({"HOME": str(tmp_path), "COMMUTER_DATA_DIR": str(tmp_path / "d")})
+    found = service.launchd_plist(settings, 10)
+    plist = plistlib.loads(found.text)
+    assert plist["Label"] == service.LAUNCHD_LABEL
+    assert plist["ProgramArguments"][-4:] == ["serve", "--sync", "--quiet", "10"]
+    assert Path(plist["ProgramArguments"][0]).is_absolute()
+    assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["EnvironmentVariables"]["COMMUTER_DATA_DIR"] == str(tmp_path / "d")
+    assert found.path == tmp_path / "Library" / "LaunchAgents" / "dev.commuter.sync.plist"
+
+
+def test_serve_sync_stops_on_sigterm_with_exit_0_and_says_so_in_status(tmp_path):
+    env = env_for(tmp_path / "home")
+    daemon = ServeProcess(env, "--sync", "--quiet", "1")
+    try:
+        shown = json.loads(run(env, "status", "--json", "--no-pending").stdout)
+        assert shown["daemon"]["running"] is True
+    finally:
+        code, out, err = daemon.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert out.strip().endswith("stopped") and "Traceback" not in err
+    shown = json.loads(run(env, "status", "--json", "--no-pending").stdout)
+    assert shown["daemon"]["running"] is False and shown["daemon"]["stopped_at"]
+    assert sys.platform != "win32"
