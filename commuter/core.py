@@ -234,7 +234,32 @@ def import_file(
     digest = bundle.file_digest(path)
     settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     limits = bundle.DEFAULT_LIMITS.for_import(settings.max_import_size)
-    unpacked = bundle.unpack(path, settings.staging_dir, limits=limits)
+    routes: list[Any] = []
+
+    def router(manifest: Manifest) -> Any:
+        """The backend's one-pass route for the transcript (written as it is decompressed,
+        visible only after the whole bundle checks out), if it has one for this bundle."""
+        be = _backend(settings, manifest.backend)
+        start = getattr(be, "stream_route", None)
+        if start is None or manifest.delta is not None:
+            return None
+        if not accepts_session_id(be, manifest.session_id):
+            return None
+        route = start(manifest, options)
+        if route is not None:
+            routes.append(route)
+        return route
+
+    try:
+        unpacked = bundle.unpack(path, settings.staging_dir, limits=limits, router=router)
+        if routes and not routes[0].usable:  # the route handed it back: the ordinary path
+            shutil.rmtree(unpacked.root, ignore_errors=True)
+            routes.pop().discard()
+            unpacked = bundle.unpack(path, settings.staging_dir, limits=limits)
+    except BaseException:
+        for route in routes:
+            route.discard()
+        raise
     try:
         manifest = unpacked.manifest
         backend = _backend(settings, manifest.backend)
@@ -243,6 +268,8 @@ def import_file(
                 f"bundle session id {manifest.session_id!r} is not a {manifest.backend} session id"
             )
         source = source_from(manifest, unpacked.root)
+        if routes:
+            source = dataclasses.replace(source, streamed=routes[0])
         sent = {m.name: (m.size, m.sha256) for m in manifest.members}
         if manifest.delta is not None:
             result, state = _place_delta(settings, backend, manifest, source, options, sender)
@@ -254,6 +281,8 @@ def import_file(
             _record_received(settings, sender, manifest, result, state)
     finally:
         shutil.rmtree(unpacked.root, ignore_errors=True)
+        for route in routes:
+            route.discard()
     return dataclasses.replace(result, bundle_digest=digest, backend=manifest.backend)
 
 

@@ -110,6 +110,9 @@ class ImportSource:
     git: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     origin: str = ""
+    # What the backend's `stream_route` already wrote while the bundle was read (its own
+    # object; the transcript member is then not in `root`).
+    streamed: Any = None
 
     def member(self, name: str) -> Path:
         return self.root / name

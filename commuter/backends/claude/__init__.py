@@ -40,7 +40,8 @@ from commuter.model import SessionRef
 
 if TYPE_CHECKING:
     from commuter.backends import Check
-    from commuter.model import ImportOptions, ImportResult
+    from commuter.backends.claude.stream import TranscriptRoute
+    from commuter.model import ImportOptions, ImportResult, Manifest
     from commuter.settings import Settings
 
 PROJECT_FILES = (".claude/settings.json", "CLAUDE.md")
@@ -243,11 +244,29 @@ class ClaudeBackend:
             scan=TranscriptScan(member, project, [p.name for p in backups], self.dirs),
         )
 
+    def stream_route(self, manifest: Manifest, options: ImportOptions) -> TranscriptRoute | None:
+        """Where the transcript goes while the bundle is read (one pass), or None."""
+        from commuter.backends.claude.stream import start
+
+        return start(self.settings, manifest, options)
+
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
         """Write an unpacked session where `claude --continue` in the target project finds it."""
+        from commuter.backends.claude.stream import TranscriptRoute, place_streamed
+
+        if isinstance(source.streamed, TranscriptRoute):
+            return place_streamed(self.settings, source, options, source.streamed)
         from commuter.backends.claude.place import place
 
         return place(self.settings, source, options)
+
+    def place_delta(
+        self, source: ImportSource, spec: Spec, base: Received, options: ImportOptions
+    ) -> ImportResult:
+        """Place a delta bundle on what the last import from its sender left (claude/delta.py)."""
+        from commuter.backends.claude.delta import place_delta
+
+        return place_delta(self.settings, source, spec, base, options)
 
 
 def _claude_cli() -> Check:
@@ -299,7 +318,7 @@ class TranscriptScan:
         self.messages = 0
         self.slug: str | None = None
         self._backups = backups
-        self._sources = BackupSources(project) if backups else None
+        self._sources = BackupSources(project)
         self._dirs = dirs
         self._edge = b""
 
@@ -327,9 +346,8 @@ class TranscriptScan:
 
     def late(self) -> dict[str, Any]:
         sources = self._sources.finish() if self._sources is not None else {}
-        file_history = {
-            f"file-history/{name}": sources[name] for name in self._backups if name in sources
-        }
+        # every backup the transcript names, packed or not: an import renames them all alike
+        file_history = {f"file-history/{name}": path for name, path in sources.items()}
         slug = self.slug if self.slug and is_safe_slug(self.slug) else None
         return {
             "message_count": self.messages,

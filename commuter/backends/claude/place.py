@@ -562,10 +562,12 @@ def _pathmap(
 
 
 def _file_history_names(source: ImportSource, pathmap: PathMap) -> dict[str, str]:
-    """Old backup name -> new one, recomputed from the translated absolute path."""
+    """Old backup name -> new one, recomputed from the translated absolute path: for every
+    backup the transcript names (those the bundle carries and the others, as the one-pass
+    import, which finds them in the transcript, does)."""
     renames: dict[str, str] = {}
     paths = source.meta.get("file_history") or {}
-    for member in source.members:
+    for member in paths if isinstance(paths, dict) else ():
         if not member.startswith("file-history/"):
             continue
         name = member.split("/", 1)[1]

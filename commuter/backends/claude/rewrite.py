@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from commuter.backends.claude.paths import is_safe_name
 from commuter.errors import BundleError
 from commuter.fsutil import CHUNK
 from commuter.pathmap import PathMap
@@ -124,7 +125,13 @@ class Rewriter:
         new_sid: str | None = None,
         backup_names: dict[str, str] | None = None,
         literals: Sequence[tuple[bytes, bytes]] = (),
+        derive_backups: str | None = None,
     ) -> None:
+        """`derive_backups`: the session's source project dir; each file-history backup's new
+        name is then found in the transcript's own records as they go by (the path each one
+        keeps, translated: what export's `meta.file_history` says), for an import that
+        rewrites the transcript before the manifest's late fields are known. `backup_names`
+        collects them, so the backups that follow the transcript get the same names."""
         self.map = pathmap
         self.needles = [escaped(src) for src in pathmap.sources()]
         self.replacements = {escaped(src): escaped(dst) for src, dst in pathmap.pairs}
@@ -145,13 +152,20 @@ class Rewriter:
         self.text_markers = [b" " + root for root, _, _ in self.roots]
         self.quote_markers = [b"`" + root for root, _, _ in self.roots]
         self.backup_names = backup_names or {}
+        self.derive_cwd = derive_backups
+        self._derived: set[str] = set()
         # Exact byte strings replaced everywhere: a fork's new session id, its own plan slug.
         sid = [(old_sid.encode(), new_sid.encode())] if old_sid and new_sid else []
         self.literals = [(old, new) for old, new in [*sid, *literals] if old != new]
 
     @property
     def is_identity(self) -> bool:
-        return not self.needles and not self.literals and not self.backup_names
+        return (
+            not self.needles
+            and not self.literals
+            and not self.backup_names
+            and self.derive_cwd is None
+        )
 
     def line(self, raw: bytes) -> bytes:
         """Rewrite one line (with or without its trailing newline)."""
@@ -165,7 +179,7 @@ class Rewriter:
         # are lines where a fixed tool-result text is not laid out as Claude Code writes it.
         edits: list[tuple[int, int, bytes]] = []
         lines: set[tuple[int, int]] = set()
-        if self.backup_names:
+        if self.backup_names or self.derive_cwd is not None:
             for record in (_SNAPSHOT, _DELTA):
                 _mark_lines(data, record, lines, near_start=True)
         if self.needles:
@@ -289,6 +303,9 @@ class Rewriter:
                         obj[key] = new_backups
                         changed = True
                 elif isinstance(value, dict) and key == "backup":
+                    tracking = obj.get("trackingPath")
+                    if isinstance(tracking, str):
+                        self._derive(tracking, value)
                     changed |= self._backup_name(value)
                     changed |= self._walk(value, depth + 1)
                 elif isinstance(value, list) and key in PATH_LIST_KEYS:
@@ -342,10 +359,26 @@ class Rewriter:
             new_key = self.map.apply(key) if key.startswith("/") else key
             changed |= new_key != key
             if isinstance(info, dict):
+                self._derive(key, info)
                 changed |= self._backup_name(info)
                 changed |= self._walk(info, depth + 1)  # realParentDir (2.1.332)
             out[new_key] = info
         return out, changed
+
+    def _derive(self, key: str, info: dict[str, Any]) -> None:
+        """In derive mode, the new name of the backup `info` names, from the path it keeps
+        (the first path seen for a name wins, as export's backup_sources)."""
+        name = info.get("backupFileName")
+        if self.derive_cwd is None or not isinstance(name, str) or name in self._derived:
+            return
+        self._derived.add(name)
+        absolute = key if key.startswith("/") else f"{self.derive_cwd.rstrip('/')}/{key}"
+        _stem, sep, version = name.partition("@")
+        if not sep:
+            return
+        new = f"{backup_hash(self.map.apply(absolute))}@{version}"
+        if new != name and is_safe_name(new):
+            self.backup_names[name] = new
 
     def _backup_name(self, info: dict[str, Any]) -> bool:
         """Rename a file-history backup (a snapshot's entry or a file-history-delta's)."""

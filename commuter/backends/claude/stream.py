@@ -1,0 +1,312 @@
+"""One-pass import of a Claude Code transcript: rewritten as it leaves the decompressor, into a
+temp file beside its destination, renamed only after the whole bundle has been verified.
+
+`TranscriptRoute` is what the bundle reader asks, once it has read the manifest, where the
+transcript's bytes go. It takes the transcript when the outcome can be known from the bytes
+themselves: no local copy (`created`), or a local copy that the rewritten incoming transcript
+starts with, byte for byte, at a line boundary (`updated`, or `unchanged` when nothing with a
+uuid follows). Anything else (a divergence, a fork, a local copy written with other paths, a
+local copy that is longer) is handed back: the import then unpacks the bundle again and takes
+the ordinary path (`place.place`). Nothing a route writes is visible before `place_streamed`
+commits it, and `close` removes whatever was not committed.
+
+An update found this way needs no copy of the old transcript as its backup: the new one starts
+with it, so a small record of the old length and sha256 restores it (see `restore_prefix`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import orjson
+
+from commuter import fsutil
+from commuter.backends import ImportSource
+from commuter.backends.claude.lineage import _UUID_RE
+from commuter.backends.claude.paths import _ENTRY_RE, ClaudeDirs, is_session_id
+from commuter.backends.claude.rewrite import Rewriter
+from commuter.errors import BackendError, CommuterError
+from commuter.placing import (
+    Backups,
+    Pending,
+    confirm_git_state,
+    resolve_target,
+    write_project_files,
+)
+
+if TYPE_CHECKING:
+    from commuter.model import ImportOptions, ImportResult, Manifest
+    from commuter.settings import Settings
+
+# The backup record of an update that only appended to the transcript.
+PREFIX_RECORD = "prefix.json"
+_HEAD = 64 * 1024
+
+
+class TranscriptRoute:
+    """Where the bundle reader sends the transcript member (see the module's docstring)."""
+
+    def __init__(self, settings: Settings, manifest: Manifest, options: ImportOptions) -> None:
+        from commuter.backends.claude.place import _pathmap
+
+        self.usable = False  # set once the whole member went through and the outcome is known
+        self.action = ""
+        self.sid = manifest.session_id
+        self.member = f"session/{self.sid}.jsonl"
+        self._pending = Pending()
+        self._stack = contextlib.ExitStack()
+        self._out: BinaryIO | None = None
+        self._local: BinaryIO | None = None
+        self._local_hash = hashlib.sha256()
+        self._local_size = 0
+        self._compared = 0
+        self._tail = b""
+        self._head = b""
+        self._state = "off"
+        if not is_session_id(self.sid) or not manifest.project_dir.startswith("/"):
+            return
+        self.source = ImportSource(
+            session_id=self.sid,
+            project_dir=manifest.project_dir,
+            root=Path("/nonexistent"),
+            members=(),
+            git=manifest.git,
+            meta=dict(manifest.meta or {}),
+        )
+        self.where = resolve_target(settings, self.source, options)
+        self.dirs = ClaudeDirs.of(settings)
+        self.folder = self.dirs.project_folder(self.where.project)
+        self.dest = self.folder / f"{self.sid}.jsonl"
+        self.pathmap = _pathmap(
+            self.source, self.sid, self.sid, self.where.project, self.dirs, self.where.path_maps
+        )
+        self.rewriter = Rewriter(self.pathmap, derive_backups=manifest.project_dir)
+        if os.path.lexists(self.dest):
+            if not self.dest.is_file() or self.dest.is_symlink():
+                return
+            self._local = self._stack.enter_context(self.dest.open("rb"))
+            self._local_size = os.fstat(self._local.fileno()).st_size
+            self._state = "compare"
+        else:
+            self._state = "create"
+
+    # --- what the reader calls ------------------------------------------------------------
+
+    def sink(self, name: str, size: int) -> TranscriptRoute | None:
+        if name != self.member or self._state not in ("create", "compare"):
+            return None
+        self._pending.folder(self.folder)
+        fsutil.sweep_temps(self.folder)
+        self._out = self._stack.enter_context(self._pending.writer(self.dest, fsync=True))
+        return self
+
+    def write(self, data: bytes) -> None:
+        if len(self._head) < _HEAD:
+            self._head += data[: _HEAD - len(self._head)]
+        buf = self._tail + data if self._tail else data
+        cut = buf.rfind(b"\n") + 1
+        self._tail = buf[cut:]
+        if cut:
+            self._emit(self.rewriter.block(buf[:cut]))
+
+    def close(self) -> None:
+        """The member's end (the reader has not checked the digest yet)."""
+        if self._out is None:
+            return
+        if self._tail:
+            self._emit(self.rewriter.block(self._tail))
+            self._tail = b""
+        self._out = None
+        self._stack.close()  # the temp is complete (fsynced); the pending rename is its
+        self.action = {
+            "create": "created",
+            "extra": "updated",
+            "extra-quiet": "unchanged",  # only lines without a uuid follow: the same chain
+            "compare-equal": "unchanged",
+        }.get(self._state, "")
+        # "compare": the local copy is longer; "mismatch": it is not a prefix
+        self.usable = bool(self.action)
+
+    def _emit(self, out: bytes) -> None:
+        state = self._state
+        if state == "mismatch":
+            return
+        assert self._out is not None
+        if state == "compare":
+            local = self._local
+            assert local is not None
+            want = local.read(len(out))
+            self._local_hash.update(want)
+            self._compared += len(want)
+            if want == out:
+                if self._compared == self._local_size:
+                    self._state = "compare-equal"
+            elif (
+                self._compared == self._local_size
+                and out.startswith(want)
+                and (want.endswith(b"\n") or self._local_size == 0)
+            ):
+                self._state = "extra" if _UUID_RE.search(out, len(want)) else "extra-quiet"
+            else:
+                self._state = "mismatch"  # the ordinary path decides (a second unpack)
+                return
+        elif state == "compare-equal":
+            if out:
+                self._state = "extra" if _UUID_RE.search(out) else "extra-quiet"
+        elif state == "extra-quiet" and _UUID_RE.search(out):
+            self._state = "extra"
+        self._out.write(out)
+
+    def discard(self) -> None:
+        """Remove what was written and not committed (idempotent)."""
+        self._stack.close()
+        self._pending.__exit__(None, None, None)
+
+    @property
+    def pending(self) -> Pending:
+        return self._pending
+
+    @property
+    def local_record(self) -> dict[str, Any]:
+        return {
+            "transcript": str(self.dest),
+            "length": self._local_size,
+            "sha256": self._local_hash.hexdigest(),
+        }
+
+    @property
+    def print_mode(self) -> bool:
+        match = _ENTRY_RE.search(self._head)
+        return match is not None and match.group(1) == b"sdk-cli"
+
+
+def start(settings: Settings, manifest: Manifest, options: ImportOptions) -> TranscriptRoute | None:
+    """A route for `manifest`'s transcript, or None when this import takes the ordinary path
+    (a dry run, a delta, anything the target cannot be found for before the data)."""
+    if options.dry_run or options.replace or getattr(manifest, "delta", None) is not None:
+        return None
+    try:
+        route = TranscriptRoute(settings, manifest, options)
+    except CommuterError:
+        return None  # the ordinary path reports it, after verifying the bundle
+    if route._state == "off":
+        route.discard()
+        return None
+    return route
+
+
+def place_streamed(
+    settings: Settings, source: ImportSource, options: ImportOptions, route: TranscriptRoute
+) -> ImportResult:
+    """Finish an import whose transcript `route` already wrote (see `place.place`: the same
+    steps, less deciding and rewriting the transcript)."""
+    from commuter.backends.claude.memory import host_tag, plan_memory
+    from commuter.backends.claude.place import (
+        _append_history,
+        _check_busy,
+        _history_lines,
+        _Plan,
+        _result,
+        _when,
+        _write_memory,
+        _write_side_files,
+        project_config,
+    )
+
+    sid = route.sid
+    dirs = route.dirs
+    target = route.where.project
+    backups = Backups(settings)
+    plan = _Plan(sid, target, route.dest, route.action, in_step=True)
+    if route.action == "updated":
+        _check_busy(dirs, plan, options)
+    plan.origin = source.origin
+    plan.last_activity = _when(source.meta.get("last_activity"))
+    plan.print_mode = route.print_mode
+    plan.warnings += confirm_git_state(source, target, options)
+    config = project_config(dirs)
+    memory = plan_memory(
+        source, dirs.memory(route.folder), options, local_tag=host_tag(settings.hostname)
+    )
+    plan.warnings += memory.warnings
+    rewriter = route.rewriter
+    if plan.action == "unchanged":
+        route.discard()  # the transcript the route wrote is the local one again
+        history = _history_lines(source, dirs, rewriter, plan)
+        with Pending() as pending:
+            _write_memory(memory.writes, pending)
+            pending.commit()
+    else:
+        pending = route.pending
+        renames = dict(rewriter.backup_names)
+        _write_side_files(backups, source, dirs, sid, plan, rewriter, renames, None, pending)
+        _write_memory(memory.writes, pending)
+        history = _history_lines(source, dirs, rewriter, plan)
+        if plan.action == "updated":
+            plan.backups.append(_prefix_backup(backups, route))
+        pending.commit()
+    _append_history(dirs, history)
+    write_project_files(
+        source,
+        target,
+        config,
+        options,
+        backups=backups,
+        sid=plan.sid,
+        warnings=plan.warnings,
+        backed_up=plan.backups,
+    )
+    os.utime(plan.dest, None)
+    return _result(plan, plan.action, sid)
+
+
+def _prefix_backup(backups: Backups, route: TranscriptRoute) -> Path:
+    """The backup of a transcript the update only appended to: its old length and sha256
+    (the new transcript starts with it), and a copy of its side folder as usual."""
+    folder = backups.folder(route.sid)
+    side = route.dest.parent / route.sid
+    if side.is_dir():
+        import shutil
+
+        shutil.copytree(side, folder / side.name, symlinks=True)
+    record = folder / PREFIX_RECORD
+    body = {
+        **route.local_record,
+        "restore": "truncate the transcript to `length` bytes (restore_prefix checks sha256)",
+    }
+    fsutil.atomic_write_bytes(record, orjson.dumps(body, option=orjson.OPT_INDENT_2), 0o600)
+    return record
+
+
+def restore_prefix(record: Path, transcript: Path | None = None) -> Path:
+    """Put back the transcript a prefix backup record describes: cut it to its old length,
+    after checking that those bytes are still the ones recorded. Returns the transcript."""
+    try:
+        body = orjson.loads(record.read_bytes())
+        path = Path(transcript or body["transcript"])
+        length = int(body["length"])
+        want = str(body["sha256"])
+    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        raise BackendError(f"{record} is not a transcript backup record ({exc})") from None
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        left = length
+        while left:
+            chunk = fh.read(min(fsutil.CHUNK, left))
+            if not chunk:
+                raise BackendError(f"{path} is shorter than the {length} bytes {record} restores")
+            h.update(chunk)
+            left -= len(chunk)
+    if h.hexdigest() != want:
+        raise BackendError(f"{path} no longer starts with the transcript {record} describes")
+    with fsutil.atomic_writer(path, 0o600) as out, path.open("rb") as fh:
+        left = length
+        while left:
+            chunk = fh.read(min(fsutil.CHUNK, left))
+            out.write(chunk)
+            left -= len(chunk)
+    return path

@@ -1,0 +1,154 @@
+"""The one-pass import of a Claude Code transcript (claude/stream.py), through real bundles:
+the same files as the ordinary path, nothing visible before the bundle is verified, an update
+that appends backed up by a record instead of a copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from claude_home import TOOLS, install, transcript
+from conftest import settings_for
+
+from commuter import config, core
+from commuter.backends.claude import ClaudeBackend, stream
+from commuter.errors import BundleError
+from commuter.model import ImportOptions
+
+
+@pytest.fixture
+def two(tmp_path: Path):
+    a = install(tmp_path / "A")
+    b = tmp_path / "B"
+    (b / "code" / "my.app").mkdir(parents=True)
+    sa, sb = settings_for(a), settings_for(b)
+    for s in (sa, sb):
+        config.set_value(s, "path-map", (str(a / "projects"), str(b / "code")))
+    return a, b, sa, sb
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Counts the imports that took the one-pass path."""
+    calls: list[str] = []
+    real = stream.place_streamed
+
+    def spy(settings, source, options, route):
+        calls.append(route.action)
+        return real(settings, source, options, route)
+
+    monkeypatch.setattr(stream, "place_streamed", spy)
+    return calls
+
+
+def export(settings, proj: Path, out: Path) -> Path:
+    with out.open("wb") as fh:
+        core.export_to(settings, fh, session=TOOLS, cwd=proj)
+    return out
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_streamed_import_writes_what_the_ordinary_path_writes(
+    two, tmp_path, monkeypatch, streamed
+) -> None:
+    a, b, sa, sb = two
+    bundle = export(sa, a / "projects" / "my.app", tmp_path / "t.bundle")
+    first = core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    assert first.action == "created" and streamed == ["created"]
+    got = files_under(b / ".claude")
+    for path in (b / ".claude").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    monkeypatch.setattr(ClaudeBackend, "stream_route", lambda self, m, o: None)
+    again = core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    assert again.action == "created" and streamed == ["created"]  # the ordinary path
+    assert files_under(b / ".claude") == got
+    assert any(name.startswith("file-history/") for name in got)  # renamed backups compared
+
+
+def test_the_same_bundle_again_is_unchanged_and_writes_nothing(two, tmp_path, streamed) -> None:
+    a, b, sa, sb = two
+    bundle = export(sa, a / "projects" / "my.app", tmp_path / "t.bundle")
+    core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    before = files_under(b / ".claude")
+    again = core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    assert again.action == "unchanged" and streamed == ["created", "unchanged"]
+    assert files_under(b / ".claude") == before  # no temp left, nothing rewritten
+
+
+def test_an_update_that_appends_is_backed_up_by_a_record(two, tmp_path, streamed) -> None:
+    a, b, sa, sb = two
+    proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
+    src = transcript(a, proj_a, TOOLS)
+    full = src.read_bytes()
+    lines = full.splitlines(keepends=True)
+    src.write_bytes(b"".join(lines[: len(lines) // 2]))
+    core.import_file(sb, export(sa, proj_a, tmp_path / "half.bundle"), ImportOptions())
+    at_b = transcript(b, proj_b, TOOLS)
+    old = at_b.read_bytes()
+    src.write_bytes(full)
+    result = core.import_file(sb, export(sa, proj_a, tmp_path / "full.bundle"), ImportOptions())
+    assert result.action == "updated" and streamed == ["created", "updated"]
+    [record] = result.backups
+    assert record.name == stream.PREFIX_RECORD
+    assert not list(record.parent.glob("*.jsonl"))  # no copy of the old transcript
+    body = json.loads(record.read_text())
+    assert body["length"] == len(old) and at_b.read_bytes().startswith(old)
+    assert len(at_b.read_bytes()) > len(old)
+    stream.restore_prefix(record)
+    assert at_b.read_bytes() == old
+
+
+def test_restore_refuses_a_transcript_that_no_longer_starts_the_same(two, tmp_path) -> None:
+    a, b, sa, sb = two
+    proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
+    src = transcript(a, proj_a, TOOLS)
+    full = src.read_bytes()
+    src.write_bytes(full[: full.index(b"\n", len(full) // 2) + 1])
+    core.import_file(sb, export(sa, proj_a, tmp_path / "half.bundle"), ImportOptions())
+    src.write_bytes(full)
+    result = core.import_file(sb, export(sa, proj_a, tmp_path / "full.bundle"), ImportOptions())
+    at_b = transcript(b, proj_b, TOOLS)
+    changed = b"X" + at_b.read_bytes()[1:]
+    at_b.write_bytes(changed)
+    with pytest.raises(Exception, match="no longer starts"):
+        stream.restore_prefix(result.backups[0])
+    assert at_b.read_bytes() == changed
+
+
+def test_a_bundle_damaged_after_the_transcript_leaves_nothing(two, tmp_path, streamed) -> None:
+    a, b, sa, sb = two
+    bundle = export(sa, a / "projects" / "my.app", tmp_path / "t.bundle")
+    data = bytearray(bundle.read_bytes())
+    data[-6] ^= 0xFF  # inside the last block or the checksum: found only at the very end
+    bundle.write_bytes(bytes(data))
+    with pytest.raises(BundleError):
+        core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    assert files_under(b / ".claude") == {} if (b / ".claude").exists() else True
+    assert not list(b.rglob("*.tmp"))
+
+
+def test_a_local_copy_that_went_on_is_forked_by_the_ordinary_path(two, tmp_path, streamed) -> None:
+    a, b, sa, sb = two
+    proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
+    bundle = export(sa, proj_a, tmp_path / "t.bundle")
+    core.import_file(sb, bundle, ImportOptions())
+    at_b = transcript(b, proj_b, TOOLS)
+    lines = at_b.read_bytes().splitlines(keepends=True)
+    local = json.loads(lines[-1])
+    local["uuid"] = "11111111-1111-4111-8111-111111111111"
+    at_b.write_bytes(b"".join(lines) + json.dumps(local, separators=(",", ":")).encode() + b"\n")
+    src = transcript(a, proj_a, TOOLS)
+    remote = json.loads(src.read_bytes().splitlines()[-1])
+    remote["uuid"] = "22222222-2222-4222-8222-222222222222"
+    with src.open("a") as fh:
+        fh.write(json.dumps(remote, separators=(",", ":")) + "\n")
+    result = core.import_file(sb, export(sa, proj_a, tmp_path / "t2.bundle"), ImportOptions())
+    assert result.action == "forked" and streamed == ["created"]
+    assert not list(b.rglob("*.tmp"))
