@@ -436,3 +436,63 @@ def test_database_locked_by_a_writer_fails_cleanly(two, tmp_path: Path, monkeypa
         holder.close()
     assert not list((b / ".codex" / "sessions").rglob(f"*{TOOLS}*"))  # nothing lost or half
     assert os.path.exists(b / ".codex" / "state_5.sqlite")
+
+
+def archive(home: Path, tid: str) -> Path:
+    """What `codex archive <id>` (0.169.0) does: the rollout moves to archived_sessions/ under
+    its own name, the row gets archived = 1, archived_at and the new rollout_path."""
+    src = rollout(home, tid)
+    dest = home / ".codex" / "archived_sessions" / src.name
+    dest.parent.mkdir(exist_ok=True)
+    src.rename(dest)
+    with _db(home / ".codex" / "state_5.sqlite") as conn:
+        conn.execute(
+            "UPDATE threads SET archived = 1, archived_at = 1796237257, rollout_path = ? "
+            "WHERE id = ?",
+            (str(dest), tid),
+        )
+    return dest
+
+
+def test_a_thread_archived_at_the_target(two, tmp_path: Path) -> None:
+    """The same version again leaves it archived (a warning says how to unarchive it); a
+    continuation unarchives it as `codex unarchive` does (back under sessions/, archived = 0),
+    the archived copy backed up, not left behind."""
+    a, b, sa, sb = two
+    dst = b / "work" / "my.app"
+    stage = tmp_path / "stage"
+    assert carry(sa, sb, stage, PLAIN, project_dir=dst).action == "created"
+    placed = rollout(b, PLAIN)
+    stowed = archive(b, PLAIN)
+    res = carry(sa, sb, stage, PLAIN, project_dir=dst)
+    assert res.action == "unchanged" and any("codex unarchive" in w for w in res.warnings)
+    assert row(b, PLAIN)["archived"] == 1 and stowed.is_file()  # type: ignore[index]
+    # the export of an archived thread says why it does not go
+    with open(os.devnull, "wb") as sink, pytest.raises(CommuterError, match="archived"):
+        core.export_to(sb, sink, session=PLAIN)
+
+    src = rollout(a, PLAIN)
+    extra = json.loads(src.read_text().splitlines()[-1])
+    extra["ordinal"] += 1
+    extra["timestamp"] = "2026-11-25T00:00:00.000Z"
+    with src.open("a") as fh:
+        fh.write(json.dumps(extra) + "\n")
+    res = carry(sa, sb, stage, PLAIN, project_dir=dst)
+    assert res.action == "updated"
+    assert res.backups and res.backups[0].read_bytes().count(b"\n") == len(lines(src)) - 1
+    got = row(b, PLAIN)
+    assert got is not None and got["archived"] == 0 and got["archived_at"] is None
+    assert got["rollout_path"] == str(placed) and len(lines(placed)) == len(lines(src))
+    assert not stowed.exists()
+    assert CodexBackend(sb).find(PLAIN, dst).path == placed
+
+
+def test_a_bundle_row_marked_archived_is_written_unarchived(two, tmp_path: Path) -> None:
+    a, b, sa, sb = two
+    with _db(a / ".codex" / "state_5.sqlite") as conn:
+        conn.execute("UPDATE threads SET archived = 1, archived_at = 5 WHERE id = ?", (TOOLS,))
+    res = carry(sa, sb, tmp_path / "stage", TOOLS, project_dir=b / "work" / "my.app")
+    got = row(b, TOOLS)
+    assert res.action == "created" and got is not None
+    assert got["archived"] == 0 and got["archived_at"] is None
+    assert Path(got["rollout_path"]).is_relative_to(b / ".codex" / "sessions")

@@ -374,3 +374,43 @@ def test_subagent_threads_travel_and_the_parent_resumes(
     assert codewords(fake.requests[-1]) == ["PARENT-1", "CHILD-2", "ORCA-3"]
     assert run_codex(codex, a, proj_a, "resume", second[0], "Yours?") in (second[0], parent)
     assert codewords(fake.requests[-1]) == ["ORCA-3"]
+
+
+def test_a_thread_archived_at_b_comes_back_unarchived_with_the_continuation(
+    codex: Path, fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B archived the thread (`codex archive`: an archived thread does not resume); A goes
+    on with it and sends it again: B has it unarchived, as `codex unarchive` would, and the
+    real codex resumes it there with both codewords."""
+    a = setup_home(tmp_path / "A", fake)
+    b = setup_home(tmp_path / "B", fake)
+    proj_a = a / "code" / "My Project.v2"
+    proj_b = b / "work" / "other place.d"
+    proj_a.mkdir(parents=True)
+    proj_b.mkdir(parents=True)
+    tid = run_codex(codex, a, proj_a, "Remember the codeword KIWI-314.")
+    bundle = tmp_path / "t1.bundle"
+    commuter(monkeypatch, a, "export", tid, "-o", str(bundle))
+    commuter(monkeypatch, b, "import", str(bundle), "--project-dir", str(proj_b), "--no-launch")
+    archived = subprocess.run(
+        [str(codex), "archive", tid],
+        env=codex_env(b),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert archived.returncode == 0, archived.stderr[-2000:]
+    assert list((b / ".codex" / "archived_sessions").glob(f"rollout-*-{tid}.jsonl"))
+
+    assert run_codex(codex, a, proj_a, "resume", tid, "Remember also MANGO-77.") == tid
+    again = tmp_path / "t2.bundle"
+    commuter(monkeypatch, a, "export", tid, "-o", str(again))
+    out = commuter(
+        monkeypatch, b, "import", str(again), "--project-dir", str(proj_b), "--no-launch"
+    ).stdout
+    assert "updated" in out, out
+    assert not list((b / ".codex" / "archived_sessions").glob(f"rollout-*-{tid}.jsonl"))
+    assert run_codex(codex, b, proj_b, "resume", tid, "Both codewords?") == tid
+    assert codewords(fake.requests[-1]) == ["KIWI-314", "MANGO-77"]
+    assert run_codex(codex, b, proj_b, "resume", "--last", "Still?") == tid

@@ -15,6 +15,7 @@ from commuter.backends import Check, ExportPlan, ImportSource
 from commuter.backends.codex import db
 from commuter.backends.codex.paths import (
     UUID_RE,
+    archived_rollouts,
     codex_home,
     count_messages,
     read_meta,
@@ -93,6 +94,12 @@ class CodexBackend:
             return exact[0]
         hits = [r for r in refs if r.session_id.startswith(session)]
         if not hits:
+            stowed = [t for t in archived_rollouts(self.home) if t.startswith(session)]
+            if len(stowed) == 1:
+                raise SessionNotFound(
+                    f"codex session {stowed[0]} is archived; `codex unarchive {stowed[0]}` "
+                    "first (an archived thread does not resume)"
+                )
             raise SessionNotFound(f"codex session {session} not found")
         if len(hits) > 1:
             raise AmbiguousSession(

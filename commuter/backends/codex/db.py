@@ -162,6 +162,8 @@ class Writer:
             **{k: v for k, v in REQUIRED.items() if k in have},
             **{k: v for k, v in row.items() if k in have and k in COLUMNS and v is not None},
         }
+        if values.get("archived") == 0 and "archived_at" in have:
+            values["archived_at"] = None  # unarchived: codex clears it too
         names = [k for k in COLUMNS if k in values]  # names from our fixed list only
         sql = (
             f"INSERT INTO threads ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "

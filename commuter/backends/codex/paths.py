@@ -16,6 +16,7 @@ UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 ROLLOUT_RE = re.compile(
     r"rollout-(\d{4})-(\d{2})-(\d{2})T\d{2}-\d{2}-\d{2}-(" + UUID_RE.pattern + r")\.jsonl"
 )
+ARCHIVED = "archived_sessions"  # `codex archive` moves a rollout here (flat), by its own name
 HEAD_LIMIT = 4 << 20  # the session_meta line carries the base instructions (~20 KB)
 
 
@@ -49,6 +50,24 @@ def rollouts(home: Path) -> dict[str, Path]:
             if m:
                 out.setdefault(m.group(4), Path(dirpath) / name)
     return out
+
+
+def archived_rollouts(home: Path) -> dict[str, Path]:
+    """Rollouts `codex archive` put away (`archived_sessions/<name>`), by thread id."""
+    out: dict[str, Path] = {}
+    try:
+        names = sorted(os.listdir(home / ARCHIVED))
+    except OSError:
+        return out
+    for name in names:
+        m = ROLLOUT_RE.fullmatch(name)
+        if m and (home / ARCHIVED / name).is_file():
+            out.setdefault(m.group(4), home / ARCHIVED / name)
+    return out
+
+
+def is_archived(home: Path, path: Path) -> bool:
+    return path.parent == home / ARCHIVED
 
 
 def row_path(row: dict[str, Any] | None) -> Path | None:

@@ -17,7 +17,15 @@ import orjson
 
 from commuter import placing
 from commuter.backends.codex import db, procs
-from commuter.backends.codex.paths import HEAD_LIMIT, ROLLOUT_RE, UUID_RE, rollouts, row_path
+from commuter.backends.codex.paths import (
+    HEAD_LIMIT,
+    ROLLOUT_RE,
+    UUID_RE,
+    archived_rollouts,
+    is_archived,
+    rollouts,
+    row_path,
+)
 from commuter.backends.codex.rewrite import Rewriter
 from commuter.errors import BackendError
 from commuter.fsutil import CHUNK
@@ -38,6 +46,7 @@ def uuid7() -> str:
 
 
 _END = object()
+WRITTEN = ("created", "updated", "replaced", "forked")
 
 
 def _keys(path: Path) -> Iterator[tuple[Any, ...]]:
@@ -83,6 +92,7 @@ class Thread:
     local: Path | None = None
     action: str = "created"
     row: dict[str, Any] = field(default_factory=dict)
+    unarchive: bool = False
 
 
 def _rollout_name(source: ImportSource, tid: str) -> str | None:
@@ -191,8 +201,9 @@ def place(
 
     rows = db.read_threads(home)
     files = rollouts(home)
+    stowed = archived_rollouts(home)
     for t in threads:
-        t.local = row_path(rows.get(t.old_id)) or files.get(t.old_id)
+        t.local = row_path(rows.get(t.old_id)) or files.get(t.old_id) or stowed.get(t.old_id)
 
     main = threads[0]
     action = "created"
@@ -231,8 +242,18 @@ def place(
         else:
             rel = relation(t.local, t.member)
             t.action = "unchanged" if rel in ("same", "behind") else "updated"
-        if t.local is not None:
+        if t.local is not None and is_archived(home, t.local) and t.action in WRITTEN:
+            # archived here: the new version goes where `codex unarchive` puts it back (the
+            # archived copy is backed up and removed once it is written), unarchived
+            m = ROLLOUT_RE.fullmatch(t.local.name)
+            t.dest = _dest_for(home, t.local.name if m else None, t.new_id)
+            t.unarchive = True
+        elif t.local is not None:
             t.dest = t.local
+            if is_archived(home, t.local):
+                warnings.append(
+                    f"thread {t.new_id} is archived here; `codex unarchive {t.new_id}` to resume it"
+                )
         else:
             name = None if action == "forked" else _rollout_name(source, t.old_id)
             t.dest = _dest_for(home, name, t.new_id)
@@ -243,6 +264,9 @@ def place(
                     row[key] = row[key].replace(old, new)
         row["id"] = t.new_id
         row["rollout_path"] = str(t.dest)
+        if t.action in WRITTEN:  # written under sessions/: never archived
+            row["archived"] = 0
+            row.pop("archived_at", None)
         cwd = row.get("cwd")
         row["cwd"] = paths.apply(cwd) if isinstance(cwd, str) else str(target.project)
         t.row = row
@@ -274,7 +298,7 @@ def place(
 
     # A fork's rollouts name each other by id (parent_thread_id, the spawn source): renamed.
     renames = [(old.encode(), new.encode()) for old, new in ids.items() if old != new]
-    writing = [t for t in threads if t.action in ("created", "updated", "replaced", "forked")]
+    writing = [t for t in threads if t.action in WRITTEN]
     replacing = [t for t in writing if t.local is not None]
     for t in replacing:
         busy = procs.busy_pids(
@@ -314,6 +338,12 @@ def place(
                     w.edge(ids[edge[0]], ids[edge[1]], edge[2][:32])
             pending.commit()
             w.commit()
+    for t in writing:
+        if t.unarchive and t.local is not None and t.local != t.dest:
+            try:
+                t.local.unlink()  # backed up above; its row now names the new file
+            except OSError as exc:
+                warnings.append(f"could not remove the archived copy {t.local} ({exc})")
     return result_of(
         action=action,
         transcript=main.dest,
