@@ -117,7 +117,7 @@ def test_every_session_reaches_the_peer_once_and_a_restart_resends_nothing(world
 
 def test_a_change_is_sent_after_the_quiet_period_only(world):
     async def go() -> None:
-        da, log = daemon(world.a)
+        da, _ = daemon(world.a)
         await rounds(da, 1, receive=False)
         da.state.close()
         path = transcript(world.a.home, world.project_a, TOOLS)
