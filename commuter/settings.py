@@ -68,6 +68,18 @@ class Settings:
         return self.data_dir / "state"
 
     @property
+    def cache_dir(self) -> Path:
+        """What commuter can rebuild (the list's transcript heads): safe to delete.
+        $XDG_CACHE_HOME/commuter (~/.cache/commuter); under data_dir when COMMUTER_DATA_DIR
+        is set or the settings were not read from an environment."""
+        env = self.env
+        if not env or env.get("COMMUTER_DATA_DIR"):
+            return self.data_dir / "cache"
+        if os.name == "posix" and not _is_macos():
+            return Path(env.get("XDG_CACHE_HOME") or self.home / ".cache") / "commuter"
+        return platformdirs.user_cache_path("commuter")
+
+    @property
     def staging_root(self) -> Path:
         return self.data_dir / "staging"
 

@@ -23,6 +23,7 @@ from commuter.backends.claude.paths import (
     ENV_VARS,
     ClaudeDirs,
     TranscriptFile,
+    TranscriptHead,
     claude_project_folder,
     is_safe_name,
     is_safe_slug,
@@ -129,8 +130,8 @@ class ClaudeBackend:
                 with contextlib.suppress(OSError):
                     os.utime(transcript, (now - age / 1000, now - age / 1000))
 
-    def _ref(self, tf: TranscriptFile) -> SessionRef:
-        head = read_head(tf.path)
+    def _ref(self, tf: TranscriptFile, head: TranscriptHead | None = None) -> SessionRef:
+        head = head or read_head(tf.path)
         return SessionRef(
             backend=self.name,
             session_id=tf.session_id,
@@ -147,10 +148,13 @@ class ClaudeBackend:
         return _scan(ref.path)["messages"] if ref.path is not None else 0
 
     def sessions(self) -> Iterator[SessionRef]:
-        """Every session, newest first (reads only the head of each transcript)."""
+        """Every session, newest first (reads only the head of each transcript, and only of
+        those whose size or mtime changed since the heads cache was written)."""
         files = sorted(iter_transcripts(self.dirs), key=lambda t: t.mtime, reverse=True)
-        for tf in files:
-            yield self._ref(tf)
+        cache = HeadCache(self.settings.cache_dir / HEADS_FILE, str(self.dirs.projects))
+        refs = [self._ref(tf, cache.head(tf)) for tf in files]
+        cache.save()
+        yield from refs
 
     def find(self, session: str | None, cwd: Path) -> SessionRef:
         """A session by id or unique prefix; None = newest non-empty one of `cwd`'s project."""
@@ -267,6 +271,67 @@ class ClaudeBackend:
         from commuter.backends.claude.delta import place_delta
 
         return place_delta(self.settings, source, spec, base, options)
+
+
+HEADS_FILE = "claude-heads.json"
+_HEADS_VERSION = 1
+
+
+class HeadCache:
+    """The heads of transcripts as `list` last read them, by path, size and mtime, in one small
+    JSON file of commuter's cache dir (safe to delete: it is rebuilt). Entries are checked on
+    load; anything unexpected makes the file count as empty. Only transcripts seen in this
+    listing are kept, so it never grows past the sessions there are."""
+
+    def __init__(self, path: Path, scope: str) -> None:
+        self.path = path
+        self.scope = scope  # the projects dir it describes (another CLAUDE_CONFIG_DIR: another)
+        self._old: dict[str, list[Any]] = {}
+        self._new: dict[str, list[Any]] = {}
+        try:
+            if path.stat().st_size <= _MAX_HEADS_FILE:
+                doc = orjson.loads(path.read_bytes())
+                if (
+                    isinstance(doc, dict)
+                    and doc.get("version") == _HEADS_VERSION
+                    and doc.get("scope") == scope
+                    and isinstance(doc.get("heads"), dict)
+                ):
+                    self._old = doc["heads"]
+        except (OSError, orjson.JSONDecodeError):
+            self._old = {}
+
+    def head(self, tf: TranscriptFile) -> TranscriptHead:
+        key = str(tf.path)
+        hit = self._old.get(key)
+        if (
+            isinstance(hit, list)
+            and len(hit) == 5
+            and hit[0] == tf.size
+            and hit[1] == tf.mtime
+            and isinstance(hit[2], str | None)
+            and isinstance(hit[3], str | None)
+            and isinstance(hit[4], bool)
+        ):
+            self._new[key] = hit
+            return TranscriptHead(hit[2], hit[3], hit[4])
+        head = read_head(tf.path)
+        self._new[key] = [tf.size, tf.mtime, head.cwd, head.first_prompt, head.has_messages]
+        return head
+
+    def save(self) -> None:
+        if self._new == self._old:
+            return
+        from commuter.fsutil import atomic_writer
+
+        doc = {"version": _HEADS_VERSION, "scope": self.scope, "heads": self._new}
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with atomic_writer(self.path, 0o600, fsync=False) as out:  # a cache: no fsync
+                out.write(orjson.dumps(doc))
+
+
+_MAX_HEADS_FILE = 64 << 20
 
 
 def _claude_cli() -> Check:

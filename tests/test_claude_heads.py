@@ -1,0 +1,112 @@
+"""`list` at scale: the heads cache (path, size, mtime) and nothing heavy imported at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from claude_home import TOOLS, install
+from conftest import settings_for
+
+from commuter.backends import claude
+from commuter.backends.claude import HEADS_FILE, ClaudeBackend
+
+HEAVY = ("aiohttp", "zeroconf", "nacl", "zstandard")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    reads: list[Path] = []
+    real = claude.read_head
+
+    def spy(path: Path, *args: object, **kwargs: object):
+        reads.append(path)
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(claude, "read_head", spy)
+    return reads
+
+
+def test_a_second_listing_reads_no_heads(tmp_path: Path, counted: list[Path]) -> None:
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    first = list(ClaudeBackend(settings).sessions())
+    assert len(counted) == len(first) > 1
+    assert (settings.cache_dir / HEADS_FILE).is_file()
+    counted.clear()
+    again = list(ClaudeBackend(settings).sessions())
+    assert counted == [] and again == first
+
+
+def test_a_changed_transcript_is_read_again(tmp_path: Path, counted: list[Path]) -> None:
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    list(ClaudeBackend(settings).sessions())
+    [path] = list((home / ".claude" / "projects").rglob(f"{TOOLS}.jsonl"))
+    with path.open("ab") as fh:
+        fh.write(b"\n")
+    counted.clear()
+    refs = list(ClaudeBackend(settings).sessions())
+    assert counted == [path]
+    assert next(r for r in refs if r.session_id == TOOLS).size == path.stat().st_size
+
+
+@pytest.mark.parametrize("content", [b"", b"not json", b"[]", b'{"version": 1, "heads": 3}'])
+def test_a_damaged_or_missing_cache_is_rebuilt(tmp_path: Path, content: bytes) -> None:
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    want = list(ClaudeBackend(settings).sessions())
+    cache = settings.cache_dir / HEADS_FILE
+    cache.write_bytes(content)
+    assert list(ClaudeBackend(settings).sessions()) == want
+    assert json.loads(cache.read_bytes())["version"] == 1
+    cache.unlink()
+    assert list(ClaudeBackend(settings).sessions()) == want
+
+
+def test_a_cache_entry_of_the_wrong_shape_is_not_believed(tmp_path: Path) -> None:
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    want = list(ClaudeBackend(settings).sessions())
+    cache = settings.cache_dir / HEADS_FILE
+    doc = json.loads(cache.read_bytes())
+    for key, entry in doc["heads"].items():
+        doc["heads"][key] = [entry[0], entry[1], 7, {"x": 1}, "yes"]
+    cache.write_text(json.dumps(doc))
+    assert list(ClaudeBackend(settings).sessions()) == want
+
+
+_PROBE = """
+import contextlib, io, runpy, sys
+sys.argv = ["commuter", *sys.argv[1:]]
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        runpy.run_module("commuter", run_name="__main__")
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+print(" ".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"]])
+def test_help_and_list_load_no_network_or_crypto_module(tmp_path: Path, args: list[str]) -> None:
+    home = install(tmp_path / "h")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
+    env.update(HOME=str(home), NO_COLOR="1")
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+    if args == ["list"]:
+        assert (home / ".cache" / "commuter" / HEADS_FILE).is_file()
