@@ -23,8 +23,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -234,43 +232,27 @@ class SyncDaemon:
         return due
 
     async def _send_session(self, ctx: TransportContext, entry: Seen, peers: list[Peer]) -> None:
-        from commuter import core
         from commuter.sync.busy import busy_reason
 
-        ref = entry.ref
-        agent, sid = ref.backend, ref.session_id
-        held = await asyncio.to_thread(busy_reason, self.settings, ref)
+        held = await asyncio.to_thread(busy_reason, self.settings, entry.ref)
         if held:
             for peer in peers:
                 self._queue(peer, entry, f"held by a running agent: {held}", delay=BUSY_RECHECK)
             return
-        staging = Path(tempfile.mkdtemp(prefix="sync-", dir=_staging(self.settings)))
-        try:
-            bundle = staging / "bundle.commuter"
+        for peer in peers:
+            await self._send_to(ctx, entry, peer)
 
-            def export() -> None:
-                with bundle.open("wb") as fh:
-                    core.export_to(self.settings, fh, session=sid, agent=agent)
-
-            try:
-                await asyncio.to_thread(export)
-            except CommuterError as exc:
-                for peer in peers:
-                    self._queue(peer, entry, f"export failed: {exc}")
-                return
-            for peer in peers:
-                await self._send_to(ctx, entry, bundle, peer)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
-
-    async def _send_to(self, ctx: TransportContext, entry: Seen, bundle: Path, peer: Peer) -> None:
-        from commuter.pipeline import push_file
+    async def _send_to(self, ctx: TransportContext, entry: Seen, peer: Peer) -> None:
+        """Export and send to one peer: pipeline.push_session sends only what the peer lacks
+        when it acknowledged an earlier state (a delta), the whole session otherwise or when
+        the peer refuses the base."""
+        from commuter.pipeline import push_session
 
         ref = entry.ref
         self.status.sending(ref.session_id, peer.name)
         started = time.monotonic()
         try:
-            pushed = await push_file(ctx, bundle, [peer], "auto", named=True)
+            pushed = await push_session(ctx, ref, [peer], "auto", named=True)
         except CommuterError as exc:
             self._queue(peer, entry, str(exc))
             return
@@ -288,9 +270,11 @@ class SyncDaemon:
         self._counters.sent += 1
         self.status.count(sent=self._counters.sent)
         took = time.monotonic() - started
+        kind = "increment" if pushed.delta else "whole session"
         self.log(
             f"sent {short(ref.session_id)} ({ref.backend}, {project_name(ref.project)}) "
-            f"to {peer.name} via {receipt.transport}: {receipt.size} bytes in {took:.2f} s"
+            f"to {peer.name} via {receipt.transport}: {kind}, {receipt.size} bytes "
+            f"in {took:.2f} s"
         )
 
     def _queue(self, peer: Peer, entry: Seen, reason: str, *, delay: float | None = None) -> None:
@@ -474,11 +458,6 @@ def _origin_peer(ctx: TransportContext, origin: str) -> Peer | None:
     if found is None:
         return None
     return next((p for p in ctx.peers.all() if p.device_id == found.group(1)), None)
-
-
-def _staging(settings: Settings) -> Path:
-    settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return settings.staging_dir
 
 
 async def _first(*events: asyncio.Event) -> None:
