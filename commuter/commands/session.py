@@ -184,6 +184,8 @@ def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, 
 
 def _cells(text: str) -> int:
     """Terminal columns `text` takes (East Asian wide and full-width characters take two)."""
+    if text.isascii():  # the common case, without a lookup per character (10,000 rows)
+        return len(text)
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
@@ -194,6 +196,8 @@ def _pad(text: str, width: int, right: bool = False) -> str:
 
 def _prefix(text: str, width: int) -> str:
     """The longest start of `text` that fits in `width` columns."""
+    if text.isascii():
+        return text[: max(0, width)]
     used = 0
     for i, c in enumerate(text):
         used += _cells(c)

@@ -4,6 +4,7 @@ and what the CLI needs to know about claude (resume/continue lines, doctor check
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shlex
@@ -135,7 +136,7 @@ class ClaudeBackend:
         return SessionRef(
             backend=self.name,
             session_id=tf.session_id,
-            project=Path(head.cwd) if head.cwd else None,
+            project=_project_path(head.cwd) if head.cwd else None,
             updated_at=tf.updated_at,
             path=tf.path,
             size=tf.size,
@@ -271,6 +272,12 @@ class ClaudeBackend:
         from commuter.backends.claude.delta import place_delta
 
         return place_delta(self.settings, source, spec, base, options)
+
+
+@functools.lru_cache(maxsize=1024)
+def _project_path(cwd: str) -> Path:
+    """One Path per project dir (a listing of 10,000 sessions names a few dozen)."""
+    return Path(cwd)
 
 
 HEADS_FILE = "claude-heads.json"
