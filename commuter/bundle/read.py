@@ -267,10 +267,12 @@ class _Sink:
             self._queue.put(None)
             self._thread.join()
             self._queue = None
-        if self.error is not None:
-            raise self.error
-        if self.target is not None:
-            self.target.close()
+        try:
+            if self.error is not None:
+                raise self.error
+        finally:
+            if self.target is not None:
+                self.target.close()  # also after an error: the caller's temp is let go
         return self.hash.hexdigest()
 
 

@@ -17,6 +17,7 @@ with it, so a small record of the old length and sha256 restores it (see `restor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ import orjson
 from commuter import fsutil
 from commuter.backends import ImportSource
 from commuter.backends.claude.lineage import _UUID_RE
-from commuter.backends.claude.paths import _ENTRY_RE, ClaudeDirs, is_session_id
+from commuter.backends.claude.paths import _ENTRY_RE, ClaudeDirs, is_safe_name, is_session_id
 from commuter.backends.claude.rewrite import Rewriter
 from commuter.errors import BackendError, CommuterError
 from commuter.placing import (
@@ -67,6 +68,9 @@ class TranscriptRoute:
         self._tail = b""
         self._head = b""
         self._state = "off"
+        self.routed: set[str] = set()  # side members written by the route, not staged
+        self._sides: list[_SideFile] = []
+        self._swept: set[Path] = set()
         if not is_session_id(self.sid) or not manifest.project_dir.startswith("/"):
             return
         self.source = ImportSource(
@@ -96,13 +100,52 @@ class TranscriptRoute:
 
     # --- what the reader calls ------------------------------------------------------------
 
-    def sink(self, name: str, size: int) -> TranscriptRoute | None:
-        if name != self.member or self._state not in ("create", "compare"):
+    def sink(self, name: str, size: int) -> TranscriptRoute | _SideFile | None:
+        if name != self.member:
+            return self._side(name) if self.action in ("created", "updated") else None
+        if self._state not in ("create", "compare"):
             return None
         self._pending.folder(self.folder)
         fsutil.sweep_temps(self.folder)
         self._out = self._stack.enter_context(self._pending.writer(self.dest, fsync=True))
         return self
+
+    def _side(self, name: str) -> _SideFile | None:
+        """The session's own files that follow the transcript (subagents, tool results,
+        file-history backups, tasks) go straight to their temp files too, where
+        place._write_side_files would put them; the others are staged as usual."""
+        from commuter.backends.claude.place import MAX_SESSION_DEPTH, SESSION_DIRS
+
+        sid = self.sid
+        dest: Path | None = None
+        rewrite = False
+        prefix = f"session/{sid}/"
+        if name.startswith(prefix):
+            parts = name[len(prefix) :].split("/")
+            if (
+                parts[0] in SESSION_DIRS
+                and 2 <= len(parts) <= MAX_SESSION_DEPTH + 2
+                and all(is_safe_name(p) for p in parts)
+            ):
+                dest = self.dest.parent.joinpath(sid, *parts)
+                rewrite = parts[-1].endswith((".jsonl", ".json"))
+        elif name.startswith("file-history/"):
+            base = name.split("/", 1)[1]
+            if is_safe_name(base):
+                dest = self.dirs.file_history(sid) / self.rewriter.backup_names.get(base, base)
+        elif name.startswith("tasks/"):
+            base = name.split("/", 1)[1]
+            if is_safe_name(base) and base.endswith(".json"):
+                dest = self.dirs.tasks(sid) / base
+        if dest is None:
+            return None
+        if dest.parent not in self._swept:
+            self._swept.add(dest.parent)
+            fsutil.sweep_temps(dest.parent)
+        self.routed.add(name)
+        side = _SideFile(self._pending.writer(dest), self.rewriter if rewrite else None)
+        self._sides.append(side)
+        return side
 
     def write(self, data: bytes) -> None:
         if len(self._head) < _HEAD:
@@ -163,6 +206,9 @@ class TranscriptRoute:
 
     def discard(self) -> None:
         """Remove what was written and not committed (idempotent)."""
+        for side in self._sides:
+            with contextlib.suppress(Exception):
+                side.close()
         self._stack.close()
         self._pending.__exit__(None, None, None)
 
@@ -182,6 +228,42 @@ class TranscriptRoute:
     def print_mode(self) -> bool:
         match = _ENTRY_RE.search(self._head)
         return match is not None and match.group(1) == b"sdk-cli"
+
+
+class _SideFile:
+    """One side file's bytes into its temp file (rewritten line by line when it is a
+    transcript or JSON of the session, as Rewriter.copy does); closed at the member's end,
+    so no more than one is open at a time."""
+
+    def __init__(
+        self, writer: contextlib.AbstractContextManager[BinaryIO], rewriter: Rewriter | None
+    ) -> None:
+        self._stack = contextlib.ExitStack()
+        self._out: BinaryIO | None = self._stack.enter_context(writer)
+        self._rewriter = rewriter
+        self._tail = b""
+
+    def write(self, data: bytes) -> None:
+        assert self._out is not None
+        if self._rewriter is None:
+            self._out.write(data)
+            return
+        buf = self._tail + data if self._tail else data
+        cut = buf.rfind(b"\n") + 1
+        self._tail = buf[cut:]
+        if cut:
+            self._out.write(self._rewriter.block(buf[:cut]))
+
+    def close(self) -> None:
+        if self._out is None:
+            return
+        try:
+            if self._tail and self._rewriter is not None:
+                self._out.write(self._rewriter.block(self._tail))
+                self._tail = b""
+        finally:
+            self._out = None
+            self._stack.close()  # complete: the pending commit renames it
 
 
 def start(settings: Settings, manifest: Manifest, options: ImportOptions) -> TranscriptRoute | None:
@@ -243,7 +325,10 @@ def place_streamed(
     else:
         pending = route.pending
         renames = dict(rewriter.backup_names)
-        _write_side_files(backups, source, dirs, sid, plan, rewriter, renames, None, pending)
+        rest = dataclasses.replace(
+            source, members=tuple(m for m in source.members if m not in route.routed)
+        )
+        _write_side_files(backups, rest, dirs, sid, plan, rewriter, renames, None, pending)
         _write_memory(memory.writes, pending)
         history = _history_lines(source, dirs, rewriter, plan)
         if plan.action == "updated":
