@@ -113,7 +113,10 @@ def test_export_import_continue_and_back(
     )
     pulled = ok(commuter(home_a, proj_a, "pull"))
     assert f"claude --resume {sid}" in pulled.stdout
-    backups = list((home_a / ".local" / "share" / "commuter" / "backups").rglob("*.jsonl"))
+    backups_dir = home_a / ".local" / "share" / "commuter" / "backups"
+    # an update that only appended is backed up by a record of the old length and sha256
+    # (the new transcript starts with the old one); any other replacement by a copy
+    backups = [*backups_dir.rglob("*.jsonl"), *backups_dir.rglob("prefix.json")]
     assert backups, "the older local copy must be backed up before it is replaced"
     assert session_files(home_a, proj_a) == [transcript_a]
 
