@@ -32,8 +32,11 @@ from commuter.transports import TransportContext
 from commuter.transports.relay import RelayTransport
 
 
-def start_relay(data_dir: Path, home: Path) -> tuple[subprocess.Popen[str], str]:
-    """The relay subprocess and its URL."""
+def start_relay(
+    data_dir: Path | None, home: Path, *extra: str
+) -> tuple[subprocess.Popen[str], str]:
+    """The relay subprocess (on `data_dir`, or as `extra` says: `--store URL`) and its URL."""
+    where = [] if data_dir is None else ["--data-dir", str(data_dir)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
     env["HOME"] = str(home)
     proc = subprocess.Popen(
@@ -47,12 +50,12 @@ def start_relay(data_dir: Path, home: Path) -> tuple[subprocess.Popen[str], str]
             "127.0.0.1",
             "--port",
             "0",
-            "--data-dir",
-            str(data_dir),
+            *where,
             "--mailbox-items",
             "1000",
             "--sender-items",
             "1000",
+            *extra,
         ],
         env=env,
         stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
     from commuter.relay.quotas import Limits
+    from commuter.relay.store import RelayStore
 
 DEFAULT_PORT = 8787
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -52,6 +53,13 @@ def relay_group() -> None:
     metavar="URL",
     help="Share one PostgreSQL database between relays (postgresql://user@host/db) "
     "instead of the data dir.",
+)
+@click.option(
+    "--store-connections",
+    type=click.IntRange(1, 1000),
+    default=4,
+    show_default=True,
+    help="Connections to the --store database per relay process.",
 )
 @click.option(
     "--max-bundle-mb",
@@ -114,6 +122,7 @@ def relay_serve_cmd(
     port: int,
     data_dir: Path | None,
     store: str | None,
+    store_connections: int,
     max_bundle_mb: int,
     ttl: str,
     mailbox_mb: int,
@@ -145,10 +154,10 @@ def relay_serve_cmd(
     if store is not None:
         if data_dir is not None:
             raise ConfigError("--store and --data-dir exclude each other (the store holds all)")
-        from commuter.relay.pgstore import check_url
+        from commuter.relay.pgstore import PgStore
 
-        check_url(store)
-        asyncio.run(_serve(None, store, host, port, limits))
+        pg = PgStore(store, limits, pool_size=store_connections)  # the URL checked: one line
+        asyncio.run(_serve(None, pg, host, port, limits))
         return
     root = (data_dir or app.settings.data_dir / "relay").expanduser()
     try:
@@ -159,7 +168,7 @@ def relay_serve_cmd(
 
 
 async def _serve(
-    root: Path | None, store: str | None, host: str, port: int, limits: Limits
+    root: Path | None, store: RelayStore | None, host: str, port: int, limits: Limits
 ) -> None:
     from commuter.peer.server import start_site
     from commuter.relay.app import STATE, make_relay_app

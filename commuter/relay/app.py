@@ -110,13 +110,16 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     """Start the store (connect, migrate), sweep it on a timer, close it at the end."""
     state = app[STATE]
     await state.store.start()
+    stop = asyncio.Event()
 
     async def loop() -> None:
-        while True:
-            await asyncio.sleep(state.limits.sweep_interval)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), state.limits.sweep_interval)
+                return
             try:
                 gone = await state.store.sweep()
-            except RelayError as exc:
+            except Exception as exc:  # the next sweep tries again
                 state.log(f"sweep failed: {exc}")
                 continue
             if gone:
@@ -126,9 +129,11 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # A sweep under way ends its batch (cancelled mid-query, a database transaction
+        # could not be rolled back cleanly); one that hangs is cancelled after 10 s.
+        stop.set()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
         await state.store.close()
 
 

@@ -37,7 +37,7 @@ import contextlib
 import secrets
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -54,48 +54,122 @@ SCHEMA_VERSION = 1
 # Advisory lock keys (one bigint namespace per database; "cmtrly" + a number).
 LOCK_MIGRATE = 0x636D74726C790001
 LOCK_SWEEP = 0x636D74726C790002
-POOL_SIZE = 16
+POOL_SIZE = 4  # connections per relay: a few per database core in all (see docs/relay.md)
 BATCH = 500  # rows per clean-up transaction
 MAX_BATCHES = 200  # per sweep: bounded, the next sweep goes on
 SCHEMES = ("postgresql", "postgres")
 
-CHARGE_FN = """
-CREATE FUNCTION relay_charge(keys text[], add_items bigint[], add_bytes bigint[],
-    need_items bigint[], need_bytes bigint[], max_items bigint[], max_bytes bigint[],
-    OUT failed integer, OUT used_items bigint, OUT used_bytes bigint)
-LANGUAGE plpgsql AS $fn$
+UNLIMITED_SQL = str(UNLIMITED)
+QUOTA_STATE = "CR001"  # relay_charge's refusal; DETAIL: "<key> <items> <bytes>"
+ARRAYS = "keys text[], add_items bigint[], add_bytes bigint[], need_items bigint[],"
+ARRAYS += " need_bytes bigint[], max_items bigint[], max_bytes bigint[]"
+ARGS = "keys, add_items, add_bytes, need_items, need_bytes, max_items, max_bytes"
+
+FUNCTIONS = (
+    # The quota keys of (mailbox, sender), as usage_key makes them.
+    "CREATE FUNCTION relay_keys(mailbox text, sender text) RETURNS text[] LANGUAGE sql"
+    " IMMUTABLE AS $$ SELECT ARRAY['box:' || mailbox, 'pair:' || mailbox || ':' || sender,"
+    " 'from:' || sender, 'all'] $$",
+    f"""
+CREATE FUNCTION relay_charge({ARRAYS}) RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    cur_items bigint[] := array_fill(0::bigint, ARRAY[cardinality(keys)]);
-    cur_bytes bigint[] := array_fill(0::bigint, ARRAY[cardinality(keys)]);
-    got_items bigint;
-    got_bytes bigint;
+    old_items bigint[] := array_fill(0::bigint, ARRAY[cardinality(keys)]);
+    old_bytes bigint[] := array_fill(0::bigint, ARRAY[cardinality(keys)]);
+    new_items bigint;
+    new_bytes bigint;
     r record;
 BEGIN
-    -- Lock every counter row in key order (created if missing): relays charging the same
-    -- keys queue up here, never deadlock.
+    -- Add to every counter row in key order (created if missing), so relays charging the
+    -- same keys queue up on the row locks and never deadlock ...
     FOR r IN SELECT t.k, t.n FROM unnest(keys) WITH ORDINALITY AS t(k, n) ORDER BY t.k LOOP
-        INSERT INTO relay_usage AS u (key) VALUES (r.k)
-            ON CONFLICT (key) DO UPDATE SET items = u.items
-            RETURNING u.items, u.bytes INTO got_items, got_bytes;
-        cur_items[r.n] := got_items;
-        cur_bytes[r.n] := got_bytes;
+        INSERT INTO relay_usage AS u (key, items, bytes)
+            VALUES (r.k, add_items[r.n], add_bytes[r.n])
+            ON CONFLICT (key) DO UPDATE
+                SET items = u.items + EXCLUDED.items, bytes = u.bytes + EXCLUDED.bytes
+            RETURNING u.items, u.bytes INTO new_items, new_bytes;
+        old_items[r.n] := new_items - add_items[r.n];
+        old_bytes[r.n] := new_bytes - add_bytes[r.n];
     END LOOP;
-    -- Then check in the caller's order: the first quota that would be passed is named.
+    -- ... then check in the caller's order: the first quota that would be passed is named,
+    -- and the error undoes the whole statement (the rows it stored, the additions).
     FOR i IN 1 .. cardinality(keys) LOOP
-        IF cur_items[i] + need_items[i] > max_items[i]
-                OR cur_bytes[i] + need_bytes[i] > max_bytes[i] THEN
-            failed := i;
-            used_items := cur_items[i];
-            used_bytes := cur_bytes[i];
-            RETURN;
+        IF old_items[i] + need_items[i] > max_items[i]
+                OR old_bytes[i] + need_bytes[i] > max_bytes[i] THEN
+            RAISE EXCEPTION 'relay quota' USING ERRCODE = '{QUOTA_STATE}',
+                DETAIL = format('%s %s %s', keys[i], old_items[i], old_bytes[i]);
         END IF;
     END LOOP;
-    UPDATE relay_usage AS u SET items = u.items + d.ai, bytes = u.bytes + d.ab
-        FROM unnest(keys, add_items, add_bytes) AS d(k, ai, ab) WHERE u.key = d.k;
-    failed := 0;
 END
-$fn$
-"""
+$fn$""",
+    f"""
+CREATE FUNCTION relay_begin(p_mailbox text, p_sender text, {ARRAYS})
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    b bigint;
+BEGIN
+    INSERT INTO relay_uploads (blob, mailbox, sender)
+        VALUES (nextval('relay_blob_seq'), p_mailbox, p_sender) RETURNING blob INTO b;
+    PERFORM relay_charge({ARGS});
+    RETURN b;
+END
+$fn$""",
+    f"""
+CREATE FUNCTION relay_put(p_blob bigint, p_seq integer, p_data bytea, {ARRAYS})
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE relay_uploads SET received = received + length(p_data), chunks = chunks + 1,
+        seen_at = clock_timestamp() WHERE blob = p_blob;
+    IF NOT FOUND THEN
+        RETURN false;  -- dropped as stale by a sweep
+    END IF;
+    INSERT INTO relay_chunks (blob, seq, data) VALUES (p_blob, p_seq, p_data);
+    PERFORM relay_charge({ARGS});  -- last: the shared rows are locked only until the commit
+    RETURN true;
+END
+$fn$""",
+    f"""
+CREATE FUNCTION relay_commit(p_blob bigint, p_id text, p_size bigint, p_digest text,
+    p_created double precision, p_expires double precision, {ARRAYS})
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'on', true);  -- a 201 is on disk
+    DELETE FROM relay_uploads WHERE blob = p_blob
+        RETURNING mailbox, sender, received, chunks INTO r;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF r.received <> p_size THEN
+        RAISE EXCEPTION 'upload % holds % bytes, not %', p_blob, r.received, p_size;
+    END IF;
+    INSERT INTO relay_items (id, mailbox, sender, size, digest, created_at, expires_at, blob,
+        chunks) VALUES (p_id, r.mailbox, r.sender, p_size, p_digest, p_created, p_expires,
+        p_blob, r.chunks);
+    PERFORM relay_charge({ARGS});
+    RETURN true;
+END
+$fn$""",
+    f"""
+CREATE FUNCTION relay_delete(p_mailbox text, p_id text)
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+BEGIN
+    DELETE FROM relay_items WHERE mailbox = p_mailbox AND id = p_id
+        RETURNING blob, sender, size INTO r;
+    IF NOT FOUND THEN
+        RETURN false;  -- another relay's DELETE or the sweep got there first
+    END IF;
+    DELETE FROM relay_chunks WHERE blob = r.blob;
+    PERFORM relay_charge(relay_keys(p_mailbox, r.sender), array_fill(-1::bigint, ARRAY[4]),
+        array_fill(-r.size, ARRAY[4]), array_fill(0::bigint, ARRAY[4]),
+        array_fill(0::bigint, ARRAY[4]), array_fill({UNLIMITED_SQL}::bigint, ARRAY[4]),
+        array_fill({UNLIMITED_SQL}::bigint, ARRAY[4]));
+    RETURN true;
+END
+$fn$""",
+)
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -122,7 +196,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE TABLE relay_nonces (key bytea NOT NULL, nonce text NOT NULL,"
             " expires double precision NOT NULL, PRIMARY KEY (key, nonce))",
             "CREATE INDEX relay_nonces_expires ON relay_nonces (expires)",
-            CHARGE_FN,
+            *FUNCTIONS,
         ),
     ),
 )
@@ -215,21 +289,37 @@ class PgStore(RelayStore):
 
     @contextlib.asynccontextmanager
     async def _guard(self, what: str) -> AsyncIterator[None]:
-        """Database and connection failures as one StoreUnavailable (503) line."""
+        """A quota refused by relay_charge as its error; database and connection failures as
+        one StoreUnavailable (503) line."""
         try:
             yield
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-            raise StoreUnavailable(f"the relay's database could not {what}: {reason}") from exc
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == QUOTA_STATE:
+                key, items, used = str(getattr(exc, "detail", "") or "all 0 0").split(" ")
+                raise quotas.quota_error(key.split(":")[0], int(items), int(used)) from None
+            raise self._unavailable(what, exc) from exc
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
+            raise self._unavailable(what, exc) from exc
+
+    @staticmethod
+    def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        return StoreUnavailable(f"the relay's database could not {what}: {reason}")
 
     @contextlib.asynccontextmanager
-    async def _tx(self, what: str, *, durable: bool = False) -> AsyncIterator[Any]:
-        """A connection from the pool in a transaction (synchronous commit if `durable`)."""
+    async def _db(self, what: str) -> AsyncIterator[Any]:
+        """The pool, for one statement (its own transaction: one round trip)."""
+        if self._pool is None:
+            raise StoreUnavailable("the relay's database is not connected")
+        async with self._guard(what):
+            yield self._pool
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, what: str) -> AsyncIterator[Any]:
+        """A connection from the pool in a transaction (the clean-up's batches)."""
         if self._pool is None:
             raise StoreUnavailable("the relay's database is not connected")
         async with self._guard(what), self._pool.acquire() as conn, conn.transaction():
-            if durable:
-                await conn.execute("SET LOCAL synchronous_commit = on")
             yield conn
 
     async def start(self) -> None:
@@ -248,7 +338,8 @@ class PgStore(RelayStore):
                 },
             )
         try:
-            async with self._tx("migrate its schema", durable=True) as conn:
+            async with self._tx("migrate its schema") as conn:
+                await conn.execute("SET LOCAL synchronous_commit = on")
                 await migrate(conn)
         except BaseException:
             await self.close()
@@ -262,39 +353,35 @@ class PgStore(RelayStore):
 
     # Counters
 
-    async def _charge(
+    def charge(
         self,
-        conn: Any,
         mailbox: str,
         sender: str,
         *,
         add_items: Sequence[int],
         add_bytes: int,
-        need_items: Sequence[int],
+        need_items: int,
         need_bytes: int,
-        checked: Iterable[str] = ("box", "pair", "from", "all"),
-    ) -> None:
-        """Add (items, bytes) to the four quota keys of (mailbox, sender), after checking
-        the `checked` kinds could take `need_items`/`need_bytes` more: else the quota's
-        error (the transaction is then rolled back by the caller's exit)."""
-        table = quotas.quota_table(self.limits, mailbox, sender)
-        kinds = set(checked)
-        keys = [usage_key(key) for key, _, _ in table]
-        max_items = [most if key[0] in kinds else UNLIMITED for key, most, _ in table]
-        max_bytes = [most if key[0] in kinds else UNLIMITED for key, _, most in table]
-        row = await conn.fetchrow(
-            "SELECT * FROM relay_charge($1, $2, $3, $4, $5, $6, $7)",
+        kinds: Sequence[str] = ("box", "pair", "from", "all"),
+    ) -> list[list[Any]]:
+        """relay_charge's seven arrays for the `kinds` of quota keys of (mailbox, sender):
+        add (items per kind, bytes), after checking each could take `need_*` more."""
+        keys: list[str] = []
+        maxima: list[tuple[int, int]] = []
+        for key, most_items, most_bytes in quotas.quota_table(self.limits, mailbox, sender):
+            if key[0] in kinds:
+                keys.append(usage_key(key))
+                maxima.append((most_items, most_bytes))
+        n = len(keys)
+        return [
             keys,
             list(add_items),
-            [add_bytes] * len(keys),
-            list(need_items),
-            [need_bytes] * len(keys),
-            max_items,
-            max_bytes,
-        )
-        if row["failed"]:
-            kind = table[int(row["failed"]) - 1][0][0]
-            raise quotas.quota_error(kind, int(row["used_items"]), int(row["used_bytes"]))
+            [add_bytes] * n,
+            [need_items] * n,
+            [need_bytes] * n,
+            [m[0] for m in maxima],
+            [m[1] for m in maxima],
+        ]
 
     @staticmethod
     async def _uncount(conn: Any, deltas: dict[str, list[int]]) -> None:
@@ -302,25 +389,24 @@ class PgStore(RelayStore):
         if not deltas:
             return
         keys = list(deltas)
-        await conn.fetchrow(
-            "SELECT * FROM relay_charge($1, $2, $3, $4, $5, $6, $7)",
+        n = len(keys)
+        await conn.execute(
+            "SELECT relay_charge($1, $2, $3, $4, $5, $6, $7)",
             keys,
             [-deltas[k][0] for k in keys],
             [-deltas[k][1] for k in keys],
-            [0] * len(keys),
-            [0] * len(keys),
-            [UNLIMITED] * len(keys),
-            [UNLIMITED] * len(keys),
+            [0] * n,
+            [0] * n,
+            [UNLIMITED] * n,
+            [UNLIMITED] * n,
         )
 
     # Nonces
 
     async def claim_nonce(self, key: bytes, nonce: str, now: float) -> None:
         expires = now + 2 * self.nonces.max_skew
-        async with self._guard("record the request's nonce"):
-            if self._pool is None:
-                raise StoreUnavailable("the relay's database is not connected")
-            fresh = await self._pool.fetchval(NONCE_SQL, key, nonce, expires, now)
+        async with self._db("record the request's nonce") as db:
+            fresh = await db.fetchval(NONCE_SQL, key, nonce, expires, now)
         if fresh is None:
             raise ReplayedRequest("replayed request")
         self._rates.check_and_add(key, nonce, now)  # after the replay check, as auth does
@@ -331,32 +417,22 @@ class PgStore(RelayStore):
         if declared is not None:
             quotas.check_size(self.limits, declared)
         await self.expire()
-        async with self._tx("start the upload") as conn:
-            blob = int(
-                await conn.fetchval(
-                    "INSERT INTO relay_uploads (blob, mailbox, sender)"
-                    " VALUES (nextval('relay_blob_seq'), $1, $2) RETURNING blob",
-                    mailbox,
-                    sender,
-                )
+        # One of the sender's items from now on; a mailbox slot only at the commit.
+        arrays = self.charge(
+            mailbox, sender, add_items=(0, 1, 1, 1), add_bytes=0, need_items=1,
+            need_bytes=declared or 1,
+        )  # fmt: skip
+        async with self._db("start the upload") as db:
+            blob = await db.fetchval(
+                "SELECT relay_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)", mailbox, sender, *arrays
             )
-            # One of the sender's items from now on; a mailbox slot only at the commit.
-            await self._charge(
-                conn,
-                mailbox,
-                sender,
-                add_items=(0, 1, 1, 1),
-                add_bytes=0,
-                need_items=(1, 1, 1, 1),
-                need_bytes=declared or 1,
-            )
-        return _PgUpload(self, blob, mailbox, sender)
+        return _PgUpload(self, int(blob), mailbox, sender)
 
     # Items
 
     async def items(self, mailbox: str) -> list[Item]:
-        async with self._tx("list the mailbox") as conn:
-            rows = await conn.fetch(
+        async with self._db("list the mailbox") as db:
+            rows = await db.fetch(
                 f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND expires_at > $2"
                 " ORDER BY id",
                 mailbox,
@@ -365,8 +441,8 @@ class PgStore(RelayStore):
         return [_item(row) for row in rows]
 
     async def get(self, mailbox: str, item_id: str) -> Item | None:
-        async with self._tx("find the item") as conn:
-            row = await conn.fetchrow(
+        async with self._db("find the item") as db:
+            row = await db.fetchrow(
                 f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND id = $2"
                 " AND expires_at > $3",
                 mailbox,
@@ -377,8 +453,8 @@ class PgStore(RelayStore):
 
     async def read(self, item: Item) -> AsyncIterator[bytes]:
         gone = ItemNotFound(f"item {item.id} was deleted or expired while being sent")
-        async with self._tx("find the item") as conn:
-            row = await conn.fetchrow(
+        async with self._db("find the item") as db:
+            row = await db.fetchrow(
                 "SELECT blob, chunks FROM relay_items WHERE mailbox = $1 AND id = $2",
                 item.mailbox,
                 item.id,
@@ -387,8 +463,8 @@ class PgStore(RelayStore):
             raise gone
         blob, count = int(row["blob"]), int(row["chunks"])
         for seq in range(count):  # one chunk in memory at a time, a connection per chunk
-            async with self._tx("read the item") as conn:
-                data = await conn.fetchval(
+            async with self._db("read the item") as db:
+                data = await db.fetchval(
                     "SELECT data FROM relay_chunks WHERE blob = $1 AND seq = $2", blob, seq
                 )
             if data is None:
@@ -396,26 +472,8 @@ class PgStore(RelayStore):
             yield data
 
     async def delete(self, item: Item) -> bool:
-        async with self._tx("delete the item", durable=True) as conn:
-            row = await conn.fetchrow(
-                "DELETE FROM relay_items WHERE mailbox = $1 AND id = $2 RETURNING blob, size",
-                item.mailbox,
-                item.id,
-            )
-            if row is None:
-                return False  # another relay's DELETE or the sweep got there first
-            await conn.execute("DELETE FROM relay_chunks WHERE blob = $1", row["blob"])
-            await self._charge(
-                conn,
-                item.mailbox,
-                item.sender,
-                add_items=(-1, -1, -1, -1),
-                add_bytes=-int(row["size"]),
-                need_items=(0, 0, 0, 0),
-                need_bytes=0,
-                checked=(),
-            )
-        return True
+        async with self._db("delete the item") as db:
+            return bool(await db.fetchval("SELECT relay_delete($1, $2)", item.mailbox, item.id))
 
     # Clean-up
 
@@ -437,14 +495,14 @@ class PgStore(RelayStore):
                     current,
                     BATCH,
                 )
-                await self._drop(conn, rows, items=1, size="size")
+                await self._drop(conn, rows, items=True, size="size")
             gone += len(rows)
             if len(rows) < BATCH:
                 break
         return gone
 
-    async def _drop(self, conn: Any, rows: Sequence[Any], *, items: int, size: str) -> None:
-        """The chunks of deleted item or upload rows, and what they counted."""
+    async def _drop(self, conn: Any, rows: Sequence[Any], *, items: bool, size: str) -> None:
+        """The chunks of deleted item (`items`) or upload rows, and what they counted."""
         if not rows:
             return
         await conn.execute(
@@ -453,8 +511,7 @@ class PgStore(RelayStore):
         deltas: dict[str, list[int]] = {}
         for row in rows:
             for key, _, _ in quotas.quota_table(self.limits, row["mailbox"], row["sender"]):
-                name = usage_key(key)
-                entry = deltas.setdefault(name, [0, 0])
+                entry = deltas.setdefault(usage_key(key), [0, 0])
                 # An upload in progress was not yet one of its mailbox's items.
                 entry[0] += 1 if items or key[0] != "box" else 0
                 entry[1] += int(row[size])
@@ -475,7 +532,7 @@ class PgStore(RelayStore):
                     self.stale_after,
                     BATCH,
                 )
-                await self._drop(conn, rows, items=0, size="received")
+                await self._drop(conn, rows, items=False, size="received")
             if len(rows) < BATCH:
                 break
         async with self._tx("prune nonces") as conn:
@@ -503,16 +560,16 @@ class PgStore(RelayStore):
             key = ("from", sender)
         else:
             key = ("all",)
-        async with self._tx("read usage") as conn:
-            row = await conn.fetchrow(
+        async with self._db("read usage") as db:
+            row = await db.fetchrow(
                 "SELECT items, bytes FROM relay_usage WHERE key = $1", usage_key(key)
             )
         return (0, 0) if row is None else (int(row["items"]), int(row["bytes"]))
 
 
 class _PgUpload(Upload):
-    """Chunks of `chunk_size` into relay_chunks as they arrive, each in a transaction that
-    counts it against the quotas; visible as an item only after `commit`."""
+    """Chunks of `chunk_size` into relay_chunks as they arrive, each in the statement that
+    counts it against the quotas (relay_put); visible as an item only after `commit`."""
 
     def __init__(self, store: PgStore, blob: int, mailbox: str, sender: str) -> None:
         self.store, self.blob, self.mailbox, self.sender = store, blob, mailbox, sender
@@ -538,32 +595,21 @@ class _PgUpload(Upload):
 
     async def _flush(self) -> None:
         """The buffer as the next chunk row (passed as it is: no copy of it is made)."""
-        data, n = self.buf, len(self.buf)
-        async with self.store._tx("store the upload") as conn:
-            await conn.execute(
-                "INSERT INTO relay_chunks (blob, seq, data) VALUES ($1, $2, $3)",
+        n = len(self.buf)
+        arrays = self.store.charge(
+            self.mailbox, self.sender, add_items=(0, 0, 0, 0), add_bytes=n, need_items=0,
+            need_bytes=n,
+        )  # fmt: skip
+        async with self.store._db("store the upload") as db:
+            alive = await db.fetchval(
+                "SELECT relay_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 self.blob,
                 self.seq,
-                data,
+                self.buf,
+                *arrays,
             )
-            status = await conn.execute(
-                "UPDATE relay_uploads SET received = received + $2, chunks = chunks + 1,"
-                " seen_at = clock_timestamp() WHERE blob = $1",
-                self.blob,
-                n,
-            )
-            if status != "UPDATE 1":
-                raise RelayError("the upload was dropped as stalled; send it again")
-            # Last, so the counter rows every upload shares are locked only until the commit.
-            await self.store._charge(
-                conn,
-                self.mailbox,
-                self.sender,
-                add_items=(0, 0, 0, 0),
-                add_bytes=n,
-                need_items=(0, 0, 0, 0),
-                need_bytes=n,
-            )
+        if not alive:
+            raise RelayError("the upload was dropped as stalled; send it again")
         self.buf = bytearray()
         self.seq += 1
         self.stored += n
@@ -582,36 +628,24 @@ class _PgUpload(Upload):
             created_at=now,
             expires_at=now + ttl,
         )
-        async with self.store._tx("commit the upload", durable=True) as conn:
-            row = await conn.fetchrow(
-                "DELETE FROM relay_uploads WHERE blob = $1 RETURNING received, chunks", self.blob
-            )
-            if row is None or int(row["received"]) != self.stored:
-                raise RelayError("the upload was dropped as stalled; send it again")
-            await conn.execute(
-                "INSERT INTO relay_items (id, mailbox, sender, size, digest, created_at,"
-                " expires_at, blob, chunks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        # Now one of the mailbox's items: the only check left (429 if no slot is free).
+        arrays = self.store.charge(
+            self.mailbox, self.sender, add_items=(1,), add_bytes=0, need_items=1, need_bytes=0,
+            kinds=("box",),
+        )  # fmt: skip
+        async with self.store._db("commit the upload") as db:
+            done = await db.fetchval(
+                "SELECT relay_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                self.blob,
                 item.id,
-                item.mailbox,
-                item.sender,
                 item.size,
                 item.digest,
                 item.created_at,
                 item.expires_at,
-                self.blob,
-                int(row["chunks"]),
+                *arrays,
             )
-            # Now one of the mailbox's items: the only check left (429 if no slot is free).
-            await self.store._charge(
-                conn,
-                self.mailbox,
-                self.sender,
-                add_items=(1, 0, 0, 0),
-                add_bytes=0,
-                need_items=(1, 0, 0, 0),
-                need_bytes=0,
-                checked=("box",),
-            )
+        if not done:
+            raise RelayError("the upload was dropped as stalled; send it again")
         self.done = True
         return item
 
@@ -621,7 +655,7 @@ class _PgUpload(Upload):
         if self.done:
             return
         self.done = True
-        self.buf.clear()
+        self.buf = bytearray()
         with contextlib.suppress(StoreUnavailable):
             async with self.store._tx("drop the upload") as conn:
                 rows = await conn.fetch(
@@ -629,7 +663,7 @@ class _PgUpload(Upload):
                     " RETURNING mailbox, sender, received, blob",
                     self.blob,
                 )
-                await self.store._drop(conn, rows, items=0, size="received")
+                await self.store._drop(conn, rows, items=False, size="received")
 
 
 async def migrate(conn: Any) -> int:
