@@ -37,7 +37,7 @@ from commuter.transports import TransportContext
 from commuter.transports.relay import RelayTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "relay"))
-from pghelp import SKIP_REASON, PgServer, find_bin_dir  # noqa: E402
+from pghelp import SKIP_REASON, PgServer, find_bin_dir
 
 
 def _context(i: int, n: int, url: str, work: Path) -> tuple[TransportContext, Peer]:
