@@ -222,7 +222,7 @@ def _next_header(src: _Source) -> tuple[str, int] | None:
 
 class _Sink:
     """Hashes (and writes) a member's chunks; on a worker thread for big members. A routed
-    member's chunks go to the caller's sink on the worker thread and are hashed here."""
+    member's chunks are hashed and go to the caller's sink there too."""
 
     def __init__(self, fd: int, threaded: bool, target: ChunkSink | None = None) -> None:
         self.fd = fd
@@ -237,10 +237,10 @@ class _Sink:
             self._thread.start()
 
     def _consume(self, data: bytes) -> None:
+        self.hash.update(data)
         if self.target is not None:
             self.target.write(data)
             return
-        self.hash.update(data)
         if self.fd >= 0:
             view = memoryview(data)
             while view:
@@ -255,8 +255,6 @@ class _Sink:
                     self.error = exc
 
     def put(self, data: bytes) -> None:
-        if self.target is not None:
-            self.hash.update(data)  # overlaps the sink's work on the worker thread
         if self._queue is None:
             self._consume(data)
         elif self.error is None:
