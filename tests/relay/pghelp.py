@@ -8,6 +8,7 @@ exist (then the tests skip, saying so); scripts/install-postgres.sh installs the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -42,6 +43,23 @@ def find_bin_dir() -> Path | None:
         if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
             return folder
     return None
+
+
+_SHARED: list[PgServer] = []
+
+
+def shared_server() -> PgServer:
+    """The one server of this test process (started on first use, stopped at exit);
+    pytest.skip, naming the reason, where no server binaries exist."""
+    if not _SHARED:
+        bin_dir = find_bin_dir()
+        if bin_dir is None:
+            import pytest
+
+            pytest.skip(SKIP_REASON)
+        _SHARED.append(PgServer(bin_dir))
+        atexit.register(_SHARED[0].stop)
+    return _SHARED[0]
 
 
 def _free_port() -> int:

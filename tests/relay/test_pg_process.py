@@ -13,11 +13,24 @@ import sys
 import aiohttp
 import asyncpg
 import pytest
+from pghelp import shared_server
 from relayhelp import ALICE, BOB, RelayProcess, box, sealed_bytes, signed
 
 from commuter.peer import auth, seal
 
 WORD = b"QUINCE-PLAINTEXT-4471"
+
+
+@pytest.fixture
+def pg_server():
+    return shared_server()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import tracemalloc
 
 import asyncpg
 import pytest
+from pghelp import shared_server
 from relayhelp import ALICE, BOB, EVE, box, sealed_bytes, signed, upload
 
 from commuter.errors import ConfigError, ItemNotFound
@@ -25,6 +26,18 @@ from commuter.relay.pgstore import SCHEMA_VERSION, TABLES, PgStore
 from commuter.relay.quotas import Limits
 
 DATA_TABLES = ("relay_chunks", "relay_items", "relay_uploads")
+
+
+@pytest.fixture
+def pg_server():
+    return shared_server()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
 
 
 async def query(url: str, sql: str, *args):

@@ -12,11 +12,19 @@ from relayhelp import ALICE, BOB, EVE, box, sealed_bytes, signed, upload
 from commuter.peer import auth
 from commuter.relay.app import STATE, make_relay_app
 from commuter.relay.quotas import Limits
+from commuter.relay.store import FileStore
 
 
 @pytest.fixture
 def data_dir(tmp_path):
     return tmp_path / "relay"
+
+
+def file_storage(app):
+    """The file store's Storage under a relay app."""
+    store = app[STATE].store
+    assert isinstance(store, FileStore)
+    return store.storage
 
 
 def stored_files(data_dir):
@@ -140,7 +148,7 @@ async def test_expired_items_are_swept_on_access(aiohttp_client, data_dir, tmp_p
     client = await aiohttp_client(app)
     resp = await upload(client, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB]))
     item = (await resp.json())["id"]
-    storage = app[STATE].store.storage
+    storage = file_storage(app)
     assert storage.expire(now=time.time() + 30) == 0
     assert storage.expire(now=time.time() + 61) == 1
     path = f"{box(BOB)}/{item}"
@@ -252,13 +260,13 @@ async def test_a_stalled_upload_is_dropped_after_the_stall_bound(aiohttp_server,
     app = make_relay_app(data_dir, Limits(body_stall=1.0))
     server = await aiohttp_server(app)
     reader, writer = await _stalling_upload(server, EVE, BOB, 2**19, b"\x00" * 100)
-    assert await _until(lambda: app[STATE].store.storage.usage() == (1, 100))
+    assert await _until(lambda: file_storage(app).usage() == (1, 100))
     # Answered and cut off within the bound; nothing of it is kept or reserved.
     answer = await asyncio.wait_for(reader.read(), 30)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     writer.close()
     assert await _until(lambda: not _temp_sizes(data_dir))
-    assert app[STATE].store.storage.usage() == (0, 0)
+    assert file_storage(app).usage() == (0, 0)
 
 
 async def test_an_upload_in_progress_holds_only_the_bytes_received(
@@ -268,7 +276,7 @@ async def test_an_upload_in_progress_holds_only_the_bytes_received(
     server = await aiohttp_server(app)
     client = await aiohttp_client(server)
     _reader, writer = await _stalling_upload(server, EVE, BOB, 10_000, b"\x00" * 6000)
-    storage = app[STATE].store.storage
+    storage = file_storage(app)
     assert await _until(lambda: storage.usage(mailbox=BOB.device_id)[1] >= 6000)
     resp = await upload(client, ALICE, BOB, sealed_bytes(tmp_path, ALICE, [BOB], size=5000))
     assert resp.status == 429  # 6000 received + ~5100 would pass 10,000
