@@ -22,6 +22,28 @@ SHOWN_IN_STEP = 20  # more sessions in step than this: only counted
 
 def register(cli: click.Group) -> None:
     cli.add_command(status_cmd)
+    cli.add_command(sync_now_cmd)
+
+
+@click.command("sync-now")
+@pass_app
+def sync_now_cmd(app: AppContext) -> None:
+    """Ask the running `serve --sync` to send what changed now (a SessionEnd hook)."""
+    import os
+    import signal
+
+    from commuter.errors import CommuterError
+    from commuter.sync import status_file
+
+    daemon = status_file.read(app.settings)
+    pid = daemon.get("pid") if daemon else None
+    if not daemon or not daemon.get("running") or not isinstance(pid, int):
+        raise CommuterError("the sync daemon is not running here (`commuter serve --sync`)")
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError as exc:
+        raise CommuterError(f"cannot reach the sync daemon (pid {pid}): {exc.strerror}") from exc
+    click.echo(f"asked the sync daemon (pid {pid}) to send now")
 
 
 def _warn(message: str) -> None:

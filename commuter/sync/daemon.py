@@ -106,6 +106,7 @@ class SyncDaemon:
         self._counters = _Counters()
         self._next_remote = 0.0
         self._seen: dict[tuple[str, str], Seen] = {}
+        self._urgent = False
 
     # --- hooks for the peer server ---------------------------------------------------------
 
@@ -118,8 +119,11 @@ class SyncDaemon:
         return "queued for import"
 
     def sync_now(self) -> None:
-        """Look at the stores now (the SessionEnd hook's request)."""
+        """`commuter sync-now` (SIGUSR1; e.g. Claude Code's SessionEnd hook): list the stores
+        now and send what changed without waiting out the quiet period (the agent has just
+        let go); a session an agent still holds still waits."""
         self.watcher.force_scan()
+        self._urgent = True
         self._kick_send.set()
 
     # --- the loops -------------------------------------------------------------------------
@@ -207,12 +211,14 @@ class SyncDaemon:
         peers = ctx.peers.all()
         if not peers:
             return
-        todo = await asyncio.to_thread(self._due, seen, peers)
+        quiet = 0.0 if self._urgent else self.options.quiet
+        self._urgent = False
+        todo = await asyncio.to_thread(self._due, seen, peers, quiet)
         for entry, wanting in list(todo.values())[:SENDS_PER_ROUND]:
             await self._send_session(ctx, entry, wanting)
 
     def _due(
-        self, seen: dict[tuple[str, str], Seen], peers: Sequence[Peer]
+        self, seen: dict[tuple[str, str], Seen], peers: Sequence[Peer], quiet: float
     ) -> dict[tuple[str, str], tuple[Seen, list[Peer]]]:
         """Sessions quiet long enough that some peer lacks, with those peers (oldest first)."""
         now = time.time()
@@ -220,7 +226,7 @@ class SyncDaemon:
         queued = self.state.queued()
         due: dict[tuple[str, str], tuple[Seen, list[Peer]]] = {}
         for key, entry in sorted(seen.items(), key=lambda kv: kv[1].mtime):
-            if not entry.ref.has_messages or now - entry.mtime < self.options.quiet:
+            if not entry.ref.has_messages or now - entry.mtime < quiet:
                 continue
             for peer in peers:
                 if sent[peer.device_id].get(key) == entry.version:
@@ -550,6 +556,10 @@ async def serve_sync(
     await _first_done(server, serving)
     if not server.done():
         log(f"sync: quiet {options.quiet:g} s, state in {daemon.state.path}")
+    import signal
+
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, daemon.sync_now)
     loops = asyncio.create_task(daemon.run_loops(stop))
     done, _ = await asyncio.wait({server, loops}, return_when=asyncio.FIRST_COMPLETED)
     if server in done and server.exception() is not None:

@@ -99,3 +99,31 @@ def test_serve_sync_stops_on_sigterm_with_exit_0_and_says_so_in_status(tmp_path)
     shown = json.loads(run(env, "status", "--json", "--no-pending").stdout)
     assert shown["daemon"]["running"] is False and shown["daemon"]["stopped_at"]
     assert sys.platform != "win32"
+
+
+def test_sync_now_sends_at_once_what_the_quiet_period_holds_back(tmp_path):
+    import os
+    import re
+    import time
+
+    from transhelp import make_world
+
+    w = make_world(tmp_path)
+    for path in (w.a.home / ".claude" / "projects").rglob("*.jsonl"):
+        os.utime(path)  # just written: an hour of quiet to go
+    env = env_for(w.a.home)
+    assert run(env, "sync-now").returncode == 1  # no daemon yet: one error line
+    daemon = ServeProcess(env, "--sync", "--quiet", "3600")
+    try:
+        time.sleep(2)
+        assert [p for p in w.shared.iterdir() if not p.name.startswith(".")] == []
+        asked = run(env, "sync-now")
+        assert asked.returncode == 0 and "asked the sync daemon" in asked.stdout
+        deadline = time.monotonic() + 60
+        while not [p for p in w.shared.iterdir() if not p.name.startswith(".")]:
+            assert time.monotonic() < deadline, "nothing sent after sync-now"
+            time.sleep(0.2)
+    finally:
+        code, out, err = daemon.stop()
+    assert code == 0, err
+    assert re.search(r"^sent [0-9a-f]{8} \(claude, .*\) to bob via folder", out, re.M), out
