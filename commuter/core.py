@@ -333,12 +333,20 @@ def _record_received(
 
     transcript = f"session/{manifest.session_id}.jsonl"
     path = result.transcript
-    if not result.extra.get("in_step") or path is None or transcript not in state:
+    # created / updated / replaced under the bundle's own id hold exactly its session; an
+    # identical copy left unchanged does too (the backend says so)
+    in_step = result.extra.get("in_step") or (
+        result.action in ("created", "updated", "replaced")
+        and result.session_id == manifest.session_id
+    )
+    if not in_step or path is None or transcript not in state:
         acks.forget_received(settings.state_dir, sender, manifest.backend, manifest.session_id)
         return
     size = result.extra.get("in_step_size")
-    sha = prefix_sha256(path, size) if isinstance(size, int) else None
-    if not isinstance(size, int) or sha is None:
+    if not isinstance(size, int):
+        size = path.stat().st_size
+    sha = prefix_sha256(path, size)
+    if sha is None:
         return
     acks.record_received(
         settings.state_dir,

@@ -159,12 +159,11 @@ async def push_session(
     """Export a session and send it to `peers` (see `push_file` for `via`, `named`).
 
     `session`: a SessionRef, an id or unique prefix, or None for the newest of `cwd` (of
-    `agent`'s, if given). When every peer acknowledged the same earlier state of it and that
-    state still prefixes it, only what they lack goes (a delta, bundle/delta.py); a peer that
-    refuses it (DeltaBaseMismatch: LAN answers 409) gets the whole session at once. An ack is
-    recorded for each peer whose end confirmed the import (the LAN answer "imported"); relay
-    and folder give no answer, so their sends build on the last confirmed state, which the
-    receiver keeps (acks.KEEP_RECEIVED states per session) for exactly this."""
+    `agent`'s, if given). When every peer holds the same earlier state of it (acks.py) and
+    that state still prefixes it, only what they lack goes (a delta, bundle/delta.py); a peer
+    that refuses it (DeltaBaseMismatch: the LAN answers 409) gets the whole session at once.
+    What was sent is recorded as held by each peer that answered (LAN) or, optimistically,
+    by every recipient (relay, folder: see `_holders`)."""
 
     async def deliver(path: Path) -> Pushed:
         return await push_file(ctx, path, peers, via, named=named, factory=factory)
@@ -212,10 +211,7 @@ async def send_session(
             fell_back = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    statuses = pushed.receipt.statuses
-    confirmed = tuple(
-        p.device_id for p, status in zip(peers, statuses, strict=False) if status == "imported"
-    )
+    confirmed = _holders(pushed, peers)
     if exported.transcript:
         for device_id in confirmed:
             acks.record_ack(
@@ -234,6 +230,18 @@ async def send_session(
         fell_back=fell_back,
         confirmed=confirmed,
     )
+
+
+def _holders(pushed: Pushed, peers: Sequence[Peer]) -> tuple[str, ...]:
+    """The peers that now hold what was sent: on the LAN each one that answered (its daemon
+    stored it in its inbox or imported it); through relay and folder, optimistically, every
+    recipient: a receiver that cannot apply a later delta on it drops that delta, and the
+    sender's next send is whole once it hears of it (a LAN 409, or a session of that peer's
+    imported here, which forgets the ack)."""
+    statuses = pushed.receipt.statuses
+    if not statuses:
+        return tuple(p.device_id for p in peers) if pushed.sealed else ()
+    return tuple(p.device_id for p, s in zip(peers, statuses, strict=False) if s)
 
 
 def _export(
@@ -444,6 +452,13 @@ async def _pull_one(
     if not options.dry_run:
         state.mark(digest, item.label)
         await _ack(source, item, warn)
+        if device_id is not None and result.action != "unchanged":
+            # The peer went on with this session: what we sent it before is no base for a
+            # delta any more (it holds its own bytes now); the next send to it is whole.
+            from commuter import acks
+
+            sid = result.original_session_id or result.session_id
+            acks.forget_ack(ctx.settings.state_dir, device_id, result.backend, sid)
     return Pulled(item, origin, result)
 
 

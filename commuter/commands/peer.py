@@ -297,7 +297,7 @@ def serve_cmd(
     quiet: float | None,
 ) -> None:
     """Run the peer daemon: receive bundles from paired machines, serve sessions to them."""
-    from commuter.errors import CommuterError
+    from commuter.errors import CommuterError, DeltaBaseMismatch
     from commuter.peer.server import DEFAULT_PORT, serve
 
     if quiet is not None and not sync:
@@ -311,6 +311,8 @@ def serve_cmd(
         async def on_received(item: InboxItem, _peer: Peer) -> str | None:
             try:
                 await asyncio.to_thread(_import_item, app, item, True)
+            except DeltaBaseMismatch:
+                raise  # dropped from the inbox; the sender hears 409 and sends it whole
             except CommuterError as exc:
                 click.echo(f"kept {item.id} in the inbox: {safe_text(str(exc))}", err=True)
                 return None

@@ -41,8 +41,10 @@ from commuter.fsutil import CHUNK
 from commuter.model import SessionRef
 
 if TYPE_CHECKING:
+    from commuter.acks import Received
     from commuter.backends import Check
     from commuter.backends.claude.stream import TranscriptRoute
+    from commuter.bundle.delta import Spec
     from commuter.model import ImportOptions, ImportResult, Manifest
     from commuter.settings import Settings
 
