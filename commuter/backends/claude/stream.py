@@ -20,6 +20,8 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -62,7 +64,7 @@ class TranscriptRoute:
         self._stack = contextlib.ExitStack()
         self._out: BinaryIO | None = None
         self._local: BinaryIO | None = None
-        self._local_hash = hashlib.sha256()
+        self._local_hash = _Hasher()
         self._local_size = 0
         self._compared = 0
         self._tail = b""
@@ -183,7 +185,7 @@ class TranscriptRoute:
             local = self._local
             assert local is not None
             want = local.read(len(out))
-            self._local_hash.update(want)
+            self._local_hash.put(want)
             self._compared += len(want)
             if want == out:
                 if self._compared == self._local_size:
@@ -211,6 +213,7 @@ class TranscriptRoute:
                 side.close()
         self._stack.close()
         self._pending.__exit__(None, None, None)
+        self._local_hash.hexdigest()  # ends its thread
 
     @property
     def pending(self) -> Pending:
@@ -228,6 +231,35 @@ class TranscriptRoute:
     def print_mode(self) -> bool:
         match = _ENTRY_RE.search(self._head)
         return match is not None and match.group(1) == b"sdk-cli"
+
+
+class _Hasher:
+    """sha256 on a thread of its own (hashlib drops the GIL): the old transcript's digest is
+    taken on the other core while the rewrite goes on."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread: threading.Thread | None = None
+        self._digest: str | None = None
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def put(self, data: bytes) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        if self._digest is None:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+            self._digest = self._hash.hexdigest()
+        return self._digest
 
 
 class _SideFile:
