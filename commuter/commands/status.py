@@ -235,10 +235,12 @@ def _print(data: dict[str, Any]) -> None:
         )
     for s in shown if data["peers"] else []:
         fork = f"  fork of {s['fork_of'][:8]} from {s['fork_from']}" if s["fork_of"] else ""
-        click.echo(
-            f"  {s['session_id'][:8]}  {s['agent']:<7} {safe_text(_short_path(s['project']))}"
-            f"{safe_text(fork)}"
-        )
+        head = f"  {s['session_id'][:8]}  {s['agent']:<7} {safe_text(_short_path(s['project']))}"
+        if all(p["state"] == "in step" for p in s["peers"]):
+            names = ", ".join(p["peer"] for p in s["peers"])
+            click.echo(f"{head}{safe_text(fork)}  — in step with {safe_text(names)}")
+            continue
+        click.echo(f"{head}{safe_text(fork)}")
         for p in s["peers"]:
             why = f": {p['reason']}" if p.get("reason") else ""
             retry = f" (next try in {p['retry_in']} s)" if p.get("retry_in") else ""

@@ -262,6 +262,9 @@ class SyncDaemon:
         except CommuterError as exc:
             self._queue(peer, entry, str(exc))
             return
+        except (OSError, ValueError) as exc:  # a peer gone mid-transfer, a file gone mid-export
+            self._queue(peer, entry, f"{type(exc).__name__}: {exc}")
+            return
         finally:
             self.status.sending(None, None)
         receipt = pushed.receipt

@@ -172,13 +172,6 @@ class SyncState:
             )
         return cur.rowcount
 
-    def forget_peer_except(self, peers: set[str]) -> None:
-        """Drop rows of peers no longer paired."""
-        marks = ",".join("?" * len(peers)) or "''"
-        with self._tx():
-            for table in ("sent", "queue"):
-                self._db.execute(f"DELETE FROM {table} WHERE peer NOT IN ({marks})", tuple(peers))
-
     # --- what waits here to be imported ----------------------------------------------------
 
     def waiting(self) -> dict[str, Waiting]:
@@ -219,6 +212,8 @@ class SyncState:
     def keep_waiting_only(self, keys: set[str]) -> None:
         """Items no longer pending anywhere (imported by a `pull`, deleted) stop waiting."""
         gone = [k for k in self.waiting() if k not in keys]
+        if not gone:
+            return
         with self._tx():
             for key in gone:
                 self._db.execute("DELETE FROM waiting WHERE key = ?", (key,))
