@@ -330,6 +330,40 @@ def test_rewriter_leaves_unknown_and_prose_lines_alone() -> None:
     assert args == {"cmd": "cd /b/q && cat /a/pp/x /b/q/y", "workdir": "/b/q"}
 
 
+def test_rewriter_shortcut_still_finds_every_form_of_a_path() -> None:
+    """Lines naming no source prefix are copied unparsed; a prefix written \\u-escaped, inside
+    a JSON string in a JSON string, or percent-encoded in a file:// URL is still found."""
+    rw = Rewriter(PathMap.of([("/a/My Dir.é", "/b/q")]))
+    plain = b'{"type":"event_msg","payload":{"type":"token_count","cwd":"/elsewhere"}}\n'
+    assert rw.line(plain) is plain  # the very bytes: not parsed, not dumped again
+    escaped = b'{"type":"session_meta","payload":{"cwd":"/a/My Dir.\\u00e9/x"}}\n'
+    assert json.loads(rw.line(escaped))["payload"]["cwd"] == "/b/q/x"
+    nested = json.dumps(
+        {
+            "type": "response_item",
+            "payload": {
+                "type": "function_call",
+                "arguments": json.dumps({"cmd": 'cat "/a/My Dir.é/x"'}, ensure_ascii=False),
+            },
+        },
+        ensure_ascii=False,
+    ).encode()
+    out = json.loads(json.loads(rw.line(nested))["payload"]["arguments"])
+    assert out == {"cmd": 'cat "/b/q/x"'}
+    url = json.dumps(
+        {
+            "type": "event_msg",
+            "payload": {
+                "type": "item_completed",
+                "item": {"type": "CommandExecution", "cwd": "file:///a/My%20Dir.%C3%A9"},
+            },
+        }
+    ).encode()
+    assert json.loads(rw.line(url))["payload"]["item"]["cwd"] == "file:///b/q"
+    # a source of / leaves no shortcut: every line is looked at
+    assert Rewriter(PathMap.of([("/", "/r/")]))._needles is None
+
+
 # --- bad input and safety ---------------------------------------------------------------------
 
 

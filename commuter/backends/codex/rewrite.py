@@ -27,6 +27,23 @@ class Rewriter:
         self._text = self._pattern(paths)
         self._json_text = self._pattern(paths, escaped=True)
         self._codex_text = self._pattern(self.codex)
+        self._needles = self._needles_of([*paths.pairs, *self.codex.pairs])
+
+    @staticmethod
+    def _needles_of(pairs: list[tuple[str, str]]) -> tuple[bytes, ...] | None:
+        """Every form a source prefix can take in a raw line: JSON-escaped (raw UTF-8 or
+        \\u-escaped), escaped twice (inside `function_call.arguments`), percent-encoded (a
+        `file://` URL). A line holding none of them has nothing to translate. None: no
+        shortcut (a source of `/` matches everything)."""
+        out: set[bytes] = set()
+        for src, _dst in pairs:
+            if src == "/" or not src:
+                return None
+            once = orjson.dumps(src)[1:-1]
+            ascii_once = json.dumps(src)[1:-1].encode()
+            out |= {once, ascii_once, orjson.dumps(once.decode())[1:-1]}
+            out |= {orjson.dumps(ascii_once.decode())[1:-1], quote(src).encode()}
+        return tuple(sorted(out, key=len))
 
     @staticmethod
     def _pattern(pm: PathMap, *, escaped: bool = False) -> _Pattern | None:
@@ -36,8 +53,13 @@ class Rewriter:
         for src, dst in pm.pairs:
             if src == "/":
                 continue
-            key = json.dumps(src)[1:-1] if escaped else src
-            table[key] = json.dumps(dst)[1:-1] if escaped else dst
+            if not escaped:
+                table[src] = dst
+                continue
+            # as a JSON string inside the text: non-ASCII raw (as codex writes it) or \u-escaped
+            for ascii_only in (True, False):
+                key = json.dumps(src, ensure_ascii=ascii_only)[1:-1]
+                table[key] = json.dumps(dst, ensure_ascii=ascii_only)[1:-1]
         if not table:
             return None
         alts = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True))
@@ -75,6 +97,8 @@ class Rewriter:
     def line(self, raw: bytes) -> bytes:
         """One rollout line, translated (returned as is when nothing in it changes)."""
         if not self.paths.pairs or not raw.strip():
+            return raw
+        if self._needles is not None and not any(n in raw for n in self._needles):
             return raw
         try:
             obj = orjson.loads(raw)
