@@ -180,8 +180,7 @@ class Rewriter:
         edits: list[tuple[int, int, bytes]] = []
         lines: set[tuple[int, int]] = set()
         if self.backup_names or self.derive_cwd is not None:
-            for record in (_SNAPSHOT, _DELTA):
-                _mark_lines(data, record, lines, near_start=True)
+            _mark_records(data, lines)
         if self.needles:
             _mark_lines(data, _PATH_LIST_OPEN, lines, near_start=False, then=b'"/')
         for marker in self.quote_markers:
@@ -189,7 +188,7 @@ class Rewriter:
             while start != -1:
                 pos = start + 1
                 start = data.find(marker, pos)
-                if any(_ends_with(data, pos, lead) for lead in _PROMPT_LEADS):
+                if data.endswith(_PROMPT_LEADS, 0, pos):
                     _add_client_line(data, pos, lines)
         for marker in self.text_markers:
             start = data.find(marker)
@@ -199,12 +198,12 @@ class Rewriter:
                 # Every lead ends in ": ", "e ", "f " or "t ": most hits are rejected here.
                 if data[pos - 2 : pos] not in (b": ", b"e ", b"f ", b"t "):
                     continue
-                if any(_ends_with(data, pos, lead) for lead in _RENDERED_LEADS):
+                if data.endswith(_RENDERED_LEADS, 0, pos):  # one C call for all the leads
                     _add_client_line(data, pos, lines)
                     continue
-                kind = next((i for i, x in enumerate(_LEADS) if _ends_with(data, pos, x)), -1)
-                if kind == -1:
+                if not data.endswith(_LEADS, 0, pos):
                     continue
+                kind = next(i for i, x in enumerate(_LEADS) if _ends_with(data, pos, x))
                 edit = self._result_text(data, pos - len(_LEADS[kind]), kind)
                 if isinstance(edit, tuple):
                     edits.append(edit)
@@ -472,6 +471,21 @@ def _mark_lines(
         ):
             lines.add((line_start, line_stop))
         start = data.find(needle, line_stop)
+
+
+def _mark_records(data: bytes, lines: set[tuple[int, int]]) -> None:
+    """Add the lines that are `file-history-snapshot` or `-delta` records (the type within
+    a line's first 120 bytes) to `lines`: one search for both."""
+    start = data.find(_RECORDS)
+    while start != -1:
+        line_start, line_stop = _line_at(data, start)
+        if start - line_start < 120 and (
+            data.startswith(_SNAPSHOT, start) or data.startswith(_DELTA, start)
+        ):
+            lines.add((line_start, line_stop))
+            start = data.find(_RECORDS, line_stop)
+        else:
+            start = data.find(_RECORDS, start + 1)
 
 
 def _ends_with(data: bytes, at: int, text: bytes) -> bool:
