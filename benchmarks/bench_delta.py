@@ -92,7 +92,9 @@ async def run(mb: float, messages: int) -> dict[str, Any]:
     ctx_b = TransportContext.load(sb)
 
     async def on_received(item: Any, _peer: Any) -> str | None:
-        await receive_one(ctx_b, InboxEntry(ctx_b, item.id), ImportOptions(), warn=print)
+        await receive_one(
+            ctx_b, InboxEntry(ctx_b, item.id, refetch=False), ImportOptions(), warn=print
+        )
         return "imported"
 
     @web.middleware

@@ -390,6 +390,7 @@ async def _pull_one(
     origin = vouched or f"{item.label} (plain bundle, sender not verified)"
     verified = vouched is not None
     device_id: str | None = None  # the paired peer whose seal was checked
+    plain: Path | None = None
     digest = item.digest
     try:
         fetched = await source.fetch(item, tmp)
@@ -426,10 +427,19 @@ async def _pull_one(
             core.import_file, ctx.settings, plain, opts, sender=device_id
         )
     except DeltaBaseMismatch as exc:
-        # It never applies here: dropped, and the sender's next send is whole (on the LAN it
-        # hears this at once; through relay and folder it builds on its last confirmed state).
-        if not options.dry_run:
-            await _ack(source, item, warn)
+        # It never applies here: dropped; the whole session is fetched from its sender's
+        # daemon when it answers on the LAN, else the sender's next send is whole.
+        if options.dry_run:
+            return Pulled(item, origin, retry=False, exc=exc, error=str(exc))
+        await _ack(source, item, warn)
+        whole = None
+        refetch = device_id is not None and plain is not None
+        if refetch and not getattr(source, "whole_of_delta", False):
+            assert device_id is not None and plain is not None
+            whole = await _whole_instead(ctx, device_id, plain, options, warn)
+        if whole is not None and whole.result is not None:
+            warn(f"{item.label}: {exc}; took the whole session from {whole.origin} instead")
+            return dataclasses.replace(whole, item=item)
         return Pulled(item, origin, retry=False, exc=exc, error=f"{exc}; dropped it")
     except CommuterError as exc:
         return Pulled(item, origin, error=str(exc), exc=exc)
@@ -460,6 +470,29 @@ async def _pull_one(
             sid = result.original_session_id or result.session_id
             acks.forget_ack(ctx.settings.state_dir, device_id, result.backend, sid)
     return Pulled(item, origin, result)
+
+
+async def _whole_instead(
+    ctx: TransportContext, device_id: str, delta: Path, options: ImportOptions, warn: Warn
+) -> Pulled | None:
+    """The whole session a refused delta was of, fetched from its sender's daemon over the
+    LAN and imported through the same path; None if it does not answer (or is no peer)."""
+    from commuter import core
+    from commuter.transports.lan import LanTransport
+
+    peer = next((p for p in ctx.peers.all() if p.device_id == device_id), None)
+    if peer is None:
+        return None
+    try:
+        session_id = (await asyncio.to_thread(core.read_manifest, delta)).session_id
+        address = await LanTransport(ctx).locate(peer)
+    except (CommuterError, OSError):
+        return None
+    if address is None:
+        return None
+    source = WholeSession(ctx, peer, address, session_id)
+    [item] = await source.pending()
+    return await _pull_one(ctx, source, item, options, warn)
 
 
 def _set_aside(ctx: TransportContext, fetched: Path, item: Incoming) -> Path:
@@ -544,6 +577,35 @@ class PeerFetch(_OneItem):
         )
 
 
+class WholeSession(_OneItem):
+    """One session of a paired peer, downloaded whole from its daemon (after a delta of it
+    could not apply here); only the peer's own key may have sealed it."""
+
+    scheme: ClassVar[str] = "lan"
+    whole_of_delta: ClassVar[bool] = True  # never asks again for what it brings
+
+    def __init__(self, ctx: TransportContext, peer: Peer, address: str, session_id: str) -> None:
+        super().__init__()
+        self.ctx, self.peer, self.address, self.session_id = ctx, peer, address, session_id
+        self.expected_sender = peer.public_key
+
+    async def pending(self) -> list[Incoming]:
+        label = f"{self.peer.name}:{self.session_id[:8]}"
+        return [Incoming(self.scheme, self.session_id, label, 0, "", True, self.peer.device_id)]
+
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        from commuter.peer.client import fetch_one
+
+        return await fetch_one(
+            self.ctx.settings,
+            self.ctx.identity,
+            self.peer,
+            self.address,
+            self.session_id,
+            dst_dir / "bundle.sealed",
+        )
+
+
 class SshFetch(_OneItem):
     """ssh `from HOST`: HOST's newest session of `remote_dir`, a plain bundle carried inside
     the user's own ssh (the host key checked by ssh): vouched for like a paired peer's."""
@@ -587,12 +649,15 @@ class InboxEntry(_OneItem):
     scheme: ClassVar[str] = "lan"
     set_aside_damaged: ClassVar[bool] = True
 
-    def __init__(self, ctx: TransportContext, entry_id: str) -> None:
+    def __init__(self, ctx: TransportContext, entry_id: str, *, refetch: bool = True) -> None:
         super().__init__()
         from commuter.transports.lan import LanTransport
 
         self._lan = LanTransport(ctx)
         self.entry_id = entry_id
+        # False while the sender waits for the upload's answer (auto-import): a delta that
+        # cannot apply is answered 409 at once and the sender sends it whole itself.
+        self.whole_of_delta = not refetch
 
     async def pending(self) -> list[Incoming]:
         return [i for i in await self._lan.pending() if i.id == self.entry_id]

@@ -75,7 +75,8 @@ async def _daemon(world: World, aiohttp_server: Any) -> str:
     ctx_b = TransportContext.load(sb)
 
     async def on_received(item: Any, _peer: Any) -> str | None:
-        await receive_one(ctx_b, InboxEntry(ctx_b, item.id), ImportOptions(), warn=print)
+        entry = InboxEntry(ctx_b, item.id, refetch=False)  # as serve --auto-import
+        await receive_one(ctx_b, entry, ImportOptions(), warn=print)
         return "imported"
 
     @web.middleware
@@ -301,3 +302,32 @@ async def test_folder_drops_carry_deltas_too(world: World, tmp_path: Path) -> No
     assert all(i in world.at_b.read_text() for i in new)
     assert lineage.uuid_chain(world.at_b) == lineage.uuid_chain(world.at_a)
     assert not os.listdir(drop) or all(not n.endswith(".sealed") for n in os.listdir(drop))
+
+
+async def test_a_delta_that_cannot_apply_later_brings_the_whole_session(
+    world: World, aiohttp_server
+) -> None:
+    """B stores uploads and imports them later (as `serve` without --auto-import or the sync
+    daemon do); its own copy went on meanwhile, so the delta no longer applies: B takes the
+    whole session from A's daemon instead and converges, losing nothing."""
+    from commuter.pipeline import pull_all
+
+    a_server = await aiohttp_server(make_app(world.sa, ALICE, Peers.load(world.sa), name="alice"))
+    peers_b = Peers.load(world.sb)
+    peers_b.touch_address(ALICE.public_key, f"127.0.0.1:{a_server.port}")
+    peers_b.save()
+    b_server = await aiohttp_server(make_app(world.sb, BOB, Peers.load(world.sb), name="bob"))
+    address = f"127.0.0.1:{b_server.port}"
+    ctx_b = TransportContext.load(world.sb)
+    assert (await _push(world, address)).receipt.statuses == ("stored",)
+    await pull_all(ctx_b, ImportOptions(), "lan", warn=print)
+    new = _say(world.at_a, world.a_project, 20)
+    assert (await _push(world, address)).delta  # stored at B, not imported yet
+    mine = _say(world.at_b, world.b_project, 1)  # meanwhile B's claude went on
+    warnings: list[str] = []
+    [got] = await pull_all(ctx_b, ImportOptions(), "lan", warn=warnings.append)
+    assert got.result is not None, got.error
+    assert any("took the whole session from alice" in w for w in warnings), warnings
+    everything = "".join(p.read_text() for p in world.at_b.parent.glob("*.jsonl"))
+    assert all(i in everything for i in [*new, *mine])
+    assert len(list(world.at_b.parent.glob("*.jsonl"))) == 2  # X and its one fork

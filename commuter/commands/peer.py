@@ -260,7 +260,8 @@ def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
     interactive = app.interactive and not quiet
     options = core.ImportOptions(interactive=interactive, ask=_ask if interactive else None)
     ctx = TransportContext.load(app.settings)
-    pulled = asyncio.run(receive_one(ctx, InboxEntry(ctx, item.id), options, warn=_warn))
+    entry = InboxEntry(ctx, item.id, refetch=not quiet)  # quiet: the sender awaits a 409
+    pulled = asyncio.run(receive_one(ctx, entry, options, warn=_warn))
     if pulled is None or pulled.result is None:
         return  # imported before (its digest is recorded): the entry is gone now
     click.echo(f"from {safe_text(pulled.origin)}:")
