@@ -116,7 +116,7 @@ class SyncDaemon:
         self._arrived.set()
         if await asyncio.to_thread(self.state.retry_now, peer.device_id):
             self._kick_send.set()
-        return "queued for import"
+        return "queued"  # a plain token: the sender reads it as its confirmation
 
     def sync_now(self) -> None:
         """`commuter sync-now` (SIGUSR1; e.g. Claude Code's SessionEnd hook): list the stores
