@@ -340,8 +340,7 @@ def _record_received(
         and result.session_id == manifest.session_id
     )
     if not in_step or path is None or transcript not in state:
-        acks.forget_received(settings.state_dir, sender, manifest.backend, manifest.session_id)
-        return
+        return  # earlier records stay: a delta on one is checked against the file itself
     size = result.extra.get("in_step_size")
     if not isinstance(size, int):
         size = path.stat().st_size
