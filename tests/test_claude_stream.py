@@ -92,12 +92,21 @@ def test_an_update_that_appends_is_backed_up_by_a_record(two, tmp_path, streamed
     core.import_file(sb, export(sa, proj_a, tmp_path / "half.bundle"), ImportOptions())
     at_b = transcript(b, proj_b, TOOLS)
     old = at_b.read_bytes()
+    side = at_b.parent / TOOLS
+    old_side = files_under(side)
+    assert old_side  # the session has side files, which the update rewrites
+    for path in side.rglob("*"):  # make each differ from what the bundle brings
+        if path.is_file():
+            path.write_bytes(path.read_bytes() + b"\n")
+    old_side = files_under(side)
     src.write_bytes(full)
     result = core.import_file(sb, export(sa, proj_a, tmp_path / "full.bundle"), ImportOptions())
     assert result.action == "updated" and streamed == ["created", "updated"]
     [record] = result.backups
     assert record.name == stream.PREFIX_RECORD
     assert not list(record.parent.glob("*.jsonl"))  # no copy of the old transcript
+    assert files_under(record.parent / TOOLS) == old_side  # the side files as they were
+    assert files_under(side) != old_side
     body = json.loads(record.read_text())
     assert body["length"] == len(old) and at_b.read_bytes().startswith(old)
     assert len(at_b.read_bytes()) > len(old)

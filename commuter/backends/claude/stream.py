@@ -72,6 +72,7 @@ class TranscriptRoute:
         self._state = "off"
         self.routed: set[str] = set()  # side members written by the route, not staged
         self._sides: list[_SideFile] = []
+        self.replaced: set[Path] = set()  # destinations the commit renames a new file onto
         self._swept: set[Path] = set()
         if not is_session_id(self.sid) or not manifest.project_dir.startswith("/"):
             return
@@ -145,6 +146,7 @@ class TranscriptRoute:
             self._swept.add(dest.parent)
             fsutil.sweep_temps(dest.parent)
         self.routed.add(name)
+        self.replaced.add(dest)
         side = _SideFile(self._pending.writer(dest), self.rewriter if rewrite else None)
         self._sides.append(side)
         return side
@@ -383,13 +385,23 @@ def place_streamed(
 
 def _prefix_backup(backups: Backups, route: TranscriptRoute) -> Path:
     """The backup of a transcript the update only appended to: its old length and sha256
-    (the new transcript starts with it), and a copy of its side folder as usual."""
+    (the new transcript starts with it), and its side folder as it was."""
     folder = backups.folder(route.sid)
     side = route.dest.parent / route.sid
     if side.is_dir():
         import shutil
 
-        shutil.copytree(side, folder / side.name, symlinks=True)
+        def keep(src: str, dst: str) -> object:
+            # A file the commit replaces keeps its old inode only here: a hard link is its
+            # copy. Every other file may still change in place later: copied.
+            if Path(src) in route.replaced:
+                with contextlib.suppress(OSError):
+                    os.link(src, dst, follow_symlinks=False)
+                    return dst
+            return shutil.copy2(src, dst)
+
+        temps = shutil.ignore_patterns(".*.cm*.tmp")  # this import's own, not yet renamed
+        shutil.copytree(side, folder / side.name, symlinks=True, copy_function=keep, ignore=temps)
     record = folder / PREFIX_RECORD
     body = {
         **route.local_record,
