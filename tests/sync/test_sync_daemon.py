@@ -270,3 +270,51 @@ def test_state_survives_reopening(tmp_path):
     assert again.sent_versions("peer1") == {("claude", "sid"): "10-1"}
     assert [q.reason for q in again.queued().values()] == ["away"]
     again.close()
+
+
+def test_a_peer_that_vanishes_mid_transfer_leaves_the_session_queued(world):
+    """bob's daemon answers /v1/info, takes the first bytes of the upload, then drops the
+    connection: the send is queued with backoff, the daemon goes on, nothing is recorded."""
+    from aiohttp import web
+    from transhelp import BOB
+
+    from commuter.peer.peers import Peers
+
+    config.unset_value(world.a, "transfer-dir")
+
+    async def info(_request: web.Request) -> web.Response:
+        return web.json_response({"name": "bob", "device_id": BOB.device_id, "protocol": 1})
+
+    async def bundles(request: web.Request) -> web.Response:
+        await request.content.read(4096)
+        assert request.transport is not None
+        request.transport.close()  # gone mid-transfer
+        return web.Response(status=500)
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_get("/v1/info", info)
+        app.router.add_post("/v1/bundles", bundles)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            peers = Peers.load(world.a)
+            peers.touch_address(BOB.public_key, f"127.0.0.1:{port}")
+            peers.save()
+            da, log = daemon(world.a)
+            await rounds(da, 1, receive=False)
+            queued = [q for q in da.state.queued().values() if q.session == TOOLS]
+            assert len(queued) == 1 and queued[0].attempts == 1, log
+            assert "the connection closed before an answer" in queued[0].reason
+            assert da.state.sent_versions(queued[0].peer) == {}
+            assert not any(line.startswith(("sent ", "error")) for line in log), log
+            await rounds(da, 1, receive=False)  # not due: no new attempt, still running
+            assert da.state.queued()[(queued[0].peer, "claude", TOOLS)].attempts == 1
+            da.state.close()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(go())
