@@ -5,8 +5,8 @@ of connections and its request-rate buckets. Everything a promise of the relay r
 in the database, changed in transactions:
 
 - relay_items: the visible items (one row each, written in the transaction that completes
-  the upload: the completed marker). relay_chunks: the ciphertext, in rows of at most
-  `chunk_size` (1 MiB) bytes, keyed by a blob number that is never reused.
+  the upload: the completed marker). relay_chunks: the ciphertext, in rows of `chunk_size`
+  (1 MiB) bytes, the last one up to a sixteenth longer, keyed by a blob number that is never reused.
 - relay_uploads: uploads in progress (their chunks so far, bytes received, last sign of
   life). An upload's chunks are stored as they arrive but belong to no item until its
   commit, so a relay killed mid-upload leaves nothing a recipient can see; its row goes
@@ -574,7 +574,7 @@ class _PgUpload(Upload):
 
     def __init__(self, store: PgStore, blob: int, mailbox: str, sender: str) -> None:
         self.store, self.blob, self.mailbox, self.sender = store, blob, mailbox, sender
-        self.buf = bytearray()  # at most chunk_size
+        self.buf = bytearray()  # at most chunk_size + chunk_size // 16
         self.seq = 0
         self.stored = 0
         self.done = False
@@ -584,19 +584,23 @@ class _PgUpload(Upload):
         quotas.check_size(self.store.limits, self.size + len(chunk))
         self.size += len(chunk)
         size = self.store.chunk_size
+        # Up to chunk_size + slack is held, so that a last row may take a short tail along
+        # (a bundle just over a chunk is one row, not a chunk and a sliver).
+        most = size + size // 16
         view = memoryview(chunk)
         while view:  # a round per chunk_size of input: bounded
-            room = size - len(self.buf)
+            room = most - len(self.buf)
             self.buf += view[:room]
             view = view[room:]
-            if len(self.buf) == size:
-                await self._flush()
+            if len(self.buf) == most:
+                await self._flush(size)
         if self.buf and time.monotonic() - self.flushed_at >= self.store.heartbeat:
-            await self._flush()  # a slow upload shows it is alive
+            await self._flush(len(self.buf))  # a slow upload shows it is alive
 
-    async def _flush(self) -> None:
-        """The buffer as the next chunk row (passed as it is: no copy of it is made)."""
-        n = len(self.buf)
+    async def _flush(self, n: int) -> None:
+        """The first `n` bytes of the buffer as the next chunk row (the whole buffer is
+        passed as it is, without a copy)."""
+        data = self.buf if n == len(self.buf) else bytes(self.buf[:n])
         arrays = self.store.charge(
             self.mailbox, self.sender, add_items=(0, 0, 0, 0), add_bytes=n, need_items=0,
             need_bytes=n,
@@ -606,19 +610,22 @@ class _PgUpload(Upload):
                 "SELECT relay_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 self.blob,
                 self.seq,
-                self.buf,
+                data,
                 *arrays,
             )
         if not alive:
             raise RelayError("the upload was dropped as stalled; send it again")
-        self.buf = bytearray()
+        if n == len(self.buf):
+            self.buf = bytearray()
+        else:
+            del self.buf[:n]
         self.seq += 1
         self.stored += n
         self.flushed_at = time.monotonic()
 
     async def commit(self, digest: str, ttl: float) -> Item:
         if self.buf:
-            await self._flush()
+            await self._flush(len(self.buf))
         now = time.time()
         item = Item(
             id=f"{int(now):010d}-{secrets.token_hex(8)}",
