@@ -331,3 +331,27 @@ async def test_a_delta_that_cannot_apply_later_brings_the_whole_session(
     everything = "".join(p.read_text() for p in world.at_b.parent.glob("*.jsonl"))
     assert all(i in everything for i in [*new, *mine])
     assert len(list(world.at_b.parent.glob("*.jsonl"))) == 2  # X and its one fork
+
+
+async def test_relay_drops_carry_deltas_too(world: World, aiohttp_server, tmp_path: Path) -> None:
+    from commuter.pipeline import pull_all
+    from commuter.relay.app import make_relay_app
+
+    relay = await aiohttp_server(make_relay_app(tmp_path / "relay", None))
+    for s in (world.sa, world.sb):
+        config.set_value(s, "relay", (f"http://127.0.0.1:{relay.port}",))
+    ctx_a, ctx_b = TransportContext.load(world.sa), TransportContext.load(world.sb)
+    bob = ctx_a.peers.get("bob")
+    _say(world.at_a, world.a_project, 200, size=2000)
+    first = await push_session(ctx_a, TOOLS, [bob], "relay", named=True)
+    assert not first.delta and first.receipt.transport == "relay"
+    [took] = await pull_all(ctx_b, ImportOptions(), "relay", warn=print)
+    assert took.result is not None, took.error
+    new = _say(world.at_a, world.a_project, 20)
+    second = await push_session(ctx_a, TOOLS, [bob], "relay", named=True)
+    assert second.delta and second.receipt.size < first.receipt.size * 0.1
+    [got] = await pull_all(ctx_b, ImportOptions(), "relay", warn=print)
+    assert got.result is not None and got.result.action == "updated", got.error
+    entries = {e.get("uuid"): e for e in map(json.loads, world.at_b.read_text().splitlines())}
+    assert all(i in entries for i in new)
+    assert lineage.uuid_chain(world.at_b) == lineage.uuid_chain(world.at_a)
