@@ -107,6 +107,10 @@ class SyncDaemon:
         self._next_remote = 0.0
         self._seen: dict[tuple[str, str], Seen] = {}
         self._urgent = False
+        # Peers that did not answer on the LAN lately (device id -> monotonic time): the next
+        # sends go straight to the relay or folder instead of probing (and asking mDNS) again.
+        self._lan_silent: dict[str, float] = {}
+        self._transports = _memo_factory(self._lan_silent)
 
     # --- hooks for the peer server ---------------------------------------------------------
 
@@ -114,6 +118,7 @@ class SyncDaemon:
         """An upload landed in the LAN inbox: the receiver takes it now; the sender is alive,
         so what waits for it goes now too."""
         self._arrived.set()
+        self._lan_silent.pop(peer.device_id, None)
         if await asyncio.to_thread(self.state.retry_now, peer.device_id):
             self._kick_send.set()
         return "queued"  # a plain token: the sender reads it as its confirmation
@@ -258,7 +263,9 @@ class SyncDaemon:
         self.status.sending(ref.session_id, peer.name)
         started = time.monotonic()
         try:
-            pushed = await push_session(ctx, ref, [peer], "auto", named=True)
+            pushed = await push_session(
+                ctx, ref, [peer], "auto", named=True, factory=self._transports
+            )
         except CommuterError as exc:
             self._queue(peer, entry, str(exc))
             return
@@ -477,6 +484,35 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for w in waiters:
             w.cancel()
+
+
+LAN_SILENT = 60.0  # seconds a peer silent on the LAN is not probed again (unless it calls)
+
+
+def _memo_factory(silent: dict[str, float]) -> Callable[[str, TransportContext], Transport]:
+    """Transports as `transports.create` makes them, but a LAN one that remembers which peers
+    did not answer for LAN_SILENT seconds."""
+    from commuter.transports import create
+    from commuter.transports.lan import LanTransport
+
+    class RememberingLan(LanTransport):
+        async def reachable(self, peer: Peer | None) -> str | None:
+            if peer is not None:
+                since = silent.get(peer.device_id)
+                if since is not None and time.monotonic() - since < LAN_SILENT:
+                    return f"{peer.name} did not answer on the LAN a moment ago"
+            reason = await super().reachable(peer)
+            if peer is not None:
+                if reason is None:
+                    silent.pop(peer.device_id, None)
+                elif len(silent) < 1024:
+                    silent[peer.device_id] = time.monotonic()
+            return reason
+
+    def make(name: str, ctx: TransportContext) -> Transport:
+        return RememberingLan(ctx) if name == "lan" else create(name, ctx)
+
+    return make
 
 
 async def _first_done(task: asyncio.Task[None], event: asyncio.Event) -> None:
