@@ -69,6 +69,7 @@ class Pulled:
     error: str | None = None
     retry: bool = True  # with an error: left in place for the next pull
     exc: CommuterError | None = None  # the error as raised, for one-item commands to re-raise
+    deferred: bool = False  # a delta tried again after the pull's other items
 
 
 class Source(Protocol):
@@ -334,15 +335,26 @@ async def _drain(
     finally:
         _flush(source, warn)
     done: list[Pulled] = []
-    for item in items:
-        pulled = await _pull_one(ctx, source, item, options, warn)
-        _flush(source, warn)  # what fetch or ack had to say about this item
-        if pulled is None:
-            continue
-        if pulled.error is not None and not quiet:
-            later = " (left in place; will retry)" if pulled.retry else ""
-            warn(f"skipping {item.label}: {pulled.error}{later}")
-        done.append(pulled)
+    # A delta whose base is another item of this same pull (drops are not always listed in
+    # the order they were made) waits for the others; once a round takes nothing, what is
+    # left is refused as it stands. At most len(items) rounds.
+    todo, last = items, False
+    while todo:
+        deferred: list[Incoming] = []
+        for item in todo:
+            pulled = await _pull_one(ctx, source, item, options, warn, defer_delta=not last)
+            _flush(source, warn)  # what fetch or ack had to say about this item
+            if pulled is None:
+                continue
+            if pulled.deferred:
+                deferred.append(item)
+                continue
+            if pulled.error is not None and not quiet:
+                later = " (left in place; will retry)" if pulled.retry else ""
+                warn(f"skipping {item.label}: {pulled.error}{later}")
+            done.append(pulled)
+        last = len(deferred) == len(todo)
+        todo = deferred
     return done
 
 
@@ -365,6 +377,8 @@ async def _pull_one(
     item: Incoming,
     options: ImportOptions,
     warn: Warn,
+    *,
+    defer_delta: bool = False,
 ) -> Pulled | None:
     from commuter import core
     from commuter.peer.seal import open_file
@@ -427,6 +441,8 @@ async def _pull_one(
             core.import_file, ctx.settings, plain, opts, sender=device_id
         )
     except DeltaBaseMismatch as exc:
+        if defer_delta:  # another item of this pull may hold its base: try it after them
+            return Pulled(item, origin, error=str(exc), exc=exc, deferred=True)
         # It never applies here: dropped; the whole session is fetched from its sender's
         # daemon when it answers on the LAN, else the sender's next send is whole.
         if options.dry_run:

@@ -419,10 +419,10 @@ class _LocalSource(ImportSource):
 def _move_local(settings: Settings, plan: _Plan, origin: str) -> ImportResult:
     """Write the local session `plan.sid` again as its fork `plan.moved_to` (a new file; the
     local one is left to the import that replaces it after a backup) and record the fork."""
-    from commuter.backends.claude import ClaudeBackend
+    from commuter.backends import get_backend  # by name: no import cycle with the package
 
     assert plan.moved_to is not None
-    backend = ClaudeBackend(settings)
+    backend = get_backend("claude", settings)
     ref = backend.find(plan.sid, plan.target)
     if ref.path is None or ref.path.resolve() != plan.dest.resolve():
         raise BackendError(f"session {plan.sid} is not only at {plan.dest}; kept both as they are")
