@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from commuter.errors import BackendError, CommuterError, SessionBusy
+from commuter.errors import BackendError, CommuterError, DeltaBaseMismatch, SessionBusy
 from commuter.sync import status_file
 from commuter.sync.state import SyncState, backoff
 from commuter.sync.watch import Seen, Watcher
@@ -110,18 +110,29 @@ class SyncDaemon:
         # Peers that did not answer on the LAN lately (device id -> monotonic time): the next
         # sends go straight to the relay or folder instead of probing (and asking mDNS) again.
         self._lan_silent: dict[str, float] = {}
+        self._receiving = asyncio.Lock()
         self._transports = _memo_factory(self._lan_silent)
 
     # --- hooks for the peer server ---------------------------------------------------------
 
     async def on_received(self, item: InboxItem, peer: Peer) -> str | None:
-        """An upload landed in the LAN inbox: the receiver takes it now; the sender is alive,
-        so what waits for it goes now too."""
-        self._arrived.set()
+        """An upload landed in the LAN inbox: imported now, while the sender waits for the
+        answer ("imported"; "queued" if it has to wait here: a held session, a missing
+        project). A delta whose base this machine does not hold raises DeltaBaseMismatch:
+        the sender hears 409 and sends the whole session at once. The sender is alive, so
+        what waits for it goes now too."""
+        from commuter.transports.lan import LanTransport
+
         self._lan_silent.pop(peer.device_id, None)
         if await asyncio.to_thread(self.state.retry_now, peer.device_id):
             self._kick_send.set()
-        return "queued"  # a plain token: the sender reads it as its confirmation
+        ctx = await asyncio.to_thread(self._context)
+        async with LanTransport(ctx) as lan:
+            found = [i for i in await lan.pending() if i.id == item.id]
+            if not found:
+                return "queued"
+            imported = await self._receive_item(ctx, lan, found[0], f"lan:{item.id}", answer=True)
+        return "imported" if imported else "queued"  # plain tokens: what the sender reads
 
     def sync_now(self) -> None:
         """`commuter sync-now` (SIGUSR1; e.g. Claude Code's SessionEnd hook): list the stores
@@ -287,6 +298,8 @@ class SyncDaemon:
         self.status.count(sent=self._counters.sent)
         took = time.monotonic() - started
         kind = "increment" if pushed.delta else "whole session"
+        if pushed.fell_back:
+            kind += " (it refused the increment)"
         self.log(
             f"sent {short(ref.session_id)} ({ref.backend}, {project_name(ref.project)}) "
             f"to {peer.name} via {receipt.transport}: {kind}, {receipt.size} bytes "
@@ -342,8 +355,23 @@ class SyncDaemon:
         transport.warnings.clear()
 
     async def _receive_item(
-        self, ctx: TransportContext, transport: Transport, item: Incoming, key: str
-    ) -> None:
+        self,
+        ctx: TransportContext,
+        transport: Transport,
+        item: Incoming,
+        key: str,
+        *,
+        answer: bool = False,
+    ) -> bool:
+        """Import one item (one at a time: the upload handler and the loop share a lock);
+        True if it was imported. `answer`: the sender is waiting for the upload's answer, so
+        a delta that does not apply is raised (409) instead of fetching the whole session."""
+        async with self._receiving:
+            return await self._receive_locked(ctx, transport, item, key, answer)
+
+    async def _receive_locked(
+        self, ctx: TransportContext, transport: Transport, item: Incoming, key: str, answer: bool
+    ) -> bool:
         from commuter.model import ImportOptions
         from commuter.pipeline import receive_one
         from commuter.sync.busy import busy_reason
@@ -351,8 +379,8 @@ class SyncDaemon:
         waiting = self.state.waiting().get(key)
         now = time.time()
         if waiting is not None:
-            if waiting.next_at > now:
-                return
+            if waiting.next_at > now and not answer:
+                return False
             if waiting.reason.startswith("held by"):
                 local = self._local(waiting.session)
                 held = (
@@ -362,24 +390,35 @@ class SyncDaemon:
                 )
                 if held:
                     self.state.wait(key, *_row(waiting), waiting.reason, delay=BUSY_RECHECK)
-                    return
+                    return False
         warnings: list[str] = []
         options = ImportOptions(interactive=False)
         try:
             pulled = await receive_one(
-                ctx, _item_source(transport, item), options, warn=warnings.append
+                ctx,
+                _item_source(transport, item, whole_of_delta=answer),
+                options,
+                warn=warnings.append,
             )
+        except DeltaBaseMismatch as exc:
+            self.state.done_waiting(key)  # dropped by the pipeline: it never applies here
+            sender = _sender_name(ctx, item.sender)
+            self.log(f"dropped a delta from {sender} via {item.transport}: {exc}")
+            if answer:
+                raise
+            return False
         except CommuterError as exc:
             await self._waits(ctx, transport, item, key, exc)
-            return
+            return False
         finally:
             self._flush(transport)
         for message in warnings:
             self._warn_once(message, message)
         self.state.done_waiting(key)
         if pulled is None or pulled.result is None:
-            return
+            return False
         self._imported(ctx, item, pulled)
+        return True
 
     def _local(self, session_id: str) -> Seen | None:
         return next((s for k, s in self._seen.items() if k[1] == session_id), None)
@@ -534,6 +573,7 @@ class _ItemSource:
         self._t = transport
         self._item = item
         self.warnings = transport.warnings
+        self.whole_of_delta = False
 
     async def pending(self) -> list[Incoming]:
         return [self._item]
@@ -545,7 +585,9 @@ class _ItemSource:
         await self._t.ack(item)
 
 
-def _item_source(transport: Transport, item: Incoming) -> _ItemSource:
+def _item_source(
+    transport: Transport, item: Incoming, *, whole_of_delta: bool = False
+) -> _ItemSource:
     cls = type(transport)
 
     class One(_ItemSource):
@@ -553,7 +595,11 @@ def _item_source(transport: Transport, item: Incoming) -> _ItemSource:
         discard_strangers = cls.discard_strangers
         set_aside_damaged = cls.set_aside_damaged
 
-    return One(transport, item)
+    one = One(transport, item)
+    # True: a delta that does not apply is not replaced by the whole session fetched from
+    # its sender (the sender is waiting for our answer and sends it whole on a 409).
+    one.whole_of_delta = whole_of_delta
+    return one
 
 
 async def serve_sync(

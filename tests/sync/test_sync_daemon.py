@@ -318,3 +318,42 @@ def test_a_peer_that_vanishes_mid_transfer_leaves_the_session_queued(world):
             await runner.cleanup()
 
     asyncio.run(go())
+
+
+def test_an_increment_the_peer_cannot_apply_is_refused_and_sent_whole(world):
+    """Over the LAN to a real `serve --sync` at B: B's copy no longer starts with what its
+    last import wrote, so the delta is refused while A waits (409) and A sends it whole."""
+    from peer.peerhelp import ServeProcess
+    from transhelp import BOB, env_for
+
+    from commuter.peer.peers import Peers
+
+    config.unset_value(world.a, "transfer-dir")
+    config.unset_value(world.b, "transfer-dir")
+    office = ServeProcess(env_for(world.b.home), "--sync", "--quiet", "3600")
+    try:
+        peers = Peers.load(world.a)
+        peers.touch_address(BOB.public_key, office.address)
+        peers.save()
+
+        async def go() -> list[str]:
+            da, log = daemon(world.a)
+            await rounds(da, 1, receive=False)
+            at_b = transcript(world.b.home, world.project_b, TOOLS)
+            assert at_b.is_file(), log
+            lines = at_b.read_bytes().splitlines(keepends=True)
+            at_b.write_bytes(b"".join(lines[:-1]))  # B's copy changed under commuter
+            append(transcript(world.a.home, world.project_a, TOOLS), 2)
+            await rounds(da, 1, receive=False)
+            da.state.close()
+            return log
+
+        log = asyncio.run(go())
+    finally:
+        code, out, err = office.stop()
+    assert code == 0, err
+    [first, second] = [line for line in log if line.startswith(f"sent {TOOLS[:8]}")]
+    assert "via lan: whole session" in first
+    assert "whole session (it refused the increment)" in second, log
+    assert "dropped a delta from alice via lan" in out, out
+    assert f"imported {TOOLS[:8]}" in out
