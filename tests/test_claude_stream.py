@@ -161,3 +161,21 @@ def test_a_local_copy_that_went_on_is_forked_by_the_ordinary_path(two, tmp_path,
     result = core.import_file(sb, export(sa, proj_a, tmp_path / "t2.bundle"), ImportOptions())
     assert result.action == "forked" and streamed == ["created"]
     assert not list(b.rglob("*.tmp"))
+
+
+def test_a_line_the_rewriter_refuses_leaves_nothing(two, tmp_path, streamed) -> None:
+    from claude_home import deep_line
+
+    a, b, sa, sb = two
+    proj_a = a / "projects" / "my.app"
+    with transcript(a, proj_a, TOOLS).open("a") as fh:
+        fh.write(deep_line(proj_a, 300) + "\n")
+    bundle = export(sa, proj_a, tmp_path / "t.bundle")
+    with pytest.raises(BundleError, match="nested deeper than"):
+        core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    assert (
+        not [p for p in (b / ".claude").rglob("*") if p.is_file()]
+        if (b / ".claude").exists()
+        else True
+    )
+    assert not list(b.rglob("*.tmp"))
