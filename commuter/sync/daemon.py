@@ -236,19 +236,21 @@ class SyncDaemon:
     def _due(
         self, seen: dict[tuple[str, str], Seen], peers: Sequence[Peer], quiet: float
     ) -> dict[tuple[str, str], tuple[Seen, list[Peer]]]:
-        """Sessions quiet long enough that some peer lacks, with those peers (oldest first)."""
+        """Sessions quiet long enough that some peer lacks, with those peers, newest first (the
+        session just left is the one wanted first); a queued send waits out its backoff even
+        if the session changed again meanwhile."""
         now = time.time()
         sent = {p.device_id: self.state.sent_versions(p.device_id) for p in peers}
         queued = self.state.queued()
         due: dict[tuple[str, str], tuple[Seen, list[Peer]]] = {}
-        for key, entry in sorted(seen.items(), key=lambda kv: kv[1].mtime):
+        for key, entry in sorted(seen.items(), key=lambda kv: kv[1].mtime, reverse=True):
             if not entry.ref.has_messages or now - entry.mtime < quiet:
                 continue
             for peer in peers:
                 if sent[peer.device_id].get(key) == entry.version:
                     continue
                 q = queued.get((peer.device_id, *key))
-                if q is not None and q.version == entry.version and q.next_at > now:
+                if q is not None and q.next_at > now:
                     continue
                 due.setdefault(key, (entry, []))[1].append(peer)
         return due
