@@ -146,8 +146,16 @@ class Watcher:
                 continue
         for seen in self._seen.values():
             if seen.ref.path is not None and len(dirs) < MAX_DIRS:
-                dirs.add(str(seen.ref.path.parent))
+                # Its folder and the two above: a new day's folder of Codex's YYYY/MM/DD
+                # tree, a new chats/ folder of Gemini's, show up as a change there.
+                # (Never above a store root: ~/.claude itself changes for other reasons.)
+                for folder in seen.ref.path.parents[:3]:
+                    if folder == seen.ref.path.parent or self._in_roots(folder):
+                        dirs.add(str(folder))
         return dirs
+
+    def _in_roots(self, folder: Path) -> bool:
+        return any(folder == root or root in folder.parents for root in self._roots)
 
     @staticmethod
     def _dir_stamps(dirs: Iterable[str]) -> dict[str, int]:
