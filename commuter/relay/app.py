@@ -314,8 +314,8 @@ async def handle_delete(request: web.Request) -> web.Response:
     """The owner acknowledges an import: the item is gone for good."""
     box = await _owner(request)
     state = request.app[STATE]
-    item = await _item(request, box)
-    if not await state.store.delete(item):
-        raise ItemNotFound(f"no item {item.id} in this mailbox (expired or already deleted?)")
-    state.log(f"delivered {item.id} to {box}")
-    return web.json_response({"deleted": item.id})
+    item_id = request.match_info["item"]
+    if not (ITEM_ID.match(item_id) and await state.store.delete(box, item_id)):
+        raise ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
+    state.log(f"delivered {item_id} to {box}")
+    return web.json_response({"deleted": item_id})

@@ -129,23 +129,28 @@ END
 $fn$""",
     f"""
 CREATE FUNCTION relay_commit(p_blob bigint, p_id text, p_size bigint, p_digest text,
-    p_created double precision, p_expires double precision, {ARRAYS})
+    p_created double precision, p_expires double precision, p_seq integer, p_data bytea,
+    {ARRAYS})
 RETURNS boolean LANGUAGE plpgsql AS $fn$
 DECLARE
     r record;
+    more integer := CASE WHEN p_data IS NULL THEN 0 ELSE 1 END;
 BEGIN
     PERFORM set_config('synchronous_commit', 'on', true);  -- a 201 is on disk
     DELETE FROM relay_uploads WHERE blob = p_blob
         RETURNING mailbox, sender, received, chunks INTO r;
     IF NOT FOUND THEN
-        RETURN false;
+        RETURN false;  -- dropped as stale by a sweep
     END IF;
-    IF r.received <> p_size THEN
+    IF r.received + coalesce(length(p_data), 0) <> p_size THEN
         RAISE EXCEPTION 'upload % holds % bytes, not %', p_blob, r.received, p_size;
+    END IF;
+    IF p_data IS NOT NULL THEN  -- the last chunk, stored and counted with the commit
+        INSERT INTO relay_chunks (blob, seq, data) VALUES (p_blob, p_seq, p_data);
     END IF;
     INSERT INTO relay_items (id, mailbox, sender, size, digest, created_at, expires_at, blob,
         chunks) VALUES (p_id, r.mailbox, r.sender, p_size, p_digest, p_created, p_expires,
-        p_blob, r.chunks);
+        p_blob, r.chunks + more);
     PERFORM relay_charge({ARGS});
     RETURN true;
 END
@@ -361,12 +366,13 @@ class PgStore(RelayStore):
         *,
         add_items: Sequence[int],
         add_bytes: int,
-        need_items: int,
+        need_items: int | Sequence[int],
         need_bytes: int,
         kinds: Sequence[str] = ("box", "pair", "from", "all"),
     ) -> list[list[Any]]:
         """relay_charge's seven arrays for the `kinds` of quota keys of (mailbox, sender):
-        add (items per kind, bytes), after checking each could take `need_*` more."""
+        add (items per kind, bytes), after checking each could take `need_*` more (items:
+        one number for all, or one per kind)."""
         keys: list[str] = []
         maxima: list[tuple[int, int]] = []
         for key, most_items, most_bytes in quotas.quota_table(self.limits, mailbox, sender):
@@ -374,11 +380,12 @@ class PgStore(RelayStore):
                 keys.append(usage_key(key))
                 maxima.append((most_items, most_bytes))
         n = len(keys)
+        needs = [need_items] * n if isinstance(need_items, int) else list(need_items)
         return [
             keys,
             list(add_items),
             [add_bytes] * n,
-            [need_items] * n,
+            needs,
             [need_bytes] * n,
             [m[0] for m in maxima],
             [m[1] for m in maxima],
@@ -472,9 +479,9 @@ class PgStore(RelayStore):
             sent += len(data)
             yield data
 
-    async def delete(self, item: Item) -> bool:
+    async def delete(self, mailbox: str, item_id: str) -> bool:
         async with self._db("delete the item") as db:
-            return bool(await db.fetchval("SELECT relay_delete($1, $2)", item.mailbox, item.id))
+            return bool(await db.fetchval("SELECT relay_delete($1, $2)", mailbox, item_id))
 
     # Clean-up
 
@@ -624,37 +631,47 @@ class _PgUpload(Upload):
         self.flushed_at = time.monotonic()
 
     async def commit(self, digest: str, ttl: float) -> Item:
-        if self.buf:
-            await self._flush(len(self.buf))
+        # The buffered tail (at most a chunk and a sixteenth) is stored by the commit itself.
+        tail = len(self.buf)
         now = time.time()
         item = Item(
             id=f"{int(now):010d}-{secrets.token_hex(8)}",
             mailbox=self.mailbox,
             sender=self.sender,
-            size=self.stored,
+            size=self.stored + tail,
             digest=digest,
             created_at=now,
             expires_at=now + ttl,
         )
-        # Now one of the mailbox's items: the only check left (429 if no slot is free).
-        arrays = self.store.charge(
-            self.mailbox, self.sender, add_items=(1,), add_bytes=0, need_items=1, need_bytes=0,
-            kinds=("box",),
-        )  # fmt: skip
+        # Now one of the mailbox's items (429 if no slot is free), and the tail's bytes.
+        if tail:
+            arrays = self.store.charge(
+                self.mailbox, self.sender, add_items=(1, 0, 0, 0), add_bytes=tail,
+                need_items=(1, 0, 0, 0), need_bytes=tail,
+            )  # fmt: skip
+        else:
+            arrays = self.store.charge(
+                self.mailbox, self.sender, add_items=(1,), add_bytes=0, need_items=1,
+                need_bytes=0, kinds=("box",),
+            )  # fmt: skip
         async with self.store._db("commit the upload") as db:
             done = await db.fetchval(
-                "SELECT relay_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                "SELECT relay_commit($1, $2, $3, $4, $5, $6, $7, $8,"
+                " $9, $10, $11, $12, $13, $14, $15)",
                 self.blob,
                 item.id,
                 item.size,
                 item.digest,
                 item.created_at,
                 item.expires_at,
+                self.seq,
+                self.buf if tail else None,
                 *arrays,
             )
         if not done:
             raise RelayError("the upload was dropped as stalled; send it again")
         self.done = True
+        self.buf = bytearray()
         return item
 
     async def close(self) -> None:

@@ -104,8 +104,9 @@ class RelayStore(abc.ABC):
         goes (expiry, a DELETE) before the last chunk."""
 
     @abc.abstractmethod
-    async def delete(self, item: Item) -> bool:
-        """Remove an item for good (the recipient's acknowledgement); False if already gone."""
+    async def delete(self, mailbox: str, item_id: str) -> bool:
+        """Remove an item for good (the recipient's acknowledgement); False if it is not
+        there (already deleted, never was)."""
 
     @abc.abstractmethod
     async def expire(self, now: float | None = None) -> int:
@@ -167,8 +168,9 @@ class FileStore(RelayStore):
             while chunk := await asyncio.to_thread(fh.read, CHUNK):
                 yield chunk
 
-    async def delete(self, item: Item) -> bool:
-        return self.storage.delete(item)
+    async def delete(self, mailbox: str, item_id: str) -> bool:
+        item = self.storage.get(mailbox, item_id)
+        return item is not None and self.storage.delete(item)
 
     async def expire(self, now: float | None = None) -> int:
         return self.storage.expire(now)

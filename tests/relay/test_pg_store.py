@@ -231,7 +231,7 @@ async def test_expiry_and_acknowledgements_racing_on_two_relays_count_each_item_
     results = await asyncio.gather(
         store_a.expire(now=later),
         store_b.expire(now=later),
-        *(store_b.delete(item) for item in items[:6]),
+        *(store_b.delete(item.mailbox, item.id) for item in items[:6]),
     )
     expired, deleted = results[0] + results[1], sum(results[2:])
     assert expired + deleted == 12  # each one gone once, by whichever got its row
@@ -312,7 +312,7 @@ async def test_an_item_deleted_mid_download_is_cut_off_not_completed(pg_url, tmp
         await up.close()
         chunks = store.read(item)
         assert len(await anext(chunks)) == 1000
-        assert await store.delete(item)
+        assert await store.delete(item.mailbox, item.id)
         with pytest.raises(ItemNotFound):
             await anext(chunks)
     finally:
