@@ -21,11 +21,11 @@ HEAVY = ("aiohttp", "zeroconf", "nacl", "zstandard")
 @pytest.fixture
 def counted(monkeypatch):
     reads: list[Path] = []
-    real = claude.read_head
+    from commuter.backends.claude.paths import read_head as real  # what claude calls
 
-    def spy(path: Path, *args: object, **kwargs: object):
+    def spy(path: Path):
         reads.append(path)
-        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+        return real(path)
 
     monkeypatch.setattr(claude, "read_head", spy)
     return reads
