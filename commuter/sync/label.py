@@ -48,6 +48,7 @@ class Label:
     message_count: int
     created_at: str
     sender_key: bytes
+    delta: bool = False  # a delta bundle (bundle/delta.py): it needs the items before it
 
 
 def peek_bytes(
@@ -127,6 +128,7 @@ def _from_plain(plain: bytes, sender: bytes) -> Label | None:
         manifest.message_count,
         manifest.created_at,
         sender,
+        isinstance(obj, dict) and "delta" in obj,
     )
 
 
