@@ -641,8 +641,11 @@ async def serve_sync(
         )
     )
     await _first_done(server, serving)
-    if not server.done():
-        log(f"sync: quiet {options.quiet:g} s, state in {daemon.state.path}")
+    if server.done():  # it could not listen (another daemon has the port?): touch nothing
+        daemon.state.close()
+        await server
+        return
+    log(f"sync: quiet {options.quiet:g} s, state in {daemon.state.path}")
     import signal
 
     with contextlib.suppress(NotImplementedError, AttributeError):

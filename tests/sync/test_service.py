@@ -127,3 +127,37 @@ def test_sync_now_sends_at_once_what_the_quiet_period_holds_back(tmp_path):
         code, out, err = daemon.stop()
     assert code == 0, err
     assert re.search(r"^sent [0-9a-f]{8} \(claude, .*\) to bob via folder", out, re.M), out
+
+
+def test_a_second_daemon_on_the_same_port_fails_and_leaves_the_first_ones_status(tmp_path):
+    env = env_for(tmp_path / "home")
+    first = ServeProcess(env, "--sync")
+    try:
+        port = first.address.rsplit(":", 1)[1]
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "commuter",
+                "serve",
+                "--sync",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--no-mdns",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode != 0
+        [line] = second.stderr.strip().splitlines()
+        assert "cannot listen" in line
+        shown = json.loads(run(env, "status", "--json", "--no-pending").stdout)
+        assert shown["daemon"]["running"] is True and shown["daemon"]["pid"] == first.proc.pid
+    finally:
+        code, _out, err = first.stop()
+    assert code == 0, err
