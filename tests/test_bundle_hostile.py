@@ -11,6 +11,7 @@ import tarfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -95,7 +96,7 @@ def refused(tmp_path: Path, data: bytes, match: str = "", limits: Limits | None 
     path = tmp_path / "bad.bundle"
     path.write_bytes(data)
     staging = tmp_path / "staging"
-    kwargs = {"limits": limits} if limits else {}
+    kwargs: dict[str, Any] = {"limits": limits} if limits else {}
     with pytest.raises(BundleError, match=match or None) as info:
         unpack(path, staging, **kwargs)
     assert list(staging.iterdir()) == [], "staging must be empty after a refused bundle"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from commuter.peer.peers import Peers
 from commuter.settings import Settings
 
 
-def checks(result) -> dict[str, dict]:
+def checks(result) -> dict[str, dict[str, Any]]:
     return {c["check"]: c for c in json.loads(result.stdout)}
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from peer.peerhelp import ServeProcess
+from peerhelp import ServeProcess
 from transhelp import env_for, run
 
 from commuter.settings import Settings

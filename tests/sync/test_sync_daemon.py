@@ -323,7 +323,7 @@ def test_a_peer_that_vanishes_mid_transfer_leaves_the_session_queued(world):
 def test_an_increment_the_peer_cannot_apply_is_refused_and_sent_whole(world):
     """Over the LAN to a real `serve --sync` at B: B's copy no longer starts with what its
     last import wrote, so the delta is refused while A waits (409) and A sends it whole."""
-    from peer.peerhelp import ServeProcess
+    from peerhelp import ServeProcess
     from transhelp import BOB, env_for
 
     from commuter.peer.peers import Peers

@@ -1,6 +1,0 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "transports"))
-sys.path.insert(0, str(Path(__file__).parent.parent / "relay"))
-sys.path.insert(0, str(Path(__file__).parent.parent))
