@@ -178,6 +178,14 @@ class BackendExtras(Protocol):
         """True for an id of this agent's shape (checked before placing one)."""
         ...
 
+    def session_busy(self, ref: SessionRef) -> str | None:
+        """Why `ref` is held by a running agent right now (sync waits), or None."""
+        ...
+
+    def store_roots(self) -> list[Path]:
+        """Folders where this agent's new sessions appear (the sync watcher polls them)."""
+        ...
+
     def arrange(self, results: Sequence[ImportResult]) -> None:
         """Several sessions arrived at once: make the pick-up take the one last active at its
         source, not the one that happened to be imported last."""

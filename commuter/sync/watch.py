@@ -50,9 +50,9 @@ def version_of(ref: SessionRef) -> tuple[str, float] | None:
 
 
 def store_roots(settings: Settings) -> list[Path]:
-    """The folders where each built-in backend keeps its sessions (watched for new ones); a
-    plug-in backend may offer `store_roots()`; without, its sessions' own folders are watched
-    and new projects are found by the periodic full listing."""
+    """The folders where each backend's new sessions appear (its `store_roots()`, watched for
+    new ones); for a backend without, its sessions' own folders are watched and new projects
+    are found by the periodic full listing."""
     from commuter.backends import all_backends
 
     roots: list[Path] = []
@@ -60,19 +60,6 @@ def store_roots(settings: Settings) -> list[Path]:
         hook: Callable[[], Iterable[Path]] | None = getattr(backend, "store_roots", None)
         if callable(hook):
             roots += list(hook())
-            continue
-        if backend.name == "claude":
-            from commuter.backends.claude.paths import ClaudeDirs
-
-            roots.append(ClaudeDirs.of(settings).projects)
-        elif backend.name == "codex":
-            from commuter.backends.codex.paths import codex_home
-
-            roots.append(codex_home(settings) / "sessions")
-        elif backend.name == "gemini":
-            from commuter.backends.gemini.chat import GeminiDirs
-
-            roots.append(GeminiDirs.of(settings.home, dict(settings.env)).tmp)
     return roots
 
 

@@ -111,6 +111,18 @@ class ClaudeBackend:
         """`claude --resume ID` when claude is on PATH."""
         return ["claude", "--resume", result.session_id] if shutil.which("claude") else None
 
+    def session_busy(self, ref: SessionRef) -> str | None:
+        """Which running claude holds `ref`, or None (sync waits while one does)."""
+        from commuter.backends.claude.procs import session_busy
+
+        if ref.path is None:
+            return None
+        return session_busy(ref.path, ref.session_id, self.dirs.sessions_dir)
+
+    def store_roots(self) -> list[Path]:
+        """Where new sessions appear (the sync watcher polls these)."""
+        return [self.dirs.projects]
+
     def doctor_checks(self) -> list[Check]:
         """The claude CLI (and its version), and the transcripts under the projects dir."""
         return [_claude_cli(), _transcripts(self.dirs)]

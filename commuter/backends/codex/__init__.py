@@ -179,6 +179,17 @@ class CodexBackend:
     def is_session_id(self, text: str) -> bool:
         return UUID_RE.fullmatch(text) is not None
 
+    def session_busy(self, ref: SessionRef) -> str | None:
+        """Which running codex has `ref`'s rollout open, or None (sync waits while one does)."""
+        from commuter.backends.codex.procs import busy_pids
+
+        pids = busy_pids([ref.path]) if ref.path is not None else []
+        return f"codex (pid {pids[0]}) has it open" if pids else None
+
+    def store_roots(self) -> list[Path]:
+        """Where new rollouts appear (the sync watcher polls these)."""
+        return [self.home / "sessions"]
+
     def doctor_checks(self) -> list[Check]:
         binary = shutil.which("codex")
         checks: list[Check] = [("codex CLI", binary is not None, binary or "not on PATH")]

@@ -89,6 +89,17 @@ class GeminiBackend:
 
         arrange(self.dirs, results)
 
+    def session_busy(self, ref: SessionRef) -> str | None:
+        """Which running gemini works in `ref`'s project, or None (sync waits while one does)."""
+        from commuter.backends.gemini.procs import busy_pids
+
+        pids = busy_pids(os.path.realpath(ref.project)) if ref.project is not None else []
+        return f"gemini (pid {pids[0]}) runs in its project" if pids else None
+
+    def store_roots(self) -> list[Path]:
+        """Where new chats appear (the sync watcher polls these)."""
+        return [self.dirs.tmp]
+
     def doctor_checks(self) -> list[Check]:
         return [_cli(), self._chats_check()]
 
