@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +39,11 @@ def _say(path: Path, text: str) -> None:
         fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
 
+def _grow_whole(path: Path, text: str) -> None:
+    """Append more than the session held: the next push is the whole session, not a delta."""
+    _say(path, text + " " + "x" * ((4 << 20) + 2 * path.stat().st_size))
+
+
 def _drops(shared: Path) -> list[Path]:
     return sorted(p for p in shared.iterdir() if not p.name.startswith("."))
 
@@ -49,7 +55,7 @@ def test_a_newer_folder_push_replaces_the_older_unread_drop(world):
     first = run(env_a, "push", TOOLS, cwd=w.project_a)
     assert first.returncode == 0, first.stderr
     [older] = [p for p in _drops(w.shared) if p != foreign]
-    _say(transcript(w.a.home, w.project_a, TOOLS), "one more thing")
+    _grow_whole(transcript(w.a.home, w.project_a, TOOLS), "one more thing")
     second = run(env_a, "push", TOOLS, cwd=w.project_a)
     assert second.returncode == 0, second.stderr
     assert f"removed {older.name}, an unread older push" in second.stderr
@@ -68,7 +74,7 @@ def test_an_older_drop_a_recipient_already_marked_is_left_alone(world):
     [older] = _drops(w.shared)
     marker = w.shared / f".{older.name}.ack-SOMEDEVICE"
     marker.write_bytes(b"")
-    _say(transcript(w.a.home, w.project_a, TOOLS), "one more thing")
+    _grow_whole(transcript(w.a.home, w.project_a, TOOLS), "one more thing")
     assert run(env_a, "push", TOOLS, cwd=w.project_a).returncode == 0
     assert older.exists() and marker.exists()
     assert len(_drops(w.shared)) == 2
@@ -79,6 +85,7 @@ def test_an_older_drop_changed_since_it_was_written_is_left_alone(world):
     assert run(env_a, "push", TOOLS, cwd=w.project_a).returncode == 0
     [older] = _drops(w.shared)
     older.write_bytes(older.read_bytes() + b"x")  # not the bytes this machine wrote
+    _grow_whole(transcript(w.a.home, w.project_a, TOOLS), "one more thing")
     assert run(env_a, "push", TOOLS, cwd=w.project_a).returncode == 0
     assert older.exists() and len(_drops(w.shared)) == 2
 
@@ -94,7 +101,8 @@ def test_a_session_pushed_twice_to_the_relay_is_one_import(world, tmp_path):
             run(env_a, "push", TOOLS, "--to", "bob", "--via", "relay", cwd=w.project_a).returncode
             == 0
         )
-        _say(transcript(w.a.home, w.project_a, TOOLS), "the newer one")
+        time.sleep(1.1)  # created_at has whole seconds: a tie decides nothing
+        _grow_whole(transcript(w.a.home, w.project_a, TOOLS), "the newer one")
         assert (
             run(env_a, "push", TOOLS, "--to", "bob", "--via", "relay", cwd=w.project_a).returncode
             == 0
@@ -127,3 +135,19 @@ def test_a_dry_run_removes_nothing(world, tmp_path):
         assert len(list((tmp_path / "relay-data").rglob("*.sealed"))) == 2
     finally:
         relay.kill()
+
+
+def test_deltas_after_a_whole_push_are_all_imported_in_order(world, tmp_path):
+    w, env_a, env_b = world
+    at_a = transcript(w.a.home, w.project_a, TOOLS)
+    for text in ("first", "second", "third"):  # whole, then deltas on it (nothing confirmed)
+        time.sleep(1.1)  # drops are named and ordered by the second they were made
+        _say(at_a, text)
+        pushed = run(env_a, "push", TOOLS, cwd=w.project_a)
+        assert pushed.returncode == 0, pushed.stderr
+    assert len(_drops(w.shared)) == 3  # a delta never replaces the drop it builds on
+    pulled = run(env_b, "pull", cwd=w.b.home)
+    assert pulled.returncode == 0, pulled.stderr
+    text = transcript(w.b.home, w.project_b, TOOLS).read_text()
+    assert "first" in text and "second" in text and "third" in text
+    assert _drops(w.shared) == []

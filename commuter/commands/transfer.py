@@ -87,7 +87,7 @@ def push_cmd(
 
     # A delta when every peer confirmed an earlier state of the session (pipeline.send_session).
     pushed = asyncio.run(send_session(ctx, session, peers, deliver, agent=agent, cwd=cwd))
-    if pushed.receipt.transport == "folder":  # an unread older drop of it is replaced
+    if pushed.receipt.transport == "folder" and not pushed.delta:  # replaces unread older
         from commuter.transports.folder import supersede
 
         for name in supersede(ctx, pushed.receipt, pushed.agent, pushed.session_id):
@@ -202,6 +202,10 @@ def pull_cmd(
 
     # One item per session and sender: the newest push; the older ones go once it is in.
     pulled = asyncio.run(pull_all(ctx, options, via, warn=_warn, factory=newest_factory(create)))
+    if not dry_run and via in ("auto", "folder") and ctx.config.transfer_dir is not None:
+        from commuter.transports.folder import FolderTransport
+
+        FolderTransport(ctx).upkeep()  # plain drops every puller has, or old ones, go
     imported = [p for p in pulled if p.result is not None]
     for p in imported:
         click.echo(f"from {safe_text(p.origin)} via {p.item.transport}:")

@@ -241,6 +241,9 @@ class FolderTransport(Transport):
         # Reload: `flow` may have recorded other digests since this transport read the state.
         PullState.load(self.ctx.settings).mark(item.digest, item.label)
         found = self._found.get(item.id)
+        if found is not None and not found.sealed and not found.legacy:
+            await asyncio.to_thread(self._ack_plain, found)
+            return
         if found is None or not found.sealed:
             return
         if found.only_me:
@@ -273,6 +276,104 @@ class FolderTransport(Transport):
             found.path.unlink(missing_ok=True)
             for r in found.recipients:
                 marker(r).unlink(missing_ok=True)
+
+    # --- plain drops: removed once every machine that pulls here has imported them ----------
+
+    def _marker(self, drop: Path, device_id: str) -> Path:
+        return drop.with_name(f".{drop.name}{ACK_MARK}{device_id}")
+
+    def _pullers(self) -> list[str]:
+        """Device ids of the machines that pulled from this folder in the last PULLER_DAYS
+        (each leaves `.commuter-puller-<device id>`, touched on every pull)."""
+        now = time.time()
+        out = []
+        for p in self.root.glob(f"{PULLER_MARK}*"):
+            device_id = p.name[len(PULLER_MARK) :]
+            with contextlib.suppress(OSError):
+                st = p.lstat()
+                if (
+                    is_device_id(device_id)
+                    and stat.S_ISREG(st.st_mode)
+                    and now - st.st_mtime < PULLER_DAYS * 86400
+                ):
+                    out.append(device_id)
+        return out
+
+    def _register(self) -> bool:
+        """Say this machine pulls here (`.commuter-puller-<device id>`, touched each time)."""
+        me = self.root / f"{PULLER_MARK}{self.ctx.identity.device_id}"
+        try:
+            if _is_regular(me):
+                os.utime(me, None)
+            elif not os.path.lexists(me):
+                os.close(os.open(me, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
+            return True
+        except OSError:
+            return False  # a read-only folder: pulling still works, only the upkeep does not
+
+    def upkeep(self) -> None:
+        """After a pull (never a dry run): with plain drops here, register this machine as
+        one that pulls here, mark those it imported or pushed, remove those every such
+        machine marked, and those older than config `plain-max-age-days` (default 30) that
+        it imported or pushed. A plain drop not known here is never removed by this machine."""
+        if not self.configured or not self.root.is_dir():
+            return
+        drops = [d for d in self.root.glob(f"*{PLAIN_SUFFIX}") if _is_regular(d)]
+        if not drops or not self._register():
+            return  # nothing plain: leave no trace in the folder
+        days = self.ctx.config.plain_max_age_days or PLAIN_MAX_AGE_DAYS
+        now = time.time()
+        pullers: list[str] | None = None
+        for drop in drops:
+            try:
+                mtime = drop.lstat().st_mtime
+                done = self.state.done(sha256_file(drop))
+            except OSError:
+                continue
+            if not done:
+                continue  # not known here as a commuter bundle: never removed by this machine
+            if now - mtime >= days * 86400:
+                self._remove_plain(drop)
+                continue
+            if not _mark(self._marker(drop, self.ctx.identity.device_id)):
+                continue
+            pullers = self._pullers() if pullers is None else pullers
+            if all(_is_regular(self._marker(drop, d)) for d in pullers):
+                self._remove_plain(drop)
+
+    def _remove_plain(self, drop: Path) -> None:
+        with contextlib.suppress(OSError):
+            drop.unlink()
+        for marker in self.root.glob(f".{drop.name}{ACK_MARK}*"):
+            if is_device_id(marker.name.rsplit(ACK_MARK, 1)[-1]) and _is_regular(marker):
+                with contextlib.suppress(OSError):
+                    marker.unlink()
+
+    def _ack_plain(self, found: _Found) -> None:
+        """Mark a plain drop imported here; the last of the machines that pull from this
+        folder to import it removes it (and the markers)."""
+        if not self._register() or not _mark(self._marker(found.path, self.ctx.identity.device_id)):
+            return
+        pullers = self._pullers()
+        if pullers and all(_is_regular(self._marker(found.path, d)) for d in pullers):
+            self._remove_plain(found.path)
+
+
+PULLER_MARK = ".commuter-puller-"
+PULLER_DAYS = 90  # a machine that has not pulled for this long no longer holds drops back
+PLAIN_MAX_AGE_DAYS = 30
+
+
+def _mark(path: Path) -> bool:
+    """Create the empty marker `path` (never through a link planted under its name); True if
+    it is there now as a plain file."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
+    except FileExistsError:
+        return _is_regular(path)
+    except OSError:
+        return False
+    return True
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -343,7 +444,9 @@ def supersede(ctx: TransportContext, receipt: Receipt, agent: str, session_id: s
         if not _is_regular(old):
             del sent[name]  # imported (and removed) by its recipients, or gone
             continue
-        if any(p.name.startswith(f".{name}{ACK_MARK}") for p in root.iterdir()):
+        own = f".{name}{ACK_MARK}{ctx.identity.device_id}"
+        readers = [p for p in root.iterdir() if p.name.startswith(f".{name}{ACK_MARK}")]
+        if any(p.name != own for p in readers):
             continue  # read by some recipient: the last one removes it
         try:
             same = old.lstat().st_size == entry.get("size") and sha256_file(old) == entry.get(
@@ -355,6 +458,8 @@ def supersede(ctx: TransportContext, receipt: Receipt, agent: str, session_id: s
             with contextlib.suppress(OSError):
                 old.unlink()
                 removed.append(name)
+                if readers:  # this machine's own marker of its own plain drop
+                    (root / own).unlink()
             del sent[name]
     sent[receipt.item_id] = {"key": key, "digest": digest, "size": mine.stat().st_size}
     if len(sent) > MAX_SENT:

@@ -1,7 +1,8 @@
 """The same session pushed twice is one item to pull: of the items one paired sender left for
-this machine for one session, only the newest is imported; the older ones are acked (the
-recipient removes its own mail) once the newest has been imported, never before, so a newest
-that fails leaves everything in place for the next pull.
+this machine for one session, those older than the newest whole bundle are not imported; they
+are acked (the recipient removes its own mail) once that bundle has been imported, never
+before, so one that fails leaves everything in place for the next pull. Deltas after it (each
+builds on the one before) are all imported, in order.
 
 Items are grouped by what their seal says (commuter.sync.label: the signed sender key, agent
 and session id of the bundle's manifest, checked as an import would), never by what a relay or
@@ -22,8 +23,8 @@ Factory = Callable[[str, "TransportContext"], "Transport"]
 
 
 def newest_only(transport: Transport) -> Transport:
-    """`transport` whose `pending` offers one item per (sender, agent, session) and whose
-    `ack` of that item also acks the older ones it replaced."""
+    """`transport` whose `pending` leaves out, per (sender, agent, session), every item older
+    than the newest whole (non-delta) bundle, and whose `ack` of that bundle also acks them."""
     pending: Callable[[], Awaitable[list[Incoming]]] = transport.pending
     ack: Callable[[Incoming], Awaitable[None]] = transport.ack
     replaced: dict[str, list[Incoming]] = {}
@@ -38,7 +39,7 @@ def newest_only(transport: Transport) -> Transport:
         twice = [i for i in sealed if senders.count(i.sender) > 1]
         if not twice:
             return items
-        groups: dict[tuple[bytes, str, str], list[tuple[str, int, Incoming]]] = {}
+        groups: dict[tuple[bytes, str, str], list[tuple[str, int, Incoming, bool]]] = {}
         for index, item in enumerate(items):
             if item not in twice:
                 continue
@@ -49,15 +50,23 @@ def newest_only(transport: Transport) -> Transport:
             if label is None or not label.sender_key:
                 continue
             key = (label.sender_key, label.agent, label.session_id)
-            groups.setdefault(key, []).append((label.created_at, index, item))
+            groups.setdefault(key, []).append((label.created_at, index, item, label.delta))
         dropped: set[int] = set()
         for entries in groups.values():
-            if len(entries) < 2:
-                continue
             entries.sort(key=lambda e: (e[0], e[1]))
-            *older, (_, _, newest) = entries
-            replaced[newest.id] = [item for _, _, item in older]
-            dropped |= {index for _, index, _ in older}
+            # The newest whole bundle makes everything before it redundant; deltas after it
+            # build on it (and on each other) and are all imported, in order.
+            wholes = [n for n, e in enumerate(entries) if not e[3]]
+            if not wholes or wholes[-1] == 0:
+                continue
+            newest_at, _, newest, _ = entries[wholes[-1]]
+            # Only what was made strictly before it (created_at has whole seconds: a tie
+            # says nothing about which came first, so both stay).
+            older = [e for e in entries[: wholes[-1]] if e[0] < newest_at]
+            if not older:
+                continue
+            replaced[newest.id] = [e[2] for e in older]
+            dropped |= {e[1] for e in older}
         return [item for index, item in enumerate(items) if index not in dropped]
 
     async def ack_with_replaced(item: Incoming) -> None:

@@ -76,7 +76,7 @@ def test_pull_on_the_sender_ignores_its_own_drops(world, tmp_path):
     ctx = context(world.a)
     push_all(world, tmp_path)
     asyncio.run(push_file(ctx, export(world.a, world.project_a, tmp_path), []))
-    assert len(list(world.shared.iterdir())) == 2
+    assert len([p for p in world.shared.iterdir() if not p.name.startswith(".")]) == 2
     assert pull(world.a) == ([], [])
 
 
@@ -119,7 +119,9 @@ def test_plain_drop_when_nobody_is_paired(tmp_path):
     assert stat.S_IMODE(os.stat(pushed.receipt.location).st_mode) == 0o600  # readable text
     [done], _ = pull(world.b)
     assert done.result is not None and "not verified" in done.origin
-    assert Path(pushed.receipt.location).exists()  # a plain drop is never deleted
+    # B is the only machine that pulls here and has imported it: the drop and its marker go.
+    assert not Path(pushed.receipt.location).exists()
+    assert [p.name for p in world.shared.iterdir()] == [f".commuter-puller-{BOB.device_id}"]
     assert pull(world.b) == ([], [])
 
 
