@@ -169,9 +169,12 @@ class Advertiser:
     async def _reannounce(self, addrs: list[str]) -> None:
         info = self._make_info(addrs)
         if self.settings.mdns_interfaces:
-            # Pinned interfaces: the same sockets still serve; only the A records change.
-            await self._zc.async_update_service(info)
-            self._info = info
+            # Pinned interfaces: the same sockets still serve; only the A records change. A
+            # goodbye for the old records, then the new ones registered (an update alone left
+            # browsers resolving the old address on some zeroconf releases).
+            if self._info is not None:
+                await self._zc.async_unregister_service(self._info)
+            await self._register(info)
             return
         old, self._zc = self._zc, None
         if old is not None:  # None: the previous attempt failed to open new sockets
