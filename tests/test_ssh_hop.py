@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from commuter.backends.claude.stream import restore_prefix
+
 sys.path.insert(0, str(Path(__file__).parent / "transports"))
 
 from claude_home import TOOLS, carry, install, transcript
@@ -267,8 +269,13 @@ def test_from_fetches_the_hosts_newest_session_for_the_mapped_dir(world: World, 
     # inside the user's own ssh: new project config arrives as from a paired peer
     assert (w.project_a / ".claude" / "commands" / "b.md").read_text() == "from B\n"
     assert _cwds(at_a) == {str(w.project_a)}
-    backups = w.a.backups_dir.rglob(f"{TOOLS}.jsonl")
-    assert [p.read_bytes() for p in backups] == [before]
+    # B only appended, so the backup is a record of the old length and digest, and
+    # cutting a copy of the new transcript back by it gives A's transcript as it was
+    assert not list(w.a.backups_dir.rglob(f"{TOOLS}.jsonl"))
+    [record] = w.a.backups_dir.rglob("prefix.json")
+    copy = tmp_path / "restored.jsonl"
+    copy.write_bytes(at_a.read_bytes())
+    assert restore_prefix(record, copy).read_bytes() == before
     assert _staging_empty(w.a)
 
 
