@@ -80,13 +80,20 @@ def _quiet_broken_pipe() -> None:
     sys.exit(ExitStatus.BROKEN_PIPE)  # what a shell reports for a program killed by SIGPIPE
 
 
+_SERVERS = ("serve", "relay", "service")  # long-running: they log, they draw no bars
+
+
 @click.group(cls=CommuterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="commuter")
 @click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Move AI coding-agent sessions (Claude Code) between your machines."""
+    """Move AI coding-agent sessions (Claude Code, Codex, Gemini) between your machines."""
     ctx.obj = AppContext(Settings.from_env(), debug=debug)
+    if ctx.invoked_subcommand not in _SERVERS:  # a person waits on it: progress bars
+        from commuter import progress
+
+        progress.enable()
 
 
 @cli.group("config")

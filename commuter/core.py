@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from commuter import bundle
+from commuter import bundle, progress
 from commuter.errors import BackendError, BundleError, CommuterError, DeltaBaseMismatch
 from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
 from commuter.settings import Settings
 
 if TYPE_CHECKING:
-    from commuter.backends import Backend, ImportSource
+    from commuter.backends import Backend, ExportPlan, ImportSource
 
 __all__ = [
     "Exported",
@@ -124,9 +124,23 @@ def export_to(
         meta=_with_fork(settings, plan.backend, plan.session_id, plan.meta),
         members=(),
     )
-    writer = bundle.BundleWriter(out, manifest)
-    plan.write_members(writer)
-    return writer.close(plan.late())
+    with progress.step(f"export {plan.session_id[:8]}", _plan_size(plan)):
+        writer = bundle.BundleWriter(out, manifest)
+        plan.write_members(writer)
+        return writer.close(plan.late())
+
+
+def _plan_size(plan: ExportPlan) -> int | None:
+    """The bytes an export of `plan` reads (for its progress bar); None when not known."""
+    if not progress.wanted(progress.MIN_BYTES):
+        return None
+    total = 0
+    for _, src in plan.members:
+        try:
+            total += len(src) if isinstance(src, bytes) else src.stat().st_size
+        except OSError:
+            return None
+    return total
 
 
 def _with_fork(
@@ -251,7 +265,8 @@ def import_file(
         return route
 
     try:
-        unpacked = bundle.unpack(path, settings.staging_dir, limits=limits, router=router)
+        with progress.step("import", progress.size_of(path)):
+            unpacked = bundle.unpack(path, settings.staging_dir, limits=limits, router=router)
         if routes and not routes[0].usable:  # the route handed it back: the ordinary path
             shutil.rmtree(unpacked.root, ignore_errors=True)
             routes.pop().discard()

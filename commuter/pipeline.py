@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from commuter import progress
 from commuter.errors import (
     BundleError,
     CommuterError,
@@ -131,7 +132,8 @@ async def push_file(
                     skipped.append(f"{name}: {reason}")
                     continue
                 try:
-                    receipt = await transport.send(sealed, peers)
+                    with progress.step(f"{name} send", progress.size_of(sealed)):
+                        receipt = await transport.send(sealed, peers)
                 except DeltaBaseMismatch:
                     raise  # the peer answered: push_session sends the whole session instead
                 except CommuterError as exc:
@@ -407,7 +409,8 @@ async def _pull_one(
     plain: Path | None = None
     digest = item.digest
     try:
-        fetched = await source.fetch(item, tmp)
+        with progress.step(f"fetch {item.label}", item.size or None):
+            fetched = await source.fetch(item, tmp)
         if not digest:  # known only once fetched (pull --from, ssh from)
             digest = await asyncio.to_thread(sha256_file, fetched)
         plain = fetched

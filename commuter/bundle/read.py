@@ -13,8 +13,9 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
+from commuter import progress
 from commuter.bundle.model import (
     _TAR_KINDS,
     BLOCK,
@@ -115,6 +116,18 @@ def _read_magic(fh: BinaryIO) -> None:
     check_format(int(version))
 
 
+class _Counted:
+    """The bundle file as the decompressor reads it, each read counted for the progress bar."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        progress.advance(len(data))
+        return data
+
+
 class _Source:
     """The decompressed tar stream, with every byte counted against a cap."""
 
@@ -123,7 +136,9 @@ class _Source:
 
         self._error = zstandard.ZstdError
         dctx = zstandard.ZstdDecompressor(max_window_size=limits.max_window)
-        self._reader = dctx.stream_reader(fh, read_size=CHUNK, read_across_frames=True)
+        self._reader = dctx.stream_reader(
+            cast("BinaryIO", _Counted(fh)), read_size=CHUNK, read_across_frames=True
+        )
         self._cap = limits.max_total + limits.max_manifest + limits.max_digest + _OVERHEAD
         self.count = 0
 

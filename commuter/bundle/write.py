@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from commuter import progress
 from commuter.bundle.model import (
     BLOCK,
     DEFAULT_LIMITS,
@@ -122,6 +123,7 @@ class BundleWriter:
                     h.update(chunk)  # sha256 and zstd drop the GIL: the scan runs meanwhile
                     self._emit(chunk)
                     left -= len(chunk)
+                    progress.advance(len(chunk))
             finally:
                 if scan is not None:
                     scan.finish()

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from commuter.peer.peers import Peer
     from commuter.settings import Settings
 
-PROGRESS_MIN = 8 * 1024 * 1024
-
 
 def register(cli: click.Group) -> None:
     """Add the peer commands to the CLI group."""
@@ -470,22 +468,11 @@ _SEND_RESULT = {
 async def _send(
     settings: Settings, me: Identity, peer: Peer, bundle: Path, size: int, address: str | None
 ) -> dict[str, Any]:
+    from commuter import progress
     from commuter.peer import client
 
     where = await client.find_addresses(settings, peer, address)
-    suggest = address is None
-    if not (sys.stderr.isatty() and size >= PROGRESS_MIN):
-        return await client.send_file(settings, me, peer, bundle, where, suggest_address=suggest)
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"to {peer.name}", total=size)
+    with progress.step(f"to {peer.name}", size):
         return await client.send_file(
-            settings,
-            me,
-            peer,
-            bundle,
-            where,
-            lambda n: bar.advance(task, n),
-            suggest_address=suggest,
+            settings, me, peer, bundle, where, progress.advance, suggest_address=address is None
         )

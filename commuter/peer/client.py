@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from commuter import progress
 from commuter.errors import (
     CommuterError,
     ConfigError,
@@ -265,8 +266,12 @@ class PeerClient:
                 f"most {limit}"
             )
         got = 0
+        shown = progress.shown()  # else a bar of its own, now that the size is known
         try:
-            with dst.open("xb") as fh:
+            with (
+                dst.open("xb") as fh,
+                progress.step(f"from {self.peer.name}", None if shown else announced),
+            ):
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     got += len(chunk)
                     if got > announced:
@@ -274,6 +279,7 @@ class PeerClient:
                             f"{self.peer.name} sent more than the {announced} bytes it announced"
                         )
                     fh.write(chunk)
+                    progress.advance(len(chunk))
             if got != announced:
                 raise PeerError(
                     f"{self.peer.name} sent {got} of the {announced} bytes it announced"

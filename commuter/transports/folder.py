@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from commuter import progress
 from commuter.errors import BundleError, ConfigError
-from commuter.fsutil import is_temp_name, sha256_file
+from commuter.fsutil import CHUNK, is_temp_name, sha256_file
 from commuter.peer.identity import is_device_id
 from commuter.peer.peers import Peer
 from commuter.transports import (
@@ -118,7 +119,7 @@ class FolderTransport(Transport):
         target = root / name
         tmp = root / f".{name}.{secrets.token_hex(4)}.part"
         try:
-            await asyncio.to_thread(shutil.copyfile, sealed, tmp)
+            await asyncio.to_thread(_copy, sealed, tmp)
             if not is_seal:
                 os.chmod(tmp, 0o600)  # a readable conversation: not for other local users
             os.replace(tmp, target)
@@ -395,10 +396,21 @@ def _copy_digest(src: Path, dst: Path) -> str:
     # O_NOFOLLOW: the drop may have been swapped for a link since it was listed.
     fd = os.open(src, os.O_RDONLY | _NOFOLLOW)
     with os.fdopen(fd, "rb") as fin, dst.open("wb") as fout:
-        while chunk := fin.read(1 << 20):
+        while chunk := fin.read(CHUNK):
             hasher.update(chunk)
             fout.write(chunk)
+            progress.advance(len(chunk))
     return hasher.hexdigest()
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if not progress.shown():
+        shutil.copyfile(src, dst)  # sendfile(2): no bytes through Python
+        return
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+            progress.advance(len(chunk))
 
 
 # --- this machine's own drops: a newer push of a session replaces its older unread one ------

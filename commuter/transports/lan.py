@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from commuter import progress
 from commuter.errors import CommuterError, PeerUnreachable
 from commuter.peer.inbox import Inbox, InboxItem
 from commuter.peer.peers import Peer, Peers
@@ -89,7 +90,7 @@ class LanTransport(Transport):
                     f"{peer.name} is not reachable on the LAN; is `commuter serve` running there?"
                 )
             async with PeerClient(self.ctx.settings, self.ctx.identity, peer, address) as client:
-                answer = await client.upload(sealed)
+                answer = await client.upload(sealed, progress.advance)
             item_id = str(answer.get("id", ""))
             statuses.append(str(answer.get("status", "")))
             where.append(address)

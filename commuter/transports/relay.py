@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from commuter import progress
 from commuter.errors import CommuterError, ConfigError, RelayError, RelayUnreachable, TooLarge
 from commuter.fsutil import CHUNK, sha256_file
 from commuter.http import (
@@ -166,6 +167,7 @@ class RelayTransport(Transport):
                 if size > max_bytes:
                     raise too_big
                 await asyncio.to_thread(fh.write, chunk)
+                progress.advance(len(chunk))
         except BaseException:
             fh.close()
             await asyncio.to_thread(dst.unlink, True)
@@ -329,5 +331,6 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
     try:
         while chunk := await asyncio.to_thread(fh.read, CHUNK):
             yield chunk
+            progress.advance(len(chunk))
     finally:
         fh.close()
