@@ -4,10 +4,8 @@ and session and then removes the older ones from its own mailbox."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "relay"))
 
 from claude_home import TOOLS, transcript
 from relayhelp import RelayProcess
-from transhelp import env_for, make_world, run
+from transhelp import env_for, make_world, run, say
 
 from commuter import config
 
@@ -28,20 +26,9 @@ def world(tmp_path):
     return w, env_for(w.a.home), env_for(w.b.home)
 
 
-def _say(path: Path, text: str) -> None:
-    entry = {
-        "type": "user",
-        "uuid": str(uuid.uuid4()),
-        "sessionId": TOOLS,
-        "message": {"role": "user", "content": text},
-    }
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
-
-
 def _grow_whole(path: Path, text: str) -> None:
     """Append more than the session held: the next push is the whole session, not a delta."""
-    _say(path, text + " " + "x" * ((4 << 20) + 2 * path.stat().st_size))
+    say(path, text + " " + "x" * ((4 << 20) + 2 * path.stat().st_size))
 
 
 def _drops(shared: Path) -> list[Path]:
@@ -127,7 +114,7 @@ def test_a_dry_run_removes_nothing(world, tmp_path):
         for s in (w.a, w.b):
             config.set_value(s, "relay", (relay.url,))
         for text in ("first", "second"):
-            _say(transcript(w.a.home, w.project_a, TOOLS), text)
+            say(transcript(w.a.home, w.project_a, TOOLS), text)
             pushed = run(env_a, "push", TOOLS, "--to", "bob", "--via", "relay", cwd=w.project_a)
             assert pushed.returncode == 0, pushed.stderr
         dry = run(env_b, "pull", "--via", "relay", "--dry-run", cwd=w.b.home)
@@ -142,7 +129,7 @@ def test_deltas_after_a_whole_push_are_all_imported_in_order(world, tmp_path):
     at_a = transcript(w.a.home, w.project_a, TOOLS)
     for text in ("first", "second", "third"):  # whole, then deltas on it (nothing confirmed)
         time.sleep(1.1)  # drops are named and ordered by the second they were made
-        _say(at_a, text)
+        say(at_a, text)
         pushed = run(env_a, "push", TOOLS, cwd=w.project_a)
         assert pushed.returncode == 0, pushed.stderr
     assert len(_drops(w.shared)) == 3  # a delta never replaces the drop it builds on

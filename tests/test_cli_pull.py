@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "relay"))
 
 from claude_home import TOOLS, transcript
 from relayhelp import RelayProcess
-from transhelp import env_for, make_world, run
+from transhelp import env_for, make_world, run, say
 
 from commuter import config
 
@@ -25,17 +24,6 @@ from commuter import config
 def world(tmp_path):
     w = make_world(tmp_path)
     return w, env_for(w.a.home), env_for(w.b.home)
-
-
-def _say(path: Path, text: str) -> None:
-    entry = {
-        "type": "user",
-        "uuid": str(uuid.uuid4()),
-        "sessionId": TOOLS,
-        "message": {"role": "user", "content": text},
-    }
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
 
 def test_pull_project_dir_places_a_session_whose_path_does_not_exist_here(world, tmp_path):
@@ -66,8 +54,8 @@ def test_pull_replace_takes_the_bundles_copy_of_a_diverged_session(world, tmp_pa
     w, env_a, env_b = world
     _first_copy(w, env_a, env_b, tmp_path)
     at_a, at_b = transcript(w.a.home, w.project_a, TOOLS), transcript(w.b.home, w.project_b, TOOLS)
-    _say(at_a, "only at A")
-    _say(at_b, "only at B")
+    say(at_a, "only at A")
+    say(at_b, "only at B")
     assert run(env_a, "push", TOOLS, cwd=w.project_a).returncode == 0
     pulled = run(env_b, "pull", "--replace", "--yes", cwd=w.b.home)
     assert pulled.returncode == 0, pulled.stderr
@@ -79,8 +67,8 @@ def test_pull_replace_takes_the_bundles_copy_of_a_diverged_session(world, tmp_pa
 def test_pull_without_replace_keeps_both_and_lists_the_fork(world, tmp_path):
     w, env_a, env_b = world
     _first_copy(w, env_a, env_b, tmp_path)
-    _say(transcript(w.a.home, w.project_a, TOOLS), "only at A")
-    _say(transcript(w.b.home, w.project_b, TOOLS), "only at B")
+    say(transcript(w.a.home, w.project_a, TOOLS), "only at A")
+    say(transcript(w.b.home, w.project_b, TOOLS), "only at B")
     assert run(env_a, "push", TOOLS, cwd=w.project_a).returncode == 0
     pulled = run(env_b, "pull", cwd=w.b.home)
     assert pulled.returncode == 0, pulled.stderr

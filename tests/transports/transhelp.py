@@ -8,10 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from claude_home import install
+from claude_home import TOOLS, install
 
 from commuter import config
 from commuter.peer.identity import KEY_FILE, Identity
@@ -109,3 +110,15 @@ def make_world(tmp_path: Path, *, pair: bool = True) -> World:
         trust(a, "bob", BOB)
         trust(b, "alice", ALICE)
     return World(a, b, shared, a_home / "projects" / "my.app", project_b)
+
+
+def say(path: Path, text: str, session_id: str = TOOLS) -> None:
+    """Append a user prompt to the Claude Code transcript at `path` (the person went on)."""
+    entry = {
+        "type": "user",
+        "uuid": str(uuid.uuid4()),
+        "sessionId": session_id,
+        "message": {"role": "user", "content": text},
+    }
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
