@@ -182,6 +182,22 @@ class Writer:
             (parent, child, status),
         )
 
+    def drop_children(self, parent: str, keep: set[str]) -> None:
+        """Spawn edges of `parent` to threads other than `keep` go (a replaced branch's)."""
+        if self.state is None:
+            return
+        rows = self.state.execute(
+            "SELECT child_thread_id FROM thread_spawn_edges WHERE parent_thread_id = ?",
+            (parent,),
+        ).fetchall()
+        for (child,) in rows:
+            if child not in keep:
+                self.state.execute(
+                    "DELETE FROM thread_spawn_edges WHERE parent_thread_id = ? "
+                    "AND child_thread_id = ?",
+                    (parent, child),
+                )
+
     def forget_history(self, thread_id: str) -> None:
         if self.history is None:
             return
