@@ -21,7 +21,7 @@ import pytest
 
 from commuter import config
 from commuter.peer.identity import Identity
-from commuter.peer.peers import Peer, Peers
+from commuter.peer.peers import Peers
 from commuter.settings import Settings
 
 from .fake_model import FakeModel
@@ -128,12 +128,40 @@ def _settings(home: Path) -> Settings:
 
 
 def _pair(home_a: Path, home_b: Path, addr_a: str, addr_b: str) -> None:
-    """Trust each other's keys (what `commuter pair` leaves behind), with these addresses."""
-    sa, sb = _settings(home_a), _settings(home_b)
-    ka, kb = Identity.load_or_create(sa), Identity.load_or_create(sb)
-    for settings, name, key, address in ((sa, "office", kb, addr_b), (sb, "home", ka, addr_a)):
-        peers = Peers.load(settings)
-        peers.add(Peer.new(name, key.public_key, address))
+    """Pair for real (B invites on loopback, A joins with the code), then pin where each
+    finds the other's daemon (a closed port: only the relay or folder can carry)."""
+    commuter = [sys.executable, "-m", "commuter", "pair"]
+    inviter = subprocess.Popen(
+        [*commuter, "--json", "--timeout", "60", "--host", "127.0.0.1", "--no-mdns"],
+        env=_env(home_b),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert inviter.stdout is not None
+        invite = json.loads(inviter.stdout.readline())
+        joined = subprocess.run(
+            [*commuter, invite["code"], "--address", invite["address"], "--no-mdns"],
+            env=_env(home_a),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert joined.returncode == 0, joined.stderr
+        _out, err = inviter.communicate(timeout=30)
+    finally:
+        if inviter.poll() is None:
+            inviter.kill()
+            inviter.communicate()
+    assert inviter.returncode == 0, err
+    ka = Identity.load_or_create(_settings(home_a))
+    kb = Identity.load_or_create(_settings(home_b))
+    for home, name, key, address in ((home_a, "office", kb, addr_b), (home_b, "home", ka, addr_a)):
+        peers = Peers.load(_settings(home))
+        assert peers.get(name).public_key == key.public_key  # what the pairing exchanged
+        peers.touch_address(key.public_key, address)
         peers.save()
 
 
