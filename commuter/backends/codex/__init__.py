@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from commuter.backends import Check, ExportPlan, ImportSource
 from commuter.backends.codex import db
@@ -26,6 +26,10 @@ from commuter.backends.codex.place import place
 from commuter.errors import AmbiguousSession, SessionNotFound
 from commuter.model import ImportOptions, ImportResult, SessionRef
 from commuter.settings import Settings
+
+if TYPE_CHECKING:
+    from commuter.acks import Received
+    from commuter.bundle.delta import Spec
 
 
 class CodexBackend:
@@ -155,6 +159,14 @@ class CodexBackend:
 
     def place(self, source: ImportSource, options: ImportOptions) -> ImportResult:
         return place(self.home, self.settings, source, options)
+
+    def place_delta(
+        self, source: ImportSource, spec: Spec, base: Received, options: ImportOptions
+    ) -> ImportResult:
+        """Place a delta bundle on what the last import from its sender left (codex/delta.py)."""
+        from commuter.backends.codex.delta import place_delta
+
+        return place_delta(self.home, self.settings, source, spec, base, options)
 
     # --- BackendExtras ----------------------------------------------------------------------
 
