@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from commuter.peer.peers import Peer
     from commuter.pipeline import Pulled
     from commuter.settings import Settings
+    from commuter.sync.label import Label
     from commuter.transports import Incoming, Transport, TransportContext
 
 Log = Callable[[str], None]
@@ -48,6 +49,8 @@ DEFAULT_QUIET = 30.0
 SENDS_PER_ROUND = 16  # sessions exported per round: a first sync of thousands spreads out
 BUSY_RECHECK = 5.0  # seconds between looks at a session an agent holds
 HEARTBEAT = 60.0
+UPKEEP_EVERY = 600.0  # seconds between folder upkeeps (each hashes the plain drops there)
+_MAX_LABELS = 1024
 _WARN_AGAIN = 3600.0
 _MAX_WARNED = 256
 _ORIGIN_ID = re.compile(r"\(([A-Za-z0-9-]{1,64})\)\Z")
@@ -112,6 +115,9 @@ class SyncDaemon:
         self._lan_silent: dict[str, float] = {}
         self._receiving = asyncio.Lock()
         self._transports = _memo_factory(self._lan_silent)
+        self._next_upkeep = 0.0
+        self._prune_due = False  # an import made a backup: prune them (backups-keep, -max-mb)
+        self._labels: dict[str, Label | None] = {}  # what newest_only read, by item and digest
 
     # --- hooks for the peer server ---------------------------------------------------------
 
@@ -132,6 +138,7 @@ class SyncDaemon:
             if not found:
                 return "queued"
             imported = await self._receive_item(ctx, lan, found[0], f"lan:{item.id}", answer=True)
+        await self._prune()
         return "imported" if imported else "queued"  # plain tokens: what the sender reads
 
     def sync_now(self) -> None:
@@ -326,17 +333,23 @@ class SyncDaemon:
     async def _receive_round(self) -> None:
         from commuter.pipeline import pull_order
         from commuter.transports import create
+        from commuter.transports.newest import newest_factory
 
         ctx = await asyncio.to_thread(self._context)
         remote = time.monotonic() >= self._next_remote
         if remote:
             self._next_remote = time.monotonic() + self.options.pull_seconds
+        if len(self._labels) > _MAX_LABELS:
+            self._labels.clear()
+        # As `pull` does: of several items of one session from one sender only the newest
+        # whole one and the deltas after it are imported; the older ones go once it is in.
+        make = newest_factory(create, labels=self._labels)
         listed: set[str] = set()
         for name in pull_order(ctx, "auto"):
             if name != "lan" and not remote:
                 listed |= {k for k in self.state.waiting() if k.startswith(name + ":")}
                 continue
-            async with create(name, ctx) as transport:
+            async with make(name, ctx) as transport:
                 try:
                     items = await transport.pending()
                 except CommuterError as exc:
@@ -350,6 +363,33 @@ class SyncDaemon:
                     listed.add(key)
                     await self._receive_item(ctx, transport, item, key)
         await asyncio.to_thread(self.state.keep_waiting_only, listed)
+        await self._prune()
+        if remote and ctx.config.transfer_dir is not None:
+            await self._folder_upkeep(ctx)
+
+    async def _prune(self) -> None:
+        """After imports that made backups, the prune a CLI import runs (in a thread)."""
+        if not self._prune_due:
+            return
+        from commuter.backups import auto_prune
+
+        self._prune_due = False
+        await asyncio.to_thread(auto_prune, self.settings)
+
+    async def _folder_upkeep(self, ctx: TransportContext) -> None:
+        """What `pull` does after reading the folder: remove the plain drops every machine
+        that pulls there imported, and old ones this machine imported or pushed; at most
+        every UPKEEP_EVERY seconds (it hashes each plain drop), in a thread."""
+        from commuter.transports.folder import FolderTransport
+
+        now = time.monotonic()
+        if now < self._next_upkeep:
+            return
+        self._next_upkeep = now + UPKEEP_EVERY
+        try:
+            await asyncio.to_thread(FolderTransport(ctx).upkeep)
+        except (CommuterError, OSError) as exc:
+            self._warn_once("upkeep", f"folder upkeep: {exc}")
 
     def _flush(self, transport: Transport) -> None:
         for message in transport.warnings:
@@ -464,6 +504,8 @@ class SyncDaemon:
         self._counters.imported += 1
         self.status.count(imported=self._counters.imported)
         who = peer.name if peer else pulled.origin
+        if result.backups:
+            self._prune_due = True
         self.log(
             f"imported {short(result.session_id)} ({result.backend}, {result.project_dir}) "
             f"from {who} via {item.transport}: {result.action}"

@@ -11,20 +11,25 @@ a file name claims; an item without a label (plain, legacy, unreadable) is never
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING
 
 from commuter.errors import CommuterError
 
 if TYPE_CHECKING:
+    from commuter.sync.label import Label
     from commuter.transports import Incoming, Transport, TransportContext
+
+Labels = MutableMapping[str, "Label | None"]
 
 Factory = Callable[[str, "TransportContext"], "Transport"]
 
 
-def newest_only(transport: Transport) -> Transport:
+def newest_only(transport: Transport, labels: Labels | None = None) -> Transport:
     """`transport` whose `pending` leaves out, per (sender, agent, session), every item older
-    than the newest whole (non-delta) bundle, and whose `ack` of that bundle also acks them."""
+    than the newest whole (non-delta) bundle, and whose `ack` of that bundle also acks them.
+    `labels`: labels read before, by transport, item id and digest (the sync daemon lists
+    the same items every few seconds; it keeps them, and bounds them)."""
     pending: Callable[[], Awaitable[list[Incoming]]] = transport.pending
     ack: Callable[[Incoming], Awaitable[None]] = transport.ack
     replaced: dict[str, list[Incoming]] = {}
@@ -43,10 +48,16 @@ def newest_only(transport: Transport) -> Transport:
         for index, item in enumerate(items):
             if item not in twice:
                 continue
-            try:
-                label = await label_of(transport.ctx, transport, item)
-            except (CommuterError, OSError):
-                label = None
+            memo = f"{item.transport}:{item.id}:{item.digest}"
+            if labels is not None and memo in labels:
+                label = labels[memo]
+            else:
+                try:
+                    label = await label_of(transport.ctx, transport, item)
+                except (CommuterError, OSError):
+                    label = None
+                if labels is not None and item.digest:
+                    labels[memo] = label
             if label is None or not label.sender_key:
                 continue
             key = (label.sender_key, label.agent, label.session_id)
@@ -89,10 +100,10 @@ def newest_only(transport: Transport) -> Transport:
     return transport
 
 
-def newest_factory(factory: Factory) -> Factory:
+def newest_factory(factory: Factory, *, labels: Labels | None = None) -> Factory:
     """A transport factory (transports.create) whose transports go through `newest_only`."""
 
     def make(name: str, ctx: TransportContext) -> Transport:
-        return newest_only(factory(name, ctx))
+        return newest_only(factory(name, ctx), labels)
 
     return make
