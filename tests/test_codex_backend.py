@@ -423,6 +423,35 @@ def test_hostile_row_cannot_inject_sql(two, tmp_path: Path) -> None:
     assert row(b, RESUMED) is not None
 
 
+def test_a_bundle_cannot_rewrite_a_local_thread_by_calling_it_its_subagent(
+    two, tmp_path: Path
+) -> None:
+    _a, b, _sa, sb = two
+    theirs = rollout(b, RESUMED)
+    before, row_before = theirs.read_bytes(), row(b, RESUMED)
+    forged = [json.loads(x) for x in before.decode().splitlines()]
+    forged[-1]["timestamp"] = "2099-01-01T00:00:00.000Z"  # diverges from B's own thread
+    forged.append({**forged[-1], "ordinal": forged[-1]["ordinal"] + 1})
+    data = rollout(b, RESUMED).read_bytes().replace(RESUMED.encode(), PLAIN.encode())
+    meta = {
+        "codex_threads": {RESUMED: {"id": RESUMED, "title": "hijacked"}},
+        "codex_edges": [[PLAIN, RESUMED, "open"]],
+    }
+    members = {
+        f"session/{PLAIN}.jsonl": data,
+        f"subagents/{RESUMED}.jsonl": "".join(json.dumps(e) + "\n" for e in forged).encode(),
+    }
+    res = CodexBackend(sb).place(
+        _source(tmp_path, PLAIN, meta, members), ImportOptions(project_dir=b / "work" / "my.app")
+    )
+    assert res.action == "created" and any(RESUMED in w for w in res.warnings)
+    assert theirs.read_bytes() == before and row(b, RESUMED) == row_before
+    with _db(b / ".codex" / "state_5.sqlite") as conn:
+        assert conn.execute(
+            "SELECT COUNT(*) FROM thread_spawn_edges WHERE child_thread_id = ?", (RESUMED,)
+        ).fetchone() == (0,)
+
+
 def test_a_thread_a_running_codex_holds_is_not_replaced(two, tmp_path: Path) -> None:
     a, b, sa, sb = two
     dst = b / "work" / "my.app"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from commuter import placing
-from commuter.backends.codex.lineage import keys, relation
+from commuter.backends.codex.lineage import keys
 from commuter.backends.codex.paths import is_archived
 from commuter.backends.codex.place import (
     WRITTEN,
@@ -26,6 +26,7 @@ from commuter.backends.codex.place import (
     _row,
     _source_kind,
     _Store,
+    _subagent_action,
     _threads_of,
     _translation,
     _when,
@@ -91,11 +92,7 @@ def place_delta(
     for t in threads[1:]:
         t.new_id = t.old_id
         t.local = store.lookup(t.old_id)
-        if t.local is None:
-            t.action = "created"
-        else:
-            rel = relation(t.local, t.member)
-            t.action = "unchanged" if rel in ("same", "behind") else "updated"
+        t.action = _subagent_action(store, t, set(ids), warnings)
         _destination(home, source, t, warnings)
     for t in threads:
         t.row = _row(source, t, ids, rewriter.paths, target.project)

@@ -35,6 +35,7 @@ from commuter.backends.codex.paths import (
     UUID_RE,
     archived_rollouts,
     is_archived,
+    read_meta,
     rollouts,
     row_path,
 )
@@ -74,6 +75,7 @@ class Thread:
     unarchive: bool = False
     keep: int = 0  # a delta: bytes of `local` kept before the member's (translated) lines
     head: Path | None = None  # where its session_meta line is, if not in `member`
+    foreign: bool = False  # a local thread the bundle calls its subagent that is not: left alone
 
 
 class _Store:
@@ -84,9 +86,36 @@ class _Store:
         self.rows = db.read_threads(home)
         self.files = rollouts(home)
         self.stowed = archived_rollouts(home)
+        self.parents = {child: parent for parent, child, _status in db.read_edges(home)}
 
     def lookup(self, tid: str) -> Path | None:
         return row_path(self.rows.get(tid)) or self.files.get(tid) or self.stowed.get(tid)
+
+    def parent_of(self, tid: str, local: Path) -> str | None:
+        """The thread that spawned the local thread `tid`: its edge, else its session_meta."""
+        if tid in self.parents:
+            return self.parents[tid]
+        parent = (read_meta(local) or {}).get("parent_thread_id")
+        return parent if isinstance(parent, str) else None
+
+
+def _subagent_action(store: _Store, t: Thread, family: set[str], warnings: list[str]) -> str:
+    """What happens to subagent thread `t`: created, unchanged or updated, the last only when
+    the local thread is a subagent of one of the bundle's threads here too (a bundle never
+    rewrites another local thread by naming it its subagent)."""
+    if t.local is None:
+        return "created"
+    rel = relation(t.local, t.member)
+    if rel in ("same", "behind"):
+        return "unchanged"
+    if store.parent_of(t.new_id, t.local) not in family:
+        t.foreign = True
+        warnings.append(
+            f"kept the local thread {t.new_id}: the bundle names it as a subagent thread of its "
+            "own, but here it is not"
+        )
+        return "unchanged"
+    return "updated"
 
 
 @dataclass
@@ -362,16 +391,11 @@ def place(
     if d.tid != main.old_id:  # a fork: its subagent threads get ids of their own too
         ids = {t.old_id: child_id(d.tid, t.old_id) for t in threads}
         ids[main.old_id] = d.tid
+    family = set(ids.values())
     for t in threads:
         t.new_id = ids[t.old_id]
         t.local = d.local if t is main else store.lookup(t.new_id)
-        if t is main:
-            t.action = d.action
-        elif t.local is None:
-            t.action = "created"
-        else:
-            rel = relation(t.local, t.member)
-            t.action = "unchanged" if rel in ("same", "behind") else "updated"
+        t.action = d.action if t is main else _subagent_action(store, t, family, warnings)
         _destination(home, source, t, warnings)
         t.row = _row(source, t, ids, rewriter.paths, target.project)
 
@@ -486,6 +510,7 @@ def _write(
             assert t.local is not None
             backups.append(box.file(t.new_id, t.local))
     rows = db.read_threads(home)
+    foreign = {t.old_id for t in threads if t.foreign}
     edges = [
         edge
         for edge in source.meta.get("codex_edges") or []
@@ -494,6 +519,7 @@ def _write(
         and all(isinstance(e, str) for e in edge)
         and edge[0] in ids
         and edge[1] in ids
+        and edge[1] not in foreign
     ]
     main = threads[0]
     with placing.Pending() as pending:
@@ -505,6 +531,8 @@ def _write(
                 _copy(t.member, out, rewriter, renames)
         with db.writing(home) as w:
             for t in threads:
+                if t.foreign:
+                    continue
                 known = (rows.get(t.new_id) or {}).get("rollout_path")
                 if t in writing or t.row.get("rollout_path") != known:
                     w.upsert(t.row)
