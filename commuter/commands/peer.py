@@ -40,6 +40,15 @@ def _identity(settings: Settings) -> Identity:
     return Identity.load_or_create(settings)
 
 
+def _own_device_id(settings: Settings) -> str | None:
+    """This machine's device id, or None when it has no key yet (none is made for asking)."""
+    from commuter.peer.identity import KEY_FILE
+
+    if not (settings.config_dir / KEY_FILE).is_file():
+        return None
+    return _identity(settings).device_id
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data))
     sys.stdout.flush()
@@ -65,7 +74,7 @@ def id_cmd(app: AppContext, as_json: bool) -> None:
 
 
 @click.command("pair")
-@click.argument("code", required=False)
+@click.argument("code", nargs=-1)
 @click.option("--address", help="Join: the inviter's HOST:PORT (skips mDNS).")
 @click.option(
     "--timeout",
@@ -81,7 +90,7 @@ def id_cmd(app: AppContext, as_json: bool) -> None:
 @pass_app
 def pair_cmd(
     app: AppContext,
-    code: str | None,
+    code: tuple[str, ...],
     address: str | None,
     timeout: float,
     as_json: bool,
@@ -89,11 +98,12 @@ def pair_cmd(
     port: int,
     no_mdns: bool,
 ) -> None:
-    """Pair with another machine: print a one-time code, or join with CODE."""
-    if code is None:
+    """Pair with another machine: print a one-time code, or join with CODE (its words may
+    also be typed apart: 7 orbit lemon piano)."""
+    if not code:
         peer = asyncio.run(_invite(app.settings, timeout, as_json, host, port, not no_mdns))
     else:
-        peer = asyncio.run(_join(app.settings, code, address, not no_mdns))
+        peer = asyncio.run(_join(app.settings, " ".join(code), address, not no_mdns))
     if as_json:
         _echo_json(
             {
@@ -198,13 +208,23 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
     from commuter.peer.discovery import SERVICE, Seen, browse
     from commuter.peer.peers import Peers
 
+    me = _own_device_id(app.settings)
     paired = Peers.load(app.settings).all()
+    for p in paired:
+        if p.device_id == me:  # paired with itself, or a copied config: not a peer
+            click.echo(
+                f"note: {safe_text(p.name)} is this machine's own key; "
+                f"`commuter unpair {safe_text(p.name)}` removes it",
+                err=True,
+            )
+    paired = [p for p in paired if p.device_id != me]
     seen: list[Seen] = []
     if not no_scan:
         try:
             seen = asyncio.run(browse(app.settings, SERVICE, app.settings.mdns_timeout))
         except OSError as exc:
             click.echo(f"warning: mDNS browse failed ({safe_text(str(exc))})", err=True)
+        seen = [s for s in seen if me is None or s.device_id != me]  # this machine's serve
     ids = {p.device_id for p in paired}
     online = {s.device_id: s.address for s in seen}
     if as_json:
@@ -416,7 +436,7 @@ def receive_cmd(
 @click.command("send")
 @click.argument("peer")
 @click.argument("session", required=False)
-@click.option("--latest", is_flag=True, help="The newest session of this directory (default).")
+@click.option("--latest", is_flag=True, help="The newest session of this project (no picker).")
 @click.option("--address", help="The peer's HOST:PORT (skips mDNS).")
 @agent_option
 @pass_app
@@ -428,7 +448,9 @@ def send_cmd(
     address: str | None,
     agent: str | None,
 ) -> None:
-    """Send a session straight to a paired machine on the LAN."""
+    """Send a session straight to a paired machine on the LAN (no SESSION: this project's
+    newest; on a terminal, a project with several sessions asks which)."""
+    from commuter.commands.session import choose_session
     from commuter.peer import client
     from commuter.peer.peers import Peers
     from commuter.pipeline import Pushed, send_session
@@ -442,6 +464,7 @@ def send_cmd(
         client.parse_address(address)
     me = _identity(settings)
     ctx = TransportContext.load(settings)
+    session, cwd = choose_session(app, session, latest, agent)
 
     async def deliver(bundle: Path) -> Pushed:
         size = (await asyncio.to_thread(bundle.stat)).st_size
@@ -451,7 +474,7 @@ def send_cmd(
         return Pushed(receipt, True)
 
     # Only what the peer lacks when it confirmed an earlier state (pipeline.send_session).
-    pushed = asyncio.run(send_session(ctx, session, [target], deliver, agent=agent, cwd=Path.cwd()))
+    pushed = asyncio.run(send_session(ctx, session, [target], deliver, agent=agent, cwd=cwd))
     sid = pushed.session_id
     done = _SEND_RESULT.get(pushed.receipt.statuses[0], "delivered")
     click.echo(f"sent session {sid} to {safe_text(target.name)} ({done})")

@@ -328,11 +328,16 @@ def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: 
 @click.command("export")
 @click.argument("session", required=False)
 @click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
-@click.option("-o", "--output", required=True, help="Bundle file to write, or - for stdout.")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE|-",
+    help="Bundle file to write, or - for stdout (default: ./<short id>.bundle, never replaced).",
+)
 @agent_option
 @pass_app
 def export_cmd(
-    app: AppContext, session: str | None, latest: bool, output: str, agent: str | None
+    app: AppContext, session: str | None, latest: bool, output: str | None, agent: str | None
 ) -> None:
     """Write a session (ID, unique prefix, or --latest) to a bundle file."""
     from commuter import core
@@ -341,20 +346,28 @@ def export_cmd(
 
     if session and latest:
         raise click.UsageError("give an ID or --latest, not both")
-    cwd = Path.cwd() if session else here_dir(app.settings, agent)
+    settings = app.settings
+    session, cwd = choose_session(app, session, latest, agent)
     if output == "-":
         if sys.stdout.isatty():
             raise BundleError("refusing to write a bundle to a terminal; use -o FILE or a pipe")
         stream = sys.stdout.buffer
-        manifest = core.export_to(app.settings, stream, session=session, cwd=cwd, agent=agent)
+        manifest = core.export_to(settings, stream, session=session, cwd=cwd, agent=agent)
         stream.flush()
     else:
+        if output is None:  # named after the session, so it must be found first
+            ref = core.find_session(settings, session, cwd, agent)
+            session, output = ref.session_id, default_bundle_name(ref.session_id)
+            if os.path.lexists(output):
+                raise OutputError(
+                    f"{output} already exists; pass -o FILE (-o {output} replaces it)"
+                )
         target = Path(output).expanduser()
         problem = output_problem(target)
         if problem:
             raise OutputError(problem)
         with atomic_writer(target, 0o600, parents=False) as fh:
-            manifest = core.export_to(app.settings, fh, session=session, cwd=cwd, agent=agent)
+            manifest = core.export_to(settings, fh, session=session, cwd=cwd, agent=agent)
     click.echo(
         safe_text(
             f"exported session {manifest.session_id} "
@@ -364,6 +377,61 @@ def export_cmd(
         ),
         err=True,
     )
+
+
+def default_bundle_name(session_id: str) -> str:
+    """`./<first 8 characters of the id>.bundle`, any character but a letter, digit, `-` or
+    `_` replaced (a plug-in backend's id is not trusted to be a file name)."""
+    short = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in session_id)
+    return f"./{short[:8] or 'session'}.bundle"
+
+
+def choose_session(
+    app: AppContext, session: str | None, latest: bool, agent: str | None
+) -> tuple[str | None, Path]:
+    """The session a command works on, and where to look for it: SESSION as given (in the
+    current directory); else, on a terminal without --latest, the one a person picks
+    (commuter.picker) when the project has several; else None (the newest) in the project
+    root (`project_root`)."""
+    if session:
+        return session, Path.cwd()
+    from commuter import core
+
+    settings = app.settings
+    refs = core.list_sessions(settings, agent)
+    root = project_root(settings, Path.cwd(), refs)
+    if latest or not app.interactive:
+        return None, root
+    mine = [r for r in refs if r.has_messages and _is_root(r, root)]
+    if len(mine) < 2:
+        return None, root
+    from commuter import picker
+
+    mine = mine[: picker.MAX_SHOWN]
+    counts = message_counts(settings, mine)
+    shorts = short_ids([r.session_id for r in mine])
+    now = datetime.now(UTC)
+    choices = [
+        picker.Choice(
+            r.session_id,
+            shorts[r.session_id],
+            r.backend,
+            age(r.updated_at, now),
+            counts.get(f"{r.backend}:{r.session_id}"),
+            r.first_prompt or "",
+        )
+        for r in mine
+    ]
+    title = f"sessions of {_tilde(str(root), str(settings.home))} (newest first):"
+    return picker.ask(title, choices).session_id, root
+
+
+def _is_root(ref: SessionRef, root: Path) -> bool:
+    return ref.project is not None and Path(os.path.realpath(ref.project)) == root
+
+
+def _tilde(path: str, home: str) -> str:
+    return "~" + path[len(home) :] if path == home or path.startswith(home + "/") else path
 
 
 def warn_line(message: str) -> None:

@@ -49,13 +49,15 @@ def to_cmd(
 ) -> None:
     """Send this directory's newest session (or SESSION) to HOST over ssh and import it there."""
     from commuter import core, sshhop
+    from commuter.commands.session import choose_session
 
     if session and latest:
         raise click.UsageError("give an ID or --latest, not both")
     settings = app.settings
+    session, cwd = choose_session(app, session, latest, agent)
     with sshhop.staging_file(settings, ".ssh-to-") as bundle:
         with bundle.open("wb") as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=Path.cwd(), agent=agent)
+            manifest = core.export_to(settings, fh, session=session, cwd=cwd, agent=agent)
         remote = sshhop.send_to(
             settings, host, bundle, project_dir=remote_dir, remote_command=remote_commuter
         )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
-from commuter.commands.session import here_dir, warn_line
+from commuter.commands.session import choose_session, warn_line
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,11 +29,23 @@ def _warn(message: str) -> None:
     warn_line(message)
 
 
-def _check_via(via: str) -> None:
-    if via != "auto":
-        from commuter.transports import transport_class
+VIA_CHOICES = "auto|folder|lan|relay"
 
+
+def _check_via(via: str) -> None:
+    """UnknownTransport (naming `auto` and every transport) unless `via` is auto or one."""
+    if via == "auto":
+        return
+    from commuter.errors import UnknownTransport
+    from commuter.transports import names, transport_class
+
+    try:
         transport_class(via)
+    except UnknownTransport:
+        if via in names():
+            raise  # registered but failed to load: its own message says why
+        known = ", ".join(("auto", *names()))
+        raise UnknownTransport(f"unknown transport {via!r} for --via (known: {known})") from None
 
 
 @click.command("push")
@@ -43,10 +55,11 @@ def _check_via(via: str) -> None:
     "--via",
     default="auto",
     show_default=True,
-    metavar="auto|folder|lan|relay",
-    help="Transport; auto tries lan, then relay, then folder.",
+    metavar=VIA_CHOICES,
+    help="Transport: auto tries lan, then relay, then folder; or only folder, lan or relay.",
 )
 @click.option("--plain", is_flag=True, help="Unencrypted drop into the transfer dir.")
+@click.option("--latest", is_flag=True, help="The newest session of this project (no picker).")
 @agent_option
 @pass_app
 def push_cmd(
@@ -55,12 +68,16 @@ def push_cmd(
     to: str | None,
     via: str,
     plain: bool,
+    latest: bool,
     agent: str | None,
 ) -> None:
-    """Export this directory's newest session (or SESSION) and send it."""
+    """Export this directory's newest session (or SESSION) and send it; on a terminal, a
+    project with several sessions asks which (--latest: the newest)."""
     from commuter.pipeline import push_file, send_session
     from commuter.transports import TransportContext
 
+    if session and latest:
+        raise click.UsageError("give a session id or --latest, not both")
     if plain and to:
         raise click.UsageError("--plain is an unencrypted folder drop; it cannot go --to a peer")
     if plain and via not in ("auto", "folder"):
@@ -78,7 +95,7 @@ def push_cmd(
             "no transfer directory configured; run `commuter config set transfer-dir DIR` "
             "(or push --to PEER)"
         )
-    cwd = Path.cwd() if session else here_dir(settings, agent)
+    session, cwd = choose_session(app, session, latest, agent)
 
     async def deliver(bundle: Path) -> Pushed:
         if by_relay:
@@ -136,8 +153,8 @@ def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: 
     "--via",
     default="auto",
     show_default=True,
-    metavar="auto|folder|lan|relay",
-    help="Read only this transport (default: every configured one).",
+    metavar=VIA_CHOICES,
+    help="Transport: auto reads every configured one; or only folder, lan or relay.",
 )
 @click.option(
     "--from",

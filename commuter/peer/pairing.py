@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import hashlib
 import hmac
 import json
@@ -63,21 +64,50 @@ def make_code(randbelow: Callable[[int], int] = secrets.randbelow) -> Code:
     return Code(nameplate, tuple(words[randbelow(256)] for _ in range(CODE_WORDS)))
 
 
+EXAMPLE = "7-orbit-lemon-piano"
+_CODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789 -")
+
+
 def parse_code(text: str) -> Code:
-    """Parse a typed code (case, spaces and dashes forgiven); PairingFailed if malformed."""
+    """Parse a typed code (case, spaces and dashes forgiven); PairingFailed saying what is
+    wrong with it if malformed (checked before anything goes on the network)."""
     parts = [p for p in text.strip().lower().replace(" ", "-").split("-") if p]
-    words = wordlist()
-    if (
-        len(parts) != CODE_WORDS + 1
-        or not parts[0].isdigit()
-        or not 1 <= int(parts[0]) <= NAMEPLATE_MAX
-        or any(p not in words for p in parts[1:])
-    ):
-        raise PairingFailed(
-            f"{text!r} is not a pairing code (expected a number and {CODE_WORDS} words, "
-            "like 7-orbit-lemon-piano)"
-        )
+    problem = code_problem(text, parts)
+    if problem is not None:
+        raise PairingFailed(f"{text!r} is not a pairing code: {problem}")
     return Code(int(parts[0]), tuple(parts[1:]))
+
+
+def code_problem(text: str, parts: list[str]) -> str | None:
+    """What is wrong with a typed code split into `parts`, as the end of one sentence."""
+    shape = f"a number and {CODE_WORDS} words joined by -, like {EXAMPLE}"
+    if not parts:
+        return f"it is empty (expected {shape})"
+    odd = next((c for c in text.strip().lower() if c not in _CODE_CHARS), None)
+    if odd is not None:
+        return f"it holds {odd!r}, which no code has ({shape})"
+    words = wordlist()
+    number, rest = parts[0], parts[1:]
+    if not number.isdigit():
+        if number[:1].isdigit():
+            return f"a - goes after the number ({shape})"
+        if any(p.isdigit() for p in rest):
+            return f"the number goes first ({shape})"
+        if all(p in words for p in parts):
+            return f"the number in front is missing ({shape}; `commuter pair` printed it)"
+        return f"it must start with the number `commuter pair` printed ({shape})"
+    if not 1 <= int(number) <= NAMEPLATE_MAX:
+        return f"its number is 1 to {NAMEPLATE_MAX}, not {number}"
+    if len(rest) != CODE_WORDS:
+        few = "only " if len(rest) < CODE_WORDS else ""
+        counted = f"{len(rest)} word{'s' if len(rest) != 1 else ''}"
+        return f"it has {few}{counted} after the number, not {CODE_WORDS} ({shape})"
+    wrong = next((w for w in rest if w not in words), None)
+    if wrong is not None:
+        near = difflib.get_close_matches(wrong, words, n=1, cutoff=0.6)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        return f"{wrong!r} is not one of its words{hint}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
