@@ -328,3 +328,36 @@ def test_a_diverged_thread_with_a_subagent_converges_with_the_same_ids(tmp_path:
                 conn.execute("SELECT parent_thread_id, child_thread_id FROM thread_spawn_edges")
             )
         assert edges == {(PARENT, CHILD), (fork, lineage.child_id(fork, CHILD))}, m.name
+
+
+def test_a_dry_run_of_a_convergence_writes_nothing(
+    pair: tuple[Machine, Machine], tmp_path: Path
+) -> None:
+    a, b = pair
+    _diverge(a, b, a_first=True)
+    before = b.path(DOT_SPACE).read_bytes()
+    bundle = a.export(DOT_SPACE, tmp_path / "xa")
+    res = core.import_file(b.settings, bundle, ImportOptions(dry_run=True))
+    assert res.action == "dry-run" and res.planned == "replaced"
+    assert any("would move" in w for w in res.warnings)
+    assert b.path(DOT_SPACE).read_bytes() == before and b.ids() == {DOT_SPACE}
+    assert forks.all_forks(b.settings.state_dir) == {}
+
+
+def test_a_fork_chosen_on_the_terminal_gets_the_derived_id(
+    pair: tuple[Machine, Machine], tmp_path: Path
+) -> None:
+    from conftest import answering
+
+    a, b = pair
+    ka = a.say("only at A", LATE)
+    b.say("only at B", EARLY)
+    asked: list[str] = []
+    options = ImportOptions(interactive=True, ask=answering("fork", asked))
+    res = core.import_file(b.settings, a.export(DOT_SPACE, tmp_path / "xa"), options)
+    assert asked and res.action == "forked"
+    assert res.session_id == lineage.fork_id(DOT_SPACE, ka)
+    assert "only at B" in b.path(DOT_SPACE).read_text()
+    assert "only at A" in b.path(res.session_id).read_text()
+    record = forks.lookup(b.settings.state_dir, "codex", res.session_id)
+    assert record is not None and record.origin_id == DOT_SPACE
