@@ -8,6 +8,10 @@ the two sides of a delta (docs/protocol.md, "Delta transfer").
   machine imported from that sender, each with what the import left in the local transcript
   (its path, size and sha256). A delta is accepted only against one of them, and only while the
   local transcript still begins with exactly what that import wrote.
+- `refused` (receiver side): per (sender, agent, session) the deltas (by digest) this machine
+  could not apply and kept, and when it last asked the sender for the whole session
+  (sync/nack.py); `answered` once an import of that session from that sender succeeded, after
+  which those deltas are stale.
 
 One SQLite file in the state dir (WAL, every write one statement: a crash keeps the old row or
 the new one). Deleting it costs one whole transfer per session, nothing else.
@@ -16,6 +20,7 @@ the new one). Deleting it costs one whole transfer per session, nothing else.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +32,8 @@ import orjson
 Members = Mapping[str, tuple[int, str]]
 
 KEEP_RECEIVED = 8  # states kept per session: a delta from an older confirmed base still applies
+ASK_AGAIN = 3600.0  # seconds before a sender that did not answer a refusal is asked again
+_MAX_REFUSED = 64
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS acked (
@@ -40,6 +47,10 @@ _SCHEMA = (
         local_path TEXT NOT NULL, local_size INTEGER NOT NULL, local_sha256 TEXT NOT NULL,
         at TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS received_key ON received (sender, agent, session_id, seq)",
+    """CREATE TABLE IF NOT EXISTS refused (
+        sender TEXT NOT NULL, agent TEXT NOT NULL, session_id TEXT NOT NULL,
+        digests TEXT NOT NULL, asked_at REAL NOT NULL, answered INTEGER NOT NULL,
+        PRIMARY KEY (sender, agent, session_id))""",
 )
 
 
@@ -226,6 +237,69 @@ def forget_received(state_dir: Path, sender: str, agent: str, session_id: str) -
     try:
         db.execute(
             "DELETE FROM received WHERE sender=? AND agent=? AND session_id=?",
+            (sender, agent, session_id),
+        )
+    finally:
+        db.close()
+
+
+def refuse_delta(state_dir: Path, sender: str, agent: str, session_id: str, digest: str) -> str:
+    """Note that the delta `digest` from `sender` does not apply here and is kept. "stale": it
+    was refused before and an import of the session from `sender` succeeded since (it is
+    older than what is here now: drop it); "ask": ask the sender for the whole session (never
+    asked, or ASK_AGAIN ago); "wait": asked lately, the whole session is on its way."""
+    db = _connect(state_dir)
+    key = (sender, agent, session_id)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute(
+            "SELECT digests, asked_at, answered FROM refused"
+            " WHERE sender=? AND agent=? AND session_id=?",
+            key,
+        ).fetchone()
+        digests: list[str] = orjson.loads(row[0]) if row else []
+        asked_at = float(row[1]) if row else 0.0
+        if row and row[2]:
+            if digest in digests:
+                db.execute("COMMIT")
+                return "stale"
+            digests, asked_at = [], 0.0  # a new refusal after the last was answered
+        if digest not in digests:
+            digests = [*digests, digest][-_MAX_REFUSED:]
+        db.execute(
+            "INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?, 0)",
+            (*key, orjson.dumps(digests).decode(), asked_at),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
+    return "ask" if time.time() - asked_at >= ASK_AGAIN else "wait"
+
+
+def asked_whole(state_dir: Path, sender: str, agent: str, session_id: str) -> None:
+    """The refusal of the session went to `sender` now."""
+    db = _connect(state_dir)
+    try:
+        db.execute(
+            "UPDATE refused SET asked_at=? WHERE sender=? AND agent=? AND session_id=?",
+            (time.time(), sender, agent, session_id),
+        )
+    finally:
+        db.close()
+
+
+def answered(state_dir: Path, sender: str, agent: str, session_id: str) -> None:
+    """An import of the session from `sender` succeeded: the deltas refused before are stale."""
+    if not _path(state_dir).exists():
+        return
+    db = _connect(state_dir)
+    try:
+        db.execute(
+            "UPDATE refused SET answered=1 WHERE sender=? AND agent=? AND session_id=?",
             (sender, agent, session_id),
         )
     finally:

@@ -71,6 +71,12 @@ class Pulled:
     retry: bool = True  # with an error: left in place for the next pull
     exc: CommuterError | None = None  # the error as raised, for one-item commands to re-raise
     deferred: bool = False  # a delta tried again after the pull's other items
+    refused: tuple[str, str] | None = None  # (agent, session): the sender refused our delta
+
+
+class DeltaKept(DeltaBaseMismatch):
+    """A delta that does not apply here, left in place: its sender was asked for the whole
+    session (sync/nack.py), which supersedes it once it arrives."""
 
 
 class Source(Protocol):
@@ -439,6 +445,17 @@ async def _pull_one(
             origin = f"{peer.name} ({peer.device_id})" if peer else "an unknown device"
             verified = peer is not None
             device_id = peer.device_id if peer else None
+            refused = await _refusal(ctx, plain, device_id, options)
+            if refused is not None:
+                if options.dry_run:
+                    return Pulled(item, origin, refused=refused)
+                state.mark(digest, item.label)
+                await _ack(source, item, warn)
+                warn(
+                    f"{origin} could not apply an increment of {refused[1]} (its base did "
+                    "not match there): the next send of it is whole"
+                )
+                return Pulled(item, origin, refused=refused)
         opts = dataclasses.replace(options, origin=origin, sender_verified=verified)
         result = await asyncio.to_thread(
             core.import_file, ctx.settings, plain, opts, sender=device_id
@@ -446,20 +463,31 @@ async def _pull_one(
     except DeltaBaseMismatch as exc:
         if defer_delta:  # another item of this pull may hold its base: try it after them
             return Pulled(item, origin, error=str(exc), exc=exc, deferred=True)
-        # It never applies here: dropped; the whole session is fetched from its sender's
-        # daemon when it answers on the LAN, else the sender's next send is whole.
+        # It never applies here: the whole session is fetched from its sender's daemon when
+        # it answers on the LAN; else the delta stays and the sender is asked to send the
+        # session whole (a refusal the way the delta came), which supersedes it.
         if options.dry_run:
             return Pulled(item, origin, retry=False, exc=exc, error=str(exc))
-        await _ack(source, item, warn)
-        whole = None
-        refetch = device_id is not None and plain is not None
-        if refetch and not getattr(source, "whole_of_delta", False):
-            assert device_id is not None and plain is not None
-            whole = await _whole_instead(ctx, device_id, plain, options, warn)
+        asked = not getattr(source, "whole_of_delta", False)  # else its sender is waiting
+        if device_id is None or plain is None or not asked:
+            await _ack(source, item, warn)
+            return Pulled(item, origin, retry=False, exc=exc, error=f"{exc}; dropped it")
+        whole = await _whole_instead(ctx, device_id, plain, options, warn)
         if whole is not None and whole.result is not None:
+            await _ack(source, item, warn)
             warn(f"{item.label}: {exc}; took the whole session from {whole.origin} instead")
             return dataclasses.replace(whole, item=item)
-        return Pulled(item, origin, retry=False, exc=exc, error=f"{exc}; dropped it")
+        waits = await _keep_delta(ctx, source, device_id, plain, digest, warn)
+        if waits is None:
+            await _ack(source, item, warn)
+            return Pulled(
+                item,
+                origin,
+                retry=False,
+                exc=exc,
+                error=f"{exc}; older than what was imported from its sender since: dropped it",
+            )
+        return Pulled(item, origin, error=f"{exc}; {waits}", exc=DeltaKept(f"{exc}; {waits}"))
     except CommuterError as exc:
         return Pulled(item, origin, error=str(exc), exc=exc)
     except OSError as exc:
@@ -481,14 +509,72 @@ async def _pull_one(
     if not options.dry_run:
         state.mark(digest, item.label)
         await _ack(source, item, warn)
-        if device_id is not None and result.action != "unchanged":
-            # The peer went on with this session: what we sent it before is no base for a
-            # delta any more (it holds its own bytes now); the next send to it is whole.
+        if device_id is not None:
             from commuter import acks
 
             sid = result.original_session_id or result.session_id
-            acks.forget_ack(ctx.settings.state_dir, device_id, result.backend, sid)
+            # What this session's refused deltas from that peer led to is here now.
+            acks.answered(ctx.settings.state_dir, device_id, result.backend, sid)
+            if result.action != "unchanged":
+                # The peer went on with this session: what we sent it before is no base for
+                # a delta any more (it holds its own bytes now); the next send to it is whole.
+                acks.forget_ack(ctx.settings.state_dir, device_id, result.backend, sid)
     return Pulled(item, origin, result)
+
+
+async def _refusal(
+    ctx: TransportContext, plain: Path, device_id: str | None, options: ImportOptions
+) -> tuple[str, str] | None:
+    """(agent, session) if the opened item is a paired peer's refusal of a delta of ours
+    (sync/nack.py); what we thought it holds is forgotten (not in a dry run)."""
+    from commuter import acks
+    from commuter.sync import nack
+
+    if device_id is None:
+        return None
+    refused = await asyncio.to_thread(nack.read, plain)
+    if refused is not None and not options.dry_run:
+        acks.forget_ack(ctx.settings.state_dir, device_id, *refused)
+    return refused
+
+
+async def _keep_delta(
+    ctx: TransportContext, source: Source, device_id: str, delta: Path, digest: str, warn: Warn
+) -> str | None:
+    """A delta from `device_id` that does not apply here and whose sender's daemon did not
+    answer on the LAN: kept, and the sender asked (at most every acks.ASK_AGAIN seconds) to
+    send the session whole, through the transport the delta came by. Returns why it waits;
+    None if it is stale (an import of that session from that sender succeeded since)."""
+    from commuter import acks, core
+    from commuter.sync import nack
+
+    peer = next((p for p in ctx.peers.all() if p.device_id == device_id), None)
+    try:
+        manifest = await asyncio.to_thread(core.read_manifest, delta)
+    except (CommuterError, OSError):
+        return "kept"
+    state_dir = ctx.settings.state_dir
+    agent, sid = manifest.backend, manifest.session_id
+    todo = await asyncio.to_thread(acks.refuse_delta, state_dir, device_id, agent, sid, digest)
+    name = peer.name if peer else device_id
+    if todo == "stale":
+        return None
+    waits = f"asked {name} for the whole session; kept until it arrives"
+    if todo == "wait" or peer is None:
+        return waits
+    via = source.scheme if source.scheme in ("relay", "folder") else "auto"
+    staging = Path(tempfile.mkdtemp(prefix="nack-", dir=_staging(ctx)))
+    try:
+        path = staging / "refusal"
+        await asyncio.to_thread(nack.write, path, agent, sid)
+        await push_file(ctx, path, [peer], via, named=True)
+    except CommuterError as exc:
+        warn(f"could not ask {name} for the whole session {sid}: {exc}")
+        return f"waiting for the whole session from {name} (asking it failed: {exc})"
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    await asyncio.to_thread(acks.asked_whole, state_dir, device_id, agent, sid)
+    return waits
 
 
 async def _whole_instead(

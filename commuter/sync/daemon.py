@@ -415,7 +415,7 @@ class SyncDaemon:
         self, ctx: TransportContext, transport: Transport, item: Incoming, key: str, answer: bool
     ) -> bool:
         from commuter.model import ImportOptions
-        from commuter.pipeline import receive_one
+        from commuter.pipeline import DeltaKept, receive_one
         from commuter.sync.busy import busy_reason
 
         waiting = self.state.waiting().get(key)
@@ -442,6 +442,9 @@ class SyncDaemon:
                 options,
                 warn=warnings.append,
             )
+        except DeltaKept as exc:  # its sender was asked for the whole session
+            await self._waits(ctx, transport, item, key, exc)
+            return False
         except DeltaBaseMismatch as exc:
             self.state.done_waiting(key)  # dropped by the pipeline: it never applies here
             sender = _sender_name(ctx, item.sender)
@@ -457,10 +460,26 @@ class SyncDaemon:
         for message in warnings:
             self._warn_once(message, message)
         self.state.done_waiting(key)
+        if pulled is not None and pulled.refused is not None:
+            self._refused(ctx, pulled, *pulled.refused)
         if pulled is None or pulled.result is None:
             return False
         self._imported(ctx, item, pulled)
         return True
+
+    def _refused(self, ctx: TransportContext, pulled: Pulled, agent: str, session: str) -> None:
+        """A peer could not apply an increment we sent it through the relay or the folder
+        (sync/nack.py): the pipeline forgot what it holds; send it the session whole now."""
+        peer = _origin_peer(ctx, pulled.origin)
+        if peer is None:
+            return
+        self.state.forget_sent(peer.device_id, agent, session)
+        self.state.unqueue(peer.device_id, agent, session)
+        self._kick_send.set()
+        self.log(
+            f"{peer.name} could not apply the increment of {short(session)} ({agent}) sent "
+            f"via {pulled.item.transport}: sending it the whole session"
+        )
 
     def _local(self, session_id: str) -> Seen | None:
         return next((s for k, s in self._seen.items() if k[1] == session_id), None)

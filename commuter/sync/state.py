@@ -120,6 +120,15 @@ class SyncState:
                 (peer, agent, session),
             )
 
+    def forget_sent(self, peer: str, agent: str, session: str) -> None:
+        """`peer` does not hold what we sent it of this session (it refused an increment):
+        the session is due for it again."""
+        with self._tx():
+            self._db.execute(
+                "DELETE FROM sent WHERE peer = ? AND agent = ? AND session = ?",
+                (peer, agent, session),
+            )
+
     # --- what waits to be sent -------------------------------------------------------------
 
     def queued(self) -> dict[tuple[str, str, str], Queued]:
