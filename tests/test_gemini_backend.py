@@ -319,14 +319,12 @@ def test_divergence_keeps_both_as_a_fork(
         )
         == 2
     )
-    # gemini's next start takes the resumed chat and its leftover (as it did at the source),
-    # never the fork
-    gone = gemini_cleanup(chat.parent, datetime(2026, 11, 25, tzinfo=UTC))
-    assert sorted(gone) == [
-        "session-2026-11-24T14-07-c3ddfac4.jsonl",
-        "session-2026-11-24T14-08-c3ddfac4.jsonl",
-    ]
-    assert fork.path.is_file() and chat.is_file()
+    # the message-less leftover of the project's resumed chat went into the backups: gemini's
+    # next start (which no longer resumes that chat: the fork is `latest`) deletes nothing
+    resumed = chat.parent / "session-2026-11-24T14-07-c3ddfac4.jsonl"
+    assert not (chat.parent / "session-2026-11-24T14-08-c3ddfac4.jsonl").exists()
+    assert gemini_cleanup(chat.parent, datetime(2026, 11, 25, tzinfo=UTC)) == []
+    assert fork.path.is_file() and chat.is_file() and resumed.is_file()
 
 
 def test_an_imported_chat_survives_gemini_cleanup(

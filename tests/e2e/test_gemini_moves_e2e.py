@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from commuter.backends.gemini.chat import read_chat
 from commuter.cli import cli
 from commuter.settings import Settings
 
-from .fake_gemini import FakeGemini, codewords
+from .fake_gemini import FakeGemini, Request, codewords, texts
 
 GEMINI_VERSION = "0.61.0"
 REPO = Path(__file__).resolve().parents[2]
@@ -109,8 +110,14 @@ def backend(home: Path) -> GeminiBackend:
     return GeminiBackend(Settings.from_env({"HOME": str(home), "USER": "tester"}))
 
 
+def _conversations(api: FakeGemini, since: int) -> list[Request]:
+    """The conversation requests since the `since`-th chat request (the main agent's, which
+    offers its subagents as a tool; not a summary or a subagent's own)."""
+    return [r for r in api.chats()[since:] if "invoke_agent" in json.dumps(r.body.get("tools"))]
+
+
 def last_chat_words(api: FakeGemini, since: int) -> list[str]:
-    sent = [r for r in api.chats()[since:] if "invoke_agent" in json.dumps(r.body.get("tools"))]
+    sent = _conversations(api, since)
     assert sent, "gemini sent no conversation request"
     return codewords(sent[-1].body)
 
@@ -276,6 +283,7 @@ def test_a_recorded_tool_chat_resumes_with_its_paths_translated(
             assert str(home_a) not in json.dumps(part), part
 
 
+@pytest.mark.timeout(400)
 def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -321,6 +329,11 @@ def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     )
     words = last_chat_words(api, seen)
     assert "KIWI-1" in words and "PLUM-6" in words and "FIG-2" not in words
+    # A goes on in a later minute: gemini leaves a message-less session-<that minute>-<short
+    # id> file, with which its next start not resuming this chat would delete it; the import
+    # (after which `latest` is the fork) moves that file into the backups
+    assert ref.path is not None
+    wait_for_a_new_minute(read_chat(ref.path).start_time)
     gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "Only here: PEAR-5.")
 
     back = tmp_path / "b.commuter"
@@ -341,18 +354,21 @@ def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     assert len(list((chats / fork).glob("*.jsonl"))) == 2  # both subagent chats came along
     assert len(list((chats / sid).glob("*.jsonl"))) == 1  # A's own one, as it was
 
+    # (a chat resumed here in a later minute than its file's is deleted by the next gemini
+    # start that resumes another one: gemini's own rule, whatever commuter does; so each chat
+    # is resumed last by the runs that check it)
     seen = len(api.chats())
     gemini(gemini_bin, home_a, project_a, api, "--resume", "latest", "-p", "Which codewords?")
     words = last_chat_words(api, seen)
     assert "KIWI-1" in words and "PLUM-6" in words and "PEAR-5" not in words
     seen = len(api.chats())
-    gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "And here?")
-    words = last_chat_words(api, seen)
-    assert "KIWI-1" in words and "PEAR-5" in words and "PLUM-6" not in words
-    seen = len(api.chats())
     gemini(gemini_bin, home_a, project_a, api, "--resume", fork, "-p", "The fork again?")
     words = last_chat_words(api, seen)
     assert "PLUM-6" in words and "PEAR-5" not in words
+    seen = len(api.chats())
+    gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "And here?")
+    words = last_chat_words(api, seen)
+    assert "KIWI-1" in words and "PEAR-5" in words and "PLUM-6" not in words
 
 
 def gemini_tui(
@@ -395,17 +411,31 @@ def gemini_tui(
             if b"\x1b[6n" in data:  # where is the cursor? (a terminal answers)
                 os.write(fd, b"\x1b[1;1R")
 
+    def shows(text: str) -> bool:
+        return text in _screen(seen, limit=None)
+
     try:
         pump(90, until=b"Ready (")
         assert b"Ready (" in seen, bytes(seen[-2000:])
         pump(1)
         os.write(fd, prompt.encode())
-        pump(1)
-        os.write(fd, b"\r")
+        # gemini takes an Enter that comes within 30 ms of a typed key for a newline (a paste,
+        # bufferFastReturn): the Enter goes once the prompt is on the screen, and again while
+        # nothing was sent (a busy gemini may have read both at once).
+        end = time.monotonic() + 30
+        while not shows(prompt.rstrip("?.!")) and time.monotonic() < end:
+            pump(0.2)
         end = time.monotonic() + 90
-        while len(api.chats()) == before and time.monotonic() < end:
+        for _ in range(3):
             pump(0.5)
-        pump(2)
+            os.write(fd, b"\r")
+            wait = time.monotonic() + 20
+            while not _conversations(api, before) and time.monotonic() < min(wait, end):
+                pump(0.5)
+            if _conversations(api, before):
+                break
+        sent = [(r.path.rsplit("/", 1)[-1], texts(r.body)[-1:]) for r in api.chats()[before:]]
+        assert _conversations(api, before), f"{sent}\n{_screen(seen)}"
         return last_chat_words(api, before)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -414,6 +444,14 @@ def gemini_tui(
         os.close(fd)
 
 
+def _screen(seen: bytes | bytearray, limit: int | None = 3000) -> str:
+    """What gemini showed (the last `limit` characters), without terminal escapes."""
+    escapes = rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Z]"
+    text = re.sub(escapes, b"", bytes(seen)).decode(errors="replace")
+    return text[-limit:] if limit else text
+
+
+@pytest.mark.timeout(400)
 def test_interactive_gemini_resume_latest_takes_the_import(
     gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -470,31 +470,45 @@ def _earlier_fork(dirs: GeminiDirs, folder: Path, sid: str, new_ids: list[str]) 
 
 def _defuse_cleanup(dirs: GeminiDirs, settings: Settings, plan: _Plan) -> None:
     """gemini's start-up cleanup deletes every chat sharing its 8-character short id with a
-    chat file that has no messages (e.g. the file a resume leaves): such files beside the
-    placed chat are moved into commuter's backups, so the placed chat survives."""
-    short = plan.sid[:8]
+    chat file that has no messages (the file a resume in a later minute leaves): such files
+    beside a chat with messages in the placed chat's folder (its own and the project's other
+    chats', which the import makes no longer `latest`) are moved into commuter's backups."""
     chats = plan.dest.parent
+    kept = {plan.sid[:8]}
+    empty: list[tuple[str, Path, str]] = []
     for name in sorted(_names(chats)):
         path = chats / name
-        if (
-            path == plan.dest
-            or not name.startswith("session-")
-            or not name.endswith((f"-{short}.json", f"-{short}.jsonl"))
-            or not path.is_file()
-            or path.is_symlink()
-        ):
+        short = _short_id(name)
+        if short is None or path.is_symlink() or not path.is_file():
+            continue
+        if path == plan.dest:
             continue
         try:
-            empty = not read_chat(path).has_messages
+            chat: Chat | None = read_chat(path)
         except (OSError, UnicodeDecodeError, RecursionError):
-            empty = True
-        if empty:
-            plan.backups.append(Backups(settings).file(plan.sid, path))
-            path.unlink()
-            plan.warnings.append(
-                f"moved {name} (no messages; gemini's cleanup would delete "
-                "the chat with it) into the backups"
-            )
+            chat = None
+        if chat is not None and chat.has_messages:
+            kept.add(short)
+        else:
+            sid = chat.session_id if chat is not None and chat.session_id else plan.sid
+            empty.append((short, path, sid if is_session_id(sid) else plan.sid))
+    for short, path, sid in empty:
+        if short not in kept:
+            continue
+        plan.backups.append(Backups(settings).file(sid, path))
+        path.unlink()
+        plan.warnings.append(
+            f"moved {path.name} (no messages; gemini's cleanup would delete "
+            "the chat with it) into the backups"
+        )
+
+
+def _short_id(name: str) -> str | None:
+    """The 8-character short id of a chat file name `session-<time>-<short>.json(l)`."""
+    if not name.startswith("session-") or not name.endswith((".json", ".jsonl")):
+        return None
+    short = name.rsplit("-", 1)[-1].split(".", 1)[0]
+    return short if len(short) == 8 else None
 
 
 def _result(
