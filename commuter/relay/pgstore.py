@@ -1,8 +1,8 @@
 """The relay store in PostgreSQL (`relay serve --store postgresql://...`): stateless relays.
 
 Any number of relay processes share one database; each keeps nothing of its own but a pool
-of connections and its request-rate buckets. Everything a promise of the relay rests on is
-in the database, changed in transactions:
+of connections. Everything a promise of the relay rests on, and the request rates, is in the
+database, changed in transactions:
 
 - relay_items: the visible items (one row each, written in the transaction that completes
   the upload: the completed marker). relay_chunks: the ciphertext, in rows of `chunk_size`
@@ -17,18 +17,22 @@ in the database, changed in transactions:
   concurrent uploads through different relays cannot pass a quota together, and a quota is
   one quota whatever relay is asked.
 - relay_nonces: every signed request's (key, nonce) for twice the clock-skew window; a
-  request seen by one relay is refused by every other.
+  request seen by one relay is refused by every other. relay_rates: the token bucket of
+  every key heard from lately, and the new keys' one (key ''), taken by relay_claim() in the
+  statement that records the nonce: a key's rate is one rate across relays.
 - relay_schema: the schema version; migrations run at start under an advisory lock.
 
-Clean-up (expiry, stale uploads, old nonces, idle counters) runs on every relay, each batch
-under `pg_try_advisory_xact_lock` with `FOR UPDATE SKIP LOCKED`: one relay sweeps at a time,
-a row being deleted by a recipient's DELETE is skipped, and the one transaction that deletes
-a row is the one that un-counts it.
+Clean-up (expiry, stale uploads, old nonces, refilled buckets, idle counters) runs on every
+relay, each batch under `pg_try_advisory_xact_lock` with `FOR UPDATE SKIP LOCKED`: one relay
+sweeps at a time, a row being deleted by a recipient's DELETE is skipped, and the one
+transaction that deletes a row is the one that un-counts it.
 
-Durability: the session runs with synchronous_commit=off (chunks, reservations, nonces: a
-database crash can lose the last fraction of a second, and loses it whole, counters and rows
-together); the commit that makes an item visible and the deletion that acknowledges one are
-synchronous, so a 201 or a delete answered is on disk.
+Durability: the session runs with synchronous_commit=off (chunks, reservations, nonces,
+acknowledgements: a database crash can lose the last fraction of a second, and loses it
+whole, counters and rows together; a lost acknowledgement delivers the item again, which
+pull imports once); the transaction that makes an item visible is synchronous, so a 201 is
+on disk. It takes only the mailbox's counter row (relay_finish), so no counter shared by all
+uploads waits for a WAL flush under its row lock.
 """
 
 from __future__ import annotations
@@ -42,7 +46,13 @@ from typing import Any
 
 import asyncpg
 
-from commuter.errors import ConfigError, ItemNotFound, RelayError, ReplayedRequest
+from commuter.errors import (
+    ConfigError,
+    ItemNotFound,
+    RateLimited,
+    RelayError,
+    ReplayedRequest,
+)
 from commuter.fsutil import CHUNK
 from commuter.peer import auth
 from commuter.relay import quotas
@@ -50,7 +60,7 @@ from commuter.relay.quotas import UNLIMITED, Limits
 from commuter.relay.storage import Item, UsageKey
 from commuter.relay.store import RelayStore, StoreUnavailable, Throttle, Upload
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Advisory lock keys (one bigint namespace per database; "cmtrly" + a number).
 LOCK_MIGRATE = 0x636D74726C790001
 LOCK_SWEEP = 0x636D74726C790002
@@ -176,6 +186,78 @@ END
 $fn$""",
 )
 
+# 2: the commit in two transactions in one call (relay_finish): the last chunk is stored and
+# counted asynchronously like any other, then only the mailbox's item slot is taken in the
+# synchronous commit, so no shared counter row ('all', 'from:', 'pair:') stays locked while
+# that commit waits for its WAL flush (uploads through every relay queued behind each flush).
+FINISH = f"""
+CREATE PROCEDURE relay_finish(p_blob bigint, p_id text, p_size bigint, p_digest text,
+    p_created double precision, p_expires double precision, p_seq integer, p_data bytea,
+    t_keys text[], t_add_items bigint[], t_add_bytes bigint[], t_need_items bigint[],
+    t_need_bytes bigint[], t_max_items bigint[], t_max_bytes bigint[],
+    {ARRAYS}, INOUT done boolean DEFAULT NULL)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF p_data IS NOT NULL THEN
+        done := relay_put(p_blob, p_seq, p_data, t_keys, t_add_items, t_add_bytes,
+            t_need_items, t_need_bytes, t_max_items, t_max_bytes);
+        IF NOT done THEN
+            RETURN;
+        END IF;
+        COMMIT;  -- as any chunk: asynchronous, and its counters unlocked at once
+    END IF;
+    done := relay_commit(p_blob, p_id, p_size, p_digest, p_created, p_expires, 0, NULL, {ARGS});
+END
+$fn$"""
+
+RATE_STATE = "CR002"  # relay_claim's refusal; DETAIL: "key" or "new"
+RATE_FUNCTIONS = (
+    # One token from bucket `k` (refilled at `rate`/s up to `burst` since its stamp), if any.
+    """
+CREATE FUNCTION relay_take(k bytea, now double precision, rate double precision,
+    burst double precision) RETURNS boolean LANGUAGE sql AS $fn$
+    UPDATE relay_rates SET tokens = least(burst, tokens + greatest(0, now - stamp) * rate) - 1,
+        stamp = greatest(stamp, now)
+    WHERE key = k AND least(burst, tokens + greatest(0, now - stamp) * rate) >= 1
+    RETURNING true
+$fn$""",
+    # A signed request: its nonce, then its key's rate (and the new keys' rate for a key not
+    # heard from for as long as its bucket takes to refill), as auth.NonceCache does it; a
+    # refusal undoes the statement, so a refused request records nothing.
+    f"""
+CREATE FUNCTION relay_claim(p_key bytea, p_nonce text, p_expires double precision,
+    p_now double precision, per_key double precision, key_burst double precision,
+    new_keys double precision, new_burst double precision)
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+    seen double precision;
+BEGIN
+    INSERT INTO relay_nonces AS n (key, nonce, expires) VALUES (p_key, p_nonce, p_expires)
+        ON CONFLICT (key, nonce) DO UPDATE SET expires = EXCLUDED.expires
+        WHERE n.expires <= p_now;
+    IF NOT FOUND THEN
+        RETURN false;  -- replayed
+    END IF;
+    IF per_key IS NULL THEN
+        RETURN true;  -- no rates
+    END IF;
+    SELECT stamp INTO seen FROM relay_rates WHERE key = p_key FOR UPDATE;
+    IF seen IS NULL OR (per_key > 0 AND p_now - seen >= key_burst / per_key) THEN
+        IF NOT coalesce(relay_take('', p_now, new_keys, new_burst), false) THEN
+            RAISE EXCEPTION 'relay rate' USING ERRCODE = '{RATE_STATE}', DETAIL = 'new';
+        END IF;
+        INSERT INTO relay_rates AS r VALUES (p_key, key_burst, p_now) ON CONFLICT (key)
+            DO UPDATE SET tokens = EXCLUDED.tokens, stamp = greatest(r.stamp, EXCLUDED.stamp);
+    END IF;
+    IF NOT coalesce(relay_take(p_key, p_now, per_key, key_burst), false) THEN
+        RAISE EXCEPTION 'relay rate' USING ERRCODE = '{RATE_STATE}', DETAIL = 'key';
+    END IF;
+    RETURN true;
+END
+$fn$""",
+)
+
+
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
@@ -204,15 +286,24 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             *FUNCTIONS,
         ),
     ),
+    (
+        2,
+        (
+            FINISH,
+            "CREATE TABLE relay_rates (key bytea PRIMARY KEY, tokens double precision NOT NULL,"
+            " stamp double precision NOT NULL)",
+            # The new keys' bucket (keys are 32 bytes: no key is empty); full at the first take.
+            "INSERT INTO relay_rates VALUES ('', 'infinity', 0)",
+            *RATE_FUNCTIONS,
+        ),
+    ),
 )
 TABLES = ("relay_schema", "relay_usage", "relay_uploads", "relay_chunks", "relay_items",
-          "relay_nonces")  # fmt: skip
-
-NONCE_SQL = """
-INSERT INTO relay_nonces AS n (key, nonce, expires) VALUES ($1, $2, $3)
-ON CONFLICT (key, nonce) DO UPDATE SET expires = EXCLUDED.expires WHERE n.expires <= $4
-RETURNING 1
-"""
+          "relay_nonces", "relay_rates")  # fmt: skip
+RATE_MESSAGES = {
+    "new": "too many new clients at once; try again in a minute",
+    "key": "too many requests from this machine; try again in a minute",
+}
 ITEM_COLUMNS = "id, mailbox, sender, size, digest, created_at, expires_at"
 
 
@@ -278,8 +369,6 @@ class PgStore(RelayStore):
         self.chunk_size = chunk_size
         self.pool_size = pool_size
         self.nonces = _DeferredNonces(rates=None)
-        # Rates stay per process (a token bucket per key in memory): N relays allow N times.
-        self._rates = auth.NonceCache(rates=self.limits.rates)
         self._pool: Any = None
         self._expire_gate = Throttle(1.0)
         stall = self.limits.body_stall
@@ -299,9 +388,12 @@ class PgStore(RelayStore):
         try:
             yield
         except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", None) == QUOTA_STATE:
-                key, items, used = str(getattr(exc, "detail", "") or "all 0 0").split(" ")
+            state, detail = getattr(exc, "sqlstate", None), str(getattr(exc, "detail", ""))
+            if state == QUOTA_STATE:
+                key, items, used = (detail or "all 0 0").split(" ")
                 raise quotas.quota_error(key.split(":")[0], int(items), int(used)) from None
+            if state == RATE_STATE:
+                raise RateLimited(RATE_MESSAGES.get(detail, RATE_MESSAGES["key"])) from None
             raise self._unavailable(what, exc) from exc
         except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
             raise self._unavailable(what, exc) from exc
@@ -412,12 +504,18 @@ class PgStore(RelayStore):
     # Nonces
 
     async def claim_nonce(self, key: bytes, nonce: str, now: float) -> None:
+        """The nonce and the rates in one statement, in the database every relay shares: a
+        request seen by one relay is refused by all, and a key's rate is one rate."""
         expires = now + 2 * self.nonces.max_skew
+        r = self.limits.rates
+        rates = [None] * 4 if r is None else [r.per_key, r.key_burst, r.new_keys, r.new_key_burst]
         async with self._db("record the request's nonce") as db:
-            fresh = await db.fetchval(NONCE_SQL, key, nonce, expires, now)
-        if fresh is None:
+            fresh = await db.fetchval(
+                "SELECT relay_claim($1, $2, $3, $4, $5, $6, $7, $8)", key, nonce, expires, now,
+                *rates,
+            )  # fmt: skip
+        if not fresh:
             raise ReplayedRequest("replayed request")
-        self._rates.check_and_add(key, nonce, now)  # after the replay check, as auth does
 
     # Uploads
 
@@ -550,6 +648,15 @@ class PgStore(RelayStore):
                     " relay_nonces WHERE expires <= $1 LIMIT 100000))",
                     time.time(),
                 )
+                rates = self.limits.rates
+                full = 3600.0
+                if rates is not None and rates.per_key > 0:
+                    full = rates.key_burst / rates.per_key
+                await conn.execute(
+                    "DELETE FROM relay_rates WHERE key IN (SELECT key FROM relay_rates"
+                    " WHERE stamp <= $1 AND key <> '' LIMIT 100000 FOR UPDATE SKIP LOCKED)",
+                    time.time() - full,
+                )  # refilled: such a key is a new key again
                 await conn.execute(
                     "DELETE FROM relay_usage WHERE key IN (SELECT key FROM relay_usage"
                     " WHERE items = 0 AND bytes = 0 AND key <> 'all' LIMIT 100000"
@@ -643,21 +750,20 @@ class _PgUpload(Upload):
             created_at=now,
             expires_at=now + ttl,
         )
-        # Now one of the mailbox's items (429 if no slot is free), and the tail's bytes.
-        if tail:
-            arrays = self.store.charge(
-                self.mailbox, self.sender, add_items=(1, 0, 0, 0), add_bytes=tail,
-                need_items=(1, 0, 0, 0), need_bytes=tail,
-            )  # fmt: skip
-        else:
-            arrays = self.store.charge(
-                self.mailbox, self.sender, add_items=(1,), add_bytes=0, need_items=1,
-                need_bytes=0, kinds=("box",),
-            )  # fmt: skip
+        # The tail is stored and counted as any chunk, then the item takes one of the
+        # mailbox's slots (429 if none is free) in a synchronous commit: one call.
+        tail_arrays = self.store.charge(
+            self.mailbox, self.sender, add_items=(0, 0, 0, 0), add_bytes=tail, need_items=0,
+            need_bytes=tail,
+        )  # fmt: skip
+        arrays = self.store.charge(
+            self.mailbox, self.sender, add_items=(1,), add_bytes=0, need_items=1,
+            need_bytes=0, kinds=("box",),
+        )  # fmt: skip
         async with self.store._db("commit the upload") as db:
             done = await db.fetchval(
-                "SELECT relay_commit($1, $2, $3, $4, $5, $6, $7, $8,"
-                " $9, $10, $11, $12, $13, $14, $15)",
+                "CALL relay_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+                " $14, $15, $16, $17, $18, $19, $20, $21, $22)",
                 self.blob,
                 item.id,
                 item.size,
@@ -666,6 +772,7 @@ class _PgUpload(Upload):
                 item.expires_at,
                 self.seq,
                 self.buf if tail else None,
+                *tail_arrays,
                 *arrays,
             )
         if not done:

@@ -79,7 +79,8 @@ class RelayStore(abc.ABC):
 
     async def claim_nonce(self, key: bytes, nonce: str, now: float) -> None:
         """ReplayedRequest if another relay on this store saw (key, nonce) within the
-        window; RateLimited past this process's rates. No-op where `nonces` is all."""
+        window; RateLimited past the rates (kept where the nonces are). No-op where `nonces`
+        is all."""
         return
 
     @abc.abstractmethod

@@ -71,7 +71,14 @@ def _free_port() -> int:
 class PgServer:
     """One server in a temporary directory; `stop` ends it and removes the directory."""
 
-    def __init__(self, bin_dir: Path, *, fsync: bool = False, max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        *,
+        fsync: bool = False,
+        max_connections: int = 200,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.bin_dir = bin_dir
         self.root = Path(tempfile.mkdtemp(prefix="commuter-pg-"))
         self.data = self.root / "data"
@@ -92,6 +99,7 @@ class PgServer:
                 "-c unix_socket_directories=''",
                 f"-c max_connections={max_connections}",
                 f"-c fsync={'on' if fsync else 'off'}",
+                *(f"-c {name}={value}" for name, value in (settings or {}).items()),
             ]
             for _ in range(3):  # a port taken between the probe and the start: another
                 self.port = _free_port()

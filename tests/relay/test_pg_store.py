@@ -22,7 +22,7 @@ from relayhelp import ALICE, BOB, EVE, box, sealed_bytes, signed, upload
 from commuter.errors import ConfigError, ItemNotFound
 from commuter.peer import auth
 from commuter.relay.app import STATE, make_relay_app
-from commuter.relay.pgstore import SCHEMA_VERSION, TABLES, PgStore
+from commuter.relay.pgstore import MIGRATIONS, SCHEMA_VERSION, TABLES, PgStore
 from commuter.relay.quotas import Limits
 
 DATA_TABLES = ("relay_chunks", "relay_items", "relay_uploads")
@@ -71,8 +71,8 @@ async def test_the_schema_is_created_once_versioned_and_a_newer_one_refused(pg_u
     stores = [PgStore(pg_url) for _ in range(3)]
     await asyncio.gather(*(s.start() for s in stores))  # together: one migration
     try:
-        rows = await query(pg_url, "SELECT version FROM relay_schema")
-        assert [r["version"] for r in rows] == [SCHEMA_VERSION]
+        rows = await query(pg_url, "SELECT version FROM relay_schema ORDER BY version")
+        assert [r["version"] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
         names = await query(
             pg_url, "SELECT tablename FROM pg_tables WHERE tablename LIKE 'relay_%'"
         )
@@ -85,6 +85,72 @@ async def test_the_schema_is_created_once_versioned_and_a_newer_one_refused(pg_u
     with pytest.raises(ConfigError, match="schema version 99, newer"):
         await newer.start()
     assert newer._pool is None  # closed again
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_items(
+    aiohttp_client, pg_url, tmp_path
+):
+    body = sealed_bytes(tmp_path, ALICE, [BOB], size=5000)
+    digest = hashlib.sha256(body).hexdigest()
+    conn = await asyncpg.connect(pg_url)
+    try:  # the schema and an item as a relay of version 1 left them
+        [(first, statements)] = [m for m in MIGRATIONS if m[0] == 1]
+        await conn.execute("CREATE TABLE relay_schema (version integer PRIMARY KEY,"
+                           " applied_at timestamptz NOT NULL DEFAULT now())")  # fmt: skip
+        for sql in statements:
+            await conn.execute(sql)
+        await conn.execute("INSERT INTO relay_schema (version) VALUES (1)")
+        blob = await conn.fetchval("SELECT nextval('relay_blob_seq')")
+        await conn.execute("INSERT INTO relay_chunks VALUES ($1, 0, $2)", blob, body)
+        await conn.execute(
+            "INSERT INTO relay_items VALUES ($1, '1700000000-0123456789abcdef', $2, $3, $4,"
+            " $5, $6, $7, 1)",
+            BOB.device_id, ALICE.device_id, len(body), digest, time.time(), time.time() + 600,
+            blob,
+        )  # fmt: skip
+        for key in (f"box:{BOB.device_id}", f"pair:{BOB.device_id}:{ALICE.device_id}",
+                    f"from:{ALICE.device_id}", "all"):  # fmt: skip
+            await conn.execute("INSERT INTO relay_usage VALUES ($1, 1, $2)", key, len(body))
+    finally:
+        await conn.close()
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url)
+    rows = await query(pg_url, "SELECT version FROM relay_schema ORDER BY version")
+    assert [r["version"] for r in rows] == list(range(1, SCHEMA_VERSION + 1)) and first == 1
+    resp = await b.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+    [listed] = (await resp.json())["items"]
+    path = f"{box(BOB)}/{listed['id']}"
+    resp = await a.get(path, headers=signed(BOB, "GET", path))
+    assert resp.status == 200 and await resp.read() == body
+    new = sealed_bytes(tmp_path, EVE, [BOB])
+    assert (await upload(a, EVE, BOB, new)).status == 201  # through the new commit
+    assert (await b.delete(path, headers=signed(BOB, "DELETE", path))).status == 200
+    resp = await b.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+    assert [i["sender"] for i in (await resp.json())["items"]] == [EVE.device_id]
+    # The old item un-counted as it was counted: only the new one is left.
+    assert (await usage_rows(pg_url))["all"] == (1, len(new))
+    assert (await usage_rows(pg_url)).get(f"from:{ALICE.device_id}") is None
+
+
+async def test_a_key_s_rate_and_the_new_keys_rate_are_one_rate_across_relays(
+    aiohttp_client, pg_url
+):
+    from commuter.peer.auth import Rates
+
+    rates = Rates(per_key=0.01, key_burst=5, new_keys=0.01, new_key_burst=2)
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, Limits(rates=rates))
+    for i in range(5):  # the key's burst, spent through both relays
+        resp = await (a if i % 2 else b).get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+        assert resp.status == 200
+    for client in (a, b):
+        resp = await client.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+        assert resp.status == 429 and (await resp.json())["error"] == "rate-limited"
+    nonces = (await query(pg_url, "SELECT count(*) FROM relay_nonces"))[0][0]
+    assert nonces == 5  # a refused request records nothing
+    # The second new key fits the new keys' burst of 2 (BOB took the first); a third does not,
+    # whichever relay it asks.
+    assert (await b.get(box(ALICE), headers=signed(ALICE, "GET", box(ALICE)))).status == 200
+    resp = await a.get(box(EVE), headers=signed(EVE, "GET", box(EVE)))
+    assert resp.status == 429 and "new clients" in (await resp.json())["message"]
 
 
 async def test_push_through_one_relay_pull_and_ack_through_the_other(
