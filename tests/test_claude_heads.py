@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import subprocess
 import sys
@@ -13,7 +13,8 @@ from claude_home import TOOLS, install
 from conftest import settings_for
 
 from commuter.backends import claude
-from commuter.backends.claude import HEADS_FILE, ClaudeBackend
+from commuter.backends.claude import ClaudeBackend
+from commuter.backends.claude.heads import HEADS_FILE
 
 HEAVY = ("aiohttp", "zeroconf", "nacl", "zstandard")
 
@@ -55,7 +56,17 @@ def test_a_changed_transcript_is_read_again(tmp_path: Path, counted: list[Path])
     assert next(r for r in refs if r.session_id == TOOLS).size == path.stat().st_size
 
 
-@pytest.mark.parametrize("content", [b"", b"not json", b"[]", b'{"version": 1, "heads": 3}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not marshal",
+        marshal.dumps([]),
+        marshal.dumps((2, "elsewhere", {})),
+        marshal.dumps((2, None, 3)),
+        b'{"version": 1, "heads": 3}',
+    ],
+)
 def test_a_damaged_or_missing_cache_is_rebuilt(tmp_path: Path, content: bytes) -> None:
     home = install(tmp_path / "h")
     settings = settings_for(home)
@@ -63,7 +74,7 @@ def test_a_damaged_or_missing_cache_is_rebuilt(tmp_path: Path, content: bytes) -
     cache = settings.cache_dir / HEADS_FILE
     cache.write_bytes(content)
     assert list(ClaudeBackend(settings).sessions()) == want
-    assert json.loads(cache.read_bytes())["version"] == 1
+    assert marshal.loads(cache.read_bytes())[0] == 2
     cache.unlink()
     assert list(ClaudeBackend(settings).sessions()) == want
 
@@ -73,10 +84,11 @@ def test_a_cache_entry_of_the_wrong_shape_is_not_believed(tmp_path: Path) -> Non
     settings = settings_for(home)
     want = list(ClaudeBackend(settings).sessions())
     cache = settings.cache_dir / HEADS_FILE
-    doc = json.loads(cache.read_bytes())
-    for key, entry in doc["heads"].items():
-        doc["heads"][key] = [entry[0], entry[1], 7, {"x": 1}, "yes"]
-    cache.write_text(json.dumps(doc))
+    version, scope, folders = marshal.loads(cache.read_bytes())
+    for entries in folders.values():
+        for name, entry in entries.items():
+            entries[name] = (entry[0], entry[1], 7, {"x": 1}, "yes")
+    cache.write_bytes(marshal.dumps((version, scope, folders)))
     assert list(ClaudeBackend(settings).sessions()) == want
 
 
