@@ -291,31 +291,35 @@ class RelayTransport(Transport):
             raise RelayError(f"relay item {item.id} arrived damaged; will retry next pull")
         return dst
 
-    async def peek(self, item: Incoming, n: int) -> bytes:
-        """The first `n` bytes of an item, for its label (`status`, `pull --dry-run`) without
-        downloading it: an HTTP Range request; of a relay that ignores Range, only `n` bytes
-        are read before the connection is dropped."""
+    async def peek(self, item: Incoming, n: int, *, offset: int = 0) -> bytes:
+        """`n` bytes of an item from `offset` (fewer at its end), for its label (`status`,
+        `pull --dry-run`) without downloading it: an HTTP Range request; of a relay that
+        ignores Range, only `offset + n` bytes are read before the connection is dropped."""
         import aiohttp
         from yarl import URL
 
+        n = max(n, 1)
         path = self._item_path(item)
         headers = auth.sign_headers(self.ctx.identity, "GET", path, auth.EMPTY_SHA256)
-        headers["Range"] = f"bytes=0-{max(n, 1) - 1}"
+        headers["Range"] = f"bytes={offset}-{offset + n - 1}"
         http = await self._http()
         out = bytearray()
         try:
             async with asyncio.timeout(self.ctx.settings.stall_timeout):
                 url = URL(self.url + path, encoded=True)
                 async with http.get(url, headers=headers) as resp:
+                    if resp.status == 416:  # offset at or past the end
+                        return b""
                     if resp.status not in (200, 206):
                         raise RelayError(f"relay item {item.id}: HTTP {resp.status}")
+                    skip = offset if resp.status == 200 else 0  # Range ignored: from byte 0
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         out += chunk
-                        if len(out) >= n:
+                        if len(out) >= skip + n:
                             break
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._down(exc) from exc
-        return bytes(out[:n])
+        return bytes(out[skip : skip + n])
 
     async def ack(self, item: Incoming) -> None:
         """Delete the item from the mailbox (after a successful import)."""
