@@ -253,6 +253,8 @@ def _print(data: dict[str, Any]) -> None:
     for item in pending:
         sid = (item["session_id"] or "?")[:8]
         project = safe_text(_short_path(item["project"])) if item["project"] else "?"
+        if item.get("refusal"):
+            project = "(asks for the whole session: a delta did not apply there)"
         why = f"  ({safe_text(item['waiting'])})" if item.get("waiting") else ""
         click.echo(
             f"  {item['transport']:<6} from {safe_text(item['sender']):<12} {sid:<8}  {project}  "

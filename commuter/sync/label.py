@@ -54,6 +54,7 @@ class Label:
     created_at: str
     sender_key: bytes
     delta: bool = False  # a delta bundle (bundle/delta.py): it needs the items before it
+    refusal: bool = False  # no bundle: the sender refused a delta of ours (sync/nack.py)
 
 
 def seal_labelled(src: Path, dst: Path, sender: Identity, recipients: Sequence[bytes]) -> None:
@@ -220,7 +221,13 @@ def _from_plain(plain: bytes, sender: bytes) -> Label | None:
     import zstandard
 
     from commuter.bundle.model import MAGIC_PREFIX, manifest_from_dict
+    from commuter.sync import nack
 
+    if plain.startswith(nack.MAGIC):
+        refused = nack.parse(plain)
+        if refused is None:
+            raise BundleError("a malformed refusal")
+        return Label(refused[1], "", refused[0], 0, "", sender, refusal=True)
     line_end = plain.find(b"\n", 0, 64)
     if not plain.startswith(MAGIC_PREFIX) or line_end < 0:
         raise BundleError("not a commuter bundle")
@@ -310,7 +317,7 @@ async def label_of(
                 label = await peek_with_async(read, ctx.identity, trusted, budget=RELAY_BUDGET)
             except CommuterError:
                 label = None
-    if label is not None and cache is not None:
+    if label is not None and cache is not None and not label.refusal:
         cache.put_label(key, label.session_id, label.project, label.agent)
     return label
 

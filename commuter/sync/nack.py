@@ -28,10 +28,14 @@ def write(path: Path, agent: str, session_id: str) -> None:
 
 def read(path: Path) -> tuple[str, str] | None:
     """(agent, session id) if the opened file at `path` is a refusal, else None."""
+    with path.open("rb") as fh:
+        return parse(fh.read(MAX_SIZE + 1))
+
+
+def parse(data: bytes) -> tuple[str, str] | None:
+    """(agent, session id) if `data` is a whole refusal, else None."""
     from commuter.bundle.model import is_session_token
 
-    with path.open("rb") as fh:
-        data = fh.read(MAX_SIZE + 1)
     if not data.startswith(MAGIC) or len(data) > MAX_SIZE:
         return None
     try:

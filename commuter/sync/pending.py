@@ -33,6 +33,7 @@ class PendingItem:
     age: float | None  # seconds since it was dropped, where the transport says
     sealed: bool
     waiting: str | None = None  # why the sync daemon has not imported it yet
+    refusal: bool = False  # the sender asks for the whole session (sync/nack.py), no bundle
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +103,7 @@ async def list_pending(
                         _age(item),
                         item.sealed,
                         w.reason if w is not None else None,
+                        bool(label and label.refusal),
                     )
                 )
     return out
@@ -152,6 +154,12 @@ def dry_run_lines(ctx: TransportContext, via: str, *, warn: Callable[[str], None
             lines.append(
                 f"would import {safe_text(item.id)} from {who} {where} "
                 "(session unknown until it is opened)"
+            )
+            continue
+        if item.refusal:
+            lines.append(
+                f"{who} could not apply an increment of {item.session_id} ({item.agent}) "
+                f"{where}: a pull notes it, the next push of it is whole"
             )
             continue
         known = (item.agent or "", item.session_id) in local

@@ -58,7 +58,7 @@ def newest_only(transport: Transport, labels: Labels | None = None) -> Transport
                     label = None
                 if labels is not None and item.digest:
                     labels[memo] = label
-            if label is None or not label.sender_key:
+            if label is None or not label.sender_key or label.refusal:
                 continue
             key = (label.sender_key, label.agent, label.session_id)
             groups.setdefault(key, []).append((label.created_at, index, item, label.delta))

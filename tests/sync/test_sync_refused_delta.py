@@ -90,6 +90,15 @@ def test_a_relay_increment_that_does_not_apply_waits_and_the_sender_sends_it_who
             assert item["sender"] == "alice" and item["session_id"] == TOOLS
             assert "asked alice for the whole session" in item["waiting"]
 
+            at_a_status = await asyncio.to_thread(collect, world.a)
+            [ask] = at_a_status["pending"]  # what waits at A says what it is, unopened
+            assert ask["refusal"] and ask["session_id"] == TOOLS and ask["sender"] == "bob"
+            from transhelp import context
+
+            from commuter.sync.pending import dry_run_lines
+
+            [dry] = await asyncio.to_thread(dry_run_lines, context(world.a), "auto", warn=print)
+            assert dry.startswith(f"bob could not apply an increment of {TOOLS} (claude)"), dry
             bob = world.b.state_dir  # what A believed bob holds is forgotten on the refusal
             assert acks.acked(world.a.state_dir, db.identity.device_id, "claude", TOOLS)
             await receive(da)
