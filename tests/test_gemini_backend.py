@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from commuter.backends.gemini import GeminiBackend
 from commuter.backends.gemini.chat import (
@@ -48,7 +48,7 @@ def install(home: Path) -> Path:
     return home
 
 
-def run(*args: str):
+def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
@@ -154,7 +154,7 @@ def _export(home: Path, sid: str, out: Path) -> None:
     assert result.exit_code == 0, result.stderr
 
 
-def _import(bundle: Path, there: Path, *extra: str):
+def _import(bundle: Path, there: Path, *extra: str) -> Result:
     return run("import", str(bundle), "--project-dir", str(there), "--no-launch", *extra)
 
 

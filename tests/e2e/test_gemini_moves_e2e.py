@@ -288,9 +288,10 @@ def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     gemini_bin: Path, api: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """B's own chat of the project started after the incoming one: B's `--resume latest`
-    still takes the import. Both sides go on; B's version comes back to A as a fork (a new
-    short id beside the origin, whose file name shares the origin's start minute) with both
-    subagent chats; A's `--resume latest` takes the fork, `--resume <origin>` A's own turn."""
+    still takes the import. Both sides go on, B first; B's version comes back to A and keeps
+    the id (its turn began first), with both subagent chats; A's own turn moves to a fork
+    beside it (its own short id); A's `--resume latest` and `--resume <id>` take B's version,
+    `--resume <fork>` A's turn, and so does B's once the fork got there."""
     home_a, home_b = tmp_path / "A", tmp_path / "B"
     project_a = home_a / "work" / "two chats.app"
     project_b = home_b / "code" / "two chats.app"
@@ -341,7 +342,9 @@ def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     out = commuter(
         home_a, monkeypatch, "import", str(back), "--project-dir", str(project_a), "--no-launch"
     )
-    assert "fork" in out.lower(), out
+    assert f"replaced: session {sid}" in out, out
+    # B's turn began first: B's branch keeps the id, A's own moves to the fork (the id B
+    # gives it too), with A's subagent chat
     chats = home_a / ".gemini" / "tmp" / "two-chats-app" / "chats"
     forks = [r for r in backend(home_a).sessions() if r.session_id != sid]
     assert len(forks) == 1, forks
@@ -351,8 +354,8 @@ def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     [fork_file] = [n for n in names if n.endswith(f"-{fork[:8]}.jsonl")]
     [origin_file] = [n for n in names if n.endswith(f"-{sid[:8]}.jsonl")][:1]
     assert fork_file != origin_file
-    assert len(list((chats / fork).glob("*.jsonl"))) == 2  # both subagent chats came along
-    assert len(list((chats / sid).glob("*.jsonl"))) == 1  # A's own one, as it was
+    assert len(list((chats / sid).glob("*.jsonl"))) == 2  # both subagent chats came along
+    assert len(list((chats / fork).glob("*.jsonl"))) == 1  # A's own one, moved along
 
     # (a chat resumed here in a later minute than its file's is deleted by the next gemini
     # start that resumes another one: gemini's own rule, whatever commuter does; so each chat
@@ -362,11 +365,25 @@ def test_latest_takes_the_import_and_a_fork_resumes_beside_its_origin(
     words = last_chat_words(api, seen)
     assert "KIWI-1" in words and "PLUM-6" in words and "PEAR-5" not in words
     seen = len(api.chats())
+    gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "And here?")
+    words = last_chat_words(api, seen)
+    assert "KIWI-1" in words and "PLUM-6" in words and "PEAR-5" not in words
+    seen = len(api.chats())
     gemini(gemini_bin, home_a, project_a, api, "--resume", fork, "-p", "The fork again?")
     words = last_chat_words(api, seen)
-    assert "PLUM-6" in words and "PEAR-5" not in words
+    assert "KIWI-1" in words and "PEAR-5" in words and "PLUM-6" not in words
+
+    # the fork goes to B: the same id there, a fork of the origin; B resumes A's turn by it
+    there = tmp_path / "fork.commuter"
+    commuter(home_a, monkeypatch, "export", fork, "-o", str(there))
+    commuter(
+        home_b, monkeypatch, "import", str(there), "--project-dir", str(project_b), "--no-launch"
+    )
+    listed = commuter(home_b, monkeypatch, "list", "--json")
+    [row] = [r for r in json.loads(listed) if r["session_id"] == fork]
+    assert row["fork_of"] == sid
     seen = len(api.chats())
-    gemini(gemini_bin, home_a, project_a, api, "--resume", sid, "-p", "And here?")
+    gemini(gemini_bin, home_b, project_b, api, "--resume", fork, "-p", "Yours, B?")
     words = last_chat_words(api, seen)
     assert "KIWI-1" in words and "PEAR-5" in words and "PLUM-6" not in words
 

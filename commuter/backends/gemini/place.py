@@ -12,14 +12,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from pathlib import Path
 
-from commuter import fsutil
+from commuter import forks, fsutil
 from commuter.backends import ImportSource
 from commuter.backends.gemini.chat import (
     SUB_RE,
     Chat,
+    ChatFile,
     GeminiDirs,
     Rewriter,
     chat_files,
@@ -33,6 +33,14 @@ from commuter.backends.gemini.chat import (
     read_chat,
     read_projects,
     slug_of,
+)
+from commuter.backends.gemini.lineage import (
+    Relation,
+    divergence,
+    fork_id,
+    incoming_keeps_id,
+    order_entry,
+    relation,
 )
 from commuter.errors import BackendError, BundleError, SessionBusy
 from commuter.model import ImportOptions, ImportResult
@@ -50,31 +58,6 @@ from commuter.placing import (
 from commuter.settings import Settings
 
 
-class Relation(Enum):
-    IDENTICAL = "identical"
-    CONTINUED = "continued"  # the local chat is a prefix of the incoming one
-    LOCAL_NEWER = "local-newer"
-    DIVERGENT = "divergent"
-
-
-def relation(local: list[str], incoming: list[str]) -> Relation:
-    """How two message-id lists of one chat relate. A resume checkpoints the whole list
-    again (`$set.messages`) and may add records between the old ones (a tool result's own
-    `user` record), so "continued" means every local id is kept, in order."""
-    if local == incoming:
-        return Relation.IDENTICAL
-    if _subsequence(local, incoming):
-        return Relation.CONTINUED
-    if _subsequence(incoming, local):
-        return Relation.LOCAL_NEWER
-    return Relation.DIVERGENT
-
-
-def _subsequence(short: list[str], long: list[str]) -> bool:
-    rest = iter(long)
-    return all(any(x == y for y in rest) for x in short)
-
-
 def _real_ids(chat: Chat) -> list[str]:
     """Message ids without the `<session_context>` one (the same id in every chat)."""
     from commuter.backends.gemini.chat import _is_context
@@ -89,6 +72,10 @@ class _Plan:
     action: str
     warnings: list[str] = field(default_factory=list)
     backups: list[Path] = field(default_factory=list)
+    fork_of: str | None = None  # a fork: the session it split from
+    # Convergence: the local chat of `sid` (at `dest`) moves to this fork id first, then the
+    # bundle's replaces it.
+    moved_to: str | None = None
 
 
 def place(
@@ -135,9 +122,11 @@ def place(
         dirs.history / slug,
         dirs.projects_json,
         plan.dest,
+        *((chats / plan.moved_to,) if plan.moved_to else ()),
     ):
         if path.is_symlink():
             raise BackendError(f"{path} is a symlink; not writing through it")
+    move = _move_target(dirs, folder, plan) if plan.moved_to else None
     plan.warnings += confirm_git_state(source, target, options)
     if plan.action in ("updated", "replaced") and not options.dry_run:
         from commuter.backends.gemini.procs import busy_pids
@@ -200,6 +189,7 @@ def place(
                 dest = chats / plan.sid / name.rsplit("/", 1)[1]
                 with pending.writer(dest) as out:
                     rewriter.copy(source.member(name), out)
+            moved = _write_move(pending, chats, plan, move) if move is not None else []
         except RecursionError as exc:
             raise BundleError("bundle's chat nests too deep") from exc
         for base in (dirs.tmp, dirs.history):
@@ -214,6 +204,17 @@ def place(
     for made in (folder / ".project_root", dirs.history / slug / ".project_root"):
         if made.exists():
             os.chmod(made, 0o644)
+    host = _origin_host(source.origin)
+    if plan.moved_to is not None:
+        # the local branch's subagent chats now live beside its fork (and in the backup)
+        theirs = {n.rsplit("/", 1)[1] for n in subs}
+        for name in moved:
+            if name not in theirs:
+                with contextlib.suppress(OSError):
+                    (chats / plan.sid / name).unlink()
+        forks.record(settings.state_dir, "gemini", plan.moved_to, plan.sid, host)
+    if plan.action == "forked":  # `list` shows it as "fork of <sid> from <host>"
+        forks.record(settings.state_dir, "gemini", plan.sid, plan.fork_of or sid, host)
     _register(dirs, project, slug, plan.warnings)
     _defuse_cleanup(dirs, settings, plan)
     write_project_files(
@@ -227,6 +228,48 @@ def place(
         backed_up=plan.backups,
     )
     return _result(plan, project, plan.action, sid, source)
+
+
+def _origin_host(origin: str) -> str:
+    """The host of an origin text `user@host time` (what core.source_from writes)."""
+    return origin.split(" ", 1)[0].rpartition("@")[2] or "another machine"
+
+
+def _move_target(dirs: GeminiDirs, folder: Path, plan: _Plan) -> Path:
+    """Where the local chat `plan.dest` goes as its fork `plan.moved_to`: a new file named
+    by its start minute, or the fork's file an earlier, interrupted move wrote (which the
+    local chat continues or equals; BackendError if it holds another conversation)."""
+    assert plan.moved_to is not None
+    local = read_chat(plan.dest)
+    there = _local(dirs, folder, plan.moved_to)
+    if there is None:
+        return folder / "chats" / file_name(local.start_time, plan.moved_to, plan.dest.suffix)
+    if relation(_real_ids(there.chat), _real_ids(local)) not in (
+        Relation.IDENTICAL,
+        Relation.CONTINUED,
+    ):
+        raise BackendError(
+            f"session {plan.sid} should continue as the fork {plan.moved_to}, but "
+            f"{there.path} holds another conversation; kept both as they are"
+        )
+    return there.path
+
+
+def _write_move(pending: Pending, chats: Path, plan: _Plan, dest: Path) -> list[str]:
+    """Write the local chat of `plan.sid` again as its fork `plan.moved_to` at `dest`, with
+    its subagent chats; returns the subagent chats' names."""
+    assert plan.moved_to is not None
+    with pending.writer(dest, fsync=True) as out:
+        Rewriter([], old_sid=plan.sid, new_sid=plan.moved_to).copy(plan.dest, out)
+    names: list[str] = []
+    subs = chats / plan.sid
+    if subs.is_dir() and not subs.is_symlink():
+        for name in sorted(_names(subs)):
+            src = subs / name
+            if SUB_RE.match(name) and src.is_file() and not src.is_symlink():
+                pending.copy(src, chats / plan.moved_to / name)
+                names.append(name)
+    return names
 
 
 def project_config(dirs: GeminiDirs) -> ProjectConfig:
@@ -384,13 +427,11 @@ def _decide(
     dirs: GeminiDirs, folder: Path, sid: str, incoming: Chat, suffix: str, options: ImportOptions
 ) -> _Plan:
     chats = folder / "chats"
-    local = [cf for cf in chat_files(dirs, folder) if cf.chat.session_id == sid]
-    local.sort(key=lambda cf: (cf.chat.has_messages, cf.chat.last_updated), reverse=True)
+    mine = _local(dirs, folder, sid)
     new_ids = _real_ids(incoming)
-    if not local or not local[0].chat.has_messages:
+    if mine is None:
         # (a local file of this id without messages is moved aside by _defuse_cleanup)
         return _Plan(sid, chats / file_name(incoming.start_time, sid, suffix), "created")
-    mine = local[0]
     rel = relation(_real_ids(mine.chat), new_ids)
     if rel is Relation.IDENTICAL:
         return _Plan(sid, mine.path, "unchanged")
@@ -401,16 +442,139 @@ def _decide(
             "unchanged",
             [f"the local copy of session {sid} is newer than the bundle's; kept it"],
         )
-    action = (
-        "updated"
-        if rel is Relation.CONTINUED
-        else divergence_action(sid, options, lambda: _sides(mine.chat, incoming))
-    )
+    if rel is Relation.CONTINUED:
+        return _Plan(sid, mine.path, "updated")
+    if not options.replace and not _asks(options):
+        return _converge(dirs, folder, sid, sid, mine, incoming, suffix, options, 0)
+    action = divergence_action(sid, options, lambda: _sides(mine.chat, incoming))
     if action != "fork":
         return _Plan(sid, mine.path, action)
-    earlier = _earlier_fork(dirs, folder, sid, new_ids)
+    div = divergence(_real_ids(mine.chat), new_ids)  # a person chose it: the bundle's forks
+    entry = div.incoming if div is not None else order_entry(new_ids)
+    return _fork(dirs, folder, sid, sid, incoming, suffix, options, entry, 0)
+
+
+def _asks(options: ImportOptions) -> bool:
+    return options.interactive and options.ask is not None
+
+
+def _local(dirs: GeminiDirs, folder: Path, sid: str) -> ChatFile | None:
+    """The folder's chat file of session `sid` with messages (the latest updated), or None."""
+    found = [cf for cf in chat_files(dirs, folder) if cf.chat.session_id == sid]
+    found.sort(key=lambda cf: (cf.chat.has_messages, cf.chat.last_updated), reverse=True)
+    return found[0] if found and found[0].chat.has_messages else None
+
+
+MAX_CONVERGE_DEPTH = 4  # a fork of a fork of ...: past this, a fork with a fresh id
+
+
+def _converge(
+    dirs: GeminiDirs,
+    folder: Path,
+    sid: str,
+    local_sid: str,
+    mine: ChatFile,
+    incoming: Chat,
+    suffix: str,
+    options: ImportOptions,
+    depth: int,
+) -> _Plan:
+    """Non-interactive divergence of the bundle's `sid` from the local chat `local_sid`: the
+    rule of `lineage.incoming_keeps_id` decides, alike on both machines, which branch keeps
+    the id; the other becomes the fork `lineage.fork_id(local_sid, its first message)`.
+    When that is the local branch, it is written under the fork id and the bundle's replaces
+    it (after a backup; SessionBusy while a gemini runs in the project)."""
+    new_ids = _real_ids(incoming)
+    div = divergence(_real_ids(mine.chat), new_ids)
+    if div is None or not incoming_keeps_id(mine.chat, incoming, div):
+        entry = div.incoming if div is not None else order_entry(new_ids)
+        return _fork(dirs, folder, sid, local_sid, incoming, suffix, options, entry, depth)
+    fork = _free_fork_id(dirs, folder, local_sid, div.local)
+    note = "an import would move" if options.dry_run else "moved"
+    return _Plan(
+        local_sid,
+        mine.path,
+        "replaced",
+        [
+            f"session {local_sid} diverged from the bundle's; the bundle's branch began first, "
+            f"so it keeps the id, and the local branch ({note}) continues as the fork {fork}"
+        ],
+        moved_to=fork,
+    )
+
+
+def _free_fork_id(dirs: GeminiDirs, folder: Path, sid: str, entry: str) -> str:
+    """`lineage.fork_id(sid, entry)`, or its next candidate while a file of another chat here
+    has its 8-character short id (gemini tells chats apart by it)."""
+    owner = {cf.path.name: cf.chat.session_id for cf in chat_files(dirs, folder)}
+    names = _names(folder / "chats")
+    for attempt in range(16):
+        fork = fork_id(sid, entry, attempt)
+        if all(_short_id(n) != fork[:8] or owner.get(n) == fork for n in names):
+            return fork
+    return str(uuid.uuid4())  # pragma: no cover
+
+
+def _fork(
+    dirs: GeminiDirs,
+    folder: Path,
+    sid: str,
+    local_sid: str,
+    incoming: Chat,
+    suffix: str,
+    options: ImportOptions,
+    entry: str,
+    depth: int,
+) -> _Plan:
+    """The bundle's branch as the fork `lineage.fork_id(local_sid, entry)`: made, found again
+    (the same, older, or continued: never a second fork of one divergence), or, when that
+    fork itself went on here too, decided again by the same rule one level down."""
+    chats = folder / "chats"
+    new_ids = _real_ids(incoming)
+    if depth >= MAX_CONVERGE_DEPTH:
+        return _new_fork(chats, sid, local_sid, incoming, suffix, options)
+    fork = _free_fork_id(dirs, folder, local_sid, entry)
+    there = _local(dirs, folder, fork)
+    if there is not None:
+        rel = relation(_real_ids(there.chat), new_ids)
+        if rel is Relation.DIVERGENT:
+            if not _asks(options):
+                return _converge(
+                    dirs, folder, sid, fork, there, incoming, suffix, options, depth + 1
+                )
+            return _fork(dirs, folder, sid, fork, incoming, suffix, options, entry, depth + 1)
+        if rel is Relation.CONTINUED:
+            return _Plan(
+                fork,
+                there.path,
+                "updated",
+                [f"session {sid} diverged from the local copy; updated its fork {fork}"],
+                fork_of=local_sid,
+            )
+        which = "is the same as" if rel is Relation.IDENTICAL else "is newer than"
+        return _Plan(
+            fork,
+            there.path,
+            "unchanged",
+            [f"session {sid} was imported before as the fork {fork}, which {which} the bundle's"],
+        )
+    earlier = _earlier_fork(dirs, folder, sid, new_ids)  # a fork made with a random id
     if earlier is not None:
         return earlier
+    note = "an import would make the fork" if options.dry_run else "imported as the fork"
+    return _Plan(
+        fork,
+        chats / file_name(incoming.start_time, fork, suffix),
+        "forked",
+        [f"session {local_sid} diverged from the local copy; {note} {fork}"],
+        fork_of=local_sid,
+    )
+
+
+def _new_fork(
+    chats: Path, sid: str, local_sid: str, incoming: Chat, suffix: str, options: ImportOptions
+) -> _Plan:
+    """A fork with a fresh random id (past the convergence depth)."""
     taken = {n.rsplit("-", 1)[-1].split(".")[0] for n in _names(chats)}
     new = str(uuid.uuid4())
     while new[:8] in taken:
@@ -425,6 +589,7 @@ def _decide(
         chats / file_name(incoming.start_time, new, suffix),
         "forked",
         [f"session {sid} diverged from the local copy; {note}"],
+        fork_of=local_sid,
     )
 
 
