@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "commuter.commands.status",
     "commuter.commands.service",
     "commuter.commands.backups",
+    "commuter.completion",
 )
 
 

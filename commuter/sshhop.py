@@ -36,7 +36,20 @@ SSH_OPTIONS = (
     "-o",
     "LogLevel=ERROR",
 )
-DEFAULT_REMOTE = 'PATH="$HOME/.local/bin:$PATH" commuter'
+# Where a user install puts commuter: PATH, then pip --user's and pipx's default bin dir,
+# then pipx's PIPX_BIN_DIR. POSIX sh, run through `sh -c` so a fish or zsh login shell on the
+# host runs it alike; no backslash or single quote inside, so fish's quoting leaves it as is.
+FIND_REMOTE = (
+    'for c in "$(command -v commuter)" "$HOME/.local/bin/commuter" '
+    '"${PIPX_BIN_DIR:-$HOME/.local/bin}/commuter"; do '
+    'if [ -n "$c" ] && [ -f "$c" ] && [ -x "$c" ]; then exec "$c" "$@"; fi; done; '
+    'echo "commuter is not on PATH, in ~/.local/bin or in PIPX_BIN_DIR" >&2; exit 127'
+)
+DEFAULT_REMOTE = f"sh -c {shlex.quote(FIND_REMOTE)} commuter"
+REMOTE_HINT = (
+    "install it there (pipx install /path/to/commuter) or pass --remote-commuter CMD, "
+    "the command that runs it there (e.g. --remote-commuter '~/venv/bin/commuter')"
+)
 SSH_FAILED = 255  # ssh's own failure (connect, auth, lost link)
 NOT_RUNNABLE = (126, 127)  # the remote shell could not run the command
 
@@ -58,7 +71,8 @@ def remote_dir_for(settings: Settings, cwd: Path) -> str:
 
 
 def remote_commuter(command: str | None) -> str:
-    """Shell text that runs commuter on the host: the default, or `command`'s words quoted."""
+    """Shell text that runs commuter on the host (the words that follow are its arguments):
+    the first install FIND_REMOTE finds, or `command`'s words quoted."""
     if command is None:
         return DEFAULT_REMOTE
     try:
@@ -170,8 +184,7 @@ def _check(host: str, code: int, stderr: str) -> None:
         raise PeerUnreachable(f"cannot reach {host} over ssh ({last or 'ssh exit 255'})")
     if code in NOT_RUNNABLE:
         raise TransportError(
-            f"commuter not found on {host} ({last or f'exit {code}'}); "
-            "install it there or pass --remote-commuter CMD"
+            f"commuter not found on {host} ({last or f'exit {code}'}); {REMOTE_HINT}"
         )
     raise TransportError(f"on {host}: {last or f'remote command exited with {code}'}")
 

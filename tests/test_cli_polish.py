@@ -25,6 +25,7 @@ from transhelp import (
     trust,
 )
 
+from commuter.errors import PairingFailed
 from commuter.peer import pairing
 from commuter.peer.identity import KEY_FILE
 from commuter.peer.peers import Peers
@@ -164,7 +165,7 @@ def test_peers_on_the_lan_leaves_out_this_machines_own_daemon(tmp_path):
     ],
 )
 def test_a_mistyped_code_says_what_is_wrong(typed, what):
-    with pytest.raises(pairing.PairingFailed) as caught:
+    with pytest.raises(PairingFailed) as caught:
         pairing.parse_code(typed)
     assert str(caught.value).startswith(f"{typed!r} is not a pairing code: {what}")
     assert "\n" not in str(caught.value)

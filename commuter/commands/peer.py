@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from commuter.commands._app import AppContext, agent_option, pass_app, safe_text, stop_on_signals
+from commuter.completion import complete_peer, complete_session
 from commuter.errors import PairingFailed, PeerError
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ async def _join(settings: Settings, text: str, address: str | None, mdns: bool) 
 
 
 @click.command("unpair")
-@click.argument("peer")
+@click.argument("peer", shell_complete=complete_peer)
 @pass_app
 def unpair_cmd(app: AppContext, peer: str) -> None:
     """Forget a paired machine (on this side)."""
@@ -434,8 +435,8 @@ def receive_cmd(
 
 
 @click.command("send")
-@click.argument("peer")
-@click.argument("session", required=False)
+@click.argument("peer", shell_complete=complete_peer)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--latest", is_flag=True, help="The newest session of this project (no picker).")
 @click.option("--address", help="The peer's HOST:PORT (skips mDNS).")
 @agent_option

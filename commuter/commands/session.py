@@ -24,6 +24,7 @@ from commuter.commands._app import (
     safe_json,
     safe_text,
 )
+from commuter.completion import complete_session
 from commuter.errors import BundleError, CommuterError, OutputError
 from commuter.settings import Settings
 
@@ -326,7 +327,7 @@ def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: 
 
 
 @click.command("export")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
 @click.option(
     "-o",

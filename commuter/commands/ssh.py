@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
+from commuter.completion import complete_session
 
 if TYPE_CHECKING:
     from commuter.model import ImportResult
@@ -21,13 +22,13 @@ def register(cli: click.Group) -> None:
 
 _REMOTE_HELP = (
     "How to run commuter on HOST, e.g. '~/venv/bin/commuter' "
-    "(default: commuter, with ~/.local/bin on PATH)."
+    "(default: the first of commuter on PATH, ~/.local/bin/commuter, $PIPX_BIN_DIR/commuter)."
 )
 
 
 @click.command("to")
 @click.argument("host")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
 @click.option(
     "--project-dir",

@@ -10,6 +10,7 @@ import click
 
 from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
 from commuter.commands.session import choose_session, warn_line
+from commuter.completion import complete_peer, complete_session
 from commuter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,8 +50,10 @@ def _check_via(via: str) -> None:
 
 
 @click.command("push")
-@click.argument("session", required=False)
-@click.option("--to", "to", metavar="PEER", help="Send to this paired machine.")
+@click.argument("session", required=False, shell_complete=complete_session)
+@click.option(
+    "--to", "to", metavar="PEER", help="Send to this paired machine.", shell_complete=complete_peer
+)
 @click.option(
     "--via",
     default="auto",
@@ -160,6 +163,7 @@ def _report_push(ctx: TransportContext, pushed: Pushed, session_id: str, plain: 
     "--from",
     "from_peer",
     metavar="PEER",
+    shell_complete=complete_peer,
     help="Fetch this paired machine's newest session for this directory.",
 )
 @click.option("--address", metavar="HOST:PORT", help="With --from: the peer's address.")

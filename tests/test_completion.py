@@ -1,0 +1,118 @@
+"""Shell completion: peer names for --to/--from/send/unpair, session ids for the session
+arguments, and `commuter completion SHELL` printing a script bash really completes with."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from claude_home import PLAIN, PLAN, TOOLS
+from transhelp import CAROL, env_for, make_world, run, trust
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = make_world(tmp_path)
+    trust(w.a, "office", CAROL)  # paired: bob and office
+    return w
+
+
+def complete(env, words: str, cword: int, shell: str = "bash") -> list[str]:
+    """What commuter offers for the shell's COMP_WORDS/COMP_CWORD (values only)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "commuter"],
+        env={
+            **env,
+            "_COMMUTER_COMPLETE": f"{shell}_complete",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(cword),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return [line.split(",", 1)[1] for line in done.stdout.splitlines() if line]
+
+
+def test_peer_names_complete_for_every_param_that_names_a_peer(world):
+    env = env_for(world.a.home)
+    assert sorted(complete(env, "commuter push --to ", 3)) == ["bob", "office"]
+    assert complete(env, "commuter push --to o", 3) == ["office"]
+    assert sorted(complete(env, "commuter send ", 2)) == ["bob", "office"]
+    assert complete(env, "commuter unpair b", 2) == ["bob"]
+    assert complete(env, "commuter pull --from of", 3) == ["office"]
+
+
+def test_session_ids_complete_by_prefix(world):
+    env = env_for(world.a.home)
+    assert complete(env, f"commuter export {TOOLS[:2]}", 2) == [TOOLS]
+    assert complete(env, f"commuter push {PLAN[:3].upper()}", 2) == [PLAN]
+    assert complete(env, f"commuter send bob {PLAIN[:4]}", 3) == [PLAIN]
+    assert complete(env, f"commuter to office {PLAIN[:4]}", 3) == [PLAIN]
+    everything = complete(env, "commuter export ", 2)
+    assert TOOLS in everything and PLAN in everything and len(everything) == 9
+    assert complete(env, "commuter export --agent codex ", 4) == []  # codex has none here
+
+
+def test_zsh_gets_the_first_prompt_as_the_description(world):
+    env = env_for(world.a.home)
+    done = subprocess.run(
+        [sys.executable, "-m", "commuter"],
+        env={
+            **env,
+            "_COMMUTER_COMPLETE": "zsh_complete",
+            "COMP_WORDS": f"commuter export {PLAN[:4]}",
+            "COMP_CWORD": "2",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines() == ["plain", PLAN, "Plan a small refactor."]
+
+
+def test_completing_in_a_broken_home_offers_nothing_and_prints_no_error(tmp_path):
+    env = env_for(tmp_path / "h")
+    config = tmp_path / "h" / ".config" / "commuter"
+    config.mkdir(parents=True)
+    (config / "peers.json").write_text("{not json")
+    assert complete(env, "commuter push --to ", 3) == []
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_script(tmp_path, shell):
+    result = run(env_for(tmp_path / "h"), "completion", shell)
+    assert result.returncode == 0, result.stderr
+    assert "_COMMUTER_COMPLETE" in result.stdout and f"{shell}_complete" in result.stdout
+    one_error = run(env_for(tmp_path / "h"), "completion", "tcsh")
+    assert one_error.returncode == 2
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_bash_completes_peer_names_with_the_printed_script(world, tmp_path):
+    env = env_for(world.a.home)
+    script = tmp_path / "commuter.bash"
+    script.write_text(run(env, "completion", "bash").stdout)
+    shim = tmp_path / "bin" / "commuter"  # what pipx or pip puts on PATH
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m commuter "$@"\n')
+    shim.chmod(0o755)
+    probe = (
+        f"source {script}; COMP_WORDS=(commuter push --to o); COMP_CWORD=3; "
+        'COMP_LINE="commuter push --to o"; _commuter_completion commuter o; '
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", probe],
+        env={**env, "PATH": f"{shim.parent}:{env['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.split() == ["office"], (done.stdout, done.stderr)
