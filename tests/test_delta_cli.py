@@ -70,7 +70,7 @@ def test_the_second_send_carries_only_what_went_on(tmp_path: Path, command: str)
         assert "imported there" in second.stdout or "via lan" in second.stdout
     finally:
         _code, out, _err = server.stop()
-    sizes = [int(n) for n in re.findall(r"received \S+ from home \((\d+) bytes\)", out)]
+    sizes = [int(n) for n in re.findall(r"received .+? from home \((\d+) bytes\)", out)]
     assert len(sizes) == 2, out
     assert sizes[1] < sizes[0] / 5, sizes
     at_office = transcript(Path(office["HOME"]), Path(office["HOME"]) / "code" / "my.app", TOOLS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -158,16 +159,110 @@ async def handle_bundle(request: web.Request) -> web.Response:
         raise TooLarge(f"bundle is larger than this machine accepts ({st.max_body} bytes)")
     inbox = Inbox(st.settings)
     tmp = inbox.temp_path()
+    got = _Received()
     try:
-        header = await _receive_sealed(request, tmp, st, peer)
+        header = await _receive_sealed(request, tmp, st, peer, got)
         item = inbox.add(tmp, peer, header.digest.hex())
+    except ConnectionError:
+        # The sender went away mid-body (killed, Ctrl-C, network gone): nobody to answer.
+        st.log(
+            f"{_what(got)} from {peer.name} stopped after {_size(got.count)}"
+            f"{_of(request.content_length)}: the sender went away; nothing was kept"
+        )
+        return web.json_response({"error": "http", "message": "connection lost"}, status=400)
+    except CommuterError as exc:
+        st.log(f"refused {_what(got)} from {peer.name}: {exc}")
+        raise
     finally:
         tmp.unlink(missing_ok=True)
-    st.log(f"received {item.id} from {peer.name} ({item.size} bytes)")
+    what = _what(got)
     status = "stored"
     if st.on_received is not None:
-        status = await st.on_received(item, peer) or status
+        try:
+            status = await st.on_received(item, peer) or status
+        except CommuterError as exc:
+            st.log(f"received {what} from {peer.name} ({item.size} bytes), refused: {exc}")
+            raise
+    st.log(f"received {what} from {peer.name} ({item.size} bytes): {_DONE.get(status, status)}")
     return web.json_response({"status": status, "id": item.id, "digest": item.digest})
+
+
+# How the log line of a received bundle ends, by the upload's status.
+_DONE = {
+    "stored": "in the inbox for `commuter pull`",
+    "imported": "imported",
+    "receiving": "taken by `commuter receive`",
+}
+
+
+@dataclass
+class _Received:
+    """What an upload in progress has shown so far: body bytes read, the first plain bytes."""
+
+    count: int = 0
+    head: bytes = b""
+
+
+def _what(got: _Received) -> str:
+    """`session 9f4898fa (claude) of /home/me/app` from the manifest at the start of the
+    plain bundle (the sender's claim, authenticated by the seal, shown for the log only),
+    else `a bundle`."""
+    manifest = _manifest_of(got.head)
+    if manifest is None:
+        return "a bundle"
+    sid = safe_token(manifest.session_id)
+    backend = safe_token(manifest.backend)
+    project = manifest.project_dir if isinstance(manifest.project_dir, str) else ""
+    if len(project) > 80:
+        project = "…" + project[-79:]
+    what = f"session {sid[:8] if sid else '?'}"
+    if backend:
+        what += f" ({backend})"
+    return what + (f" of {project}" if project else "")
+
+
+class _Seen(Exception):
+    """Not an error: the manifest, raised by the router to stop reading, caught at once."""
+
+    def __init__(self, manifest: Any) -> None:
+        self.manifest = manifest
+
+
+def _manifest_of(head: bytes) -> Any:
+    """The manifest of a plain bundle that starts with `head`, or None."""
+    if not head:
+        return None
+    from commuter.bundle.model import DEFAULT_LIMITS
+    from commuter.bundle.read import read_plain
+
+    def stop(manifest: Any) -> None:
+        raise _Seen(manifest)
+
+    try:
+        read_plain(_Unseekable(head), None, DEFAULT_LIMITS, stop)
+    except _Seen as seen:
+        return seen.manifest
+    except Exception:  # the sender's bytes, read for a log line only: never an error here
+        return None
+    return None
+
+
+class _Unseekable(io.BytesIO):
+    """Bytes read once, front to back (the reader then checks no frame size ahead)."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _of(total: int | None) -> str:
+    return f" of {_size(total)}" if total else ""
 
 
 class _Body:
@@ -230,7 +325,7 @@ class _Body:
 
 
 async def _receive_sealed(
-    request: web.Request, dst: Path, st: ServerState, peer: Peer
+    request: web.Request, dst: Path, st: ServerState, peer: Peer, got: _Received
 ) -> seal.SealHeader:
     """Check the request against the seal's signed header, then authenticate each frame as
     it arrives and write it to `dst`; returns the verified seal header.
@@ -255,6 +350,7 @@ async def _receive_sealed(
     if header.sender != peer.public_key:
         raise BadSignature("bundle is sealed by another key than the request's signer")
     opener = seal.Opener(header, st.identity)
+    got.count = len(start) + len(rest)
     with dst.open("wb") as fh:
         fh.write(start + rest)
         while not opener.done:
@@ -262,7 +358,10 @@ async def _receive_sealed(
             if lead is None:
                 raise BundleError("sealed bundle is truncated")
             frame = await body.exactly(seal.Opener.frame_size(lead))
-            opener.pull(lead, frame)
+            plain = opener.pull(lead, frame)
+            if not got.head:
+                got.head = plain  # the manifest is in the first frame: for the log line
+            got.count += len(lead) + len(frame)
             fh.write(lead)
             fh.write(frame)
         if not await body.ended():
