@@ -147,27 +147,35 @@ COUNTS_FILE = "message-counts.json"
 def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, int | None]:
     """Each session's message count (None where its backend cannot count), from the
     backend's `message_count` and cached in state_dir by size and time, so that a listing
-    reads a transcript whole only when it changed."""
+    reads a transcript whole only when it changed. Entries of sessions not in `refs` (another
+    agent's, another project's) are kept, unless they outnumber the listed ones by far."""
+    import orjson
+
     from commuter.backends import get_backend
-    from commuter.fsutil import atomic_write_text
+    from commuter.fsutil import atomic_writer
 
     path = settings.state_dir / COUNTS_FILE
     try:
-        cache = json.loads(path.read_text(encoding="utf-8"))
+        cache = orjson.loads(path.read_bytes())
         if not isinstance(cache, dict):
             cache = {}
-    except (OSError, ValueError):
+    except (OSError, orjson.JSONDecodeError):
         cache = {}
     fresh: dict[str, list[Any]] = {}
     out: dict[str, int | None] = {}
     for ref in refs:
         key = f"{ref.backend}:{ref.session_id}"
-        stamp = [ref.size, ref.updated_at.isoformat()]
         hit = cache.get(key)
-        if isinstance(hit, list) and len(hit) == 3 and hit[:2] == stamp and isinstance(hit[2], int):
-            out[key] = hit[2]
-            fresh[key] = hit
-            continue
+        if type(hit) is list and len(hit) == 3 and hit[0] == ref.size and type(hit[2]) is int:
+            # the time as a POSIX timestamp; an ISO string in what 1.0 wrote
+            when = hit[1]
+            if when == ref.updated_at.timestamp():
+                out[key] = hit[2]
+                continue
+            if type(when) is str and when == ref.updated_at.isoformat():
+                out[key] = hit[2]
+                fresh[key] = [ref.size, ref.updated_at.timestamp(), hit[2]]  # rewritten once
+                continue
         try:
             counter = getattr(get_backend(ref.backend, settings), "message_count", None)
             count = int(counter(ref)) if counter is not None else None
@@ -175,11 +183,15 @@ def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, 
             count = None
         out[key] = count
         if count is not None:
-            fresh[key] = [*stamp, count]
-    if fresh != cache:
+            fresh[key] = [ref.size, ref.updated_at.timestamp(), count]
+    if fresh:
+        if len(cache) > 4 * len(refs) + 1000:  # mostly sessions that are gone
+            cache = {k: cache[k] for k in out if k in cache}
+        cache.update(fresh)
         with contextlib.suppress(OSError):
             settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            atomic_write_text(path, json.dumps(fresh) + "\n")
+            with atomic_writer(path, 0o600, fsync=False) as fh:  # a cache: no fsync
+                fh.write(orjson.dumps(cache) + b"\n")
     return out
 
 
@@ -273,47 +285,74 @@ def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: 
     if not refs:
         click.echo("no sessions found" + (" in this project" if here else ""), err=True)
         return
-    shorts = short_ids([r.session_id for r in refs] + [f.origin_id for f in known.values()])
+    from commuter.commands import table as t
+
+    shorts = t.short_ids([r.session_id for r in refs] + [f.origin_id for f in known.values()])
     now = datetime.now(UTC)
     home = str(settings.home)
+    shown: dict[object, str] = {}  # a few dozen projects and agents among 10,000 rows
     table: list[tuple[str, str, str, str, str, str]] = []
     for ref in refs:
-        project = str(ref.project) if ref.project else "?"
-        if project == home or project.startswith(home + "/"):
-            project = "~" + project[len(home) :]
-        count = count_of(ref)
-        fork = fork_of(ref)
-        note = ""
+        project = shown.get(ref.project)
+        if project is None:
+            text = str(ref.project) if ref.project else "?"
+            if text == home or text.startswith(home + "/"):
+                text = "~" + text[len(home) :]
+            project = shown[ref.project] = safe_text(text)
+        agent_name = shown.get(ref.backend)
+        if agent_name is None:
+            agent_name = shown[ref.backend] = safe_text(ref.backend)
+        count = counts.get(f"{ref.backend}:{ref.session_id}")
+        prompt = t.one_line(ref.first_prompt) if ref.first_prompt else ""
+        fork = fork_of(ref) if known else None
         if fork is not None:
             origin = shorts.get(fork.origin_id, fork.origin_id[:7])
-            note = f"[fork of {safe_text(origin)} from {one_line_text(fork.origin_host)}] "
+            prompt = f"[fork of {safe_text(origin)} from {one_line_text(fork.origin_host)}] " + (
+                prompt
+            )
         table.append(
             (
                 shorts[ref.session_id],
-                safe_text(ref.backend),
+                agent_name,
                 age(ref.updated_at, now),
                 "-" if count is None else str(count),
-                safe_text(project),
-                note + one_line_text(ref.first_prompt or ""),
+                project,
+                prompt,
             )
         )
     header = ("ID", "AGENT", "UPDATED", "MSGS", "PROJECT", "FIRST PROMPT")
-    widths = [max(_cells(header[i]), *(_cells(row[i]) for row in table)) for i in range(4)]
+    columns = list(zip(*table, strict=True))
+    widths = [max(t.cells(header[i]), *map(t.cells, set(columns[i]))) for i in range(4)]
     fixed = sum(widths) + 2 * 4  # four columns, each followed by two spaces
     room = _term_width() - fixed
-    longest = max(_cells(header[4]), *(_cells(row[4]) for row in table))
+    longest = max(t.cells(header[4]), *map(t.cells, set(columns[4])))
     # The project takes up to half of what is left (more if the prompts are short).
-    longest_prompt = max(_cells(header[5]), *(_cells(row[5]) for row in table))
+    longest_prompt = max(t.cells(header[5]), *map(t.cells, columns[5]))
     project_w = min(longest, max(12, room - min(longest_prompt, room // 2) - 2))
     prompt_w = room - project_w - 2
+    fitted: dict[str, str] = {}
+    # Columns whose every cell is as wide as it is long are padded by str.format.
+    narrow = all(t.cells(x) == len(x) for col in columns[:4] for x in set(col))
+    form = "{:<%d}  {:<%d}  {:<%d}  {:>%d}  " % tuple(widths)  # noqa: UP031
 
     def line(row: tuple[str, str, str, str, str, str], bold: bool = False) -> str:
-        cells = [_pad(row[i], widths[i]) for i in range(3)]
-        cells.append(_pad(row[3], widths[3], right=True))
-        cells.append(_pad(_fit_path(row[4], project_w), project_w))
-        text = "  ".join(cells)
+        path = fitted.get(row[4])
+        if path is None:
+            path = fitted[row[4]] = t.pad(t.fit_path(row[4], project_w), project_w)
+        if narrow and not bold:
+            text = form.format(row[0], row[1], row[2], row[3]) + path
+        else:
+            text = "  ".join(
+                (
+                    t.pad(row[0], widths[0]),
+                    t.pad(row[1], widths[1]),
+                    t.pad(row[2], widths[2]),
+                    t.pad(row[3], widths[3], right=True),
+                    path,
+                )
+            )
         if prompt_w >= 8:
-            prompt = _fit_words(row[5], prompt_w)
+            prompt = t.fit_words(row[5], prompt_w)
             if prompt.startswith("[fork of"):
                 end = prompt.find("]") + 1 or len(prompt)
                 prompt = click.style(prompt[:end], fg="cyan") + prompt[end:]
@@ -321,9 +360,8 @@ def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: 
         text = text.rstrip()
         return click.style(text, bold=True) if bold else text
 
-    click.echo(line(header, bold=True))
-    for row in table:
-        click.echo(line(row))
+    # One write: 10,000 rows are one echo, not 10,000.
+    click.echo("\n".join([line(header, bold=True), *map(line, table)]))
 
 
 @click.command("export")

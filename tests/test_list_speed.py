@@ -1,0 +1,155 @@
+"""`list` at scale: the fast table helpers give what the general ones give, the heads cache
+believes nothing of a hostile file, and the message counts survive filtered listings and the
+1.0 format without reading a transcript again."""
+
+from __future__ import annotations
+
+import json
+import marshal
+import random
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from claude_home import TOOLS, install
+from click.testing import CliRunner
+from conftest import settings_for
+
+from commuter.backends import claude
+from commuter.backends.claude import ClaudeBackend
+from commuter.backends.claude.heads import HEADS_FILE, OLD_HEADS_FILES
+from commuter.cli import cli
+from commuter.commands import session, table
+from commuter.commands._app import one_line_text
+
+ALPHABET = (
+    "ab cd-ef_gh.ij/kl  \t\n"
+    "éüñ—…「」日本語ｶﾀｶﾅ가한\u0301\u200b\u2028\u202e\x1b\x7f\u3000\xa0"
+    "😀🎉\U0001f9ea\ufe0f"
+)
+
+
+def _texts(n: int = 3000) -> list[str]:
+    rng = random.Random(17)
+    return ["".join(rng.choice(ALPHABET) for _ in range(rng.randrange(0, 40))) for _ in range(n)]
+
+
+def test_nothing_below_u0378_is_wide():
+    assert not [c for c in range(0x378) if unicodedata.east_asian_width(chr(c)) in "WF"]
+
+
+def test_fast_helpers_match_the_general_ones():
+    for text in _texts():
+        assert table.cells(text) == session._cells(text), text
+        assert table.one_line(text) == one_line_text(text), text
+        for width in (0, 1, 2, 5, 9, 17, 30):
+            assert table.prefix(text, width) == session._prefix(text, width), (text, width)
+            assert table.fit_words(text, width) == session._fit_words(text, width)
+            path = text.replace(" ", "/")
+            assert table.fit_path(path, width) == session._fit_path(path, width)
+
+
+def test_fast_short_ids_match_the_general_ones():
+    rng = random.Random(5)
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(3000)]
+    ids += [ids[0][:10] + "0" * 22, ids[1][:7], ids[2][:3], ids[3][:9] + "f" * 23]
+    for minimum in (1, 4, 7, 12):
+        assert table.short_ids(ids, minimum) == session.short_ids(ids, minimum)
+
+
+def _cached(settings) -> Any:
+    return marshal.loads((settings.cache_dir / HEADS_FILE).read_bytes())
+
+
+def test_a_cache_of_code_or_foreign_values_is_not_run_or_believed(tmp_path: Path, monkeypatch):
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    want = list(ClaudeBackend(settings).sessions())
+    version, scope, folders = _cached(settings)
+    ran: list[int] = []
+    monkeypatch.setattr(sys, "commuter_ran", ran, raising=False)
+    code = compile("import sys; sys.commuter_ran.append(1)", "<cache>", "exec")
+    hostile = {
+        name: {entry: (e[0], e[1], code, code, True) for entry, e in entries.items()}
+        for name, entries in folders.items()
+    }
+    docs: list[Any] = [(version, scope, hostile), (version, scope, {"x": code}), code]
+    for doc in docs:
+        (settings.cache_dir / HEADS_FILE).write_bytes(marshal.dumps(doc))
+        assert list(ClaudeBackend(settings).sessions()) == want
+        assert ran == []
+        assert _cached(settings)[2] == folders
+
+
+def test_the_old_json_cache_goes_on_the_next_save(tmp_path: Path) -> None:
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    old = settings.cache_dir / OLD_HEADS_FILES[0]
+    old.parent.mkdir(parents=True)
+    old.write_text('{"version": 1, "scope": "x", "heads": {}}')
+    list(ClaudeBackend(settings).sessions())
+    assert not old.exists()
+    assert (settings.cache_dir / HEADS_FILE).is_file()
+
+
+@pytest.fixture
+def scanned(monkeypatch) -> list[Path]:
+    """Transcripts read whole to count their messages."""
+    reads: list[Path] = []
+    real = claude._scan
+
+    def spy(path: Path):
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(claude, "_scan", spy)
+    return reads
+
+
+def _list(home: Path, *args: str, cwd: Path | None = None) -> str:
+    runner = CliRunner(env={"HOME": str(home), "COLUMNS": "200"})
+    if cwd is None:
+        done = runner.invoke(cli, ["list", *args])
+    else:
+        import os
+
+        here = Path.cwd()
+        os.chdir(cwd)
+        try:
+            done = runner.invoke(cli, ["list", *args])
+        finally:
+            os.chdir(here)
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def test_counts_outlive_a_filtered_listing_and_the_old_format(
+    home: Path, scanned: list[Path]
+) -> None:
+    install(home)
+    settings = settings_for(home)
+    first = json.loads(_list(home, "--json", "--all"))
+    assert len(scanned) == len(first) > 2
+    scanned.clear()
+    project = next(Path(r["project"]) for r in first if r["session_id"] == TOOLS)
+    _list(home, "--here", cwd=project)
+    assert scanned == []
+    assert json.loads(_list(home, "--json", "--all")) == first
+    assert scanned == []
+    # What 1.0 wrote: [size, ISO time, count]; believed, and rewritten once as timestamps.
+    counts = settings.state_dir / session.COUNTS_FILE
+    doc = json.loads(counts.read_text())
+    refs = {f"{r['backend']}:{r['session_id']}": r for r in first}
+    old = {k: [v[0], refs[k]["updated_at"], v[2]] for k, v in doc.items()}
+    counts.write_text(json.dumps(old))
+    assert json.loads(_list(home, "--json", "--all")) == first
+    assert scanned == []
+    assert json.loads(counts.read_text()) == doc
+    # A count for a changed size is not believed.
+    doc[f"claude:{TOOLS}"][0] += 1
+    counts.write_text(json.dumps(doc))
+    again = json.loads(_list(home, "--json", "--all"))
+    assert [p.stem for p in scanned] == [TOOLS]
+    assert again == first
