@@ -252,8 +252,34 @@ def _pull_from(app: AppContext, name: str, address: str | None, options: ImportO
 
     peer = Peers.load(app.settings).get(name)  # a mistyped name fails before anything else
     ctx = TransportContext.load(app.settings)
+    if options.dry_run:  # the peer's listing only: no bundle is downloaded
+        click.echo(_would_pull_from(ctx, peer, address))
+        return
     source = PeerFetch(ctx, peer, Path.cwd(), address)
     pulled = asyncio.run(receive_one(ctx, source, options, warn=_warn))
     click.echo(f"from {safe_text(peer.name)} ({peer.device_id}) via lan:")
     if pulled is not None and pulled.result is not None:
         _report(pulled.result)
+
+
+def _would_pull_from(ctx: TransportContext, peer: Peer, address: str | None) -> str:
+    """What `pull --from PEER --dry-run` prints: the session the peer lists as its newest for
+    this directory (one signed GET of its listing), whether it is new here; nothing else."""
+    from commuter import core
+    from commuter.peer.client import newest_session
+    from commuter.sync.pending import human_size
+
+    best, _ = asyncio.run(
+        newest_session(ctx.settings, ctx.identity, peer, Path.cwd(), address=address)
+    )
+    local = {(r.backend, r.session_id) for r in core.list_sessions(ctx.settings)}
+    what = (
+        "update of the local session (or a fork if both sides went on)"
+        if (best.backend, best.id) in local
+        else "new here"
+    )
+    return safe_text(
+        f"would import {best.id} ({best.backend}, {best.project or '?'}) from {peer.name} "
+        f"({peer.device_id}) via lan, {human_size(best.size)}, updated {best.updated_at}: "
+        f"{what}"
+    )
