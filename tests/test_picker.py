@@ -38,9 +38,12 @@ def world(tmp_path):
     return w
 
 
-def on_tty(env, *args, cwd: Path, answer: bytes | None) -> tuple[int, str, str]:
-    """Run commuter with stdin and stderr on a pseudo-terminal, typing `answer` once the
-    picker asks (None: never type; the picker must not ask). (status, stdout, tty text)."""
+def on_tty(
+    env, *args, cwd: Path, answer: bytes | None, when: bytes = PROMPT
+) -> tuple[int, str, str]:
+    """Run commuter with stdin and stderr on a pseudo-terminal, typing `answer` once `when`
+    shows (the picker's question; None: never type, nothing must ask). (status, stdout,
+    what the terminal got)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "commuter", *args],
@@ -65,7 +68,7 @@ def on_tty(env, *args, cwd: Path, answer: bytes | None) -> tuple[int, str, str]:
                 if not data:
                     break
                 got += data
-            if answer is not None and not typed and PROMPT in got:
+            if answer is not None and not typed and when in got:
                 os.write(master, answer)
                 typed = True
             if proc.poll() is not None and not ready:
