@@ -71,6 +71,13 @@ def complete_session(
     return []
 
 
+def complete_file(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The shell's own file name completion (a bundle to import, a file to export to)."""
+    return [CompletionItem(incomplete, type="file")]
+
+
 @click.command("completion")
 @click.argument("shell", type=click.Choice(SHELLS))
 @click.pass_context

@@ -116,3 +116,22 @@ def test_bash_completes_peer_names_with_the_printed_script(world, tmp_path):
         check=False,
     )
     assert done.stdout.split() == ["office"], (done.stdout, done.stderr)
+
+
+def test_file_arguments_fall_back_to_the_shells_file_names(tmp_path):
+    env = env_for(tmp_path / "h")
+    for words, cword in (("commuter import ./s", 2), ("commuter export -o ./s", 3)):
+        done = subprocess.run(
+            [sys.executable, "-m", "commuter"],
+            env={
+                **env,
+                "_COMMUTER_COMPLETE": "bash_complete",
+                "COMP_WORDS": words,
+                "COMP_CWORD": str(cword),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.stdout.split() == ["file,./s"], (words, done.stdout)

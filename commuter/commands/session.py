@@ -24,7 +24,7 @@ from commuter.commands._app import (
     safe_json,
     safe_text,
 )
-from commuter.completion import complete_session
+from commuter.completion import complete_file, complete_session
 from commuter.errors import BundleError, CommuterError, OutputError
 from commuter.settings import Settings
 
@@ -372,6 +372,7 @@ def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: 
     "--output",
     metavar="FILE|-",
     help="Bundle file to write, or - for stdout (default: ./<short id>.bundle, never replaced).",
+    shell_complete=complete_file,
 )
 @agent_option
 @pass_app
@@ -495,7 +496,7 @@ def _spool_stdin(staging: Path) -> Path:
 
 
 @click.command("import")
-@click.argument("bundle")
+@click.argument("bundle", shell_complete=complete_file)
 @click.option("--project-dir", type=click.Path(path_type=Path), help="Local project directory.")
 @click.option("--replace", is_flag=True, help="Replace a diverged local copy (after a backup).")
 @click.option("--no-launch", is_flag=True, help="Do not start the agent afterwards.")
