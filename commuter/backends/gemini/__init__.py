@@ -32,7 +32,9 @@ from commuter.errors import AmbiguousSession, SessionNotFound
 from commuter.model import SessionRef
 
 if TYPE_CHECKING:
+    from commuter.acks import Received
     from commuter.backends import Check, ImportSource
+    from commuter.bundle.delta import Spec
     from commuter.model import ImportOptions, ImportResult
     from commuter.settings import Settings
 
@@ -223,6 +225,14 @@ class GeminiBackend:
         from commuter.backends.gemini.place import place
 
         return place(self.settings, self.dirs, source, options)
+
+    def place_delta(
+        self, source: ImportSource, spec: Spec, base: Received, options: ImportOptions
+    ) -> ImportResult:
+        """A delta bundle on what the last import from its sender left (see delta.py)."""
+        from commuter.backends.gemini.delta import place_delta
+
+        return place_delta(self.settings, self.dirs, source, spec, base, options)
 
 
 def _project_members(project: Path, own: Path) -> list[tuple[str, Path | bytes]]:

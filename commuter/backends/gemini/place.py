@@ -158,16 +158,7 @@ def place(
         )
         return _result(plan, project, plan.action, sid, source)
 
-    pairs: list[tuple[str, str]] = []
-    meta = source.meta
-    if isinstance(meta.get("source_temp_dir"), str):
-        pairs.append((meta["source_temp_dir"], str(folder)))
-    if isinstance(meta.get("source_gemini_dir"), str):
-        pairs.append((meta["source_gemini_dir"], str(dirs.root)))
-    pairs.append((source.project_dir, project))
-    for a, b in where.path_maps:
-        pairs += [(a, b), (b, a)]
-    rewriter = Rewriter(pairs, old_sid=sid, new_sid=plan.sid)
+    rewriter = rewriter_for(dirs, source, folder, project, where.path_maps, plan.sid)
     start = start_after(dirs, chats, plan.sid, incoming.start_time)
     _projects_json(dirs, project, slug)  # a projects.json we would not change: stop here
     with Pending() as pending:
@@ -228,6 +219,27 @@ def place(
         backed_up=plan.backups,
     )
     return _result(plan, project, plan.action, sid, source)
+
+
+def rewriter_for(
+    dirs: GeminiDirs,
+    source: ImportSource,
+    folder: Path,
+    project: str,
+    path_maps: Sequence[tuple[str, str]],
+    new_sid: str,
+) -> Rewriter:
+    """The path (and session id) rewrite of a bundle's chat placed in `folder`."""
+    pairs: list[tuple[str, str]] = []
+    meta = source.meta
+    if isinstance(meta.get("source_temp_dir"), str):
+        pairs.append((meta["source_temp_dir"], str(folder)))
+    if isinstance(meta.get("source_gemini_dir"), str):
+        pairs.append((meta["source_gemini_dir"], str(dirs.root)))
+    pairs.append((source.project_dir, project))
+    for a, b in path_maps:
+        pairs += [(a, b), (b, a)]
+    return Rewriter(pairs, old_sid=source.session_id, new_sid=new_sid)
 
 
 def _origin_host(origin: str) -> str:
