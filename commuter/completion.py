@@ -71,6 +71,21 @@ def complete_session(
     return []
 
 
+def complete_ssh_host(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The `Host` names of ~/.ssh/config starting with `incomplete` (patterns left out)."""
+    with contextlib.suppress(Exception):
+        text = (_settings().home / ".ssh" / "config").read_text(encoding="utf-8", errors="replace")
+        names: list[str] = []
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) > 1 and words[0].lower() == "host":
+                names += [w for w in words[1:] if not set(w) & set("*?!") and w not in names]
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+    return []
+
+
 def complete_file(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:

@@ -135,3 +135,15 @@ def test_file_arguments_fall_back_to_the_shells_file_names(tmp_path):
             check=False,
         )
         assert done.stdout.split() == ["file,./s"], (words, done.stdout)
+
+
+def test_to_and_from_complete_the_hosts_of_ssh_config(tmp_path):
+    env = env_for(tmp_path / "h")
+    ssh = tmp_path / "h" / ".ssh"
+    ssh.mkdir()
+    (ssh / "config").write_text(
+        "Host office office-vpn\n  HostName 10.0.0.2\nHost *.example.org !bad\n"
+        "  User me\nhost build\nMatch host x\n"
+    )
+    assert complete(env, "commuter to ", 2) == ["office", "office-vpn", "build"]
+    assert complete(env, "commuter from off", 2) == ["office", "office-vpn"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from commuter.commands._app import AppContext, agent_option, pass_app, safe_text
-from commuter.completion import complete_session
+from commuter.completion import complete_session, complete_ssh_host
 
 if TYPE_CHECKING:
     from commuter.model import ImportResult
@@ -27,7 +27,7 @@ _REMOTE_HELP = (
 
 
 @click.command("to")
-@click.argument("host")
+@click.argument("host", shell_complete=complete_ssh_host)
 @click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--latest", is_flag=True, help="The newest session of this directory's project.")
 @click.option(
@@ -71,7 +71,7 @@ def to_cmd(
 
 
 @click.command("from")
-@click.argument("host")
+@click.argument("host", shell_complete=complete_ssh_host)
 @click.option(
     "--project-dir",
     "remote_dir",
