@@ -229,3 +229,28 @@ def _crossing_of(a: Machine, b: Machine, sid: str, tmp: Path) -> None:
     a.take(xb)
     b.take(xa)
     _sync_all(a, b, tmp)
+
+
+@pytest.mark.parametrize("went_on", [False, True], ids=["as-it-was", "went-on"])
+def test_a_move_that_stopped_half_way_is_finished(
+    pair: tuple[Machine, Machine], tmp_path: Path, went_on: bool
+) -> None:
+    from commuter.backends.gemini.chat import Rewriter
+
+    a, b = pair
+    _ma, mb = _diverge(a, b, a_first=True)
+    fork = fork_id(SID, mb)
+    # an earlier import wrote B's branch as the fork, then stopped before replacing the chat
+    local = b.path(SID)
+    moved = local.with_name(local.name.replace(SID[:8], fork[:8]))
+    with moved.open("wb") as out:
+        Rewriter([], old_sid=SID, new_sid=fork).copy(local, out)
+    if went_on:
+        b.say("the fork went on", "2099-01-01T12:00:00.000Z", sid=fork)
+    res = b.take(a.export(SID, tmp_path / "xa"))
+    assert res.action == "replaced" and b.ids() == {SID, fork}
+    assert ("the fork went on" in moved.read_text()) is went_on
+    _sync_all(a, b, tmp_path)
+    assert a.ids() == b.ids() == {SID, fork}
+    for sid in a.ids():
+        assert a.messages(sid) == b.messages(sid)

@@ -247,19 +247,20 @@ def _origin_host(origin: str) -> str:
     return origin.split(" ", 1)[0].rpartition("@")[2] or "another machine"
 
 
-def _move_target(dirs: GeminiDirs, folder: Path, plan: _Plan) -> Path:
+def _move_target(dirs: GeminiDirs, folder: Path, plan: _Plan) -> Path | None:
     """Where the local chat `plan.dest` goes as its fork `plan.moved_to`: a new file named
     by its start minute, or the fork's file an earlier, interrupted move wrote (which the
-    local chat continues or equals; BackendError if it holds another conversation)."""
+    local chat continues or equals); None when that fork already holds all of it and more;
+    BackendError if it holds another conversation."""
     assert plan.moved_to is not None
     local = read_chat(plan.dest)
     there = _local(dirs, folder, plan.moved_to)
     if there is None:
         return folder / "chats" / file_name(local.start_time, plan.moved_to, plan.dest.suffix)
-    if relation(_real_ids(there.chat), _real_ids(local)) not in (
-        Relation.IDENTICAL,
-        Relation.CONTINUED,
-    ):
+    rel = relation(_real_ids(there.chat), _real_ids(local))
+    if rel is Relation.LOCAL_NEWER:
+        return None
+    if rel is Relation.DIVERGENT:
         raise BackendError(
             f"session {plan.sid} should continue as the fork {plan.moved_to}, but "
             f"{there.path} holds another conversation; kept both as they are"
