@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO, TypeVar, cast
 
 from commuter import progress
 from commuter.errors import (
@@ -40,13 +40,22 @@ from commuter.peer.discovery import format_address
 from commuter.peer.identity import Identity
 from commuter.peer.peers import Peer, Peers
 from commuter.peer.protocol import DEFAULT_PORT, safe_token
-from commuter.peer.seal import Sealer, read_header, sealed_chunks, sealed_size
+from commuter.peer.seal import (
+    FRAME_OVERHEAD,
+    PipeAbandoned,
+    Sealer,
+    SealingPipe,
+    read_header,
+    sealed_chunks,
+    sealed_size,
+)
 from commuter.settings import Settings
 
 # Kept importable from here: the transports and the tests name them so.
 __all__ = ["connect_reason", "loads", "read_capped", "safe_token", "watched_body"]
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 # What this machine downloads from a peer at most: the size a daemon accepts as an upload.
 MAX_FETCH = 2 * 1024**3
 # A /v1/sessions answer (about 300 bytes per session); every other JSON answer.
@@ -337,6 +346,56 @@ class PeerClient:
         )
         return self._upload_answer(data)
 
+    async def upload_export(
+        self, export: Callable[[BinaryIO], T], progress: Progress | None = None
+    ) -> tuple[dict[str, Any], T]:
+        """Upload a bundle while it is being made: `export(fh)` runs on a thread writing the
+        plain bundle into `fh`, each chunk is sealed to the peer there and sent as it comes
+        (a bounded queue between them; chunked transfer, as the size is not known before the
+        end). No temp bundle; a failed export or upload ends both, and the peer, which
+        stores nothing before the final frame is verified, keeps nothing. Returns the
+        peer's answer and what `export` returned."""
+        sealer = Sealer(self.identity, [self.peer.public_key])
+        pipe = SealingPipe(sealer, asyncio.get_running_loop())
+
+        def produce() -> T:
+            try:
+                result = export(cast(BinaryIO, pipe))  # a write-only file is all it needs
+            except PipeAbandoned:
+                raise
+            except BaseException as exc:
+                pipe.fail(exc)
+                raise
+            pipe.close()
+            return result
+
+        async def body() -> AsyncIterator[bytes]:
+            async for frame in pipe.frames():
+                if progress is not None and frame is not sealer.prefix:
+                    progress(len(frame) - FRAME_OVERHEAD)
+                yield frame
+
+        task = asyncio.ensure_future(asyncio.to_thread(produce))
+        try:
+            data = await self._request(
+                "POST",
+                "/v1/bundles",
+                body=body(),
+                digest=auth.sealed_body_digest(sealer.digest),
+            )
+        except BaseException as exc:
+            pipe.abandon()
+            try:
+                await task
+            except PipeAbandoned:
+                pass
+            except Exception as failed:  # the export failed first: that is the cause
+                if failed is not exc:
+                    raise failed from None
+            raise
+        pipe.abandon()
+        return self._upload_answer(data), await task
+
     def _upload_answer(self, data: Any) -> dict[str, str]:
         """The fields of an upload's answer that are plain tokens ("status", "id", "digest");
         anything else a peer put there is dropped."""
@@ -469,6 +528,26 @@ async def send_file(
     addresses = [address] if isinstance(address, str) else list(address)
     async with _answering(settings, identity, peer, addresses, suggest_address) as client:
         answer = await client.upload_sealing(bundle, progress)
+    _remember(settings, peer, client.address)
+    return answer
+
+
+async def send_export(
+    settings: Settings,
+    identity: Identity,
+    peer: Peer,
+    export: Callable[[BinaryIO], T],
+    address: str | Sequence[str],
+    progress: Progress | None = None,
+    *,
+    suggest_address: bool = False,
+) -> tuple[dict[str, Any], T]:
+    """`send_file` without a bundle file: `export(fh)` writes the plain bundle on a thread
+    while it is sealed and uploaded (PeerClient.upload_export). Returns the peer's answer
+    and what `export` returned (pipeline.send_session's Exported)."""
+    addresses = [address] if isinstance(address, str) else list(address)
+    async with _answering(settings, identity, peer, addresses, suggest_address) as client:
+        answer = await client.upload_export(export, progress)
     _remember(settings, peer, client.address)
     return answer
 

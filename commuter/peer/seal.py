@@ -13,7 +13,9 @@ another seal without failing authentication.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import struct
@@ -167,6 +169,98 @@ async def sealed_chunks(
             if progress is not None:
                 progress(len(frame) - FRAME_OVERHEAD)
             yield frame
+
+
+class SealingPipe:
+    """A write-only file for a thread (an export) whose bytes come out sealed on the event
+    loop's side, one frame per CHUNK, through a queue of `depth` frames: memory stays
+    bounded (about depth + 2 chunks) and the writer waits while the reader is behind.
+
+    `frames()` (async) yields the prefix, then every frame, the last one final once the writer
+    `close()`s; `fail(exc)` from the writer ends it with `exc` raised there. If the reader
+    stops (`abandon()`), the writer's next write raises `PipeAbandoned`."""
+
+    def __init__(self, sealer: Sealer, loop: asyncio.AbstractEventLoop, depth: int = 4) -> None:
+        self._sealer = sealer
+        self._loop = loop
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
+        self._buffer = bytearray()
+        self._pending: bytes | None = None
+        self._abandoned = False
+        self.plain_size = 0
+
+    # The writer's side (a thread).
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._buffer += data
+        while len(self._buffer) > CHUNK:  # one more byte than a chunk: this one is not last
+            chunk = bytes(self._buffer[:CHUNK])
+            del self._buffer[:CHUNK]
+            self._emit(chunk)
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """The end of the plain stream: the rest goes as the final frame."""
+        if self._pending is not None:
+            self._put(self._sealer.push(self._pending, False))
+        self._pending = None
+        chunk = bytes(self._buffer)
+        self._buffer.clear()
+        self.plain_size += len(chunk)
+        self._put(self._sealer.push(chunk, True))
+        self._put(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """The writer failed: the reader raises `exc` instead of sealing an end."""
+        with contextlib.suppress(PipeAbandoned):
+            self._put(exc)
+
+    def _emit(self, chunk: bytes) -> None:
+        # One chunk held back: only the next one (or the end) says whether it is the last.
+        if self._pending is not None:
+            self._put(self._sealer.push(self._pending, False))
+        self._pending = chunk
+        self.plain_size += len(chunk)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        if self._abandoned:
+            raise PipeAbandoned("the upload stopped taking the bundle")
+        future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        future.result()
+        if self._abandoned:
+            raise PipeAbandoned("the upload stopped taking the bundle")
+
+    # The reader's side (the event loop).
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The sealed stream: prefix, then each frame as the writer makes it."""
+        yield self._sealer.prefix
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def abandon(self) -> None:
+        """The reader is done (finished or failed): free a writer waiting for room."""
+        self._abandoned = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+
+class PipeAbandoned(BundleError):
+    """The reading side of a SealingPipe stopped before the writer finished."""
 
 
 class Opener:
