@@ -255,6 +255,10 @@ async def test_concurrent_uploads_through_two_relays_cannot_pass_a_quota_togethe
     assert sorted(r.status for r in answers) == [201] * 2 + [429] * 18
     assert await counts(pg_url) == {"relay_chunks": 2, "relay_items": 2, "relay_uploads": 0}
     size = len(bodies[0])
+    # Those refused a slot at the commit had stored their last chunk already (relay_finish's
+    # first transaction): dropped, and un-counted, with their upload.
+    held = await usage_rows(pg_url)
+    assert held["all"] == held[f"box:{BOB.device_id}"] == (2, 2 * size)
     (c, _), (d, _) = await relays(
         aiohttp_client, pg_url, Limits(sender_bytes=2 * size + 3 * size + 10)
     )
