@@ -35,10 +35,12 @@ from commuter.transports.state import PullState
 if TYPE_CHECKING:
     from commuter.core import Exported
     from commuter.model import ImportOptions, ImportResult
+    from commuter.peer.identity import Identity
     from commuter.peer.peers import Peer
     from commuter.settings import Settings
 
 Factory = Callable[[str, TransportContext], Transport]
+SealFile = Callable[[Path, Path, "Identity", Sequence[bytes]], None]
 Warn = Callable[[str], None]
 
 
@@ -111,9 +113,14 @@ async def push_file(
     *,
     named: bool = False,
     factory: Factory = create,
+    seal_with: SealFile | None = None,
 ) -> Pushed:
-    """Seal `bundle` to `peers` (plain if none) and send it: `via`, or lan -> relay -> folder."""
+    """Seal `bundle` to `peers` (plain if none) and send it: `via`, or lan -> relay -> folder.
+    `seal_with`: instead of `seal.seal_file` (the sync daemon: `label.seal_labelled`, whose
+    short first frame lets the peer's `status` label the item from a 72 KiB read)."""
     from commuter.peer.seal import seal_file
+
+    seal: SealFile = seal_with or seal_file
 
     if not peers and via not in ("auto", "folder"):
         raise TransportError(f"nothing to send to over {via}: no paired peer (run `commuter pair`)")
@@ -126,7 +133,7 @@ async def push_file(
         if peers:
             sealed = staging / "bundle.sealed"
             await asyncio.to_thread(
-                seal_file, bundle, sealed, ctx.identity, [p.public_key for p in peers]
+                seal, bundle, sealed, ctx.identity, [p.public_key for p in peers]
             )
         skipped: list[str] = []
         for name in order:
@@ -164,8 +171,10 @@ async def push_session(
     factory: Factory = create,
     agent: str | None = None,
     cwd: Path | None = None,
+    seal_with: SealFile | None = None,
 ) -> Pushed:
-    """Export a session and send it to `peers` (see `push_file` for `via`, `named`).
+    """Export a session and send it to `peers` (see `push_file` for `via`, `named`,
+    `seal_with`).
 
     `session`: a SessionRef, an id or unique prefix, or None for the newest of `cwd` (of
     `agent`'s, if given). When every peer holds the same earlier state of it (acks.py) and
@@ -175,7 +184,9 @@ async def push_session(
     by every recipient (relay, folder: see `_holders`)."""
 
     async def deliver(path: Path) -> Pushed:
-        return await push_file(ctx, path, peers, via, named=named, factory=factory)
+        return await push_file(
+            ctx, path, peers, via, named=named, factory=factory, seal_with=seal_with
+        )
 
     return await send_session(ctx, session, peers, deliver, agent=agent, cwd=cwd)
 

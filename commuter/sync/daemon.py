@@ -278,13 +278,20 @@ class SyncDaemon:
         when it acknowledged an earlier state (a delta), the whole session otherwise or when
         the peer refuses the base."""
         from commuter.pipeline import push_session
+        from commuter.sync.label import seal_labelled
 
         ref = entry.ref
         self.status.sending(ref.session_id, peer.name)
         started = time.monotonic()
         try:
             pushed = await push_session(
-                ctx, ref, [peer], "auto", named=True, factory=self._transports
+                ctx,
+                ref,
+                [peer],
+                "auto",
+                named=True,
+                factory=self._transports,
+                seal_with=seal_labelled,  # the peer's status labels it from its first 72 KiB
             )
         except CommuterError as exc:
             self._queue(peer, entry, str(exc))

@@ -174,3 +174,40 @@ def test_a_relay_that_ignores_range_still_gives_the_label_without_a_download(wor
 
     asyncio.run(go())
     assert len(stripped) >= 3, stripped  # the label took two reads, each answered whole
+
+
+def test_what_the_daemon_sends_through_the_relay_is_labelled_from_one_short_read(world, tmp_path):
+    from synchelp import daemon
+
+    grow(transcript(world.a.home, world.project_a, TOOLS), 5)
+    config.unset_value(world.a, "transfer-dir")
+
+    async def go() -> tuple[int, int]:
+        runner = web.AppRunner(make_relay_app(tmp_path / "relay"), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        proxy = CountingProxy(runner.addresses[0][1])
+        port = await proxy.start()
+        for s in (world.a, world.b):
+            config.set_value(s, "relay", (f"http://127.0.0.1:{port}",))
+        da, log = daemon(world.a)
+        try:
+            await da._send_round()
+            assert any(f"sent {TOOLS[:8]}" in x and "via relay" in x for x in log), log
+            ctx_b = context(world.b)
+            async with RelayTransport(ctx_b) as relay:
+                items = await relay.pending()
+                sizes = {}
+                for item in items:
+                    before = proxy.down
+                    label = await label_of(ctx_b, relay, item)
+                    assert label is not None
+                    sizes[label.session_id] = (item.size, proxy.down - before)
+        finally:
+            da.state.close()
+            await proxy.close()
+            await runner.cleanup()
+        return sizes[TOOLS]
+
+    size, served = asyncio.run(go())
+    assert size > 2 * (1 << 20) and served <= FIRST_READ + HTTP, (size, served)
