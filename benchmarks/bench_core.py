@@ -59,7 +59,12 @@ class BenchError(Exception):
 
 def tool_env(home: Path, work: Path, *, keep_pythonpath: bool = True) -> dict[str, str]:
     """Environment for a tool run: HOME and XDG dirs inside the synthetic home."""
-    drop = {"CLAUDE_CONFIG_DIR"} | (set() if keep_pythonpath else {"PYTHONPATH"})
+    # PYTHONDONTWRITEBYTECODE: an installed commuter runs from compiled modules (pip compiles
+    # 0.2.0's at install); a source tree must be allowed to write its own, or every command
+    # compiles its modules anew.
+    drop = {"CLAUDE_CONFIG_DIR", "PYTHONDONTWRITEBYTECODE"} | (
+        set() if keep_pythonpath else {"PYTHONPATH"}
+    )
     env = {
         k: v
         for k, v in os.environ.items()
@@ -702,6 +707,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             if s.rc != 0:
                 raise fail(t, "--help", log, f"exit {s.rc}")
+        # one unmeasured round: every module each command loads is compiled and cached,
+        # and the source transcript is in the page cache, for both tools alike
+        run_round(tools, -1, info, work)
+        for t in tools:
+            t.samples.clear()
+            t.checks.clear()
         for rep in range(args.repeat):
             run_round(tools, rep, info, work)
             print(

@@ -245,7 +245,6 @@ def import_file(
     import leaves is recorded as the base of the next delta."""
     from commuter.backends import accepts_session_id, source_from
 
-    digest = bundle.file_digest(path)
     settings.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     limits = bundle.DEFAULT_LIMITS.for_import(settings.max_import_size)
     routes: list[Any] = []
@@ -298,7 +297,7 @@ def import_file(
         shutil.rmtree(unpacked.root, ignore_errors=True)
         for route in routes:
             route.discard()
-    return dataclasses.replace(result, bundle_digest=digest, backend=manifest.backend)
+    return dataclasses.replace(result, bundle_digest=unpacked.digest, backend=manifest.backend)
 
 
 def _place_delta(

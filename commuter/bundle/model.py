@@ -72,10 +72,11 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True, slots=True)
 class Unpacked:
-    """A verified bundle: root/<member name> holds each member."""
+    """A verified bundle: root/<member name> holds each member; `digest` the file's sha256."""
 
     manifest: Manifest
     root: Path
+    digest: str = ""
 
 
 # --- validation -----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from commuter.bundle.model import (
 )
 from commuter.bundle.write import with_late
 from commuter.errors import BundleError
-from commuter.fsutil import CHUNK, sha256_file
+from commuter.fsutil import CHUNK, quick_handoffs, sha256_file
 from commuter.model import Manifest, Member
 
 _MAX_PAX = 64 << 10
@@ -49,6 +49,12 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # near 2**48 bytes, and the Limits then apply
 _MAX_SIZE = 1 << 48
 _PAX_SIZE_RE = re.compile(r"[0-9]{1,15}")
+
+
+class FileHash(Protocol):
+    """What takes a bundle file's bytes as they are read (a hashlib object)."""
+
+    def update(self, data: bytes, /) -> None: ...
 
 
 class ChunkSink(Protocol):
@@ -85,9 +91,16 @@ def sniff(path: Path) -> str | None:
 
 
 def read_any(
-    path: Path, root: Path | None, limits: Limits, router: Router | None = None
+    path: Path,
+    root: Path | None,
+    limits: Limits,
+    router: Router | None = None,
+    file_hash: FileHash | None = None,
 ) -> Manifest:
-    """Verify the bundle at `path`; unpack its members under `root` unless root is None."""
+    """Verify the bundle at `path`; unpack its members under `root` unless root is None.
+
+    `file_hash` (a hashlib object), if given, is fed every byte of the file: for a plain
+    bundle in the same pass that verifies it."""
     kind = sniff(path)
     if kind is None:
         if not path.is_file():
@@ -99,14 +112,18 @@ def read_any(
         if kind != "plain":
             from commuter.bundle.legacy import read_legacy
 
+            if file_hash is not None:
+                with path.open("rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        file_hash.update(chunk)
             return read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
-        with path.open("rb") as fh:
-            return read_plain(fh, root, limits, router)
+        with path.open("rb") as fh, quick_handoffs():
+            return read_plain(fh, root, limits, router, file_hash)
     except OSError as exc:
         raise BundleError(f"cannot read or unpack the bundle: {exc.strerror or exc}") from None
 
 
-def _read_magic(fh: BinaryIO) -> None:
+def _read_magic(fh: BinaryIO) -> bytes:
     line = fh.readline(64)
     if not line.startswith(MAGIC_PREFIX) or not line.endswith(b"\n"):
         raise BundleError("not a commuter bundle (no COMMUTER-BUNDLE header)")
@@ -114,16 +131,21 @@ def _read_magic(fh: BinaryIO) -> None:
     if not version.isdigit() or len(version) > 6:
         raise BundleError("not a commuter bundle (bad COMMUTER-BUNDLE header)")
     check_format(int(version))
+    return line
 
 
 class _Counted:
-    """The bundle file as the decompressor reads it, each read counted for the progress bar."""
+    """The bundle file as the decompressor reads it, each read counted for the progress bar
+    (and hashed, when the caller wants the file's digest)."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: BinaryIO, file_hash: FileHash | None = None) -> None:
         self._fh = fh
+        self._hash = file_hash
 
     def read(self, n: int = -1) -> bytes:
         data = self._fh.read(n)
+        if self._hash is not None:
+            self._hash.update(data)
         progress.advance(len(data))
         return data
 
@@ -131,13 +153,13 @@ class _Counted:
 class _Source:
     """The decompressed tar stream, with every byte counted against a cap."""
 
-    def __init__(self, fh: BinaryIO, limits: Limits) -> None:
+    def __init__(self, fh: BinaryIO, limits: Limits, file_hash: FileHash | None = None) -> None:
         import zstandard  # here, so `commuter list` never loads it
 
         self._error = zstandard.ZstdError
         dctx = zstandard.ZstdDecompressor(max_window_size=limits.max_window)
         self._reader = dctx.stream_reader(
-            cast("BinaryIO", _Counted(fh)), read_size=CHUNK, read_across_frames=True
+            cast("BinaryIO", _Counted(fh, file_hash)), read_size=CHUNK, read_across_frames=True
         )
         self._cap = limits.max_total + limits.max_manifest + limits.max_digest + _OVERHEAD
         self.count = 0
@@ -236,8 +258,9 @@ def _next_header(src: _Source) -> tuple[str, int] | None:
 
 
 class _Sink:
-    """Hashes (and writes) a member's chunks; on a worker thread for big members. A routed
-    member's chunks are hashed and go to the caller's sink there too."""
+    """Hashes a member's chunks and writes them (to its staging file, or to the caller's sink
+    for a routed member); for big members the writing runs on a worker thread while this one
+    decompresses and hashes the next chunk."""
 
     def __init__(self, fd: int, threaded: bool, target: ChunkSink | None = None) -> None:
         self.fd = fd
@@ -252,7 +275,6 @@ class _Sink:
             self._thread.start()
 
     def _consume(self, data: bytes) -> None:
-        self.hash.update(data)
         if self.target is not None:
             self.target.write(data)
             return
@@ -270,6 +292,7 @@ class _Sink:
                     self.error = exc
 
     def put(self, data: bytes) -> None:
+        self.hash.update(data)
         if self._queue is None:
             self._consume(data)
         elif self.error is None:
@@ -362,14 +385,21 @@ def check_frame(fh: BinaryIO) -> None:
 
 
 def read_plain(
-    fh: BinaryIO, root: Path | None, limits: Limits, router: Router | None = None
+    fh: BinaryIO,
+    root: Path | None,
+    limits: Limits,
+    router: Router | None = None,
+    file_hash: FileHash | None = None,
 ) -> Manifest:
     """Read a plain bundle from `fh`, verifying everything; members go under `root` if given,
-    or to the sinks `router` picks once it has seen the manifest."""
-    _read_magic(fh)
+    or to the sinks `router` picks once it has seen the manifest. `file_hash` (a hashlib
+    object), if given, is fed every byte of `fh` as the reader goes."""
+    magic = _read_magic(fh)
+    if file_hash is not None:
+        file_hash.update(magic)
     if fh.seekable():
         check_frame(fh)
-    src = _Source(fh, limits)
+    src = _Source(fh, limits, file_hash)
     first = _next_header(src)
     if first is None or first[0] != MANIFEST_NAME:
         raise BundleError("bundle does not start with manifest.json")
@@ -405,6 +435,9 @@ def read_plain(
     if _next_header(src) is not None:
         raise BundleError("bundle has members after digest.json")
     src.expect_end()
+    if file_hash is not None:
+        while rest := fh.read(CHUNK):  # none after a checked frame; a stream may have some
+            file_hash.update(rest)
     obj = _loads(digest, "digest")
     members = _check_digest(obj, manifest_sha, seen)
     if isinstance(obj, dict) and "late" in obj:  # fields the writer knew only at the end
@@ -510,17 +543,19 @@ def unpack(
     """Verify a bundle (plain or legacy JSON) completely while unpacking it into staging.
 
     On any failure nothing stays in staging and one BundleError explains it. The caller
-    removes `root` when done. `router` (plain bundles only) may send members elsewhere as
+    removes `root` when done. `digest` is the sha256 of the file's bytes, taken as they were
+    read and verified. `router` (plain bundles only) may send members elsewhere as
     they are decompressed: their bytes count as verified only once unpack has returned.
     """
     staging_parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = Path(tempfile.mkdtemp(prefix="unpack-", dir=staging_parent))
+    file_hash = hashlib.sha256()
     try:
-        manifest = read_any(path, root, limits, router)
+        manifest = read_any(path, root, limits, router, file_hash)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    return Unpacked(manifest=manifest, root=root)
+    return Unpacked(manifest=manifest, root=root, digest=file_hash.hexdigest())
 
 
 def read_manifest(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Manifest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -33,7 +34,7 @@ from commuter.bundle.model import (
     root_digest,
 )
 from commuter.errors import BundleError
-from commuter.fsutil import CHUNK
+from commuter.fsutil import CHUNK, quick_handoffs
 from commuter.model import Manifest, Member
 
 
@@ -107,7 +108,8 @@ class BundleWriter:
         if not _is_regular(st.st_mode):
             os.close(fd)
             raise BundleError(f"{path} is not a regular file")
-        with os.fdopen(fd, "rb") as fh:
+        handoffs = quick_handoffs() if observe is not None else contextlib.nullcontext()
+        with os.fdopen(fd, "rb") as fh, handoffs:
             size = st.st_size
             self._begin(name, size)
             h = hashlib.sha256()

@@ -14,7 +14,6 @@ changed and are placed as a whole import places them; nothing here deletes a loc
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -28,7 +27,6 @@ from commuter.backends.claude.paths import (
     read_entrypoint,
 )
 from commuter.backends.claude.place import (
-    _append_history,
     _check_busy,
     _history_lines,
     _pathmap,
@@ -37,6 +35,7 @@ from commuter.backends.claude.place import (
     _when,
     _write_memory,
     _write_side_files,
+    finish,
     project_config,
 )
 from commuter.backends.claude.rewrite import Rewriter, backup_hash
@@ -49,7 +48,6 @@ from commuter.placing import (
     confirm_git_state,
     project_conflicts,
     resolve_target,
-    write_project_files,
 )
 
 if TYPE_CHECKING:
@@ -131,19 +129,7 @@ def place_delta(
         if plan.action == "updated":
             plan.backups.append(backups.session(sid, dest, dest.parent / sid))
         pending.commit()
-    _append_history(dirs, history)
-    write_project_files(
-        source,
-        target,
-        config,
-        options,
-        backups=backups,
-        sid=sid,
-        warnings=plan.warnings,
-        backed_up=plan.backups,
-    )
-    os.utime(dest, None)
-    return _result(plan, plan.action, sid)
+    return finish(source, plan, dirs, history, config, options, backups, sid)
 
 
 def _chain_from(path: Path, offset: int) -> list[bytes]:

@@ -131,19 +131,7 @@ def place(
         with Pending() as pending:
             _write_memory(memory.writes, pending)
             pending.commit()
-        _append_history(dirs, history)
-        write_project_files(
-            source,
-            target,
-            config,
-            options,
-            backups=backups,
-            sid=plan.sid,
-            warnings=plan.warnings,
-            backed_up=plan.backups,
-        )
-        os.utime(plan.dest, None)
-        return _result(plan, plan.action, sid)
+        return finish(source, plan, dirs, history, config, options, backups, sid)
     if plan.moved_to is not None:  # the local branch goes to its fork first, then X is replaced
         moved = _move_local(settings, plan, source.origin)
         plan.backups += moved.backups
@@ -168,18 +156,7 @@ def place(
         if plan.action in ("updated", "replaced"):
             plan.backups.append(backups.session(plan.sid, plan.dest, plan.dest.parent / plan.sid))
         pending.commit()
-    _append_history(dirs, history)
-    write_project_files(
-        source,
-        target,
-        config,
-        options,
-        backups=backups,
-        sid=plan.sid,
-        warnings=plan.warnings,
-        backed_up=plan.backups,
-    )
-    os.utime(plan.dest, None)
+    result = finish(source, plan, dirs, history, config, options, backups, sid)
     if plan.action == "forked":  # `list` shows it as "fork of <sid> from <host>"
         forks.record(
             settings.state_dir,
@@ -188,7 +165,35 @@ def place(
             plan.fork_of or sid,
             _origin_host(source.origin),
         )
-    return _result(plan, plan.action, sid)
+    return result
+
+
+def finish(
+    source: ImportSource,
+    plan: _Plan,
+    dirs: ClaudeDirs,
+    history: bytes,
+    config: ProjectConfig,
+    options: ImportOptions,
+    backups: Backups,
+    original: str,
+) -> ImportResult:
+    """What every placement ends with once the session's own files are committed: its
+    history lines appended, the project files written, the transcript's mtime made now
+    (`claude --continue` takes the newest), and the result."""
+    _append_history(dirs, history)
+    write_project_files(
+        source,
+        plan.target,
+        config,
+        options,
+        backups=backups,
+        sid=plan.sid,
+        warnings=plan.warnings,
+        backed_up=plan.backups,
+    )
+    os.utime(plan.dest, None)
+    return _result(plan, plan.action, original)
 
 
 def _origin_host(origin: str) -> str:

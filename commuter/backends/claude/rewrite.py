@@ -71,6 +71,7 @@ _RENDERED_LEADS = (
     b"plan file already exists at ",
 )
 _PROMPT_LEADS = (b"memory at `", b"memory system at `", b"directory at `")
+_PROMPT_TAIL = b"at `"  # how every one of those ends: searched with the prefix
 _CWD_KEY = b'"cwd":"'
 # Nesting a parsed line may have: below orjson.dumps' limit (254) and Python's stack.
 MAX_DEPTH = 200
@@ -150,7 +151,7 @@ class Rewriter:
                     self.roots.append((needle, kids, b'":"' + needle))
         # One search per root for a space then the prefix: the leads are checked at the hits.
         self.text_markers = [b" " + root for root, _, _ in self.roots]
-        self.quote_markers = [b"`" + root for root, _, _ in self.roots]
+        self.quote_markers = [_PROMPT_TAIL + root for root, _, _ in self.roots]
         self.backup_names = backup_names or {}
         self.derive_cwd = derive_backups
         self._derived: set[str] = set()
@@ -186,7 +187,7 @@ class Rewriter:
         for marker in self.quote_markers:
             start = data.find(marker)
             while start != -1:
-                pos = start + 1
+                pos = start + len(_PROMPT_TAIL)
                 start = data.find(marker, pos)
                 if data.endswith(_PROMPT_LEADS, 0, pos):
                     _add_client_line(data, pos, lines)

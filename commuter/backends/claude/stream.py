@@ -38,7 +38,6 @@ from commuter.placing import (
     Pending,
     confirm_git_state,
     resolve_target,
-    write_project_files,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class TranscriptRoute:
         self.member = f"session/{self.sid}.jsonl"
         self._pending = Pending()
         self._stack = contextlib.ExitStack()
-        self._out: BinaryIO | None = None
+        self._out: fsutil.BackgroundWriter | None = None
         self._local: BinaryIO | None = None
         self._local_hash = _Hasher()
         self._local_size = 0
@@ -110,7 +109,10 @@ class TranscriptRoute:
             return None
         self._pending.folder(self.folder)
         fsutil.sweep_temps(self.folder)
-        self._out = self._stack.enter_context(self._pending.writer(self.dest, fsync=True))
+        temp = self._stack.enter_context(self._pending.writer(self.dest, fsync=True))
+        # rewriting the next chunk goes on while this one is written
+        self._out = fsutil.BackgroundWriter(temp)
+        self._stack.callback(self._out.close)  # before the temp is closed (LIFO)
         return self
 
     def _side(self, name: str) -> _SideFile | None:
@@ -213,7 +215,8 @@ class TranscriptRoute:
         for side in self._sides:
             with contextlib.suppress(Exception):
                 side.close()
-        self._stack.close()
+        with contextlib.suppress(Exception):  # a failed write was reported where it happened
+            self._stack.close()
         self._pending.__exit__(None, None, None)
         self._local_hash.hexdigest()  # ends its thread
 
@@ -322,14 +325,13 @@ def place_streamed(
     steps, less deciding and rewriting the transcript)."""
     from commuter.backends.claude.memory import host_tag, plan_memory
     from commuter.backends.claude.place import (
-        _append_history,
         _check_busy,
         _history_lines,
         _Plan,
-        _result,
         _when,
         _write_memory,
         _write_side_files,
+        finish,
         project_config,
     )
 
@@ -368,19 +370,7 @@ def place_streamed(
         if plan.action == "updated":
             plan.backups.append(_prefix_backup(backups, route))
         pending.commit()
-    _append_history(dirs, history)
-    write_project_files(
-        source,
-        target,
-        config,
-        options,
-        backups=backups,
-        sid=plan.sid,
-        warnings=plan.warnings,
-        backed_up=plan.backups,
-    )
-    os.utime(plan.dest, None)
-    return _result(plan, plan.action, sid)
+    return finish(source, plan, dirs, history, config, options, backups, sid)
 
 
 def _prefix_backup(backups: Backups, route: TranscriptRoute) -> Path:
