@@ -238,9 +238,6 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;  -- replayed
     END IF;
-    IF per_key IS NULL THEN
-        RETURN true;  -- no rates
-    END IF;
     SELECT stamp INTO seen FROM relay_rates WHERE key = p_key FOR UPDATE;
     IF seen IS NULL OR (per_key > 0 AND p_now - seen >= key_burst / per_key) THEN
         IF NOT coalesce(relay_take('', p_now, new_keys, new_burst), false) THEN
@@ -508,7 +505,7 @@ class PgStore(RelayStore):
         request seen by one relay is refused by all, and a key's rate is one rate."""
         expires = now + 2 * self.nonces.max_skew
         r = self.limits.rates
-        rates = [None] * 4 if r is None else [r.per_key, r.key_burst, r.new_keys, r.new_key_burst]
+        rates = [r.per_key, r.key_burst, r.new_keys, r.new_key_burst]
         async with self._db("record the request's nonce") as db:
             fresh = await db.fetchval(
                 "SELECT relay_claim($1, $2, $3, $4, $5, $6, $7, $8)", key, nonce, expires, now,
@@ -649,9 +646,7 @@ class PgStore(RelayStore):
                     time.time(),
                 )
                 rates = self.limits.rates
-                full = 3600.0
-                if rates is not None and rates.per_key > 0:
-                    full = rates.key_burst / rates.per_key
+                full = rates.key_burst / rates.per_key if rates.per_key > 0 else 3600.0
                 await conn.execute(
                     "DELETE FROM relay_rates WHERE key IN (SELECT key FROM relay_rates"
                     " WHERE stamp <= $1 AND key <> '' LIMIT 100000 FOR UPDATE SKIP LOCKED)",

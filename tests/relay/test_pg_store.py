@@ -153,6 +153,22 @@ async def test_a_key_s_rate_and_the_new_keys_rate_are_one_rate_across_relays(
     assert resp.status == 429 and "new clients" in (await resp.json())["message"]
 
 
+async def test_a_refilled_bucket_is_pruned_and_its_key_is_new_again(aiohttp_client, pg_url):
+    from commuter.peer.auth import Rates
+
+    rates = Rates(per_key=0.01, key_burst=5, new_keys=0.01, new_key_burst=2)
+    (a, app), _ = await relays(aiohttp_client, pg_url, Limits(rates=rates))
+    assert (await a.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))).status == 200
+    buckets = "SELECT count(*) FROM relay_rates WHERE key <> ''"
+    assert (await query(pg_url, buckets))[0][0] == 1
+    await app[STATE].store.sweep()
+    assert (await query(pg_url, buckets))[0][0] == 1  # spent 1 of 5 just now: kept
+    await query(pg_url, "UPDATE relay_rates SET stamp = stamp - 501 WHERE key <> ''")
+    await app[STATE].store.sweep()  # refilled (5 tokens at 0.01/s take 500 s): a new key
+    assert (await query(pg_url, buckets))[0][0] == 0
+    assert (await query(pg_url, "SELECT count(*) FROM relay_rates WHERE key = ''"))[0][0] == 1
+
+
 async def test_push_through_one_relay_pull_and_ack_through_the_other(
     aiohttp_client, pg_url, tmp_path
 ):
