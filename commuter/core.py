@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from commuter import bundle, progress
-from commuter.errors import BackendError, BundleError, CommuterError, DeltaBaseMismatch
+from commuter.errors import BundleError, CommuterError, DeltaBaseMismatch
 from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
 from commuter.settings import Settings
 
@@ -56,8 +56,9 @@ def _backend(settings: Settings, name: str) -> Backend:
 
 def list_sessions(settings: Settings, agent: str | None = None) -> list[SessionRef]:
     """Every session of every backend on this machine (or of `agent`'s), newest first."""
-    refs = [ref for backend in _backends(settings, agent) for ref in backend.sessions()]
-    return sorted(refs, key=lambda r: r.updated_at, reverse=True)
+    from commuter import listing
+
+    return listing.list_sessions(settings, agent)
 
 
 def find_session(
@@ -71,13 +72,9 @@ def find_session(
 
 
 def _backends(settings: Settings, agent: str | None) -> list[Backend]:
-    from commuter.backends import all_backends, backend_names, get_backend
+    from commuter import listing
 
-    if agent is None:
-        return all_backends(settings)
-    if agent not in backend_names():
-        raise BackendError(f"unknown agent {agent!r} (known: {', '.join(backend_names())})")
-    return [get_backend(agent, settings)]
+    return listing.backends(settings, agent)
 
 
 def make_origin(settings: Settings) -> Origin:

@@ -153,3 +153,28 @@ def test_counts_outlive_a_filtered_listing_and_the_old_format(
     again = json.loads(_list(home, "--json", "--all"))
     assert [p.stem for p in scanned] == [TOOLS]
     assert again == first
+
+
+def test_list_imports_no_bundle_code(tmp_path: Path) -> None:
+    """The listing (commuter.listing) leaves export and import machinery unloaded."""
+    import os
+    import subprocess
+
+    home = install(tmp_path / "h")
+    probe = (
+        "import contextlib, io, runpy, sys\n"
+        "sys.argv = ['commuter', 'list']\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        runpy.run_module('commuter', run_name='__main__')\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, exc.code\n"
+        "print(' '.join(m for m in ('commuter.bundle', 'commuter.core') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
+    env.update(HOME=str(home), NO_COLOR="1")
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -262,10 +262,10 @@ def _term_width() -> int:
 @pass_app
 def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str | None) -> None:
     """List sessions on this machine (every agent's), newest first."""
-    from commuter import core, forks
+    from commuter import forks, listing
 
     settings = app.settings
-    refs = [r for r in core.list_sessions(settings, agent) if show_all or r.has_messages]
+    refs = [r for r in listing.list_sessions(settings, agent) if show_all or r.has_messages]
     if here:
         root = project_root(settings, Path.cwd(), refs)
         refs = [r for r in refs if _in_project(r, root)]
