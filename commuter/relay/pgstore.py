@@ -223,7 +223,8 @@ CREATE FUNCTION relay_take(k bytea, now double precision, rate double precision,
 $fn$""",
     # A signed request: its nonce, then its key's rate (and the new keys' rate for a key not
     # heard from for as long as its bucket takes to refill), as auth.NonceCache does it; a
-    # refusal undoes the statement, so a refused request records nothing.
+    # refusal undoes the statement, so a refused request records nothing. The new keys'
+    # bucket is key '' (keys are 32 bytes), full when created; the sweep never drops it.
     f"""
 CREATE FUNCTION relay_claim(p_key bytea, p_nonce text, p_expires double precision,
     p_now double precision, per_key double precision, key_burst double precision,
@@ -240,6 +241,7 @@ BEGIN
     END IF;
     SELECT stamp INTO seen FROM relay_rates WHERE key = p_key FOR UPDATE;
     IF seen IS NULL OR (per_key > 0 AND p_now - seen >= key_burst / per_key) THEN
+        INSERT INTO relay_rates VALUES ('', 'infinity', 0) ON CONFLICT (key) DO NOTHING;
         IF NOT coalesce(relay_take('', p_now, new_keys, new_burst), false) THEN
             RAISE EXCEPTION 'relay rate' USING ERRCODE = '{RATE_STATE}', DETAIL = 'new';
         END IF;
@@ -289,8 +291,6 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             FINISH,
             "CREATE TABLE relay_rates (key bytea PRIMARY KEY, tokens double precision NOT NULL,"
             " stamp double precision NOT NULL)",
-            # The new keys' bucket (keys are 32 bytes: no key is empty); full at the first take.
-            "INSERT INTO relay_rates VALUES ('', 'infinity', 0)",
             *RATE_FUNCTIONS,
         ),
     ),
