@@ -1,4 +1,4 @@
-"""Progress bars: on a terminal for a large export, import, folder push and pull; never in a pipe."""
+"""Progress bars on a terminal for a large export, import, folder push and pull; none in a pipe."""
 
 from __future__ import annotations
 
