@@ -302,6 +302,26 @@ async def test_refused_uploads_leave_nothing(aiohttp_client, pg_url, tmp_path):
     assert await usage_rows(pg_url) == {}
 
 
+async def test_a_body_past_the_size_cap_without_a_length_is_413_and_leaves_nothing(
+    aiohttp_client, pg_url, tmp_path
+):
+    limits = Limits(max_bundle=5000)
+    (a, _), (b, _) = await relays(aiohttp_client, pg_url, limits, chunk_size=1000)
+    body = sealed_bytes(tmp_path, ALICE, [BOB], size=8000)
+
+    async def streamed():  # no Content-Length: the cap is found while the bytes arrive
+        for i in range(0, len(body), 700):
+            yield body[i : i + 700]
+
+    headers = auth.sign_headers(ALICE, "POST", box(BOB), hashlib.sha256(body).hexdigest())
+    resp = await a.post(box(BOB), data=streamed(), headers=headers)
+    assert resp.status == 413 and (await resp.json())["error"] == "too-large"
+    assert await counts(pg_url) == dict.fromkeys(DATA_TABLES, 0)  # its stored chunks dropped
+    assert await usage_rows(pg_url) == {}
+    small = sealed_bytes(tmp_path, ALICE, [BOB], size=2000)
+    assert (await upload(b, ALICE, BOB, small)).status == 201
+
+
 async def test_expiry_and_acknowledgements_racing_on_two_relays_count_each_item_once(
     aiohttp_client, pg_url, tmp_path
 ):
