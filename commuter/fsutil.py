@@ -187,6 +187,7 @@ def sweep_staging(root: Path) -> int:
     return removed
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 # Threads of a pipeline hand the GIL over this often (Python's default is every 5 ms).
 SWITCH_INTERVAL = 1e-4
 
@@ -208,12 +209,18 @@ def quick_handoffs() -> Iterator[None]:
 class BackgroundWriter:
     """Writes chunks to `out` on a thread of its own (write() drops the GIL), so the caller
     goes on with the next chunk meanwhile. `close` waits for the last one; a failed write is
-    raised by the next `write` or by `close`."""
+    raised by the next `write` or by `close`.
 
-    def __init__(self, out: BinaryIO, depth: int = 4) -> None:
+    `sync_every` (bytes, 0: never): a file that will be fsynced at the end is flushed to disk
+    on the way, every so many bytes, by this thread; the final fsync then waits only for the
+    rest (for 100 MB it was 0.08 s at the end, on the critical path)."""
+
+    def __init__(self, out: BinaryIO, depth: int = 4, *, sync_every: int = 0) -> None:
         self._out = out
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
+        self._sync_every = sync_every
+        self._unsynced = 0
         self._thread: threading.Thread | None = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -222,6 +229,11 @@ class BackgroundWriter:
             if self.error is None:  # after an error keep draining so write() never blocks
                 try:
                     self._out.write(data)
+                    self._unsynced += len(data)
+                    if self._sync_every and self._unsynced >= self._sync_every:
+                        self._unsynced = 0
+                        self._out.flush()
+                        _datasync(self._out.fileno())
                 except BaseException as exc:
                     self.error = exc
 

@@ -115,12 +115,13 @@ def test_a_write_that_fails_is_raised_by_the_background_writer(tmp_path: Path) -
         writer.write(b"x" * 10)
         with pytest.raises(OSError):
             writer.close()
-    with path.open("wb") as fh:
-        writer = fsutil.BackgroundWriter(fh)
-        for _ in range(10):
-            writer.write(b"ab" * 1000)
-        writer.close()
-    assert path.read_bytes() == b"ab" * 10_000
+    for sync_every in (0, 3000):  # synced on the way, or only by whoever closes the file
+        with path.open("wb") as fh:
+            writer = fsutil.BackgroundWriter(fh, sync_every=sync_every)
+            for _ in range(10):
+                writer.write(b"ab" * 1000)
+            writer.close()
+        assert path.read_bytes() == b"ab" * 10_000
 
 
 def test_quick_handoffs_restore_the_switch_interval() -> None:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 # The backup record of an update that only appended to the transcript.
 PREFIX_RECORD = "prefix.json"
 _HEAD = 64 * 1024
+_SYNC_EVERY = 16 << 20  # the transcript's temp goes to disk while the rest is rewritten
 
 
 class TranscriptRoute:
@@ -111,7 +112,7 @@ class TranscriptRoute:
         fsutil.sweep_temps(self.folder)
         temp = self._stack.enter_context(self._pending.writer(self.dest, fsync=True))
         # rewriting the next chunk goes on while this one is written
-        self._out = fsutil.BackgroundWriter(temp)
+        self._out = fsutil.BackgroundWriter(temp, sync_every=_SYNC_EVERY)
         self._stack.callback(self._out.close)  # before the temp is closed (LIFO)
         return self
 
