@@ -178,3 +178,23 @@ def test_list_imports_no_bundle_code(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_the_collector_is_paused_only_for_the_listing(home: Path) -> None:
+    import gc
+
+    install(home)
+    assert gc.isenabled()
+    _list(home)
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), table.paused_gc():
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with table.paused_gc():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()

@@ -262,6 +262,13 @@ def _term_width() -> int:
 @pass_app
 def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str | None) -> None:
     """List sessions on this machine (every agent's), newest first."""
+    from commuter.commands.table import paused_gc
+
+    with paused_gc():
+        _list(app, show_all, here, as_json, agent)
+
+
+def _list(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str | None) -> None:
     from commuter import forks, listing
 
     settings = app.settings
