@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import click
@@ -16,26 +17,66 @@ from commuter.commands._app import AppContext, pass_app, safe_text
 from commuter.errors import CommuterError, ExitStatus
 from commuter.settings import Settings
 
-# Each module registers its commands on `cli`; imported lazily by name so `--help` stays cheap.
-COMMAND_MODULES = (
-    "commuter.commands.session",
-    "commuter.commands.transfer",
-    "commuter.commands.ssh",
-    "commuter.commands.peer",
-    "commuter.commands.relay",
-    "commuter.commands.doctor",
-    "commuter.commands.status",
-    "commuter.commands.service",
-    "commuter.commands.backups",
-    "commuter.completion",
-)
+# Every command but `config`: where it is defined, imported only when the command is looked
+# up (`commuter list` loads commuter.commands.session alone; `--help` and completing a
+# command name load them all).
+LAZY_COMMANDS: dict[str, str] = {
+    "list": "commuter.commands.session:list_cmd",
+    "export": "commuter.commands.session:export_cmd",
+    "import": "commuter.commands.session:import_cmd",
+    "inspect": "commuter.commands.session:inspect_cmd",
+    "push": "commuter.commands.transfer:push_cmd",
+    "pull": "commuter.commands.transfer:pull_cmd",
+    "to": "commuter.commands.ssh:to_cmd",
+    "from": "commuter.commands.ssh:from_cmd",
+    "id": "commuter.commands.peer:id_cmd",
+    "pair": "commuter.commands.peer:pair_cmd",
+    "unpair": "commuter.commands.peer:unpair_cmd",
+    "peers": "commuter.commands.peer:peers_cmd",
+    "serve": "commuter.commands.peer:serve_cmd",
+    "send": "commuter.commands.peer:send_cmd",
+    "receive": "commuter.commands.peer:receive_cmd",
+    "relay": "commuter.commands.relay:relay_group",
+    "doctor": "commuter.commands.doctor:doctor",
+    "status": "commuter.commands.status:status_cmd",
+    "sync-now": "commuter.commands.status:sync_now_cmd",
+    "service": "commuter.commands.service:service_group",
+    "backups": "commuter.commands.backups:backups_group",
+    "uninstall-data": "commuter.commands.backups:uninstall_data",
+    "completion": "commuter.completion:completion_cmd",
+}
 
 
 class CommuterGroup(click.Group):
     """A click group that turns every CommuterError, OSError and UnicodeError into one line on
     stderr and the error's exit status (ExitStatus.ERROR for OSError and UnicodeError), and
     Ctrl-C into one line and ExitStatus.INTERRUPTED. Anything else is a bug and keeps its
-    traceback."""
+    traceback. Commands of `lazy` (name -> "module:attr") are imported when looked up."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in self.lazy:
+            command = _load_command(self.lazy[cmd_name])
+            if command is not None:
+                self.add_command(command, cmd_name)
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.NoSuchCommand as exc:  # "did you mean" among the unloaded commands too
+            raise click.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -49,6 +90,21 @@ class CommuterGroup(click.Group):
             _fail(_one_line(exc, ctx.invoked_subcommand), status)
         except KeyboardInterrupt:
             _fail("interrupted", ExitStatus.INTERRUPTED)
+
+
+def _load_command(spec: str) -> click.Command | None:
+    """The command a `"module:attr"` spec names; None if its module is not there."""
+    name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+    command = getattr(module, attr)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{spec} is not a click command")
+    return command
 
 
 def _fail(message: str, status: ExitStatus) -> NoReturn:
@@ -84,7 +140,11 @@ def _quiet_broken_pipe() -> None:
 _SERVERS = ("serve", "relay", "service")  # long-running: they log, they draw no bars
 
 
-@click.group(cls=CommuterGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=CommuterGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="commuter")
 @click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
 @click.pass_context
@@ -146,20 +206,6 @@ def config_unset(app: AppContext, key: str) -> None:
 
     config.unset_value(app.settings, key)
     click.echo(f"{key} unset")
-
-
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(cli)
-
-
-_register()
 
 
 def main() -> None:
