@@ -21,11 +21,15 @@ def list_sessions(settings: Settings, agent: str | None = None) -> list[SessionR
 
 
 def backends(settings: Settings, agent: str | None) -> list[Backend]:
-    """Every backend that loads, or `agent`'s alone (BackendError if there is none such)."""
+    """Every backend that loads and may have sessions here (a built-in whose data dir is
+    missing is not imported), or `agent`'s alone (BackendError if there is none such)."""
     from commuter.backends import all_backends, backend_names, get_backend
 
     if agent is None:
-        return all_backends(settings)
-    if agent not in backend_names():
-        raise BackendError(f"unknown agent {agent!r} (known: {', '.join(backend_names())})")
+        return all_backends(settings, with_data_only=True)
+    known = backend_names(settings)
+    if agent not in known:
+        known = backend_names()  # perhaps installed just now, unseen by the cache
+    if agent not in known:
+        raise BackendError(f"unknown agent {agent!r} (known: {', '.join(known)})")
     return [get_backend(agent, settings)]

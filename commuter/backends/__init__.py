@@ -9,7 +9,6 @@ give a backend that does not (so a plug-in can start with the five methods of `B
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from commuter import plugins
 from commuter.errors import AmbiguousSession, BackendError, SessionNotFound
 from commuter.model import ImportOptions, ImportResult, Manifest, SessionRef
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from commuter.settings import Settings
@@ -278,16 +275,38 @@ BUILTIN["gemini"] = "commuter.backends.gemini:GeminiBackend"
 ENTRY_POINT_GROUP = "commuter.backends.v1"
 
 
-def backend_names() -> list[str]:
-    """Every backend: built-ins first, then `commuter.backends.v1` plug-ins."""
-    return plugins.names(BUILTIN, ENTRY_POINT_GROUP)
+def _codex_dirs(settings: Settings) -> list[Path]:
+    return [Path(settings.env.get("CODEX_HOME") or settings.home / ".codex")]
 
 
-def backend_class(name: str) -> type:
+def _gemini_dirs(settings: Settings) -> list[Path]:
+    return [Path(settings.env.get("GEMINI_CLI_HOME") or settings.home) / ".gemini"]
+
+
+# Where a built-in keeps everything it lists (tests/test_startup.py holds each to its
+# backend's own): without any of them it has no session here, and a listing need not import it.
+DATA_DIRS: dict[str, Callable[[Settings], list[Path]]] = {
+    "codex": _codex_dirs,
+    "gemini": _gemini_dirs,
+}
+
+
+def _cache_dir(settings: Settings | None) -> Path | None:
+    return settings.cache_dir if settings is not None else None
+
+
+def backend_names(settings: Settings | None = None) -> list[str]:
+    """Every backend: built-ins first, then `commuter.backends.v1` plug-ins (with `settings`,
+    the plug-ins found are cached in its cache dir: plugins.py)."""
+    return plugins.names(BUILTIN, ENTRY_POINT_GROUP, _cache_dir(settings))
+
+
+def backend_class(name: str, settings: Settings | None = None) -> type:
     """The class of the backend called `name` (built-ins win over plug-ins of the same name)."""
-    target = plugins.spec_of(BUILTIN, ENTRY_POINT_GROUP, name)
+    target = plugins.spec_of(BUILTIN, ENTRY_POINT_GROUP, name, _cache_dir(settings))
     if target is None:
-        raise BackendError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
+        known = ", ".join(backend_names(settings))
+        raise BackendError(f"unknown backend {name!r} (known: {known})")
     try:
         cls = plugins.load(target)
     except (ImportError, AttributeError) as exc:
@@ -299,8 +318,14 @@ def backend_class(name: str) -> type:
 
 def get_backend(name: str, settings: Settings) -> Backend:
     """Construct the backend called `name`."""
-    backend: Backend = backend_class(name)(settings)
+    backend: Backend = backend_class(name, settings)(settings)
     return backend
+
+
+def _warn(exc: BackendError) -> None:
+    import logging  # here: a listing that meets no broken plug-in need not import it
+
+    logging.getLogger(__name__).warning("%s", exc)
 
 
 def all_env_vars() -> tuple[str, ...]:
@@ -310,18 +335,22 @@ def all_env_vars() -> tuple[str, ...]:
         try:
             found += [v for v in env_vars(backend_class(name)) if v not in found]
         except BackendError as exc:
-            log.warning("%s", exc)
+            _warn(exc)
     return tuple(found)
 
 
-def all_backends(settings: Settings) -> list[Backend]:
-    """Every backend that loads (a broken plug-in is logged and left out)."""
+def all_backends(settings: Settings, *, with_data_only: bool = False) -> list[Backend]:
+    """Every backend that loads (a broken plug-in is logged and left out); `with_data_only`
+    leaves out the built-ins none of whose DATA_DIRS exists (they have no session here)."""
     out: list[Backend] = []
-    for name in backend_names():
+    for name in backend_names(settings):
+        dirs = DATA_DIRS.get(name) if with_data_only else None
+        if dirs is not None and not any(d.is_dir() for d in dirs(settings)):
+            continue
         try:
             out.append(get_backend(name, settings))
         except BackendError as exc:
-            log.warning("%s", exc)
+            _warn(exc)
     return out
 
 
