@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Protocol
 
 from commuter import progress
 from commuter.errors import (
@@ -116,25 +116,57 @@ async def push_file(
     seal_with: SealFile | None = None,
 ) -> Pushed:
     """Seal `bundle` to `peers` (plain if none) and send it: `via`, or lan -> relay -> folder.
-    `seal_with`: instead of `seal.seal_file` (the sync daemon: `label.seal_labelled`, whose
-    short first frame lets the peer's `status` label the item from a 72 KiB read)."""
-    from commuter.peer.seal import seal_file
+    Sealed with a short first frame (`label.seal_labelled`), so the peer's `status` labels a
+    relay or folder item from one 72 KiB read; `seal_with` seals another way."""
+    return await _push(ctx, bundle, peers, via, named, factory, seal_with)
 
-    seal: SealFile = seal_with or seal_file
 
+async def push_export(
+    ctx: TransportContext,
+    export: Export,
+    peers: Sequence[Peer],
+    via: str = "auto",
+    *,
+    named: bool = False,
+    factory: Factory = create,
+    seal_with: SealFile | None = None,
+) -> Pushed:
+    """`push_file` of a bundle not made yet: to one peer over the LAN it is exported while
+    it is sealed and uploaded (no temp bundle; `seal_with` does not apply there); any other
+    transport gets it exported to a temp file first (`Export.to_file`)."""
+    return await _push(ctx, export, peers, via, named, factory, seal_with)
+
+
+async def _push(
+    ctx: TransportContext,
+    source: Path | Export,
+    peers: Sequence[Peer],
+    via: str,
+    named: bool,
+    factory: Factory,
+    seal_with: SealFile | None,
+) -> Pushed:
+    from commuter.sync.label import seal_labelled
+
+    seal: SealFile = seal_with or seal_labelled
     if not peers and via not in ("auto", "folder"):
         raise TransportError(f"nothing to send to over {via}: no paired peer (run `commuter pair`)")
     order = (via,) if via != "auto" else (AUTO_ORDER if named else ("folder",))
     if not peers:
         order = ("folder",)
-    sealed = bundle
     staging = Path(tempfile.mkdtemp(prefix="push-", dir=_staging(ctx)))
+    sealed: Path | None = None
+    export = source if isinstance(source, Export) else None
+
+    async def sealed_file() -> Path:
+        plain = source if isinstance(source, Path) else await Export.to_file(source)
+        if not peers:
+            return plain
+        out = staging / "bundle.sealed"
+        await asyncio.to_thread(seal, plain, out, ctx.identity, [p.public_key for p in peers])
+        return out
+
     try:
-        if peers:
-            sealed = staging / "bundle.sealed"
-            await asyncio.to_thread(
-                seal, bundle, sealed, ctx.identity, [p.public_key for p in peers]
-            )
         skipped: list[str] = []
         for name in order:
             async with factory(name, ctx) as transport:
@@ -145,8 +177,14 @@ async def push_file(
                     skipped.append(f"{name}: {reason}")
                     continue
                 try:
-                    with progress.step(f"{name} send", progress.size_of(sealed)):
-                        receipt = await transport.send(sealed, peers)
+                    streams = None if export is None else _streams(transport, export, peers)
+                    if streams is not None:
+                        receipt = await streams
+                    else:
+                        if sealed is None:
+                            sealed = await sealed_file()
+                        with progress.step(f"{name} send", progress.size_of(sealed)):
+                            receipt = await transport.send(sealed, peers)
                 except DeltaBaseMismatch:
                     raise  # the peer answered: push_session sends the whole session instead
                 except CommuterError as exc:
@@ -159,6 +197,70 @@ async def push_file(
         raise TransportError(f"cannot push to {who}: " + "; ".join(skipped))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _streams(
+    transport: Transport, export: Export, peers: Sequence[Peer]
+) -> Awaitable[Receipt] | None:
+    """The streamed LAN send of `export`, where the whole way streams: to one peer, over
+    the LAN transport; else None (a file is made and sent)."""
+    if len(peers) != 1 or transport.scheme != "lan":
+        return None
+    from commuter.transports.lan import LanTransport
+
+    if not isinstance(transport, LanTransport):
+        return None
+    return transport.send_export(export.write, peers[0])
+
+
+class Export:
+    """A session's bundle for one delivery, made as it is sent: written into a streamed
+    upload (`write`, on a thread) or, for a transport that needs a file, into a temp file
+    (`to_file`, kept for every transport tried until `close`). `result` is what the export
+    returned (None until one finished)."""
+
+    def __init__(
+        self, ctx: TransportContext, ref: SessionRef, base: dict[str, tuple[int, str]] | None
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.ref = ref
+        self.base = base
+        self.result: Exported | None = None
+        self._path: Path | None = None
+
+    def write(self, fh: BinaryIO) -> Exported:
+        """Export into `fh` (a worker thread: `core.export_session` blocks)."""
+        from commuter import core
+
+        self.result = core.export_session(self.settings, fh, self.ref, base=self.base)
+        return self.result
+
+    async def to_file(self) -> Path:
+        """The plain bundle as a temp file (exported on the first call)."""
+        if self._path is None:
+            staging = Path(tempfile.mkdtemp(prefix="push-", dir=_staging(self.ctx)))
+            path = staging / "bundle.commuter"
+            try:
+                self.result = await asyncio.to_thread(
+                    _export, self.settings, self.ref, path, self.base
+                )
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            self._path = path
+        return self._path
+
+    def close(self) -> None:
+        """Delete the temp file, if one was made."""
+        if self._path is not None:
+            shutil.rmtree(self._path.parent, ignore_errors=True)
+            self._path = None
+
+    @property
+    def delta(self) -> bool:
+        """Whether what went is a delta (before an export finished: whether one was asked)."""
+        return self.result.delta if self.result is not None else self.base is not None
 
 
 async def push_session(
@@ -174,7 +276,7 @@ async def push_session(
     seal_with: SealFile | None = None,
 ) -> Pushed:
     """Export a session and send it to `peers` (see `push_file` for `via`, `named`,
-    `seal_with`).
+    `seal_with`; to one peer over the LAN the export streams into the upload, `push_export`).
 
     `session`: a SessionRef, an id or unique prefix, or None for the newest of `cwd` (of
     `agent`'s, if given). When every peer holds the same earlier state of it (acks.py) and
@@ -183,15 +285,15 @@ async def push_session(
     What was sent is recorded as held by each peer that answered (LAN) or, optimistically,
     by every recipient (relay, folder: see `_holders`)."""
 
-    async def deliver(path: Path) -> Pushed:
-        return await push_file(
-            ctx, path, peers, via, named=named, factory=factory, seal_with=seal_with
+    async def deliver(export: Export) -> Pushed:
+        return await push_export(
+            ctx, export, peers, via, named=named, factory=factory, seal_with=seal_with
         )
 
     return await send_session(ctx, session, peers, deliver, agent=agent, cwd=cwd)
 
 
-Deliver = Callable[[Path], Awaitable[Pushed]]
+Deliver = Callable[[Export], Awaitable[Pushed]]
 
 
 async def send_session(
@@ -203,9 +305,9 @@ async def send_session(
     agent: str | None = None,
     cwd: Path | None = None,
 ) -> Pushed:
-    """`push_session` with the sending step given: `deliver(plain bundle path)` seals and
-    sends it and returns a Pushed whose receipt has each peer's status (`send` uses it with
-    the LAN client's progress bar)."""
+    """`push_session` with the sending step given: `deliver(export)` makes the bundle (as it
+    sends it, `Export.write`, or as a file first, `Export.to_file`), seals and sends it, and
+    returns a Pushed whose receipt has each peer's status (`send` streams it to one peer)."""
     from commuter import acks, core
 
     settings = ctx.settings
@@ -213,24 +315,24 @@ async def send_session(
         ref = session
     else:
         ref = await asyncio.to_thread(core.find_session, settings, session, cwd, agent)
-    base = _common_base(ctx, ref, peers)
-    staging = Path(tempfile.mkdtemp(prefix="push-", dir=_staging(ctx)))
+    export = Export(ctx, ref, _common_base(ctx, ref, peers))
+    fell_back = False
     try:
-        path = staging / "bundle.commuter"
-        exported = await asyncio.to_thread(_export, settings, ref, path, base)
-        fell_back = False
-        try:
-            pushed = await deliver(path)
-        except DeltaBaseMismatch:
-            if not exported.delta:
-                raise
-            for peer in peers:
-                acks.forget_ack(settings.state_dir, peer.device_id, ref.backend, ref.session_id)
-            exported = await asyncio.to_thread(_export, settings, ref, path, None)
-            pushed = await deliver(path)
-            fell_back = True
+        pushed = await deliver(export)
+    except DeltaBaseMismatch:
+        if not export.delta:
+            raise
+        for peer in peers:
+            acks.forget_ack(settings.state_dir, peer.device_id, ref.backend, ref.session_id)
+        export.close()
+        export = Export(ctx, ref, None)
+        pushed = await deliver(export)
+        fell_back = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        export.close()
+    exported = export.result
+    if exported is None:
+        raise BundleError(f"the send of {ref.session_id} ended without its export")
     confirmed = _holders(pushed, peers)
     if exported.transcript:
         for device_id in confirmed:

@@ -82,7 +82,10 @@ async def _daemon(world: World, aiohttp_server: Any) -> str:
     @web.middleware
     async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "POST" and request.path == "/v1/bundles":
-            world.uploads.append(request.content_length or 0)
+            try:
+                return await handler(request)
+            finally:  # the body streams without a Content-Length: count what arrived
+                world.uploads.append(request.content.total_bytes)
         return await handler(request)
 
     app = make_app(sb, BOB, Peers.load(sb), name="bob", on_received=on_received)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     from commuter.peer.identity import Identity
     from commuter.peer.inbox import InboxItem
     from commuter.peer.peers import Peer
+    from commuter.pipeline import Export
     from commuter.settings import Settings
 
 
@@ -467,14 +467,14 @@ def send_cmd(
     ctx = TransportContext.load(settings)
     session, cwd = choose_session(app, session, latest, agent)
 
-    async def deliver(bundle: Path) -> Pushed:
-        size = (await asyncio.to_thread(bundle.stat)).st_size
-        answer = await _send(settings, me, target, bundle, size, address)
+    async def deliver(export: Export) -> Pushed:
+        answer, size = await _send(settings, me, target, export, address)
         status = str(answer.get("status", ""))
         receipt = Receipt("lan", str(answer.get("id", "")), (target.name,), "", size, (status,))
         return Pushed(receipt, True)
 
-    # Only what the peer lacks when it confirmed an earlier state (pipeline.send_session).
+    # Only what the peer lacks when it confirmed an earlier state (pipeline.send_session),
+    # exported while it is sealed and uploaded (no temp bundle).
     pushed = asyncio.run(send_session(ctx, session, [target], deliver, agent=agent, cwd=cwd))
     sid = pushed.session_id
     done = _SEND_RESULT.get(pushed.receipt.statuses[0], "delivered")
@@ -490,13 +490,21 @@ _SEND_RESULT = {
 
 
 async def _send(
-    settings: Settings, me: Identity, peer: Peer, bundle: Path, size: int, address: str | None
-) -> dict[str, Any]:
-    from commuter import progress
+    settings: Settings, me: Identity, peer: Peer, export: Export, address: str | None
+) -> tuple[dict[str, Any], int]:
+    """Stream `export` to `peer` (client.send_export): the peer's answer and the plain
+    bundle's size. The export's own progress bar (the session's bytes) shows how far it is:
+    it goes as fast as the upload takes it."""
     from commuter.peer import client
 
+    sent = 0
+
+    def count(n: int) -> None:
+        nonlocal sent
+        sent += n
+
     where = await client.find_addresses(settings, peer, address)
-    with progress.step(f"to {peer.name}", size):
-        return await client.send_file(
-            settings, me, peer, bundle, where, progress.advance, suggest_address=address is None
-        )
+    answer, _ = await client.send_export(
+        settings, me, peer, export.write, where, count, suggest_address=address is None
+    )
+    return answer, sent

@@ -16,7 +16,7 @@ from commuter.errors import ConfigError
 if TYPE_CHECKING:
     from commuter.model import ImportOptions
     from commuter.peer.peers import Peer
-    from commuter.pipeline import Pushed
+    from commuter.pipeline import Export, Pushed
     from commuter.transports import TransportContext
 
 
@@ -76,7 +76,7 @@ def push_cmd(
 ) -> None:
     """Export this directory's newest session (or SESSION) and send it; on a terminal, a
     project with several sessions asks which (--latest: the newest)."""
-    from commuter.pipeline import push_file, send_session
+    from commuter.pipeline import push_export, send_session
     from commuter.transports import TransportContext
 
     if session and latest:
@@ -100,12 +100,13 @@ def push_cmd(
         )
     session, cwd = choose_session(app, session, latest, agent)
 
-    async def deliver(bundle: Path) -> Pushed:
+    async def deliver(export: Export) -> Pushed:
         if by_relay:
-            return await _push_relay_first(ctx, bundle, peers)
-        return await push_file(ctx, bundle, peers, via, named=bool(to))
+            return await _push_relay_first(ctx, export, peers)
+        return await push_export(ctx, export, peers, via, named=bool(to))
 
-    # A delta when every peer confirmed an earlier state of the session (pipeline.send_session).
+    # A delta when every peer confirmed an earlier state of the session (pipeline.send_session);
+    # to a peer over the LAN the export streams into the upload (pipeline.push_export).
     pushed = asyncio.run(send_session(ctx, session, peers, deliver, agent=agent, cwd=cwd))
     if pushed.receipt.transport == "folder" and not pushed.delta:  # replaces unread older
         from commuter.transports.folder import supersede
@@ -115,19 +116,20 @@ def push_cmd(
     _report_push(ctx, pushed, pushed.session_id, plain)
 
 
-async def _push_relay_first(ctx: TransportContext, bundle: Path, peers: list[Peer]) -> Pushed:
-    """Every paired machine through the relay; the transfer dir if the relay fails."""
+async def _push_relay_first(ctx: TransportContext, export: Export, peers: list[Peer]) -> Pushed:
+    """Every paired machine through the relay; the transfer dir if the relay fails (the same
+    temp bundle: `export` keeps it until the push ends)."""
     import dataclasses
 
     from commuter.errors import CommuterError
-    from commuter.pipeline import push_file
+    from commuter.pipeline import push_export
 
     try:
-        return await push_file(ctx, bundle, peers, "relay")
+        return await push_export(ctx, export, peers, "relay")
     except CommuterError as exc:
         if ctx.config.transfer_dir is None:
             raise
-        pushed = await push_file(ctx, bundle, peers, "folder")
+        pushed = await push_export(ctx, export, peers, "folder")
         return dataclasses.replace(pushed, skipped=(f"relay: {exc}", *pushed.skipped))
 
 

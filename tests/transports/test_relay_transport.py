@@ -81,21 +81,15 @@ async def test_tampered_ciphertext_is_refused_not_imported_not_acked(
     aiohttp_server, world, tmp_path
 ):
     await relay_for(aiohttp_server, world, tmp_path)
-    real_seal = __import__("commuter.peer.seal", fromlist=["seal_file"]).seal_file
+    from commuter.sync.label import seal_labelled  # what push_file seals with by default
 
     def tampering_seal(src, dst, sender, recipients):
-        real_seal(src, dst, sender, recipients)
+        seal_labelled(src, dst, sender, recipients)
         data = bytearray(dst.read_bytes())
         data[-50] ^= 0xFF
         dst.write_bytes(bytes(data))
 
-    import commuter.peer.seal as seal_mod
-
-    seal_mod.seal_file = tampering_seal
-    try:
-        await push(world, tmp_path, via="relay")
-    finally:
-        seal_mod.seal_file = real_seal
+    await push(world, tmp_path, via="relay", seal_with=tampering_seal)
     [failed], warnings = await pull(world.b)
     assert failed.result is None and "tampered" in (failed.error or "")
     assert any("will retry" in w for w in warnings)
