@@ -733,6 +733,7 @@ async def join(
     mac, blob = pairing.parse_confirm_message(answer)
     session.check_confirmation(mac)
     info = session.open_info(blob)
+    pairing.refuse_itself(identity.public_key, info)  # an inviter that let it through
     peer = Peer.new(info.name, info.public_key, format_address(host, info.port or DEFAULT_PORT))
     peers = Peers.load(settings)
     if peers.name_taken(peer) is not None:

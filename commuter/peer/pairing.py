@@ -28,6 +28,10 @@ NAMEPLATE_MAX = 99
 MAX_NAME = 64
 MAX_ADDRESSES = 16
 WRONG_CODE = "pairing failed: wrong code"
+ITSELF = (
+    "pairing failed: the other side is this machine itself (it has this machine's key); run "
+    "`commuter pair CODE` on the other machine"
+)
 
 Role = Literal["inviter", "joiner"]
 
@@ -210,6 +214,13 @@ class PairingSession:
 
     def _proof_message(self, role: Role, key: bytes) -> bytes:
         return b"|".join((PROTOCOL, b"proof", role.encode(), key, self._transcript))
+
+
+def refuse_itself(mine: bytes, info: PeerInfo) -> None:
+    """PairingFailed(ITSELF) if the other side's key is this machine's own (a code joined
+    from the machine that made it): no machine trusts itself."""
+    if hmac.compare_digest(bytes(mine), info.public_key):
+        raise PairingFailed(ITSELF)
 
 
 def _clean_name(value: Any) -> str:

@@ -529,6 +529,7 @@ async def handle_pair_confirm(request: web.Request) -> web.Response:
         mac, blob = pairing.parse_confirm_message(await _json_body(request, invite.body_timeout))
         session.check_confirmation(mac)
         info = session.open_info(blob)
+        pairing.refuse_itself(invite.identity.public_key, info)
     except PairingFailed as exc:
         raise invite.fail(str(exc)) from None
     from commuter.peer.discovery import format_address
@@ -536,8 +537,6 @@ async def handle_pair_confirm(request: web.Request) -> web.Response:
     remote = request.remote or (info.addresses[0] if info.addresses else None)
     address = format_address(remote, info.port or DEFAULT_PORT) if remote else None
     peer = Peer.new(info.name, info.public_key, address)
-    if peer.public_key == invite.identity.public_key:
-        raise invite.fail("pairing failed: cannot pair a machine with itself")
     from commuter.peer.discovery import local_addresses
 
     mine = pairing.PeerInfo(
