@@ -7,7 +7,10 @@ plain `curl -T` of the transcript to a trivial aiohttp server, in the same run. 
 - file:   export to a temp bundle, then `client.send_file` (seal while uploading): what
           `commuter send` / `push --via lan` do today;
 - stream: `client.send_export`: the export writes into the sealer and the upload as it goes,
-          no temp bundle.
+          no temp bundle;
+- push:   `pipeline.push_session(..., "lan")`: what `commuter send` / `push --via lan` do
+          since they stream (the stream above plus finding the session, the peer's probe,
+          the ack records); `file` is what they did before, measured in the same run.
 
 Each sender is its own process, timed from just before the export to the daemon's answer
 (interpreter start-up and imports excluded, as bench_lan.py does); each trial has a fresh
@@ -33,8 +36,8 @@ sys.path.insert(0, str(HERE))
 
 from bench_lan import BenchError, Server, free_port, home_env  # noqa: E402  (shared helpers)
 
-TARGET = 4.0  # stream ÷ curl
-MODES = ("curl", "file", "stream")
+TARGET = 4.0  # push ÷ curl
+MODES = ("curl", "file", "stream", "push")
 
 
 def child_send(mode: str, sid: str, address: str, result: Path) -> None:
@@ -68,6 +71,23 @@ def child_send(mode: str, sid: str, address: str, result: Path) -> None:
         )
         return answer
 
+    async def by_push() -> dict[str, Any]:
+        from commuter import acks
+        from commuter.pipeline import push_session
+        from commuter.transports import TransportContext
+        from commuter.transports.lan import LanTransport
+
+        ctx = TransportContext.load(settings)
+        # The whole session every trial (each receiver is fresh), never a delta.
+        acks.forget_ack(settings.state_dir, peer.device_id, ref.backend, ref.session_id)
+
+        def lan(_name: str, c: TransportContext) -> LanTransport:
+            return LanTransport(c, address=address)
+
+        pushed = await push_session(ctx, ref, [peer], "lan", named=True, factory=lan)
+        return {"status": pushed.receipt.statuses[0], "id": pushed.receipt.item_id}
+
+    senders = {"file": by_file, "stream": by_stream, "push": by_push}
     settings.staging_root.mkdir(parents=True, exist_ok=True)
     # Warm-up, untimed: another (small) session, so that both sides have imported what an
     # export and an import need (a daemon that runs for days has).
@@ -78,7 +98,7 @@ def child_send(mode: str, sid: str, address: str, result: Path) -> None:
         )
     )
     t0 = time.perf_counter()
-    answer = asyncio.run(by_file() if mode == "file" else by_stream())
+    answer = asyncio.run(senders[mode]())
     seconds = time.perf_counter() - t0
     result.write_text(json.dumps({"seconds": seconds, "answer": answer}))
 
@@ -246,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         "median": med,
         "ratio_file_over_curl": med["file"] / med["curl"],
         "ratio_stream_over_curl": med["stream"] / med["curl"],
+        "ratio_push_over_curl": med["push"] / med["curl"],
+        "ratio_push_over_file": med["push"] / med["file"],
         "load_start_end": load,
         "target": TARGET,
     }
@@ -256,12 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     for m in MODES:
         ratio = "" if m == "curl" else f"  {med[m] / med['curl']:.1f}x curl"
         print(f"  {m:6} {med[m]:.3f} s{ratio}")
-    met = "met" if out["ratio_stream_over_curl"] <= TARGET else "NOT met"
-    print(f"target: stream <= {TARGET:g}x curl: {met}")
+    after = out["ratio_push_over_file"]
+    print(f"  push / file (the commands after / before they streamed): {after:.2f}")
+    met = "met" if out["ratio_push_over_curl"] <= TARGET else "NOT met"
+    print(f"target: push <= {TARGET:g}x curl: {met}")
     if opts.json:
         opts.json.parent.mkdir(parents=True, exist_ok=True)
         opts.json.write_text(json.dumps(out, indent=2))
-    if opts.check and out["ratio_stream_over_curl"] > TARGET:
+    if opts.check and out["ratio_push_over_curl"] > TARGET:
         return 1
     return 0
 
