@@ -10,6 +10,7 @@ import pytest
 from commuter.errors import BundleError, NotPaired
 from commuter.peer import seal
 from commuter.peer.identity import Identity
+from commuter.sync.label import seal_labelled
 
 ALICE = Identity.from_seed(b"a" * 32)
 BOB = Identity.from_seed(b"b" * 32)
@@ -24,10 +25,13 @@ def plain(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def sealed(tmp_path: Path, plain: Path) -> Path:
+@pytest.fixture(params=["frames of CHUNK", "a short first frame"])
+def sealed(tmp_path: Path, plain: Path, request: pytest.FixtureRequest) -> Path:
+    """Sealed as the LAN upload seals (every frame CHUNK), and as `push` and the sync daemon
+    seal for relay and folder (label.seal_labelled: a LABEL_FRAME first frame, then CHUNK)."""
     out = tmp_path / "sealed.bin"
-    seal.seal_file(plain, out, ALICE, [BOB.public_key, CAROL.public_key])
+    how = seal.seal_file if request.param == "frames of CHUNK" else seal_labelled
+    how(plain, out, ALICE, [BOB.public_key, CAROL.public_key])
     return out
 
 
@@ -85,10 +89,10 @@ def test_truncated_file_is_detected(tmp_path, sealed, keep):
 
 
 def test_dropping_the_final_chunk_is_detected(tmp_path, plain, sealed):
-    data = sealed.read_bytes()
-    # The last frame holds the tail of the plaintext; what is left ends on a frame boundary.
-    tail = len(plain.read_bytes()) % seal.CHUNK + seal.FRAME_OVERHEAD
-    sealed.write_bytes(data[:-tail])
+    head, frames = _frames(sealed.read_bytes())
+    assert len(frames) == 4 and frames[-1][0] & 0x80  # the last one is marked final
+    # Without the final frame, what is left ends on a frame boundary.
+    sealed.write_bytes(head + b"".join(frames[:-1]))
     with pytest.raises(BundleError, match="truncated"):
         seal.open_file(sealed, tmp_path / "bob", BOB)
 
