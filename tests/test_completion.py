@@ -147,3 +147,17 @@ def test_to_and_from_complete_the_hosts_of_ssh_config(tmp_path):
     )
     assert complete(env, "commuter to ", 2) == ["office", "office-vpn", "build"]
     assert complete(env, "commuter from off", 2) == ["office", "office-vpn"]
+
+
+def test_agent_completes_the_backend_names_plugins_too(tmp_path):
+    from test_startup import write_plugin
+
+    site = tmp_path / "site"
+    write_plugin(site)  # installed as a distribution: its entry point names it
+    env = {k: v for k, v in env_for(tmp_path / "h").items() if k != "PYTHONPATH"}
+    assert complete(env, "commuter list --agent ", 3) == ["claude", "codex", "gemini"]
+    assert complete(env, "commuter push --agent c", 3) == ["claude", "codex"]
+    env["PYTHONPATH"] = str(site)
+    assert complete(env, "commuter export --agent ", 3) == ["claude", "codex", "gemini", "notes"]
+    assert complete(env, "commuter to --agent n", 3) == ["notes"]
+    assert complete(env, "commuter send --agent x", 3) == []

@@ -18,6 +18,8 @@ from commuter.settings import Settings
 if TYPE_CHECKING:
     import asyncio
 
+    from click.shell_completion import CompletionItem
+
 
 # C0 and C1 controls, DEL, line/paragraph separators, bidi overrides and isolates, and lone
 # surrogates (from undecodable bytes): a terminal acts on them, or cannot print them
@@ -87,5 +89,24 @@ def agent_option(command: _F) -> _F:
     """`--agent NAME`: only sessions of that agent (claude, codex, gemini or a plug-in's name);
     without it the newest session of the project across agents is taken."""
     return click.option(
-        "--agent", metavar="NAME", help="Only sessions of this agent (e.g. claude, codex, gemini)."
+        "--agent",
+        metavar="NAME",
+        help="Only sessions of this agent (e.g. claude, codex, gemini).",
+        shell_complete=complete_agent,
     )(command)
+
+
+def complete_agent(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The backend names (built-ins, then plug-ins) starting with `incomplete`; nothing if
+    they cannot be read (a completion prints no error)."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from commuter.backends import backend_names
+
+        names = backend_names(Settings.from_env())
+    except Exception:
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
