@@ -179,7 +179,8 @@ async def _push(
                 try:
                     streams = None if export is None else _streams(transport, export, peers)
                     if streams is not None:
-                        receipt = await streams
+                        with progress.step(f"{name} send", export.size if export else None):
+                            receipt = await streams
                     else:
                         if sealed is None:
                             sealed = await sealed_file()
@@ -256,6 +257,15 @@ class Export:
         if self._path is not None:
             shutil.rmtree(self._path.parent, ignore_errors=True)
             self._path = None
+
+    @property
+    def size(self) -> int | None:
+        """The session's bytes, a progress bar's total for a streamed send (the bundle's
+        writer counts each source chunk it reads; the bundle's own size is known only at
+        its end)."""
+        if self.ref.size:
+            return self.ref.size
+        return progress.size_of(self.ref.path) if self.ref.path is not None else None
 
     @property
     def delta(self) -> bool:

@@ -493,8 +493,9 @@ async def _send(
     settings: Settings, me: Identity, peer: Peer, export: Export, address: str | None
 ) -> tuple[dict[str, Any], int]:
     """Stream `export` to `peer` (client.send_export): the peer's answer and the plain
-    bundle's size. The export's own progress bar (the session's bytes) shows how far it is:
-    it goes as fast as the upload takes it."""
+    bundle's size. The bar counts the session's bytes as the bundle's writer reads them,
+    which goes as fast as the upload takes the bundle."""
+    from commuter import progress
     from commuter.peer import client
 
     sent = 0
@@ -504,7 +505,8 @@ async def _send(
         sent += n
 
     where = await client.find_addresses(settings, peer, address)
-    answer, _ = await client.send_export(
-        settings, me, peer, export.write, where, count, suggest_address=address is None
-    )
+    with progress.step(f"to {peer.name}", export.size):
+        answer, _ = await client.send_export(
+            settings, me, peer, export.write, where, count, suggest_address=address is None
+        )
     return answer, sent

@@ -103,7 +103,7 @@ class LanTransport(Transport):
     async def send_export(self, export: Callable[[BinaryIO], object], peer: Peer) -> Receipt:
         """Upload a bundle to `peer` while `export(fh)` writes it (on a thread), sealed on
         the way (PeerClient.upload_export): no temp bundle. The receipt's size is the plain
-        bundle's; the export's own progress bar (the session's bytes) shows how far it is."""
+        bundle's; a progress bar gets the bundle writer's counts (the session's bytes)."""
         from commuter.peer.client import PeerClient
 
         address = await self.locate(peer)
