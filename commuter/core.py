@@ -2,7 +2,8 @@
 
 Contract (owned by the core; other layers use only what is here):
 - export_to(settings, out, session=ID-or-prefix | None, cwd=Path) writes one bundle to a binary
-  file object and returns its Manifest. With session=None the newest session of `cwd` is taken.
+  file object and returns its Manifest. With session=None the newest session of `cwd` is taken;
+  ref=SessionRef (from find_session) skips the lookup.
 - import_file(settings, path, options) verifies the whole bundle before writing anything, then
   has its backend place the session (its `--continue` in the target project finds it) and returns an
   ImportResult. Raises BundleError for bad input, SessionBusy where a running agent would
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from commuter import bundle, progress
 from commuter.errors import BundleError, CommuterError, DeltaBaseMismatch
 from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
-from commuter.settings import Settings
+from commuter.settings import KEY_FILE, Settings
 
 if TYPE_CHECKING:
     from commuter.backends import Backend, ExportPlan, ImportSource
@@ -46,6 +47,10 @@ __all__ = [
     "make_origin",
     "read_manifest",
 ]
+
+
+# forks.py's record file in state_dir (tests/test_export_startup.py holds the two alike).
+FORKS_FILE = "forks.sqlite"
 
 
 def _backend(settings: Settings, name: str) -> Backend:
@@ -82,13 +87,13 @@ def make_origin(settings: Settings) -> Origin:
     from commuter import __version__
 
     device_id = None
-    try:
-        from commuter.peer.identity import KEY_FILE, Identity
+    if (settings.config_dir / KEY_FILE).is_file():  # else nacl is not even imported
+        try:
+            from commuter.peer.identity import Identity
 
-        if (settings.config_dir / KEY_FILE).is_file():
             device_id = Identity.load_or_create(settings).device_id
-    except (ImportError, CommuterError):
-        device_id = None
+        except (ImportError, CommuterError):
+            device_id = None
     return Origin(
         hostname=settings.hostname,
         user=settings.user,
@@ -105,9 +110,12 @@ def export_to(
     session: str | None = None,
     cwd: Path | None = None,
     agent: str | None = None,
+    ref: SessionRef | None = None,
 ) -> Manifest:
-    """Write one session as a bundle to `out`; returns the bundle's Manifest."""
-    ref = find_session(settings, session, cwd, agent)
+    """Write one session as a bundle to `out` (`ref` if given: found already, else by
+    `session` / `cwd`); returns the bundle's Manifest."""
+    if ref is None:
+        ref = find_session(settings, session, cwd, agent)
     plan = _backend(settings, ref.backend).collect(ref)
     manifest = Manifest(
         format=bundle.FORMAT_VERSION,
@@ -145,6 +153,8 @@ def _with_fork(
 ) -> dict[str, Any]:
     """`meta` plus `fork_of` / `fork_from` when the session is a recorded fork, so the
     machine it goes to marks it alike (forks.py)."""
+    if not (settings.state_dir / FORKS_FILE).exists():  # no fork recorded: no sqlite3 import
+        return meta
     from commuter import forks
 
     fork = forks.lookup(settings.state_dir, agent, session_id)

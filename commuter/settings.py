@@ -15,6 +15,10 @@ import platformdirs
 
 from commuter.errors import ConfigError
 
+# This machine's identity key in config_dir (peer/identity.py); named here so that a check
+# for it (an export's origin) need not import nacl.
+KEY_FILE = "identity.key"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:

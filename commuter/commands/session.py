@@ -116,7 +116,8 @@ def project_root(settings: Settings, cwd: Path, refs: Sequence[SessionRef] | Non
     here = Path(os.path.realpath(cwd))
     if refs is None:
         refs = core.list_sessions(settings)
-    projects = {os.path.realpath(r.project) for r in refs if r.project is not None}
+    # one realpath per project, not per session (refs of one project share it)
+    projects = {os.path.realpath(p) for p in {r.project for r in refs} if p is not None}
     home = Path(os.path.realpath(settings.home))
     for folder in (here, *here.parents):
         if folder == home and folder != here:
@@ -402,9 +403,10 @@ def export_cmd(
         manifest = core.export_to(settings, stream, session=session, cwd=cwd, agent=agent)
         stream.flush()
     else:
-        if output is None:  # named after the session, so it must be found first
+        ref = None
+        if output is None:  # named after the session, so it must be found first (once)
             ref = core.find_session(settings, session, cwd, agent)
-            session, output = ref.session_id, default_bundle_name(ref.session_id)
+            output = default_bundle_name(ref.session_id)
             if os.path.lexists(output):
                 raise OutputError(
                     f"{output} already exists; pass -o FILE (-o {output} replaces it)"
@@ -414,7 +416,7 @@ def export_cmd(
         if problem:
             raise OutputError(problem)
         with atomic_writer(target, 0o600, parents=False) as fh:
-            manifest = core.export_to(settings, fh, session=session, cwd=cwd, agent=agent)
+            manifest = core.export_to(settings, fh, session=session, cwd=cwd, agent=agent, ref=ref)
     click.echo(
         safe_text(
             f"exported session {manifest.session_id} "

@@ -14,9 +14,9 @@ from nacl.signing import SigningKey, VerifyKey
 
 from commuter.errors import BadSignature, ConfigError
 from commuter.fsutil import atomic_write_text
+from commuter.settings import KEY_FILE as KEY_FILE  # its home; re-exported for the callers here
 from commuter.settings import Settings
 
-KEY_FILE = "identity.key"
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _GROUPS, _GROUP_LEN = 4, 5
 
