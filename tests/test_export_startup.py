@@ -15,6 +15,7 @@ from pathlib import Path
 from claude_home import PLAIN, TOOLS, install, transcript
 
 from commuter import core, forks
+from commuter.backends.claude.heads import HEADS_FILE
 from commuter.peer.identity import Identity
 from commuter.settings import KEY_FILE, Settings
 
@@ -126,3 +127,29 @@ def test_export_to_takes_a_ref_found_already(tmp_path: Path):
     assert newest.session_id != PLAIN  # so the ref, not the cwd, decides
     manifest = core.export_to(settings, io.BytesIO(), cwd=project, ref=ref)
     assert manifest.session_id == PLAIN
+
+
+def heads_cache(home: Path) -> Path:
+    return home / ".cache" / "commuter" / HEADS_FILE
+
+
+def test_export_latest_in_a_sessions_own_folder_lists_no_other_session(tmp_path: Path):
+    home = install(tmp_path / "a")
+    project = home / "projects" / "my.app"
+    newest = core.find_session(settings_of(home), None, project)
+    out = tmp_path / "s.bundle"
+    code, _ = probe(home, project, "export", "--latest", "-o", str(out))
+    assert code == 0 and core.read_manifest(out).session_id == newest.session_id
+    assert not heads_cache(home).exists()  # a listing would have cached every head
+
+
+def test_export_latest_below_a_project_finds_it_through_the_listing(tmp_path: Path):
+    home = install(tmp_path / "a")
+    project = home / "projects" / "my.app"
+    newest = core.find_session(settings_of(home), None, project)
+    below = project / "src" / "deep"
+    below.mkdir(parents=True)
+    out = tmp_path / "s.bundle"
+    code, _ = probe(home, below, "export", "--latest", "-o", str(out))
+    assert code == 0 and core.read_manifest(out).session_id == newest.session_id
+    assert heads_cache(home).is_file()

@@ -132,7 +132,26 @@ def here_dir(settings: Settings, agent: str | None = None) -> Path:
     the newest session of "this project" (export, push, send)."""
     from commuter import core
 
+    here = _own_project(settings, agent)
+    if here is not None:
+        return here
     return project_root(settings, Path.cwd(), core.list_sessions(settings, agent))
+
+
+def _own_project(settings: Settings, agent: str | None) -> Path | None:
+    """The current directory when its newest session is its own (then it is `project_root`'s
+    answer, found without listing every session); else None."""
+    from commuter import core
+    from commuter.errors import SessionNotFound
+
+    here = os.path.realpath(Path.cwd())
+    try:
+        ref = core.find_session(settings, None, Path(here), agent)
+    except SessionNotFound:
+        return None
+    if ref.project is None or os.path.realpath(ref.project) != here:
+        return None
+    return Path(here)
 
 
 def _in_project(ref: SessionRef, root: Path) -> bool:
@@ -447,6 +466,10 @@ def choose_session(
     from commuter import core
 
     settings = app.settings
+    if latest or not app.interactive:
+        here = _own_project(settings, agent)
+        if here is not None:
+            return None, here
     refs = core.list_sessions(settings, agent)
     root = project_root(settings, Path.cwd(), refs)
     if latest or not app.interactive:
