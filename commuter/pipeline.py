@@ -154,14 +154,17 @@ async def _push(
     order = (via,) if via != "auto" else (AUTO_ORDER if named else ("folder",))
     if not peers:
         order = ("folder",)
-    staging = Path(tempfile.mkdtemp(prefix="push-", dir=_staging(ctx)))
+    root = _staging(ctx)
+    staging: Path | None = None  # made only for a sealed file: a streamed send needs none
     sealed: Path | None = None
     export = source if isinstance(source, Export) else None
 
     async def sealed_file() -> Path:
+        nonlocal staging
         plain = source if isinstance(source, Path) else await Export.to_file(source)
         if not peers:
             return plain
+        staging = Path(tempfile.mkdtemp(prefix="push-", dir=root))
         out = staging / "bundle.sealed"
         await asyncio.to_thread(seal, plain, out, ctx.identity, [p.public_key for p in peers])
         return out
@@ -197,7 +200,8 @@ async def _push(
         who = peers[0].name if named else "the transfer dir"
         raise TransportError(f"cannot push to {who}: " + "; ".join(skipped))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _streams(

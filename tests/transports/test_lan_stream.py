@@ -42,7 +42,7 @@ async def test_a_push_over_the_lan_streams_and_writes_no_bundle_file(tmp_path, a
             {
                 "length": request.headers.get("Content-Length"),
                 "received": request.content.total_bytes,
-                "sender_files": _files(world.a.staging_dir),
+                "sender_files": list(world.a.staging_dir.rglob("*")),
             }
         )
         return answer
@@ -60,7 +60,7 @@ async def test_a_push_over_the_lan_streams_and_writes_no_bundle_file(tmp_path, a
     assert pushed.confirmed == (BOB.device_id,) and not pushed.delta
     [upload] = seen
     assert upload["length"] is None and upload["received"] > 0
-    assert upload["sender_files"] == []
+    assert upload["sender_files"] == []  # no bundle, no temp dir
     assert pushed.receipt.size > 0
     [item] = Inbox(world.b).pending()
     assert item.size == upload["received"]
