@@ -26,13 +26,16 @@ _KEEP = 8  # site layouts kept (`python -m` puts the working directory on sys.pa
 _SETTLED_NS = 2_000_000_000  # a folder changed this recently may change again unseen
 
 
-def entry_point_specs(group: str, cache_dir: Path | None = None) -> dict[str, str]:
+def entry_point_specs(
+    group: str, cache_dir: Path | None = None, *, fresh: bool = False
+) -> dict[str, str]:
     """`name -> "module:attr"` of the installed plug-ins of `group` (first of a name wins);
-    with `cache_dir`, from the cache while no sys.path folder has changed."""
+    with `cache_dir`, from the cache while no sys.path folder has changed (`fresh`: read
+    afresh, and the cache refreshed)."""
     if cache_dir is None:
         return _scan(group)
     key, settled = _site_key()
-    if key is not None:
+    if key is not None and not fresh:
         cached = _cached(cache_dir / CACHE_FILE, key, group)
         if cached is not None:
             return cached
@@ -42,9 +45,11 @@ def entry_point_specs(group: str, cache_dir: Path | None = None) -> dict[str, st
     return specs
 
 
-def names(builtin: Mapping[str, str], group: str, cache_dir: Path | None = None) -> list[str]:
+def names(
+    builtin: Mapping[str, str], group: str, cache_dir: Path | None = None, *, fresh: bool = False
+) -> list[str]:
     """Every name: built-ins first, then plug-ins of other names."""
-    found = entry_point_specs(group, cache_dir)
+    found = entry_point_specs(group, cache_dir, fresh=fresh)
     return [*builtin, *(n for n in found if n not in builtin)]
 
 

@@ -253,3 +253,26 @@ def test_the_data_dirs_are_where_the_backends_look(tmp_path: Path, extra: dict[s
     assert set(DATA_DIRS) <= set(BUILTIN) - {"claude"}
     assert CodexBackend(settings).home in DATA_DIRS["codex"](settings)
     assert GeminiBackend(settings).dirs.root in DATA_DIRS["gemini"](settings)
+
+
+def test_doctor_reads_the_plugins_afresh_and_refreshes_the_cache(
+    tmp_path: Path, work: Path
+) -> None:
+    home = install(tmp_path / "h")
+    (home / ".notes").mkdir()
+    (home / ".notes" / "n1.json").write_text(json.dumps({"project": str(home / "p")}))
+    site = tmp_path / "site"
+    site.mkdir()
+    os.utime(site, OLD)
+
+    def backends() -> set[str]:
+        done = run_probe(home, work, "list", "--json", pythonpath=site)
+        return {r["backend"] for r in json.loads(done["out"])}
+
+    assert backends() == {"claude"}
+    write_plugin(site)
+    os.utime(site, OLD)  # an install the folder's mtime does not show
+    assert backends() == {"claude"}  # the cache, stale
+    doctor = run_probe(home, work, "doctor", "--json", pythonpath=site)
+    assert "notes" in {c["check"] for c in json.loads(doctor["out"])}
+    assert backends() == {"claude", "notes"}

@@ -295,10 +295,10 @@ def _cache_dir(settings: Settings | None) -> Path | None:
     return settings.cache_dir if settings is not None else None
 
 
-def backend_names(settings: Settings | None = None) -> list[str]:
+def backend_names(settings: Settings | None = None, *, fresh: bool = False) -> list[str]:
     """Every backend: built-ins first, then `commuter.backends.v1` plug-ins (with `settings`,
-    the plug-ins found are cached in its cache dir: plugins.py)."""
-    return plugins.names(BUILTIN, ENTRY_POINT_GROUP, _cache_dir(settings))
+    the plug-ins found are cached in its cache dir, `fresh` refreshes it: plugins.py)."""
+    return plugins.names(BUILTIN, ENTRY_POINT_GROUP, _cache_dir(settings), fresh=fresh)
 
 
 def backend_class(name: str, settings: Settings | None = None) -> type:
@@ -340,10 +340,12 @@ def all_env_vars() -> tuple[str, ...]:
 
 
 def all_backends(settings: Settings, *, with_data_only: bool = False) -> list[Backend]:
-    """Every backend that loads (a broken plug-in is logged and left out); `with_data_only`
-    leaves out the built-ins none of whose DATA_DIRS exists (they have no session here)."""
+    """Every backend that loads (a broken plug-in is logged and left out). A listing passes
+    `with_data_only`: the built-ins none of whose DATA_DIRS exists (they have no session here)
+    are left out and the plug-ins come from the cache; else (doctor, the sync watcher) the
+    plug-ins are read afresh and the cache refreshed."""
     out: list[Backend] = []
-    for name in backend_names(settings):
+    for name in backend_names(settings, fresh=not with_data_only):
         dirs = DATA_DIRS.get(name) if with_data_only else None
         if dirs is not None and not any(d.is_dir() for d in dirs(settings)):
             continue
