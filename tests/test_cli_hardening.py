@@ -130,13 +130,13 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch)
     """Only expected failures are shortened; a bug still shows where it happened."""
     from click.testing import CliRunner
 
-    from commuter import core
+    from commuter import listing
     from commuter.cli import cli
 
     def boom(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr(core, "list_sessions", boom)
+    monkeypatch.setattr(listing, "list_sessions", boom)
     result = CliRunner().invoke(cli, ["list"])
     assert isinstance(result.exception, ZeroDivisionError)
 
