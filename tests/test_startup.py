@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -98,7 +99,7 @@ _PROBE = textwrap.dedent(
 )
 
 
-def run_probe(home: Path, cwd: Path, *args: str, pythonpath: Path | None = None) -> dict:
+def run_probe(home: Path, cwd: Path, *args: str, pythonpath: Path | None = None) -> dict[str, Any]:
     """`commuter ARGS` in a fresh interpreter: its exit code, stdout and sys.modules at exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
     env.pop("PYTHONPATH", None)
@@ -115,7 +116,7 @@ def run_probe(home: Path, cwd: Path, *args: str, pythonpath: Path | None = None)
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    result: dict = json.loads(done.stdout.splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     result["stderr"] = done.stderr
     return result
 
