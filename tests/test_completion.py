@@ -161,3 +161,58 @@ def test_agent_completes_the_backend_names_plugins_too(tmp_path):
     assert complete(env, "commuter export --agent ", 3) == ["claude", "codex", "gemini", "notes"]
     assert complete(env, "commuter to --agent n", 3) == ["notes"]
     assert complete(env, "commuter send --agent x", 3) == []
+
+
+def _shim(tmp_path) -> str:
+    """A `commuter` on PATH that runs this checkout (what pipx or pip puts there)."""
+    shim = tmp_path / "shim" / "commuter"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m commuter "$@"\n')
+    shim.chmod(0o755)
+    return str(shim.parent)
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="no fish (apt-get install fish)")
+def test_fish_completes_peer_names_with_the_printed_script(world, tmp_path):
+    env = env_for(world.a.home)
+    script = tmp_path / "commuter.fish"
+    script.write_text(run(env, "completion", "fish").stdout)
+    done = subprocess.run(
+        ["fish", "--no-config", "-c", f"source {script}; complete -C 'commuter push --to o'"],
+        env={**env, "PATH": f"{_shim(tmp_path)}:{env['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == ["office"], (
+        done.stdout,
+        done.stderr,
+    )
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh (apt-get install zsh)")
+def test_zsh_completes_peer_names_with_the_printed_script(world, tmp_path):
+    """The script registers its completer, and that completer (called as compsys would, with
+    zsh's own compadd/_describe standing in as printers) offers the peer."""
+    env = env_for(world.a.home)
+    script = tmp_path / "_commuter.zsh"
+    script.write_text(run(env, "completion", "zsh").stdout)
+    probe = (
+        f"autoload -Uz compinit && compinit -u -D && source {script} && "
+        "print -r -- $_comps[commuter] && "
+        "compadd() { print -rl -- ${(P)${@[-1]}} }; _describe() { print -rl -- ${(P)3} }; "
+        "words=(commuter push --to o); CURRENT=4; _commuter_completion"
+    )
+    done = subprocess.run(
+        ["zsh", "-f", "-c", probe],
+        env={**env, "PATH": f"{_shim(tmp_path)}:{env['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    registered, *offered = done.stdout.splitlines()
+    assert registered == "_commuter_completion"
+    assert [line.split(":")[0] for line in offered] == ["office"], done.stdout
