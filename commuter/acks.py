@@ -95,6 +95,17 @@ def _connect(state_dir: Path) -> sqlite3.Connection:
     return db
 
 
+def _change(state_dir: Path, sql: str, params: tuple[object, ...]) -> None:
+    """Run one writing statement on the records, if there are any (none: nothing to change)."""
+    if not _path(state_dir).exists():
+        return
+    db = _connect(state_dir)
+    try:
+        db.execute(sql, params)
+    finally:
+        db.close()
+
+
 def _dump(members: Members) -> str:
     return orjson.dumps({k: [v[0], v[1]] for k, v in sorted(members.items())}).decode()
 
@@ -158,16 +169,11 @@ def all_acked(state_dir: Path) -> list[Acked]:
 
 def forget_ack(state_dir: Path, peer: str, agent: str, session_id: str) -> None:
     """The peer refused a delta against what we thought it held: send it whole next time."""
-    if not _path(state_dir).exists():
-        return
-    db = _connect(state_dir)
-    try:
-        db.execute(
-            "DELETE FROM acked WHERE peer=? AND agent=? AND session_id=?",
-            (peer, agent, session_id),
-        )
-    finally:
-        db.close()
+    _change(
+        state_dir,
+        "DELETE FROM acked WHERE peer=? AND agent=? AND session_id=?",
+        (peer, agent, session_id),
+    )
 
 
 # --- receiver side --------------------------------------------------------------------------
@@ -231,16 +237,11 @@ def received(state_dir: Path, sender: str, agent: str, session_id: str) -> list[
 
 def forget_received(state_dir: Path, sender: str, agent: str, session_id: str) -> None:
     """Drop every state of the session from `sender` (its local file moved or was replaced)."""
-    if not _path(state_dir).exists():
-        return
-    db = _connect(state_dir)
-    try:
-        db.execute(
-            "DELETE FROM received WHERE sender=? AND agent=? AND session_id=?",
-            (sender, agent, session_id),
-        )
-    finally:
-        db.close()
+    _change(
+        state_dir,
+        "DELETE FROM received WHERE sender=? AND agent=? AND session_id=?",
+        (sender, agent, session_id),
+    )
 
 
 def refuse_delta(state_dir: Path, sender: str, agent: str, session_id: str, digest: str) -> str:
@@ -294,13 +295,8 @@ def asked_whole(state_dir: Path, sender: str, agent: str, session_id: str) -> No
 
 def answered(state_dir: Path, sender: str, agent: str, session_id: str) -> None:
     """An import of the session from `sender` succeeded: the deltas refused before are stale."""
-    if not _path(state_dir).exists():
-        return
-    db = _connect(state_dir)
-    try:
-        db.execute(
-            "UPDATE refused SET answered=1 WHERE sender=? AND agent=? AND session_id=?",
-            (sender, agent, session_id),
-        )
-    finally:
-        db.close()
+    _change(
+        state_dir,
+        "UPDATE refused SET answered=1 WHERE sender=? AND agent=? AND session_id=?",
+        (sender, agent, session_id),
+    )
