@@ -67,7 +67,7 @@ def test_list_hides_empty_sessions_unless_all(machine: Path) -> None:
 
 
 def test_short_ids_are_unique_prefixes() -> None:
-    from commuter.commands.session import short_ids
+    from commuter.commands.table import short_ids
 
     got = short_ids(["abcdef0123", "abcdef0199", "zzzzzzzzzz"])
     assert got == {"abcdef0123": "abcdef012", "abcdef0199": "abcdef019", "zzzzzzzzzz": "zzzzzzz"}

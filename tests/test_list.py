@@ -17,7 +17,8 @@ from conftest import answering, settings_for
 
 from commuter import config, forks
 from commuter.cli import cli
-from commuter.commands.session import _fit_words, project_root
+from commuter.commands.session import project_root
+from commuter.commands.table import fit_words as _fit_words
 from commuter.model import ImportOptions
 
 

@@ -9,6 +9,7 @@ import marshal
 import random
 import sys
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,77 @@ ALPHABET = (
 )
 
 
+# The straightforward definitions the fast helpers of commands/table.py must agree with.
+
+
+def _short_ids(ids: Sequence[str], minimum: int = 7) -> dict[str, str]:
+    """Shortest unique prefix of each id, at least `minimum` characters (like git)."""
+    out: dict[str, str] = {}
+    ordered = sorted(set(ids))
+    for i, sid in enumerate(ordered):
+        need = minimum
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(ordered):
+                other = ordered[j]
+                common = next(
+                    (k for k, (a, b) in enumerate(zip(sid, other, strict=False)) if a != b),
+                    min(len(sid), len(other)),
+                )
+                need = max(need, common + 1)
+        out[sid] = sid[: min(need, len(sid))]
+    return out
+
+
+def _cells(text: str) -> int:
+    """Terminal columns `text` takes (East Asian wide and full-width characters take two)."""
+    if text.isascii():  # the common case, without a lookup per character (10,000 rows)
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _prefix(text: str, width: int) -> str:
+    """The longest start of `text` that fits in `width` columns."""
+    if text.isascii():
+        return text[: max(0, width)]
+    used = 0
+    for i, c in enumerate(text):
+        used += _cells(c)
+        if used > width:
+            return text[:i]
+    return text
+
+
+def _fit_words(text: str, width: int, breaks: str = " ") -> str:
+    """`text` in at most `width` columns, cut after a word (a `breaks` character) and marked
+    `…`; mid-word only when the first word alone is wider than `width`."""
+    if _cells(text) <= width:
+        return text
+    if width <= 1:
+        return "…" if width == 1 else ""
+    cut = _prefix(text, width - 1)
+    whole = len(cut) < len(text) and text[len(cut)] in breaks
+    if not whole:
+        at = max(cut.rfind(b) for b in breaks)
+        if at > 0:
+            cut = cut[: at + 1] if cut[at] != " " else cut[:at]
+    return cut.rstrip() + "…"
+
+
+def _fit_path(path: str, width: int) -> str:
+    """A project path in at most `width` columns: inner segments become `…`, then the head
+    is cut (`…/deep.app`); a last segment too long alone is cut after a `-`, `_` or `.`."""
+    if _cells(path) <= width:
+        return path
+    parts = path.split("/")
+    for keep_head in (2, 1):
+        if len(parts) > keep_head + 1:
+            shortened = "/".join([*parts[:keep_head], "…", parts[-1]])
+            if _cells(shortened) <= width:
+                return shortened
+    last = "…/" + parts[-1]
+    return last if _cells(last) <= width else _fit_words(parts[-1], width, " -_.")
+
+
 def _texts(n: int = 3000) -> list[str]:
     rng = random.Random(17)
     return ["".join(rng.choice(ALPHABET) for _ in range(rng.randrange(0, 40))) for _ in range(n)]
@@ -42,13 +114,13 @@ def test_nothing_below_u0378_is_wide():
 
 def test_fast_helpers_match_the_general_ones():
     for text in _texts():
-        assert table.cells(text) == session._cells(text), text
+        assert table.cells(text) == _cells(text), text
         assert table.one_line(text) == one_line_text(text), text
         for width in (0, 1, 2, 5, 9, 17, 30):
-            assert table.prefix(text, width) == session._prefix(text, width), (text, width)
-            assert table.fit_words(text, width) == session._fit_words(text, width)
+            assert table.prefix(text, width) == _prefix(text, width), (text, width)
+            assert table.fit_words(text, width) == _fit_words(text, width)
             path = text.replace(" ", "/")
-            assert table.fit_path(path, width) == session._fit_path(path, width)
+            assert table.fit_path(path, width) == _fit_path(path, width)
 
 
 def test_fast_short_ids_match_the_general_ones():
@@ -56,7 +128,7 @@ def test_fast_short_ids_match_the_general_ones():
     ids = [f"{rng.getrandbits(128):032x}" for _ in range(3000)]
     ids += [ids[0][:10] + "0" * 22, ids[1][:7], ids[2][:3], ids[3][:9] + "f" * 23]
     for minimum in (1, 4, 7, 12):
-        assert table.short_ids(ids, minimum) == session.short_ids(ids, minimum)
+        assert table.short_ids(ids, minimum) == _short_ids(ids, minimum)
 
 
 def _cached(settings) -> Any:

@@ -8,7 +8,6 @@ import os
 import shutil
 import sys
 import tempfile
-import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,24 +38,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(export_cmd)
     cli.add_command(import_cmd)
     cli.add_command(inspect_cmd)
-
-
-def short_ids(ids: Sequence[str], minimum: int = 7) -> dict[str, str]:
-    """Shortest unique prefix of each id, at least `minimum` characters (like git)."""
-    out: dict[str, str] = {}
-    ordered = sorted(set(ids))
-    for i, sid in enumerate(ordered):
-        need = minimum
-        for j in (i - 1, i + 1):
-            if 0 <= j < len(ordered):
-                other = ordered[j]
-                common = next(
-                    (k for k, (a, b) in enumerate(zip(sid, other, strict=False)) if a != b),
-                    min(len(sid), len(other)),
-                )
-                need = max(need, common + 1)
-        out[sid] = sid[: min(need, len(sid))]
-    return out
 
 
 def relative_time(when: datetime, now: datetime | None = None) -> str:
@@ -213,61 +194,6 @@ def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, 
             with atomic_writer(path, 0o600, fsync=False) as fh:  # a cache: no fsync
                 fh.write(orjson.dumps(cache) + b"\n")
     return out
-
-
-def _cells(text: str) -> int:
-    """Terminal columns `text` takes (East Asian wide and full-width characters take two)."""
-    if text.isascii():  # the common case, without a lookup per character (10,000 rows)
-        return len(text)
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def _pad(text: str, width: int, right: bool = False) -> str:
-    gap = " " * max(0, width - _cells(text))
-    return gap + text if right else text + gap
-
-
-def _prefix(text: str, width: int) -> str:
-    """The longest start of `text` that fits in `width` columns."""
-    if text.isascii():
-        return text[: max(0, width)]
-    used = 0
-    for i, c in enumerate(text):
-        used += _cells(c)
-        if used > width:
-            return text[:i]
-    return text
-
-
-def _fit_words(text: str, width: int, breaks: str = " ") -> str:
-    """`text` in at most `width` columns, cut after a word (a `breaks` character) and marked
-    `…`; mid-word only when the first word alone is wider than `width`."""
-    if _cells(text) <= width:
-        return text
-    if width <= 1:
-        return "…" if width == 1 else ""
-    cut = _prefix(text, width - 1)
-    whole = len(cut) < len(text) and text[len(cut)] in breaks
-    if not whole:
-        at = max(cut.rfind(b) for b in breaks)
-        if at > 0:
-            cut = cut[: at + 1] if cut[at] != " " else cut[:at]
-    return cut.rstrip() + "…"
-
-
-def _fit_path(path: str, width: int) -> str:
-    """A project path in at most `width` columns: inner segments become `…`, then the head
-    is cut (`…/deep.app`); a last segment too long alone is cut after a `-`, `_` or `.`."""
-    if _cells(path) <= width:
-        return path
-    parts = path.split("/")
-    for keep_head in (2, 1):
-        if len(parts) > keep_head + 1:
-            shortened = "/".join([*parts[:keep_head], "…", parts[-1]])
-            if _cells(shortened) <= width:
-                return shortened
-    last = "…/" + parts[-1]
-    return last if _cells(last) <= width else _fit_words(parts[-1], width, " -_.")
 
 
 def _term_width() -> int:
@@ -478,6 +404,7 @@ def choose_session(
     if len(mine) < 2:
         return None, root
     from commuter import picker
+    from commuter.commands.table import short_ids
 
     mine = mine[: picker.MAX_SHOWN]
     counts = message_counts(settings, mine)
