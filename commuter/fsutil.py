@@ -333,3 +333,16 @@ def is_temp_name(name: str) -> bool:
         or ".syncthing." in lowered
         or ".sb-" in lowered
     )
+
+
+def copy_prefix(path: Path, size: int, out: BinaryIO, shrank: type[Exception]) -> None:
+    """Copy the first `size` bytes of `path` into `out`; `shrank(message)` if it has fewer."""
+    write = out.write
+    with path.open("rb") as fh:
+        left = size
+        while left:
+            chunk = fh.read(min(CHUNK, left))
+            if not chunk:
+                raise shrank(f"{path} shrank while it was being updated")
+            write(chunk)
+            left -= len(chunk)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from commuter import fsutil
 from commuter.backends.claude import lineage
@@ -41,7 +41,7 @@ from commuter.backends.claude.place import (
 from commuter.backends.claude.rewrite import Rewriter, backup_hash
 from commuter.bundle.delta import prefix_sha256
 from commuter.errors import BundleError, DeltaBaseMismatch
-from commuter.fsutil import CHUNK
+from commuter.fsutil import CHUNK, copy_prefix
 from commuter.placing import (
     Backups,
     Pending,
@@ -121,7 +121,7 @@ def place_delta(
         fsutil.sweep_temps(folder)
         if plan.action == "updated":
             with pending.writer(dest, fsync=True) as out:
-                _copy_prefix(dest, held, out)
+                copy_prefix(dest, held, out, DeltaBaseMismatch)
                 rewriter.copy(suffix, out)
         _write_side_files(backups, source, dirs, sid, plan, rewriter, renames, None, pending)
         _write_memory(memory.writes, pending)
@@ -144,18 +144,6 @@ def _chain_from(path: Path, offset: int) -> list[bytes]:
             tail = data[cut:]
             chain += lineage._UUID_RE.findall(data, 0, cut)
     return chain + lineage._UUID_RE.findall(tail)
-
-
-def _copy_prefix(path: Path, size: int, out: BinaryIO) -> None:
-    write = out.write
-    with path.open("rb") as fh:
-        left = size
-        while left:
-            chunk = fh.read(min(CHUNK, left))
-            if not chunk:
-                raise DeltaBaseMismatch(f"{path} shrank while it was being updated")
-            write(chunk)
-            left -= len(chunk)
 
 
 def _backup_names(source: ImportSource, pathmap: PathMap) -> dict[str, str]:

@@ -41,7 +41,7 @@ from commuter.backends.codex.paths import (
 )
 from commuter.backends.codex.rewrite import Rewriter
 from commuter.errors import BackendError, SessionBusy
-from commuter.fsutil import CHUNK
+from commuter.fsutil import CHUNK, copy_prefix
 from commuter.model import ImportOptions, ImportResult, SessionRef
 from commuter.pathmap import PathMap
 
@@ -527,7 +527,7 @@ def _write(
             assert t.dest is not None
             with pending.writer(t.dest, fsync=t is main) as out:
                 if t.keep and t.local is not None:
-                    _copy_prefix(t.local, t.keep, out)
+                    copy_prefix(t.local, t.keep, out, BackendError)
                 _copy(t.member, out, rewriter, renames)
         with db.writing(home) as w:
             for t in threads:
@@ -597,17 +597,6 @@ def _move_local(
 def _origin_host(origin: str) -> str:
     """The host of an origin text `user@host time` (what core.source_from writes)."""
     return origin.split(" ", 1)[0].rpartition("@")[2] or "another machine"
-
-
-def _copy_prefix(path: Path, size: int, out: BinaryIO) -> None:
-    with path.open("rb") as fh:
-        left = size
-        while left:
-            chunk = fh.read(min(CHUNK, left))
-            if not chunk:
-                raise BackendError(f"{path} shrank while it was being updated")
-            out.write(chunk)
-            left -= len(chunk)
 
 
 def _copy(

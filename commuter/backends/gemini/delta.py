@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from commuter import fsutil
 from commuter.backends.gemini.chat import (
@@ -44,7 +44,7 @@ from commuter.backends.gemini.place import (
 )
 from commuter.bundle.delta import prefix_sha256
 from commuter.errors import BundleError, DeltaBaseMismatch, SessionBusy
-from commuter.fsutil import CHUNK
+from commuter.fsutil import CHUNK, copy_prefix
 from commuter.placing import (
     Backups,
     Pending,
@@ -150,7 +150,7 @@ def place_delta(
             if plan.action == "updated":
                 start = start_after(dirs, chats, sid, incoming.start_time)
                 with pending.writer(dest, fsync=True) as out:
-                    _copy_prefix(dest, held, out)
+                    copy_prefix(dest, held, out, DeltaBaseMismatch)
                     rewriter.copy(suffix, out)
                     update = {"lastUpdated": _later(incoming)}
                     if start:
@@ -209,14 +209,3 @@ def _line(chat: Chat, line: bytes) -> None:
         except (ValueError, RecursionError):  # gemini skips a line it cannot parse
             return
         _apply(chat, record)
-
-
-def _copy_prefix(path: Path, size: int, out: BinaryIO) -> None:
-    with path.open("rb") as fh:
-        left = size
-        while left:
-            chunk = fh.read(min(CHUNK, left))
-            if not chunk:
-                raise DeltaBaseMismatch(f"{path} shrank while it was being updated")
-            out.write(chunk)
-            left -= len(chunk)
