@@ -365,7 +365,8 @@ def _record_received(
     size = result.extra.get("in_step_size")
     if not isinstance(size, int):
         size = path.stat().st_size
-    sha = prefix_sha256(path, size)
+    known = result.extra.get("in_step_sha256")
+    sha = known if isinstance(known, str) else prefix_sha256(path, size)
     if sha is None:
         return
     acks.record_received(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from commuter.core import Exported
     from commuter.model import ImportOptions, ImportResult
     from commuter.peer.identity import Identity
+    from commuter.peer.inbox import Upload
     from commuter.peer.peers import Peer
     from commuter.settings import Settings
 
@@ -547,7 +548,12 @@ async def _pull_one(
         if not digest:  # known only once fetched (pull --from, ssh from)
             digest = await asyncio.to_thread(sha256_file, fetched)
         plain = fetched
-        if item.sealed:
+        opened_by: Peer | None = getattr(source, "opened_by", None)
+        if opened_by is not None:  # the seal was opened upstream, frame by frame (Arriving)
+            origin = f"{opened_by.name} ({opened_by.device_id})"
+            verified = True
+            device_id = opened_by.device_id
+        elif item.sealed:
             plain = tmp / "opened.commuter"
             try:
                 sender = await asyncio.to_thread(
@@ -872,6 +878,38 @@ class SshFetch(_OneItem):
             remote_command=self.remote_command,
         )
         return dst
+
+
+class Arriving(_OneItem):
+    """`serve --auto-import` and `serve --sync`: an upload imported while it arrives. The
+    server authenticates each frame as it comes and writes the opened bytes to a growing
+    file (growing.py), which this reads as it grows: the import sees the end of the bundle
+    only once the seal's last frame checked out. Whole bundles only: the server keeps a
+    refusal or a delta for the inbox path, and an upload this cannot import goes there too."""
+
+    scheme: ClassVar[str] = "lan"
+
+    def __init__(self, upload: Upload) -> None:
+        super().__init__()
+        self.upload = upload
+        self.opened_by = upload.sender
+
+    async def pending(self) -> list[Incoming]:
+        up = self.upload
+        return [
+            Incoming(
+                self.scheme,
+                up.id,
+                f"inbox:{up.id}",
+                up.size,
+                up.digest,
+                False,
+                up.sender.device_id,
+            )
+        ]
+
+    async def fetch(self, item: Incoming, dst_dir: Path) -> Path:
+        return self.upload.plain
 
 
 class InboxEntry(_OneItem):

@@ -37,6 +37,7 @@ from commuter.bundle.model import (
 from commuter.bundle.write import with_late
 from commuter.errors import BundleError
 from commuter.fsutil import CHUNK, quick_handoffs, sha256_file
+from commuter.growing import open_read
 from commuter.model import Manifest, Member
 
 _MAX_PAX = 64 << 10
@@ -79,8 +80,10 @@ Router = Callable[[Manifest], MemberRoute | None]
 def sniff(path: Path) -> str | None:
     """ "plain", "legacy" or "legacy-gzip" from the first bytes of `path`; None otherwise."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(4096)
+        with open_read(path) as fh:
+            head = fh.read(len(MAGIC_PREFIX))
+            if not head.startswith(MAGIC_PREFIX):
+                head += fh.read(4096 - len(head))
     except OSError:
         return None
     if head.startswith(MAGIC_PREFIX):
@@ -117,7 +120,7 @@ def read_any(
                     while chunk := fh.read(CHUNK):
                         file_hash.update(chunk)
             return read_legacy(path, root, limits, gzipped=kind == "legacy-gzip")
-        with path.open("rb") as fh, quick_handoffs():
+        with open_read(path) as fh, quick_handoffs():
             return read_plain(fh, root, limits, router, file_hash)
     except OSError as exc:
         raise BundleError(f"cannot read or unpack the bundle: {exc.strerror or exc}") from None

@@ -16,7 +16,7 @@ from commuter.errors import PairingFailed, PeerError
 
 if TYPE_CHECKING:
     from commuter.peer.identity import Identity
-    from commuter.peer.inbox import InboxItem
+    from commuter.peer.inbox import InboxItem, Upload
     from commuter.peer.peers import Peer
     from commuter.pipeline import Export
     from commuter.settings import Settings
@@ -268,6 +268,24 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
             )
 
 
+def _import_upload(app: AppContext, upload: Upload) -> bool:
+    """Import an upload as it arrives (pipeline.Arriving); False if it has to be stored."""
+    from commuter import core
+    from commuter.commands.session import _report
+    from commuter.commands.transfer import _warn
+    from commuter.pipeline import Arriving, receive_one
+    from commuter.transports import TransportContext
+
+    ctx = TransportContext.load(app.settings)
+    options = core.ImportOptions(interactive=False)
+    pulled = asyncio.run(receive_one(ctx, Arriving(upload), options, warn=_warn))
+    if pulled is None or pulled.result is None:
+        return False
+    click.echo(f"from {safe_text(pulled.origin)}:")
+    _report(pulled.result)
+    return True
+
+
 def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
     """Import one LAN inbox entry the way `pull` would (pipeline.InboxEntry)."""
     from commuter import core
@@ -326,7 +344,12 @@ def serve_cmd(
         _serve_sync(app, host, DEFAULT_PORT if port is None else port, not no_mdns, quiet)
         return
     on_received = None
+    on_upload = None
     if auto_import:
+
+        async def on_upload(upload: Upload) -> str | None:
+            imported = await asyncio.to_thread(_import_upload, app, upload)
+            return "imported" if imported else None
 
         async def on_received(item: InboxItem, _peer: Peer) -> str | None:
             try:
@@ -349,6 +372,7 @@ def serve_cmd(
             port=DEFAULT_PORT if port is None else port,
             mdns=not no_mdns,
             on_received=on_received,
+            on_upload=on_upload,
             log=lambda msg: click.echo(safe_text(msg)),
             stop=stop,
         )

@@ -47,6 +47,19 @@ class InboxItem:
         return f"{self.sender_name} ({self.sender_device_id})"
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An upload still arriving, imported meanwhile (pipeline.Arriving): the id it will have
+    in the inbox if it has to wait there, its sender (the seal's key, checked), the sealed
+    bundle's digest and size, and the growing file of its opened bytes."""
+
+    id: str
+    sender: Peer
+    digest: str
+    size: int
+    plain: Path
+
+
 class Inbox:
     """settings.inbox_dir: <id>.sealed plus <id>.json; an entry counts once its meta exists."""
 
@@ -63,6 +76,15 @@ class Inbox:
         carries this process's tag, so `sweep` can tell a dead daemon's leftover from a live
         one's upload in progress."""
         return self.ensure() / f".incoming.cm{process_tag()}.{secrets.token_hex(8)}.tmp"
+
+    def opened_path(self) -> Path:
+        """A fresh temp name for the opened bytes of an upload imported as it arrives."""
+        return self.ensure() / f".opened.cm{process_tag()}.{secrets.token_hex(8)}.tmp"
+
+    @staticmethod
+    def new_id(digest: str) -> str:
+        """The id of an entry of the sealed bundle with this digest, received now."""
+        return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{digest[:12]}-{secrets.token_hex(3)}"
 
     def sweep(self) -> int:
         """Remove the temp files of processes that died mid-receive (kill -9, power cut): this
@@ -84,11 +106,11 @@ class Inbox:
                     removed += 1
         return removed
 
-    def add(self, sealed: Path, sender: Peer, digest: str) -> InboxItem:
+    def add(self, sealed: Path, sender: Peer, digest: str, item_id: str | None = None) -> InboxItem:
         """Move a verified sealed file into the inbox and record its meta (meta last)."""
         self.ensure()
         now = datetime.now(UTC)
-        item_id = f"{now:%Y%m%dT%H%M%S}-{digest[:12]}-{secrets.token_hex(3)}"
+        item_id = item_id or self.new_id(digest)
         target = self.dir / (item_id + SEALED_SUFFIX)
         os.replace(sealed, target)
         os.chmod(target, 0o600)

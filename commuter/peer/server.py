@@ -7,7 +7,7 @@ import contextlib
 import io
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,11 @@ from commuter.errors import (
     SessionNotFound,
     TooLarge,
 )
+from commuter.growing import Growing
 from commuter.http import OUT_OF_FDS, error_middleware
 from commuter.peer import auth, pairing, seal
 from commuter.peer.identity import Identity
-from commuter.peer.inbox import Inbox, InboxItem
+from commuter.peer.inbox import Inbox, InboxItem, Upload
 from commuter.peer.peers import Peer, Peers
 from commuter.peer.protocol import API, PROTOCOL_VERSION, safe_token
 from commuter.peer.protocol import DEFAULT_PORT as DEFAULT_PORT  # commands import it from here
@@ -40,6 +41,9 @@ Log = Callable[[str], None]
 # Runs after a bundle is stored; returns the upload's "status" for the sender ("imported",
 # "receiving"), or None to leave it "stored" (waiting in the inbox for `commuter pull`).
 OnReceived = Callable[[InboxItem, Peer], Awaitable[str | None]]
+# Imports a whole bundle while it arrives (pipeline.Arriving); returns the upload's status,
+# or None to have it stored after all (then `on_received` runs as for any other upload).
+OnUpload = Callable[[Upload], Coroutine[Any, Any, str | None]]
 
 
 def _log_of(request: web.Request) -> Log:
@@ -62,6 +66,7 @@ class ServerState:
     max_body: int = MAX_BUNDLE
     on_received: OnReceived | None = None
     log: Log = field(default=lambda _msg: None)
+    on_upload: OnUpload | None = None
     nonces: auth.NonceCache = field(default_factory=auth.NonceCache)
     peers_mtime: int = 0
 
@@ -78,8 +83,10 @@ def make_app(
     max_body: int = MAX_BUNDLE,
     on_received: OnReceived | None = None,
     log: Log | None = None,
+    on_upload: OnUpload | None = None,
 ) -> web.Application:
-    """The /v1 peer API; `on_received` runs after a bundle is stored (e.g. auto-import)."""
+    """The /v1 peer API; `on_received` runs after a bundle is stored (e.g. auto-import),
+    `on_upload` (if given) first tries to import a whole bundle while it arrives."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=1 << 20)
     app[STATE] = ServerState(
         settings,
@@ -89,6 +96,7 @@ def make_app(
         max_body,
         on_received,
         log or (lambda _msg: None),
+        on_upload,
         # Persistent: a request captured before a restart is still refused after it.
         nonces=auth.NonceCache(path=settings.state_dir / auth.NONCE_DB),
     )
@@ -160,9 +168,20 @@ async def handle_bundle(request: web.Request) -> web.Response:
     inbox = Inbox(st.settings)
     tmp = inbox.temp_path()
     got = _Received()
+    arriving = _Arriving(st, inbox, peer, request.content_length) if st.on_upload else None
     try:
-        header = await _receive_sealed(request, tmp, st, peer, got)
-        item = inbox.add(tmp, peer, header.digest.hex())
+        try:
+            header = await _receive_sealed(request, tmp, st, peer, got, arriving)
+        except BaseException as exc:
+            if arriving is not None:
+                await arriving.abandon(exc)
+            raise
+        digest = header.digest.hex()
+        if arriving is not None and (status := await arriving.outcome()) is not None:
+            done = _DONE.get(status, status)
+            st.log(f"received {_what(got)} from {peer.name} ({got.count} bytes): {done}")
+            return web.json_response({"status": status, "id": arriving.id, "digest": digest})
+        item = inbox.add(tmp, peer, digest, arriving.id if arriving else None)
     except ConnectionError:
         # The sender went away mid-body (killed, Ctrl-C, network gone): nobody to answer.
         st.log(
@@ -201,13 +220,22 @@ class _Received:
 
     count: int = 0
     head: bytes = b""
+    _manifest: Any = None
+
+    @property
+    def manifest(self) -> Any:
+        """The manifest at the start of `head` (the sender's claim, authenticated by the seal;
+        read once), or None."""
+        if self._manifest is None and self.head:
+            self._manifest = _manifest_of(self.head) or False
+        return self._manifest or None
 
 
 def _what(got: _Received) -> str:
     """`session 9f4898fa (claude) of /home/me/app` from the manifest at the start of the
     plain bundle (the sender's claim, authenticated by the seal, shown for the log only),
     else `a bundle`."""
-    manifest = _manifest_of(got.head)
+    manifest = got.manifest
     if manifest is None:
         return "a bundle"
     sid = safe_token(manifest.session_id)
@@ -324,8 +352,76 @@ class _Body:
         return blocks[0] if len(blocks) == 1 else b"".join(blocks)
 
 
+class _Arriving:
+    """An upload imported while it arrives (st.on_upload): once the first frame shows a
+    whole bundle (not a delta, not a refusal: those take the inbox path), each authenticated
+    frame's opened bytes go to a growing file the import reads meanwhile; the file ends for
+    it only after the seal's last frame checked out. What the import did not take is stored
+    in the inbox as any upload is, under the id chosen here."""
+
+    def __init__(self, st: ServerState, inbox: Inbox, peer: Peer, size: int | None) -> None:
+        self._st, self._inbox, self._peer, self._size = st, inbox, peer, size
+        self.id = ""
+        self.upload: Upload | None = None
+        self._growing: Growing | None = None
+        self._task: asyncio.Task[str | None] | None = None
+        self._decided = False
+
+    def start(self, header: seal.SealHeader) -> None:
+        self.id = self._inbox.new_id(header.digest.hex())
+        self._digest = header.digest.hex()
+
+    def feed(self, plain: bytes, manifest: Any) -> None:
+        if not self._decided:
+            self._decided = True
+            if manifest is None or manifest.delta is not None or self._st.on_upload is None:
+                return
+            path = self._inbox.opened_path()
+            self._growing = Growing(path)
+            self.upload = Upload(self.id, self._peer, self._digest, self._size or 0, path)
+            self._task = asyncio.create_task(self._st.on_upload(self.upload))
+        if self._growing is not None:
+            self._growing.write(plain)
+
+    def finish(self) -> None:
+        if self._growing is not None:
+            self._growing.finish()
+
+    async def outcome(self) -> str | None:
+        """The import's status, or None: store the upload in the inbox after all."""
+        if self._task is None:
+            return None
+        try:
+            return await self._task
+        except CommuterError:  # the inbox path runs it again and says what is wrong
+            return None
+        except Exception as exc:  # a bug: said once here, the inbox path still runs
+            self._st.log(f"import while arriving failed: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            self._remove()
+
+    async def abandon(self, exc: BaseException) -> None:
+        """The upload failed: the import reading it fails too (nothing of it is visible)."""
+        if self._growing is not None:
+            self._growing.fail(exc)
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._task
+        self._remove()
+
+    def _remove(self) -> None:
+        if self.upload is not None:
+            self.upload.plain.unlink(missing_ok=True)
+
+
 async def _receive_sealed(
-    request: web.Request, dst: Path, st: ServerState, peer: Peer, got: _Received
+    request: web.Request,
+    dst: Path,
+    st: ServerState,
+    peer: Peer,
+    got: _Received,
+    arriving: _Arriving | None = None,
 ) -> seal.SealHeader:
     """Check the request against the seal's signed header, then authenticate each frame as
     it arrives and write it to `dst`; returns the verified seal header.
@@ -350,6 +446,8 @@ async def _receive_sealed(
     if header.sender != peer.public_key:
         raise BadSignature("bundle is sealed by another key than the request's signer")
     opener = seal.Opener(header, st.identity)
+    if arriving is not None:
+        arriving.start(header)
     got.count = len(start) + len(rest)
     with dst.open("wb") as fh:
         fh.write(start + rest)
@@ -364,8 +462,12 @@ async def _receive_sealed(
             got.count += len(lead) + len(frame)
             fh.write(lead)
             fh.write(frame)
+            if arriving is not None:
+                arriving.feed(plain, got.manifest)
         if not await body.ended():
             raise BundleError("sealed bundle has trailing data after its end")
+    if arriving is not None:
+        arriving.finish()
     return header
 
 
@@ -758,6 +860,7 @@ async def serve(
     port: int = DEFAULT_PORT,
     mdns: bool = True,
     on_received: OnReceived | None = None,
+    on_upload: OnUpload | None = None,
     log: Log | None = None,
     stop: asyncio.Event | None = None,
     run_for: float | None = None,
@@ -768,7 +871,13 @@ async def serve(
 
     say = log or (lambda _msg: None)
     app = make_app(
-        settings, identity, Peers.load(settings), name=name, on_received=on_received, log=say
+        settings,
+        identity,
+        Peers.load(settings),
+        name=name,
+        on_received=on_received,
+        log=say,
+        on_upload=on_upload,
     )
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()

@@ -36,7 +36,7 @@ from commuter.sync.watch import Seen, Watcher
 
 if TYPE_CHECKING:
     from commuter.peer.identity import Identity
-    from commuter.peer.inbox import InboxItem
+    from commuter.peer.inbox import InboxItem, Upload
     from commuter.peer.peers import Peer
     from commuter.pipeline import Pulled
     from commuter.settings import Settings
@@ -140,6 +140,33 @@ class SyncDaemon:
             imported = await self._receive_item(ctx, lan, found[0], f"lan:{item.id}", answer=True)
         await self._prune()
         return "imported" if imported else "queued"  # plain tokens: what the sender reads
+
+    async def on_upload(self, upload: Upload) -> str | None:
+        """A whole bundle imported while it arrives (pipeline.Arriving), one import at a time
+        as ever; None if it has to wait: then it is stored and `on_received` takes it."""
+        from commuter.model import ImportOptions
+        from commuter.pipeline import Arriving, receive_one
+
+        ctx = await asyncio.to_thread(self._context)
+        source = Arriving(upload)
+        warnings: list[str] = []
+        async with self._receiving:
+            try:
+                pulled = await receive_one(
+                    ctx, source, ImportOptions(interactive=False), warn=warnings.append
+                )
+            except CommuterError:
+                return None
+        if pulled is None or pulled.result is None:
+            return None
+        self._lan_silent.pop(upload.sender.device_id, None)
+        if await asyncio.to_thread(self.state.retry_now, upload.sender.device_id):
+            self._kick_send.set()
+        for message in warnings:
+            self._warn_once(message, message)
+        self._imported(ctx, (await source.pending())[0], pulled)
+        await self._prune()
+        return "imported"
 
     def sync_now(self) -> None:
         """`commuter sync-now` (SIGUSR1; e.g. Claude Code's SessionEnd hook): list the stores
@@ -704,6 +731,7 @@ async def serve_sync(
             port=port,
             mdns=mdns,
             on_received=daemon.on_received,
+            on_upload=daemon.on_upload,
             log=server_log,
             stop=stop,
         )

@@ -69,6 +69,7 @@ class _Plan:
     # The local transcript will hold exactly the bundle's session under its own id (the base
     # a later delta from the same sender builds on: core records it).
     in_step: bool = False
+    written: tuple[int, str] | None = None  # (size, sha256) of `dest` as written, if known
     # Convergence: the local copy of `sid` moves to this fork id before the bundle takes `sid`.
     moved_to: str | None = None
     fork_of: str | None = None  # a fork: the session it split from (default: the bundle's)
@@ -241,9 +242,13 @@ def _in_step(plan: _Plan, action: str, original: str) -> dict[str, object]:
     if not plan.in_step or plan.sid != original or action == "dry-run":
         return {}
     try:
-        return {"in_step": True, "in_step_size": plan.dest.stat().st_size}
+        size = plan.dest.stat().st_size
     except OSError:
         return {}
+    known = plan.written is not None and plan.written[0] == size
+    return {"in_step": True, "in_step_size": size} | (
+        {"in_step_sha256": plan.written[1]} if known and plan.written else {}
+    )
 
 
 def _when(text: object) -> float | None:

@@ -66,6 +66,10 @@ class TranscriptRoute:
         self._local: BinaryIO | None = None
         self._local_hash = _Hasher()
         self._local_size = 0
+        # The bytes written, hashed on the way where a paired peer sent them: core records
+        # (size, sha256) as the base of the next delta without reading the file again.
+        self._written = _Hasher() if options.sender_verified else None
+        self._written_size = 0
         self._compared = 0
         self._tail = b""
         self._head = b""
@@ -210,6 +214,9 @@ class TranscriptRoute:
         elif state == "extra-quiet" and _UUID_RE.search(out):
             self._state = "extra"
         self._out.write(out)
+        if self._written is not None:
+            self._written.put(out)
+            self._written_size += len(out)
 
     def discard(self) -> None:
         """Remove what was written and not committed (idempotent)."""
@@ -220,6 +227,8 @@ class TranscriptRoute:
             self._stack.close()
         self._pending.__exit__(None, None, None)
         self._local_hash.hexdigest()  # ends its thread
+        if self._written is not None:
+            self._written.hexdigest()
 
     @property
     def pending(self) -> Pending:
@@ -232,6 +241,15 @@ class TranscriptRoute:
             "length": self._local_size,
             "sha256": self._local_hash.hexdigest(),
         }
+
+    def state(self) -> tuple[int, str] | None:
+        """(size, sha256) of the transcript as this import leaves it, if known without
+        reading it: what the route wrote, or the local copy it left unchanged."""
+        if self.action == "unchanged" and self._state == "compare-equal":
+            return self._local_size, self._local_hash.hexdigest()
+        if self.action in ("created", "updated") and self._written is not None:
+            return self._written_size, self._written.hexdigest()
+        return None
 
     @property
     def print_mode(self) -> bool:
@@ -340,7 +358,7 @@ def place_streamed(
     dirs = route.dirs
     target = route.where.project
     backups = Backups(settings)
-    plan = _Plan(sid, target, route.dest, route.action, in_step=True)
+    plan = _Plan(sid, target, route.dest, route.action, in_step=True, written=route.state())
     if route.action == "updated":
         _check_busy(dirs, plan, options)
     plan.origin = source.origin
