@@ -118,10 +118,15 @@ def child_send(mode: str, sid: str, address: str, result: Path) -> None:
             settings, me, peer, lambda fh: core.export_session(settings, fh, small), address
         )
     )
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     answer = asyncio.run(senders[mode]())
     seconds = time.perf_counter() - t0
-    result.write_text(json.dumps({"seconds": seconds, "answer": answer}))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    result.write_text(json.dumps({"seconds": seconds, "answer": answer, "cpu": cpu}))
 
 
 def _pair(sender: Path, receiver: Path) -> Path:
@@ -155,9 +160,16 @@ def _receiver(work: Path, template: Path, src_projects: Path, n: int) -> Path:
     return home
 
 
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def trial_commuter(
     mode: str, work: Path, sender: Path, template: Path, big: dict[str, Any], n: int
-) -> float:
+) -> tuple[float, float, float]:
+    """(seconds, the sender's CPU seconds, the receiver's CPU seconds) of one send."""
     home = _receiver(work, template, Path(big["project_dir"]).parent, n)
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -169,7 +181,9 @@ def trial_commuter(
         work / f"serve-{mode}-{n}.log",
     )
     result = work / f"send-{mode}-{n}.json"
+    received = 0.0
     try:
+        before = _cpu_of(server.proc.pid)
         p = subprocess.run(
             [sys.executable, __file__, "_send", mode, big["session_id"], address, str(result)],
             env=home_env(sender),
@@ -177,6 +191,7 @@ def trial_commuter(
             capture_output=True,
             timeout=300,
         )
+        received = _cpu_of(server.proc.pid) - before  # with the warm-up's small import
     finally:
         server.stop()
     if p.returncode != 0 or not result.exists():
@@ -188,7 +203,7 @@ def trial_commuter(
     if len(got) != 1 or _lines(got[0]) != big["lines"]:
         raise BenchError(f"{mode}: the transcript is not whole at the peer: {got}")
     shutil.rmtree(home)
-    return float(sent["seconds"])
+    return float(sent["seconds"]), float(sent["cpu"]), received
 
 
 def _lines(path: Path) -> int:
@@ -263,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         big = json.loads(made.stdout)["big"]
         transcript = Path(big["path"])
         times: dict[str, list[float]] = {m: [] for m in MODES}
+        cpu: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES if m != "curl"}
         n = 0
         for rep in range(opts.repeat):
             for mode in MODES if rep % 2 == 0 else MODES[::-1]:
@@ -270,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
                 if mode == "curl":
                     times[mode].append(trial_curl(work, transcript))
                 else:
-                    times[mode].append(trial_commuter(mode, work, sender, template, big, n))
+                    seconds, sent_cpu, received_cpu = trial_commuter(
+                        mode, work, sender, template, big, n
+                    )
+                    times[mode].append(seconds)
+                    cpu[mode].append((sent_cpu, received_cpu))
         load.append(os.getloadavg())
     except BenchError as exc:
         print(f"bench_send: {exc}", file=sys.stderr)
@@ -279,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
     med = {m: statistics.median(v) for m, v in times.items()}
+    cores = os.cpu_count() or 1
+    send_cpu = statistics.median(c[0] for c in cpu["push"])
+    recv_cpu = statistics.median(c[1] for c in cpu["push"])
+    floor = (send_cpu + recv_cpu) / cores
     out = {
         "mb": opts.mb,
         "transcript_bytes": transcript.stat().st_size if opts.keep else big["size"],
@@ -291,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_push_over_oldpush": med["push"] / med["oldpush"],
         "load_start_end": load,
         "target": TARGET,
+        "cpu_seconds": cpu,
+        "push_cpu_sender_receiver": [send_cpu, recv_cpu],
+        "cores": cores,
+        "push_floor_one_machine": floor,
     }
     print(
         f"session of {opts.mb:g} MiB, medians of {opts.repeat} (load {load[0][0]:.2f} -> "
@@ -301,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {m:7} {med[m]:.3f} s{ratio}")
     after = out["ratio_push_over_oldpush"]
     print(f"  push / oldpush (the commands after / before they streamed): {after:.2f}")
+    print(
+        f"  push CPU: sender {send_cpu:.3f} s, receiver {recv_cpu:.3f} s; both on these "
+        f"{cores} cores: no less than {floor:.3f} s ({floor / med['curl']:.1f}x curl); "
+        f"each side on one core of its own: {max(send_cpu, recv_cpu):.3f} s "
+        f"({max(send_cpu, recv_cpu) / med['curl']:.1f}x curl)"
+    )
     met = "met" if out["ratio_push_over_curl"] <= TARGET else "NOT met"
     print(f"target: push <= {TARGET:g}x curl: {met}")
     if opts.json:
