@@ -201,3 +201,40 @@ async def test_what_is_no_whole_bundle_is_not_imported_while_it_arrives(bob):
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["status"] == "stored"
     assert b.uploads == [] and len(b.stored) == 1
+
+
+@pytest.mark.parametrize("agent", ["codex", "gemini"])
+async def test_codex_and_gemini_sessions_are_imported_while_they_arrive(
+    aiohttp_client, tmp_path, agent
+):
+    if agent == "codex":
+        from test_codex_backend import TOOLS as sid
+        from test_codex_backend import install as install_agent
+    else:
+        from test_gemini_backend import SUBAGENT as sid
+        from test_gemini_backend import install as install_agent
+    a = install_agent(tmp_path / "A")
+    sa = machine(a)
+    sb = machine(tmp_path / "B")
+    (sb.home / "code" / "my.app").mkdir(parents=True)
+    config.set_value(sb, "path-map", (str(a / "projects"), str(sb.home / "code")))
+    b = Bob(sb)
+    app = make_app(
+        sb,
+        BOB,
+        trust(sb, "alice", ALICE),
+        name="bob",
+        on_received=b.on_received,
+        on_upload=b.on_upload,
+    )
+    client = await aiohttp_client(app)
+    out = io.BytesIO()
+    core.export_session(sa, out, core.find_session(sa, sid))
+    sealer, frames = _frames(out.getvalue())
+    data = sealer.prefix + b"".join(frames)
+    resp = await client.post("/v1/bundles", data=data, headers=_headers(sealer))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["status"] == "imported"
+    assert b.stored == [] and len(b.uploads) == 1
+    got = core.find_session(sb, sid)
+    assert got.backend == agent and got.project == sb.home / "code" / "my.app"
