@@ -4,6 +4,7 @@ that appends backed up by a record instead of a copy."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -179,3 +180,66 @@ def test_a_line_the_rewriter_refuses_leaves_nothing(two, tmp_path, streamed) -> 
         else True
     )
     assert not list(b.rglob("*.tmp"))
+
+
+def _half_then_full(two, tmp_path, options: ImportOptions):
+    """Import the first half of the session's transcript, then the whole: (old bytes at B, the
+    update's result, B's transcript)."""
+    a, b, sa, sb = two
+    proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
+    src = transcript(a, proj_a, TOOLS)
+    full = src.read_bytes()
+    lines = full.splitlines(keepends=True)
+    src.write_bytes(b"".join(lines[: len(lines) // 2]))
+    core.import_file(sb, export(sa, proj_a, tmp_path / "half.bundle"), options)
+    at_b = transcript(b, proj_b, TOOLS)
+    old = at_b.read_bytes()
+    src.write_bytes(full)
+    result = core.import_file(sb, export(sa, proj_a, tmp_path / "full.bundle"), options)
+    return old, result, at_b
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_an_update_records_the_digests_of_the_old_and_the_new_transcript(
+    two, tmp_path, streamed, verified
+) -> None:
+    old, result, at_b = _half_then_full(
+        two, tmp_path, ImportOptions(assume_yes=True, sender_verified=verified)
+    )
+    assert result.action == "updated" and streamed == ["created", "updated"]
+    new = at_b.read_bytes()
+    [record] = result.backups
+    body = json.loads(record.read_text())
+    assert body["length"] == len(old) and body["sha256"] == hashlib.sha256(old).hexdigest()
+    if verified:  # the delta base is the new transcript as written, without reading it again
+        assert result.extra["in_step_sha256"] == hashlib.sha256(new).hexdigest()
+        assert result.extra["in_step_size"] == len(new)
+    else:
+        assert "in_step_sha256" not in result.extra
+    # the old transcript's second link, which the commit kept it by, is gone
+    assert at_b.stat().st_nlink == 1
+    assert not [p.name for p in at_b.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_update_of_an_empty_transcript_restores_to_empty(two, tmp_path, streamed) -> None:
+    a, b, sa, sb = two
+    at_b = transcript(b, b / "code" / "my.app", TOOLS)
+    at_b.parent.mkdir(parents=True)
+    at_b.write_bytes(b"")
+    bundle = export(sa, a / "projects" / "my.app", tmp_path / "t.bundle")
+    result = core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    assert result.action == "updated" and streamed == ["updated"]
+    body = json.loads(result.backups[0].read_text())
+    assert body["length"] == 0 and body["sha256"] == hashlib.sha256(b"").hexdigest()
+    stream.restore_prefix(result.backups[0])
+    assert at_b.read_bytes() == b""
+
+
+def test_an_identical_copy_left_unchanged_has_its_digest(two, tmp_path, streamed) -> None:
+    a, b, sa, sb = two
+    bundle = export(sa, a / "projects" / "my.app", tmp_path / "t.bundle")
+    core.import_file(sb, bundle, ImportOptions(assume_yes=True))
+    again = core.import_file(sb, bundle, ImportOptions(assume_yes=True, sender_verified=True))
+    assert again.action == "unchanged" and streamed == ["created", "unchanged"]
+    held = transcript(b, b / "code" / "my.app", TOOLS).read_bytes()
+    assert again.extra["in_step_sha256"] == hashlib.sha256(held).hexdigest()
