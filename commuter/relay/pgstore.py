@@ -27,12 +27,17 @@ relay, each batch under `pg_try_advisory_xact_lock` with `FOR UPDATE SKIP LOCKED
 sweeps at a time, a row being deleted by a recipient's DELETE is skipped, and the one
 transaction that deletes a row is the one that un-counts it.
 
-Durability: the session runs with synchronous_commit=off (chunks, reservations, nonces,
-acknowledgements: a database crash can lose the last fraction of a second, and loses it
-whole, counters and rows together; a lost acknowledgement delivers the item again, which
-pull imports once); the transaction that makes an item visible is synchronous, so a 201 is
-on disk. It takes only the mailbox's counter row (relay_finish), so no counter shared by all
-uploads waits for a WAL flush under its row lock.
+Durability: a transaction commits synchronously (the server's default) unless losing it
+to a database crash is harmless, and then it says so itself (`synchronous_commit = off`,
+local to the transaction): chunks (relay_put, also the first transaction of relay_finish),
+deletions after an acknowledgement (relay_delete: a lost one delivers the item again, which
+pull imports once) and the clean-up's batches (redone by the next sweep). A crash loses such
+a transaction whole, rows and counters together. That never makes an item visible without
+its chunks: a synchronous commit returns only once the WAL is flushed up to its own commit
+record, so every transaction committed before it (the chunks, and whatever it read) is on
+disk too. The item's commit (relay_commit, `on` whatever the server's default), the start
+of an upload and the nonces stay synchronous: a 201 is on disk, and a request answered
+before a crash is refused as a replay after it.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from commuter.relay.quotas import UNLIMITED, Limits
 from commuter.relay.storage import Item, UsageKey
 from commuter.relay.store import RelayStore, StoreUnavailable, Throttle, Upload
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Advisory lock keys (one bigint namespace per database; "cmtrly" + a number).
 LOCK_MIGRATE = 0x636D74726C790001
 LOCK_SWEEP = 0x636D74726C790002
@@ -210,6 +215,29 @@ BEGIN
 END
 $fn$"""
 
+# 3: the transactions whose loss in a database crash is harmless say so themselves, the
+# others commit as the server does (synchronously by default; schema 2 ran every session
+# with synchronous_commit off, so nonces and upload starts could be lost).
+ASYNC = "PERFORM set_config('synchronous_commit', 'off', true);  -- harmless to lose: see top\n"
+
+
+def _asynchronous(sql: str) -> str:
+    """A function of FUNCTIONS, redefined to commit its transaction asynchronously."""
+    sql = sql.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    return sql.replace("\nBEGIN\n", "\nBEGIN\n    " + ASYNC, 1)
+
+
+ASYNC_FUNCTIONS = tuple(
+    _asynchronous(sql)
+    for sql in FUNCTIONS
+    if sql.lstrip().startswith(("CREATE FUNCTION relay_put(", "CREATE FUNCTION relay_delete("))
+)
+# The clean-up's batches: the sweep's lock, and the transaction asynchronous (a lost batch
+# is redone by the next sweep).
+SWEEP_LOCK = (
+    "SELECT pg_try_advisory_xact_lock($1) FROM set_config('synchronous_commit', 'off', true)"
+)
+
 RATE_STATE = "CR002"  # relay_claim's refusal; DETAIL: "key" or "new"
 RATE_FUNCTIONS = (
     # One token from bucket `k` (refilled at `rate`/s up to `burst` since its stamp), if any.
@@ -294,6 +322,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             *RATE_FUNCTIONS,
         ),
     ),
+    (3, ASYNC_FUNCTIONS),
 )
 TABLES = ("relay_schema", "relay_usage", "relay_uploads", "relay_chunks", "relay_items",
           "relay_nonces", "relay_rates")  # fmt: skip
@@ -427,10 +456,7 @@ class PgStore(RelayStore):
                 timeout=10,
                 command_timeout=60,
                 reset=_reset,
-                server_settings={
-                    "application_name": "commuter-relay",
-                    "synchronous_commit": "off",
-                },
+                server_settings={"application_name": "commuter-relay"},
             )
         try:
             async with self._tx("migrate its schema") as conn:
@@ -589,7 +615,7 @@ class PgStore(RelayStore):
         gone = 0
         for _ in range(MAX_BATCHES):
             async with self._tx("expire items") as conn:
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_SWEEP):
+                if not await conn.fetchval(SWEEP_LOCK, LOCK_SWEEP):
                     return gone  # another relay is sweeping right now
                 rows = await conn.fetch(
                     "DELETE FROM relay_items WHERE blob IN (SELECT blob FROM relay_items"
@@ -625,7 +651,7 @@ class PgStore(RelayStore):
         gone = await self.expire(time.time())
         for _ in range(MAX_BATCHES):
             async with self._tx("drop stale uploads") as conn:
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_SWEEP):
+                if not await conn.fetchval(SWEEP_LOCK, LOCK_SWEEP):
                     break
                 rows = await conn.fetch(
                     "DELETE FROM relay_uploads WHERE blob IN (SELECT blob FROM relay_uploads"
@@ -639,7 +665,7 @@ class PgStore(RelayStore):
             if len(rows) < BATCH:
                 break
         async with self._tx("prune nonces") as conn:
-            if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", LOCK_SWEEP):
+            if await conn.fetchval(SWEEP_LOCK, LOCK_SWEEP):
                 await conn.execute(
                     "DELETE FROM relay_nonces WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
                     " relay_nonces WHERE expires <= $1 LIMIT 100000))",
@@ -785,6 +811,7 @@ class _PgUpload(Upload):
         self.buf = bytearray()
         with contextlib.suppress(StoreUnavailable):
             async with self.store._tx("drop the upload") as conn:
+                await conn.execute("SET LOCAL synchronous_commit = off")  # else swept
                 rows = await conn.fetch(
                     "DELETE FROM relay_uploads WHERE blob = $1"
                     " RETURNING mailbox, sender, received, blob",

@@ -101,19 +101,31 @@ class PgServer:
                 f"-c fsync={'on' if fsync else 'off'}",
                 *(f"-c {name}={value}" for name, value in (settings or {}).items()),
             ]
+            self._options = options
             for _ in range(3):  # a port taken between the probe and the start: another
                 self.port = _free_port()
-                done = self._run(
-                    "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                    "-o", " ".join([f"-p {self.port}", *options]), "start", check=False,
-                )  # fmt: skip
-                if done.returncode == 0:
+                if self._start().returncode == 0:
                     break
             else:
                 raise RuntimeError(f"postgres did not start: {self.log_tail()}")
         except BaseException:
             self.stop()
             raise
+
+    def _start(self) -> subprocess.CompletedProcess[str]:
+        return self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+            "-o", " ".join([f"-p {self.port}", *self._options]), "start", check=False,
+        )  # fmt: skip
+
+    def crash_and_restart(self) -> None:
+        """Stop the server as a crash would (`-m immediate`: no checkpoint, WAL not yet
+        written from its buffers is lost) and start it again on the same port: it recovers
+        from the WAL on disk."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        done = self._start()
+        if done.returncode != 0:
+            raise RuntimeError(f"postgres did not restart: {self.log_tail()}")
 
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
