@@ -6,14 +6,17 @@ on 127.0.0.1, fsync on) and `commuter relay serve` subprocesses on loopback. Eac
 the same two phases: every client (own key) pushes a bundle sealed to the next client, all at
 once; then every client lists, downloads, checks and acknowledges what waits for it, all at
 once. Over PostgreSQL, client i talks to relay i % 2, so every bundle goes up through one
-relay and comes down through the other. Rounds alternate file / PostgreSQL; the headline
+relay and comes down through the other. A warm-up round of each store comes first and is
+not counted (a fresh server's first round also creates its WAL files and warms its caches,
+which a server that has run before does not pay; its figures are in the JSON as
+"warmup"). Rounds alternate file / PostgreSQL; the headline
 ratio is of the best round of each; the ratio of each pair of rounds (next to each other, so
 under about the same load of the machine) and their median are reported too, with the load
 average before and after each round. Reports wall times, throughput (up + down), errors and
 each relay's peak memory (VmHWM).
 
     .venv/bin/python benchmarks/bench_relay_pg.py [--clients 200] [--mb 1] [--rounds 2]
-        [--json out.json]
+        [--warmup 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -149,6 +152,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--mb", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     bin_dir = find_bin_dir()
@@ -156,12 +160,13 @@ def main() -> None:
         raise SystemExit(SKIP_REASON)
     size = int(args.mb * 1024 * 1024)
     rounds: dict[str, list[dict[str, Any]]] = {"file": [], "postgresql": []}
+    warmup: dict[str, list[dict[str, Any]]] = {"file": [], "postgresql": []}
     server = PgServer(bin_dir, fsync=True)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-relay-pg-") as tmp:
             work = Path(tmp)
             bundles = make_sealed(work, args.clients, size)
-            for r in range(args.rounds):
+            for r in range(-args.warmup, args.rounds):
                 for kind in ("file", "postgresql"):
                     run_dir = work / f"{kind}-{r}"
                     run_dir.mkdir()
@@ -171,7 +176,7 @@ def main() -> None:
                     else:
                         result = run_pg(server, run_dir, bundles)
                     result["load_before_after"] = [before, load()]
-                    rounds[kind].append(result)
+                    (rounds if r >= 0 else warmup)[kind].append(result)
     finally:
         server.stop()
     best = {k: max(v, key=lambda x: x["throughput_mb_s"]) for k, v in rounds.items()}
@@ -184,6 +189,7 @@ def main() -> None:
     report = {
         "clients": args.clients,
         "bundle_mb": args.mb,
+        "warmup": warmup,
         "rounds": rounds,
         "file_best_mb_s": best["file"]["throughput_mb_s"],
         "postgresql_two_relays_best_mb_s": best["postgresql"]["throughput_mb_s"],
@@ -196,7 +202,8 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    failed = any(r["error_count"] or not r["received_all"] for v in rounds.values() for r in v)
+    every = [r for runs in (warmup, rounds) for v in runs.values() for r in v]
+    failed = any(r["error_count"] or not r["received_all"] for r in every)
     if failed:
         raise SystemExit(1)
 
