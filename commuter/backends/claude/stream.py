@@ -251,7 +251,7 @@ class TranscriptRoute:
             self._read_fd = -1
         if self._digest is not None:  # ends its thread
             with contextlib.suppress(OSError):
-                self._digest.result()
+                self._digest.whole()
         if self._written is not None:
             self._written.hexdigest()
 
@@ -265,18 +265,18 @@ class TranscriptRoute:
         return {
             "transcript": str(self.dest),
             "length": self._local_size,
-            "sha256": self._digest.result()[0],
+            "sha256": self._digest.prefix(),
         }
 
     def state(self) -> tuple[int, str] | None:
         """(size, sha256) of the transcript as this import leaves it, if known without
         reading it: what the route wrote, or the local copy it left unchanged."""
         if self.action == "unchanged" and self._digest is not None:
-            return self._local_size, self._digest.result()[0]
+            return self._local_size, self._digest.prefix()
         if self.action == "created" and self._written is not None:
             return self._written_size, self._written.hexdigest()
         if self.action == "updated" and self._verified and self._digest is not None:
-            return self._written_size, self._digest.result()[1]
+            return self._written_size, self._digest.whole()
         return None
 
     @property
@@ -319,41 +319,59 @@ class _TempDigest:
     in one pass on a thread of its own: the old transcript's digest is the running one's
     copy at the prefix's end, since the new transcript starts with the old one's bytes.
     Started once the temp is complete, so that it runs while the reader writes the side
-    files on one core (read back from the page cache: about 90 ms for 100 MB)."""
+    files on one core (read back from the page cache: about 80 ms for 90 MB)."""
 
     def __init__(self, fd: int, prefix: int, end: int) -> None:
         self._fd = fd
-        self._hexes: tuple[str, str] = ("", "")
+        self._hexes = ["", ""]
         self._error: OSError | None = None
+        self._first = threading.Event()  # the prefix's digest is known (or failed)
         self._thread = threading.Thread(target=self._run, args=(prefix, end), daemon=True)
         self._thread.start()
 
     def _run(self, prefix: int, end: int) -> None:
         h = hashlib.sha256()
-        first = ""
+        # one buffer read into again and again: a fresh 1 MiB bytes a read costs page faults
+        buf = bytearray(fsutil.CHUNK)
+        view = memoryview(buf)
         try:
             at = 0
-            for stop in (prefix, end):
+            for i, stop in enumerate((prefix, end)):
                 while at < stop:
-                    data = os.pread(self._fd, min(fsutil.CHUNK, stop - at), at)
-                    if not data:
+                    n = _pread_into(self._fd, view[: min(len(buf), stop - at)], at)
+                    if not n:
                         raise OSError(f"the transcript's temp is shorter than {stop} bytes")
-                    h.update(data)
-                    at += len(data)
-                if stop == prefix:
-                    first = h.copy().hexdigest()
-            self._hexes = (first, h.hexdigest())
+                    h.update(view[:n])
+                    at += n
+                self._hexes[i] = h.copy().hexdigest()
+                self._first.set()
         except OSError as exc:
             self._error = exc
         finally:
+            self._first.set()
             os.close(self._fd)
 
-    def result(self) -> tuple[str, str]:
-        """(sha256 of the prefix, sha256 to the end), once the thread is done."""
+    def prefix(self) -> str:
+        """The prefix's sha256, once it is known (the thread may go on to the end)."""
+        self._first.wait()
+        if self._error is not None and not self._hexes[0]:
+            raise self._error
+        return self._hexes[0]
+
+    def whole(self) -> str:
+        """The sha256 of the first `end` bytes, once the thread is done."""
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._hexes
+        return self._hexes[1]
+
+
+def _pread_into(fd: int, view: memoryview, at: int) -> int:
+    if hasattr(os, "preadv"):  # Linux, macOS 11+
+        return os.preadv(fd, [view], at)
+    data = os.pread(fd, len(view), at)
+    view[: len(data)] = data
+    return len(data)
 
 
 class _SideFile:
@@ -428,7 +446,7 @@ def place_streamed(
     dirs = route.dirs
     target = route.where.project
     backups = Backups(settings)
-    plan = _Plan(sid, target, route.dest, route.action, in_step=True, written=route.state())
+    plan = _Plan(sid, target, route.dest, route.action, in_step=True)
     if route.action == "updated":
         _check_busy(dirs, plan, options)
     plan.origin = source.origin
@@ -461,6 +479,7 @@ def place_streamed(
             _commit_freeing_later(pending, route.dest)
         else:
             pending.commit()
+    plan.written = route.state()  # an update's digest to the end is taken meanwhile
     return finish(source, plan, dirs, history, config, options, backups, sid)
 
 
