@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-
-import platformdirs
 
 from commuter.errors import ConfigError
 
 # This machine's identity key in config_dir (peer/identity.py); named here so that a check
 # for it (an export's origin) need not import nacl.
 KEY_FILE = "identity.key"
+
+
+def _hostname() -> str:
+    """gethostname(2): what uname's nodename holds on POSIX, without importing socket."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +33,7 @@ class Settings:
     config_dir: Path
     data_dir: Path
     mdns_interfaces: tuple[str, ...] | None = None
-    hostname: str = field(default_factory=socket.gethostname)
+    hostname: str = field(default_factory=_hostname)
     user: str = "user"
     connect_timeout: float = 5.0
     # A live daemon answers GET /v1/info in milliseconds: a peer that accepts a connection
@@ -81,6 +86,8 @@ class Settings:
             return self.data_dir / "cache"
         if os.name == "posix" and not _is_macos():
             return Path(env.get("XDG_CACHE_HOME") or self.home / ".cache") / "commuter"
+        import platformdirs
+
         return platformdirs.user_cache_path("commuter")
 
     @property
@@ -109,6 +116,8 @@ class Settings:
                 config_dir = config_dir or Path(xdg_config or home / ".config") / "commuter"
                 data_dir = data_dir or Path(xdg_data or home / ".local" / "share") / "commuter"
             else:
+                import platformdirs
+
                 config_dir = config_dir or platformdirs.user_config_path("commuter")
                 data_dir = data_dir or platformdirs.user_data_path("commuter")
         interfaces = env.get("COMMUTER_MDNS_INTERFACES")
@@ -140,6 +149,12 @@ def _is_macos() -> bool:
 
 
 def _user() -> str:
+    # what getpass.getuser() reads first, without importing getpass (and termios) for it
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(name):
+            return os.environ[name]
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
