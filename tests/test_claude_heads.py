@@ -13,7 +13,7 @@ from claude_home import TOOLS, install
 from conftest import settings_for
 
 from commuter.backends import claude
-from commuter.backends.claude import ClaudeBackend
+from commuter.backends.claude import ClaudeBackend, heads
 from commuter.backends.claude.heads import HEADS_FILE
 
 HEAVY = ("aiohttp", "zeroconf", "nacl", "zstandard")
@@ -90,6 +90,35 @@ def test_a_cache_entry_of_the_wrong_shape_is_not_believed(tmp_path: Path) -> Non
             entries[name] = (entry[0], entry[1], 7, {"x": 1}, "yes")
     cache.write_bytes(marshal.dumps((version, scope, folders)))
     assert list(ClaudeBackend(settings).sessions()) == want
+
+
+def test_the_sessions_of_one_project_share_its_cwd_in_the_cache(tmp_path: Path) -> None:
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    cache = settings.cache_dir / HEADS_FILE
+    want = list(ClaudeBackend(settings).sessions())
+    _version, _scope, folders = marshal.loads(cache.read_bytes())
+    cwds = [e[2] for entries in folders.values() for e in entries.values() if e[2]]
+    assert len(cwds) > len(set(cwds))  # some project has several sessions
+    assert len({id(c) for c in cwds}) == len(set(cwds))  # one string object per project
+    assert list(ClaudeBackend(settings).sessions()) == want
+
+
+def test_a_cache_over_the_size_limit_is_not_believed(
+    tmp_path: Path, counted: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = install(tmp_path / "h")
+    settings = settings_for(home)
+    want = list(ClaudeBackend(settings).sessions())
+    size = (settings.cache_dir / HEADS_FILE).stat().st_size
+    counted.clear()
+    monkeypatch.setattr(heads, "MAX_FILE", size - 1)
+    assert list(ClaudeBackend(settings).sessions()) == want
+    assert len(counted) == len(want)  # every head read again
+    monkeypatch.setattr(heads, "MAX_FILE", size)
+    counted.clear()
+    assert list(ClaudeBackend(settings).sessions()) == want
+    assert counted == []
 
 
 _PROBE = """

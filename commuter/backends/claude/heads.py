@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ class HeadCache:
         self.changed = False
         try:
             with path.open("rb") as fh:
-                data = fh.read(MAX_FILE + 1)
-            doc = marshal.loads(data) if len(data) <= MAX_FILE else None
+                # not read(MAX_FILE + 1), which allocates 64 MiB before it reads
+                size = os.fstat(fh.fileno()).st_size
+                data = fh.read(size + 1) if size <= MAX_FILE else b""
+            doc = marshal.loads(data) if 0 < len(data) <= MAX_FILE else None
         except (OSError, EOFError, ValueError, TypeError):
             doc = None
         if (
@@ -59,10 +62,17 @@ class HeadCache:
             return  # every entry is one that was loaded, and none was dropped
         from commuter.fsutil import atomic_writer
 
+        # One str object per project dir: marshal writes the others as references to it, so
+        # loading builds a few dozen cwd strings, not one per session (half the load time).
+        cwds: dict[str | None, str | None] = {}
+        folders = {
+            name: {k: (e[0], e[1], cwds.setdefault(e[2], e[2]), e[3], e[4]) for k, e in new.items()}
+            for name, new in self.new.items()
+        }
         with contextlib.suppress(OSError, ValueError):
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with atomic_writer(self.path, 0o600, fsync=False) as out:
-                out.write(marshal.dumps((VERSION, self.scope, self.new), 4))
+                out.write(marshal.dumps((VERSION, self.scope, folders), 4))
             for old in OLD_HEADS_FILES:
                 (self.path.parent / old).unlink(missing_ok=True)
 
