@@ -10,6 +10,7 @@ import random
 import sys
 import unicodedata
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,23 @@ def test_fast_helpers_match_the_general_ones():
             assert table.fit_words(text, width) == _fit_words(text, width)
             path = text.replace(" ", "/")
             assert table.fit_path(path, width) == _fit_path(path, width)
+
+
+def test_one_lines_match_one_line_text():
+    texts = [*_texts(), None, "", " lead", "trail ", "two  spaces", "tab\there"]
+    assert table.one_lines(texts) == [one_line_text(t) if t else "" for t in texts]
+
+
+def test_ages_match_age_for_every_session():
+    now = datetime(2026, 12, 3, 15, 0, 0, 500_000, tzinfo=UTC)
+    rng = random.Random(11)
+    edges = [0, 59, 60, 3599, 3600, 86399, 86400, 7 * 86400, 30 * 86400, 365 * 86400]
+    offsets = [e + d for e in edges for d in (-1e-6, 0.0, 1e-6, 0.5, 1.0)]
+    offsets += [rng.uniform(-5 * 86400, 6 * 365 * 86400) for _ in range(3000)]
+    offsets += [rng.uniform(0, 86400) for _ in range(2000)]  # within the first day
+    whens = [now - timedelta(seconds=s) for s in sorted(offsets)]
+    assert session.ages(whens, now) == [session.age(w, now) for w in whens]
+    assert session.ages(whens[::-1], now) == [session.age(w, now) for w in whens[::-1]]
 
 
 def test_fast_short_ids_match_the_general_ones():

@@ -99,11 +99,21 @@ _PROBE = textwrap.dedent(
 )
 
 
-def run_probe(home: Path, cwd: Path, *args: str, pythonpath: Path | None = None) -> dict[str, Any]:
+def run_probe(
+    home: Path,
+    cwd: Path,
+    *args: str,
+    pythonpath: Path | None = None,
+    user: str | None = None,
+) -> dict[str, Any]:
     """`commuter ARGS` in a fresh interpreter: its exit code, stdout and sys.modules at exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "COMMUTER_"))}
     env.pop("PYTHONPATH", None)
     env.update(HOME=str(home), NO_COLOR="1", COLUMNS="200")
+    if user is not None:  # $USER as given ("": none), what getpass reads before it unset
+        for name in ("LOGNAME", "LNAME", "USERNAME"):
+            env.pop(name, None)
+        env["USER"] = user
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     done = subprocess.run(
@@ -176,6 +186,33 @@ def test_list_loads_its_own_command_module_and_no_entry_point_scan_once_cached(
     gemini = run_probe(home, work, "list")
     assert "commuter.backends.gemini" in gemini["modules"]
     assert "commuter.backends.codex" not in gemini["modules"]
+
+
+# What `list` does not use: settings' fallbacks for other systems (platformdirs, socket,
+# getpass with $USER set), the fork records' sqlite3 without a record, and what only export,
+# import and the caches' writes need (rewrite, fsutil with tempfile, subprocess).
+LIST_SPARES = (
+    "platformdirs",
+    "socket",
+    "getpass",
+    "sqlite3",
+    "commuter.forks",
+    "commuter.backends.claude.rewrite",
+    "commuter.fsutil",
+    "tempfile",
+    "subprocess",
+)
+
+
+def test_a_warm_list_loads_nothing_it_does_not_use(tmp_path: Path, work: Path) -> None:
+    home = install(tmp_path / "h")
+    first = run_probe(home, work, "list", user="me")  # writes the caches
+    assert "commuter.fsutil" in first["modules"]  # a cache written: then it is needed
+    again = run_probe(home, work, "list", user="me")
+    assert again["out"] == first["out"] and "my.app" in again["out"]
+    assert [m for m in LIST_SPARES if m in again["modules"]] == []
+    without_user = run_probe(home, work, "list", user="")
+    assert without_user["out"] == first["out"] and "getpass" in without_user["modules"]
 
 
 def test_a_plugin_installed_as_a_distribution_is_listed_and_its_removal_is_seen(

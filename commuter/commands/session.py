@@ -7,11 +7,10 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -68,6 +67,22 @@ def age(when: datetime, now: datetime) -> str:
             n = seconds // size
             return f"{n} {'day' if unit == 'days' and n == 1 else unit} ago"
     return "just now"
+
+
+def ages(whens: Sequence[datetime], now: datetime) -> list[str]:
+    """`age(when, now)` of each, with one call per day and minute seen, not per session: from
+    one day on it depends on the whole days alone, before that on the whole minutes."""
+    memo: dict[int, str] = {}
+    out: list[str] = []
+    for when in whens:
+        since = now - when
+        days = since.days  # keys: the days, -1 - the minutes within the first day, 0 ahead
+        key = days if days > 0 else -1 - since.seconds // 60 if days == 0 else 0
+        text = memo.get(key)
+        if text is None:
+            text = memo[key] = age(when, now)
+        out.append(text)
+    return out
 
 
 def _ref_json(
@@ -143,17 +158,22 @@ def _in_project(ref: SessionRef, root: Path) -> bool:
 
 
 COUNTS_FILE = "message-counts.json"
+_MISS = object()  # no count in the cache that can be believed
 
 
 def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, int | None]:
-    """Each session's message count (None where its backend cannot count), from the
-    backend's `message_count` and cached in state_dir by size and time, so that a listing
-    reads a transcript whole only when it changed. Entries of sessions not in `refs` (another
-    agent's, another project's) are kept, unless they outnumber the listed ones by far."""
-    import orjson
+    """Each session's message count by `backend:session_id` (see `ordered_counts`)."""
+    keys = (f"{ref.backend}:{ref.session_id}" for ref in refs)
+    return dict(zip(keys, ordered_counts(settings, refs), strict=True))
 
-    from commuter.backends import get_backend
-    from commuter.fsutil import atomic_writer
+
+def ordered_counts(settings: Settings, refs: Sequence[SessionRef]) -> list[int | None]:
+    """Each session's message count, in the order of `refs` (None where its backend cannot
+    count), from the backend's `message_count` and cached in state_dir by size and time, so
+    that a listing reads a transcript whole only when it changed. Entries of sessions not in
+    `refs` (another agent's, another project's) are kept, unless they outnumber the listed
+    ones by far."""
+    import orjson
 
     path = settings.state_dir / COUNTS_FILE
     try:
@@ -162,30 +182,41 @@ def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, 
             cache = {}
     except (OSError, orjson.JSONDecodeError):
         cache = {}
+    keys = [f"{ref.backend}:{ref.session_id}" for ref in refs]
+    stamps = [ref.updated_at.timestamp() for ref in refs]
+    # [size, POSIX time, count] where the size and time are the session's: believed
+    counts: list[object] = [
+        hit[2]
+        if type(hit) is list
+        and len(hit) == 3
+        and hit[0] == ref.size
+        and hit[1] == stamp
+        and type(hit[2]) is int
+        else _MISS
+        for hit, ref, stamp in zip(map(cache.get, keys), refs, stamps, strict=True)
+    ]
     fresh: dict[str, list[Any]] = {}
-    out: dict[str, int | None] = {}
-    for ref in refs:
-        key = f"{ref.backend}:{ref.session_id}"
-        hit = cache.get(key)
-        if type(hit) is list and len(hit) == 3 and hit[0] == ref.size and type(hit[2]) is int:
-            # the time as a POSIX timestamp; an ISO string in what 1.0 wrote
-            when = hit[1]
-            if when == ref.updated_at.timestamp():
-                out[key] = hit[2]
-                continue
-            if type(when) is str and when == ref.updated_at.isoformat():
-                out[key] = hit[2]
-                fresh[key] = [ref.size, ref.updated_at.timestamp(), hit[2]]  # rewritten once
-                continue
-        try:
-            counter = getattr(get_backend(ref.backend, settings), "message_count", None)
-            count = int(counter(ref)) if counter is not None else None
-        except (OSError, ValueError, CommuterError):
-            count = None
-        out[key] = count
+    for i, count in enumerate(counts):
+        if count is not _MISS:
+            continue
+        ref, key, hit = refs[i], keys[i], cache.get(keys[i])
+        if (
+            type(hit) is list
+            and len(hit) == 3
+            and hit[0] == ref.size
+            and type(hit[2]) is int
+            and hit[1] == ref.updated_at.isoformat()  # what 1.0 wrote: rewritten once
+        ):
+            counts[i] = hit[2]
+            fresh[key] = [ref.size, stamps[i], hit[2]]
+            continue
+        counts[i] = count = _count(settings, ref)
         if count is not None:
-            fresh[key] = [ref.size, ref.updated_at.timestamp(), count]
+            fresh[key] = [ref.size, stamps[i], count]
+    out = dict(zip(keys, counts, strict=True))  # two refs of one id: the count found last
     if fresh:
+        from commuter.fsutil import atomic_writer
+
         if len(cache) > 4 * len(refs) + 1000:  # mostly sessions that are gone
             cache = {k: cache[k] for k in out if k in cache}
         cache.update(fresh)
@@ -193,7 +224,20 @@ def message_counts(settings: Settings, refs: Sequence[SessionRef]) -> dict[str, 
             settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             with atomic_writer(path, 0o600, fsync=False) as fh:  # a cache: no fsync
                 fh.write(orjson.dumps(cache) + b"\n")
-    return out
+    if len(out) < len(keys):
+        counts = [out[key] for key in keys]
+    return cast("list[int | None]", counts)
+
+
+def _count(settings: Settings, ref: SessionRef) -> int | None:
+    """`ref`'s message count from its backend, None if it cannot count or reading failed."""
+    from commuter.backends import get_backend
+
+    try:
+        counter = getattr(get_backend(ref.backend, settings), "message_count", None)
+        return int(counter(ref)) if counter is not None else None
+    except (OSError, ValueError, CommuterError):
+        return None
 
 
 def _term_width() -> int:
@@ -215,24 +259,20 @@ def list_cmd(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: 
 
 
 def _list(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str | None) -> None:
-    from commuter import forks, listing
+    from commuter import listing
 
     settings = app.settings
     refs = [r for r in listing.list_sessions(settings, agent) if show_all or r.has_messages]
     if here:
         root = project_root(settings, Path.cwd(), refs)
         refs = [r for r in refs if _in_project(r, root)]
-    known = forks.all_forks(settings.state_dir)
-    counts = message_counts(settings, refs)
-
-    def fork_of(ref: SessionRef) -> Fork | None:
-        return known.get((ref.backend, ref.session_id))
-
-    def count_of(ref: SessionRef) -> int | None:
-        return counts.get(f"{ref.backend}:{ref.session_id}")
-
+    known = _forks(settings)
+    counts = ordered_counts(settings, refs)
     if as_json:
-        rows = [_ref_json(r, fork_of(r), count_of(r)) for r in refs]
+        rows = [
+            _ref_json(r, known.get((r.backend, r.session_id)), n)
+            for r, n in zip(refs, counts, strict=True)
+        ]
         click.echo(safe_json(json.dumps(rows, indent=2, ensure_ascii=False)))
         return
     if not refs:
@@ -240,81 +280,41 @@ def _list(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str
         return
     from commuter.commands import table as t
 
-    shorts = t.short_ids([r.session_id for r in refs] + [f.origin_id for f in known.values()])
-    now = datetime.now(UTC)
+    sids = [r.session_id for r in refs]
+    shorts = t.short_ids(sids + [f.origin_id for f in known.values()])
     home = str(settings.home)
-    shown: dict[object, str] = {}  # a few dozen projects and agents among 10,000 rows
-    table: list[tuple[str, str, str, str, str, str]] = []
-    for ref in refs:
-        project = shown.get(ref.project)
-        if project is None:
-            text = str(ref.project) if ref.project else "?"
-            if text == home or text.startswith(home + "/"):
-                text = "~" + text[len(home) :]
-            project = shown[ref.project] = safe_text(text)
-        agent_name = shown.get(ref.backend)
-        if agent_name is None:
-            agent_name = shown[ref.backend] = safe_text(ref.backend)
-        count = counts.get(f"{ref.backend}:{ref.session_id}")
-        prompt = t.one_line(ref.first_prompt) if ref.first_prompt else ""
-        fork = fork_of(ref) if known else None
+    places = [r.project for r in refs]
+    # a few dozen projects and agents among 10,000 rows: each made safe once
+    shown = {p: safe_text(_tilde(str(p) if p else "?", home)) for p in set(places)}
+    agents = [r.backend for r in refs]
+    names = {a: safe_text(a) for a in set(agents)}
+    prompts = t.one_lines([r.first_prompt for r in refs])
+    for i, ref in enumerate(refs if known else ()):
+        fork = known.get((ref.backend, ref.session_id))
         if fork is not None:
             origin = shorts.get(fork.origin_id, fork.origin_id[:7])
-            prompt = f"[fork of {safe_text(origin)} from {one_line_text(fork.origin_host)}] " + (
-                prompt
-            )
-        table.append(
-            (
-                shorts[ref.session_id],
-                agent_name,
-                age(ref.updated_at, now),
-                "-" if count is None else str(count),
-                project,
-                prompt,
-            )
-        )
+            host = one_line_text(fork.origin_host)
+            prompts[i] = f"[fork of {safe_text(origin)} from {host}] " + prompts[i]
+    columns = (
+        list(map(shorts.__getitem__, sids)),
+        list(map(names.__getitem__, agents)),
+        ages([r.updated_at for r in refs], datetime.now(UTC)),
+        ["-" if n is None else str(n) for n in counts],
+        list(map(shown.__getitem__, places)),
+        prompts,
+    )
     header = ("ID", "AGENT", "UPDATED", "MSGS", "PROJECT", "FIRST PROMPT")
-    columns = list(zip(*table, strict=True))
-    widths = [max(t.cells(header[i]), *map(t.cells, set(columns[i]))) for i in range(4)]
-    fixed = sum(widths) + 2 * 4  # four columns, each followed by two spaces
-    room = _term_width() - fixed
-    longest = max(t.cells(header[4]), *map(t.cells, set(columns[4])))
-    # The project takes up to half of what is left (more if the prompts are short).
-    longest_prompt = max(t.cells(header[5]), *map(t.cells, columns[5]))
-    project_w = min(longest, max(12, room - min(longest_prompt, room // 2) - 2))
-    prompt_w = room - project_w - 2
-    fitted: dict[str, str] = {}
-    # Columns whose every cell is as wide as it is long are padded by str.format.
-    narrow = all(t.cells(x) == len(x) for col in columns[:4] for x in set(col))
-    form = "{:<%d}  {:<%d}  {:<%d}  {:>%d}  " % tuple(widths)  # noqa: UP031
-
-    def line(row: tuple[str, str, str, str, str, str], bold: bool = False) -> str:
-        path = fitted.get(row[4])
-        if path is None:
-            path = fitted[row[4]] = t.pad(t.fit_path(row[4], project_w), project_w)
-        if narrow and not bold:
-            text = form.format(row[0], row[1], row[2], row[3]) + path
-        else:
-            text = "  ".join(
-                (
-                    t.pad(row[0], widths[0]),
-                    t.pad(row[1], widths[1]),
-                    t.pad(row[2], widths[2]),
-                    t.pad(row[3], widths[3], right=True),
-                    path,
-                )
-            )
-        if prompt_w >= 8:
-            prompt = t.fit_words(row[5], prompt_w)
-            if prompt.startswith("[fork of"):
-                end = prompt.find("]") + 1 or len(prompt)
-                prompt = click.style(prompt[:end], fg="cyan") + prompt[end:]
-            text += "  " + prompt
-        text = text.rstrip()
-        return click.style(text, bold=True) if bold else text
-
     # One write: 10,000 rows are one echo, not 10,000.
-    click.echo("\n".join([line(header, bold=True), *map(line, table)]))
+    click.echo(t.lay_out(header, columns, _term_width()))
+
+
+def _forks(settings: Settings) -> dict[tuple[str, str], Fork]:
+    """Every fork record; without a record file, without importing forks (and sqlite3)."""
+    if not (settings.state_dir / "forks.sqlite").exists():  # forks._path
+        return {}
+    from commuter import forks
+
+    return forks.all_forks(settings.state_dir)
 
 
 @click.command("export")
@@ -447,6 +447,8 @@ def _ask(question: str, choices: tuple[str, ...]) -> str:
 
 
 def _spool_stdin(staging: Path) -> Path:
+    import tempfile
+
     staging.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, name = tempfile.mkstemp(prefix=".stdin-", suffix=".tmp", dir=staging)
     with os.fdopen(fd, "wb") as out:

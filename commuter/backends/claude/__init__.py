@@ -9,7 +9,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -37,9 +36,7 @@ from commuter.backends.claude.paths import (
     read_head,
     real_project_path,
 )
-from commuter.backends.claude.rewrite import BackupSources
 from commuter.errors import AmbiguousSession, SessionNotFound
-from commuter.fsutil import CHUNK
 from commuter.model import SessionRef
 
 if TYPE_CHECKING:
@@ -350,6 +347,8 @@ def _child_maker(folder: Path) -> Callable[[str], Path]:
 
 
 def _claude_cli() -> Check:
+    import subprocess
+
     path = shutil.which("claude")
     if path is None:
         return ("claude", False, "claude CLI not on PATH (import works; launching does not)")
@@ -372,6 +371,8 @@ def _transcripts(dirs: ClaudeDirs) -> Check:
 
 def _scan(transcript: Path) -> dict[str, Any]:
     """Counts and fields from chunks without splitting lines: messages, slug, cwds."""
+    from commuter.fsutil import CHUNK
+
     messages = 0
     slug: str | None = None
     with transcript.open("rb") as fh:
@@ -394,6 +395,8 @@ class TranscriptScan:
     each file-history backup keeps (`meta.file_history`)."""
 
     def __init__(self, member: str, project: str, backups: list[str], dirs: ClaudeDirs) -> None:
+        from commuter.backends.claude.rewrite import BackupSources
+
         self.member = member
         self.messages = 0
         self.slug: str | None = None
