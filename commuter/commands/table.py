@@ -29,12 +29,12 @@ def cells(text: str) -> int:
     """Terminal columns `text` takes (East Asian wide and full-width characters take two)."""
     if text.isascii():
         return len(text)
-    return len(text) + sum(1 for c in _MAYBE_WIDE.findall(text) if _wide(c))
+    return len(text) + sum(map(_wide, _MAYBE_WIDE.findall(text)))
 
 
 def prefix(text: str, width: int) -> str:
     """The longest start of `text` that fits in `width` columns."""
-    if text.isascii() or not any(_wide(c) for c in _MAYBE_WIDE.findall(text)):
+    if text.isascii() or not any(map(_wide, _MAYBE_WIDE.findall(text))):
         return text[: max(0, width)]
     used = 0
     for i, c in enumerate(text):
@@ -52,18 +52,12 @@ def pad(text: str, width: int, right: bool = False) -> str:
 def fit_words(text: str, width: int, breaks: str = " ") -> str:
     """`text` in at most `width` columns, cut after a word (a `breaks` character) and marked
     `…`; mid-word only when the first word alone is wider than `width`."""
-    if text.isascii():
-        if len(text) <= width:
-            return text
-        if width <= 1:
-            return "…" if width == 1 else ""
-        cut = text[: width - 1]
-    else:
-        if cells(text) <= width:
-            return text
-        if width <= 1:
-            return "…" if width == 1 else ""
-        cut = prefix(text, width - 1)
+    wide = 0 if text.isascii() else sum(map(_wide, _MAYBE_WIDE.findall(text)))
+    if len(text) + wide <= width:
+        return text
+    if width <= 1:
+        return "…" if width == 1 else ""
+    cut = prefix(text, width - 1) if wide else text[: width - 1]
     whole = len(cut) < len(text) and text[len(cut)] in breaks
     if not whole:
         at = cut.rfind(breaks) if len(breaks) == 1 else max(cut.rfind(b) for b in breaks)
