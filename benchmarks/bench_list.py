@@ -87,6 +87,14 @@ def main() -> int:
         home = opts.home or Path(
             generate_home(work / "home", sessions=opts.sessions, big_mb=1, seed=opts.seed).home
         )
+        # Its folders there and settled, as in a home in use: `python -m` puts the working
+        # directory (the home) on sys.path, and the plug-in cache (plugins.json) is kept only
+        # for folders unchanged for 2 s, so a home whose .cache the first listing makes would
+        # have every listing of the next seconds read the entry points afresh.
+        for sub in (".cache", ".config", ".local/share", ".local/state"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        settled = time.time() - 60
+        os.utime(home, (settled, settled))
         tools: dict[str, tuple[list[str], dict[str, str]]] = {}
         compileall.compile_dir(ROOT / "commuter", quiet=1)
         tools["ours"] = ([sys.executable, "-m", "commuter", "list"], {})
@@ -117,7 +125,6 @@ def main() -> int:
         empty = work / "empty-home"  # a home as a real one is: its folders there, settled
         for sub in (".cache", ".config", ".local/share", ".local/state"):
             (empty / sub).mkdir(parents=True)
-        settled = time.time() - 60
         os.utime(empty, (settled, settled))
         empty_envs = {
             k: {**tool_env(empty, work, keep_pythonpath=k != "0.2.0"), **extra}
