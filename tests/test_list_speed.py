@@ -288,3 +288,36 @@ def test_the_collector_is_paused_only_for_the_listing(home: Path) -> None:
         assert not gc.isenabled()  # left as it was found
     finally:
         gc.enable()
+
+
+def test_the_exit_skips_the_collection_of_what_is_there_once_asked(tmp_path: Path) -> None:
+    import subprocess
+
+    probe = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print(gc.get_freeze_count() > 0, gc.isenabled()))\n"
+        "from commuter.commands import table\n"
+        "print(gc.get_freeze_count() > 0, gc.isenabled())\n"
+        "table.no_collection_at_exit()\n"
+        "table.no_collection_at_exit()\n"
+        "print(gc.get_freeze_count() > 0, gc.isenabled())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split("\n") == ["False True", "False True", "True False", ""]
+
+
+def test_only_a_big_listing_asks_for_it(home: Path, monkeypatch) -> None:
+    from commuter import listing
+    from commuter.model import SessionRef
+
+    asked: list[int] = []
+    monkeypatch.setattr(table, "no_collection_at_exit", lambda: asked.append(1))
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in (999, 1000):
+        refs = [SessionRef("toy", f"s{i:05}", None, when, None, 1, "hi") for i in range(n)]
+        monkeypatch.setattr(listing, "list_sessions", lambda settings, agent, r=refs: r)
+        asked.clear()
+        assert _list(home).count("\n") == n + 1
+        assert asked == ([1] if n >= 1000 else [])

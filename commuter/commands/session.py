@@ -268,6 +268,10 @@ def _list(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str
         refs = [r for r in refs if _in_project(r, root)]
     known = _forks(settings)
     counts = ordered_counts(settings, refs)
+    if len(refs) >= 1000:  # so many that the exit would spend milliseconds walking them
+        from commuter.commands.table import no_collection_at_exit
+
+        no_collection_at_exit()
     if as_json:
         rows = [
             _ref_json(r, known.get((r.backend, r.session_id)), n)

@@ -4,6 +4,7 @@ commands/session.py (tests/test_list_speed.py compares them), and the table's la
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import gc
@@ -218,3 +219,16 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+@functools.cache
+def no_collection_at_exit() -> None:
+    """At exit, let the interpreter's last collections skip what exists by then (a listing's
+    objects and every module: about 9 ms of a 10,000-session `list`); they are freed all the
+    same, only not walked again. Registered once."""
+    atexit.register(_freeze)
+
+
+def _freeze() -> None:
+    gc.freeze()
+    gc.disable()
