@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
 
 import click
 
@@ -184,26 +185,28 @@ def lay_out(header: Row, columns: Sequence[Sequence[str]], width: int) -> str:
         return text.rstrip()
 
     lines = [click.style(line(header), bold=True)]
-    # Columns whose every cell is as wide as it is long are padded by str.format, a row at a
-    # time in C (map), with Python only for the prompts that must be cut or coloured.
+    # Columns whose every cell is as wide as it is long are padded by ljust and rjust and
+    # joined in C (map), with Python only for the prompts that must be cut or coloured.
     if not all(
         "".join(col).isascii() or all(cells(x) == len(x) for x in set(col)) for col in columns[:4]
     ):
         lines += map(line, zip(*columns, strict=True))
         return "\n".join(lines)
-    form = "{:<%d}  {:<%d}  {:<%d}  {:>%d}  {}" % tuple(widths)  # noqa: UP031
-    paths = map(fitted.__getitem__, columns[4])
+    padded: list[Iterable[str]] = [
+        map(str.ljust, columns[0], repeat(widths[0])),
+        map(str.ljust, columns[1], repeat(widths[1])),
+        map(str.ljust, columns[2], repeat(widths[2])),
+        map(str.rjust, columns[3], repeat(widths[3])),
+        map(fitted.__getitem__, columns[4]),
+    ]
     if prompt_w >= 8:
-        prompts = [
+        padded.append(
             q
             if len(q) <= prompt_w and q.isascii() and not q.startswith("[fork of")
             else fit_prompt(q)
             for q in columns[5]
-        ]
-        rows = map((form + "  {}").format, *columns[:4], paths, prompts)
-    else:
-        rows = map(form.format, *columns[:4], paths)
-    lines += map(str.rstrip, rows)
+        )
+    lines += map(str.rstrip, map("  ".join, zip(*padded, strict=True)))
     return "\n".join(lines)
 
 
