@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import os
 import queue
-import secrets
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -476,33 +475,9 @@ def place_streamed(
         history = _history_lines(source, dirs, rewriter, plan)
         if plan.action == "updated":
             plan.backups.append(_prefix_backup(backups, route))
-            _commit_freeing_later(pending, route.dest)
-        else:
-            pending.commit()
+        pending.commit()
     plan.written = route.state()  # an update's digest to the end is taken meanwhile
     return finish(source, plan, dirs, history, config, options, backups, sid)
-
-
-def _commit_freeing_later(pending: Pending, dest: Path) -> None:
-    """Commit, without freeing the old transcript on this thread: the rename over it would
-    (ext4: 13-25 ms for 90 MB). A second link to it keeps it for the rename, and a thread
-    unlinks that while the import finishes (Python waits for it at exit). The link is named
-    as a temp of this process, so a later sweep_temps removes it if the process dies."""
-    held = dest.with_name(f".{dest.name}.cm{fsutil.process_tag()}.{secrets.token_hex(4)}.tmp")
-    try:
-        os.link(dest, held, follow_symlinks=False)
-    except OSError:
-        pending.commit()
-        return
-    try:
-        pending.commit()
-    finally:
-        threading.Thread(target=_unlink, args=(held,), name="commuter-free-old").start()
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
 
 
 def _prefix_backup(backups: Backups, route: TranscriptRoute) -> Path:
