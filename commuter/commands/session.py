@@ -9,6 +9,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -72,17 +73,23 @@ def age(when: datetime, now: datetime) -> str:
 def ages(whens: Sequence[datetime], now: datetime) -> list[str]:
     """`age(when, now)` of each, with one call per day and minute seen, not per session: from
     one day on it depends on the whole days alone, before that on the whole minutes."""
-    memo: dict[int, str] = {}
-    out: list[str] = []
-    for when in whens:
-        since = now - when
-        days = since.days  # keys: the days, -1 - the minutes within the first day, 0 ahead
-        key = days if days > 0 else -1 - since.seconds // 60 if days == 0 else 0
-        text = memo.get(key)
-        if text is None:
-            text = memo[key] = age(when, now)
-        out.append(text)
-    return out
+    sinces = list(map(now.__sub__, whens))
+    days = list(map(attrgetter("days"), sinces))
+    by_day = {d: age(when, now) for d, when in dict(zip(days, whens, strict=True)).items() if d > 0}
+    out: list[str | None] = list(map(by_day.get, days))
+    if min(days, default=1) > 0:
+        return cast("list[str]", out)
+    by_minute: dict[int, str] = {}
+    for i, d in enumerate(days):
+        if d == 0:  # within the day: by the whole minutes
+            minute = sinces[i].seconds // 60
+            text = by_minute.get(minute)
+            if text is None:
+                text = by_minute[minute] = age(whens[i], now)
+            out[i] = text
+        elif d < 0:  # ahead of now
+            out[i] = "just now"
+    return cast("list[str]", out)
 
 
 def _ref_json(

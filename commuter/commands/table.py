@@ -13,6 +13,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
+from operator import itemgetter
 
 import click
 
@@ -85,10 +86,11 @@ def fit_path(path: str, width: int) -> str:
 
 def short_ids(ids: Sequence[str], minimum: int = 7) -> dict[str, str]:
     """Shortest unique prefix of each id, at least `minimum` characters (like git)."""
-    out = {sid: sid[:minimum] for sid in set(ids)}
-    seen = Counter(out.values())
-    if len(seen) == len(out):  # no two share their first `minimum` characters
+    unique = set(ids)
+    out = dict(zip(unique, map(itemgetter(slice(minimum)), unique), strict=True))
+    if len(set(out.values())) == len(out):  # no two share their first `minimum` characters
         return out
+    seen = Counter(out.values())
     # Only ids of one head need more: sorted, each is compared with its neighbours.
     groups: dict[str, list[str]] = {}
     for sid, head in out.items():
