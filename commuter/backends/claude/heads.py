@@ -63,7 +63,8 @@ class HeadCache:
         from commuter.fsutil import atomic_writer
 
         # One str object per project dir: marshal writes the others as references to it, so
-        # loading builds a few dozen cwd strings, not one per session (half the load time).
+        # loading builds a few dozen cwd strings, not one per session (10,000 sessions: the
+        # file 1.96 -> 1.69 MB, its load 4.1 -> 3.4 ms).
         cwds: dict[str | None, str | None] = {}
         folders = {
             name: {k: (e[0], e[1], cwds.setdefault(e[2], e[2]), e[3], e[4]) for k, e in new.items()}
