@@ -238,3 +238,34 @@ async def test_codex_and_gemini_sessions_are_imported_while_they_arrive(
     assert b.stored == [] and len(b.uploads) == 1
     got = core.find_session(sb, sid)
     assert got.backend == agent and got.project == sb.home / "code" / "my.app"
+
+
+async def test_an_upload_past_the_size_cap_mid_import_leaves_nothing(
+    aiohttp_client, tmp_path, plain
+):
+    sb = machine(tmp_path / "B")
+    (sb.home / "code" / "my.app").mkdir(parents=True)
+    config.set_value(sb, "path-map", (str(tmp_path / "A" / "projects"), str(sb.home / "code")))
+    b = Bob(sb)
+    app = make_app(
+        sb,
+        BOB,
+        trust(sb, "alice", ALICE),
+        name="bob",
+        max_body=len(plain) // 2,  # the import is under way when the cap is crossed
+        on_received=b.on_received,
+        on_upload=b.on_upload,
+    )
+    client = await aiohttp_client(app)
+    sealer, frames = _frames(plain)
+
+    async def body() -> AsyncIterator[bytes]:  # chunked: no length to refuse it up front
+        yield sealer.prefix
+        for frame in frames:
+            yield frame
+
+    resp = await client.post("/v1/bundles", data=body(), headers=_headers(sealer))
+    assert resp.status == 413, await resp.text()
+    await _until(lambda: b.uploads and b.temps() == [], "the import's temp files gone")
+    assert b.transcripts() == [] and b.stored == []
+    assert inbox_files(sb) == []
