@@ -270,8 +270,8 @@ def _manifest_of(head: bytes) -> Any:
         read_plain(_Unseekable(head), None, DEFAULT_LIMITS, stop)
     except _Seen as seen:
         return seen.manifest
-    except Exception:  # the sender's bytes, read for a log line only: never an error here
-        return None
+    except Exception:  # the sender's claim, for the log line and for choosing the import
+        return None  # while arriving: never an error here (the import checks everything)
     return None
 
 
@@ -375,7 +375,7 @@ class _Arriving:
         if not self._decided:
             self._decided = True
             if manifest is None or manifest.delta is not None or self._st.on_upload is None:
-                return
+                return  # a refusal, a delta, a legacy bundle, junk: the inbox path
             path = self._inbox.opened_path()
             self._growing = Growing(path)
             self.upload = Upload(self.id, self._peer, self._digest, self._size or 0, path)
