@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from commuter import bundle, progress
 from commuter.errors import BundleError, CommuterError, DeltaBaseMismatch
 from commuter.model import ImportOptions, ImportResult, Manifest, Origin, SessionRef
-from commuter.settings import KEY_FILE, Settings
+from commuter.settings import FORKS_FILE, KEY_FILE, Settings
 
 if TYPE_CHECKING:
     from commuter.backends import Backend, ExportPlan, ImportSource
@@ -47,10 +47,6 @@ __all__ = [
     "make_origin",
     "read_manifest",
 ]
-
-
-# forks.py's record file in state_dir (tests/test_export_startup.py holds the two alike).
-FORKS_FILE = "forks.sqlite"
 
 
 def _backend(settings: Settings, name: str) -> Backend:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from commuter.settings import FORKS_FILE
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS forks (
     agent TEXT NOT NULL,
@@ -39,7 +41,7 @@ class Fork:
 
 
 def _path(state_dir: Path) -> Path:
-    return state_dir / "forks.sqlite"
+    return state_dir / FORKS_FILE
 
 
 def _connect(state_dir: Path) -> sqlite3.Connection:

@@ -14,6 +14,9 @@ from commuter.errors import ConfigError
 # This machine's identity key in config_dir (peer/identity.py); named here so that a check
 # for it (an export's origin) need not import nacl.
 KEY_FILE = "identity.key"
+# The fork records in state_dir (forks.py); named here so that a check for them (an export's
+# meta, a listing) need not import sqlite3.
+FORKS_FILE = "forks.sqlite"
 
 
 def _hostname() -> str:

@@ -17,7 +17,7 @@ from claude_home import PLAIN, TOOLS, install, transcript
 from commuter import core, forks
 from commuter.backends.claude.heads import HEADS_FILE
 from commuter.peer.identity import Identity
-from commuter.settings import KEY_FILE, Settings
+from commuter.settings import FORKS_FILE, KEY_FILE, Settings
 
 _PROBE = textwrap.dedent(
     """
@@ -107,7 +107,7 @@ def test_with_an_identity_key_the_origin_names_this_device(tmp_path: Path):
 
 
 def test_a_recorded_fork_is_still_marked_in_the_bundle(tmp_path: Path):
-    assert forks._path(tmp_path) == tmp_path / core.FORKS_FILE
+    assert forks._path(tmp_path) == tmp_path / FORKS_FILE
     home = install(tmp_path / "a")
     settings = settings_of(home)
     origin = "11111111-2222-4333-8444-555555555555"

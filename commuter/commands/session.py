@@ -25,7 +25,7 @@ from commuter.commands._app import (
 )
 from commuter.completion import complete_file, complete_session
 from commuter.errors import BundleError, CommuterError, OutputError
-from commuter.settings import Settings
+from commuter.settings import FORKS_FILE, Settings
 
 if TYPE_CHECKING:
     from commuter.forks import Fork
@@ -321,7 +321,7 @@ def _list(app: AppContext, show_all: bool, here: bool, as_json: bool, agent: str
 
 def _forks(settings: Settings) -> dict[tuple[str, str], Fork]:
     """Every fork record; without a record file, without importing forks (and sqlite3)."""
-    if not (settings.state_dir / "forks.sqlite").exists():  # forks._path
+    if not (settings.state_dir / FORKS_FILE).exists():
         return {}
     from commuter import forks
 
