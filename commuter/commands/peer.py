@@ -15,11 +15,13 @@ from commuter.completion import complete_peer, complete_session
 from commuter.errors import PairingFailed, PeerError
 
 if TYPE_CHECKING:
+    from commuter.model import ImportOptions
     from commuter.peer.identity import Identity
     from commuter.peer.inbox import InboxItem, Upload
     from commuter.peer.peers import Peer
-    from commuter.pipeline import Export
+    from commuter.pipeline import Export, Source
     from commuter.settings import Settings
+    from commuter.transports import TransportContext
 
 
 def register(cli: click.Group) -> None:
@@ -271,38 +273,40 @@ def peers_cmd(app: AppContext, as_json: bool, no_scan: bool) -> None:
 def _import_upload(app: AppContext, upload: Upload) -> bool:
     """Import an upload as it arrives (pipeline.Arriving); False if it has to be stored."""
     from commuter import core
-    from commuter.commands.session import _report
-    from commuter.commands.transfer import _warn
-    from commuter.pipeline import Arriving, receive_one
+    from commuter.pipeline import Arriving
     from commuter.transports import TransportContext
 
     ctx = TransportContext.load(app.settings)
-    options = core.ImportOptions(interactive=False)
-    pulled = asyncio.run(receive_one(ctx, Arriving(upload), options, warn=_warn))
-    if pulled is None or pulled.result is None:
-        return False
-    click.echo(f"from {safe_text(pulled.origin)}:")
-    _report(pulled.result)
-    return True
+    return _receive(ctx, Arriving(upload), core.ImportOptions(interactive=False))
 
 
 def _import_item(app: AppContext, item: InboxItem, quiet: bool = False) -> None:
     """Import one LAN inbox entry the way `pull` would (pipeline.InboxEntry)."""
     from commuter import core
-    from commuter.commands.session import _ask, _report
-    from commuter.commands.transfer import _warn
-    from commuter.pipeline import InboxEntry, receive_one
+    from commuter.commands.session import _ask
+    from commuter.pipeline import InboxEntry
     from commuter.transports import TransportContext
 
     interactive = app.interactive and not quiet
     options = core.ImportOptions(interactive=interactive, ask=_ask if interactive else None)
     ctx = TransportContext.load(app.settings)
     entry = InboxEntry(ctx, item.id, refetch=not quiet)  # quiet: the sender awaits a 409
-    pulled = asyncio.run(receive_one(ctx, entry, options, warn=_warn))
+    _receive(ctx, entry, options)  # nothing: imported before, the entry is gone now
+
+
+def _receive(ctx: TransportContext, source: Source, options: ImportOptions) -> bool:
+    """One item of `source` through the receive pipeline, what it imported printed; False if
+    nothing was imported (imported before)."""
+    from commuter.commands.session import _report
+    from commuter.commands.transfer import _warn
+    from commuter.pipeline import receive_one
+
+    pulled = asyncio.run(receive_one(ctx, source, options, warn=_warn))
     if pulled is None or pulled.result is None:
-        return  # imported before (its digest is recorded): the entry is gone now
+        return False
     click.echo(f"from {safe_text(pulled.origin)}:")
     _report(pulled.result)
+    return True
 
 
 @click.command("serve")
