@@ -129,9 +129,7 @@ class SyncDaemon:
         what waits for it goes now too."""
         from commuter.transports.lan import LanTransport
 
-        self._lan_silent.pop(peer.device_id, None)
-        if await asyncio.to_thread(self.state.retry_now, peer.device_id):
-            self._kick_send.set()
+        await self._heard_from(peer.device_id)
         ctx = await asyncio.to_thread(self._context)
         async with LanTransport(ctx) as lan:
             found = [i for i in await lan.pending() if i.id == item.id]
@@ -159,14 +157,19 @@ class SyncDaemon:
                 return None
         if pulled is None or pulled.result is None:
             return None
-        self._lan_silent.pop(upload.sender.device_id, None)
-        if await asyncio.to_thread(self.state.retry_now, upload.sender.device_id):
-            self._kick_send.set()
+        await self._heard_from(upload.sender.device_id)
         for message in warnings:
             self._warn_once(message, message)
         self._imported(ctx, (await source.pending())[0], pulled)
         await self._prune()
         return "imported"
+
+    async def _heard_from(self, device_id: str) -> None:
+        """A peer reached us on the LAN: it answers there again, and what waits for it goes
+        now."""
+        self._lan_silent.pop(device_id, None)
+        if await asyncio.to_thread(self.state.retry_now, device_id):
+            self._kick_send.set()
 
     def sync_now(self) -> None:
         """`commuter sync-now` (SIGUSR1; e.g. Claude Code's SessionEnd hook): list the stores
