@@ -245,10 +245,10 @@ def _in_step(plan: _Plan, action: str, original: str) -> dict[str, object]:
         size = plan.dest.stat().st_size
     except OSError:
         return {}
-    known = plan.written is not None and plan.written[0] == size
-    return {"in_step": True, "in_step_size": size} | (
-        {"in_step_sha256": plan.written[1]} if known and plan.written else {}
-    )
+    extra: dict[str, object] = {"in_step": True, "in_step_size": size}
+    if plan.written is not None and plan.written[0] == size:
+        extra["in_step_sha256"] = plan.written[1]
+    return extra
 
 
 def _when(text: object) -> float | None:
