@@ -168,7 +168,11 @@ async def handle_bundle(request: web.Request) -> web.Response:
     inbox = Inbox(st.settings)
     tmp = inbox.temp_path()
     got = _Received()
-    arriving = _Arriving(st, inbox, peer, request.content_length) if st.on_upload else None
+    arriving = (
+        _Arriving(st.on_upload, st.log, inbox, peer, request.content_length)
+        if st.on_upload
+        else None
+    )
     try:
         try:
             header = await _receive_sealed(request, tmp, st, peer, got, arriving)
@@ -353,15 +357,19 @@ class _Body:
 
 
 class _Arriving:
-    """An upload imported while it arrives (st.on_upload): once the first frame shows a
+    """An upload imported while it arrives (`on_upload`): once the first frame shows a
     whole bundle (not a delta, not a refusal: those take the inbox path), each authenticated
     frame's opened bytes go to a growing file the import reads meanwhile; the file ends for
     it only after the seal's last frame checked out. What the import did not take is stored
     in the inbox as any upload is, under the id chosen here."""
 
-    def __init__(self, st: ServerState, inbox: Inbox, peer: Peer, size: int | None) -> None:
-        self._st, self._inbox, self._peer, self._size = st, inbox, peer, size
+    def __init__(
+        self, on_upload: OnUpload, log: Log, inbox: Inbox, peer: Peer, size: int | None
+    ) -> None:
+        self._on_upload, self._log, self._inbox = on_upload, log, inbox
+        self._peer, self._size = peer, size
         self.id = ""
+        self._digest = ""
         self.upload: Upload | None = None
         self._growing: Growing | None = None
         self._task: asyncio.Task[str | None] | None = None
@@ -374,12 +382,12 @@ class _Arriving:
     def feed(self, plain: bytes, manifest: Any) -> None:
         if not self._decided:
             self._decided = True
-            if manifest is None or manifest.delta is not None or self._st.on_upload is None:
+            if manifest is None or manifest.delta is not None:
                 return  # a refusal, a delta, a legacy bundle, junk: the inbox path
             path = self._inbox.opened_path()
             self._growing = Growing(path)
             self.upload = Upload(self.id, self._peer, self._digest, self._size or 0, path)
-            self._task = asyncio.create_task(self._st.on_upload(self.upload))
+            self._task = asyncio.create_task(self._on_upload(self.upload))
         if self._growing is not None:
             self._growing.write(plain)
 
@@ -396,7 +404,7 @@ class _Arriving:
         except CommuterError:  # the inbox path runs it again and says what is wrong
             return None
         except Exception as exc:  # a bug: said once here, the inbox path still runs
-            self._st.log(f"import while arriving failed: {type(exc).__name__}: {exc}")
+            self._log(f"import while arriving failed: {type(exc).__name__}: {exc}")
             return None
         finally:
             self._remove()
