@@ -87,15 +87,23 @@ def plain(tmp_path: Path) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-async def bob(aiohttp_client, tmp_path: Path):
+async def _bob(aiohttp_client, tmp_path: Path, **app: int):
+    """B (its code/my.app, a path map from A's projects, alice paired) and a client of its
+    peer app; `app`: more make_app arguments."""
     sb = machine(tmp_path / "B")
     (sb.home / "code" / "my.app").mkdir(parents=True)
     config.set_value(sb, "path-map", (str(tmp_path / "A" / "projects"), str(sb.home / "code")))
     peers = trust(sb, "alice", ALICE)
     b = Bob(sb)
-    app = make_app(sb, BOB, peers, name="bob", on_received=b.on_received, on_upload=b.on_upload)
-    return b, await aiohttp_client(app)
+    made = make_app(
+        sb, BOB, peers, name="bob", on_received=b.on_received, on_upload=b.on_upload, **app
+    )
+    return b, await aiohttp_client(made)
+
+
+@pytest.fixture
+async def bob(aiohttp_client, tmp_path: Path):
+    return await _bob(aiohttp_client, tmp_path)
 
 
 def _frames(plain: bytes) -> tuple[seal.Sealer, list[bytes]]:
@@ -213,21 +221,9 @@ async def test_codex_and_gemini_sessions_are_imported_while_they_arrive(
     else:
         from test_gemini_backend import SUBAGENT as sid
         from test_gemini_backend import install as install_agent
-    a = install_agent(tmp_path / "A")
-    sa = machine(a)
-    sb = machine(tmp_path / "B")
-    (sb.home / "code" / "my.app").mkdir(parents=True)
-    config.set_value(sb, "path-map", (str(a / "projects"), str(sb.home / "code")))
-    b = Bob(sb)
-    app = make_app(
-        sb,
-        BOB,
-        trust(sb, "alice", ALICE),
-        name="bob",
-        on_received=b.on_received,
-        on_upload=b.on_upload,
-    )
-    client = await aiohttp_client(app)
+    sa = machine(install_agent(tmp_path / "A"))
+    b, client = await _bob(aiohttp_client, tmp_path)
+    sb = b.settings
     out = io.BytesIO()
     core.export_session(sa, out, core.find_session(sa, sid))
     sealer, frames = _frames(out.getvalue())
@@ -243,20 +239,8 @@ async def test_codex_and_gemini_sessions_are_imported_while_they_arrive(
 async def test_an_upload_past_the_size_cap_mid_import_leaves_nothing(
     aiohttp_client, tmp_path, plain
 ):
-    sb = machine(tmp_path / "B")
-    (sb.home / "code" / "my.app").mkdir(parents=True)
-    config.set_value(sb, "path-map", (str(tmp_path / "A" / "projects"), str(sb.home / "code")))
-    b = Bob(sb)
-    app = make_app(
-        sb,
-        BOB,
-        trust(sb, "alice", ALICE),
-        name="bob",
-        max_body=len(plain) // 2,  # the import is under way when the cap is crossed
-        on_received=b.on_received,
-        on_upload=b.on_upload,
-    )
-    client = await aiohttp_client(app)
+    # the import is under way when the cap is crossed
+    b, client = await _bob(aiohttp_client, tmp_path, max_body=len(plain) // 2)
     sealer, frames = _frames(plain)
 
     async def body() -> AsyncIterator[bytes]:  # chunked: no length to refuse it up front
@@ -268,4 +252,4 @@ async def test_an_upload_past_the_size_cap_mid_import_leaves_nothing(
     assert resp.status == 413, await resp.text()
     await _until(lambda: b.uploads and b.temps() == [], "the import's temp files gone")
     assert b.transcripts() == [] and b.stored == []
-    assert inbox_files(sb) == []
+    assert inbox_files(b.settings) == []
