@@ -21,7 +21,7 @@ from commuter.model import ImportOptions
 from commuter.peer import auth, seal
 from commuter.peer.inbox import Inbox, InboxItem, Upload
 from commuter.peer.peers import Peer, Peers
-from commuter.peer.server import make_app
+from commuter.peer.server import MAX_BUNDLE, make_app
 from commuter.pipeline import Arriving, receive_one
 from commuter.settings import Settings
 from commuter.transports import TransportContext
@@ -87,16 +87,22 @@ def plain(tmp_path: Path) -> bytes:
     return out.getvalue()
 
 
-async def _bob(aiohttp_client, tmp_path: Path, **app: int):
+async def _bob(aiohttp_client, tmp_path: Path, max_body: int = MAX_BUNDLE):
     """B (its code/my.app, a path map from A's projects, alice paired) and a client of its
-    peer app; `app`: more make_app arguments."""
+    peer app, which takes bodies of up to `max_body` bytes."""
     sb = machine(tmp_path / "B")
     (sb.home / "code" / "my.app").mkdir(parents=True)
     config.set_value(sb, "path-map", (str(tmp_path / "A" / "projects"), str(sb.home / "code")))
     peers = trust(sb, "alice", ALICE)
     b = Bob(sb)
     made = make_app(
-        sb, BOB, peers, name="bob", on_received=b.on_received, on_upload=b.on_upload, **app
+        sb,
+        BOB,
+        peers,
+        name="bob",
+        max_body=max_body,
+        on_received=b.on_received,
+        on_upload=b.on_upload,
     )
     return b, await aiohttp_client(made)
 
