@@ -30,14 +30,16 @@ transaction that deletes a row is the one that un-counts it.
 Durability: a transaction commits synchronously (the server's default) unless losing it
 to a database crash is harmless, and then it says so itself (`synchronous_commit = off`,
 local to the transaction): chunks (relay_put, also the first transaction of relay_finish),
-deletions after an acknowledgement (relay_delete: a lost one delivers the item again, which
-pull imports once) and the clean-up's batches (redone by the next sweep). A crash loses such
-a transaction whole, rows and counters together. That never makes an item visible without
-its chunks: a synchronous commit returns only once the WAL is flushed up to its own commit
-record, so every transaction committed before it (the chunks, and whatever it read) is on
-disk too. The item's commit (relay_commit, `on` whatever the server's default), the start
-of an upload and the nonces stay synchronous: a 201 is on disk, and a request answered
-before a crash is refused as a replay after it.
+the start of an upload (relay_begin) and the nonce claims (relay_claim), none of which is
+answered by itself; deletions after an acknowledgement (relay_delete: a lost one delivers the
+item again, which pull imports once) and the clean-up's batches (redone by the next sweep).
+A crash loses such a transaction whole, rows and counters together. That never makes an item
+visible without its chunks, nor loses the nonce of an answered upload: a synchronous commit
+returns only once the WAL is flushed up to its own commit record, so every transaction
+committed before it (the chunks, the start, the nonce, and whatever it read) is on disk too.
+Only the item's commit (relay_commit, `on` whatever the server's default) is synchronous: a
+201 is on disk. A lost nonce of a listing, a download or a deletion lets that same request be
+answered once more within the skew window, with nothing the first answer did not give.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from commuter.relay.quotas import UNLIMITED, Limits
 from commuter.relay.storage import Item, UsageKey
 from commuter.relay.store import RelayStore, StoreUnavailable, Throttle, Upload
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Advisory lock keys (one bigint namespace per database; "cmtrly" + a number).
 LOCK_MIGRATE = 0x636D74726C790001
 LOCK_SWEEP = 0x636D74726C790002
@@ -227,11 +229,14 @@ def _asynchronous(sql: str) -> str:
     return sql.replace("\nBEGIN\n", "\nBEGIN\n    " + ASYNC, 1)
 
 
-ASYNC_FUNCTIONS = tuple(
-    _asynchronous(sql)
-    for sql in FUNCTIONS
-    if sql.lstrip().startswith(("CREATE FUNCTION relay_put(", "CREATE FUNCTION relay_delete("))
-)
+def _made_asynchronous(*names: str) -> tuple[str, ...]:
+    """The functions `names` of FUNCTIONS and RATE_FUNCTIONS, redefined by _asynchronous."""
+    heads = tuple(f"CREATE FUNCTION {name}(" for name in names)
+    chosen = tuple(sql for sql in (*FUNCTIONS, *RATE_FUNCTIONS) if sql.lstrip().startswith(heads))
+    assert len(chosen) == len(names), names
+    return tuple(_asynchronous(sql) for sql in chosen)
+
+
 # The clean-up's batches: the sweep's lock, and the transaction asynchronous (a lost batch
 # is redone by the next sweep).
 SWEEP_LOCK = (
@@ -322,7 +327,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             *RATE_FUNCTIONS,
         ),
     ),
-    (3, ASYNC_FUNCTIONS),
+    (3, _made_asynchronous("relay_put", "relay_delete")),
+    # 4: the start of an upload and the nonce claim commit asynchronously too. Neither is
+    # answered by itself: an upload's 201 follows relay_commit's synchronous commit, which
+    # flushes the WAL of its nonce and its start with it; a lost nonce of a listing, a
+    # download or a deletion lets that same request be answered once more after a database
+    # crash, within the skew window, with nothing its first answer did not give (see
+    # docs/relay.md, Durability). Synchronous, each held a row that many requests take (the
+    # `all` counter, the new keys' bucket) until its WAL flush: requests queued behind it.
+    (4, _made_asynchronous("relay_begin", "relay_claim")),
 )
 TABLES = ("relay_schema", "relay_usage", "relay_uploads", "relay_chunks", "relay_items",
           "relay_nonces", "relay_rates")  # fmt: skip

@@ -63,10 +63,17 @@ async def test_a_crash_keeps_stored_items_and_nonces_and_drops_unfinished_upload
         with pytest.raises(ReplayedRequest):
             await store.claim_nonce(key, "before", time.time())
 
-        await store.claim_nonce(key, "last", time.time())  # answered: crash now
+        # A nonce and an upload start commit asynchronously (schema 4): an upload answered
+        # 201 after them flushed them with its own commit.
+        await store.claim_nonce(key, "upload", time.time())
+        small = os.urandom(500)
+        up = await store.begin_upload(BOB.device_id, ALICE.device_id, None)
+        await up.write(small)
+        second = await up.commit(hashlib.sha256(small).hexdigest(), 600)  # the 201: crash now
         store = await restarted(crashable, store)
         with pytest.raises(ReplayedRequest):
-            await store.claim_nonce(key, "last", time.time())
+            await store.claim_nonce(key, "upload", time.time())
+        assert [i.id for i in await store.items(BOB.device_id)] == sorted([item.id, second.id])
 
         # The unfinished upload never became an item; once its row is stale, a sweep drops
         # its chunks and what it counted.
@@ -81,8 +88,8 @@ async def test_a_crash_keeps_stored_items_and_nonces_and_drops_unfinished_upload
             assert await conn.fetchval(stray) == 0
         finally:
             await conn.close()
-        assert [i.id for i in await store.items(BOB.device_id)] == [item.id]
-        assert await store.usage() == (1, len(body))
-        assert await store.usage(sender=ALICE.device_id) == (1, len(body))
+        assert [i.id for i in await store.items(BOB.device_id)] == sorted([item.id, second.id])
+        assert await store.usage() == (2, len(body) + len(small))
+        assert await store.usage(sender=ALICE.device_id) == (2, len(body) + len(small))
     finally:
         await store.close()
