@@ -107,7 +107,7 @@ class RelayTransport(Transport):
         signed: bool = True,
     ) -> Any:
         """The relay's JSON answer (at most MAX_JSON bytes); with `dst`, the body written there
-        instead (at most `max_bytes`: RelayError as soon as more arrives)."""
+        instead (at most `max_bytes`: RelayError as soon as more arrives) and its sha256."""
         import aiohttp
         from yarl import URL
 
@@ -138,8 +138,7 @@ class RelayTransport(Transport):
                         if raw is None:
                             raise RelayError(f"the relay at {self.url} sent an oversized reply")
                         return loads(raw)
-                    await self._download(resp, dst, max_bytes)
-                    return None
+                    return await self._download(resp, dst, max_bytes)
         except CommuterError:
             raise
         except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
@@ -153,26 +152,36 @@ class RelayTransport(Transport):
         except ValueError as exc:
             raise RelayError(f"the relay at {self.url} sent a malformed reply") from exc
 
-    async def _download(self, resp: Any, dst: Path, max_bytes: int) -> None:
+    async def _download(self, resp: Any, dst: Path, max_bytes: int) -> str:
+        """The body into `dst`, hashed as it is written (one pass); its sha256."""
+        import hashlib
+
         too_big = RelayError(
             f"the relay at {self.url} sent more than the {max_bytes} bytes it listed; dropped"
         )
         if resp.content_length is not None and resp.content_length > max_bytes:
             raise too_big
         size = 0
+        digest = hashlib.sha256()
+
+        def keep(chunk: bytes) -> None:
+            digest.update(chunk)
+            fh.write(chunk)
+
         fh = await asyncio.to_thread(dst.open, "wb")
         try:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
                     raise too_big
-                await asyncio.to_thread(fh.write, chunk)
+                await asyncio.to_thread(keep, chunk)
                 progress.advance(len(chunk))
         except BaseException:
             fh.close()
             await asyncio.to_thread(dst.unlink, True)
             raise
         fh.close()
+        return digest.hexdigest()
 
     async def health(self) -> dict[str, Any]:
         """GET / of the relay (cached): status and limits."""
@@ -285,8 +294,8 @@ class RelayTransport(Transport):
         and its digest must match the listing."""
         path = self._item_path(item)
         dst = dst_dir / FETCHED
-        await self._request("GET", path, dst=dst, max_bytes=min(item.size, MAX_ITEM))
-        if await asyncio.to_thread(sha256_file, dst) != item.digest:
+        got = await self._request("GET", path, dst=dst, max_bytes=min(item.size, MAX_ITEM))
+        if got != item.digest:
             await asyncio.to_thread(dst.unlink, True)
             raise RelayError(f"relay item {item.id} arrived damaged; will retry next pull")
         return dst

@@ -272,6 +272,7 @@ class FakeRelay:
     ) -> None:
         self.items, self.bodies, self.listing = items, bodies, listing
         self.requested: list[str] = []
+        self.deleted: list[str] = []  # the ids a client acknowledged
         self.sent = 0  # bytes of item bodies written to a client
 
     def app(self):
@@ -290,6 +291,7 @@ class FakeRelay:
         async def anything(request):
             self.requested.append(request.raw_path)
             if request.method == "DELETE":
+                self.deleted.append(request.raw_path.rsplit("/", 1)[-1])
                 return web.json_response({"deleted": request.raw_path.rsplit("/", 1)[-1]})
             body = self.bodies.get(request.raw_path.rsplit("/", 1)[-1], b"ATTACKER BYTES\n")
             resp = web.StreamResponse()
@@ -397,6 +399,22 @@ async def test_a_download_longer_than_listed_is_cut_off_and_deleted(
     assert relay.sent < 48 << 20  # cut off early: far less than the 97 MiB it would send
     assert failed.result is None and "more than the 100 bytes" in (failed.error or "")
     assert list(world.b.staging_dir.iterdir()) == []
+
+
+async def test_a_download_that_is_not_what_was_listed_is_refused_not_acked(
+    aiohttp_server, world, tmp_path
+):
+    item_id = "1700000000-00000000000000fe"
+    body = sealed_export(world, tmp_path)
+    other = bytearray(body)
+    other[len(other) // 2] ^= 0xFF  # the same length, one byte changed on the way
+    relay = FakeRelay([listed(item_id, body, ALICE.device_id)], {item_id: bytes(other)})
+    await fake_relay(aiohttp_server, world, relay)
+    [failed], _ = await pull(world.b)
+    assert failed.result is None and "arrived damaged" in (failed.error or "")
+    assert relay.requested == [f"/v1/mailbox/{BOB.device_id}/{item_id}"] and relay.deleted == []
+    assert list(world.b.staging_dir.iterdir()) == []
+    assert not transcript(world.b.home, world.project_b, TOOLS).exists()
 
 
 @pytest.mark.parametrize(
