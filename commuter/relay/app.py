@@ -34,7 +34,7 @@ from commuter.peer.identity import device_id_for, normalize_device_id
 from commuter.peer.seal import MAGIC, SealHeader, header_size, parse_header
 from commuter.relay.quotas import Limits
 from commuter.relay.storage import ITEM_ID, Item
-from commuter.relay.store import FileStore, RelayStore, Upload
+from commuter.relay.store import Claim, FileStore, RelayStore, Upload
 
 PROTOCOL = 1
 Log = Callable[[str], None]
@@ -161,33 +161,42 @@ def _mailbox(request: web.Request) -> str:
     return box
 
 
-async def _verify(request: web.Request, body_sha256: str) -> bytes:
-    """The request's key, after its signature, freshness, nonce (on every relay of the
-    store) and rate are checked."""
+def _verify(request: web.Request, body_sha256: str) -> tuple[bytes, Claim]:
+    """The request's key, after its signature and freshness are checked, and its Claim:
+    the nonce (on every relay of the store) and the rate, which the request's first store
+    call records (or `store.claim_nonce`, where a handler answers without one)."""
     store = request.app[STATE].store
     key = auth.verify_headers(
         request.headers, request.method, request.raw_path, body_sha256, store.nonces
     )
-    await store.claim_nonce(key, request.headers[auth.H_NONCE], time.time())
-    return key
+    return key, Claim(key, request.headers[auth.H_NONCE], time.time())
 
 
-async def _owner(request: web.Request) -> str:
-    """The mailbox, after checking the request is signed by its owner's key."""
+async def _owner(request: web.Request) -> tuple[str, Claim]:
+    """The mailbox, after checking the request is signed by its owner's key; the Claim."""
     state = request.app[STATE]
     box = _mailbox(request)
-    key = await _verify(request, auth.EMPTY_SHA256)
+    key, claim = _verify(request, auth.EMPTY_SHA256)
     if device_id_for(key) != box:
+        await state.store.claim_nonce(*claim)
         raise MailboxForbidden("this mailbox belongs to another device")
     await state.store.expire()
-    return box
+    return box, claim
 
 
-async def _item(request: web.Request, box: str) -> Item:
+def _not_found(item_id: str) -> ItemNotFound:
+    return ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
+
+
+async def _item(request: web.Request, box: str, claim: Claim) -> Item:
+    store = request.app[STATE].store
     item_id = request.match_info["item"]
-    item = await request.app[STATE].store.get(box, item_id) if ITEM_ID.match(item_id) else None
+    if not ITEM_ID.match(item_id):
+        await store.claim_nonce(*claim)
+        raise _not_found(item_id)
+    item = await store.get(box, item_id, claim=claim)
     if item is None:
-        raise ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
+        raise _not_found(item_id)
     return item
 
 
@@ -198,11 +207,11 @@ async def handle_upload(request: web.Request) -> web.Response:
     claimed = request.headers.get(auth.H_DIGEST, "")
     # Signature, freshness, nonce and rate first: a stranger's upload is refused before any
     # byte lands.
-    key = await _verify(request, claimed)
+    key, claim = _verify(request, claimed)
     sender = device_id_for(key)
     # The declared length must fit, but only bytes that arrive are held against the quotas
     # (a slow or silent uploader holds what it sent, and is dropped after body_stall).
-    upload = await state.store.begin_upload(box, sender, request.content_length)
+    upload = await state.store.begin_upload(box, sender, request.content_length, claim=claim)
     try:
         digest, head = await _receive(request, upload, state)
         if digest != claimed:
@@ -275,16 +284,16 @@ async def _receive(request: web.Request, upload: Upload, state: RelayState) -> t
 
 async def handle_list(request: web.Request) -> web.Response:
     """The owner's queued items, oldest first."""
-    box = await _owner(request)
-    items = await request.app[STATE].store.items(box)
+    box, claim = await _owner(request)
+    items = await request.app[STATE].store.items(box, claim=claim)
     return web.json_response({"items": [item.public() for item in items]})
 
 
 async def handle_download(request: web.Request) -> web.StreamResponse:
     """The owner fetches one item's ciphertext (a chunk at a time from the store)."""
-    box = await _owner(request)
+    box, claim = await _owner(request)
     store = request.app[STATE].store
-    item = await _item(request, box)
+    item = await _item(request, box, claim)
     headers = {"Content-Type": "application/octet-stream", "X-Commuter-Digest": item.digest}
     path = store.local_path(item)
     if path is not None:
@@ -312,10 +321,13 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
 
 async def handle_delete(request: web.Request) -> web.Response:
     """The owner acknowledges an import: the item is gone for good."""
-    box = await _owner(request)
+    box, claim = await _owner(request)
     state = request.app[STATE]
     item_id = request.match_info["item"]
-    if not (ITEM_ID.match(item_id) and await state.store.delete(box, item_id)):
-        raise ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
+    if not ITEM_ID.match(item_id):
+        await state.store.claim_nonce(*claim)
+        raise _not_found(item_id)
+    if not await state.store.delete(box, item_id, claim=claim):
+        raise _not_found(item_id)
     state.log(f"delivered {item_id} to {box}")
     return web.json_response({"deleted": item_id})

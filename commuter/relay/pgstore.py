@@ -65,7 +65,7 @@ from commuter.peer import auth
 from commuter.relay import quotas
 from commuter.relay.quotas import UNLIMITED, Limits
 from commuter.relay.storage import Item, UsageKey
-from commuter.relay.store import RelayStore, StoreUnavailable, Throttle, Upload
+from commuter.relay.store import Claim, RelayStore, StoreUnavailable, Throttle, Upload
 
 SCHEMA_VERSION = 4
 # Advisory lock keys (one bigint namespace per database; "cmtrly" + a number).
@@ -344,6 +344,9 @@ RATE_MESSAGES = {
     "key": "too many requests from this machine; try again in a minute",
 }
 ITEM_COLUMNS = "id, mailbox, sender, size, digest, created_at, expires_at"
+# A signed request's nonce and rates (relay_claim), as the first part of its first statement:
+# no round trip of its own. Its eight parameters are PgStore._claim_args.
+CLAIM = "relay_claim($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
 def check_url(url: str) -> None:
@@ -542,21 +545,35 @@ class PgStore(RelayStore):
     async def claim_nonce(self, key: bytes, nonce: str, now: float) -> None:
         """The nonce and the rates in one statement, in the database every relay shares: a
         request seen by one relay is refused by all, and a key's rate is one rate."""
-        expires = now + 2 * self.nonces.max_skew
-        r = self.limits.rates
-        rates = [r.per_key, r.key_burst, r.new_keys, r.new_key_burst]
         async with self._db("record the request's nonce") as db:
-            fresh = await db.fetchval(
-                "SELECT relay_claim($1, $2, $3, $4, $5, $6, $7, $8)", key, nonce, expires, now,
-                *rates,
-            )  # fmt: skip
+            fresh = await db.fetchval(f"SELECT {CLAIM}", *self._claim_args(Claim(key, nonce, now)))
         if not fresh:
             raise ReplayedRequest("replayed request")
 
+    def _claim_args(self, claim: Claim) -> list[Any]:
+        """CLAIM's eight parameters ($1 to $8): the statement that records the nonce and
+        takes the rates is the first part of the request's first statement."""
+        r = self.limits.rates
+        expires = claim.now + 2 * self.nonces.max_skew
+        return [claim.key, claim.nonce, expires, claim.now, r.per_key, r.key_burst, r.new_keys,
+                r.new_key_burst]  # fmt: skip
+
+    @staticmethod
+    def _fresh(answer: Any) -> Any:
+        """`answer` of a statement that claimed a nonce first (CASE WHEN CLAIM THEN ...: NULL
+        when the nonce was seen)."""
+        if answer is None:
+            raise ReplayedRequest("replayed request")
+        return answer
+
     # Uploads
 
-    async def begin_upload(self, mailbox: str, sender: str, declared: int | None) -> Upload:
-        if declared is not None:
+    async def begin_upload(
+        self, mailbox: str, sender: str, declared: int | None, *, claim: Claim | None = None
+    ) -> Upload:
+        if declared is not None and declared > self.limits.max_bundle:
+            if claim is not None:  # a request refused here counts as one all the same
+                await self.claim_nonce(*claim)
             quotas.check_size(self.limits, declared)
         await self.expire()
         # One of the sender's items from now on; a mailbox slot only at the commit.
@@ -565,14 +582,44 @@ class PgStore(RelayStore):
             need_bytes=declared or 1,
         )  # fmt: skip
         async with self._db("start the upload") as db:
-            blob = await db.fetchval(
-                "SELECT relay_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)", mailbox, sender, *arrays
-            )
-        return _PgUpload(self, int(blob), mailbox, sender)
+            if claim is None:
+                blob = await db.fetchval(
+                    "SELECT relay_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    mailbox,
+                    sender,
+                    *arrays,
+                )
+            else:
+                begin = "relay_begin($9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                args = [*self._claim_args(claim), mailbox, sender, *arrays]
+                blob = await db.fetchval(f"SELECT CASE WHEN {CLAIM} THEN {begin} END", *args)
+        return _PgUpload(self, int(self._fresh(blob)), mailbox, sender)
 
     # Items
 
-    async def items(self, mailbox: str) -> list[Item]:
+    async def _claimed_rows(self, what: str, claim: Claim, where: str, *args: Any) -> list[Any]:
+        """relay_items' rows `where` says ($9 on), after claiming the nonce in the same
+        statement (a CTE run once; its row comes back with no item if none matches)."""
+        async with self._db(what) as db:
+            rows = await db.fetch(
+                f"WITH c AS MATERIALIZED (SELECT {CLAIM} AS fresh)"
+                f" SELECT c.fresh, {ITEM_COLUMNS} FROM c LEFT JOIN relay_items"
+                f" ON c.fresh AND {where} ORDER BY id",
+                *self._claim_args(claim),
+                *args,
+            )
+        self._fresh(rows[0]["fresh"] or None)
+        return [row for row in rows if row["id"] is not None]
+
+    async def items(self, mailbox: str, *, claim: Claim | None = None) -> list[Item]:
+        if claim is not None:
+            where = "mailbox = $9 AND expires_at > $10"
+            return [
+                _item(row)
+                for row in await self._claimed_rows(
+                    "list the mailbox", claim, where, mailbox, time.time()
+                )
+            ]
         async with self._db("list the mailbox") as db:
             rows = await db.fetch(
                 f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND expires_at > $2"
@@ -582,7 +629,13 @@ class PgStore(RelayStore):
             )
         return [_item(row) for row in rows]
 
-    async def get(self, mailbox: str, item_id: str) -> Item | None:
+    async def get(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> Item | None:
+        if claim is not None:
+            where = "mailbox = $9 AND id = $10 AND expires_at > $11"
+            found = await self._claimed_rows(
+                "find the item", claim, where, mailbox, item_id, time.time()
+            )
+            return _item(found[0]) if found else None
         async with self._db("find the item") as db:
             row = await db.fetchrow(
                 f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND id = $2"
@@ -613,9 +666,15 @@ class PgStore(RelayStore):
             sent += len(data)
             yield data
 
-    async def delete(self, mailbox: str, item_id: str) -> bool:
+    async def delete(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> bool:
         async with self._db("delete the item") as db:
-            return bool(await db.fetchval("SELECT relay_delete($1, $2)", mailbox, item_id))
+            if claim is None:
+                return bool(await db.fetchval("SELECT relay_delete($1, $2)", mailbox, item_id))
+            done = await db.fetchval(
+                f"SELECT CASE WHEN {CLAIM} THEN relay_delete($9, $10) END",
+                *self._claim_args(claim), mailbox, item_id,
+            )  # fmt: skip
+        return bool(self._fresh(done))
 
     # Clean-up
 

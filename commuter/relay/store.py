@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from commuter.errors import RelayError
 from commuter.fsutil import CHUNK
@@ -29,13 +29,22 @@ from commuter.relay import quotas
 from commuter.relay.quotas import Limits
 from commuter.relay.storage import Item, Storage
 
-__all__ = ["FileStore", "Item", "RelayStore", "StoreUnavailable", "Upload"]
+__all__ = ["Claim", "FileStore", "Item", "RelayStore", "StoreUnavailable", "Upload"]
 
 
 class StoreUnavailable(RelayError):
     """The relay's database did not answer: 503, try again (the code stays `relay`)."""
 
     http_status = 503
+
+
+class Claim(NamedTuple):
+    """A signed request's nonce, for `RelayStore.claim_nonce` (`claim_nonce(*claim)`), or
+    for the request's first store call to record in the same step (`claim=`)."""
+
+    key: bytes
+    nonce: str
+    now: float
 
 
 class Upload(abc.ABC):
@@ -80,20 +89,28 @@ class RelayStore(abc.ABC):
     async def claim_nonce(self, key: bytes, nonce: str, now: float) -> None:
         """ReplayedRequest if another relay on this store saw (key, nonce) within the
         window; RateLimited past the rates (kept where the nonces are). No-op where `nonces`
-        is all."""
+        is all.
+
+        Each request's first store call below takes its Claim as `claim=` and records it in
+        the same step (PgStore: in the same statement, one round trip); a handler that
+        answers without a store call claims with this."""
         return
 
     @abc.abstractmethod
-    async def begin_upload(self, mailbox: str, sender: str, declared: int | None) -> Upload:
+    async def begin_upload(
+        self, mailbox: str, sender: str, declared: int | None, *, claim: Claim | None = None
+    ) -> Upload:
         """Check an upload of `declared` bytes (None: unknown) could fit; count it in
         progress with 0 bytes (it holds what arrives). TooLarge/QuotaExceeded/StorageFull."""
 
     @abc.abstractmethod
-    async def items(self, mailbox: str) -> list[Item]:
+    async def items(self, mailbox: str, *, claim: Claim | None = None) -> list[Item]:
         """The mailbox's unexpired items, oldest first."""
 
     @abc.abstractmethod
-    async def get(self, mailbox: str, item_id: str) -> Item | None: ...
+    async def get(
+        self, mailbox: str, item_id: str, *, claim: Claim | None = None
+    ) -> Item | None: ...
 
     def local_path(self, item: Item) -> Path | None:
         """A file holding the item's bytes, if the store has one (sent with sendfile)."""
@@ -105,7 +122,7 @@ class RelayStore(abc.ABC):
         goes (expiry, a DELETE) before the last chunk."""
 
     @abc.abstractmethod
-    async def delete(self, mailbox: str, item_id: str) -> bool:
+    async def delete(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> bool:
         """Remove an item for good (the recipient's acknowledgement); False if it is not
         there (already deleted, never was)."""
 
@@ -144,7 +161,11 @@ class FileStore(RelayStore):
         self.nonces.close()
         self.storage.unlock()
 
-    async def begin_upload(self, mailbox: str, sender: str, declared: int | None) -> Upload:
+    # A claim= is ignored here: verify_headers recorded the nonce in self.nonces already.
+
+    async def begin_upload(
+        self, mailbox: str, sender: str, declared: int | None, *, claim: Claim | None = None
+    ) -> Upload:
         self.storage.expire()
         token = quotas.start_upload(self.storage, self.limits, mailbox, sender, declared)
         tmp = self.storage.temp_path()
@@ -155,10 +176,10 @@ class FileStore(RelayStore):
             raise
         return _FileUpload(self, token, tmp, fh)
 
-    async def items(self, mailbox: str) -> list[Item]:
+    async def items(self, mailbox: str, *, claim: Claim | None = None) -> list[Item]:
         return self.storage.items(mailbox)
 
-    async def get(self, mailbox: str, item_id: str) -> Item | None:
+    async def get(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> Item | None:
         return self.storage.get(mailbox, item_id)
 
     def local_path(self, item: Item) -> Path | None:
@@ -169,7 +190,7 @@ class FileStore(RelayStore):
             while chunk := await asyncio.to_thread(fh.read, CHUNK):
                 yield chunk
 
-    async def delete(self, mailbox: str, item_id: str) -> bool:
+    async def delete(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> bool:
         item = self.storage.get(mailbox, item_id)
         return item is not None and self.storage.delete(item)
 

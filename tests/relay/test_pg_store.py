@@ -212,10 +212,33 @@ async def test_a_request_seen_by_one_relay_is_refused_by_the_other(
     resp = await b.post(box(BOB), data=body, headers=headers)
     assert resp.status == 401 and (await resp.json())["error"] == "replayed"
     listing = signed(BOB, "GET", box(BOB))
-    assert (await b.get(box(BOB), headers=listing)).status == 200
+    resp = await b.get(box(BOB), headers=listing)
+    assert resp.status == 200
+    [item] = (await resp.json())["items"]
     resp = await a.get(box(BOB), headers=listing)
     assert resp.status == 401 and (await resp.json())["error"] == "replayed"
     assert (await counts(pg_url))["relay_items"] == 1
+    path = f"{box(BOB)}/{item['id']}"
+    download = signed(BOB, "GET", path)
+    resp = await a.get(path, headers=download)
+    assert resp.status == 200 and await resp.read() == body
+    resp = await b.get(path, headers=download)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
+    ack = signed(BOB, "DELETE", path)
+    assert (await b.delete(path, headers=ack)).status == 200
+    resp = await a.delete(path, headers=ack)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
+    assert (await counts(pg_url))["relay_items"] == 0
+    # A request refused before its first store call records its nonce all the same.
+    stranger = signed(EVE, "GET", box(BOB))
+    assert (await a.get(box(BOB), headers=stranger)).status == 403
+    resp = await b.get(box(BOB), headers=stranger)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
+    bad_id = f"{box(BOB)}/not-an-id"
+    odd = signed(BOB, "DELETE", bad_id)
+    assert (await a.delete(bad_id, headers=odd)).status == 404
+    resp = await b.delete(bad_id, headers=odd)
+    assert resp.status == 401 and (await resp.json())["error"] == "replayed"
 
 
 async def test_a_relay_restarted_on_the_database_still_refuses_a_replay(
