@@ -186,3 +186,20 @@ def test_the_streaming_scan_equals_the_whole_file_scan(tmp_path: Path, seed: int
 class _NoDirs:
     def plan(self, slug: str) -> Path:
         return Path("/nonexistent") / f"{slug}.md"
+
+
+def test_the_message_count_of_a_chunk_counts_each_record_once_at_any_offset() -> None:
+    # _messages counts in windows (so the GIL is let go between): a record that starts just
+    # before, at or after a window's edge is counted once.
+    from commuter.backends.claude import _WINDOW, _messages
+
+    for pattern in (b'"type":"user"', b'"type":"assistant"'):
+        for edge in range(_WINDOW - len(pattern) - 1, _WINDOW + 2):
+            data = b"x" * edge + pattern + b"y" * 100 + pattern + b"z" * (2 * _WINDOW)
+            assert _messages(data) == 2, (pattern, edge)
+    rng = random.Random(17)
+    parts = [rng.choice([b'"type":"user"', b'"type":"assistant"', b"a" * rng.randint(0, 900)])
+             for _ in range(3000)]  # fmt: skip
+    data = b"".join(parts)
+    assert _messages(data) == data.count(b'"type":"user"') + data.count(b'"type":"assistant"')
+    assert _messages(b"") == 0
