@@ -33,7 +33,7 @@ from commuter.peer import auth
 from commuter.peer.identity import device_id_for, normalize_device_id
 from commuter.peer.seal import MAGIC, SealHeader, header_size, parse_header
 from commuter.relay.quotas import Limits
-from commuter.relay.storage import ITEM_ID, Item
+from commuter.relay.storage import ITEM_ID
 from commuter.relay.store import Claim, FileStore, RelayStore, Upload
 
 PROTOCOL = 1
@@ -188,18 +188,6 @@ def _not_found(item_id: str) -> ItemNotFound:
     return ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
 
 
-async def _item(request: web.Request, box: str, claim: Claim) -> Item:
-    store = request.app[STATE].store
-    item_id = request.match_info["item"]
-    if not ITEM_ID.match(item_id):
-        await store.claim_nonce(*claim)
-        raise _not_found(item_id)
-    item = await store.get(box, item_id, claim=claim)
-    if item is None:
-        raise _not_found(item_id)
-    return item
-
-
 async def handle_upload(request: web.Request) -> web.Response:
     """A sealed bundle for the mailbox's owner, streamed into the store while hashed."""
     state = request.app[STATE]
@@ -293,12 +281,18 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
     """The owner fetches one item's ciphertext (a chunk at a time from the store)."""
     box, claim = await _owner(request)
     store = request.app[STATE].store
-    item = await _item(request, box, claim)
+    item_id = request.match_info["item"]
+    if not ITEM_ID.match(item_id):
+        await store.claim_nonce(*claim)
+        raise _not_found(item_id)
+    found = await store.open_item(box, item_id, claim=claim)
+    if found is None:
+        raise _not_found(item_id)
+    item, chunks = found
     headers = {"Content-Type": "application/octet-stream", "X-Commuter-Digest": item.digest}
     path = store.local_path(item)
     if path is not None:
         return web.FileResponse(path, headers=headers)
-    chunks = store.read(item)
     first = await anext(chunks, b"")  # a store error before the answer is a JSON one
     resp = web.StreamResponse(headers=headers)
     resp.content_length = item.size

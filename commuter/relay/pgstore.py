@@ -646,11 +646,41 @@ class PgStore(RelayStore):
             )
         return None if row is None else _item(row)
 
-    async def read(self, item: Item) -> AsyncIterator[bytes]:
+    async def open_item(
+        self, mailbox: str, item_id: str, *, claim: Claim | None = None
+    ) -> tuple[Item, AsyncIterator[bytes]] | None:
+        """The claim, the item and its first chunk in one statement."""
+        if claim is None:
+            return await super().open_item(mailbox, item_id)
+        async with self._db("find the item") as db:
+            row = await db.fetchrow(
+                f"WITH c AS MATERIALIZED (SELECT {CLAIM} AS fresh)"
+                f" SELECT c.fresh, {', '.join('i.' + c for c in ITEM_COLUMNS.split(', '))},"
+                " ch.data FROM c LEFT JOIN relay_items i ON c.fresh AND i.mailbox = $9"
+                " AND i.id = $10 AND i.expires_at > $11"
+                " LEFT JOIN relay_chunks ch ON ch.blob = i.blob AND ch.seq = 0",
+                *self._claim_args(claim),
+                mailbox,
+                item_id,
+                time.time(),
+            )
+        self._fresh(row["fresh"] or None)
+        if row["id"] is None:
+            return None
+        item = _item(row)
+        return item, self.read(item, first=row["data"])
+
+    async def read(self, item: Item, *, first: bytes | None = None) -> AsyncIterator[bytes]:
+        """The item's chunks from the store; from the second one if the first was fetched
+        with the item (`first`, None when it was not there)."""
         sent = 0
         for seq in range(item.size + 1):  # bounded: every row holds at least one byte
             if sent >= item.size:
                 return
+            if seq == 0 and first is not None:
+                sent += len(first)
+                yield first
+                continue
             # One chunk in memory at a time, a pooled connection per chunk; through the item
             # row, so a deleted or expired item stops the answer at the next chunk.
             async with self._db("read the item") as db:

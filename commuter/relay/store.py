@@ -112,6 +112,14 @@ class RelayStore(abc.ABC):
         self, mailbox: str, item_id: str, *, claim: Claim | None = None
     ) -> Item | None: ...
 
+    async def open_item(
+        self, mailbox: str, item_id: str, *, claim: Claim | None = None
+    ) -> tuple[Item, AsyncIterator[bytes]] | None:
+        """An item and its bytes (`read`, not started), for a download; None if it is not
+        there. A store may fetch the first chunk along with the item (PgStore)."""
+        item = await self.get(mailbox, item_id, claim=claim)
+        return None if item is None else (item, self.read(item))
+
     def local_path(self, item: Item) -> Path | None:
         """A file holding the item's bytes, if the store has one (sent with sendfile)."""
         return None

@@ -19,11 +19,12 @@ import pytest
 from pghelp import shared_server
 from relayhelp import ALICE, BOB, EVE, box, sealed_bytes, signed, upload
 
-from commuter.errors import ConfigError, ItemNotFound
+from commuter.errors import ConfigError, ItemNotFound, ReplayedRequest
 from commuter.peer import auth
 from commuter.relay.app import STATE, make_relay_app
 from commuter.relay.pgstore import MIGRATIONS, SCHEMA_VERSION, TABLES, PgStore
 from commuter.relay.quotas import Limits
+from commuter.relay.store import Claim
 
 DATA_TABLES = ("relay_chunks", "relay_items", "relay_uploads")
 
@@ -441,9 +442,22 @@ async def test_an_item_deleted_mid_download_is_cut_off_not_completed(pg_url, tmp
         await up.close()
         chunks = store.read(item)
         assert len(await anext(chunks)) == 1000
+        # As a download opens it: the nonce, the item and its first chunk in one statement.
+        found = await store.open_item(
+            item.mailbox, item.id, claim=Claim(BOB.public_key, "n1", time.time())
+        )
+        assert found is not None and found[0] == item
+        opened = found[1]
+        assert len(await anext(opened)) == 1000
         assert await store.delete(item.mailbox, item.id)
         with pytest.raises(ItemNotFound):
             await anext(chunks)
+        with pytest.raises(ItemNotFound):
+            await anext(opened)
+        claim = Claim(BOB.public_key, "n2", time.time())
+        assert await store.open_item(item.mailbox, item.id, claim=claim) is None
+        with pytest.raises(ReplayedRequest):
+            await store.open_item(item.mailbox, item.id, claim=claim)
     finally:
         await store.close()
 
