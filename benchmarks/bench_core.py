@@ -534,6 +534,10 @@ def update_vs_first(ours: Tool, info: HomeInfo, work: Path, repeat: int) -> dict
                         work / "logs" / f"ours-import-prefix-{rep}.log",
                         f"exit {pre.rc}",
                     )
+            # The disk settled first, for both kinds: an update's earlier copy was imported
+            # long before (its 90 MB are on disk, not still being written back behind the
+            # update's own flushes), and a first import starts from the same quiet disk.
+            os.sync()
             log = work / "logs" / f"ours-import-{kind}-{rep}.log"
             smp = measure([*cmd, str(full), *flags], cwd=project, env=env, log=log)
             text = log.read_text(errors="replace")
