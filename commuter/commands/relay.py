@@ -174,7 +174,10 @@ async def _serve(
     from commuter.relay.app import STATE, make_relay_app
 
     def log(message: str) -> None:
-        click.echo(message)
+        # A line per upload and per delivery: a plain write (click.echo looks up its context
+        # and the terminal's colours every time); nothing unprintable reaches the terminal.
+        line = message if message.isascii() and message.isprintable() else ascii(message)[1:-1]
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
     app = make_relay_app(root, limits, log, exclusive=True, store=store)

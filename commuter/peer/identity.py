@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -96,6 +97,7 @@ def fingerprint_for(public_key: bytes) -> str:
     return ":".join(digest[i : i + 4] for i in range(0, 32, 4))
 
 
+@functools.lru_cache(maxsize=1024)  # a relay works it out for every signed request
 def device_id_for(public_key: bytes) -> str:
     """Four groups of five base32 characters plus a check character each (Syncthing style)."""
     body = base64.b32encode(hashlib.sha256(public_key).digest()).decode()[: _GROUPS * _GROUP_LEN]
