@@ -597,45 +597,29 @@ class PgStore(RelayStore):
 
     # Items
 
-    async def _claimed_rows(self, what: str, claim: Claim, where: str, *args: Any) -> list[Any]:
-        """relay_items' rows `where` says ($9 on), after claiming the nonce in the same
-        statement (a CTE run once; its row comes back with no item if none matches)."""
-        async with self._db(what) as db:
+    async def items(self, mailbox: str, *, claim: Claim | None = None) -> list[Item]:
+        async with self._db("list the mailbox") as db:
+            if claim is None:
+                rows = await db.fetch(
+                    f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1"
+                    " AND expires_at > $2 ORDER BY id",
+                    mailbox,
+                    time.time(),
+                )
+                return [_item(row) for row in rows]
+            # The nonce first, in a CTE run once: its row comes back alone if no item matches.
             rows = await db.fetch(
                 f"WITH c AS MATERIALIZED (SELECT {CLAIM} AS fresh)"
                 f" SELECT c.fresh, {ITEM_COLUMNS} FROM c LEFT JOIN relay_items"
-                f" ON c.fresh AND {where} ORDER BY id",
+                " ON c.fresh AND mailbox = $9 AND expires_at > $10 ORDER BY id",
                 *self._claim_args(claim),
-                *args,
-            )
-        self._fresh(rows[0]["fresh"] or None)
-        return [row for row in rows if row["id"] is not None]
-
-    async def items(self, mailbox: str, *, claim: Claim | None = None) -> list[Item]:
-        if claim is not None:
-            where = "mailbox = $9 AND expires_at > $10"
-            return [
-                _item(row)
-                for row in await self._claimed_rows(
-                    "list the mailbox", claim, where, mailbox, time.time()
-                )
-            ]
-        async with self._db("list the mailbox") as db:
-            rows = await db.fetch(
-                f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND expires_at > $2"
-                " ORDER BY id",
                 mailbox,
                 time.time(),
             )
-        return [_item(row) for row in rows]
+        self._fresh(rows[0]["fresh"] or None)
+        return [_item(row) for row in rows if row["id"] is not None]
 
-    async def get(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> Item | None:
-        if claim is not None:
-            where = "mailbox = $9 AND id = $10 AND expires_at > $11"
-            found = await self._claimed_rows(
-                "find the item", claim, where, mailbox, item_id, time.time()
-            )
-            return _item(found[0]) if found else None
+    async def get(self, mailbox: str, item_id: str) -> Item | None:
         async with self._db("find the item") as db:
             row = await db.fetchrow(
                 f"SELECT {ITEM_COLUMNS} FROM relay_items WHERE mailbox = $1 AND id = $2"

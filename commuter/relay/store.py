@@ -108,16 +108,16 @@ class RelayStore(abc.ABC):
         """The mailbox's unexpired items, oldest first."""
 
     @abc.abstractmethod
-    async def get(
-        self, mailbox: str, item_id: str, *, claim: Claim | None = None
-    ) -> Item | None: ...
+    async def get(self, mailbox: str, item_id: str) -> Item | None: ...
 
     async def open_item(
         self, mailbox: str, item_id: str, *, claim: Claim | None = None
     ) -> tuple[Item, AsyncIterator[bytes]] | None:
         """An item and its bytes (`read`, not started), for a download; None if it is not
         there. A store may fetch the first chunk along with the item (PgStore)."""
-        item = await self.get(mailbox, item_id, claim=claim)
+        if claim is not None:
+            await self.claim_nonce(*claim)
+        item = await self.get(mailbox, item_id)
         return None if item is None else (item, self.read(item))
 
     def local_path(self, item: Item) -> Path | None:
@@ -187,7 +187,7 @@ class FileStore(RelayStore):
     async def items(self, mailbox: str, *, claim: Claim | None = None) -> list[Item]:
         return self.storage.items(mailbox)
 
-    async def get(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> Item | None:
+    async def get(self, mailbox: str, item_id: str) -> Item | None:
         return self.storage.get(mailbox, item_id)
 
     def local_path(self, item: Item) -> Path | None:
