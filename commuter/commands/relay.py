@@ -167,6 +167,12 @@ def relay_serve_cmd(
     asyncio.run(_serve(root, None, host, port, limits))
 
 
+def log_line(message: str) -> str:
+    """`message` as the relay prints it: ASCII, nothing unprintable (an error's text may
+    carry what a client or the database sent), escaped as Python would."""
+    return message if message.isascii() and message.isprintable() else ascii(message)[1:-1]
+
+
 async def _serve(
     root: Path | None, store: RelayStore | None, host: str, port: int, limits: Limits
 ) -> None:
@@ -175,9 +181,8 @@ async def _serve(
 
     def log(message: str) -> None:
         # A line per upload and per delivery: a plain write (click.echo looks up its context
-        # and the terminal's colours every time); nothing unprintable reaches the terminal.
-        line = message if message.isascii() and message.isprintable() else ascii(message)[1:-1]
-        sys.stdout.write(line + "\n")
+        # and the terminal's colours every time).
+        sys.stdout.write(log_line(message) + "\n")
         sys.stdout.flush()
 
     app = make_relay_app(root, limits, log, exclusive=True, store=store)

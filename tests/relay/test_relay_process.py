@@ -222,3 +222,14 @@ async def test_relay_serve_per_sender_mailbox_and_total_cap_flags(relays, tmp_pa
             relay.url + path, data=again, headers=signed(ALICE, "POST", path, again)
         ) as resp:
             assert resp.status == 429  # one item of alice's waits in bob's mailbox already
+
+
+def test_the_relay_s_log_lines_carry_nothing_unprintable():
+    from commuter.commands.relay import log_line
+
+    plain = "stored 1700000000-00000000000000ff for AAAAAA-BBBBBB-CCCCCC-DDDDDD (12 bytes)"
+    assert log_line(plain) == plain
+    hostile = "download of x cut off: \x1b]0;pwned\x07 caf\u00e9\nnext"
+    shown = log_line(hostile)
+    assert shown.isascii() and shown.isprintable()
+    assert "\\x1b]0;pwned\\x07 caf\\xe9\\nnext" in shown
