@@ -153,7 +153,9 @@ class RelayTransport(Transport):
             raise RelayError(f"the relay at {self.url} sent a malformed reply") from exc
 
     async def _download(self, resp: Any, dst: Path, max_bytes: int) -> str:
-        """The body into `dst`, hashed as it is written (one pass); its sha256."""
+        """The body into `dst`, hashed as it is written (one pass); its sha256. What arrives
+        (pieces of ~25 KB when many downloads share the loop) is handed to the writing
+        thread a CHUNK at a time, not a piece at a time."""
         import hashlib
 
         too_big = RelayError(
@@ -163,10 +165,13 @@ class RelayTransport(Transport):
             raise too_big
         size = 0
         digest = hashlib.sha256()
+        held: list[bytes] = []
+        held_size = 0
 
-        def keep(chunk: bytes) -> None:
-            digest.update(chunk)
-            fh.write(chunk)
+        def keep(parts: list[bytes]) -> None:
+            for part in parts:
+                digest.update(part)
+                fh.write(part)
 
         fh = await asyncio.to_thread(dst.open, "wb")
         try:
@@ -174,8 +179,14 @@ class RelayTransport(Transport):
                 size += len(chunk)
                 if size > max_bytes:
                     raise too_big
-                await asyncio.to_thread(keep, chunk)
+                held.append(chunk)
+                held_size += len(chunk)
+                if held_size >= CHUNK:
+                    await asyncio.to_thread(keep, held)
+                    held, held_size = [], 0
                 progress.advance(len(chunk))
+            if held:
+                await asyncio.to_thread(keep, held)
         except BaseException:
             fh.close()
             await asyncio.to_thread(dst.unlink, True)
