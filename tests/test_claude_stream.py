@@ -84,15 +84,7 @@ def test_the_same_bundle_again_is_unchanged_and_writes_nothing(two, tmp_path, st
 
 
 def test_an_update_that_appends_is_backed_up_by_a_record(two, tmp_path, streamed) -> None:
-    a, b, sa, sb = two
-    proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
-    src = transcript(a, proj_a, TOOLS)
-    full = src.read_bytes()
-    lines = full.splitlines(keepends=True)
-    src.write_bytes(b"".join(lines[: len(lines) // 2]))
-    core.import_file(sb, export(sa, proj_a, tmp_path / "half.bundle"), ImportOptions())
-    at_b = transcript(b, proj_b, TOOLS)
-    old = at_b.read_bytes()
+    old, at_b = _import_half(two, tmp_path, ImportOptions())
     side = at_b.parent / TOOLS
     old_side = files_under(side)
     assert old_side  # the session has side files, which the update rewrites
@@ -100,8 +92,7 @@ def test_an_update_that_appends_is_backed_up_by_a_record(two, tmp_path, streamed
         if path.is_file():
             path.write_bytes(path.read_bytes() + b"\n")
     old_side = files_under(side)
-    src.write_bytes(full)
-    result = core.import_file(sb, export(sa, proj_a, tmp_path / "full.bundle"), ImportOptions())
+    result = _import_full(two, tmp_path, ImportOptions())
     assert result.action == "updated" and streamed == ["created", "updated"]
     [record] = result.backups
     assert record.name == stream.PREFIX_RECORD
@@ -182,9 +173,9 @@ def test_a_line_the_rewriter_refuses_leaves_nothing(two, tmp_path, streamed) -> 
     assert not list(b.rglob("*.tmp"))
 
 
-def _half_then_full(two, tmp_path, options: ImportOptions):
-    """Import the first half of the session's transcript, then the whole: (old bytes at B, the
-    update's result, B's transcript)."""
+def _import_half(two, tmp_path, options: ImportOptions):
+    """Import the first half of the session's transcript (A's is whole again after): (old
+    bytes at B, B's transcript)."""
     a, b, sa, sb = two
     proj_a, proj_b = a / "projects" / "my.app", b / "code" / "my.app"
     src = transcript(a, proj_a, TOOLS)
@@ -192,11 +183,23 @@ def _half_then_full(two, tmp_path, options: ImportOptions):
     lines = full.splitlines(keepends=True)
     src.write_bytes(b"".join(lines[: len(lines) // 2]))
     core.import_file(sb, export(sa, proj_a, tmp_path / "half.bundle"), options)
-    at_b = transcript(b, proj_b, TOOLS)
-    old = at_b.read_bytes()
     src.write_bytes(full)
-    result = core.import_file(sb, export(sa, proj_a, tmp_path / "full.bundle"), options)
-    return old, result, at_b
+    at_b = transcript(b, proj_b, TOOLS)
+    return at_b.read_bytes(), at_b
+
+
+def _import_full(two, tmp_path, options: ImportOptions):
+    """Import the whole session (after _import_half: the update); the result."""
+    a, _b, sa, sb = two
+    bundle = export(sa, a / "projects" / "my.app", tmp_path / "full.bundle")
+    return core.import_file(sb, bundle, options)
+
+
+def _half_then_full(two, tmp_path, options: ImportOptions):
+    """Import the first half of the session's transcript, then the whole: (old bytes at B, the
+    update's result, B's transcript)."""
+    old, at_b = _import_half(two, tmp_path, options)
+    return old, _import_full(two, tmp_path, options), at_b
 
 
 @pytest.mark.parametrize("verified", [False, True])
