@@ -188,6 +188,16 @@ def _not_found(item_id: str) -> ItemNotFound:
     return ItemNotFound(f"no item {item_id} in this mailbox (expired or already deleted?)")
 
 
+async def _item_id(request: web.Request, claim: Claim) -> str:
+    """The request's item id; a malformed one is a 404 before any store call, its nonce
+    claimed all the same."""
+    item_id = request.match_info["item"]
+    if not ITEM_ID.match(item_id):
+        await request.app[STATE].store.claim_nonce(*claim)
+        raise _not_found(item_id)
+    return item_id
+
+
 async def handle_upload(request: web.Request) -> web.Response:
     """A sealed bundle for the mailbox's owner, streamed into the store while hashed."""
     state = request.app[STATE]
@@ -281,10 +291,7 @@ async def handle_download(request: web.Request) -> web.StreamResponse:
     """The owner fetches one item's ciphertext (a chunk at a time from the store)."""
     box, claim = await _owner(request)
     store = request.app[STATE].store
-    item_id = request.match_info["item"]
-    if not ITEM_ID.match(item_id):
-        await store.claim_nonce(*claim)
-        raise _not_found(item_id)
+    item_id = await _item_id(request, claim)
     found = await store.open_item(box, item_id, claim=claim)
     if found is None:
         raise _not_found(item_id)
@@ -317,10 +324,7 @@ async def handle_delete(request: web.Request) -> web.Response:
     """The owner acknowledges an import: the item is gone for good."""
     box, claim = await _owner(request)
     state = request.app[STATE]
-    item_id = request.match_info["item"]
-    if not ITEM_ID.match(item_id):
-        await state.store.claim_nonce(*claim)
-        raise _not_found(item_id)
+    item_id = await _item_id(request, claim)
     if not await state.store.delete(box, item_id, claim=claim):
         raise _not_found(item_id)
     state.log(f"delivered {item_id} to {box}")

@@ -59,6 +59,7 @@ from commuter.errors import (
     RateLimited,
     RelayError,
     ReplayedRequest,
+    TooLarge,
 )
 from commuter.fsutil import CHUNK
 from commuter.peer import auth
@@ -344,6 +345,8 @@ RATE_MESSAGES = {
     "key": "too many requests from this machine; try again in a minute",
 }
 ITEM_COLUMNS = "id, mailbox, sender, size, digest, created_at, expires_at"
+# The same, of relay_items as `i` (in a join)
+ITEM_COLUMNS_OF_I = ", ".join(f"i.{column}" for column in ITEM_COLUMNS.split(", "))
 # A signed request's nonce and rates (relay_claim), as the first part of its first statement:
 # no round trip of its own. Its eight parameters are PgStore._claim_args.
 CLAIM = "relay_claim($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -566,34 +569,37 @@ class PgStore(RelayStore):
             raise ReplayedRequest("replayed request")
         return answer
 
+    async def _call(self, what: str, claim: Claim | None, function: str, *args: Any) -> Any:
+        """`function(*args)`'s answer, one statement; with `claim`, the nonce claimed first in
+        that statement (CASE WHEN CLAIM THEN ... END: ReplayedRequest if it was seen)."""
+        first = 0 if claim is None else 8  # CLAIM's parameters come first
+        call = f"{function}({', '.join(f'${first + i}' for i in range(1, len(args) + 1))})"
+        async with self._db(what) as db:
+            if claim is None:
+                return await db.fetchval(f"SELECT {call}", *args)
+            sql = f"SELECT CASE WHEN {CLAIM} THEN {call} END"
+            return self._fresh(await db.fetchval(sql, *self._claim_args(claim), *args))
+
     # Uploads
 
     async def begin_upload(
         self, mailbox: str, sender: str, declared: int | None, *, claim: Claim | None = None
     ) -> Upload:
-        if declared is not None and declared > self.limits.max_bundle:
-            if claim is not None:  # a request refused here counts as one all the same
-                await self.claim_nonce(*claim)
-            quotas.check_size(self.limits, declared)
+        if declared is not None:
+            try:
+                quotas.check_size(self.limits, declared)
+            except TooLarge:
+                if claim is not None:  # a request refused here counts as one all the same
+                    await self.claim_nonce(*claim)
+                raise
         await self.expire()
         # One of the sender's items from now on; a mailbox slot only at the commit.
         arrays = self.charge(
             mailbox, sender, add_items=(0, 1, 1, 1), add_bytes=0, need_items=1,
             need_bytes=declared or 1,
         )  # fmt: skip
-        async with self._db("start the upload") as db:
-            if claim is None:
-                blob = await db.fetchval(
-                    "SELECT relay_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    mailbox,
-                    sender,
-                    *arrays,
-                )
-            else:
-                begin = "relay_begin($9, $10, $11, $12, $13, $14, $15, $16, $17)"
-                args = [*self._claim_args(claim), mailbox, sender, *arrays]
-                blob = await db.fetchval(f"SELECT CASE WHEN {CLAIM} THEN {begin} END", *args)
-        return _PgUpload(self, int(self._fresh(blob)), mailbox, sender)
+        blob = await self._call("start the upload", claim, "relay_begin", mailbox, sender, *arrays)
+        return _PgUpload(self, int(blob), mailbox, sender)
 
     # Items
 
@@ -639,7 +645,7 @@ class PgStore(RelayStore):
         async with self._db("find the item") as db:
             row = await db.fetchrow(
                 f"WITH c AS MATERIALIZED (SELECT {CLAIM} AS fresh)"
-                f" SELECT c.fresh, {', '.join('i.' + c for c in ITEM_COLUMNS.split(', '))},"
+                f" SELECT c.fresh, {ITEM_COLUMNS_OF_I},"
                 " ch.data FROM c LEFT JOIN relay_items i ON c.fresh AND i.mailbox = $9"
                 " AND i.id = $10 AND i.expires_at > $11"
                 " LEFT JOIN relay_chunks ch ON ch.blob = i.blob AND ch.seq = 0",
@@ -681,14 +687,7 @@ class PgStore(RelayStore):
             yield data
 
     async def delete(self, mailbox: str, item_id: str, *, claim: Claim | None = None) -> bool:
-        async with self._db("delete the item") as db:
-            if claim is None:
-                return bool(await db.fetchval("SELECT relay_delete($1, $2)", mailbox, item_id))
-            done = await db.fetchval(
-                f"SELECT CASE WHEN {CLAIM} THEN relay_delete($9, $10) END",
-                *self._claim_args(claim), mailbox, item_id,
-            )  # fmt: skip
-        return bool(self._fresh(done))
+        return bool(await self._call("delete the item", claim, "relay_delete", mailbox, item_id))
 
     # Clean-up
 
