@@ -551,6 +551,27 @@ def test_projects_json_is_written_under_geminis_lock(
     assert not lock.exists()
 
 
+def test_a_lock_left_by_a_writer_that_died_is_waited_out(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """proper-lockfile counts a lock unrefreshed for 10 s as its dead writer's: one 4 s old
+    (a gemini killed while registering) is taken once it is stale, and the project lands."""
+    install(home)
+    bundle = tmp_path / "p.commuter"
+    _export(home, PLAIN, bundle)
+    home_b, there = _home_b(tmp_path, monkeypatch)
+    lock = home_b / ".gemini" / "projects.json.lock"
+    lock.mkdir()
+    old = time.time() - 4
+    os.utime(lock, (old, old))
+    result = _import(bundle, there)
+    assert result.exit_code == 0, result.stderr
+    assert "locked" not in result.stderr
+    projects = json.loads((home_b / ".gemini" / "projects.json").read_text())["projects"]
+    assert projects[str(there)] == "my-app-1"
+    assert not lock.exists()
+
+
 LEGACY = "0e1d2c3b-4a59-4678-8796-a5b4c3d2e1f0"
 
 

@@ -15,6 +15,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -101,6 +102,7 @@ def commuter(home: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
     monkeypatch.setenv("HOME", str(home))
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, result.output
+    print(result.stderr, file=sys.stderr, end="")  # its warnings, shown if the test fails
     return result.stdout
 
 

@@ -352,7 +352,7 @@ def _later(chat: Chat) -> str:
 
 
 LOCK_STALE = 10.0  # proper-lockfile's default: an older lock is a dead writer's
-LOCK_WAIT = 5.0
+LOCK_WAIT = LOCK_STALE + 2.0  # a lock left by a writer that died is waited out, then taken
 
 
 def _register(dirs: GeminiDirs, project: str, slug: str, warnings: list[str]) -> None:
