@@ -244,3 +244,43 @@ def test_an_identical_copy_left_unchanged_has_its_digest(two, tmp_path, streamed
     assert again.action == "unchanged" and streamed == ["created", "unchanged"]
     held = transcript(b, b / "code" / "my.app", TOOLS).read_bytes()
     assert again.extra["in_step_sha256"] == hashlib.sha256(held).hexdigest()
+
+
+def test_an_update_leaves_side_files_it_would_write_again_unchanged(
+    two, tmp_path, streamed
+) -> None:
+    """Side files already there with the bundle's bytes keep their inode (no temp, no
+    rename); one that differs (longer, shorter or other bytes of the same length) gets the
+    bundle's bytes; the backup holds each one of the side folder as it was, copied."""
+    a = two[0]
+    side_a = transcript(a, a / "projects" / "my.app", TOOLS).parent / TOOLS / "tool-results"
+    side_a.mkdir(parents=True, exist_ok=True)
+    for n in range(4):
+        (side_a / f"toolu_{n}.txt").write_bytes(f"output {n}\n".encode() * (n + 1))
+    _old, at_b = _import_half(two, tmp_path, ImportOptions())
+    files = sorted(p for p in (at_b.parent / TOOLS).rglob("*") if p.is_file())
+    files += sorted((two[1] / ".claude" / "file-history" / TOOLS).iterdir())
+    assert len(files) >= 6, files
+    brought = {p: p.read_bytes() for p in files}
+    longer, shorter, other, *kept = files
+    longer.write_bytes(brought[longer] + b"more\n")
+    shorter.write_bytes(brought[shorter][:-1])
+    other.write_bytes(bytes([brought[other][0] ^ 1]) + brought[other][1:])
+    before = {p: p.read_bytes() for p in files}
+    inodes = {p: p.stat().st_ino for p in kept}
+
+    result = _import_full(two, tmp_path, ImportOptions())
+
+    assert result.action == "updated" and streamed == ["created", "updated"]
+    assert {p: p.read_bytes() for p in files} == brought
+    assert {p: p.stat().st_ino for p in kept} == inodes
+    assert all(p.stat().st_ino != inodes.get(p) for p in (longer, shorter, other))
+    [record] = result.backups
+    saved = record.parent / TOOLS
+    for p in files:
+        if at_b.parent in p.parents:
+            copy = saved / p.relative_to(at_b.parent / TOOLS)
+            assert copy.read_bytes() == before[p]
+            if p in kept:  # a copy, not a link: the live file may change in place later
+                assert copy.stat().st_ino != p.stat().st_ino
+    assert not list(two[1].rglob("*.tmp"))
