@@ -138,20 +138,17 @@ class Rewriter:
         self.replacements = {escaped(src): escaped(dst) for src, dst in pathmap.pairs}
         # Only prefixes no other prefix contains are searched; longer ones are tried at hits.
         by_len = sorted(self.needles, key=len)
-        self.roots: list[tuple[bytes, list[bytes], bytes]] = []
+        self.roots: list[tuple[bytes, list[bytes]]] = []
         common = _common_prefix(self.needles)
         common = common[: common.rfind(b"/") + 1]
         if len(common) > 1:
             # One search for what all prefixes share (e.g. the old HOME), then compare.
-            self.roots.append((common, list(reversed(by_len)), b'":"' + common))
+            self.roots.append((common, list(reversed(by_len))))
         else:
             for needle in by_len:
-                if not any(needle.startswith(root) for root, _, _ in self.roots):
+                if not any(needle.startswith(root) for root, _ in self.roots):
                     kids = [n for n in reversed(by_len) if n.startswith(needle)]
-                    self.roots.append((needle, kids, b'":"' + needle))
-        # One search per root for a space then the prefix: the leads are checked at the hits.
-        self.text_markers = [b" " + root for root, _, _ in self.roots]
-        self.quote_markers = [_PROMPT_TAIL + root for root, _, _ in self.roots]
+                    self.roots.append((needle, kids))
         self.backup_names = backup_names or {}
         self.derive_cwd = derive_backups
         self._derived: set[str] = set()
@@ -184,56 +181,56 @@ class Rewriter:
             _mark_records(data, lines)
         if self.needles:
             _mark_lines(data, _PATH_LIST_OPEN, lines, near_start=False, then=b'"/')
-        for marker in self.quote_markers:
-            start = data.find(marker)
+        # One search per root for every kind of hit, told apart by the bytes before it: a
+        # path key's value (`"key":"`), a fixed text's path (a space), a prompt's (`at ``).
+        keyed: list[tuple[int, list[bytes]]] = []
+        for root, kids in self.roots:
+            start = data.find(root)
             while start != -1:
-                pos = start + len(_PROMPT_TAIL)
-                start = data.find(marker, pos)
-                if data.endswith(_PROMPT_LEADS, 0, pos):
-                    _add_client_line(data, pos, lines)
-        for marker in self.text_markers:
-            start = data.find(marker)
-            while start != -1:
-                pos = start + 1
-                start = data.find(marker, pos)
+                pos = start
+                start = data.find(root, pos + 1)
+                if pos < 4:  # no lead or key fits before it (and a negative start would wrap)
+                    continue
+                c = data[pos - 1]
+                if c == 0x22:  # '"'
+                    if data.startswith(b'":"', pos - 3):
+                        keyed.append((pos, kids))
+                elif c == 0x60:  # '`'
+                    if data.endswith(_PROMPT_LEADS, 0, pos):
+                        _add_client_line(data, pos, lines)
                 # Every lead ends in ": ", "e ", "f " or "t ": most hits are rejected here.
-                if data[pos - 2 : pos] not in (b": ", b"e ", b"f ", b"t "):
-                    continue
-                if data.endswith(_RENDERED_LEADS, 0, pos):  # one C call for all the leads
-                    _add_client_line(data, pos, lines)
-                    continue
-                if not data.endswith(_LEADS, 0, pos):
-                    continue
-                kind = next(i for i, x in enumerate(_LEADS) if _ends_with(data, pos, x))
-                edit = self._result_text(data, pos - len(_LEADS[kind]), kind)
-                if isinstance(edit, tuple):
-                    edits.append(edit)
-                elif edit:
-                    line_start = data.rfind(b"\n", 0, pos) + 1
-                    line_stop = data.find(b"\n", pos)
-                    lines.add((line_start, len(data) if line_stop == -1 else line_stop))
+                elif c == 0x20 and data[pos - 2] in b":eft":
+                    if data.endswith(_RENDERED_LEADS, 0, pos):  # one C call for all the leads
+                        _add_client_line(data, pos, lines)
+                        continue
+                    if not data.endswith(_LEADS, 0, pos):
+                        continue
+                    kind = next(i for i, x in enumerate(_LEADS) if _ends_with(data, pos, x))
+                    edit = self._result_text(data, pos - len(_LEADS[kind]), kind)
+                    if isinstance(edit, tuple):
+                        edits.append(edit)
+                    elif edit:
+                        line_start = data.rfind(b"\n", 0, pos) + 1
+                        line_stop = data.find(b"\n", pos)
+                        lines.add((line_start, len(data) if line_stop == -1 else line_stop))
         for line_start, line_stop in lines:
             body = data[line_start:line_stop]
             new = self._parsed(body)
             if new is not body:
                 edits.append((line_start, line_stop, new))
-        for _root, kids, marker in self.roots:
-            start = data.find(marker)
-            while start != -1:
-                pos = start + 3
-                start = data.find(marker, pos)
-                close = pos - 3
-                opening = data.rfind(b'"', 0, close)
-                # An unescaped `"key":"` cannot occur inside a JSON string: a hit preceded by
-                # one is exactly a path-key value that starts with the prefix.
-                if opening == -1 or data[opening + 1 : close] not in _PATH_KEYS_B:
-                    continue
-                for needle in kids:
-                    if data.startswith(needle, pos):
-                        stop = pos + len(needle)
-                        if data[stop : stop + 1] in (b"/", b'"'):
-                            edits.append((pos, stop, self.replacements[needle]))
-                            break
+        for pos, kids in keyed:
+            close = pos - 3
+            opening = data.rfind(b'"', 0, close)
+            # An unescaped `"key":"` cannot occur inside a JSON string: a hit preceded by one
+            # is exactly a path-key value that starts with the prefix.
+            if opening == -1 or data[opening + 1 : close] not in _PATH_KEYS_B:
+                continue
+            for needle in kids:
+                if data.startswith(needle, pos):
+                    stop = pos + len(needle)
+                    if data[stop : stop + 1] in (b"/", b'"'):
+                        edits.append((pos, stop, self.replacements[needle]))
+                        break
         if not edits:
             return data
         edits.sort()
