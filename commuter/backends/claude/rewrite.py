@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -530,7 +530,9 @@ class BackupSources:
         self.found: dict[str, str] = {}
         self._tail = b""
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes, records: Iterable[int] | None = None) -> None:
+        """`records`: where `chunk` has `"file-history-` (every occurrence, in order), if the
+        caller searched for it already."""
         first = chunk.find(b"\n")
         if first == -1:
             self._tail += chunk
@@ -539,17 +541,17 @@ class BackupSources:
             self._line(self._tail + chunk[:first])
         cut = chunk.rfind(b"\n") + 1
         self._tail = chunk[cut:]
-        start = chunk.find(_RECORDS, first, cut)  # one search for both record types
-        while start != -1:
+        after = first  # a hit before this is in the line the last chunk began, or parsed
+        for start in _finds(chunk, _RECORDS, first, cut) if records is None else records:
+            if start < after or start >= cut:
+                continue
             line_start = chunk.rfind(b"\n", 0, start) + 1
             line_stop = chunk.find(b"\n", start)
             if start - line_start < 120 and (
                 chunk.startswith(_SNAPSHOT, start) or chunk.startswith(_DELTA, start)
             ):
                 _snapshot_sources(chunk[line_start:line_stop], self.cwd, self.found)
-                start = chunk.find(_RECORDS, line_stop, cut)
-            else:
-                start = chunk.find(_RECORDS, start + 1, cut)
+                after = line_stop
 
     def _line(self, line: bytes) -> None:
         if _SNAPSHOT in line[:160] or _DELTA in line[:160]:
@@ -562,6 +564,14 @@ class BackupSources:
         if tail:
             self._line(tail)
         return self.found
+
+
+def _finds(data: bytes, needle: bytes, start: int, stop: int) -> Iterator[int]:
+    """Every place `needle` starts in data[start:stop], in order."""
+    at = data.find(needle, start, stop)
+    while at != -1:
+        yield at
+        at = data.find(needle, at + 1, stop)
 
 
 def _snapshot_sources(raw: bytes, cwd: str, found: dict[str, str]) -> None:
