@@ -9,6 +9,7 @@ import errno
 import filecmp
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -258,10 +259,13 @@ def consent(options: ImportOptions, rel: str, replacing: bool, spec: ProjectConf
 
 class Pending:
     """Temp files beside their destinations, renamed together by `commit` (the one written
-    first, last); if the block fails before that, the temps and the folders made are removed."""
+    first, last), or appended to a destination that must still be as long as it was (after
+    every rename); if the block fails before that, the temps and the folders made are
+    removed."""
 
     def __init__(self) -> None:
         self._files: list[tuple[str, Path]] = []
+        self._appends: list[tuple[str, Path, int]] = []
         self._made: list[Path] = []
         self._done = False
 
@@ -271,7 +275,7 @@ class Pending:
     def __exit__(self, *exc_info: object) -> None:
         if self._done:
             return
-        for tmp, _dest in self._files:
+        for tmp in [f[0] for f in self._files] + [a[0] for a in self._appends]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         for made in reversed(self._made):
@@ -301,14 +305,57 @@ class Pending:
             yield out
         self._files.append((tmp, dest))
 
+    @contextlib.contextmanager
+    def appender(self, dest: Path, size: int, *, fsync: bool = False) -> Iterator[BinaryIO]:
+        """A temp file beside `dest` whose bytes `commit` appends to `dest`, which must be
+        `size` bytes long then (nothing is appended to a file that changed meanwhile)."""
+        with fsutil.temp_writer(dest, 0o600, fsync=fsync, parents=False) as (out, tmp):
+            yield out
+        self._appends.append((tmp, dest, size))
+
     def copy(self, src: Path, dest: Path) -> None:
         with src.open("rb") as fh, self.writer(dest) as out:
             shutil.copyfileobj(fh, out, 1 << 20)
 
     def commit(self) -> None:
+        for _tmp, dest, size in self._appends:  # before anything changes
+            _check_size(dest, size)
         for tmp, dest in [*self._files[1:], *self._files[:1]]:
             os.replace(tmp, dest)
+        for tmp, dest, size in self._appends:
+            _append(tmp, dest, size)
         self._done = True
+
+
+def _check_size(dest: Path, size: int) -> None:
+    st = os.lstat(dest)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        raise BackendError(f"{dest} changed while it was being updated; import again")
+
+
+def _append(tmp: str, dest: Path, size: int) -> None:
+    """`tmp`'s bytes after the `size` bytes of `dest`, on disk (fsynced), then `tmp` removed;
+    if that fails, `dest` is cut back to `size`."""
+    fd = os.open(dest, os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if os.fstat(fd).st_size != size:
+            raise BackendError(f"{dest} changed while it was being updated; import again")
+        try:
+            with open(tmp, "rb") as src:
+                at = size
+                while chunk := src.read(fsutil.CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.pwrite(fd, view, at)
+                        view, at = view[n:], at + n
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    os.unlink(tmp)
 
 
 def project_members(

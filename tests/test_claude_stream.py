@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from conftest import settings_for
 
 from commuter import config, core
 from commuter.backends.claude import ClaudeBackend, stream
-from commuter.errors import BundleError
+from commuter.errors import BackendError, BundleError
 from commuter.model import ImportOptions
 
 
@@ -283,4 +285,73 @@ def test_an_update_leaves_side_files_it_would_write_again_unchanged(
             assert copy.read_bytes() == before[p]
             if p in kept:  # a copy, not a link: the live file may change in place later
                 assert copy.stat().st_ino != p.stat().st_ino
+    assert not list(two[1].rglob("*.tmp"))
+
+
+def test_an_update_appends_to_the_local_transcript_what_it_lacks(two, tmp_path, streamed) -> None:
+    """The local copy is not written again: the same inode, its bytes then the new ones, the
+    same file a first import of the bundle writes; nothing left beside it."""
+    old, at_b = _import_half(two, tmp_path, ImportOptions())
+    inode = at_b.stat().st_ino
+    result = _import_full(two, tmp_path, ImportOptions())
+    assert result.action == "updated" and streamed == ["created", "updated"]
+    assert at_b.stat().st_ino == inode
+    new = at_b.read_bytes()
+    assert new.startswith(old) and len(new) > len(old)
+    _a, b, _sa, sb = two
+    assert not list(b.rglob("*.tmp"))
+    shutil.rmtree(b / ".claude")
+    core.import_file(sb, tmp_path / "full.bundle", ImportOptions())  # a first import
+    assert at_b.read_bytes() == new
+
+
+def test_a_transcript_that_grew_before_the_commit_is_left_as_it_is(
+    two, tmp_path, streamed, monkeypatch
+) -> None:
+    """Claude appended to the local copy after the import compared it: nothing is appended
+    and no side file is replaced; one clear error; no temp left."""
+    _old, at_b = _import_half(two, tmp_path, ImportOptions())
+    side = at_b.parent / TOOLS
+    for path in side.rglob("*"):  # differ from the bundle's, so that the update replaces them
+        if path.is_file():
+            path.write_bytes(path.read_bytes() + b"\n")
+    sides = files_under(side)
+    real = stream.place_streamed
+
+    def claude_writes_first(settings, source, options, route):
+        with at_b.open("ab") as fh:
+            fh.write(b'{"type":"user","uuid":"late"}\n')
+        return real(settings, source, options, route)
+
+    monkeypatch.setattr(stream, "place_streamed", claude_writes_first)
+    before = at_b.read_bytes()
+    with pytest.raises(BackendError, match="changed while it was being updated"):
+        _import_full(two, tmp_path, ImportOptions())
+    assert at_b.read_bytes() == before + b'{"type":"user","uuid":"late"}\n'
+    assert files_under(side) == sides
+    assert not list(two[1].rglob("*.tmp"))
+
+
+def test_an_append_that_fails_cuts_the_transcript_back(
+    two, tmp_path, streamed, monkeypatch
+) -> None:
+    """A write that fails half-way through the append (a full disk) leaves the local copy
+    as it was, byte for byte, and no temp."""
+    old, at_b = _import_half(two, tmp_path, ImportOptions())
+    from commuter import placing
+
+    real = os.pwrite
+    calls: list[int] = []
+
+    def full_disk(fd: int, data, offset: int) -> int:
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real(fd, data[: max(1, len(data) // 2)], offset)
+
+    monkeypatch.setattr(placing.os, "pwrite", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _import_full(two, tmp_path, ImportOptions())
+    assert len(calls) >= 2  # a part was written before the failure
+    assert at_b.read_bytes() == old
     assert not list(two[1].rglob("*.tmp"))
