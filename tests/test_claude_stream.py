@@ -338,8 +338,6 @@ def test_an_append_that_fails_cuts_the_transcript_back(
     """A write that fails half-way through the append (a full disk) leaves the local copy
     as it was, byte for byte, and no temp."""
     old, at_b = _import_half(two, tmp_path, ImportOptions())
-    from commuter import placing
-
     real = os.pwrite
     calls: list[int] = []
 
@@ -349,7 +347,7 @@ def test_an_append_that_fails_cuts_the_transcript_back(
             raise OSError(28, "No space left on device")
         return real(fd, data[: max(1, len(data) // 2)], offset)
 
-    monkeypatch.setattr(placing.os, "pwrite", full_disk)
+    monkeypatch.setattr(os, "pwrite", full_disk)  # placing's append is its one caller
     with pytest.raises(OSError, match="No space left"):
         _import_full(two, tmp_path, ImportOptions())
     assert len(calls) >= 2  # a part was written before the failure
