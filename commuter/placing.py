@@ -330,7 +330,11 @@ class Pending:
 def _check_size(dest: Path, size: int) -> None:
     st = os.lstat(dest)
     if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-        raise BackendError(f"{dest} changed while it was being updated; import again")
+        raise _changed(dest)
+
+
+def _changed(dest: Path) -> BackendError:
+    return BackendError(f"{dest} changed while it was being updated; import again")
 
 
 def _append(tmp: str, dest: Path, size: int) -> None:
@@ -339,7 +343,7 @@ def _append(tmp: str, dest: Path, size: int) -> None:
     fd = os.open(dest, os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     try:
         if os.fstat(fd).st_size != size:
-            raise BackendError(f"{dest} changed while it was being updated; import again")
+            raise _changed(dest)
         try:
             with open(tmp, "rb") as src:
                 at = size

@@ -136,13 +136,16 @@ class TranscriptRoute:
         follows the local copy, which the commit appends to it (the local bytes are neither
         written again nor freed: 90 MB of a 100 MB update)."""
         if self._out is None:
-            if self._state == "create":
-                cm = self._pending.writer(self.dest, fsync=True)
-            else:
-                cm = self._pending.appender(self.dest, self._local_size, fsync=True)
+            # An appender's temp is never renamed into place: the append is what is fsynced.
+            new = self._state == "create"
+            cm = (
+                self._pending.writer(self.dest, fsync=True)
+                if new
+                else self._pending.appender(self.dest, self._local_size)
+            )
             temp = self._stack.enter_context(cm)
             # rewriting the next chunk goes on while this one is written
-            self._out = fsutil.BackgroundWriter(temp, sync_every=_SYNC_EVERY)
+            self._out = fsutil.BackgroundWriter(temp, sync_every=_SYNC_EVERY if new else 0)
             self._stack.callback(self._out.close)  # before the temp is closed (LIFO)
         return self._out
 
