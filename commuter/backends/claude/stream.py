@@ -206,7 +206,7 @@ class TranscriptRoute:
             self._tail = b""
         self._open = False
         self._out = None
-        self._stack.close()  # the temp is complete (fsynced); the pending rename is its
+        self._stack.close()  # the temp is complete; the pending rename (or append) is its
         self.action = {
             "create": "created",
             "extra": "updated",
@@ -222,26 +222,10 @@ class TranscriptRoute:
             return
         new = 0  # where the bytes the local copy does not have begin in `out`
         if state == "compare":
-            local = self._local
-            assert local is not None
-            n = _read_into(local, self._cmp, len(out))
-            self._compared += n
-            if n == len(out) and self._cmp == out:
-                new = n
-                if self._compared == self._local_size:
-                    self._state = "compare-equal"
-            else:
-                want = bytes(self._cmp[:n])
-                if (
-                    self._compared == self._local_size
-                    and out.startswith(want)
-                    and (want.endswith(b"\n") or self._local_size == 0)
-                ):
-                    self._state = "extra" if _UUID_RE.search(out, n) else "extra-quiet"
-                    new = n
-                else:
-                    self._state = "mismatch"  # the ordinary path decides (a second unpack)
-                    return
+            compared = self._compare(out)
+            if compared is None:
+                return
+            new = compared
         elif state == "compare-equal":
             if out:
                 self._state = "extra" if _UUID_RE.search(out) else "extra-quiet"
@@ -251,12 +235,38 @@ class TranscriptRoute:
             self._writer().write(out[new:] if new else out)
         at = self._written_size
         self._written_size += len(out)
+        if self._written is not None:
+            self._hash(out, at)
+
+    def _compare(self, out: bytes) -> int | None:
+        """Compare `out` with the local copy's next bytes: how many of them it starts with
+        (the state moves on), or None when the local copy is not a prefix (`mismatch`)."""
+        local = self._local
+        assert local is not None
+        n = _read_into(local, self._cmp, len(out))
+        self._compared += n
+        if n == len(out) and self._cmp == out:
+            if self._compared == self._local_size:
+                self._state = "compare-equal"
+            return n
+        want = bytes(self._cmp[:n])
+        if (
+            self._compared == self._local_size
+            and out.startswith(want)
+            and (want.endswith(b"\n") or self._local_size == 0)
+        ):
+            self._state = "extra" if _UUID_RE.search(out, n) else "extra-quiet"
+            return n
+        self._state = "mismatch"  # the ordinary path decides (a second unpack)
+        return None
+
+    def _hash(self, out: bytes, at: int) -> None:
+        """`out` (the new transcript's bytes from `at`) to the hash: up to the old prefix's
+        end, marked there, for the backup record (or the state of an identical copy); where
+        a paired peer sent it, on to the end for the delta base."""
         written = self._written
-        if written is None:
-            return
+        assert written is not None
         if 0 <= self._mark_at - at <= len(out):
-            # the old prefix's sha256 for the backup record (or the state of an identical
-            # copy); where a paired peer sent it, on to the end for the delta base
             cut = self._mark_at - at
             view = memoryview(out)
             written.put(view[:cut])
