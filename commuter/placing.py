@@ -318,47 +318,51 @@ class Pending:
             shutil.copyfileobj(fh, out, 1 << 20)
 
     def commit(self) -> None:
-        for _tmp, dest, size in self._appends:  # before anything changes
-            _check_size(dest, size)
-        for tmp, dest in [*self._files[1:], *self._files[:1]]:
-            os.replace(tmp, dest)
-        for tmp, dest, size in self._appends:
-            _append(tmp, dest, size)
+        # Each destination to append to is opened (and checked) before anything changes.
+        appends = [(_open_append(dest, size), tmp, dest, size) for tmp, dest, size in self._appends]
+        try:
+            for tmp, dest in [*self._files[1:], *self._files[:1]]:
+                os.replace(tmp, dest)
+            for fd, tmp, _dest, size in appends:
+                _append(fd, tmp, size)
+        finally:
+            for fd, *_rest in appends:
+                os.close(fd)
         self._done = True
 
 
-def _check_size(dest: Path, size: int) -> None:
-    st = os.lstat(dest)
-    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-        raise _changed(dest)
-
-
-def _changed(dest: Path) -> BackendError:
-    return BackendError(f"{dest} changed while it was being updated; import again")
-
-
-def _append(tmp: str, dest: Path, size: int) -> None:
-    """`tmp`'s bytes after the `size` bytes of `dest`, on disk (fsynced), then `tmp` removed;
-    if that fails, `dest` is cut back to `size`."""
-    fd = os.open(dest, os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+def _open_append(dest: Path, size: int) -> int:
+    """`dest` open for writing, if it is still the regular file of `size` bytes it was (no
+    symlink followed)."""
+    changed = f"{dest} changed while it was being updated"
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        if os.fstat(fd).st_size != size:
-            raise _changed(dest)
-        try:
-            with open(tmp, "rb") as src:
-                at = size
-                while chunk := src.read(fsutil.CHUNK):
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.pwrite(fd, view, at)
-                        view, at = view[n:], at + n
-            os.fsync(fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise
-    finally:
+        fd = os.open(dest, flags)
+    except OSError as exc:
+        raise BackendError(f"{changed} ({exc.strerror or exc}); import again") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
         os.close(fd)
+        raise BackendError(f"{changed}; import again")
+    return fd
+
+
+def _append(fd: int, tmp: str, size: int) -> None:
+    """`tmp`'s bytes after the first `size` bytes of the file `fd`, on disk (fsynced), then
+    `tmp` removed; if that fails, the file is cut back to `size`."""
+    try:
+        with open(tmp, "rb") as src:
+            at = size
+            while chunk := src.read(fsutil.CHUNK):
+                view = memoryview(chunk)
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    view, at = view[n:], at + n
+        os.fsync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
     os.unlink(tmp)
 
 

@@ -353,3 +353,32 @@ def test_an_append_that_fails_cuts_the_transcript_back(
     assert len(calls) >= 2  # a part was written before the failure
     assert at_b.read_bytes() == old
     assert not list(two[1].rglob("*.tmp"))
+
+
+def test_a_transcript_replaced_by_a_symlink_before_the_commit_gets_nothing(
+    two, tmp_path, streamed, monkeypatch
+) -> None:
+    """The local transcript turned into a symlink after the import compared it: nothing is
+    written through it (its target keeps its bytes), no side file is replaced, one error."""
+    _old, at_b = _import_half(two, tmp_path, ImportOptions())
+    side = at_b.parent / TOOLS
+    for path in side.rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes() + b"\n")
+    sides = files_under(side)
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    real = stream.place_streamed
+
+    def swapped(settings, source, options, route):
+        elsewhere.write_bytes(at_b.read_bytes())  # as long as the copy compared
+        at_b.unlink()
+        at_b.symlink_to(elsewhere)
+        return real(settings, source, options, route)
+
+    monkeypatch.setattr(stream, "place_streamed", swapped)
+    with pytest.raises(BackendError, match="changed while it was being updated"):
+        _import_full(two, tmp_path, ImportOptions())
+    assert elsewhere.read_bytes() == _old
+    assert at_b.is_symlink()
+    assert files_under(side) == sides
+    assert not list(two[1].rglob("*.tmp"))
