@@ -306,10 +306,11 @@ class Pending:
         self._files.append((tmp, dest))
 
     @contextlib.contextmanager
-    def appender(self, dest: Path, size: int, *, fsync: bool = False) -> Iterator[BinaryIO]:
+    def appender(self, dest: Path, size: int) -> Iterator[BinaryIO]:
         """A temp file beside `dest` whose bytes `commit` appends to `dest`, which must be
-        `size` bytes long then (nothing is appended to a file that changed meanwhile)."""
-        with fsutil.temp_writer(dest, 0o600, fsync=fsync, parents=False) as (out, tmp):
+        `size` bytes long then (nothing is appended to a file that changed meanwhile). The
+        temp is never renamed into place, so it is not fsynced: the append is."""
+        with fsutil.temp_writer(dest, 0o600, fsync=False, parents=False) as (out, tmp):
             yield out
         self._appends.append((tmp, dest, size))
 
@@ -319,14 +320,16 @@ class Pending:
 
     def commit(self) -> None:
         # Each destination to append to is opened (and checked) before anything changes.
-        appends = [(_open_append(dest, size), tmp, dest, size) for tmp, dest, size in self._appends]
+        appends: list[tuple[int, str, int]] = []
         try:
+            for tmp, dest, size in self._appends:
+                appends.append((_open_append(dest, size), tmp, size))
             for tmp, dest in [*self._files[1:], *self._files[:1]]:
                 os.replace(tmp, dest)
-            for fd, tmp, _dest, size in appends:
+            for fd, tmp, size in appends:
                 _append(fd, tmp, size)
         finally:
-            for fd, *_rest in appends:
+            for fd, _tmp, _size in appends:
                 os.close(fd)
         self._done = True
 

@@ -136,8 +136,7 @@ class TranscriptRoute:
         follows the local copy, which the commit appends to it (the local bytes are neither
         written again nor freed: 90 MB of a 100 MB update)."""
         if self._out is None:
-            # An appender's temp is never renamed into place: the append is what is fsynced.
-            new = self._state == "create"
+            new = self._state == "create"  # else an appender's: never renamed, not fsynced
             cm = (
                 self._pending.writer(self.dest, fsync=True)
                 if new
