@@ -170,6 +170,34 @@ async def test_a_refilled_bucket_is_pruned_and_its_key_is_new_again(aiohttp_clie
     assert (await query(pg_url, "SELECT count(*) FROM relay_rates WHERE key = ''"))[0][0] == 1
 
 
+async def test_a_relay_s_session_plans_each_statement_once(aiohttp_client, pg_url, tmp_path):
+    """Every statement the store prepares runs on a generic plan (a custom plan is made
+    anew for each call), and relay_take, which every signed request calls, is PL/pgSQL
+    (a LANGUAGE sql function with an UPDATE is planned again in every transaction)."""
+    app = make_relay_app(store=PgStore(pg_url, pool_size=1))  # one session for everything
+    client = await aiohttp_client(app)
+    for i in range(7):  # past the server's five custom plans before it may choose generic
+        body = sealed_bytes(tmp_path, ALICE, [BOB], size=1000 + i)
+        assert (await upload(client, ALICE, BOB, body)).status == 201
+        resp = await client.get(box(BOB), headers=signed(BOB, "GET", box(BOB)))
+        [listed] = (await resp.json())["items"]
+        path = f"{box(BOB)}/{listed['id']}"
+        resp = await client.get(path, headers=signed(BOB, "GET", path))
+        assert await resp.read() == body
+        assert (await client.delete(path, headers=signed(BOB, "DELETE", path))).status == 200
+    pool = app[STATE].store._pool
+    plans = await pool.fetch(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+    )
+    assert len(plans) >= 4  # the upload's two statements, the listing, the download, ...
+    assert [r["statement"] for r in plans if r["custom_plans"]] == []
+    language = await pool.fetchval(
+        "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+        " WHERE p.proname = 'relay_take'"
+    )
+    assert language == "plpgsql"
+
+
 async def test_push_through_one_relay_pull_and_ack_through_the_other(
     aiohttp_client, pg_url, tmp_path
 ):
