@@ -16,7 +16,10 @@ average before and after each round. Reports wall times, throughput (up + down),
 each relay's peak memory (VmHWM).
 
     .venv/bin/python benchmarks/bench_relay_pg.py [--clients 200] [--mb 1] [--rounds 2]
-        [--warmup 1] [--json out.json]
+        [--warmup 1] [--pg-setting NAME=VALUE ...] [--json out.json]
+
+The server runs on PostgreSQL's defaults but fsync; `--pg-setting` (repeatable) gives it
+more, e.g. `shared_buffers=1GB` as a database server would be sized (docs/relay.md).
 """
 
 from __future__ import annotations
@@ -147,21 +150,34 @@ def run_pg(server: PgServer, work: Path, bundles: list[Path]) -> dict[str, Any]:
     return result
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    plain = value.isprintable() and " " not in value  # one word of pg_ctl's options
+    if not (sep and name.replace("_", "").replace(".", "").isalnum() and plain):
+        raise SystemExit(f"--pg-setting takes NAME=VALUE, not {text!r}")
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--mb", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
+    parser.add_argument(
+        "--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+        help="a server setting (repeatable), e.g. shared_buffers=1GB",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    settings = dict(_setting(text) for text in args.pg_setting)
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise SystemExit(SKIP_REASON)
     size = int(args.mb * 1024 * 1024)
     rounds: dict[str, list[dict[str, Any]]] = {"file": [], "postgresql": []}
     warmup: dict[str, list[dict[str, Any]]] = {"file": [], "postgresql": []}
-    server = PgServer(bin_dir, fsync=True)
+    server = PgServer(bin_dir, fsync=True, settings=settings)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-relay-pg-") as tmp:
             work = Path(tmp)
@@ -188,6 +204,7 @@ def main() -> None:
     medians = {k: statistics.median(r["throughput_mb_s"] for r in v) for k, v in rounds.items()}
     report = {
         "clients": args.clients,
+        "pg_settings": settings,
         "bundle_mb": args.mb,
         "warmup": warmup,
         "rounds": rounds,
