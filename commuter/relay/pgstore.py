@@ -79,7 +79,7 @@ SCHEMES = ("postgresql", "postgres")
 # Every statement of the relay finds rows by key (or the oldest by an index, LIMIT n), so one
 # generic plan per statement and session serves all its parameters; re-planning each call for
 # its values ("custom plans", the server's default for a statement's first runs and whenever
-# they look cheaper) was ~5 % of the backends' CPU in the benchmark.
+# they look cheaper) was ~3 % of the backends' CPU in the benchmark.
 SESSION_SETTINGS = {"application_name": "commuter-relay", "plan_cache_mode": "force_generic_plan"}
 
 UNLIMITED_SQL = str(UNLIMITED)
@@ -356,7 +356,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (4, _made_asynchronous("relay_begin", "relay_claim")),
     # 5: relay_take in PL/pgSQL. A LANGUAGE sql function that is not inlined (an UPDATE) is
     # parsed and planned again in every transaction that calls it: relay_claim called it once
-    # or twice per request (~7 % of the backends' CPU in the benchmark went to that planning).
+    # or twice per request (3.4 % of the backends' CPU in the benchmark went to that planning).
     # A PL/pgSQL function keeps its plan for the session. Same result: NULL became false, and
     # every caller reads it through coalesce(..., false).
     (5, (TAKE,)),
