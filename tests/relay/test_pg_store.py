@@ -185,7 +185,9 @@ async def test_a_relay_s_session_plans_each_statement_once(aiohttp_client, pg_ur
         resp = await client.get(path, headers=signed(BOB, "GET", path))
         assert await resp.read() == body
         assert (await client.delete(path, headers=signed(BOB, "DELETE", path))).status == 200
-    pool = app[STATE].store._pool
+    store = app[STATE].store
+    assert isinstance(store, PgStore)
+    pool = store._pool
     plans = await pool.fetch(
         "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
     )
