@@ -79,8 +79,10 @@ SCHEMES = ("postgresql", "postgres")
 # Every statement of the relay finds rows by key (or the oldest by an index, LIMIT n), so one
 # generic plan per statement and session serves all its parameters; re-planning each call for
 # its values ("custom plans", the server's default for a statement's first runs and whenever
-# they look cheaper) was ~3 % of the backends' CPU in the benchmark.
-SESSION_SETTINGS = {"application_name": "commuter-relay", "plan_cache_mode": "force_generic_plan"}
+# they look cheaper) was ~3 % of the backends' CPU in the benchmark. Set by a SET when a
+# connection opens rather than in its startup packet, which pgbouncer refuses for any
+# parameter it does not know.
+SESSION_SETUP = "SET plan_cache_mode = force_generic_plan"
 
 UNLIMITED_SQL = str(UNLIMITED)
 QUOTA_STATE = "CR001"  # relay_charge's refusal; DETAIL: "<key> <items> <bytes>"
@@ -497,8 +499,9 @@ class PgStore(RelayStore):
                 max_size=self.pool_size,
                 timeout=10,
                 command_timeout=60,
+                init=_init,
                 reset=_reset,
-                server_settings=SESSION_SETTINGS,
+                server_settings={"application_name": "commuter-relay"},
             )
         try:
             async with self._tx("migrate its schema") as conn:
@@ -928,10 +931,16 @@ class _PgUpload(Upload):
                 await self.store._drop(conn, rows, items=False, size="received")
 
 
+async def _init(conn: Any) -> None:
+    """A new connection's session setting (SESSION_SETUP), kept for its life: see _reset."""
+    await conn.execute(SESSION_SETUP)
+
+
 async def _reset(conn: Any) -> None:
     """Nothing to reset when a connection goes back to the pool: the store keeps no session
-    state (no LISTEN, no session locks or settings), and asyncpg rolls back a transaction
-    left open itself. (Its default reset is a query on every release: a round trip each.)"""
+    state but _init's setting (no LISTEN, no session locks), and asyncpg rolls back a
+    transaction left open itself. (Its default reset is a query on every release, a round
+    trip each, and its RESET ALL would undo _init.)"""
 
 
 async def migrate(conn: Any) -> int:
