@@ -16,10 +16,12 @@ average before and after each round. Reports wall times, throughput (up + down),
 each relay's peak memory (VmHWM).
 
     .venv/bin/python benchmarks/bench_relay_pg.py [--clients 200] [--mb 1] [--rounds 2]
-        [--warmup 1] [--pg-setting NAME=VALUE ...] [--json out.json]
+        [--warmup 1] [--pg-setting NAME=VALUE ...] [--pg-defaults] [--json out.json]
 
-The server runs on PostgreSQL's defaults but fsync; `--pg-setting` (repeatable) gives it
-more, e.g. `shared_buffers=1GB` as a database server would be sized (docs/relay.md).
+The server is sized as docs/relay.md ("Database sizing") tells an operator to size one:
+`shared_buffers` 1 GB (PostgreSQL advises a quarter of a dedicated server's memory; this is
+less), fsync on, everything else PostgreSQL's defaults. `--pg-defaults` runs it on
+PostgreSQL's own defaults (128 MB) instead; `--pg-setting` (repeatable) adds or overrides one.
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ def run_pg(server: PgServer, work: Path, bundles: list[Path]) -> dict[str, Any]:
     return result
 
 
+SIZED = {"shared_buffers": "1GB"}  # docs/relay.md, Database sizing
+
+
 def _setting(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     plain = value.isprintable() and " " not in value  # one word of pg_ctl's options
@@ -166,11 +171,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds first")
     parser.add_argument(
         "--pg-setting", action="append", default=[], metavar="NAME=VALUE",
-        help="a server setting (repeatable), e.g. shared_buffers=1GB",
+        help="a server setting (repeatable), e.g. shared_buffers=2GB",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pg-defaults", action="store_true",
+        help="PostgreSQL's own defaults (shared_buffers 128 MB), not the sized server",
     )  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    settings = dict(_setting(text) for text in args.pg_setting)
+    settings = {} if args.pg_defaults else dict(SIZED)
+    settings.update(_setting(text) for text in args.pg_setting)
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise SystemExit(SKIP_REASON)
