@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import click
 
 from commuter.commands._app import one_line_text, safe_text
+from commuter.commands.table import cells, fit_words, pad
 
 MAX_SHOWN = 20  # the newest 20; an older session is given by id
 
@@ -54,42 +54,15 @@ def menu_lines(choices: Sequence[Choice], width: int) -> list[str]:
             row.append(safe_text(c.agent))
         row += [c.age, "-" if c.messages is None else f"{c.messages} msgs"]
         rows.append(row)
-    widths = [max(_cells(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(cells(row[i]) for row in rows) for i in range(len(rows[0]))]
     last = len(widths) - 1  # the count, right-aligned
     lines = []
     for c, row in zip(choices, rows, strict=True):
-        cells = [
-            (" " * (w - _cells(cell)) + cell) if i == last else cell + " " * (w - _cells(cell))
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        text = "  ".join(cells)
-        room = width - _cells(text) - 2
+        columns = enumerate(zip(row, widths, strict=True))
+        text = "  ".join(pad(cell, w, right=i == last) for i, (cell, w) in columns)
+        room = width - cells(text) - 2
         prompt = one_line_text(c.prompt)
         if room >= 8 and prompt:
-            text += "  " + cut_words(prompt, room)
+            text += "  " + fit_words(prompt, room)
         lines.append(text.rstrip())
     return lines
-
-
-def _cells(text: str) -> int:
-    """Terminal columns `text` takes (East Asian wide and full-width characters take two)."""
-    if text.isascii():
-        return len(text)
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def cut_words(text: str, width: int) -> str:
-    """`text` in at most `width` columns, cut after a word and marked `…` (mid-word only
-    when the first word alone is wider)."""
-    if _cells(text) <= width:
-        return text
-    used, end = 0, 0
-    for i, c in enumerate(text):
-        used += _cells(c)
-        if used > width - 1:
-            break
-        end = i + 1
-    head = text[:end]
-    if end < len(text) and text[end] != " " and " " in head:
-        head = head[: head.rfind(" ")]
-    return head.rstrip() + "…"

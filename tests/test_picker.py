@@ -17,7 +17,8 @@ from claude_home import PLAIN, PLAN, RESUMED, SUBAGENT, TOOLS, transcript
 from peerhelp import ServeProcess
 from transhelp import ALICE, BOB, env_for, make_world, run, trust
 
-from commuter.picker import Choice, _cells, cut_words, menu_lines
+from commuter.commands.table import cells, fit_words
+from commuter.picker import Choice, menu_lines
 
 PROMPT = b"session number"
 # my.app's five sessions, newest first once _order has run
@@ -179,9 +180,9 @@ def test_menu_lines_fit_the_width_and_cut_prompts_after_a_word():
         Choice("cccc3333-z", "cccc333", "codex", "3 days ago", 7, "日本語のプロンプト " * 10),
     ]
     lines = menu_lines(choices, 60)
-    assert all(_cells(line) <= 60 for line in lines), lines
+    assert all(cells(line) <= 60 for line in lines), lines
     assert lines[0].startswith(" 1)  aaaa111  claude  5 min ago   12 msgs  fix the flaky")
     assert lines[0].endswith("…") and not lines[0].endswith(" …") and "wor…" not in lines[0]
     assert lines[1] == " 2)  bbbb222  codex   2 days ago        -"
     assert lines[2].endswith("…")
-    assert cut_words("abcdefghij", 5) == "abcd…"  # one word wider than the room
+    assert fit_words("abcdefghij", 5) == "abcd…"  # one word wider than the room
