@@ -233,6 +233,7 @@ ASYNC = "PERFORM set_config('synchronous_commit', 'off', true);  -- harmless to 
 
 def _asynchronous(sql: str) -> str:
     """A function of FUNCTIONS, redefined to commit its transaction asynchronously."""
+    assert sql.count("\nBEGIN\n") == 1, sql  # the body's one top-level BEGIN, where ASYNC goes
     sql = sql.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
     return sql.replace("\nBEGIN\n", "\nBEGIN\n    " + ASYNC, 1)
 
