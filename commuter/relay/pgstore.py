@@ -65,7 +65,7 @@ from commuter.fsutil import CHUNK
 from commuter.peer import auth
 from commuter.relay import quotas
 from commuter.relay.quotas import UNLIMITED, Limits
-from commuter.relay.storage import Item, UsageKey
+from commuter.relay.storage import Item, UsageKey, usage_key_for
 from commuter.relay.store import Claim, RelayStore, StoreUnavailable, Throttle, Upload
 
 SCHEMA_VERSION = 5
@@ -800,18 +800,9 @@ class PgStore(RelayStore):
     async def usage(
         self, *, mailbox: str | None = None, sender: str | None = None
     ) -> tuple[int, int]:
-        if mailbox is not None and sender is not None:
-            key: UsageKey = ("pair", mailbox, sender)
-        elif mailbox is not None:
-            key = ("box", mailbox)
-        elif sender is not None:
-            key = ("from", sender)
-        else:
-            key = ("all",)
+        key = usage_key(usage_key_for(mailbox, sender))
         async with self._db("read usage") as db:
-            row = await db.fetchrow(
-                "SELECT items, bytes FROM relay_usage WHERE key = $1", usage_key(key)
-            )
+            row = await db.fetchrow("SELECT items, bytes FROM relay_usage WHERE key = $1", key)
         return (0, 0) if row is None else (int(row["items"]), int(row["bytes"]))
 
 

@@ -62,6 +62,18 @@ class Reservation:
 UsageKey = tuple[str, ...]
 
 
+def usage_key_for(mailbox: str | None, sender: str | None) -> UsageKey:
+    """The one key `usage(mailbox=, sender=)` reads: the pair's, the mailbox's, the sender's
+    or the whole relay's."""
+    if mailbox is not None and sender is not None:
+        return ("pair", mailbox, sender)
+    if mailbox is not None:
+        return ("box", mailbox)
+    if sender is not None:
+        return ("from", sender)
+    return ("all",)
+
+
 def _usage_keys(mailbox: str, sender: str) -> tuple[UsageKey, ...]:
     return (("box", mailbox), ("from", sender), ("pair", mailbox, sender), ("all",))
 
@@ -255,15 +267,7 @@ class Storage:
     def usage(self, *, mailbox: str | None = None, sender: str | None = None) -> tuple[int, int]:
         """(items, bytes) queued for `mailbox`, from `sender`, from `sender` for `mailbox`, or
         in all; uploads in progress count with the bytes received so far (see Reservation)."""
-        if mailbox is not None and sender is not None:
-            key: UsageKey = ("pair", mailbox, sender)
-        elif mailbox is not None:
-            key = ("box", mailbox)
-        elif sender is not None:
-            key = ("from", sender)
-        else:
-            key = ("all",)
-        return self.usage_of(key)
+        return self.usage_of(usage_key_for(mailbox, sender))
 
     def usage_of(self, key: UsageKey) -> tuple[int, int]:
         """(items, bytes) counted under one of the keys `usage` names."""
